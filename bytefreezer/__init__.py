@@ -1,0 +1,3 @@
+"""bytefreezer: multi-tenant ingestion pipeline."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,227 @@
+"""The control service's REST API under ``/api/v1`` (Starlette).
+
+Every route but ``/api/v1/health`` needs an admin key (``Authorization: Bearer ...``). Errors
+answer JSON ``{"error": message, "type": name}`` with 400/401/403/404/409/410.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bytefreezer import errors
+from bytefreezer.control.models import DatasetSpec, HealthReport, Lease, Tenant
+from bytefreezer.control.store import ControlStore
+
+log = logging.getLogger(__name__)
+
+_STATUS: dict[type[Exception], int] = {
+    errors.ConfigError: 400,
+    errors.InvalidName: 400,
+    errors.AuthError: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.LeaseLost: 409,
+    errors.Gone: 410,
+}
+
+
+def error_response(exc: Exception) -> JSONResponse:
+    """The JSON error answer for a bytefreezer error."""
+    status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 500)
+    return JSONResponse({"error": str(exc), "type": type(exc).__name__}, status_code=status)
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_dump(v) for v in value]
+    return value
+
+
+Handler = Callable[[ControlStore, Request, Any], Any]
+
+
+def _route(
+    path: str, method: str, handler: Handler, *, public: bool = False, status: int = 200
+) -> Route:
+    async def endpoint(request: Request) -> Response:
+        store: ControlStore = request.app.state.store
+        try:
+            if not public:
+                _require_admin(store, request)
+            body: Any = None
+            if method in ("POST", "PUT", "PATCH"):
+                raw = await request.body()
+                if raw:
+                    try:
+                        body = await request.json()
+                    except ValueError:
+                        raise errors.ConfigError("request body is not valid JSON") from None
+            result = await _in_thread(handler, store, request, body)
+        except ValidationError as exc:
+            detail = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+            )
+            return JSONResponse({"error": detail, "type": "ConfigError"}, status_code=400)
+        except errors.BytefreezerError as exc:
+            return error_response(exc)
+        except (KeyError, TypeError, ValueError) as exc:
+            message = f"bad request body: {type(exc).__name__}: {exc}"
+            return JSONResponse({"error": message, "type": "ConfigError"}, status_code=400)
+        if result is None:
+            return Response(status_code=204)
+        return JSONResponse(_dump(result), status_code=status)
+
+    return Route(path, endpoint, methods=[method])
+
+
+async def _in_thread(handler: Handler, store: ControlStore, request: Request, body: Any) -> Any:
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(handler, store, request, body)
+
+
+def _require_admin(store: ControlStore, request: Request) -> None:
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key:
+        raise errors.AuthError("missing bearer key: send 'Authorization: Bearer <admin key>'")
+    if store.authenticate(key.strip()).role != "admin":
+        raise errors.Forbidden("this call needs an admin key")
+
+
+def _p(request: Request, name: str) -> str:
+    value: str = request.path_params[name]
+    return value
+
+
+def _obj(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise errors.ConfigError("request body must be a JSON object")
+    return body
+
+
+def _create_key(s: ControlStore, r: Request, b: Any) -> Any:
+    body = _obj(b)
+    return s.create_key(
+        body.get("tenant"),
+        body.get("dataset"),
+        role=body.get("role", "ingest"),
+        description=str(body.get("description", "")),
+    )
+
+
+def _tenant_key(s: ControlStore, r: Request, b: Any) -> Any:
+    body = _obj(b or {})
+    return s.create_key(_p(r, "tenant"), body.get("dataset"), description=body.get("description", ""))
+
+
+def _put_dataset(s: ControlStore, r: Request, b: Any) -> Any:
+    body = {**_obj(b), "name": _p(r, "dataset")}
+    return s.put_dataset(_p(r, "tenant"), DatasetSpec.model_validate(body))
+
+
+def _acquire(s: ControlStore, r: Request, b: Any) -> Any:
+    body = _obj(b)
+    return s.acquire_leases(list(body["names"]), str(body["owner"]), float(body["ttl"]))
+
+
+def _release(s: ControlStore, r: Request, b: Any) -> Any:
+    s.release_leases([Lease.model_validate(x) for x in _obj(b)["leases"]])
+
+
+def _renew(s: ControlStore, r: Request, b: Any) -> Any:
+    body = _obj(b)
+    return s.renew_lease(Lease.model_validate(body["lease"]), float(body["ttl"]))
+
+
+def _check(s: ControlStore, r: Request, b: Any) -> Any:
+    s.check_lease(Lease.model_validate(_obj(b)["lease"]))
+    return {"held": True}
+
+
+def _verify(s: ControlStore, r: Request, b: Any) -> Any:
+    body = _obj(b)
+    return s.verify_ingest(str(body["key"]), str(body["tenant"]), str(body["dataset"]))
+
+
+ROUTES = [
+    _route("/api/v1/health", "GET", lambda s, r, b: (s.ping(), {"status": "ok"})[1], public=True),
+    _route("/api/v1/tenants", "GET", lambda s, r, b: s.list_tenants()),
+    _route(
+        "/api/v1/tenants",
+        "POST",
+        lambda s, r, b: s.create_tenant(Tenant.model_validate(b)),
+        status=201,
+    ),
+    _route("/api/v1/tenants/{tenant}", "GET", lambda s, r, b: s.get_tenant(_p(r, "tenant"))),
+    _route(
+        "/api/v1/tenants/{tenant}",
+        "PATCH",
+        lambda s, r, b: s.update_tenant(_p(r, "tenant"), active=bool(_obj(b)["active"])),
+    ),
+    _route("/api/v1/tenants/{tenant}", "DELETE", lambda s, r, b: s.delete_tenant(_p(r, "tenant"))),
+    _route("/api/v1/datasets", "GET", lambda s, r, b: s.list_datasets()),
+    _route(
+        "/api/v1/tenants/{tenant}/datasets",
+        "GET",
+        lambda s, r, b: s.list_datasets(_p(r, "tenant")),
+    ),
+    _route(
+        "/api/v1/tenants/{tenant}/datasets",
+        "POST",
+        lambda s, r, b: s.create_dataset(_p(r, "tenant"), DatasetSpec.model_validate(b)),
+        status=201,
+    ),
+    _route(
+        "/api/v1/tenants/{tenant}/datasets/{dataset}",
+        "GET",
+        lambda s, r, b: s.get_dataset(_p(r, "tenant"), _p(r, "dataset")),
+    ),
+    _route("/api/v1/tenants/{tenant}/datasets/{dataset}", "PUT", _put_dataset),
+    _route(
+        "/api/v1/tenants/{tenant}/datasets/{dataset}",
+        "DELETE",
+        lambda s, r, b: s.delete_dataset(_p(r, "tenant"), _p(r, "dataset")),
+    ),
+    _route("/api/v1/tenants/{tenant}/keys", "POST", _tenant_key, status=201),
+    _route(
+        "/api/v1/tenants/{tenant}/keys", "GET", lambda s, r, b: s.list_keys(_p(r, "tenant"))
+    ),
+    _route("/api/v1/keys", "POST", _create_key, status=201),
+    _route("/api/v1/keys", "GET", lambda s, r, b: s.list_keys(r.query_params.get("tenant"))),
+    _route("/api/v1/keys/{key_id}", "DELETE", lambda s, r, b: s.revoke_key(_p(r, "key_id"))),
+    _route("/api/v1/auth/verify", "POST", _verify),
+    _route("/api/v1/leases/acquire", "POST", _acquire),
+    _route("/api/v1/leases/renew", "POST", _renew),
+    _route("/api/v1/leases/check", "POST", _check),
+    _route("/api/v1/leases/release", "POST", _release),
+    _route(
+        "/api/v1/leases",
+        "GET",
+        lambda s, r, b: s.list_leases(r.query_params.get("prefix", "")),
+    ),
+    _route(
+        "/api/v1/health/reports",
+        "POST",
+        lambda s, r, b: s.report_health(HealthReport.model_validate(b)),
+    ),
+    _route("/api/v1/components", "GET", lambda s, r, b: s.list_components()),
+]
+
+
+def create_app(store: ControlStore) -> Starlette:
+    """The control service app over ``store``."""
+    app = Starlette(routes=ROUTES)
+    app.state.store = store
+    return app

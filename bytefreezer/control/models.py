@@ -1,0 +1,133 @@
+"""The control service's records: tenants, datasets, keys, leases, health reports."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bytefreezer.keys import validate_name
+
+Partitioning = Literal["hive", "date", "date_hour", "none", "custom"]
+InputFormat = Literal["ndjson"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Tenant(_Model):
+    """A tenant: the owner of datasets and keys."""
+
+    name: str = Field(description="Tenant name, `[a-z0-9][a-z0-9_-]{0,62}`.")
+    active: bool = Field(True, description="Inactive tenants are refused with 410.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return validate_name(v, "tenant")
+
+
+class Destination(_Model):
+    """Where a dataset's Parquet goes: an fsspec URL and its options."""
+
+    url: str = Field(description="fsspec URL, e.g. `s3://bucket/prefix` or `file:///data/out`.")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec options (endpoint_url, key, secret, ...); for `s3://` an empty "
+        "mapping means the stack's own S3 settings.",
+    )
+
+
+class ParquetOptions(_Model):
+    """How packer writes a dataset's Parquet."""
+
+    compression: Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"] = Field(
+        "zstd", description="Parquet compression codec."
+    )
+    max_file_size_mb: int = Field(128, ge=1, le=4096, description="Upper bound of one file.")
+    partitioning: Partitioning = Field(
+        "hive",
+        description="`hive`: year=/month=/day=/hour=; `date`: date=YYYY-MM-DD; `date_hour`: "
+        "date=/hour=; `none`: no partition directories; `custom`: `partition_template`.",
+    )
+    partition_template: str = Field(
+        "", description="strftime template for `custom`, e.g. `dt=%Y-%m-%d/hr=%H`."
+    )
+
+
+class DatasetSpec(_Model):
+    """What a client sends to create or replace a dataset."""
+
+    name: str = Field(description="Dataset name, `[a-z0-9][a-z0-9_-]{0,62}`.")
+    format: InputFormat = Field("ndjson", description="Input format of posted bodies.")
+    transforms: list[dict[str, Any]] = Field(
+        default_factory=list, description="The transform chain, one mapping per step."
+    )
+    timestamp_field: str = Field(
+        "timestamp", description="Field holding each record's event time (partitions by it)."
+    )
+    destination: Destination | None = Field(
+        None, description="Parquet destination; the stack's default destination when omitted."
+    )
+    parquet: ParquetOptions = Field(default_factory=ParquetOptions, description="Parquet options.")
+    active: bool = Field(True, description="Inactive datasets are refused with 410.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return validate_name(v, "dataset")
+
+
+class Dataset(DatasetSpec):
+    """A stored dataset: its spec with the owning tenant and a resolved destination."""
+
+    tenant: str
+    destination: Destination  # type: ignore[assignment]
+
+
+class ApiKeyInfo(_Model):
+    """A stored API key (never its secret)."""
+
+    id: str
+    tenant: str | None = Field(None, description="Tenant the key writes to; None for admin keys.")
+    dataset: str | None = Field(None, description="The one dataset the key is limited to, if any.")
+    role: Literal["ingest", "admin"] = "ingest"
+    created_at: float
+    description: str = ""
+
+
+class NewApiKey(_Model):
+    """A key just created: the secret is shown here once and never again."""
+
+    info: ApiKeyInfo
+    key: str
+
+
+class KeyScope(_Model):
+    """What a verified key may do."""
+
+    key_id: str
+    role: Literal["ingest", "admin"]
+    tenant: str | None
+    dataset: str | None
+
+
+class Lease(_Model):
+    """A time-bounded claim on a named resource, with a fencing token."""
+
+    name: str
+    owner: str
+    token: int = Field(description="Globally increasing; a newer holder always has a larger one.")
+    expires_at: float
+
+
+class HealthReport(_Model):
+    """One component instance's latest report."""
+
+    component: str
+    instance: str
+    status: Literal["ok", "degraded", "failing"] = "ok"
+    details: dict[str, Any] = Field(default_factory=dict)
+    reported_at: float = 0.0
+    age_seconds: float | None = None

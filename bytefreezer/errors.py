@@ -1,0 +1,50 @@
+"""The exception hierarchy: one root, a few specific subclasses, picklable messages."""
+
+from __future__ import annotations
+
+
+class BytefreezerError(Exception):
+    """Root of every error bytefreezer raises on purpose."""
+
+
+class ConfigError(BytefreezerError):
+    """Configuration (settings, dataset, transform chain) is invalid; the message says how."""
+
+
+class NameError_(BytefreezerError):
+    """A tenant or dataset name does not match the allowed pattern."""
+
+
+class NotFound(BytefreezerError):
+    """A tenant, dataset, key, lease or object does not exist."""
+
+
+class Conflict(BytefreezerError):
+    """The resource exists already, or a lease is held by someone else."""
+
+
+class Gone(BytefreezerError):
+    """The tenant or dataset exists but is inactive."""
+
+
+class AuthError(BytefreezerError):
+    """A key is missing or unknown (401)."""
+
+
+class Forbidden(BytefreezerError):
+    """A key is valid but not allowed to do this (403)."""
+
+
+class StorageError(BytefreezerError):
+    """Object storage failed or refused an operation."""
+
+
+class LeaseLost(BytefreezerError):
+    """A lease was taken over or expired before the holder committed."""
+
+
+class ControlUnavailable(BytefreezerError):
+    """The control service could not be reached."""
+
+
+InvalidName = NameError_

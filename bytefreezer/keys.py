@@ -1,0 +1,132 @@
+"""Every object-key format bytefreezer reads or writes, and the name rules that keep keys safe.
+
+Layout (bucket → key):
+
+* intake:  ``{tenant}/{dataset}/{tenant}--{dataset}--{unixnano}--{hint}.gz`` (the original layout)
+* piper:   ``{tenant}/{dataset}/{tenant}--{dataset}--{unixnano}--{hint}.parquet`` (staged rows)
+* piper:   ``_dead-letter/{tenant}/{dataset}/{stem}.ndjson`` (rejected records with reasons)
+* piper:   ``_manifests/{tenant}/{dataset}/{run_id}.json`` (packer's commit manifests)
+* destination: ``{partition path}/part-{run_id}-{n:05d}.parquet``
+
+Tenant and dataset names can never start with ``_``, so the underscore prefixes cannot collide
+with a tenant's prefix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from bytefreezer.errors import InvalidName
+
+NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,62}"
+_NAME_RE = re.compile(rf"\A{NAME_PATTERN}\Z")
+_HINT_RE = re.compile(r"\A[a-z0-9][a-z0-9_.-]{0,62}\Z")
+
+DEAD_LETTER_PREFIX = "_dead-letter"
+MANIFEST_PREFIX = "_manifests"
+
+
+def validate_name(value: str, kind: str = "name") -> str:
+    """Return ``value`` if it is a valid tenant or dataset name, else raise ``InvalidName``."""
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise InvalidName(
+            f"invalid {kind} {value!r}: use 1-63 characters from a-z, 0-9, '_' and '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def validate_hint(value: str) -> str:
+    """Return ``value`` if it is a safe data hint (the last part of an intake key)."""
+    if not _HINT_RE.match(value) or ".." in value or "--" in value:
+        raise InvalidName(
+            f"invalid data hint {value!r}: use 1-63 characters from a-z, 0-9, '_', '-' and '.'"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeKey:
+    """The key of one raw object in the intake bucket."""
+
+    tenant: str
+    dataset: str
+    unixnano: int
+    hint: str = "ndjson"
+
+    def __post_init__(self) -> None:
+        validate_name(self.tenant, "tenant")
+        validate_name(self.dataset, "dataset")
+        validate_hint(self.hint)
+
+    @property
+    def stem(self) -> str:
+        """The file name without extension, shared by every object derived from this one."""
+        return f"{self.tenant}--{self.dataset}--{self.unixnano}--{self.hint}"
+
+    @property
+    def key(self) -> str:
+        """The object key in the intake bucket."""
+        return f"{self.tenant}/{self.dataset}/{self.stem}.gz"
+
+    @property
+    def staged_key(self) -> str:
+        """Where piper writes this object's staged Parquet in the piper bucket."""
+        return f"{self.tenant}/{self.dataset}/{self.stem}.parquet"
+
+    @property
+    def dead_letter_key(self) -> str:
+        """Where piper writes this object's rejected records in the piper bucket."""
+        return f"{DEAD_LETTER_PREFIX}/{self.tenant}/{self.dataset}/{self.stem}.ndjson"
+
+    @classmethod
+    def parse(cls, key: str) -> IntakeKey:
+        """Parse an intake key (or a staged key); raise ``InvalidName`` if it is not one."""
+        parts = key.split("/")
+        if len(parts) != 3:
+            raise InvalidName(f"not an intake key: {key!r}")
+        tenant, dataset, filename = parts
+        for ext in (".gz", ".parquet"):
+            if filename.endswith(ext):
+                filename = filename[: -len(ext)]
+                break
+        else:
+            raise InvalidName(f"not an intake key: {key!r}")
+        prefix = f"{tenant}--{dataset}--"
+        if not filename.startswith(prefix):
+            raise InvalidName(f"not an intake key: {key!r}")
+        nano, sep, hint = filename[len(prefix) :].partition("--")
+        if not sep or not nano.isdigit():
+            raise InvalidName(f"not an intake key: {key!r}")
+        return cls(tenant, dataset, int(nano), hint)
+
+
+def dataset_prefix(tenant: str, dataset: str) -> str:
+    """The prefix under which a dataset's intake or staged objects live (with trailing slash)."""
+    return f"{validate_name(tenant, 'tenant')}/{validate_name(dataset, 'dataset')}/"
+
+
+def manifest_prefix(tenant: str, dataset: str) -> str:
+    """The prefix of a dataset's packer manifests in the piper bucket."""
+    return f"{MANIFEST_PREFIX}/{dataset_prefix(tenant, dataset)}"
+
+
+def manifest_key(tenant: str, dataset: str, run_id: str) -> str:
+    """The key of one packer manifest."""
+    return f"{manifest_prefix(tenant, dataset)}{run_id}.json"
+
+
+def output_file_name(run_id: str, index: int) -> str:
+    """The file name of one packer output within its partition directory."""
+    return f"part-{run_id}-{index:05d}.parquet"
+
+
+def piper_lease_name(intake_key: str) -> str:
+    """The lease that guards processing of one intake object."""
+    return f"piper:{intake_key}"
+
+
+def packer_lease_name(tenant: str, dataset: str) -> str:
+    """The lease that guards packing of one dataset."""
+    return f"packer:{tenant}/{dataset}"

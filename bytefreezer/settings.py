@@ -1,0 +1,247 @@
+"""Typed settings: environment variables ``BYTEFREEZER_*`` over an optional YAML file over defaults.
+
+Nested settings use ``__`` in environment variables: ``BYTEFREEZER_STORAGE__S3__ENDPOINT``. The YAML
+file (``--config FILE`` or ``BYTEFREEZER_CONFIG_FILE``) uses the same names as nested mappings.
+This is the only module that reads the process environment.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bytefreezer.errors import ConfigError
+
+ENV_PREFIX = "BYTEFREEZER_"
+CONFIG_FILE_ENV = "BYTEFREEZER_CONFIG_FILE"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class S3Settings(_Section):
+    """How to reach an S3-compatible object store."""
+
+    endpoint: str = Field("", description="host:port or URL of the S3 endpoint; empty for AWS S3.")
+    region: str = Field("us-east-1", description="Region sent with every request.")
+    access_key: SecretStr = Field(SecretStr(""), description="Access key id (unless use_iam_role).")
+    secret_key: SecretStr = Field(SecretStr(""), description="Secret access key.")
+    use_ssl: bool = Field(False, description="Use https for an endpoint given without a scheme.")
+    use_iam_role: bool = Field(
+        False, description="Ignore the keys and use the default AWS credential chain (pod role)."
+    )
+
+    def endpoint_url(self) -> str | None:
+        """The endpoint as a URL, or None for AWS's default endpoints."""
+        if not self.endpoint:
+            return None
+        if "://" in self.endpoint:
+            return self.endpoint
+        return f"{'https' if self.use_ssl else 'http'}://{self.endpoint}"
+
+
+class StorageSettings(_Section):
+    """Where the intake, piper and geoip buckets live."""
+
+    backend: Literal["file", "s3"] = Field(
+        "file", description="`file`: buckets are directories under `root`; `s3`: S3 buckets."
+    )
+    root: Path | None = Field(
+        None, description="Directory holding the buckets for `file` (default DATA_DIR/buckets)."
+    )
+    s3: S3Settings = Field(default_factory=S3Settings, description="S3 connection.")
+
+
+class BucketSettings(_Section):
+    """Bucket names."""
+
+    intake: str = Field("intake", description="Raw objects written by the receiver.")
+    piper: str = Field("piper", description="Staged Parquet, dead letters and packer manifests.")
+    geoip: str = Field("geoip", description="MaxMind databases and lookup tables.")
+
+
+class ControlSettings(_Section):
+    """The control service, and how components reach it."""
+
+    url: str = Field(
+        "", description="Control service URL; empty runs it in-process over `db_path`."
+    )
+    api_key: SecretStr = Field(
+        SecretStr(""), description="Key components and the CLI send to a remote control service."
+    )
+    admin_key: SecretStr = Field(
+        SecretStr(""),
+        description="Admin key the control service accepts for management calls "
+        "(generated and printed on first start when empty).",
+    )
+    db_path: Path | None = Field(None, description="SQLite file (default DATA_DIR/control.db).")
+    host: str = Field("127.0.0.1", description="Listen address of `bytefreezer control`.")
+    port: int = Field(8082, description="Listen port of `bytefreezer control`.")
+    timeout_seconds: float = Field(30.0, description="HTTP timeout for calls to the service.")
+
+
+class ReceiverSettings(_Section):
+    """The HTTP receiver."""
+
+    host: str = Field("0.0.0.0", description="Listen address of the webhook port.")
+    port: int = Field(8080, description="Webhook port.")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, description="Largest request body accepted as sent (413 above)."
+    )
+    max_decompressed_bytes: int = Field(
+        128 * 1024 * 1024, description="Largest body accepted after decompression (413 above)."
+    )
+    auth_cache_seconds: float = Field(
+        60.0, description="How long a verified key is trusted without asking control again."
+    )
+
+
+class PiperSettings(_Section):
+    """The piper poller and pipeline."""
+
+    poll_interval_seconds: float = Field(2.0, description="Sleep between cycles (with jitter).")
+    max_objects_per_run: int = Field(64, description="Intake objects claimed per pipeline run.")
+    lease_ttl_seconds: float = Field(120.0, description="Lease TTL on each claimed object.")
+    beam_args: list[str] = Field(
+        default_factory=list, description="Beam pipeline options, e.g. ['--runner=FlinkRunner']."
+    )
+
+
+class PackerSettings(_Section):
+    """The packer poller and pipeline."""
+
+    poll_interval_seconds: float = Field(5.0, description="Sleep between cycles (with jitter).")
+    lease_ttl_seconds: float = Field(300.0, description="Lease TTL on each dataset being packed.")
+    max_input_mb_per_run: int = Field(
+        256, description="Staged MB packed for one dataset in one run (bounds memory)."
+    )
+    beam_args: list[str] = Field(default_factory=list, description="Beam pipeline options.")
+
+
+class Settings(BaseSettings):
+    """All settings of every component."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    config_file: Path | None = Field(None, description="Optional YAML file with these settings.")
+    data_dir: Path = Field(Path("./data"), description="Working directory of the embedded default.")
+    instance_id: str = Field(
+        default_factory=socket.gethostname,
+        description="This process's identity in leases and health reports (pod hostname).",
+    )
+    log_level: str = Field("INFO", description="Python log level.")
+    storage: StorageSettings = Field(default_factory=StorageSettings, description="Buckets' store.")
+    buckets: BucketSettings = Field(default_factory=BucketSettings, description="Bucket names.")
+    control: ControlSettings = Field(default_factory=ControlSettings, description="Control service.")
+    receiver: ReceiverSettings = Field(default_factory=ReceiverSettings, description="Receiver.")
+    piper: PiperSettings = Field(default_factory=PiperSettings, description="Piper.")
+    packer: PackerSettings = Field(default_factory=PackerSettings, description="Packer.")
+    default_destination: str = Field(
+        "",
+        description="Destination URL for datasets created without one; "
+        "`{tenant}` and `{dataset}` are filled in (default file://DATA_DIR/destination/...).",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls, init_settings))
+
+    # Derived locations -------------------------------------------------------------------
+
+    def bucket_root(self) -> Path:
+        """The directory holding buckets for the ``file`` backend."""
+        return (self.storage.root or self.data_dir / "buckets").resolve()
+
+    def control_db_path(self) -> Path:
+        """The SQLite file of the in-process control service."""
+        return (self.control.db_path or self.data_dir / "control.db").resolve()
+
+    def destination_for(self, tenant: str, dataset: str) -> str:
+        """The destination URL a new dataset gets when none is given."""
+        template = self.default_destination or (
+            (self.data_dir / "destination").resolve().as_uri() + "/{tenant}/{dataset}"
+        )
+        return template.format(tenant=tenant, dataset=dataset)
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by ``config_file`` (argument or environment)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], init: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._init = init
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = self._init().get("config_file") or os.environ.get(CONFIG_FILE_ENV)
+        if not path:
+            return {}
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of settings")
+        return data
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load settings; raise ``ConfigError`` naming each invalid setting and why."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+
+
+def settings_reference() -> str:
+    """A Markdown table of every setting, its environment variable, default and meaning."""
+    rows = ["| setting | environment variable | default | description |", "| --- | --- | --- | --- |"]
+
+    def walk(model: type[BaseModel], path: list[str]) -> None:
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, _Section):
+                walk(annotation, [*path, name])
+                continue
+            dotted = ".".join([*path, name])
+            env = ENV_PREFIX + "__".join([*path, name]).upper()
+            if field.default_factory is not None:
+                default: Any = "hostname" if name == "instance_id" else field.default_factory()  # type: ignore[call-arg]
+            else:
+                default = field.default
+            if isinstance(default, SecretStr):
+                default = ""
+            shown = "`" + (str(default) if default not in (None, "") else '""') + "`"
+            if default is None:
+                shown = "(derived)"
+            rows.append(f"| `{dotted}` | `{env}` | {shown} | {field.description or ''} |")
+
+    walk(Settings, [])
+    return "\n".join(rows) + "\n"

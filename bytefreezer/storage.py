@@ -1,0 +1,337 @@
+"""Object storage over fsspec: buckets on a local directory or S3, and fsspec destinations.
+
+Every write is atomic (readers see the whole object or nothing) and ``put_if_absent`` never
+overwrites. On a local directory that is a temporary file, fsync and rename/link; on S3 a single
+PUT (conditional with ``If-None-Match: *`` for ``put_if_absent``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from bytefreezer.errors import ConfigError, StorageError
+from bytefreezer.settings import S3Settings, Settings
+
+_META_DIR = ".bf-meta"
+_TMP_MARK = ".bf-tmp-"
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """One listed object: key relative to its store, size in bytes, modification time."""
+
+    key: str
+    size: int
+    modified: float = 0.0
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def s3_options(s3: S3Settings) -> dict[str, Any]:
+    """fsspec/s3fs options for the configured S3 endpoint and credentials."""
+    options: dict[str, Any] = {"client_kwargs": {"region_name": s3.region}}
+    if url := s3.endpoint_url():
+        options["endpoint_url"] = url
+    if not s3.use_iam_role:
+        key, secret = s3.access_key.get_secret_value(), s3.secret_key.get_secret_value()
+        if key or secret:
+            options["key"], options["secret"] = key, secret
+    options["use_ssl"] = s3.use_ssl or (url or "https:").startswith("https:")
+    return options
+
+
+class ObjectStore:
+    """Keys under one root of one fsspec filesystem (a bucket, or a destination prefix)."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, root: str) -> None:
+        self.fs = fs
+        self.root = root.rstrip("/")
+        self.local = isinstance(fs, LocalFileSystem)
+        if self.local:
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"ObjectStore({self.url!r})"
+
+    @property
+    def url(self) -> str:
+        """The store's root as a URL."""
+        return f"file://{self.root}" if self.local else f"s3://{self.root}"
+
+    def path(self, key: str) -> str:
+        """The filesystem path of ``key``."""
+        if key.startswith("/") or ".." in key.split("/"):
+            raise StorageError(f"refusing unsafe object key {key!r}")
+        return f"{self.root}/{key}"
+
+    # Writes ------------------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
+        """Write ``data`` at ``key`` atomically, replacing what was there."""
+        self._write(key, data, metadata, exclusive=False)
+
+    def put_if_absent(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> bool:
+        """Write ``data`` at ``key`` unless it exists; return whether this call created it."""
+        return self._write(key, data, metadata, exclusive=True)
+
+    def _write(self, key: str, data: bytes, metadata: dict[str, str] | None, exclusive: bool) -> bool:
+        path = self.path(key)
+        try:
+            if self.local:
+                return self._write_local(key, path, data, metadata, exclusive)
+            kwargs: dict[str, Any] = {"Metadata": metadata} if metadata else {}
+            try:
+                self.fs.pipe_file(path, data, mode="create" if exclusive else "overwrite", **kwargs)
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                if exclusive and ("PreconditionFailed" in str(exc) or "412" in str(exc)):
+                    return False
+                raise
+            return True
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise StorageError(f"cannot write {self.url}/{key}: {exc}") from exc
+
+    def _write_local(
+        self, key: str, path: str, data: bytes, metadata: dict[str, str] | None, exclusive: bool
+    ) -> bool:
+        target = Path(path)
+        if exclusive and target.exists():
+            return False
+        if metadata:
+            meta_path = Path(self.root, _META_DIR, key + ".json")
+            _write_file_atomic(meta_path, json.dumps(metadata).encode())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{_TMP_MARK}{target.name}.{uuid.uuid4().hex}")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            if exclusive:
+                try:
+                    os.link(tmp, target)
+                except FileExistsError:
+                    return False
+                finally:
+                    tmp.unlink(missing_ok=True)
+            else:
+                os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(target.parent)
+        return True
+
+    # Reads -------------------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes:
+        """The whole object at ``key``; ``FileNotFoundError`` when absent."""
+        try:
+            data: bytes = self.fs.cat_file(self.path(key))
+            return data
+        except FileNotFoundError:
+            raise
+        except Exception as exc:
+            raise StorageError(f"cannot read {self.url}/{key}: {exc}") from exc
+
+    def open(self, key: str) -> IO[bytes]:
+        """A binary stream over the object at ``key``."""
+        stream: IO[bytes] = self.fs.open(self.path(key), "rb")
+        return stream
+
+    def exists(self, key: str) -> bool:
+        """Whether an object exists at ``key``."""
+        try:
+            return bool(self.fs.exists(self.path(key)))
+        except Exception as exc:
+            raise StorageError(f"cannot check {self.url}/{key}: {exc}") from exc
+
+    def metadata(self, key: str) -> dict[str, str]:
+        """The user metadata stored with ``key`` (empty when none)."""
+        if self.local:
+            meta_path = Path(self.root, _META_DIR, key + ".json")
+            try:
+                loaded: dict[str, str] = json.loads(meta_path.read_bytes())
+                return loaded
+            except FileNotFoundError:
+                return {}
+        meta: dict[str, str] = self.fs.metadata(self.path(key))
+        return meta
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        """Every object whose key starts with ``prefix`` (a folder-style prefix), sorted by key."""
+        return sorted(self.iter(prefix), key=lambda info: info.key)
+
+    def iter(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Objects under ``prefix``, unordered."""
+        base = self.path(prefix.rstrip("/")) if prefix else self.root
+        try:
+            if self.local:
+                yield from self._iter_local(base)
+                return
+            self.fs.invalidate_cache(base)
+            found = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return
+        except Exception as exc:
+            raise StorageError(f"cannot list {self.url}/{prefix}: {exc}") from exc
+        for path, info in found.items():
+            if info.get("type") == "directory":
+                continue
+            key = path[len(self.root) + 1 :]
+            modified = info.get("LastModified") or info.get("mtime") or 0
+            yield ObjectInfo(key, int(info.get("size") or 0), _timestamp(modified))
+
+    def _iter_local(self, base: str) -> Iterator[ObjectInfo]:
+        start = Path(base)
+        if start.is_file():
+            stat = start.stat()
+            yield ObjectInfo(str(start)[len(self.root) + 1 :], stat.st_size, stat.st_mtime)
+            return
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames[:] = [d for d in dirnames if d != _META_DIR]
+            for name in filenames:
+                if name.startswith(_TMP_MARK):
+                    continue
+                full = os.path.join(dirpath, name)
+                try:
+                    stat = os.stat(full)
+                except FileNotFoundError:
+                    continue
+                yield ObjectInfo(full[len(self.root) + 1 :], stat.st_size, stat.st_mtime)
+
+    # Deletes -----------------------------------------------------------------------------
+
+    def delete(self, key: str) -> None:
+        """Delete the object at ``key``; absent objects are fine."""
+        try:
+            if self.local:
+                Path(self.path(key)).unlink(missing_ok=True)
+                Path(self.root, _META_DIR, key + ".json").unlink(missing_ok=True)
+            else:
+                self.fs.rm_file(self.path(key))
+        except FileNotFoundError:
+            pass
+        except Exception as exc:
+            raise StorageError(f"cannot delete {self.url}/{key}: {exc}") from exc
+
+    def delete_many(self, keys: list[str]) -> None:
+        """Delete several objects (one batched request on S3)."""
+        if not keys:
+            return
+        if self.local:
+            for key in keys:
+                self.delete(key)
+            return
+        try:
+            self.fs.rm([self.path(k) for k in keys])
+        except FileNotFoundError:
+            pass
+        except Exception as exc:
+            raise StorageError(f"cannot delete from {self.url}: {exc}") from exc
+
+
+def _timestamp(value: Any) -> float:
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
+    return float(value or 0)
+
+
+def _write_file_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{_TMP_MARK}{path.name}.{uuid.uuid4().hex}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Storage:
+    """The configured buckets (intake, piper, geoip) and destination stores."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stores: dict[str, ObjectStore] = {}
+        self._s3_fs: fsspec.AbstractFileSystem | None = None
+
+    def _s3(self) -> fsspec.AbstractFileSystem:
+        if self._s3_fs is None:
+            self._s3_fs = fsspec.filesystem(
+                "s3", skip_instance_cache=True, **s3_options(self.settings.storage.s3)
+            )
+        return self._s3_fs
+
+    def bucket(self, name: str) -> ObjectStore:
+        """The store of the bucket called ``name``."""
+        if name not in self._stores:
+            if self.settings.storage.backend == "file":
+                root = self.settings.bucket_root() / name
+                self._stores[name] = ObjectStore(fsspec.filesystem("file"), str(root))
+            else:
+                self._stores[name] = ObjectStore(self._s3(), name)
+        return self._stores[name]
+
+    @property
+    def intake(self) -> ObjectStore:
+        """The intake bucket."""
+        return self.bucket(self.settings.buckets.intake)
+
+    @property
+    def piper(self) -> ObjectStore:
+        """The piper bucket (staged objects, dead letters, manifests)."""
+        return self.bucket(self.settings.buckets.piper)
+
+    def ensure_buckets(self) -> None:
+        """Create the configured buckets where they do not exist (S3) or their directories."""
+        names = [self.settings.buckets.intake, self.settings.buckets.piper]
+        names.append(self.settings.buckets.geoip)
+        for name in names:
+            if self.settings.storage.backend == "file":
+                (self.settings.bucket_root() / name).mkdir(parents=True, exist_ok=True)
+                continue
+            fs = self._s3()
+            try:
+                if not fs.exists(name):
+                    fs.mkdir(name)
+            except Exception as exc:
+                raise StorageError(f"cannot create bucket {name!r}: {exc}") from exc
+
+    def destination(self, url: str, options: dict[str, Any] | None = None) -> ObjectStore:
+        """A store for a dataset's destination URL (any fsspec URL with its options)."""
+        options = dict(options or {})
+        protocol = url.split("://", 1)[0] if "://" in url else "file"
+        if protocol in ("s3", "s3a") and not options:
+            options = s3_options(self.settings.storage.s3)
+        try:
+            fs, root = fsspec.core.url_to_fs(url, **options)
+        except (ImportError, ValueError, TypeError) as exc:
+            raise ConfigError(f"cannot open destination {url!r}: {exc}") from exc
+        return ObjectStore(fs, root)
+
+    def ping(self) -> None:
+        """Raise ``StorageError`` unless the intake bucket can be listed."""
+        try:
+            self.intake.fs.ls(self.intake.root)
+        except FileNotFoundError:
+            raise StorageError(f"bucket {self.intake.url} does not exist") from None
+        except Exception as exc:
+            raise StorageError(f"storage unreachable: {exc}") from exc

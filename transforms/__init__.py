@@ -1,0 +1,17 @@
+"""Transforms: the contract, the registry, the chain compiler and the built-ins."""
+
+from bytefreezer.transforms.base import Context, Output, Transform, TransformConfig
+from bytefreezer.transforms.chain import Chain, ChainResult, compile_chain, validate_chain
+from bytefreezer.transforms.condition import Condition
+
+__all__ = [
+    "Chain",
+    "ChainResult",
+    "Condition",
+    "Context",
+    "Output",
+    "Transform",
+    "TransformConfig",
+    "compile_chain",
+    "validate_chain",
+]

@@ -1,0 +1,1 @@
+"""Built-in transforms, registered through the `bytefreezer.transforms` entry points."""
