@@ -156,6 +156,10 @@ class ObjectStore:
         except Exception as exc:
             raise StorageError(f"cannot check {self.url}/{key}: {exc}") from exc
 
+    def size(self, key: str) -> int:
+        """The size in bytes of the object at ``key``."""
+        return int(self.fs.size(self.path(key)))
+
     def metadata(self, key: str) -> dict[str, str]:
         """The user metadata stored with ``key`` (empty when none)."""
         if self.local:

@@ -1,0 +1,361 @@
+"""The ``bytefreezer`` command: run components, or manage tenants, datasets and keys."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from bytefreezer import __version__
+from bytefreezer.control import ControlClient, ControlStore, open_control
+from bytefreezer.control.models import (
+    DatasetSpec,
+    Destination,
+    NewApiKey,
+    ParquetOptions,
+    Tenant,
+)
+from bytefreezer.errors import BytefreezerError
+from bytefreezer.settings import Settings, load_settings, settings_reference
+
+log = logging.getLogger("bytefreezer")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        overrides["config_file"] = args.config
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = args.data_dir
+    settings = load_settings(**overrides)
+    logging.getLogger().setLevel(settings.log_level.upper())
+    return settings
+
+
+def _validator() -> Any:
+    from bytefreezer.transforms import validate_chain
+
+    return validate_chain
+
+
+def _control(settings: Settings) -> ControlClient:
+    return open_control(settings, validate_chain=_validator())
+
+
+def _print(value: Any) -> None:
+    if isinstance(value, list):
+        print(json.dumps([v.model_dump(mode="json") for v in value], indent=2))
+    elif value is not None:
+        print(json.dumps(value.model_dump(mode="json"), indent=2))
+
+
+# Management commands ---------------------------------------------------------------------
+
+
+def cmd_tenants(args: argparse.Namespace) -> None:
+    control = _control(_settings(args))
+    if args.action == "list":
+        _print(control.list_tenants())
+    elif args.action == "create":
+        _print(control.create_tenant(Tenant(name=args.name)))
+    elif args.action in ("activate", "deactivate"):
+        _print(control.update_tenant(args.name, active=args.action == "activate"))
+    elif args.action == "delete":
+        control.delete_tenant(args.name)
+
+
+def _load_json_arg(value: str) -> Any:
+    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BytefreezerError(f"not valid JSON: {exc}") from None
+
+
+def cmd_datasets(args: argparse.Namespace) -> None:
+    control = _control(_settings(args))
+    if args.action == "list":
+        _print(control.list_datasets(args.tenant))
+    elif args.action == "show":
+        _print(control.get_dataset(args.tenant, args.name))
+    elif args.action == "delete":
+        control.delete_dataset(args.tenant, args.name)
+    elif args.action in ("create", "update"):
+        spec: dict[str, Any] = {"name": args.name}
+        if args.transforms:
+            spec["transforms"] = _load_json_arg(args.transforms)
+        if args.timestamp_field:
+            spec["timestamp_field"] = args.timestamp_field
+        if args.destination:
+            options = _load_json_arg(args.destination_options) if args.destination_options else {}
+            spec["destination"] = Destination(url=args.destination, options=options)
+        parquet: dict[str, Any] = {}
+        for name in ("compression", "partitioning", "partition_template", "max_file_size_mb"):
+            if getattr(args, name, None) is not None:
+                parquet[name] = getattr(args, name)
+        if parquet:
+            spec["parquet"] = ParquetOptions(**parquet)
+        if args.action == "create":
+            _print(control.create_dataset(args.tenant, DatasetSpec(**spec)))
+        else:
+            current = control.get_dataset(args.tenant, args.name).model_dump(exclude={"tenant"})
+            current.update({k: v for k, v in spec.items() if k != "name"})
+            _print(control.put_dataset(args.tenant, DatasetSpec.model_validate(current)))
+
+
+def cmd_keys(args: argparse.Namespace) -> None:
+    control = _control(_settings(args))
+    if args.action == "create":
+        created = control.create_key(args.tenant, args.dataset, description=args.description)
+        _print(created)
+        print("Store this key now: it is shown only once.", file=sys.stderr)
+    elif args.action == "create-admin":
+        _print(control.create_key(None, role="admin", description=args.description))
+        print("Store this key now: it is shown only once.", file=sys.stderr)
+    elif args.action == "list":
+        _print(control.list_keys(args.tenant))
+    elif args.action == "revoke":
+        control.revoke_key(args.key_id)
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    if args.action == "reference":
+        print(settings_reference(), end="")
+    else:
+        settings = _settings(args)
+        print(json.dumps(settings.model_dump(mode="json"), indent=2))
+
+
+# Components ------------------------------------------------------------------------------
+
+
+def _ensure_admin_key(store: ControlStore, settings: Settings) -> None:
+    configured = settings.control.admin_key.get_secret_value()
+    if configured:
+        store.import_admin_key(configured)
+    elif not store.has_admin_key():
+        created = store.create_key(None, role="admin", description="first start")
+        print(f"Admin key (shown once, keep it safe): {created.key}", flush=True)
+
+
+def _piper_poller(settings: Settings, control: ControlClient) -> Any:
+    from bytefreezer.pipelines.piper import run_piper_cycle
+    from bytefreezer.pipelines.poller import Poller
+    from bytefreezer.storage import Storage
+
+    storage = Storage(settings)
+    return Poller(
+        "piper",
+        lambda: run_piper_cycle(settings, control, storage),
+        settings.piper.poll_interval_seconds,
+        report=control.report_health,
+        instance=settings.instance_id,
+    )
+
+
+def _packer_poller(settings: Settings, control: ControlClient) -> Any:
+    from bytefreezer.pipelines.packer import run_packer_cycle
+    from bytefreezer.pipelines.poller import Poller
+    from bytefreezer.storage import Storage
+
+    storage = Storage(settings)
+    return Poller(
+        "packer",
+        lambda: run_packer_cycle(settings, control, storage),
+        settings.packer.poll_interval_seconds,
+        report=control.report_health,
+        instance=settings.instance_id,
+    )
+
+
+def cmd_piper(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+    poller = _piper_poller(settings, open_control(settings))
+    _run_poller(poller, args.once)
+
+
+def cmd_packer(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+    poller = _packer_poller(settings, open_control(settings))
+    _run_poller(poller, args.once)
+
+
+def _run_poller(poller: Any, once: bool) -> None:
+    if once:
+        stats = poller.run_once()
+        print(json.dumps({"claimed": stats.claimed if stats else 0, "error": poller.last_error}))
+        if poller.last_error:
+            raise SystemExit(1)
+        return
+    poller.install_signal_handlers()
+    poller.run()
+
+
+def cmd_receiver(args: argparse.Namespace) -> None:
+    from bytefreezer.ingress.receiver import create_app
+    from bytefreezer.servers import run_services
+
+    settings = _settings(args)
+    app = create_app(settings, open_control(settings))
+    run_services([(app, settings.receiver.host, settings.receiver.port)])
+
+
+def cmd_control(args: argparse.Namespace) -> None:
+    from bytefreezer.control.app import create_app
+    from bytefreezer.servers import run_services
+
+    settings = _settings(args)
+    store = ControlStore(
+        settings.control_db_path(),
+        destination_for=settings.destination_for,
+        validate_chain=_validator(),
+    )
+    _ensure_admin_key(store, settings)
+    run_services([(create_app(store), settings.control.host, settings.control.port)])
+
+
+def _first_run(settings: Settings, store: ControlStore) -> None:
+    if store.list_tenants():
+        note = settings.data_dir / "first-run.txt"
+        if note.exists():
+            print(note.read_text(), end="", flush=True)
+        return
+    store.create_tenant(Tenant(name="demo"))
+    store.create_dataset("demo", DatasetSpec(name="events"))
+    created: NewApiKey = store.create_key("demo", "events", description="first run")
+    port = settings.receiver.port
+    text = (
+        "bytefreezer is running with a demo tenant 'demo', dataset 'events'.\n"
+        f"Ingest key (shown on every start from {settings.data_dir / 'first-run.txt'}):\n"
+        f"  {created.key}\n"
+        "Send a first record:\n"
+        f"  curl -X POST http://127.0.0.1:{port}/demo/events \\\n"
+        f"    -H 'Authorization: Bearer {created.key}' \\\n"
+        '    -d \'{"timestamp": "2026-01-01T12:00:00Z", "message": "hello"}\'\n'
+        f"Parquet appears under {(settings.data_dir / 'destination').resolve()}/demo/events/\n"
+    )
+    note = settings.data_dir / "first-run.txt"
+    note.write_text(text)
+    os.chmod(note, 0o600)
+    print(text, end="", flush=True)
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    from bytefreezer.control.app import create_app as control_app
+    from bytefreezer.ingress.receiver import create_app as receiver_app
+    from bytefreezer.servers import run_services
+    from bytefreezer.storage import Storage
+
+    settings = _settings(args)
+    if settings.control.url:
+        raise BytefreezerError("`up` runs its own control service: unset control.url")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    Storage(settings).ensure_buckets()
+    store = ControlStore(
+        settings.control_db_path(),
+        destination_for=settings.destination_for,
+        validate_chain=_validator(),
+    )
+    _ensure_admin_key(store, settings)
+    _first_run(settings, store)
+    piper = _piper_poller(settings, store)
+    packer = _packer_poller(settings, store)
+    apps = [
+        (receiver_app(settings, store), settings.receiver.host, settings.receiver.port),
+        (control_app(store), settings.control.host, settings.control.port),
+    ]
+    run_services(apps, [(piper.run, piper.stop), (packer.run, packer.stop)])
+
+
+# Parser ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``bytefreezer`` command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="YAML settings file (or BYTEFREEZER_CONFIG_FILE)")
+    common.add_argument("--data-dir", help="data directory of the embedded default")
+    parser = argparse.ArgumentParser(prog="bytefreezer", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"bytefreezer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("up", parents=[common], help="run the whole stack on this machine").set_defaults(
+        func=cmd_up
+    )
+    sub.add_parser("control", parents=[common], help="run the control service").set_defaults(
+        func=cmd_control
+    )
+    sub.add_parser("receiver", parents=[common], help="run the HTTP receiver").set_defaults(
+        func=cmd_receiver
+    )
+    for name, func in (("piper", cmd_piper), ("packer", cmd_packer)):
+        p = sub.add_parser(name, parents=[common], help=f"run the {name} poller")
+        p.add_argument("--once", action="store_true", help="run one cycle and exit")
+        p.set_defaults(func=func)
+
+    tenants = sub.add_parser("tenants", help="manage tenants")
+    tsub = tenants.add_subparsers(dest="action", required=True)
+    tsub.add_parser("list", parents=[common])
+    for action in ("create", "delete", "activate", "deactivate"):
+        tsub.add_parser(action, parents=[common]).add_argument("name")
+    tenants.set_defaults(func=cmd_tenants)
+
+    datasets = sub.add_parser("datasets", help="manage datasets")
+    dsub = datasets.add_subparsers(dest="action", required=True)
+    dsub.add_parser("list", parents=[common]).add_argument("tenant", nargs="?")
+    for action in ("show", "delete", "create", "update"):
+        p = dsub.add_parser(action, parents=[common])
+        p.add_argument("tenant")
+        p.add_argument("name")
+        if action in ("create", "update"):
+            p.add_argument("--transforms", help="chain as JSON, or @file.json")
+            p.add_argument("--timestamp-field")
+            p.add_argument("--destination", help="fsspec URL of the Parquet destination")
+            p.add_argument("--destination-options", help="fsspec options as JSON, or @file")
+            p.add_argument("--compression")
+            p.add_argument("--partitioning")
+            p.add_argument("--partition-template")
+            p.add_argument("--max-file-size-mb", type=int)
+    datasets.set_defaults(func=cmd_datasets)
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    ksub = keys.add_subparsers(dest="action", required=True)
+    p = ksub.add_parser("create", parents=[common])
+    p.add_argument("tenant")
+    p.add_argument("--dataset", help="limit the key to one dataset")
+    p.add_argument("--description", default="")
+    ksub.add_parser("create-admin", parents=[common]).add_argument("--description", default="")
+    ksub.add_parser("list", parents=[common]).add_argument("tenant", nargs="?")
+    ksub.add_parser("revoke", parents=[common]).add_argument("key_id")
+    keys.set_defaults(func=cmd_keys)
+
+    config = sub.add_parser("config", help="show settings")
+    csub = config.add_subparsers(dest="action", required=True)
+    csub.add_parser("show", parents=[common])
+    csub.add_parser("reference", parents=[common])
+    config.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``bytefreezer`` command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        args.func(args)
+    except BytefreezerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Running ASGI apps on Hypercorn and poller threads until a signal arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def hypercorn_config(host: str, port: int) -> Config:
+    """A quiet Hypercorn config bound to ``host:port``."""
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = 10
+    return config
+
+
+def run_services(
+    apps: list[tuple[Any, str, int]],
+    workers: list[tuple[Callable[[], None], Callable[[], None]]] | None = None,
+) -> None:
+    """Serve ``apps`` and run ``workers`` (run, stop) threads until SIGTERM or SIGINT."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        threads = []
+        for run, _ in workers or []:
+            thread = threading.Thread(target=run, daemon=True)
+            thread.start()
+            threads.append(thread)
+        servers = [
+            asyncio.create_task(serve(app, hypercorn_config(host, port), shutdown_trigger=stop.wait))
+            for app, host, port in apps
+        ]
+        if servers:
+            done, _ = await asyncio.wait(
+                [*servers, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                if task in servers and task.exception() is not None:
+                    stop.set()
+                    raise task.exception()  # type: ignore[misc]
+            stop.set()
+            await asyncio.gather(*servers, return_exceptions=True)
+        else:
+            await stop.wait()
+        log.info("stopping workers")
+        for _, halt in workers or []:
+            halt()
+        for thread in threads:
+            await asyncio.to_thread(thread.join)
+
+    asyncio.run(main())

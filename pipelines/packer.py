@@ -1,0 +1,282 @@
+"""Packer: staged Parquet → partitioned Parquet at each dataset's destination.
+
+Commit protocol for one dataset (under its lease):
+
+1. replay any unfinished manifest of the dataset (below);
+2. take staged objects whose intake object is gone (piper committed them), oldest first,
+   up to ``max_input_mb_per_run``; the run id is a hash of their keys;
+3. read and unify them, partition by event time, split into files of at most
+   ``max_file_size_mb``; write the manifest (inputs, planned outputs, state ``planned``);
+4. upload every output (atomic, at names derived from the run id);
+5. mark the manifest ``uploaded``, delete the inputs, delete the manifest.
+
+Replaying a ``planned`` manifest deletes its planned outputs and redoes 3-5 from the same
+inputs; replaying an ``uploaded`` one only finishes step 5. Either way every row lands once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.metrics import Metrics
+
+from bytefreezer.control import ControlClient, open_control
+from bytefreezer.control.models import Dataset, Lease
+from bytefreezer.errors import BytefreezerError, InvalidName, LeaseLost
+from bytefreezer.keys import (
+    IntakeKey,
+    dataset_prefix,
+    manifest_key,
+    manifest_prefix,
+    output_file_name,
+    packer_lease_name,
+)
+from bytefreezer.pipelines.partitioning import event_times, partition_paths
+from bytefreezer.pipelines.piper import CycleStats, run_pipeline
+from bytefreezer.pipelines.schema import unify
+from bytefreezer.settings import Settings
+from bytefreezer.storage import ObjectStore, Storage
+
+log = logging.getLogger(__name__)
+NAMESPACE = "packer"
+
+
+@dataclass(frozen=True)
+class PackWork:
+    """One claimed dataset and the lease that guards it."""
+
+    dataset_json: str
+    lease_json: str
+
+
+@dataclass
+class PlannedFile:
+    """One output file: its path under the destination and its rows."""
+
+    path: str
+    table: pa.Table
+
+
+def plan_outputs(
+    inputs: list[tuple[str, pa.Table, int]], dataset: Dataset, run_id: str
+) -> list[PlannedFile]:
+    """Deterministically turn staged tables (key, table, staged bytes) into output files."""
+    tables = [t for _, t, _ in inputs if t.num_rows]
+    if not tables:
+        return []
+    ingest = pa.chunked_array(
+        [pa.array([IntakeKey.parse(k).unixnano] * t.num_rows, pa.int64()) for k, t, _ in inputs]
+    ).combine_chunks()
+    table = unify(tables)
+    total_bytes = sum(size for _, _, size in inputs)
+    bytes_per_row = max(total_bytes / max(table.num_rows, 1), 1.0)
+    rows_per_file = max(1, int(dataset.parquet.max_file_size_mb * 1024 * 1024 / bytes_per_row))
+    times = event_times(table, dataset.timestamp_field, ingest)
+    paths = partition_paths(times, dataset.parquet)
+    groups: list[tuple[str, pa.Table]]
+    if paths is None:
+        groups = [("", table)]
+    else:
+        order = pc.sort_indices(paths)
+        table, paths = table.take(order), paths.take(order).combine_chunks()
+        groups = []
+        runs = pc.run_end_encode(paths)
+        start = 0
+        for value, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist(), strict=True):
+            groups.append((value, table.slice(start, end - start)))
+            start = end
+    planned: list[PlannedFile] = []
+    for partition, rows in groups:
+        for offset in range(0, rows.num_rows, rows_per_file):
+            name = output_file_name(run_id, len(planned))
+            path = f"{partition}/{name}" if partition else name
+            planned.append(PlannedFile(path, rows.slice(offset, rows_per_file)))
+    return planned
+
+
+def run_id_for(keys: list[str]) -> str:
+    """The run id of a set of inputs: the same inputs always give the same id."""
+    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:20]
+
+
+class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._files = Metrics.counter(NAMESPACE, "files_written")
+        self._rows = Metrics.counter(NAMESPACE, "rows_written")
+        self._bytes = Metrics.counter(NAMESPACE, "bytes_written")
+        self._inputs = Metrics.counter(NAMESPACE, "staged_objects_packed")
+        self._recovered = Metrics.counter(NAMESPACE, "manifests_recovered")
+        self._lost = Metrics.counter(NAMESPACE, "lease_lost")
+
+    def setup(self) -> None:
+        self._storage = Storage(self._settings)
+        self._control: ControlClient = open_control(self._settings)
+
+    def process(self, work: PackWork) -> Any:
+        dataset = Dataset.model_validate_json(work.dataset_json)
+        lease = Lease.model_validate_json(work.lease_json)
+        piper = self._storage.piper
+        try:
+            for info in piper.list(manifest_prefix(dataset.tenant, dataset.name)):
+                manifest = json.loads(piper.get(info.key))
+                self._recovered.inc()
+                log.info("replaying packer manifest %s", info.key)
+                self._commit(manifest, dataset, lease, replay=True)
+            while True:
+                inputs = self._eligible(dataset)
+                if not inputs:
+                    return
+                manifest = {
+                    "run_id": run_id_for(inputs),
+                    "tenant": dataset.tenant,
+                    "dataset": dataset.name,
+                    "destination": dataset.destination.model_dump(),
+                    "inputs": inputs,
+                    "outputs": [],
+                    "state": "planned",
+                }
+                self._commit(manifest, dataset, lease, replay=False)
+                yield f"{dataset.tenant}/{dataset.name}:{manifest['run_id']}"
+        except LeaseLost:
+            self._lost.inc()
+            log.warning("packer lease on %s/%s lost; stopping", dataset.tenant, dataset.name)
+
+    def _eligible(self, dataset: Dataset) -> list[str]:
+        prefix = dataset_prefix(dataset.tenant, dataset.name)
+        staged = [o for o in self._storage.piper.list(prefix) if o.key.endswith(".parquet")]
+        if not staged:
+            return []
+        pending = set()
+        for info in self._storage.intake.iter(prefix):
+            try:
+                pending.add(IntakeKey.parse(info.key).stem)
+            except InvalidName:
+                continue
+        budget = self._settings.packer.max_input_mb_per_run * 1024 * 1024
+        chosen: list[tuple[int, str]] = []
+        total = 0
+        ordered = []
+        for info in staged:
+            try:
+                key = IntakeKey.parse(info.key)
+            except InvalidName:
+                continue
+            if key.stem not in pending:
+                ordered.append((key.unixnano, info.key, info.size))
+        for nano, key_str, size in sorted(ordered):
+            if chosen and total + size > budget:
+                break
+            chosen.append((nano, key_str))
+            total += size
+        return [k for _, k in chosen]
+
+    def _commit(
+        self, manifest: dict[str, Any], dataset: Dataset, lease: Lease, *, replay: bool
+    ) -> None:
+        piper = self._storage.piper
+        key = manifest_key(dataset.tenant, dataset.name, manifest["run_id"])
+        destination = manifest["destination"]
+        dest = self._storage.destination(destination["url"], destination.get("options"))
+        if manifest["state"] == "planned":
+            if replay:
+                for planned in manifest["outputs"]:
+                    dest.delete(planned["path"])
+            inputs = [(k, _read_table(piper, k), piper.size(k)) for k in manifest["inputs"]]
+            files = plan_outputs(inputs, dataset, manifest["run_id"])
+            manifest["outputs"] = [{"path": f.path, "rows": f.table.num_rows} for f in files]
+            piper.put(key, json.dumps(manifest).encode())
+            compression = dataset.parquet.compression
+            for planned_file in files:
+                data = _parquet_bytes(planned_file.table, compression)
+                dest.put(planned_file.path, data)
+                self._files.inc()
+                self._rows.inc(planned_file.table.num_rows)
+                self._bytes.inc(len(data))
+            self._control.check_lease(lease)
+            manifest["state"] = "uploaded"
+            piper.put(key, json.dumps(manifest).encode())
+        piper.delete_many(list(manifest["inputs"]))
+        piper.delete(key)
+        self._inputs.inc(len(manifest["inputs"]))
+
+
+def _read_table(store: ObjectStore, key: str) -> pa.Table:
+    return pq.read_table(io.BytesIO(store.get(key)))
+
+
+def _parquet_bytes(table: pa.Table, compression: str) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression=None if compression == "none" else compression)
+    return sink.getvalue()
+
+
+class PackDatasets(beam.PTransform):  # type: ignore[misc]
+    """Pack each claimed dataset's committed staged objects into its destination."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self._settings = settings
+
+    def expand(self, work: Any) -> Any:
+        return (
+            work
+            | "Distribute" >> beam.Reshuffle()
+            | "PartitionAndWrite" >> beam.ParDo(_PackDatasetFn(self._settings))
+        )
+
+
+def run_packer_cycle(
+    settings: Settings,
+    control: ControlClient | None = None,
+    storage: Storage | None = None,
+) -> CycleStats:
+    """Claim each dataset with staged objects and pack it in one bounded pipeline."""
+    control = control or open_control(settings)
+    storage = storage or Storage(settings)
+    started = time.monotonic()
+    with_staged = set()
+    for info in storage.piper.iter():
+        parts = info.key.split("/")
+        if len(parts) >= 3 and not parts[0].startswith("_"):
+            with_staged.add((parts[0], parts[1]))
+        elif len(parts) >= 4 and parts[0] == "_manifests":
+            with_staged.add((parts[1], parts[2]))
+    datasets = {
+        packer_lease_name(d.tenant, d.name): d
+        for d in control.list_datasets()
+        if (d.tenant, d.name) in with_staged
+    }
+    stats = CycleStats()
+    if not datasets:
+        return stats
+    leases = control.acquire_leases(
+        list(datasets), settings.instance_id, settings.packer.lease_ttl_seconds
+    )
+    stats.claimed = len(leases)
+    if not leases:
+        return stats
+    work = [PackWork(datasets[x.name].model_dump_json(), x.model_dump_json()) for x in leases]
+    try:
+        stats.counters = run_pipeline(
+            settings.packer.beam_args,
+            lambda p: p | "Claimed" >> beam.Create(work) | "Packer" >> PackDatasets(settings),
+            NAMESPACE,
+        )
+    finally:
+        try:
+            control.release_leases(leases)
+        except BytefreezerError as exc:
+            log.warning("could not release packer leases (they expire): %s", exc)
+    stats.seconds = time.monotonic() - started
+    return stats

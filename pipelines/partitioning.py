@@ -1,0 +1,95 @@
+"""Event-time partitions: each row's time from the dataset's timestamp field, then a path.
+
+Event time is read from a timestamp column, an ISO 8601 / RFC 3339 string, or epoch numbers
+(seconds, milliseconds, microseconds or nanoseconds, told apart by magnitude). Rows without a
+readable time use the ingest time of the object they came in.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from bytefreezer.control.models import ParquetOptions
+
+TS_TYPE = pa.timestamp("us", tz="UTC")
+
+_TEMPLATES = {
+    "hive": "year=%Y/month=%m/day=%d/hour=%H",
+    "date": "date=%Y-%m-%d",
+    "date_hour": "date=%Y-%m-%d/hour=%H",
+}
+
+
+def _from_numbers(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    values = pc.cast(column, pa.float64())
+    magnitude = pc.abs(values)
+    # Seconds until year ~5138, then ms, us, ns by magnitude.
+    scale = pc.case_when(
+        pc.make_struct(
+            pc.greater(magnitude, 1e17), pc.greater(magnitude, 1e14), pc.greater(magnitude, 1e11)
+        ),
+        pa.scalar(1e-3),
+        pa.scalar(1.0),
+        pa.scalar(1e3),
+        pa.scalar(1e6),
+    )
+    micros = pc.cast(pc.round(pc.multiply(values, scale)), pa.int64())
+    return pc.cast(micros, pa.int64()).cast(pa.timestamp("us")).cast(TS_TYPE)
+
+
+def _from_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    con = duckdb.connect(":memory:", config={"threads": 1})
+    try:
+        con.execute("SET TimeZone='UTC'")
+        con.register("v", pa.table({"s": column}))
+        result = con.sql(
+            "SELECT TRY_CAST(s AS TIMESTAMPTZ) AS t, TRY_CAST(s AS DOUBLE) AS n FROM v"
+        ).to_arrow_table()
+    finally:
+        con.close()
+    # Epoch numbers sent as strings (or stringified by a type conflict) still count.
+    return pc.coalesce(pc.cast(result.column(0), TS_TYPE), _from_numbers(result.column(1)))
+
+
+def event_times(table: pa.Table, field: str, ingest_ns: pa.Array | int) -> pa.ChunkedArray:
+    """Each row's event time as ``timestamp[us, UTC]``; ingest time where it has none."""
+    n = table.num_rows
+    if isinstance(ingest_ns, int):
+        fallback = pa.chunked_array([pa.array([ingest_ns // 1000] * n, pa.int64())])
+    else:
+        fallback = pa.chunked_array([pc.divide(ingest_ns, 1000)])
+    fallback_ts = fallback.cast(pa.timestamp("us")).cast(TS_TYPE)
+    if field not in table.column_names or n == 0:
+        return fallback_ts
+    column = table.column(field)
+    kind = column.type
+    try:
+        if pa.types.is_timestamp(kind):
+            times = column.cast(pa.timestamp("us", tz=kind.tz or "UTC")).cast(TS_TYPE)
+        elif pa.types.is_integer(kind) or pa.types.is_floating(kind):
+            times = _from_numbers(column)
+        elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            times = _from_strings(column)
+        elif pa.types.is_date(kind):
+            times = column.cast(pa.timestamp("us")).cast(TS_TYPE)
+        else:
+            return fallback_ts
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OverflowError):
+        return fallback_ts
+    return pc.coalesce(times, fallback_ts)
+
+
+def partition_paths(times: pa.ChunkedArray, options: ParquetOptions) -> pa.ChunkedArray | None:
+    """The partition directory of each row, or None when the dataset is not partitioned."""
+    if options.partitioning == "none":
+        return None
+    template = (
+        options.partition_template
+        if options.partitioning == "custom"
+        else _TEMPLATES[options.partitioning]
+    )
+    if not template:
+        return None
+    return pc.strftime(times, format=template, locale="C")

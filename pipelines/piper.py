@@ -1,0 +1,226 @@
+"""Piper: intake objects → decode → transform chain → one staged Parquet object each.
+
+The public surface is the ``ProcessIntake`` PTransform (one element per intake object) and
+``run_piper_cycle``, which claims objects with leases and runs one bounded pipeline over them.
+A crash at any point re-runs the same input to the same staged key, so nothing is lost or
+duplicated; the input is deleted only after its outputs are durable and while its lease holds.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import apache_beam as beam
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+
+from bytefreezer.control import ControlClient, open_control
+from bytefreezer.control.models import Dataset, Lease
+from bytefreezer.errors import BytefreezerError, InvalidName, LeaseLost
+from bytefreezer.keys import IntakeKey, piper_lease_name
+from bytefreezer.pipelines.decode import decode_ndjson, gunzip
+from bytefreezer.pipelines.runner import pipeline_options
+from bytefreezer.settings import Settings
+from bytefreezer.storage import Storage
+from bytefreezer.transforms import Chain, Context, compile_chain
+
+log = logging.getLogger(__name__)
+NAMESPACE = "piper"
+STAGED_COMPRESSION = "zstd"
+
+
+@dataclass(frozen=True)
+class PiperWork:
+    """One claimed intake object: its key, its dataset, and the lease that guards it."""
+
+    key: str
+    dataset_json: str
+    lease_json: str
+
+
+class _ProcessIntakeFn(beam.DoFn):  # type: ignore[misc]
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._objects = Metrics.counter(NAMESPACE, "objects_processed")
+        self._records_in = Metrics.counter(NAMESPACE, "records_in")
+        self._records_out = Metrics.counter(NAMESPACE, "records_out")
+        self._dead = Metrics.counter(NAMESPACE, "records_dead_lettered")
+        self._dropped = Metrics.counter(NAMESPACE, "records_dropped")
+        self._bytes_in = Metrics.counter(NAMESPACE, "bytes_in")
+        self._lost = Metrics.counter(NAMESPACE, "lease_lost")
+
+    def setup(self) -> None:
+        self._storage = Storage(self._settings)
+        self._control: ControlClient = open_control(self._settings)
+        self._chains: dict[str, Chain] = {}
+
+    def _chain(self, dataset: Dataset, dataset_json: str) -> Chain:
+        chain = self._chains.get(dataset_json)
+        if chain is None:
+            context = Context(tenant=dataset.tenant, dataset=dataset.name)
+            chain = self._chains[dataset_json] = compile_chain(dataset.transforms, context)
+        return chain
+
+    def process(self, work: PiperWork) -> Any:
+        done = self._process(work)
+        if done is not None:
+            yield done
+
+    def _process(self, work: PiperWork) -> str | None:
+        key = IntakeKey.parse(work.key)
+        dataset = Dataset.model_validate_json(work.dataset_json)
+        lease = Lease.model_validate_json(work.lease_json)
+        intake, piper = self._storage.intake, self._storage.piper
+        try:
+            data = intake.get(work.key)
+        except FileNotFoundError:
+            return None  # another worker finished it
+        self._bytes_in.inc(len(data))
+        dead: list[bytes] = []
+        try:
+            decoded = decode_ndjson(gunzip(data))
+        except ValueError as exc:
+            decoded = None
+            record = {"stage": "decode", "error": str(exc), "line": None, "bytes": len(data)}
+            dead.append(orjson.dumps(record))
+            piper.put(key.dead_letter_key[: -len(".ndjson")] + ".raw.gz", data)
+        rows_in = rows_out = 0
+        if decoded is not None:
+            rows_in = decoded.lines
+            for line, reason in decoded.rejected:
+                dead.append(orjson.dumps({"stage": "decode", "error": reason, "line": line}))
+            result = self._chain(dataset, work.dataset_json).run(decoded.table)
+            for row in result.rejected.to_pylist():
+                row["stage"] = "transform"
+                dead.append(orjson.dumps(row))
+            self._dropped.inc(result.dropped)
+            if result.table.num_rows:
+                rows_out = result.table.num_rows
+                piper.put(key.staged_key, _parquet_bytes(result.table))
+        if dead:
+            piper.put(key.dead_letter_key, b"\n".join(dead) + b"\n")
+        try:
+            self._control.check_lease(lease)
+        except LeaseLost:
+            self._lost.inc()
+            log.warning("lease on %s lost before commit; leaving it to the new owner", work.key)
+            return None
+        intake.delete(work.key)
+        self._objects.inc()
+        self._records_in.inc(rows_in)
+        self._records_out.inc(rows_out)
+        self._dead.inc(len(dead))
+        return work.key
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression=STAGED_COMPRESSION, compression_level=1)
+    return sink.getvalue()
+
+
+class ProcessIntake(beam.PTransform):  # type: ignore[misc]
+    """Decode, transform and stage each claimed intake object; outputs the processed keys."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self._settings = settings
+
+    def expand(self, work: Any) -> Any:
+        return (
+            work
+            | "Distribute" >> beam.Reshuffle()
+            | "DecodeTransformStage" >> beam.ParDo(_ProcessIntakeFn(self._settings))
+        )
+
+
+@dataclass
+class CycleStats:
+    """What one poller cycle did."""
+
+    claimed: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def run_piper_cycle(
+    settings: Settings,
+    control: ControlClient | None = None,
+    storage: Storage | None = None,
+) -> CycleStats:
+    """List intake objects, claim up to ``max_objects_per_run``, process them in one pipeline."""
+    control = control or open_control(settings)
+    storage = storage or Storage(settings)
+    started = time.monotonic()
+    datasets = {(d.tenant, d.name): d for d in control.list_datasets() if d.active}
+    candidates: list[tuple[int, str, Dataset]] = []
+    for info in storage.intake.iter():
+        try:
+            key = IntakeKey.parse(info.key)
+        except InvalidName:
+            continue
+        found = datasets.get((key.tenant, key.dataset))
+        if found is not None:
+            candidates.append((key.unixnano, info.key, found))
+    candidates.sort(key=lambda c: c[0])
+    limit = settings.piper.max_objects_per_run
+    claimed: list[tuple[str, Dataset, Lease]] = []
+    for start in range(0, len(candidates), limit):
+        if len(claimed) >= limit:
+            break
+        batch = candidates[start : start + limit]
+        by_name = {piper_lease_name(k): (k, d) for _, k, d in batch}
+        leases = control.acquire_leases(
+            list(by_name), settings.instance_id, settings.piper.lease_ttl_seconds
+        )
+        for lease in leases:
+            key_str, dataset = by_name[lease.name]
+            claimed.append((key_str, dataset, lease))
+    extra, claimed = claimed[limit:], claimed[:limit]
+    if extra:
+        control.release_leases([lease for _, _, lease in extra])
+    stats = CycleStats(claimed=len(claimed))
+    if not claimed:
+        return stats
+    work = [
+        PiperWork(key, dataset.model_dump_json(), lease.model_dump_json())
+        for key, dataset, lease in claimed
+    ]
+    try:
+        stats.counters = run_pipeline(
+            settings.piper.beam_args,
+            lambda p: p | "Claimed" >> beam.Create(work) | "Piper" >> ProcessIntake(settings),
+            NAMESPACE,
+        )
+    finally:
+        try:
+            control.release_leases([lease for _, _, lease in claimed])
+        except BytefreezerError as exc:
+            log.warning("could not release piper leases (they expire): %s", exc)
+    stats.seconds = time.monotonic() - started
+    return stats
+
+
+def run_pipeline(beam_args: list[str], build: Any, namespace: str) -> dict[str, int]:
+    """Build and run one bounded pipeline; return its counters in ``namespace``."""
+    pipeline = beam.Pipeline(options=pipeline_options(beam_args))
+    build(pipeline)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters: dict[str, int] = {}
+    try:
+        query = result.metrics().query(MetricsFilter().with_namespace(namespace))
+        for counter in query["counters"]:
+            name = counter.key.metric.name
+            value = counter.committed if counter.committed is not None else counter.attempted
+            counters[name] = counters.get(name, 0) + int(value or 0)
+    except (NotImplementedError, AttributeError, KeyError):
+        pass  # some runners do not report metrics back
+    return counters

@@ -1,0 +1,88 @@
+"""The long-running poller: run a cycle, sleep with jitter, stop cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from bytefreezer.control.models import HealthReport
+from bytefreezer.errors import BytefreezerError
+from bytefreezer.pipelines.piper import CycleStats
+
+log = logging.getLogger(__name__)
+
+
+class Poller:
+    """Calls ``cycle`` until stopped; a cycle in progress finishes before the loop ends."""
+
+    def __init__(
+        self,
+        name: str,
+        cycle: Callable[[], CycleStats],
+        interval: float,
+        *,
+        report: Callable[[HealthReport], None] | None = None,
+        instance: str = "",
+    ) -> None:
+        self.name = name
+        self._cycle = cycle
+        self._interval = interval
+        self._report = report
+        self._instance = instance
+        self.stop_event = threading.Event()
+        self.cycles = 0
+        self.last_error = ""
+
+    def stop(self) -> None:
+        """Ask the loop to end after the current cycle."""
+        self.stop_event.set()
+
+    def install_signal_handlers(self) -> None:
+        """Stop on SIGTERM and SIGINT (main thread only)."""
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            log.info("%s: signal %d, finishing the current cycle", self.name, signum)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run_once(self) -> CycleStats | None:
+        """One cycle; errors are logged and reported, never raised."""
+        try:
+            stats = self._cycle()
+            self.last_error = ""
+        except BytefreezerError as exc:
+            self.last_error = str(exc)
+            log.error("%s cycle failed: %s", self.name, exc)
+            stats = None
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("%s cycle failed", self.name)
+            stats = None
+        self.cycles += 1
+        if self._report is not None:
+            details: dict[str, object] = {"cycles": self.cycles}
+            if stats is not None:
+                details.update(claimed=stats.claimed, counters=stats.counters)
+            if self.last_error:
+                details["error"] = self.last_error
+            status = "degraded" if self.last_error else "ok"
+            try:
+                self._report(HealthReport(component=self.name, instance=self._instance,
+                                          status=status, details=details))
+            except BytefreezerError as exc:
+                log.warning("%s: health report failed: %s", self.name, exc)
+        return stats
+
+    def run(self) -> None:
+        """Loop until stopped; busy cycles (work was claimed) are followed immediately."""
+        while not self.stop_event.is_set():
+            stats = self.run_once()
+            if stats is not None and stats.claimed:
+                continue
+            self.stop_event.wait(self._interval * random.uniform(0.75, 1.25))

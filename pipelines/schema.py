@@ -1,0 +1,96 @@
+"""Schema unification across files: integers stay integers, new columns are added, conflicts widen.
+
+Widening rules, applied per column across every table of a run:
+
+* identical types stay as they are; a column absent from a table is null there;
+* ``null`` joins anything; integers of any width join to the widest (``int64`` for mixed sign);
+* integer with float becomes ``float64``; bool with a number becomes that number;
+* timestamps join to ``timestamp[us, UTC]``; structs merge their fields by the same rules;
+* any other conflict (number with string, struct with list, ...) becomes ``string``, with
+  nested values written as JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def stringify(value: Any) -> str:
+    """A scalar as text, nested values as JSON."""
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value, default=str).decode()
+
+
+def _join(a: pa.DataType, b: pa.DataType) -> pa.DataType:
+    if a == b:
+        return a
+    if pa.types.is_null(a):
+        return b
+    if pa.types.is_null(b):
+        return a
+    if pa.types.is_boolean(a) and (pa.types.is_integer(b) or pa.types.is_floating(b)):
+        return b
+    if pa.types.is_boolean(b) and (pa.types.is_integer(a) or pa.types.is_floating(a)):
+        return a
+    if pa.types.is_integer(a) and pa.types.is_integer(b):
+        return pa.int64() if a.bit_width < 64 or b.bit_width < 64 else a
+    if (pa.types.is_integer(a) or pa.types.is_floating(a)) and (
+        pa.types.is_integer(b) or pa.types.is_floating(b)
+    ):
+        return pa.float64()
+    if pa.types.is_timestamp(a) and pa.types.is_timestamp(b):
+        return pa.timestamp("us", tz="UTC")
+    if pa.types.is_struct(a) and pa.types.is_struct(b):
+        fields: dict[str, pa.DataType] = {f.name: f.type for f in a}
+        for f in b:
+            fields[f.name] = _join(fields[f.name], f.type) if f.name in fields else f.type
+        return pa.struct(list(fields.items()))
+    if pa.types.is_list(a) and pa.types.is_list(b):
+        return pa.list_(_join(a.value_type, b.value_type))
+    return pa.string()
+
+
+def unified_schema(schemas: list[pa.Schema]) -> pa.Schema:
+    """The schema every table of a run is cast to (column order: first appearance)."""
+    types: dict[str, pa.DataType] = {}
+    for schema in schemas:
+        for f in schema:
+            types[f.name] = _join(types[f.name], f.type) if f.name in types else f.type
+    return pa.schema([pa.field(name, t) for name, t in types.items()])
+
+
+def _cast(column: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
+    if column.type == target:
+        return column
+    if pa.types.is_string(target) and (
+        pa.types.is_nested(column.type) or pa.types.is_binary(column.type)
+    ):
+        values = [None if v is None else stringify(v) for v in column.to_pylist()]
+        return pa.chunked_array([pa.array(values, pa.string())])
+    try:
+        return pc.cast(column, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        values = [None if v is None else stringify(v) for v in column.to_pylist()]
+        return pa.chunked_array([pa.array(values, pa.string())]).cast(target)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Cast ``table`` to ``schema``, adding absent columns as nulls."""
+    columns = []
+    for f in schema:
+        if f.name in table.column_names:
+            columns.append(_cast(table.column(f.name), f.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def unify(tables: list[pa.Table]) -> pa.Table:
+    """Concatenate tables under their unified schema."""
+    schema = unified_schema([t.schema for t in tables])
+    return pa.concat_tables([conform(t, schema) for t in tables])
