@@ -124,6 +124,10 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
         self._control: ControlClient = open_control(self._settings)
 
     def process(self, work: PackWork) -> Any:
+        yield from self._pack(work)
+
+    def _pack(self, work: PackWork) -> list[str]:
+        done: list[str] = []
         dataset = Dataset.model_validate_json(work.dataset_json)
         lease = Lease.model_validate_json(work.lease_json)
         piper = self._storage.piper
@@ -136,7 +140,7 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
             while True:
                 inputs = self._eligible(dataset)
                 if not inputs:
-                    return
+                    break
                 manifest = {
                     "run_id": run_id_for(inputs),
                     "tenant": dataset.tenant,
@@ -147,10 +151,11 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
                     "state": "planned",
                 }
                 self._commit(manifest, dataset, lease, replay=False)
-                yield f"{dataset.tenant}/{dataset.name}:{manifest['run_id']}"
+                done.append(f"{dataset.tenant}/{dataset.name}:{manifest['run_id']}")
         except LeaseLost:
             self._lost.inc()
             log.warning("packer lease on %s/%s lost; stopping", dataset.tenant, dataset.name)
+        return done
 
     def _eligible(self, dataset: Dataset) -> list[str]:
         prefix = dataset_prefix(dataset.tenant, dataset.name)

@@ -1,0 +1,134 @@
+"""The control service through both client implementations: in-process and HTTP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bytefreezer.control import ControlClient, ControlStore, HttpControl
+from bytefreezer.control.app import create_app
+from bytefreezer.control.models import DatasetSpec, HealthReport, Tenant
+from bytefreezer.errors import AuthError, ConfigError, Conflict, Forbidden, Gone, LeaseLost, NotFound
+from bytefreezer.transforms import validate_chain
+from tests.helpers import serve_app
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ControlStore]:
+    store = ControlStore(
+        tmp_path / "control.db",
+        destination_for=lambda t, d: f"file:///tmp/out/{t}/{d}",
+        validate_chain=validate_chain,
+    )
+    yield store
+    store.close()
+
+
+@pytest.fixture(params=["in-process", "http"])
+def control(request: pytest.FixtureRequest, store: ControlStore) -> Iterator[ControlClient]:
+    if request.param == "in-process":
+        yield store
+        return
+    admin = store.create_key(None, role="admin").key
+    with serve_app(create_app(store)) as url:
+        client = HttpControl(url, admin, timeout=10)
+        yield client
+        client.close()
+
+
+def test_tenants_datasets_and_keys(control: ControlClient) -> None:
+    control.create_tenant(Tenant(name="acme"))
+    with pytest.raises(Conflict):
+        control.create_tenant(Tenant(name="acme"))
+    dataset = control.create_dataset("acme", DatasetSpec(name="web", timestamp_field="ts"))
+    assert dataset.destination.url == "file:///tmp/out/acme/web"
+    assert dataset.parquet.compression == "zstd" and dataset.parquet.partitioning == "hive"
+    assert [d.name for d in control.list_datasets("acme")] == ["web"]
+    with pytest.raises(NotFound):
+        control.create_dataset("nobody", DatasetSpec(name="web"))
+    with pytest.raises(NotFound):
+        control.get_dataset("acme", "nope")
+
+    created = control.create_key("acme", "web")
+    assert created.key.startswith("bfk_")
+    listed = control.list_keys("acme")
+    assert [k.id for k in listed] == [created.info.id]
+    assert created.key not in repr(listed)
+
+    scope = control.verify_ingest(created.key, "acme", "web")
+    assert (scope.tenant, scope.dataset) == ("acme", "web")
+    control.create_dataset("acme", DatasetSpec(name="other"))
+    with pytest.raises(Forbidden):
+        control.verify_ingest(created.key, "acme", "other")
+    with pytest.raises(AuthError):
+        control.verify_ingest(created.key[:-2] + "xx", "acme", "web")
+    control.update_tenant("acme", active=False)
+    with pytest.raises(Gone):
+        control.verify_ingest(created.key, "acme", "web")
+    control.revoke_key(created.info.id)
+    with pytest.raises(AuthError):
+        control.verify_ingest(created.key, "acme", "web")
+
+
+def test_dataset_chain_is_validated_on_create_and_change(control: ControlClient) -> None:
+    control.create_tenant(Tenant(name="acme"))
+    bad = DatasetSpec(name="web", transforms=[{"type": "rename_field", "config": {"from": "a"}}])
+    with pytest.raises(ConfigError, match=r"step 0 \(rename_field\): to"):
+        control.create_dataset("acme", bad)
+    control.create_dataset("acme", DatasetSpec(name="web"))
+    with pytest.raises(ConfigError, match="unknown transform"):
+        control.put_dataset("acme", DatasetSpec(name="web", transforms=[{"type": "zzz"}]))
+
+
+def test_leases_fencing_and_takeover(control: ControlClient) -> None:
+    first = control.acquire_leases(["a", "b"], "one", ttl=0.5)
+    assert [x.name for x in first] == ["a", "b"]
+    assert control.acquire_leases(["a", "b", "c"], "two", ttl=30)[0].name == "c"
+    control.check_lease(first[0])
+    time.sleep(0.6)
+    with pytest.raises(LeaseLost):
+        control.check_lease(first[0])  # expired
+    taken = control.acquire_leases(["a"], "two", ttl=30)
+    assert taken[0].token > max(x.token for x in first)
+    with pytest.raises(LeaseLost):
+        control.renew_lease(first[0], ttl=30)  # the old holder is fenced off
+    control.release_leases([first[0]])  # a stale release leaves the new holder alone
+    control.check_lease(taken[0])
+    renewed = control.renew_lease(taken[0], ttl=60)
+    assert renewed.expires_at > taken[0].expires_at
+    control.release_leases([renewed])
+    assert control.acquire_leases(["a"], "three", ttl=30)
+
+
+def test_health_reports_list_components_with_age(control: ControlClient) -> None:
+    control.report_health(HealthReport(component="piper", instance="pod-1", details={"n": 1}))
+    (report,) = control.list_components()
+    assert (report.component, report.instance, report.details) == ("piper", "pod-1", {"n": 1})
+    assert report.age_seconds is not None and 0 <= report.age_seconds < 5
+
+
+def test_management_api_needs_the_admin_key(store: ControlStore) -> None:
+    store.create_tenant(Tenant(name="acme"))
+    store.create_dataset("acme", DatasetSpec(name="web"))
+    ingest_key = store.create_key("acme").key
+    admin_key = store.create_key(None, role="admin").key
+    with serve_app(create_app(store)) as url:
+        api = f"{url}/api/v1"
+        assert httpx.get(f"{api}/health").json() == {"status": "ok"}
+        assert httpx.get(f"{api}/tenants").status_code == 401
+        forbidden = httpx.get(f"{api}/tenants", headers={"Authorization": f"Bearer {ingest_key}"})
+        assert forbidden.status_code == 403
+        ok = httpx.get(f"{api}/tenants", headers={"Authorization": f"Bearer {admin_key}"})
+        assert ok.status_code == 200 and ok.json() == [{"name": "acme", "active": True}]
+        bad = httpx.post(
+            f"{api}/tenants", json={"name": "../etc"}, headers={"Authorization": f"Bearer {admin_key}"}
+        )
+        assert bad.status_code == 400 and "invalid tenant" in bad.json()["error"]
+        junk = httpx.post(
+            f"{api}/leases/acquire", content=b"{", headers={"Authorization": f"Bearer {admin_key}"}
+        )
+        assert junk.status_code == 400

@@ -1,0 +1,110 @@
+"""Decoding, schema unification and event-time partitions."""
+
+from __future__ import annotations
+
+import gzip
+
+import pyarrow as pa
+import pytest
+
+from bytefreezer.control.models import ParquetOptions
+from bytefreezer.pipelines.decode import decode_ndjson, gunzip
+from bytefreezer.pipelines.partitioning import event_times, partition_paths
+from bytefreezer.pipelines.schema import unified_schema, unify
+
+
+def test_malformed_lines_are_rejected_with_reasons_and_good_lines_kept() -> None:
+    data = b'{"a": 1}\n{bad json\n\n[1, 2]\n{"a": 2, "b": "x"}\n'
+    decoded = decode_ndjson(data)
+    assert decoded.table.to_pylist() == [{"a": 1, "b": None}, {"a": 2, "b": "x"}]
+    assert decoded.lines == 4
+    reasons = [reason for _, reason in decoded.rejected]
+    assert reasons[0].startswith("invalid JSON") and "not a JSON object (list)" in reasons[1]
+    assert decoded.rejected[0][0] == "{bad json"
+
+
+def test_conflicting_types_in_one_object_become_strings_not_losses() -> None:
+    decoded = decode_ndjson(b'{"v": 1}\n{"v": "one"}\n{"v": {"n": 1}}\n')
+    assert decoded.table.column("v").to_pylist() == ["1", "one", '{"n":1}']
+    assert not decoded.rejected
+
+
+def test_integers_stay_integers() -> None:
+    decoded = decode_ndjson(b'{"n": 9007199254740993}\n')
+    assert decoded.table.schema.field("n").type == pa.int64()
+    assert decoded.table.column("n").to_pylist() == [9007199254740993]
+
+
+def test_gunzip_handles_members_and_reports_corruption() -> None:
+    assert gunzip(gzip.compress(b"a\n") + gzip.compress(b"b\n")) == b"a\nb\n"
+    with pytest.raises(ValueError, match="corrupt gzip"):
+        gunzip(gzip.compress(b"abc" * 100)[:20])
+
+
+@pytest.mark.parametrize(
+    ("types", "expected"),
+    [
+        ([pa.int32(), pa.int64()], pa.int64()),
+        ([pa.int64(), pa.float64()], pa.float64()),
+        ([pa.null(), pa.int64()], pa.int64()),
+        ([pa.bool_(), pa.int64()], pa.int64()),
+        ([pa.int64(), pa.string()], pa.string()),
+        ([pa.timestamp("s"), pa.timestamp("ms", "UTC")], pa.timestamp("us", "UTC")),
+        (
+            [pa.struct([("a", pa.int64())]), pa.struct([("b", pa.string())])],
+            pa.struct([("a", pa.int64()), ("b", pa.string())]),
+        ),
+        ([pa.struct([("a", pa.int64())]), pa.list_(pa.int64())], pa.string()),
+    ],
+)
+def test_widening_rules(types: list[pa.DataType], expected: pa.DataType) -> None:
+    schema = unified_schema([pa.schema([("f", t)]) for t in types])
+    assert schema.field("f").type == expected
+
+
+def test_unify_adds_new_columns_and_stringifies_conflicts() -> None:
+    a = pa.table({"x": [1], "y": [{"k": 1}]})
+    b = pa.table({"x": ["two"], "z": [2.5], "y": [[1, 2]]})
+    table = unify([a, b])
+    assert table.to_pylist() == [
+        {"x": "1", "y": '{"k":1}', "z": None},
+        {"x": "two", "y": "[1,2]", "z": 2.5},
+    ]
+
+
+def test_event_time_from_strings_epochs_and_fallback_to_ingest_time() -> None:
+    ingest_ns = 1_600_000_000 * 10**9  # 2020-09-13T12:26:40Z
+    table = pa.table(
+        {"ts": ["2024-01-02T03:04:05Z", "2024-01-02T23:30:00-02:00", "1700000000", "junk", None]}
+    )
+    paths = partition_paths(event_times(table, "ts", ingest_ns), ParquetOptions())
+    assert paths is not None
+    assert paths.to_pylist() == [
+        "year=2024/month=01/day=02/hour=03",
+        "year=2024/month=01/day=03/hour=01",
+        "year=2023/month=11/day=14/hour=22",
+        "year=2020/month=09/day=13/hour=12",
+        "year=2020/month=09/day=13/hour=12",
+    ]
+    millis = pa.table({"ts": [1700000000123, 1700000000]})
+    times = event_times(millis, "ts", ingest_ns)
+    assert [t.isoformat() for t in times.to_pylist()] == [
+        "2023-11-14T22:13:20.123000+00:00",
+        "2023-11-14T22:13:20+00:00",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("scheme", "template", "expected"),
+    [
+        ("date", "", "date=2024-01-02"),
+        ("date_hour", "", "date=2024-01-02/hour=03"),
+        ("custom", "dt=%Y%m%d", "dt=20240102"),
+    ],
+)
+def test_partition_schemes(scheme: str, template: str, expected: str) -> None:
+    table = pa.table({"timestamp": ["2024-01-02T03:04:05Z"]})
+    options = ParquetOptions(partitioning=scheme, partition_template=template)  # type: ignore[arg-type]
+    paths = partition_paths(event_times(table, "timestamp", 0), options)
+    assert paths is not None and paths.to_pylist() == [expected]
+    assert partition_paths(event_times(table, "timestamp", 0), ParquetOptions(partitioning="none")) is None
