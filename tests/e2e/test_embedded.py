@@ -1,0 +1,128 @@
+"""`bytefreezer up` as a user runs it: post over HTTP, read Parquet at the destination."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import free_port, read_parquet_dir, wait_for, wait_for_port
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[dict[str, object]]:
+    data_dir = tmp_path / "data"
+    port = free_port()
+    env = {
+        **os.environ,
+        "BYTEFREEZER_RECEIVER__HOST": "127.0.0.1",
+        "BYTEFREEZER_RECEIVER__PORT": str(port),
+        "BYTEFREEZER_RECEIVER__MAX_BODY_BYTES": "200000",
+        "BYTEFREEZER_CONTROL__PORT": str(free_port()),
+        "BYTEFREEZER_PIPER__POLL_INTERVAL_SECONDS": "0.3",
+        "BYTEFREEZER_PACKER__POLL_INTERVAL_SECONDS": "0.3",
+    }
+    log = open(tmp_path / "up.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bytefreezer.cli", "up", "--data-dir", str(data_dir)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, timeout=60)
+        first_run = (data_dir / "first-run.txt").read_text()
+        key = next(w for w in first_run.split() if w.startswith("bfk_"))
+        yield {"url": f"http://127.0.0.1:{port}", "key": key, "data": data_dir, "process": process}
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        log.close()
+
+
+def test_posted_records_reach_parquet_and_bad_lines_reach_dead_letters(
+    stack: dict[str, object],
+) -> None:
+    url, key, data_dir = stack["url"], stack["key"], stack["data"]
+    assert isinstance(data_dir, Path)
+    auth = {"Authorization": f"Bearer {key}"}
+    plain = (
+        '{"timestamp": "2026-01-01T12:00:00Z", "id": 1, "msg": "hello"}\n'
+        "this is not json\n"
+        '{"timestamp": "2026-01-01T13:30:00Z", "id": 2, "msg": "world"}\n'
+    )
+    response = httpx.post(f"{url}/demo/events", content=plain, headers=auth)
+    assert response.status_code == 200, response.text
+    assert response.json()["lines"] == 3
+    lines = [json.dumps({"timestamp": 1767229200 + i, "id": 10 + i}) for i in range(5)]
+    zipped = gzip.compress("\n".join(lines).encode())
+    response = httpx.post(
+        f"{url}/webhook/demo/events",
+        content=zipped,
+        headers={**auth, "Content-Encoding": "gzip"},
+    )
+    assert response.status_code == 200, response.text
+
+    destination = data_dir / "destination" / "demo" / "events"
+
+    def all_rows() -> list[dict[str, object]] | None:
+        table = read_parquet_dir(destination)
+        return table.to_pylist() if table is not None and table.num_rows == 7 else None
+
+    rows = wait_for(all_rows, timeout=60)
+    assert sorted(r["id"] for r in rows) == [1, 2, 10, 11, 12, 13, 14]
+    assert (destination / "year=2026" / "month=01" / "day=01" / "hour=12").is_dir()
+    assert (destination / "year=2026" / "month=01" / "day=01" / "hour=13").is_dir()
+
+    dead = list((data_dir / "buckets" / "piper" / "_dead-letter").rglob("*.ndjson"))
+    assert len(dead) == 1
+    record = json.loads(dead[0].read_text().splitlines()[0])
+    assert record["line"] == "this is not json"
+    assert record["error"].startswith("invalid JSON")
+
+    # Nothing is left behind once packed: intake and staged objects are gone.
+    assert not list((data_dir / "buckets" / "intake").rglob("*.gz"))
+    assert wait_for(lambda: not list((data_dir / "buckets" / "piper" / "demo").rglob("*.parquet")))
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "body", "status"),
+    [
+        ("/demo/events", {}, b'{"a":1}', 401),
+        ("/demo/events", {"Authorization": "Bearer bfk_nope_nope"}, b'{"a":1}', 401),
+        ("/demo/missing", None, b'{"a":1}', 403),  # the demo key is limited to demo/events
+        ("/other/events", None, b'{"a":1}', 403),
+        ("/Demo/events", None, b'{"a":1}', 400),
+        ("/demo/events", None, b"", 400),
+        ("/demo/events", None, b"x" * 200001, 413),
+        ("/demo/events", {"Content-Encoding": "gzip"}, b"not gzip at all", 400),
+    ],
+)
+def test_bad_requests_get_clear_errors(
+    stack: dict[str, object], path: str, headers: dict[str, str] | None, body: bytes, status: int
+) -> None:
+    send = {"Authorization": f"Bearer {stack['key']}"} if headers is None else dict(headers)
+    if headers and "Content-Encoding" in headers:
+        send["Authorization"] = f"Bearer {stack['key']}"
+    response = httpx.post(f"{stack['url']}{path}", content=body, headers=send)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]
+
+
+def test_sigterm_stops_the_stack_cleanly(stack: dict[str, object]) -> None:
+    process = stack["process"]
+    assert isinstance(process, subprocess.Popen)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
