@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy
+	bash .ci/typecheck
 
 test: lint typecheck ## lint, type-check and run the test suite
 	$(BIN)/pytest -q

@@ -42,7 +42,9 @@ def run_services(
             thread.start()
             threads.append(thread)
         servers = [
-            asyncio.create_task(serve(app, hypercorn_config(host, port), shutdown_trigger=stop.wait))
+            asyncio.create_task(
+                serve(app, hypercorn_config(host, port), shutdown_trigger=stop.wait)
+            )
             for app, host, port in apps
         ]
         if servers:

@@ -145,7 +145,9 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Python log level.")
     storage: StorageSettings = Field(default_factory=StorageSettings, description="Buckets' store.")
     buckets: BucketSettings = Field(default_factory=BucketSettings, description="Bucket names.")
-    control: ControlSettings = Field(default_factory=ControlSettings, description="Control service.")
+    control: ControlSettings = Field(
+        default_factory=ControlSettings, description="Control service."
+    )
     receiver: ReceiverSettings = Field(default_factory=ReceiverSettings, description="Receiver.")
     piper: PiperSettings = Field(default_factory=PiperSettings, description="Piper.")
     packer: PackerSettings = Field(default_factory=PackerSettings, description="Packer.")
@@ -222,7 +224,10 @@ def load_settings(**overrides: Any) -> Settings:
 
 def settings_reference() -> str:
     """A Markdown table of every setting, its environment variable, default and meaning."""
-    rows = ["| setting | environment variable | default | description |", "| --- | --- | --- | --- |"]
+    rows = [
+        "| setting | environment variable | default | description |",
+        "| --- | --- | --- | --- |",
+    ]
 
     def walk(model: type[BaseModel], path: list[str]) -> None:
         for name, field in model.model_fields.items():

@@ -7,10 +7,11 @@ PUT (conditional with ``If-None-Match: *`` for ``put_if_absent``).
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -82,7 +83,9 @@ class ObjectStore:
         """Write ``data`` at ``key`` unless it exists; return whether this call created it."""
         return self._write(key, data, metadata, exclusive=True)
 
-    def _write(self, key: str, data: bytes, metadata: dict[str, str] | None, exclusive: bool) -> bool:
+    def _write(
+        self, key: str, data: bytes, metadata: dict[str, str] | None, exclusive: bool
+    ) -> bool:
         path = self.path(key)
         try:
             if self.local:
@@ -172,7 +175,7 @@ class ObjectStore:
         meta: dict[str, str] = self.fs.metadata(self.path(key))
         return meta
 
-    def list(self, prefix: str = "") -> list[ObjectInfo]:
+    def list(self, prefix: str = "") -> builtins.list[ObjectInfo]:
         """Every object whose key starts with ``prefix`` (a folder-style prefix), sorted by key."""
         return sorted(self.iter(prefix), key=lambda info: info.key)
 
@@ -229,7 +232,7 @@ class ObjectStore:
         except Exception as exc:
             raise StorageError(f"cannot delete {self.url}/{key}: {exc}") from exc
 
-    def delete_many(self, keys: list[str]) -> None:
+    def delete_many(self, keys: Sequence[str]) -> None:
         """Delete several objects (one batched request on S3)."""
         if not keys:
             return
@@ -238,7 +241,7 @@ class ObjectStore:
                 self.delete(key)
             return
         try:
-            self.fs.rm([self.path(k) for k in keys])
+            self.fs.rm([self.path(k) for k in keys])  # one batched request
         except FileNotFoundError:
             pass
         except Exception as exc:

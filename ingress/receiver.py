@@ -232,7 +232,12 @@ async def ingest(request: Request) -> JSONResponse:
     except Rejected as exc:
         return _error(exc)
     return JSONResponse(
-        {"status": "stored", "key": stored.key, "lines": body.lines, "bytes": body.decompressed_bytes}
+        {
+            "status": "stored",
+            "key": stored.key,
+            "lines": body.lines,
+            "bytes": body.decompressed_bytes,
+        }
     )
 
 
@@ -241,7 +246,9 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-def create_app(settings: Settings, control: ControlClient, storage: Storage | None = None) -> Starlette:
+def create_app(
+    settings: Settings, control: ControlClient, storage: Storage | None = None
+) -> Starlette:
     """The receiver's webhook app."""
     storage = storage or Storage(settings)
 

@@ -28,7 +28,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import Metrics
 
 from bytefreezer.control import ControlClient, open_control
 from bytefreezer.control.models import Dataset, Lease
@@ -226,7 +226,7 @@ def _parquet_bytes(table: pa.Table, compression: str) -> bytes:
     return sink.getvalue()
 
 
-class PackDatasets(beam.PTransform):  # type: ignore[misc]
+class PackDatasets(beam.PTransform):  # type: ignore[misc,type-arg]
     """Pack each claimed dataset's committed staged objects into its destination."""
 
     def __init__(self, settings: Settings) -> None:

@@ -18,8 +18,7 @@ import apache_beam as beam
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.metrics import Metrics
-from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.metrics.metric import Metrics, MetricsFilter
 
 from bytefreezer.control import ControlClient, open_control
 from bytefreezer.control.models import Dataset, Lease
@@ -126,7 +125,7 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
-class ProcessIntake(beam.PTransform):  # type: ignore[misc]
+class ProcessIntake(beam.PTransform):  # type: ignore[misc,type-arg]
     """Decode, transform and stage each claimed intake object; outputs the processed keys."""
 
     def __init__(self, settings: Settings) -> None:

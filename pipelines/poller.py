@@ -8,6 +8,7 @@ import signal
 import threading
 from collections.abc import Callable
 from types import FrameType
+from typing import Literal
 
 from bytefreezer.control.models import HealthReport
 from bytefreezer.errors import BytefreezerError
@@ -71,10 +72,13 @@ class Poller:
                 details.update(claimed=stats.claimed, counters=stats.counters)
             if self.last_error:
                 details["error"] = self.last_error
-            status = "degraded" if self.last_error else "ok"
+            status: Literal["ok", "degraded"] = "degraded" if self.last_error else "ok"
             try:
-                self._report(HealthReport(component=self.name, instance=self._instance,
-                                          status=status, details=details))
+                self._report(
+                    HealthReport(
+                        component=self.name, instance=self._instance, status=status, details=details
+                    )
+                )
             except BytefreezerError as exc:
                 log.warning("%s: health report failed: %s", self.name, exc)
         return stats

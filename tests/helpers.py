@@ -60,7 +60,9 @@ def serve_app(app: Any, port: int | None = None) -> Iterator[str]:
 
     def run() -> None:
         asyncio.set_event_loop(loop)
-        loop.run_until_complete(serve(app, hypercorn_config("127.0.0.1", port), shutdown_trigger=stop.wait))
+        loop.run_until_complete(
+            serve(app, hypercorn_config("127.0.0.1", port), shutdown_trigger=stop.wait)
+        )
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()

@@ -12,7 +12,15 @@ import pytest
 from bytefreezer.control import ControlClient, ControlStore, HttpControl
 from bytefreezer.control.app import create_app
 from bytefreezer.control.models import DatasetSpec, HealthReport, Tenant
-from bytefreezer.errors import AuthError, ConfigError, Conflict, Forbidden, Gone, LeaseLost, NotFound
+from bytefreezer.errors import (
+    AuthError,
+    ConfigError,
+    Conflict,
+    Forbidden,
+    Gone,
+    LeaseLost,
+    NotFound,
+)
 from bytefreezer.transforms import validate_chain
 from tests.helpers import serve_app
 
@@ -125,7 +133,9 @@ def test_management_api_needs_the_admin_key(store: ControlStore) -> None:
         ok = httpx.get(f"{api}/tenants", headers={"Authorization": f"Bearer {admin_key}"})
         assert ok.status_code == 200 and ok.json() == [{"name": "acme", "active": True}]
         bad = httpx.post(
-            f"{api}/tenants", json={"name": "../etc"}, headers={"Authorization": f"Bearer {admin_key}"}
+            f"{api}/tenants",
+            json={"name": "../etc"},
+            headers={"Authorization": f"Bearer {admin_key}"},
         )
         assert bad.status_code == 400 and "invalid tenant" in bad.json()["error"]
         junk = httpx.post(

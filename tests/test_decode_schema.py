@@ -107,4 +107,7 @@ def test_partition_schemes(scheme: str, template: str, expected: str) -> None:
     options = ParquetOptions(partitioning=scheme, partition_template=template)  # type: ignore[arg-type]
     paths = partition_paths(event_times(table, "timestamp", 0), options)
     assert paths is not None and paths.to_pylist() == [expected]
-    assert partition_paths(event_times(table, "timestamp", 0), ParquetOptions(partitioning="none")) is None
+    assert (
+        partition_paths(event_times(table, "timestamp", 0), ParquetOptions(partitioning="none"))
+        is None
+    )

@@ -25,7 +25,7 @@ def test_environment_overrides_yaml_which_overrides_defaults(
 
 def test_bad_settings_name_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BYTEFREEZER_STORAGE__BACKEND", "ftp")
-    with pytest.raises(ConfigError, match="storage.backend"):
+    with pytest.raises(ConfigError, match=r"storage\.backend"):
         load_settings()
     monkeypatch.delenv("BYTEFREEZER_STORAGE__BACKEND")
     bad = tmp_path / "bad.yaml"

@@ -45,7 +45,7 @@ _cached: Registry | None = None
 
 
 def load_registry(*, refresh: bool = False) -> Registry:
-    """Load every registered transform once per process; broken plugins are skipped with a warning."""
+    """Load every registered transform once per process; skip broken plugins with a warning."""
     global _cached
     if _cached is not None and not refresh:
         return _cached

@@ -125,7 +125,9 @@ class ControlStore:
 
     def get_tenant(self, name: str) -> Tenant:
         """One tenant; ``NotFound`` when absent."""
-        row = self._conn.execute("SELECT name, active FROM tenants WHERE name=?", (name,)).fetchone()
+        row = self._conn.execute(
+            "SELECT name, active FROM tenants WHERE name=?", (name,)
+        ).fetchone()
         if row is None:
             raise NotFound(f"tenant {name!r} not found")
         return Tenant(name=row[0], active=bool(row[1]))
@@ -339,7 +341,9 @@ class ControlStore:
                 ).fetchone()
                 if row is not None and row[1] > now:
                     continue
-                lease = Lease(name=name, owner=owner, token=self._next_token(db), expires_at=now + ttl)
+                lease = Lease(
+                    name=name, owner=owner, token=self._next_token(db), expires_at=now + ttl
+                )
                 db.execute(
                     "INSERT INTO leases VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
                     "owner=excluded.owner, token=excluded.token, expires_at=excluded.expires_at",
@@ -357,7 +361,9 @@ class ControlStore:
             if row is None or row[0] != lease.owner or row[1] != lease.token:
                 raise LeaseLost(f"lease {lease.name!r} is no longer held by {lease.owner!r}")
             renewed = lease.model_copy(update={"expires_at": self._clock() + ttl})
-            db.execute("UPDATE leases SET expires_at=? WHERE name=?", (renewed.expires_at, lease.name))
+            db.execute(
+                "UPDATE leases SET expires_at=? WHERE name=?", (renewed.expires_at, lease.name)
+            )
         return renewed
 
     def check_lease(self, lease: Lease) -> None:

@@ -43,8 +43,12 @@ def setup_stack(tmp_path: Path, ttl: float = 1.0) -> tuple[Settings, ControlStor
 
 
 def post(storage: Storage, ids: range) -> None:
-    lines = [json.dumps({"id": i, "timestamp": f"2026-02-0{1 + i % 3}T0{i % 5}:00:00Z"}) for i in ids]
-    IntakeWriter(storage).write("acme", "web", "ndjson", gzip.compress("\n".join(lines).encode()), {})
+    lines = [
+        json.dumps({"id": i, "timestamp": f"2026-02-0{1 + i % 3}T0{i % 5}:00:00Z"}) for i in ids
+    ]
+    IntakeWriter(storage).write(
+        "acme", "web", "ndjson", gzip.compress("\n".join(lines).encode()), {}
+    )
 
 
 def ids_at_destination(settings: Settings) -> Counter[int]:

@@ -40,7 +40,11 @@ def s3_settings(tmp_path: Path, server: dict[str, str], suffix: str, **s3: Any) 
                 **s3,
             },
         },
-        buckets={"intake": f"intake-{suffix}", "piper": f"piper-{suffix}", "geoip": f"geoip-{suffix}"},
+        buckets={
+            "intake": f"intake-{suffix}",
+            "piper": f"piper-{suffix}",
+            "geoip": f"geoip-{suffix}",
+        },
         default_destination=f"s3://dest-{suffix}/warehouse/{{tenant}}/{{dataset}}",
     )
 
@@ -68,7 +72,12 @@ def test_post_to_parquet_on_s3(tmp_path: Path, s3_server: dict[str, str]) -> Non
     control.create_dataset("acme", DatasetSpec(name="web", transforms=chain))
     key = control.create_key("acme").key
     rows = [
-        {"timestamp": f"2026-03-0{1 + i % 2}T10:00:00Z", "status": 200 + 100 * (i % 4), "src": f"10.0.0.{i}", "id": i}
+        {
+            "timestamp": f"2026-03-0{1 + i % 2}T10:00:00Z",
+            "status": 200 + 100 * (i % 4),
+            "src": f"10.0.0.{i}",
+            "id": i,
+        }
         for i in range(40)
     ]
     body = gzip.compress("\n".join(json.dumps(r) for r in rows).encode() + b"\n{oops\n")

@@ -94,9 +94,15 @@ CASES: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]], list[dict[str
 ]
 
 
-@pytest.mark.parametrize(("chain", "rows", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_chain(chain: list[dict[str, Any]], rows: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
-    result = compile_chain(chain, Context(tenant="acme", dataset="web")).run(pa.Table.from_pylist(rows))
+@pytest.mark.parametrize(
+    ("chain", "rows", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_chain(
+    chain: list[dict[str, Any]], rows: list[dict[str, Any]], expected: list[dict[str, Any]]
+) -> None:
+    result = compile_chain(chain, Context(tenant="acme", dataset="web")).run(
+        pa.Table.from_pylist(rows)
+    )
     assert result.table.to_pylist() == expected
     assert result.rejected.num_rows == 0
 
@@ -129,7 +135,9 @@ def test_rows_a_condition_fails_on_are_dead_lettered_with_reason() -> None:
         ),
     ],
 )
-def test_invalid_chains_name_step_field_and_reason(chain: list[dict[str, Any]], message: str) -> None:
+def test_invalid_chains_name_step_field_and_reason(
+    chain: list[dict[str, Any]], message: str
+) -> None:
     with pytest.raises(ConfigError, match=None) as info:
         validate_chain(chain)
     assert message in str(info.value)

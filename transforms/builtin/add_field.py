@@ -63,7 +63,9 @@ class AddField(Transform):
         arrays = [pa.repeat(p, n) if isinstance(p, str) else p for p in pieces]
         if len(arrays) == 1:
             return arrays[0]
-        return pc.binary_join_element_wise(*arrays, "", null_handling="replace", null_replacement="")
+        return pc.binary_join_element_wise(
+            *arrays, "", null_handling="replace", null_replacement=""
+        )
 
     def _resolve(self, table: pa.Table, name: str) -> pa.Array | pa.ChunkedArray | str:
         if name == "timestamp":
