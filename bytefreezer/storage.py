@@ -96,7 +96,7 @@ class ObjectStore:
             except FileExistsError:
                 return False
             except OSError as exc:
-                if exclusive and ("PreconditionFailed" in str(exc) or "412" in str(exc)):
+                if exclusive and _precondition_failed(exc):
                     return False
                 raise
             return True
@@ -246,6 +246,20 @@ class ObjectStore:
             pass
         except Exception as exc:
             raise StorageError(f"cannot delete from {self.url}: {exc}") from exc
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    """Whether an S3 error is the 412 of a conditional write that found the key taken."""
+    cause = exc.__cause__ or exc.__context__
+    response = getattr(cause, "response", None)
+    if isinstance(response, dict):
+        error = response.get("Error", {})
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if error.get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+            return True
+        if status in (409, 412):
+            return True
+    return "pre-condition" in str(exc) or "PreconditionFailed" in str(exc)
 
 
 def _timestamp(value: Any) -> float:

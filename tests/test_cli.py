@@ -1,0 +1,92 @@
+"""The `bytefreezer` command's management verbs against the embedded control database."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bytefreezer.cli import main
+from bytefreezer.pipelines.runner import pipeline_options
+
+
+def run(capsys: pytest.CaptureFixture[str], data_dir: Path, *args: str) -> object:
+    main([*args[:2], "--data-dir", str(data_dir), *args[2:]])
+    out = capsys.readouterr().out
+    return json.loads(out) if out.strip() else None
+
+
+def test_manage_tenants_datasets_and_keys(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    assert run(capsys, data, "tenants", "create", "acme") == {"name": "acme", "active": True}
+    chain = '[{"type": "filter", "config": {"condition": "status >= 400"}}]'
+    created = run(
+        capsys,
+        data,
+        "datasets",
+        "create",
+        "acme",
+        "web",
+        "--transforms",
+        chain,
+        "--partitioning",
+        "date",
+        "--timestamp-field",
+        "ts",
+    )
+    assert isinstance(created, dict)
+    assert created["parquet"]["partitioning"] == "date" and created["timestamp_field"] == "ts"
+    assert created["destination"]["url"].endswith("/destination/acme/web")
+    updated = run(capsys, data, "datasets", "update", "acme", "web", "--compression", "snappy")
+    assert isinstance(updated, dict) and updated["parquet"]["compression"] == "snappy"
+    assert updated["transforms"] == json.loads(chain)
+    key = run(capsys, data, "keys", "create", "acme", "--dataset", "web")
+    assert isinstance(key, dict) and key["key"].startswith("bfk_")
+    listed = run(capsys, data, "keys", "list", "acme")
+    assert isinstance(listed, list) and [k["dataset"] for k in listed] == ["web"]
+    run(capsys, data, "tenants", "deactivate", "acme")
+    assert run(capsys, data, "tenants", "list") == [{"name": "acme", "active": False}]
+
+
+def test_errors_are_one_line_not_tracebacks(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["datasets", "create", "nobody", "web", "--data-dir", str(tmp_path)])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: tenant 'nobody' not found"
+    main(["tenants", "create", "acme", "--data-dir", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "datasets",
+                "create",
+                "acme",
+                "web",
+                "--data-dir",
+                str(tmp_path),
+                "--transforms",
+                '[{"type": "filter", "config": {}}]',
+            ]
+        )
+    assert "step 0 (filter): condition: Field required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "runner"),
+    [
+        ([], "FnApiRunner"),
+        (["--runner=DirectRunner"], "FnApiRunner"),
+        (["--runner=FlinkRunner", "--flink_master=flink:8081"], "FlinkRunner"),
+        (["--runner", "PortableRunner", "--job_endpoint=localhost:8099"], "PortableRunner"),
+    ],
+)
+def test_runner_options_pass_through_and_default_to_local(args: list[str], runner: str) -> None:
+    options = pipeline_options(args).get_all_options()
+    assert options["runner"] == runner
+    for arg in args:
+        if arg.startswith("--flink_master="):
+            assert options["flink_master"] == "flink:8081"
