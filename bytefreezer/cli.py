@@ -42,6 +42,20 @@ def _validator() -> Any:
     return validate_chain
 
 
+def _preview(settings: Settings) -> Any:
+    from bytefreezer.storage import BucketObjects, Storage
+    from bytefreezer.transforms.preview import preview_chain
+
+    resources = BucketObjects(Storage(settings))
+
+    def preview(
+        transforms: list[dict[str, Any]], lines: list[str], tenant: str, dataset: str
+    ) -> Any:
+        return preview_chain(transforms, lines, tenant=tenant, dataset=dataset, resources=resources)
+
+    return preview
+
+
 def _control(settings: Settings) -> ControlClient:
     return open_control(settings, validate_chain=_validator())
 
@@ -120,6 +134,27 @@ def cmd_keys(args: argparse.Namespace) -> None:
         _print(control.list_keys(args.tenant))
     elif args.action == "revoke":
         control.revoke_key(args.key_id)
+
+
+def cmd_transforms(args: argparse.Namespace) -> None:
+    from bytefreezer.transforms.reference import describe, render_reference
+    from bytefreezer.transforms.registry import load_registry
+
+    registry = load_registry()
+    if args.action == "list":
+        for name in sorted(registry.transforms):
+            cls = registry.transforms[name]
+            summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+            print(f"{name:20s} {summary}")
+        for name, reason in sorted(registry.broken.items()):
+            print(f"{name:20s} BROKEN: {reason}")
+    elif args.action == "describe":
+        cls = registry.get(args.name)
+        print(describe(cls))
+        print("Config schema:")
+        print(json.dumps(cls.Config.model_json_schema(by_alias=True), indent=2))
+    elif args.action == "reference":
+        print(render_reference(registry), end="")
 
 
 def cmd_config(args: argparse.Namespace) -> None:
@@ -215,7 +250,8 @@ def cmd_control(args: argparse.Namespace) -> None:
         validate_chain=_validator(),
     )
     _ensure_admin_key(store, settings)
-    run_services([(create_app(store), settings.control.host, settings.control.port)])
+    app = create_app(store, preview=_preview(settings))
+    run_services([(app, settings.control.host, settings.control.port)])
 
 
 def _first_run(settings: Settings, store: ControlStore) -> None:
@@ -266,7 +302,11 @@ def cmd_up(args: argparse.Namespace) -> None:
     packer = _packer_poller(settings, store)
     apps = [
         (receiver_app(settings, store), settings.receiver.host, settings.receiver.port),
-        (control_app(store), settings.control.host, settings.control.port),
+        (
+            control_app(store, preview=_preview(settings)),
+            settings.control.host,
+            settings.control.port,
+        ),
     ]
     run_services(apps, [(piper.run, piper.stop), (packer.run, packer.stop)])
 
@@ -332,6 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
     ksub.add_parser("list", parents=[common]).add_argument("tenant", nargs="?")
     ksub.add_parser("revoke", parents=[common]).add_argument("key_id")
     keys.set_defaults(func=cmd_keys)
+
+    transforms = sub.add_parser("transforms", help="list and describe transforms")
+    trsub = transforms.add_subparsers(dest="action", required=True)
+    trsub.add_parser("list")
+    trsub.add_parser("describe").add_argument("name")
+    trsub.add_parser("reference")
+    transforms.set_defaults(func=cmd_transforms)
 
     config = sub.add_parser("config", help="show settings")
     csub = config.add_subparsers(dest="action", required=True)

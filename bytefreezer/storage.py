@@ -286,6 +286,32 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class BucketObjects:
+    """Read-only access to objects by logical bucket name (``geoip``, ``intake``, ``piper``, or
+    any other bucket by its real name), for transforms that load lookup data."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    def _store(self, bucket: str) -> ObjectStore:
+        names = self._storage.settings.buckets
+        real = {"geoip": names.geoip, "intake": names.intake, "piper": names.piper}.get(
+            bucket, bucket
+        )
+        return self._storage.bucket(real)
+
+    def read(self, bucket: str, key: str) -> bytes:
+        """The object's bytes; ``FileNotFoundError`` when absent."""
+        return self._store(bucket).get(key)
+
+    def version(self, bucket: str, key: str) -> str:
+        """ETag (S3) or modification time and size (files) of the object."""
+        store = self._store(bucket)
+        info = store.fs.info(store.path(key))
+        tag = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")
+        return f"{tag}:{info.get('size')}"
+
+
 class Storage:
     """The configured buckets (intake, piper, geoip) and destination stores."""
 

@@ -11,7 +11,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.json as pajson
 
-from bytefreezer.pipelines.schema import stringify
+from bytefreezer.transforms.tables import rows_to_table
 
 _MAX_BLOCK = 1 << 30
 
@@ -65,24 +65,4 @@ def _decode_lines(data: bytes) -> Decoded:
             rejected.append((raw.decode("utf-8", "replace"), f"not a JSON object ({kind})"))
             continue
         rows.append(value)
-    return Decoded(_table_from_rows(rows), rejected, lines)
-
-
-def _table_from_rows(rows: list[dict[str, object]]) -> pa.Table:
-    """Build a table from parsed rows; a field with conflicting types becomes a string column."""
-    if not rows:
-        return pa.table({})
-    names: dict[str, None] = {}
-    for row in rows:
-        names.update(dict.fromkeys(row))
-    columns: dict[str, pa.Array] = {}
-    for name in names:
-        values = [row.get(name) for row in rows]
-        try:
-            columns[name] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            columns[name] = pa.array(
-                [None if v is None else v if isinstance(v, str) else stringify(v) for v in values],
-                pa.string(),
-            )
-    return pa.table(columns)
+    return Decoded(rows_to_table(rows), rejected, lines)

@@ -27,7 +27,7 @@ from bytefreezer.keys import IntakeKey, piper_lease_name
 from bytefreezer.pipelines.decode import decode_ndjson, gunzip
 from bytefreezer.pipelines.runner import pipeline_options
 from bytefreezer.settings import Settings
-from bytefreezer.storage import Storage
+from bytefreezer.storage import BucketObjects, Storage
 from bytefreezer.transforms import Chain, Context, compile_chain
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,9 @@ class _ProcessIntakeFn(beam.DoFn):  # type: ignore[misc]
     def _chain(self, dataset: Dataset, dataset_json: str) -> Chain:
         chain = self._chains.get(dataset_json)
         if chain is None:
-            context = Context(tenant=dataset.tenant, dataset=dataset.name)
+            context = Context(
+                tenant=dataset.tenant, dataset=dataset.name, resources=BucketObjects(self._storage)
+            )
             chain = self._chains[dataset_json] = compile_chain(dataset.transforms, context)
         return chain
 

@@ -12,18 +12,10 @@ Widening rules, applied per column across every table of a run:
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-
-def stringify(value: Any) -> str:
-    """A scalar as text, nested values as JSON."""
-    if isinstance(value, str):
-        return value
-    return orjson.dumps(value, default=str).decode()
+from bytefreezer.transforms.tables import stringify
 
 
 def _join(a: pa.DataType, b: pa.DataType) -> pa.DataType:

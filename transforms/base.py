@@ -3,16 +3,41 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
+
+from bytefreezer.transforms.tables import drop_column, rows_to_table, set_column
+
+__all__ = [
+    "Context",
+    "ObjectSource",
+    "Output",
+    "RecordTransform",
+    "Transform",
+    "TransformConfig",
+    "drop_column",
+    "set_column",
+]
 
 
 class TransformConfig(BaseModel):
     """Base of every transform's config: frozen, typed, unknown keys rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ObjectSource(Protocol):
+    """Read-only access to objects in the stack's buckets (lookup tables, GeoIP databases)."""
+
+    def read(self, bucket: str, key: str) -> bytes:
+        """The object's bytes; ``FileNotFoundError`` when absent."""
+        ...
+
+    def version(self, bucket: str, key: str) -> str:
+        """A token that changes whenever the object changes (ETag, mtime and size)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -22,6 +47,7 @@ class Context:
     tenant: str = ""
     dataset: str = ""
     ingest_time_ns: int = 0
+    resources: ObjectSource | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -53,15 +79,40 @@ class Transform:
         raise NotImplementedError
 
 
-def drop_column(table: pa.Table, name: str) -> pa.Table:
-    """``table`` without column ``name`` (unchanged when absent)."""
-    index = table.schema.get_field_index(name)
-    return table if index < 0 else table.remove_column(index)
+class RecordTransform(Transform):
+    """For plugin authors: implement ``process(record)`` instead of a vectorised ``apply``.
 
+    ``process`` returns a dict (the new record), a list of dicts (fan out), or None (drop). An
+    exception sends that one record to the dead-letter output with the transform's name and
+    the error. Slower than ``apply`` (one Python call per record), but simple.
+    """
 
-def set_column(table: pa.Table, name: str, values: pa.Array | pa.ChunkedArray) -> pa.Table:
-    """``table`` with column ``name`` replaced by (or appended as) ``values``."""
-    index = table.schema.get_field_index(name)
-    if index < 0:
-        return table.append_column(name, values)
-    return table.set_column(index, name, values)
+    def process(self, record: dict[str, Any]) -> dict[str, Any] | list[dict[str, Any]] | None:
+        """Transform one record."""
+        raise NotImplementedError
+
+    def apply(self, table: pa.Table) -> pa.Table | Output:
+        rows: list[dict[str, Any]] = []
+        rejected: list[int] = []
+        errors: list[str] = []
+        for index, record in enumerate(table.to_pylist()):
+            try:
+                result = self.process(record)
+                if result is None:
+                    continue
+                if isinstance(result, dict):
+                    rows.append(result)
+                elif isinstance(result, list) and all(isinstance(r, dict) for r in result):
+                    rows.extend(result)
+                else:
+                    kind = type(result).__name__
+                    raise TypeError(
+                        f"process() must return a dict, a list of dicts or None, not {kind}"
+                    )
+            except Exception as exc:
+                rejected.append(index)
+                errors.append(f"{type(exc).__name__}: {exc}")
+        out = rows_to_table(rows)
+        if not rejected:
+            return out
+        return Output(out, table.take(pa.array(rejected, pa.int64())), errors)

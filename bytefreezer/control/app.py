@@ -225,8 +225,35 @@ ROUTES = [
 ]
 
 
-def create_app(store: ControlStore) -> Starlette:
-    """The control service app over ``store``."""
+Preview = Callable[[list[dict[str, Any]], list[str], str, str], dict[str, Any]]
+
+
+def _preview(s: ControlStore, r: Request, b: Any) -> Any:
+    preview: Preview | None = r.app.state.preview
+    if preview is None:
+        raise errors.ConfigError("this control service was started without transform preview")
+    body = _obj(b)
+    lines = body.get("lines")
+    if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
+        raise errors.ConfigError("'lines' must be a list of strings (one record per line)")
+    if len(lines) > 10_000:
+        raise errors.ConfigError("at most 10000 lines per preview")
+    tenant, name = _p(r, "tenant"), _p(r, "dataset")
+    dataset = s.get_dataset(tenant, name)
+    transforms = body.get("transforms", dataset.transforms)
+    if not isinstance(transforms, list):
+        raise errors.ConfigError("'transforms' must be a list of steps")
+    return preview(transforms, lines, tenant, name)
+
+
+ROUTES.append(
+    _route("/api/v1/tenants/{tenant}/datasets/{dataset}/transformations/test", "POST", _preview)
+)
+
+
+def create_app(store: ControlStore, *, preview: Preview | None = None) -> Starlette:
+    """The control service app over ``store``; ``preview`` runs a chain over sample lines."""
     app = Starlette(routes=ROUTES)
     app.state.store = store
+    app.state.preview = preview
     return app

@@ -5,15 +5,13 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import pyarrow as pa
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
 from bytefreezer.transforms.base import Transform, TransformConfig, drop_column
 
 
 class RenameFieldConfig(TransformConfig):
     """Rename ``from`` to ``to``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     source: str = Field(alias="from", min_length=1, description="The field's current name.")
     target: str = Field(alias="to", min_length=1, description="Its new name.")
