@@ -1,6 +1,13 @@
 """Transforms: the contract, the registry, the chain compiler and the built-ins."""
 
-from bytefreezer.transforms.base import Context, Output, Transform, TransformConfig
+from bytefreezer.transforms.base import (
+    Context,
+    ObjectSource,
+    Output,
+    RecordTransform,
+    Transform,
+    TransformConfig,
+)
 from bytefreezer.transforms.chain import Chain, ChainResult, compile_chain, validate_chain
 from bytefreezer.transforms.condition import Condition
 
@@ -9,7 +16,9 @@ __all__ = [
     "ChainResult",
     "Condition",
     "Context",
+    "ObjectSource",
     "Output",
+    "RecordTransform",
     "Transform",
     "TransformConfig",
     "compile_chain",

@@ -92,6 +92,8 @@ class Enricher(Transform):
     def apply(self, table: pa.Table) -> pa.Table:
         cfg = self.config
         assert isinstance(cfg, EnricherConfig)
+        if table.num_rows == 0:
+            return table
         lookup = self._table.get()
         column = get_column(table, cfg.source_field)
         keys = lookup.column(cfg.lookup_key)

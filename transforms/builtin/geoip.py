@@ -92,7 +92,7 @@ class Geoip(Transform):
         cfg = self.config
         assert isinstance(cfg, GeoipConfig)
         column = get_column(table, cfg.source_field)
-        if column is None:
+        if column is None or table.num_rows == 0:
             return table
         reader = self._db.get()
         encoded = string_values(column).dictionary_encode().combine_chunks()

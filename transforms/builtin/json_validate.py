@@ -60,7 +60,7 @@ class JsonValidate(Transform):
                     orjson.loads(text)
                 except orjson.JSONDecodeError as exc:
                     reasons[i] = f"field {cfg.field!r} is not valid JSON: {exc}"
-        bad = pa.array([r is not None for r in reasons])
+        bad = pa.array([r is not None for r in reasons], pa.bool_())
         if not pc.any(bad).as_py():
             return table
         if cfg.on_invalid == "tag":

@@ -76,11 +76,10 @@ class ParseSyslog(Transform):
         out["severity"] = pc.subtract(priority, pc.multiply(pc.divide(priority, 8), 8))
         if "version" in out:
             out["version"] = pc.cast(out["version"], pa.int64())
-        for name in ("proc_id", "msg_id", "structured_data"):
-            if name in out:
-                out[name] = pc.if_else(
-                    pc.equal(out[name], "-"), pa.scalar(None, pa.string()), out[name]
-                )
+        for name in ("proc_id", "msg_id", "structured_data", "app_name", "hostname"):
+            if name in out:  # "-" is syslog's nil value; "" an optional part that was absent
+                nil = pc.is_in(out[name], pa.array(["-", ""]))
+                out[name] = pc.if_else(nil, pa.scalar(None, pa.string()), out[name])
         if cfg.field in table.column_names and "message" in out:
             out["message"] = pc.if_else(matched, out["message"], texts)
         for name in FIELDS:

@@ -30,7 +30,7 @@ class RedactConfig(TransformConfig):
     )
     patterns: list[Literal["email", "credit_card", "ipv4", "ipv6"]] = Field(
         default_factory=lambda: ["email", "credit_card"],  # type: ignore[arg-type]
-        description="Built-in patterns used."
+        description="Built-in patterns used.",
     )
     custom_patterns: list[str] = Field(default_factory=list, description="Extra RE2 patterns.")
     replacement: str = Field("[REDACTED]", description="Fixed text put in place of a match.")

@@ -38,6 +38,8 @@ class Sql(Transform):
     def apply(self, table: pa.Table) -> pa.Table:
         cfg = self.config
         assert isinstance(cfg, SqlConfig)
+        if table.num_columns == 0:
+            return table
         con = duckdb.connect(":memory:", config={"threads": 1})
         try:
             con.register("batch", table)
