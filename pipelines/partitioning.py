@@ -7,11 +7,11 @@ readable time use the ingest time of the object they came in.
 
 from __future__ import annotations
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from bytefreezer.control.models import ParquetOptions
+from bytefreezer.transforms.condition import duckdb_connection
 
 TS_TYPE = pa.timestamp("us", tz="UTC")
 
@@ -40,15 +40,14 @@ def _from_numbers(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def _from_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    con = duckdb.connect(":memory:", config={"threads": 1})
+    con = duckdb_connection("UTC")
+    con.register("__bf_times", pa.table({"s": column}))
     try:
-        con.execute("SET TimeZone='UTC'")
-        con.register("v", pa.table({"s": column}))
         result = con.sql(
-            "SELECT TRY_CAST(s AS TIMESTAMPTZ) AS t, TRY_CAST(s AS DOUBLE) AS n FROM v"
+            "SELECT TRY_CAST(s AS TIMESTAMPTZ) AS t, TRY_CAST(s AS DOUBLE) AS n FROM __bf_times"
         ).to_arrow_table()
     finally:
-        con.close()
+        con.unregister("__bf_times")
     # Epoch numbers sent as strings (or stringified by a type conflict) still count.
     return pc.coalesce(pc.cast(result.column(0), TS_TYPE), _from_numbers(result.column(1)))
 

@@ -20,11 +20,16 @@ _MISSING_COLUMN = re.compile(r'Referenced column "([^"]+)" not found')
 _TABLE = "__bf_batch"
 
 
-def _connection() -> duckdb.DuckDBPyConnection:
-    con: duckdb.DuckDBPyConnection | None = getattr(_local, "con", None)
+def duckdb_connection(timezone: str = "UTC") -> duckdb.DuckDBPyConnection:
+    """This thread's in-memory DuckDB connection for ``timezone`` (made once, then reused)."""
+    cons: dict[str, duckdb.DuckDBPyConnection] | None = getattr(_local, "cons", None)
+    if cons is None:
+        cons = _local.cons = {}
+    con = cons.get(timezone)
     if con is None:
         con = duckdb.connect(":memory:", config={"threads": 1})
-        _local.con = con
+        con.execute(f"SET TimeZone='{timezone.replace(chr(39), '')}'")
+        cons[timezone] = con
     return con
 
 
@@ -52,7 +57,11 @@ class Condition:
         self._sql = f"SELECT coalesce(({self.expression})::BOOLEAN, false) AS m FROM {_TABLE}"
 
     def _query(self, table: pa.Table) -> pa.BooleanArray:
-        con = _connection()
+        # Hand DuckDB only the columns the expression can mention (a superset by name), so
+        # wide or nested records cost nothing to register.
+        used = [name for name in table.column_names if name in self.expression]
+        table = table.select(used) if used else table.select(table.column_names[:1])
+        con = duckdb_connection()
         for _ in range(64):
             con.register(_TABLE, table)
             try:

@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from bytefreezer.transforms.base import Output, Transform, TransformConfig
+from bytefreezer.transforms.condition import duckdb_connection
 from bytefreezer.transforms.operators import as_numbers
 from bytefreezer.transforms.tables import get_column, set_column, string_values
 
@@ -93,13 +94,10 @@ class DateParse(Transform):
 
 
 def _parse_iso(strings: pa.ChunkedArray, timezone: str) -> pa.ChunkedArray:
-    import duckdb
-
-    con = duckdb.connect(":memory:", config={"threads": 1})
+    con = duckdb_connection(timezone)
+    con.register("__bf_times", pa.table({"s": strings}))
     try:
-        con.execute(f"SET TimeZone='{timezone}'")
-        con.register("v", pa.table({"s": strings}))
-        result = con.sql("SELECT TRY_CAST(s AS TIMESTAMPTZ) AS t FROM v").to_arrow_table()
+        result = con.sql("SELECT TRY_CAST(s AS TIMESTAMPTZ) AS t FROM __bf_times").to_arrow_table()
     finally:
-        con.close()
+        con.unregister("__bf_times")
     return result.column(0).cast(TIMESTAMP)

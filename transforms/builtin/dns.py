@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import socket
+import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -55,6 +56,9 @@ class Dns(Transform):
         super().__init__(config, context)
         assert isinstance(config, DnsConfig)
         self._cache: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
+        self._inflight: dict[str, Future[str | None]] = {}
+        self._lock = threading.Lock()
+        self._cache_size = config.cache_size
         self._pool = ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="bf-dns")
         self.resolver = _reverse if config.action == "reverse" else _forward
 
@@ -68,26 +72,29 @@ class Dns(Transform):
         distinct = encoded.dictionary.to_pylist()
         now = time.monotonic()
         answers: dict[str, str | None] = {}
-        pending = {}
+        pending: dict[str, Future[str | None]] = {}
         for value in distinct:
             cached = self._cache.get(value)
             if cached is not None and now - cached[0] < cfg.cache_ttl_seconds:
                 answers[value] = cached[1]
+            elif value in self._inflight:  # a slow lookup from an earlier batch: wait on it
+                pending[value] = self._inflight[value]
             else:
-                pending[value] = self._pool.submit(self.resolver, value)
+                future = self._pool.submit(self.resolver, value)
+                self._inflight[value] = future
+                future.add_done_callback(functools.partial(self._remember, value))
+                pending[value] = future
         if pending:
             wait(pending.values(), timeout=cfg.timeout_seconds)
             for value, future in pending.items():
-                if future.done():
-                    answers[value] = future.result()
-                    self._cache[value] = (now, answers[value])
-                else:
-                    answers[value] = None  # answered later for the next batch, via the cache
-                    future.add_done_callback(functools.partial(self._remember, value))
-            while len(self._cache) > cfg.cache_size:
-                self._cache.popitem(last=False)
+                # Unanswered in time: null now, and the cache answers a later batch.
+                answers[value] = future.result() if future.done() else None
         resolved = pa.array([answers.get(v) for v in distinct], pa.string()).take(encoded.indices)
         return set_column(table, cfg.target_field or f"{cfg.source_field}_dns", resolved)
 
     def _remember(self, value: str, future: Future[str | None]) -> None:
-        self._cache[value] = (time.monotonic(), future.result())
+        with self._lock:
+            self._cache[value] = (time.monotonic(), future.result())
+            self._inflight.pop(value, None)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)

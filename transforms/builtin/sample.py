@@ -54,8 +54,8 @@ class Sample(Transform):
             column = get_column(table, cfg.key_field)
             if column is None:
                 column = pa.nulls(n, pa.string())
-            buckets = pc.divide(stable_hash(column).cast(pa.float64()), float(2**64))
-            return table.filter(pc.less(buckets, self._share))
+            threshold = pa.scalar(min(int(self._share * 2**64), 2**64 - 1), pa.uint64())
+            return table.filter(pc.less(stable_hash(column), threshold))
         if cfg.rate is not None:
             start = self._counter
             self._counter += n

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 
 from bytefreezer.errors import ConfigError
 from bytefreezer.transforms.base import Transform, TransformConfig
+from bytefreezer.transforms.condition import duckdb_connection
 
 
 class SqlConfig(TransformConfig):
@@ -40,11 +41,14 @@ class Sql(Transform):
         assert isinstance(cfg, SqlConfig)
         if table.num_columns == 0:
             return table
-        con = duckdb.connect(":memory:", config={"threads": 1})
+        if "*" not in cfg.query:  # register only the columns the query can mention
+            used = [name for name in table.column_names if name in cfg.query]
+            table = table.select(used or table.column_names[:1])
+        con = duckdb_connection()
+        con.register("batch", table)
         try:
-            con.register("batch", table)
             return con.sql(cfg.query).to_arrow_table()
         except duckdb.ParserException as exc:
             raise ConfigError(f"sql: {exc}") from None
         finally:
-            con.close()
+            con.unregister("batch")
