@@ -1,16 +1,25 @@
-"""Decoders: raw intake bytes to an Arrow table plus the lines that could not be read."""
+"""Decoders: raw intake bytes to an Arrow table plus the lines that could not be read.
+
+An intake object is gzip; with group commit it holds several members, one per request body,
+and each member is decoded on its own (a CSV header or a JSON array never spans two bodies).
+The decoder is chosen by the object's data hint when it names a format, else by the dataset's.
+"""
 
 from __future__ import annotations
 
-import gzip
 import io
+import json
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import get_args
 
 import orjson
 import pyarrow as pa
 import pyarrow.json as pajson
 
+from bytefreezer.control.models import InputFormat
+from bytefreezer.pipelines.schema import unify
 from bytefreezer.transforms.tables import rows_to_table
 
 _MAX_BLOCK = 1 << 30
@@ -25,18 +34,35 @@ class Decoded:
     lines: int = 0
 
 
+def gzip_members(data: bytes) -> Iterator[bytes]:
+    """The decompressed members of a gzip object (plain bytes pass through whole)."""
+    if data[:2] != b"\x1f\x8b":
+        yield data
+        return
+    rest = data
+    while rest:
+        decoder = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            out = decoder.decompress(rest)
+        except zlib.error as exc:
+            raise ValueError(f"corrupt gzip object: {exc}") from None
+        if not decoder.eof:
+            raise ValueError("corrupt gzip object: truncated stream")
+        yield out
+        rest = decoder.unused_data
+        if rest and rest[:2] != b"\x1f\x8b":
+            if rest.strip(b"\x00"):
+                raise ValueError("corrupt gzip object: trailing bytes after the last member")
+            return
+
+
 def gunzip(data: bytes) -> bytes:
     """Decompress a gzip object (several members allowed); plain bytes pass through."""
-    if data[:2] != b"\x1f\x8b":
-        return data
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise ValueError(f"corrupt gzip object: {exc}") from None
+    return b"".join(gzip_members(data))
 
 
 def decode_ndjson(data: bytes) -> Decoded:
-    """Decode newline-delimited JSON objects; malformed lines are rejected, not fatal."""
+    """Newline-delimited JSON objects; malformed lines are rejected, not fatal."""
     if not data.strip():
         return Decoded(pa.table({}), [], 0)
     try:
@@ -66,3 +92,81 @@ def _decode_lines(data: bytes) -> Decoded:
             continue
         rows.append(value)
     return Decoded(rows_to_table(rows), rejected, lines)
+
+
+def decode_json(data: bytes) -> Decoded:
+    """A JSON array of objects, a single object, or several of them one after another."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Decoded(
+            pa.table({}), [(data[:1000].decode("utf-8", "replace"), f"invalid UTF-8: {exc}")], 1
+        )
+    decoder = json.JSONDecoder()
+    rows: list[dict[str, object]] = []
+    rejected: list[tuple[str, str]] = []
+    position, size = 0, len(text)
+    while True:
+        while position < size and text[position] in " \t\r\n":
+            position += 1
+        if position >= size:
+            break
+        try:
+            value, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as exc:
+            rejected.append(
+                (text[position : position + 1000], f"invalid JSON: {exc.msg} at {exc.pos}")
+            )
+            break  # the rest cannot be framed reliably
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if isinstance(item, dict):
+                rows.append(item)
+            else:
+                rejected.append(
+                    (json.dumps(item)[:1000], f"not a JSON object ({type(item).__name__})")
+                )
+        position = end
+    return Decoded(rows_to_table(rows), rejected, len(rows) + len(rejected))
+
+
+Decoder = Callable[[bytes], Decoded]
+
+
+def decoders() -> dict[str, Decoder]:
+    """Every format by name."""
+    from bytefreezer.pipelines import text_formats
+
+    return {
+        "ndjson": decode_ndjson,
+        "json": decode_json,
+        "gelf": text_formats.decode_gelf,
+        "csv": text_formats.decode_csv,
+        "tsv": text_formats.decode_tsv,
+        "raw": text_formats.decode_raw,
+        "syslog": text_formats.decode_syslog,
+        "apache": text_formats.decode_access_log,
+        "nginx": text_formats.decode_access_log,
+        "logfmt": text_formats.decode_logfmt,
+        "kv": text_formats.decode_logfmt,
+        "cef": text_formats.decode_cef,
+    }
+
+
+FORMATS: tuple[str, ...] = get_args(InputFormat)
+
+
+def choose_format(hint: str, dataset_format: str) -> str:
+    """The format an object is decoded with: its hint when that names one, else the dataset's."""
+    return hint if hint in FORMATS else dataset_format
+
+
+def decode_object(data: bytes, fmt: str) -> Decoded:
+    """Decode every member of an intake object with the decoder of ``fmt``."""
+    decoder = decoders()[fmt]
+    parts = [decoder(member) for member in gzip_members(data)]
+    if len(parts) == 1:
+        return parts[0]
+    tables = [p.table for p in parts if p.table.num_rows]
+    table = unify(tables) if tables else pa.table({})
+    return Decoded(table, [r for p in parts for r in p.rejected], sum(p.lines for p in parts))

@@ -24,7 +24,7 @@ from bytefreezer.control import ControlClient, open_control
 from bytefreezer.control.models import Dataset, Lease
 from bytefreezer.errors import BytefreezerError, InvalidName, LeaseLost
 from bytefreezer.keys import IntakeKey, piper_lease_name
-from bytefreezer.pipelines.decode import decode_ndjson, gunzip
+from bytefreezer.pipelines.decode import choose_format, decode_object
 from bytefreezer.pipelines.runner import pipeline_options
 from bytefreezer.settings import Settings
 from bytefreezer.storage import BucketObjects, Storage
@@ -86,7 +86,7 @@ class _ProcessIntakeFn(beam.DoFn):  # type: ignore[misc]
         self._bytes_in.inc(len(data))
         dead: list[bytes] = []
         try:
-            decoded = decode_ndjson(gunzip(data))
+            decoded = decode_object(data, choose_format(key.hint, dataset.format))
         except ValueError as exc:
             decoded = None
             record = {"stage": "decode", "error": str(exc), "line": None, "bytes": len(data)}

@@ -9,7 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from bytefreezer.keys import validate_name
 
 Partitioning = Literal["hive", "date", "date_hour", "none", "custom"]
-InputFormat = Literal["ndjson"]
+InputFormat = Literal[
+    "ndjson", "json", "csv", "tsv", "raw", "syslog",
+    "apache", "nginx", "logfmt", "kv", "cef", "gelf",
+]  # fmt: skip
 
 
 class _Model(BaseModel):
@@ -60,7 +63,11 @@ class DatasetSpec(_Model):
     """What a client sends to create or replace a dataset."""
 
     name: str = Field(description="Dataset name, `[a-z0-9][a-z0-9_-]{0,62}`.")
-    format: InputFormat = Field("ndjson", description="Input format of posted bodies.")
+    format: InputFormat = Field(
+        "ndjson",
+        description="Input format of posted bodies (a request's data hint can override it): "
+        "ndjson, json, csv, tsv, raw, syslog, apache, nginx, logfmt, kv, cef, gelf.",
+    )
     transforms: list[dict[str, Any]] = Field(
         default_factory=list, description="The transform chain, one mapping per step."
     )

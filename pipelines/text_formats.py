@@ -1,0 +1,197 @@
+"""Line-oriented input formats: CSV/TSV, raw lines, syslog, access logs, logfmt, CEF, GELF."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from bytefreezer.pipelines.decode import Decoded, decode_ndjson
+from bytefreezer.transforms import Output
+from bytefreezer.transforms.builtin.cast import Cast, CastConfig
+from bytefreezer.transforms.builtin.date_parse import DateParse, DateParseConfig
+from bytefreezer.transforms.builtin.grok import Grok, GrokConfig
+from bytefreezer.transforms.builtin.kv import Kv, KvConfig
+from bytefreezer.transforms.builtin.parse_syslog import ParseSyslog, ParseSyslogConfig
+from bytefreezer.transforms.tables import rows_to_table
+
+
+def _lines(data: bytes) -> tuple[list[str], list[tuple[str, str]]]:
+    """Non-empty lines as text, and lines that are not valid UTF-8 (rejected)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        good: list[str] = []
+        bad: list[tuple[str, str]] = []
+        for raw in data.split(b"\n"):
+            try:
+                line = raw.decode("utf-8").rstrip("\r")
+            except UnicodeDecodeError as exc:
+                bad.append(
+                    (raw.decode("utf-8", "replace"), f"invalid UTF-8: {exc.reason} at {exc.start}")
+                )
+                continue
+            if line.strip():
+                good.append(line)
+        return good, bad
+    return [line.rstrip("\r") for line in text.split("\n") if line.strip()], []
+
+
+def _apply(step: object, table: pa.Table, rejected: list[tuple[str, str]], column: str) -> pa.Table:
+    out = step.apply(table)  # type: ignore[attr-defined]
+    if isinstance(out, Output):
+        if out.rejected is not None:
+            for line, reason in zip(
+                out.rejected.column(column).to_pylist(), out.errors, strict=False
+            ):
+                rejected.append((line, reason))
+        return out.table
+    assert isinstance(out, pa.Table)
+    return out
+
+
+def decode_raw(data: bytes) -> Decoded:
+    """One record per line, in a `message` field."""
+    lines, bad = _lines(data)
+    return Decoded(pa.table({"message": pa.array(lines, pa.string())}), bad, len(lines) + len(bad))
+
+
+def _decode_delimited(data: bytes, delimiter: str) -> Decoded:
+    bad_rows: list[tuple[str, str]] = []
+
+    def invalid(row: pacsv.InvalidRow) -> str:
+        reason = f"expected {row.expected_columns} columns, found {row.actual_columns}"
+        bad_rows.append((row.text or "", reason))
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(data),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=invalid),
+            read_options=pacsv.ReadOptions(block_size=max(1 << 20, min(len(data) + 1, 1 << 30))),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        first = data[:1000].decode("utf-8", "replace")
+        return Decoded(
+            pa.table({}),
+            [(first, f"unreadable {'TSV' if delimiter == chr(9) else 'CSV'}: {exc}")],
+            1,
+        )
+    return Decoded(table, bad_rows, table.num_rows + len(bad_rows))
+
+
+def decode_csv(data: bytes) -> Decoded:
+    """CSV with a header row; columns are typed (numbers, booleans, timestamps)."""
+    return _decode_delimited(data, ",")
+
+
+def decode_tsv(data: bytes) -> Decoded:
+    """Tab-separated values with a header row."""
+    return _decode_delimited(data, "\t")
+
+
+_SYSLOG = ParseSyslog(ParseSyslogConfig(on_error="dead_letter"))
+
+
+def decode_syslog(data: bytes) -> Decoded:
+    """RFC 3164 or RFC 5424 lines."""
+    lines, rejected = _lines(data)
+    table = pa.table({"message": pa.array(lines, pa.string())})
+    out = _apply(_SYSLOG, table, rejected, "message")
+    return Decoded(out, rejected, len(lines) + _utf8_count(rejected))
+
+
+_ACCESS = Grok(
+    GrokConfig(patterns=["%{COMBINEDAPACHELOG}", "%{COMMONAPACHELOG}"], on_no_match="dead_letter")
+)
+_ACCESS_TIME = DateParse(
+    DateParseConfig(source_field="timestamp", formats=["%d/%b/%Y:%H:%M:%S %z"])
+)
+_ACCESS_TYPES = Cast(CastConfig(fields={"response": "int", "bytes": "int"}))
+
+
+def decode_access_log(data: bytes) -> Decoded:
+    """Apache / nginx access logs, common or combined format."""
+    lines, rejected = _lines(data)
+    table = pa.table({"message": pa.array(lines, pa.string())})
+    table = _apply(_ACCESS, table, rejected, "message")
+    table = _apply(_ACCESS_TIME, table, rejected, "message")
+    table = _apply(_ACCESS_TYPES, table, rejected, "message")
+    for quoted in ("referrer", "agent"):
+        if quoted in table.column_names:
+            trimmed = pc.utf8_trim(table.column(quoted), characters='"')
+            table = table.set_column(table.schema.get_field_index(quoted), quoted, trimmed)
+    drop = [c for c in ("rawrequest", "_grokparsefailure") if c in table.column_names]
+    return Decoded(table.drop_columns(drop), rejected, len(lines) + _utf8_count(rejected))
+
+
+def _utf8_count(rejected: list[tuple[str, str]]) -> int:
+    return sum(1 for _, reason in rejected if reason.startswith("invalid UTF-8"))
+
+
+_LOGFMT = Kv(KvConfig(field="message"))
+
+
+def decode_logfmt(data: bytes) -> Decoded:
+    """logfmt / key=value lines (`level=info msg="hello world" n=3`)."""
+    lines, rejected = _lines(data)
+    table = pa.table({"message": pa.array(lines, pa.string())})
+    out = _apply(_LOGFMT, table, rejected, "message").drop_columns(["message"])
+    return Decoded(out, rejected, len(lines) + _utf8_count(rejected))
+
+
+_CEF_HEADER = re.compile(
+    r"^(?:.*?\s)?CEF:(\d+)\|((?:[^|\\]|\\.)*)\|((?:[^|\\]|\\.)*)\|((?:[^|\\]|\\.)*)\|((?:[^|\\]|\\.)*)\|((?:[^|\\]|\\.)*)\|((?:[^|\\]|\\.)*)\|(.*)$"
+)
+_CEF_KEY = re.compile(r"(?:^|(?<=\s))([\w.\[\]-]+)=")
+_NOT_CEF = "not a CEF line (CEF:Version|Vendor|Product|Version|ID|Name|Severity|Extension)"
+_CEF_FIELDS = [
+    "cef_version",
+    "device_vendor",
+    "device_product",
+    "device_version",
+    "signature_id",
+    "name",
+    "severity",
+]
+
+
+def _cef_unescape(value: str) -> str:
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "r": "\r"}.get(m.group(1), m.group(1)), value)
+
+
+def decode_cef(data: bytes) -> Decoded:
+    """ArcSight Common Event Format: header fields plus the extension's key=value pairs."""
+    lines, rejected = _lines(data)
+    rows = []
+    for line in lines:
+        match = _CEF_HEADER.match(line)
+        if not match:
+            rejected.append((line, _NOT_CEF))
+            continue
+        row: dict[str, object] = {
+            k: _cef_unescape(v) for k, v in zip(_CEF_FIELDS, match.groups()[:7], strict=True)
+        }
+        row["cef_version"] = int(match.group(1))
+        extension = match.group(8)
+        keys = list(_CEF_KEY.finditer(extension))
+        for i, key in enumerate(keys):
+            end = keys[i + 1].start() if i + 1 < len(keys) else len(extension)
+            row[key.group(1)] = _cef_unescape(extension[key.end() : end].rstrip())
+        rows.append(row)
+    return Decoded(rows_to_table(rows), rejected, len(lines) + _utf8_count(rejected))
+
+
+def decode_gelf(data: bytes) -> Decoded:
+    """GELF messages, one JSON object per line; additional fields lose their leading `_`."""
+    decoded = decode_ndjson(data)
+    names = [
+        name[1:] if name.startswith("_") and len(name) > 1 and name != "_id" else name
+        for name in decoded.table.column_names
+    ]
+    if len(set(names)) == len(names):
+        decoded.table = decoded.table.rename_columns(names)
+    return decoded
