@@ -230,13 +230,25 @@ def _run_poller(poller: Any, once: bool) -> None:
     poller.run()
 
 
+def _receiver_apps(settings: Settings, control: ControlClient) -> list[tuple[Any, str, int]]:
+    from bytefreezer.ingress.api import create_api_app
+    from bytefreezer.ingress.receiver import build_state, create_app
+    from bytefreezer.storage import Storage
+
+    storage = Storage(settings)
+    state = build_state(settings, control, storage)
+    r = settings.receiver
+    return [
+        (create_app(settings, control, storage, state=state), r.host, r.port),
+        (create_api_app(state), r.api_host, r.api_port),
+    ]
+
+
 def cmd_receiver(args: argparse.Namespace) -> None:
-    from bytefreezer.ingress.receiver import create_app
     from bytefreezer.servers import run_services
 
     settings = _settings(args)
-    app = create_app(settings, open_control(settings))
-    run_services([(app, settings.receiver.host, settings.receiver.port)])
+    run_services(_receiver_apps(settings, open_control(settings)))
 
 
 def cmd_control(args: argparse.Namespace) -> None:
@@ -282,7 +294,6 @@ def _first_run(settings: Settings, store: ControlStore) -> None:
 
 def cmd_up(args: argparse.Namespace) -> None:
     from bytefreezer.control.app import create_app as control_app
-    from bytefreezer.ingress.receiver import create_app as receiver_app
     from bytefreezer.servers import run_services
     from bytefreezer.storage import Storage
 
@@ -301,7 +312,7 @@ def cmd_up(args: argparse.Namespace) -> None:
     piper = _piper_poller(settings, store)
     packer = _packer_poller(settings, store)
     apps = [
-        (receiver_app(settings, store), settings.receiver.host, settings.receiver.port),
+        *_receiver_apps(settings, store),
         (
             control_app(store, preview=_preview(settings)),
             settings.control.host,

@@ -102,6 +102,26 @@ class ReceiverSettings(_Section):
     auth_cache_seconds: float = Field(
         60.0, description="How long a verified key is trusted without asking control again."
     )
+    api_host: str = Field("0.0.0.0", description="Listen address of the API port.")
+    api_port: int = Field(8081, description="API port: health, readiness, config, spool, OpenAPI.")
+    group_commit_max_bytes: int = Field(
+        4 * 1024 * 1024, description="Flush a shared intake object once it holds this much."
+    )
+    group_commit_max_age_ms: float = Field(
+        20.0,
+        description="Flush a shared intake object at most this long after its first body.",
+    )
+    max_inflight_bytes: int = Field(
+        256 * 1024 * 1024, description="Bodies being received and stored at once; 429 above."
+    )
+    spool_dir: Path | None = Field(
+        None, description="Local spool used while storage fails (default DATA_DIR/spool)."
+    )
+    spool_max_bytes: int = Field(
+        1024 * 1024 * 1024, description="Spool size bound; 503 with Retry-After when full."
+    )
+    spool_retry_seconds: float = Field(2.0, description="How often the spool uploader retries.")
+    retry_after_seconds: int = Field(5, description="Retry-After sent with 429 and 503 answers.")
 
 
 class PiperSettings(_Section):
@@ -173,6 +193,10 @@ class Settings(BaseSettings):
     def bucket_root(self) -> Path:
         """The directory holding buckets for the ``file`` backend."""
         return (self.storage.root or self.data_dir / "buckets").resolve()
+
+    def spool_path(self) -> Path:
+        """The receiver's spool directory."""
+        return (self.receiver.spool_dir or self.data_dir / "spool").resolve()
 
     def control_db_path(self) -> Path:
         """The SQLite file of the in-process control service."""

@@ -1,21 +1,22 @@
-"""The receiver: authenticated HTTP posts land raw in the intake bucket before any 2xx.
+"""The receiver: authenticated HTTP posts land in the intake bucket before any 2xx.
 
-``POST /webhook/{tenant}/{dataset}`` and ``POST /{tenant}/{dataset}`` accept NDJSON bodies,
-plain or ``Content-Encoding: gzip``. The body is stored gzip-compressed under the original key
-layout; the answer is 200 only after the object is durable in storage.
+Webhook port (8080): ``POST /webhook/{tenant}/{dataset}``, ``POST /{tenant}/{dataset}`` and
+``GET /health``. A body is acknowledged (200) only once it is durable: in the intake bucket, or
+in the local fsync'd spool while storage fails. Overload answers 429 and a full spool 503, both
+with ``Retry-After``; nothing waits forever.
 """
 
 from __future__ import annotations
 
-import gzip
+import asyncio
 import hashlib
 import logging
 import threading
 import time
-import zlib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from typing import get_args
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -24,7 +25,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bytefreezer.control import ControlClient
-from bytefreezer.control.models import KeyScope
+from bytefreezer.control.models import InputFormat, KeyScope
 from bytefreezer.errors import (
     AuthError,
     BytefreezerError,
@@ -35,12 +36,16 @@ from bytefreezer.errors import (
     NotFound,
     StorageError,
 )
+from bytefreezer.ingress.bodies import Body, BodyError, prepare
+from bytefreezer.ingress.group_commit import GroupCommitter, GroupKey, Stored
+from bytefreezer.ingress.headers import proxy_metadata
+from bytefreezer.ingress.spool import Spool, SpoolFull
 from bytefreezer.keys import IntakeKey, validate_hint, validate_name
 from bytefreezer.settings import Settings
 from bytefreezer.storage import Storage
 
 log = logging.getLogger(__name__)
-RETRY_AFTER_SECONDS = 5
+FORMATS = set(get_args(InputFormat))
 
 
 class Rejected(Exception):
@@ -62,7 +67,7 @@ class KeyCache:
     """Verified (key, tenant, dataset) triples, trusted for ``ttl`` seconds.
 
     Keeps serving an expired entry while the control service is unreachable, so ingest goes on
-    through a short control outage.
+    through a control outage.
     """
 
     def __init__(self, control: ControlClient, ttl: float) -> None:
@@ -94,78 +99,93 @@ class KeyCache:
         return scope
 
 
-@dataclass
-class _Body:
-    raw: bytes  # as stored (gzip)
-    lines: int
-    decompressed_bytes: int
+class InflightBudget:
+    """Bytes of bodies being received and stored; beyond the bound requests get 429."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.rejections = 0
+
+    def take(self, size: int) -> bool:
+        """Reserve ``size`` bytes; False (and counted) when that would pass the limit."""
+        if self.used + size > self.limit and self.used > 0:
+            self.rejections += 1
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        """Return a reservation."""
+        self.used -= size
 
 
 class IntakeWriter:
-    """Writes request bodies as intake objects with unique keys."""
+    """Writes intake objects under fresh unique keys, or spools them while storage fails."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, spool: Spool | None = None) -> None:
         self._storage = storage
+        self._spool = spool
         self._last_nano = 0
         self._lock = threading.Lock()
 
-    def _next_nano(self) -> int:
+    def next_key(self, tenant: str, dataset: str, hint: str) -> IntakeKey:
+        """A key no other body of this process will get."""
         with self._lock:
             self._last_nano = max(time.time_ns(), self._last_nano + 1)
-            return self._last_nano
+            return IntakeKey(tenant, dataset, self._last_nano, hint)
 
     def write(
         self, tenant: str, dataset: str, hint: str, body: bytes, metadata: dict[str, str]
     ) -> IntakeKey:
         """Store ``body`` (gzip) under a fresh intake key; never overwrites another object."""
         for _ in range(16):
-            key = IntakeKey(tenant, dataset, self._next_nano(), hint)
+            key = self.next_key(tenant, dataset, hint)
             if self._storage.intake.put_if_absent(key.key, body, metadata):
                 return key
         raise StorageError("could not find a free intake key after 16 attempts")
 
-
-def _check_body(raw: bytes, encoding: str, max_decompressed: int) -> _Body:
-    if encoding in ("", "identity"):
-        if not raw.strip():
-            raise Rejected(400, "empty body")
-        return _Body(gzip.compress(raw, compresslevel=1), _count_lines(raw), len(raw))
-    if encoding in ("gzip", "x-gzip"):
-        lines = size = 0
-        last = b"\n"
-        decoder = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        data = raw
+    def store(self, group: GroupKey, body: bytes, metadata: dict[str, str]) -> Stored:
+        """Write, or spool when storage fails; ``SpoolFull`` when neither can take it."""
+        tenant, dataset, hint = group
         try:
-            while data:
-                chunk = decoder.decompress(data, 1 << 20)
-                data = decoder.unconsumed_tail
-                size += len(chunk)
-                if size > max_decompressed:
-                    raise Rejected(413, f"decompressed body exceeds {max_decompressed} bytes")
-                lines += chunk.count(b"\n")
-                if chunk:
-                    last = chunk[-1:]
-                if decoder.eof and decoder.unused_data:
-                    data = decoder.unused_data
-                    decoder = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-            if not decoder.eof:
-                raise Rejected(400, "invalid gzip body: truncated stream")
-        except zlib.error as exc:
-            raise Rejected(400, f"invalid gzip body: {exc}") from None
-        if size == 0:
-            raise Rejected(400, "empty body")
-        return _Body(raw, lines + (last != b"\n"), size)
-    raise Rejected(415, f"unsupported Content-Encoding {encoding!r}; use gzip or identity")
+            return Stored(self.write(tenant, dataset, hint, body, metadata).key, spooled=False)
+        except StorageError as exc:
+            if self._spool is None:
+                raise
+            log.warning("storage failed, spooling %s/%s: %s", tenant, dataset, exc)
+            key = self.next_key(tenant, dataset, hint)
+            self._spool.add(key.key, body, metadata)
+            return Stored(key.key, spooled=True)
 
 
-def _count_lines(data: bytes) -> int:
-    return data.count(b"\n") + (not data.endswith(b"\n"))
+@dataclass
+class ReceiverState:
+    """Everything the handlers share, built in the app's lifespan."""
+
+    settings: Settings
+    keys: KeyCache
+    writer: IntakeWriter
+    spool: Spool
+    committer: GroupCommitter
+    budget: InflightBudget
+    storage: Storage
+    control: ControlClient
+    requests: int = 0
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, state: ReceiverState) -> tuple[bytes, int]:
+    """The body within the size cap, reserving in-flight budget as it arrives."""
+    limit = state.settings.receiver.max_body_bytes
+    retry = state.settings.receiver.retry_after_seconds
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise Rejected(413, f"body exceeds {limit} bytes")
+    reserved = 0
+    if declared and declared.isdigit():
+        if int(declared) > limit:
+            raise Rejected(413, f"body exceeds {limit} bytes")
+        if not state.budget.take(int(declared)):
+            raise Rejected(429, "receiver is at capacity, retry later", retry)
+        reserved = int(declared)
     chunks: list[bytes] = []
     size = 0
     try:
@@ -173,10 +193,19 @@ async def _read_body(request: Request, limit: int) -> bytes:
             size += len(chunk)
             if size > limit:
                 raise Rejected(413, f"body exceeds {limit} bytes")
+            if size > reserved:
+                grow = size - reserved
+                if not state.budget.take(grow):
+                    raise Rejected(429, "receiver is at capacity, retry later", retry)
+                reserved += grow
             chunks.append(chunk)
     except ClientDisconnect:
+        state.budget.give(reserved)
         raise Rejected(400, "client disconnected before the body was complete") from None
-    return b"".join(chunks)
+    except Rejected:
+        state.budget.give(reserved)
+        raise
+    return b"".join(chunks), reserved
 
 
 def _bearer(request: Request) -> str:
@@ -186,59 +215,84 @@ def _bearer(request: Request) -> str:
     return key.strip()
 
 
+def _authorize(state: ReceiverState, key: str, tenant: str, dataset: str) -> KeyScope:
+    try:
+        return state.keys.verify(key, tenant, dataset)
+    except AuthError as exc:
+        raise Rejected(401, str(exc)) from None
+    except Forbidden as exc:
+        raise Rejected(403, str(exc)) from None
+    except NotFound as exc:
+        raise Rejected(404, str(exc)) from None
+    except Gone as exc:
+        raise Rejected(410, str(exc)) from None
+    except ControlUnavailable:
+        retry = state.settings.receiver.retry_after_seconds
+        raise Rejected(503, "control service unavailable, retry later", retry) from None
+
+
 async def ingest(request: Request) -> JSONResponse:
     """Authenticate, check and durably store one request body."""
-    state = request.app.state
-    settings: Settings = state.settings
+    state: ReceiverState = request.app.state.receiver
+    state.requests += 1
+    reserved = 0
     try:
         tenant = request.path_params["tenant"]
         dataset = request.path_params["dataset"]
         try:
             validate_name(tenant, "tenant")
             validate_name(dataset, "dataset")
-            hint = validate_hint(request.headers.get("x-proxy-data-hint", "ndjson").lower())
-        except InvalidName as exc:
-            raise Rejected(400, str(exc)) from None
-        key = _bearer(request)
+            given = request.headers.get("x-proxy-data-hint") or request.query_params.get("format")
+            hint = validate_hint((given or "auto").lower())
+            metadata = proxy_metadata(dict(request.headers), tenant, dataset)
+        except (InvalidName, BodyError) as exc:
+            raise Rejected(400, getattr(exc, "message", str(exc))) from None
+        scope = await run_in_threadpool(_authorize, state, _bearer(request), tenant, dataset)
+        raw, reserved = await _read_body(request, state)
+        fmt = hint if hint in FORMATS else scope.format
+        encoding = request.headers.get("content-encoding", "")
+        limit = state.settings.receiver.max_decompressed_bytes
         try:
-            await run_in_threadpool(state.keys.verify, key, tenant, dataset)
-        except AuthError as exc:
-            raise Rejected(401, str(exc)) from None
-        except Forbidden as exc:
-            raise Rejected(403, str(exc)) from None
-        except NotFound as exc:
-            raise Rejected(404, str(exc)) from None
-        except Gone as exc:
-            raise Rejected(410, str(exc)) from None
-        except ControlUnavailable:
-            raise Rejected(503, "control service unavailable", RETRY_AFTER_SECONDS) from None
-        raw = await _read_body(request, settings.receiver.max_body_bytes)
-        encoding = request.headers.get("content-encoding", "").strip().lower()
-        body = await run_in_threadpool(
-            _check_body, raw, encoding, settings.receiver.max_decompressed_bytes
-        )
-        metadata = {
-            "lines": str(body.lines),
-            "bytes": str(body.decompressed_bytes),
-            "compressed-bytes": str(len(body.raw)),
-        }
-        try:
-            stored = await run_in_threadpool(
-                state.writer.write, tenant, dataset, hint, body.raw, metadata
-            )
-        except StorageError as exc:
-            log.error("intake write failed: %s", exc)
-            raise Rejected(503, "storage unavailable, retry later", RETRY_AFTER_SECONDS) from None
+            body: Body = await run_in_threadpool(prepare, raw, encoding, fmt, limit)
+        except BodyError as exc:
+            raise Rejected(exc.status, exc.message) from None
+        stored = await _store(state, (tenant, dataset, hint), body, metadata)
     except Rejected as exc:
         return _error(exc)
+    finally:
+        state.budget.give(reserved)
     return JSONResponse(
         {
-            "status": "stored",
+            "status": "spooled" if stored.spooled else "stored",
             "key": stored.key,
             "lines": body.lines,
-            "bytes": body.decompressed_bytes,
+            "bytes": body.size,
         }
     )
+
+
+async def _store(
+    state: ReceiverState, group: GroupKey, body: Body, metadata: dict[str, str]
+) -> Stored:
+    retry = state.settings.receiver.retry_after_seconds
+    try:
+        if metadata or len(body.member) >= state.settings.receiver.group_commit_max_bytes:
+            # Proxy batches arrive whole and carry their own metadata: one object each.
+            full = {
+                "lines": str(body.lines),
+                "bytes": str(body.size),
+                "compressed-bytes": str(len(body.member)),
+                "requests": "1",
+                **metadata,
+            }
+            return await run_in_threadpool(state.writer.store, group, body.member, full)
+        return await state.committer.add(group, body)
+    except SpoolFull as exc:
+        log.error("storage down and spool full: %s", exc)
+        raise Rejected(503, "storage unavailable and spool full, retry later", retry) from None
+    except StorageError as exc:
+        log.error("intake write failed: %s", exc)
+        raise Rejected(503, "storage unavailable, retry later", retry) from None
 
 
 async def health(request: Request) -> JSONResponse:
@@ -246,18 +300,64 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+async def _drain_spool(state: ReceiverState, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        if state.spool.stats().objects:
+            try:
+                await run_in_threadpool(state.spool.drain, state.storage.intake)
+            except Exception:
+                log.exception("spool drain failed")
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=state.settings.receiver.spool_retry_seconds)
+
+
+def build_state(settings: Settings, control: ControlClient, storage: Storage) -> ReceiverState:
+    """The shared state of the webhook and API apps."""
+    spool = Spool(settings.spool_path(), settings.receiver.spool_max_bytes)
+    writer = IntakeWriter(storage, spool)
+
+    async def write(group: GroupKey, data: bytes, metadata: dict[str, str]) -> Stored:
+        return await run_in_threadpool(writer.store, group, data, metadata)
+
+    committer = GroupCommitter(
+        write,
+        settings.receiver.group_commit_max_bytes,
+        settings.receiver.group_commit_max_age_ms / 1000,
+    )
+    return ReceiverState(
+        settings=settings,
+        keys=KeyCache(control, settings.receiver.auth_cache_seconds),
+        writer=writer,
+        spool=spool,
+        committer=committer,
+        budget=InflightBudget(settings.receiver.max_inflight_bytes),
+        storage=storage,
+        control=control,
+    )
+
+
 def create_app(
-    settings: Settings, control: ControlClient, storage: Storage | None = None
+    settings: Settings,
+    control: ControlClient,
+    storage: Storage | None = None,
+    *,
+    state: ReceiverState | None = None,
 ) -> Starlette:
-    """The receiver's webhook app."""
+    """The receiver's webhook app (it also drains the spool in the background)."""
     storage = storage or Storage(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.settings = settings
-        app.state.keys = KeyCache(control, settings.receiver.auth_cache_seconds)
-        app.state.writer = IntakeWriter(storage)
-        yield
+        shared = state or build_state(settings, control, storage)
+        app.state.receiver = shared
+        stop = asyncio.Event()
+        drainer = asyncio.create_task(_drain_spool(shared, stop))
+        try:
+            yield
+        finally:
+            await shared.committer.close()
+            stop.set()
+            await drainer
 
     routes = [
         Route("/health", health, methods=["GET"]),

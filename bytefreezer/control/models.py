@@ -112,12 +112,13 @@ class NewApiKey(_Model):
 
 
 class KeyScope(_Model):
-    """What a verified key may do."""
+    """What a verified key may do (and, for ingest checks, the dataset's input format)."""
 
     key_id: str
     role: Literal["ingest", "admin"]
     tenant: str | None
     dataset: str | None
+    format: str = "ndjson"
 
 
 class Lease(_Model):

@@ -318,7 +318,7 @@ class ControlStore:
             raise Gone(f"tenant {tenant!r} is inactive")
         if not found.active:
             raise Gone(f"dataset {tenant}/{dataset} is inactive")
-        return scope
+        return scope.model_copy(update={"format": found.format})
 
     # Leases ------------------------------------------------------------------------------
 

@@ -86,6 +86,8 @@ def test_components_alone_against_s3_and_remote_control(
         **env,
         "BYTEFREEZER_RECEIVER__HOST": "127.0.0.1",
         "BYTEFREEZER_RECEIVER__PORT": str(receiver_port),
+        "BYTEFREEZER_RECEIVER__API_HOST": "127.0.0.1",
+        "BYTEFREEZER_RECEIVER__API_PORT": str(free_port()),
     }
     s3 = boto3.client(
         "s3",

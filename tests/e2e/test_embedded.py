@@ -27,6 +27,8 @@ def stack(tmp_path: Path) -> Iterator[dict[str, object]]:
         "BYTEFREEZER_RECEIVER__PORT": str(port),
         "BYTEFREEZER_RECEIVER__MAX_BODY_BYTES": "200000",
         "BYTEFREEZER_CONTROL__PORT": str(free_port()),
+        "BYTEFREEZER_RECEIVER__API_HOST": "127.0.0.1",
+        "BYTEFREEZER_RECEIVER__API_PORT": str(free_port()),
         "BYTEFREEZER_PIPER__POLL_INTERVAL_SECONDS": "0.3",
         "BYTEFREEZER_PACKER__POLL_INTERVAL_SECONDS": "0.3",
     }

@@ -129,7 +129,11 @@ def test_wrong_credentials_are_refused(tmp_path: Path, s3_server: dict[str, str]
     control.create_tenant(Tenant(name="acme"))
     control.create_dataset("acme", DatasetSpec(name="web"))
     key = control.create_key("acme").key
-    with serve_app(create_app(bad, control)) as url:
+    # With no room to spool, the receiver refuses rather than acknowledging what it cannot keep.
+    no_spool = bad.model_copy(
+        update={"receiver": bad.receiver.model_copy(update={"spool_max_bytes": 10})}
+    )
+    with serve_app(create_app(no_spool, control)) as url:
         response = httpx.post(
             f"{url}/acme/web", content=b'{"a": 1}\n', headers={"Authorization": f"Bearer {key}"}
         )

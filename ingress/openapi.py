@@ -1,0 +1,131 @@
+"""The receiver's OpenAPI description (both ports), served at ``/openapi.json`` on the API port."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bytefreezer import __version__
+
+_ERROR = {
+    "description": "Refused; the message says why.",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": {"type": "string"}},
+            }
+        }
+    },
+}
+_RETRY = {
+    **_ERROR,
+    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}},
+}
+_NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"}
+_STORED = {
+    "type": "object",
+    "required": ["status", "key", "lines", "bytes"],
+    "properties": {
+        "status": {"type": "string", "enum": ["stored", "spooled"]},
+        "key": {"type": "string"},
+        "lines": {"type": "integer"},
+        "bytes": {"type": "integer"},
+    },
+}
+
+
+def _ingest(summary: str) -> dict[str, Any]:
+    header = lambda name, text: {  # noqa: E731
+        "name": name,
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": text,
+    }
+    return {
+        "post": {
+            "summary": summary,
+            "parameters": [
+                {"name": "tenant", "in": "path", "required": True, "schema": _NAME},
+                {"name": "dataset", "in": "path", "required": True, "schema": _NAME},
+                {"name": "format", "in": "query", "required": False, "schema": {"type": "string"}},
+                header("Content-Encoding", "gzip, zstd, deflate or identity"),
+                header("X-Proxy-Filename", "tenant--dataset--... file name of the batch"),
+                header("X-Proxy-Line-Count", "lines in the batch"),
+                header("X-Proxy-Original-Bytes", "uncompressed size"),
+                header("X-Proxy-Created-At", "when the proxy made the batch"),
+                header("X-Proxy-Data-Hint", "input format of the batch"),
+                header("X-Proxy-Batch-ID", "the proxy's batch id"),
+            ],
+            "security": [{"bearer": []}],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/x-ndjson": {"schema": {"type": "string", "format": "binary"}},
+                    "application/json": {"schema": {}},
+                    "text/plain": {"schema": {"type": "string"}},
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "Durable: stored, or spooled locally until storage is back.",
+                    "content": {"application/json": {"schema": _STORED}},
+                },
+                "400": _ERROR,
+                "401": _ERROR,
+                "403": _ERROR,
+                "404": _ERROR,
+                "410": _ERROR,
+                "413": _ERROR,
+                "415": _ERROR,
+                "429": _RETRY,
+                "503": _RETRY,
+            },
+        }
+    }
+
+
+def _get(summary: str, schema: dict[str, Any], *extra: str) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "200": {"description": "OK", "content": {"application/json": {"schema": schema}}}
+    }
+    for code in extra:
+        responses[code] = _ERROR
+    return {"get": {"summary": summary, "responses": responses}}
+
+
+_STATUS = {"type": "object", "properties": {"status": {"type": "string"}}}
+
+
+def receiver_openapi() -> dict[str, Any]:
+    """The OpenAPI 3.0 document of the receiver's webhook and API ports."""
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "bytefreezer receiver", "version": __version__},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "paths": {
+            "/webhook/{tenant}/{dataset}": _ingest("Ingest a body (webhook port 8080)"),
+            "/{tenant}/{dataset}": _ingest("Ingest a body (webhook port 8080, original path)"),
+            "/health": _get("Liveness of the webhook port", _STATUS),
+            "/api/v1/health": _get("Liveness (API port 8081)", _STATUS),
+            "/api/v1/ready": _get("Storage and control reachable", {"type": "object"}, "503"),
+            "/api/v1/config": _get("Effective settings, secrets redacted", {"type": "object"}),
+            "/api/v1/spool": _get(
+                "Spool statistics",
+                {
+                    "type": "object",
+                    "properties": {
+                        "objects": {"type": "integer"},
+                        "bytes": {"type": "integer"},
+                        "max_bytes": {"type": "integer"},
+                        "uploaded": {"type": "integer"},
+                        "failures": {"type": "integer"},
+                        "last_error": {"type": "string"},
+                    },
+                },
+            ),
+            "/openapi.json": _get("This document", {"type": "object"}),
+        },
+    }

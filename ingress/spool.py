@@ -1,0 +1,120 @@
+"""The receiver's local spool: bodies kept on disk (fsync'd) while storage fails, then uploaded
+in order. A spooled body has been acknowledged, so the spool survives restarts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from bytefreezer.errors import StorageError
+from bytefreezer.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+_SUFFIX = ".spool"
+
+
+class SpoolFull(Exception):
+    """The spool has no room for this object."""
+
+
+@dataclass
+class SpoolStats:
+    """What the spool holds and has done."""
+
+    objects: int
+    bytes: int
+    max_bytes: int
+    uploaded: int
+    failures: int
+    last_error: str
+
+
+class Spool:
+    """Objects waiting for storage, one file each, in arrival order."""
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        directory.mkdir(parents=True, exist_ok=True)
+        for leftover in directory.glob(".tmp-*"):
+            leftover.unlink(missing_ok=True)  # never renamed: never acknowledged
+        files = sorted(directory.glob(f"*{_SUFFIX}"))
+        self._bytes = sum(f.stat().st_size for f in files)
+        self._objects = len(files)
+        self._sequence = max((int(f.stem) for f in files), default=0)
+        self._lock = threading.Lock()
+        self.uploaded = 0
+        self.failures = 0
+        self.last_error = ""
+
+    def stats(self) -> SpoolStats:
+        """Current figures."""
+        with self._lock:
+            return SpoolStats(
+                self._objects,
+                self._bytes,
+                self.max_bytes,
+                self.uploaded,
+                self.failures,
+                self.last_error,
+            )
+
+    def add(self, key: str, data: bytes, metadata: dict[str, str]) -> None:
+        """Keep one object durably; ``SpoolFull`` when it would not fit."""
+        header = json.dumps({"key": key, "metadata": metadata}).encode() + b"\n"
+        size = len(header) + len(data)
+        with self._lock:
+            if self._bytes + size > self.max_bytes:
+                raise SpoolFull(f"spool holds {self._bytes} of {self.max_bytes} bytes")
+            self._sequence += 1
+            name = f"{self._sequence:020d}{_SUFFIX}"
+            self._bytes += size
+            self._objects += 1
+        tmp = self.directory / f".tmp-{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(header)
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.directory / name)
+            fd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            with self._lock:
+                self._bytes -= size
+                self._objects -= 1
+            raise SpoolFull(f"cannot write to the spool: {exc.strerror}") from exc
+
+    def drain(self, store: ObjectStore) -> int:
+        """Upload spooled objects in order until one fails; return how many went up."""
+        done = 0
+        for path in sorted(self.directory.glob(f"*{_SUFFIX}")):
+            raw = path.read_bytes()
+            header, _, data = raw.partition(b"\n")
+            entry = json.loads(header)
+            try:
+                # Created before a crash, or by an earlier attempt: the same bytes, so done.
+                store.put_if_absent(entry["key"], data, entry["metadata"])
+            except StorageError as exc:
+                with self._lock:
+                    self.failures += 1
+                    self.last_error = str(exc)
+                return done
+            path.unlink()
+            with self._lock:
+                self._bytes -= len(raw)
+                self._objects -= 1
+                self.uploaded += 1
+                self.last_error = ""
+            done += 1
+        return done
