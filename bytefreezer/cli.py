@@ -251,6 +251,17 @@ def cmd_receiver(args: argparse.Namespace) -> None:
     run_services(_receiver_apps(settings, open_control(settings)))
 
 
+def cmd_proxy(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from bytefreezer.ingress.proxy.config import load_proxy_config
+    from bytefreezer.ingress.proxy.service import run_proxy
+
+    if not args.config:
+        raise BytefreezerError("bytefreezer proxy needs --config proxy.yaml")
+    asyncio.run(run_proxy(load_proxy_config(args.config)))
+
+
 def cmd_control(args: argparse.Namespace) -> None:
     from bytefreezer.control.app import create_app
     from bytefreezer.servers import run_services
@@ -342,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("receiver", parents=[common], help="run the HTTP receiver").set_defaults(
         func=cmd_receiver
+    )
+    sub.add_parser("proxy", parents=[common], help="run the edge proxy").set_defaults(
+        func=cmd_proxy
     )
     for name, func in (("piper", cmd_piper), ("packer", cmd_packer)):
         p = sub.add_parser(name, parents=[common], help=f"run the {name} poller")

@@ -95,26 +95,55 @@ class Spool:
                 self._objects -= 1
             raise SpoolFull(f"cannot write to the spool: {exc.strerror}") from exc
 
+    def paths(self) -> list[Path]:
+        """The spooled objects' files, oldest first."""
+        return sorted(self.directory.glob(f"*{_SUFFIX}"))
+
+    @staticmethod
+    def read(path: Path) -> tuple[str, bytes, dict[str, str]]:
+        """One spooled object: (key, data, metadata); ``FileNotFoundError`` when gone."""
+        header, _, data = path.read_bytes().partition(b"\n")
+        entry = json.loads(header)
+        return entry["key"], data, entry["metadata"]
+
+    def remove(self, path: Path) -> None:
+        """Forget one spooled object (it was delivered or moved elsewhere)."""
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return
+        with self._lock:
+            self._bytes -= size
+            self._objects -= 1
+
+    def record_failure(self, error: str) -> None:
+        """Note a failed delivery attempt."""
+        with self._lock:
+            self.failures += 1
+            self.last_error = error
+
+    def record_delivery(self) -> None:
+        """Note a delivered object."""
+        with self._lock:
+            self.uploaded += 1
+            self.last_error = ""
+
     def drain(self, store: ObjectStore) -> int:
         """Upload spooled objects in order until one fails; return how many went up."""
         done = 0
-        for path in sorted(self.directory.glob(f"*{_SUFFIX}")):
-            raw = path.read_bytes()
-            header, _, data = raw.partition(b"\n")
-            entry = json.loads(header)
+        for path in self.paths():
+            try:
+                key, data, metadata = self.read(path)
+            except FileNotFoundError:
+                continue
             try:
                 # Created before a crash, or by an earlier attempt: the same bytes, so done.
-                store.put_if_absent(entry["key"], data, entry["metadata"])
+                store.put_if_absent(key, data, metadata)
             except StorageError as exc:
-                with self._lock:
-                    self.failures += 1
-                    self.last_error = str(exc)
+                self.record_failure(str(exc))
                 return done
-            path.unlink()
-            with self._lock:
-                self._bytes -= len(raw)
-                self._objects -= 1
-                self.uploaded += 1
-                self.last_error = ""
+            self.remove(path)
+            self.record_delivery()
             done += 1
         return done

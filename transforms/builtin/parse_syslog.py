@@ -8,22 +8,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from bytefreezer.syslog_format import FIELDS, RFC3164, RFC5424
 from bytefreezer.transforms.base import Output, Transform, TransformConfig
 from bytefreezer.transforms.tables import get_column, set_column, string_values
-
-RFC5424 = (
-    r"^<(?P<priority>\d{1,3})>(?P<version>\d{1,2}) (?P<timestamp>\S+) (?P<hostname>\S+) "
-    r"(?P<app_name>\S+) (?P<proc_id>\S+) (?P<msg_id>\S+) "
-    r"(?P<structured_data>-|(?:\[[^\]]*\])+) ?(?P<message>.*)$"
-)
-RFC3164 = (
-    r"^(?:<(?P<priority>\d{1,3})>)?(?P<timestamp>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d) "
-    r"(?P<hostname>\S+) (?P<app_name>[^\s:\[]+)(?:\[(?P<proc_id>[^\]]+)\])?: ?(?P<message>.*)$"
-)
-FIELDS = [
-    "rfc", "priority", "facility", "severity", "version", "timestamp", "hostname",
-    "app_name", "proc_id", "msg_id", "structured_data", "message",
-]  # fmt: skip
 
 
 class ParseSyslogConfig(TransformConfig):

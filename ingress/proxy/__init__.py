@@ -1,0 +1,1 @@
+"""The edge proxy: UDP, TCP, syslog and HTTP inputs, batched and forwarded to the receiver."""

@@ -1,0 +1,86 @@
+"""The proxy's configuration (`bytefreezer proxy --config proxy.yaml`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from bytefreezer.errors import ConfigError
+from bytefreezer.keys import validate_name
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputConfig(_Config):
+    """One listener and where its data goes."""
+
+    name: str = Field(description="Name of the input (in stats and dead letters).")
+    type: Literal["udp", "tcp", "syslog", "http"] = Field(description="Listener kind.")
+    protocol: Literal["udp", "tcp"] = Field("udp", description="Transport of a `syslog` input.")
+    host: str = Field("0.0.0.0", description="Listen address.")
+    port: int = Field(ge=0, le=65535, description="Listen port (0 picks a free one).")
+    tenant: str = Field(description="Tenant the data belongs to.")
+    dataset: str = Field(description="Dataset the data goes to.")
+    api_key: SecretStr = Field(description="Ingest key for the receiver.")
+    syslog_format: Literal["auto", "rfc3164", "rfc5424"] = Field(
+        "auto", description="Syslog flavour expected by a `syslog` input."
+    )
+    auth_token: SecretStr | None = Field(
+        None, description="Bearer token an `http` input requires from its clients."
+    )
+    max_body_bytes: int = Field(10 * 1024 * 1024, description="Largest body an `http` input takes.")
+    max_line_bytes: int = Field(1024 * 1024, description="Longer lines are cut to this size.")
+
+    @field_validator("tenant", "dataset")
+    @classmethod
+    def _names(cls, value: str) -> str:
+        return validate_name(value)
+
+
+class ProxyConfig(_Config):
+    """Everything the proxy needs."""
+
+    receiver_url: str = Field(description="Base URL of the receiver's webhook port.")
+    inputs: list[InputConfig] = Field(min_length=1, description="Listeners.")
+    spool_dir: Path = Field(Path("./proxy-spool"), description="Batches waiting for delivery.")
+    spool_max_bytes: int = Field(
+        1024 * 1024 * 1024, description="Spool bound; input is refused beyond it."
+    )
+    dead_letter_dir: Path = Field(
+        Path("./proxy-dead-letters"), description="Batches refused for good."
+    )
+    dead_letter_max_bytes: int = Field(
+        256 * 1024 * 1024, description="Dead-letter bound; the oldest are evicted beyond it."
+    )
+    batch_max_bytes: int = Field(1024 * 1024, description="Flush a batch at this many bytes.")
+    batch_max_lines: int = Field(10_000, description="Flush a batch at this many lines.")
+    batch_max_age_seconds: float = Field(1.0, description="Flush a batch at most this old.")
+    retry_initial_seconds: float = Field(0.5, description="First retry delay.")
+    retry_max_seconds: float = Field(30.0, description="Longest retry delay.")
+    request_timeout_seconds: float = Field(30.0, description="Timeout of one delivery.")
+    api_host: str = Field("0.0.0.0", description="Listen address of the proxy's API.")
+    api_port: int = Field(
+        8086, description="Port of the proxy's API (health, stats, dead letters)."
+    )
+
+
+def load_proxy_config(path: Path | str) -> ProxyConfig:
+    """Read and validate the YAML file; ``ConfigError`` names each problem."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read proxy config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"proxy config {path} is not valid YAML: {exc}") from None
+    try:
+        return ProxyConfig.model_validate(data or {})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid proxy config {path}: {problems}") from None

@@ -1,0 +1,252 @@
+"""Batches: built per input, spooled on disk, delivered in order with retries; batches the
+receiver refuses for good go to a bounded dead-letter folder that an API can list and retry."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bytefreezer.ingress.proxy.config import InputConfig, ProxyConfig
+from bytefreezer.ingress.proxy.records import now_rfc3339
+from bytefreezer.ingress.spool import Spool, SpoolFull
+
+log = logging.getLogger(__name__)
+RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
+
+
+@dataclass
+class ProxyStats:
+    """Counters an operator reads from the proxy's API."""
+
+    lines_in: dict[str, int] = field(default_factory=dict)
+    lines_refused: dict[str, int] = field(default_factory=dict)
+    batches_spooled: int = 0
+    batches_delivered: int = 0
+    batches_dead_lettered: int = 0
+    dead_letters_evicted: int = 0
+    delivery_retries: int = 0
+    last_error: str = ""
+
+
+class Batcher:
+    """Collects one input's records and spools them as gzip NDJSON batches."""
+
+    def __init__(self, config: ProxyConfig, source: InputConfig, spool: Spool, stats: ProxyStats):
+        self._config = config
+        self.source = source
+        self._spool = spool
+        self._stats = stats
+        self._records: list[bytes] = []
+        self._size = 0
+        self._started = 0.0
+
+    def add(self, record: bytes) -> bool:
+        """Queue one JSON record; False when the spool is full (the record is refused)."""
+        name = self.source.name
+        if not self._records:
+            self._started = time.monotonic()
+        self._records.append(record)
+        self._size += len(record) + 1
+        self._stats.lines_in[name] = self._stats.lines_in.get(name, 0) + 1
+        if (
+            self._size >= self._config.batch_max_bytes
+            or len(self._records) >= self._config.batch_max_lines
+        ):
+            return self.flush()
+        return True
+
+    def due(self) -> bool:
+        """Whether the open batch is old enough to flush."""
+        return (
+            bool(self._records)
+            and time.monotonic() - self._started >= self._config.batch_max_age_seconds
+        )
+
+    def flush(self) -> bool:
+        """Spool the open batch; False (and counted as refused) when the spool is full."""
+        if not self._records:
+            return True
+        records, self._records, self._size = self._records, [], 0
+        data = b"\n".join(records) + b"\n"
+        nano = time.time_ns()
+        src = self.source
+        filename = f"{src.tenant}--{src.dataset}--{nano}--ndjson.gz"
+        metadata = {
+            "input": src.name,
+            "tenant": src.tenant,
+            "dataset": src.dataset,
+            "lines": str(len(records)),
+            "original_bytes": str(len(data)),
+            "created_at": now_rfc3339(),
+            "batch_id": uuid.uuid4().hex,
+        }
+        try:
+            self._spool.add(filename, gzip.compress(data, compresslevel=6), metadata)
+        except SpoolFull as exc:
+            self._stats.lines_refused[src.name] = self._stats.lines_refused.get(src.name, 0) + len(
+                records
+            )
+            self._stats.last_error = str(exc)
+            log.error("proxy spool full, %d lines of %s refused: %s", len(records), src.name, exc)
+            return False
+        self._stats.batches_spooled += 1
+        return True
+
+
+class DeadLetters:
+    """Batches the receiver refused for good, with the reason; bounded in bytes (oldest go)."""
+
+    def __init__(self, directory: Path, max_bytes: int, stats: ProxyStats) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self._stats = stats
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def add(self, key: str, data: bytes, metadata: dict[str, str], status: int, reason: str) -> str:
+        """Keep a refused batch; return its id."""
+        dead_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+        info = {
+            **metadata,
+            "key": key,
+            "status": status,
+            "reason": reason,
+            "dead_at": now_rfc3339(),
+        }
+        (self.directory / f"{dead_id}.gz").write_bytes(data)
+        (self.directory / f"{dead_id}.json").write_text(json.dumps(info))
+        self._stats.batches_dead_lettered += 1
+        self._evict()
+        return dead_id
+
+    def _evict(self) -> None:
+        batches = sorted(self.directory.glob("*.gz"))
+        total = sum(p.stat().st_size for p in batches)
+        while batches and total > self.max_bytes:
+            oldest = batches.pop(0)
+            total -= oldest.stat().st_size
+            log.error("proxy dead letters over %d bytes: evicting %s", self.max_bytes, oldest.name)
+            oldest.unlink(missing_ok=True)
+            oldest.with_suffix(".json").unlink(missing_ok=True)
+            self._stats.dead_letters_evicted += 1
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every dead letter's description."""
+        out = []
+        for info in sorted(self.directory.glob("*.json")):
+            try:
+                out.append({"id": info.stem, **json.loads(info.read_text())})
+            except (FileNotFoundError, ValueError):
+                continue
+        return out
+
+    def take(self, dead_id: str) -> tuple[str, bytes, dict[str, str]] | None:
+        """Remove one dead letter and return (key, data, metadata), or None when absent."""
+        if not dead_id.replace("-", "").isalnum():
+            return None
+        data_path = self.directory / f"{dead_id}.gz"
+        info_path = self.directory / f"{dead_id}.json"
+        try:
+            data = data_path.read_bytes()
+            info = json.loads(info_path.read_text())
+        except FileNotFoundError:
+            return None
+        data_path.unlink(missing_ok=True)
+        info_path.unlink(missing_ok=True)
+        key = info.pop("key")
+        for extra in ("status", "reason", "dead_at"):
+            info.pop(extra, None)
+        return key, data, {k: str(v) for k, v in info.items()}
+
+
+class Forwarder:
+    """Delivers spooled batches to the receiver, oldest first, retrying until they land."""
+
+    def __init__(
+        self, config: ProxyConfig, spool: Spool, dead: DeadLetters, stats: ProxyStats
+    ) -> None:
+        self._config = config
+        self._spool = spool
+        self._dead = dead
+        self._stats = stats
+        self._keys = {i.name: i.api_key.get_secret_value() for i in config.inputs}
+        self.wake = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop`` is set."""
+        delay = self._config.retry_initial_seconds
+        timeout = httpx.Timeout(self._config.request_timeout_seconds)
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            while not stop.is_set():
+                paths = await asyncio.to_thread(self._spool.paths)
+                if not paths:
+                    self.wake.clear()
+                    await _wait_any(stop, self.wake, 0.5)
+                    continue
+                wait = await self._deliver(client, paths[0])
+                if wait is None:
+                    delay = self._config.retry_initial_seconds
+                    continue
+                self._stats.delivery_retries += 1
+                pause = wait if wait > 0 else delay
+                delay = min(delay * 2, self._config.retry_max_seconds)
+                await _wait_any(stop, None, pause * random.uniform(0.9, 1.1))
+
+    async def _deliver(self, client: httpx.AsyncClient, path: Path) -> float | None:
+        """Send one batch; None when done with it, else seconds to wait (0: use backoff)."""
+        try:
+            key, data, metadata = await asyncio.to_thread(self._spool.read, path)
+        except FileNotFoundError:
+            return None
+        api_key = self._keys.get(metadata.get("input", ""))
+        url = f"{self._config.receiver_url.rstrip('/')}/{metadata['tenant']}/{metadata['dataset']}"
+        headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Content-Encoding": "gzip",
+            "Content-Type": "application/x-ndjson",
+            "X-Proxy-Filename": key,
+            "X-Proxy-Line-Count": metadata.get("lines", "0"),
+            "X-Proxy-Original-Bytes": metadata.get("original_bytes", "0"),
+            "X-Proxy-Created-At": metadata.get("created_at", ""),
+            "X-Proxy-Data-Hint": "ndjson",
+            "X-Proxy-Batch-ID": metadata.get("batch_id", ""),
+        }
+        try:
+            response = await client.post(url, content=data, headers=headers)
+        except httpx.HTTPError as exc:
+            self._stats.last_error = f"receiver unreachable: {exc!r}"
+            self._spool.record_failure(self._stats.last_error)
+            return 0.0
+        if response.is_success:
+            self._spool.remove(path)
+            self._spool.record_delivery()
+            self._stats.batches_delivered += 1
+            return None
+        reason = response.text[:500]
+        if response.status_code in RETRYABLE or (api_key is None and response.status_code == 401):
+            self._stats.last_error = f"receiver answered {response.status_code}: {reason}"
+            self._spool.record_failure(self._stats.last_error)
+            retry_after = response.headers.get("retry-after", "")
+            return float(retry_after) if retry_after.isdigit() else 0.0
+        log.error("receiver refused batch %s for good (%d): %s", key, response.status_code, reason)
+        await asyncio.to_thread(self._dead.add, key, data, metadata, response.status_code, reason)
+        self._spool.remove(path)
+        return None
+
+
+async def _wait_any(stop: asyncio.Event, other: asyncio.Event | None, timeout: float) -> None:
+    waiters = [asyncio.ensure_future(stop.wait())]
+    if other is not None:
+        waiters.append(asyncio.ensure_future(other.wait()))
+    _, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()

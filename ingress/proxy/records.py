@@ -1,0 +1,63 @@
+"""Lines to JSON records: JSON objects pass, syslog is parsed, anything else is wrapped."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from bytefreezer.syslog_format import FIELDS, RFC3164, RFC5424
+
+_5424 = re.compile(RFC5424)
+_3164 = re.compile(RFC3164)
+
+
+def now_rfc3339() -> str:
+    """The current time, RFC 3339 in UTC."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def wrap_line(line: str) -> bytes:
+    """A JSON object line as it is; anything else as ``{"timestamp": now, "raw": line}``."""
+    stripped = line.strip()
+    if stripped.startswith("{"):
+        try:
+            if isinstance(orjson.loads(stripped), dict):
+                return stripped.encode()
+        except orjson.JSONDecodeError:
+            pass
+    return orjson.dumps({"timestamp": now_rfc3339(), "raw": line})
+
+
+def parse_syslog(line: str, mode: str, source_ip: str) -> dict[str, Any]:
+    """The syslog fields of one line; unparseable lines keep their text in `message`."""
+    line = line.rstrip("\r\n")
+    record: dict[str, Any] = dict.fromkeys(FIELDS)
+    match = None
+    if mode in ("auto", "rfc5424"):
+        match = _5424.match(line)
+        if match:
+            record["rfc"] = "rfc5424"
+    if match is None and mode in ("auto", "rfc3164"):
+        match = _3164.match(line)
+        if match:
+            record["rfc"] = "rfc3164"
+    if match is None:
+        record.update(message=line, timestamp=now_rfc3339())
+    else:
+        for name, value in match.groupdict().items():
+            record[name] = None if value in (None, "", "-") and name != "message" else value
+        if record["priority"] is not None:
+            priority = int(record["priority"])
+            record.update(priority=priority, facility=priority // 8, severity=priority % 8)
+        if record["version"] is not None:
+            record["version"] = int(record["version"])
+    record["source_ip"] = source_ip
+    return record
+
+
+def syslog_record(line: str, mode: str, source_ip: str) -> bytes:
+    """One syslog line as a JSON object line."""
+    return orjson.dumps(parse_syslog(line, mode, source_ip))

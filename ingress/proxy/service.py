@@ -1,0 +1,295 @@
+"""The proxy process: listeners, batchers, the forwarder and the API, started and stopped as one."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hmac
+import logging
+import zlib
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from bytefreezer.ingress.proxy.config import InputConfig, ProxyConfig
+from bytefreezer.ingress.proxy.delivery import Batcher, DeadLetters, Forwarder, ProxyStats
+from bytefreezer.ingress.proxy.records import syslog_record, wrap_line
+from bytefreezer.ingress.spool import Spool, SpoolFull
+
+log = logging.getLogger(__name__)
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, service: ProxyService, source: InputConfig) -> None:
+        self._service = service
+        self._source = source
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        text = data[: self._source.max_line_bytes].decode("utf-8", "replace")
+        if self._source.type == "syslog":
+            self._service.accept(self._source, [text.rstrip("\r\n")], addr[0])
+        else:
+            self._service.accept(self._source, text.splitlines(), addr[0])
+
+
+class ProxyService:
+    """Everything the proxy runs."""
+
+    def __init__(self, config: ProxyConfig) -> None:
+        self.config = config
+        self.stats = ProxyStats()
+        self.spool = Spool(config.spool_dir, config.spool_max_bytes)
+        self.dead = DeadLetters(config.dead_letter_dir, config.dead_letter_max_bytes, self.stats)
+        self.forwarder = Forwarder(config, self.spool, self.dead, self.stats)
+        self.batchers = {i.name: Batcher(config, i, self.spool, self.stats) for i in config.inputs}
+        self.ports: dict[str, int] = {}
+        self._stop = asyncio.Event()
+        self._closers: list[Any] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # Records in ---------------------------------------------------------------------------
+
+    def accept(self, source: InputConfig, lines: list[str], peer: str) -> bool:
+        """Queue lines from one input; False when some were refused (spool full)."""
+        batcher = self.batchers[source.name]
+        ok = True
+        for line in lines:
+            if not line.strip():
+                continue
+            line = line[: source.max_line_bytes]
+            record = (
+                syslog_record(line, source.syslog_format, peer)
+                if source.type == "syslog"
+                else wrap_line(line)
+            )
+            ok = batcher.add(record) and ok
+        if ok:
+            self.forwarder.wake.set()
+        return ok
+
+    async def _serve_tcp(self, source: InputConfig) -> None:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            peer = (writer.get_extra_info("peername") or ("", 0))[0]
+            try:
+                while not reader.at_eof():
+                    line = await _read_frame(reader, source)
+                    if line is None:
+                        break
+                    self.accept(source, [line], peer)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(
+            handle, source.host, source.port, limit=source.max_line_bytes + 2
+        )
+        self.ports[source.name] = server.sockets[0].getsockname()[1]
+        self._closers.append(server)
+
+    async def _serve_udp(self, source: InputConfig) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Datagrams(self, source), local_addr=(source.host, source.port)
+        )
+        self.ports[source.name] = transport.get_extra_info("sockname")[1]
+        self._closers.append(transport)
+
+    async def _serve_http(self, app: Any, host: str, port: int, name: str) -> None:
+        from hypercorn.asyncio import serve
+
+        from bytefreezer.servers import hypercorn_config
+
+        config = hypercorn_config(host, port)
+        if port == 0:
+            import socket
+
+            with socket.socket() as sock:
+                sock.bind((host, 0))
+                port = sock.getsockname()[1]
+            config = hypercorn_config(host, port)
+        self.ports[name] = port
+        self._tasks.append(
+            asyncio.create_task(serve(app, config, shutdown_trigger=self._stop.wait))
+        )
+
+    # Lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open every listener and start batching and delivery."""
+        for source in self.config.inputs:
+            if source.type == "http":
+                await self._serve_http(
+                    self._input_app(source), source.host, source.port, source.name
+                )
+            elif source.type == "tcp" or (source.type == "syslog" and source.protocol == "tcp"):
+                await self._serve_tcp(source)
+            else:
+                await self._serve_udp(source)
+        await self._serve_http(self._api_app(), self.config.api_host, self.config.api_port, "api")
+        self._tasks.append(asyncio.create_task(self.forwarder.run(self._stop)))
+        self._tasks.append(asyncio.create_task(self._flush_due()))
+        log.info("proxy listening: %s", self.ports)
+
+    async def _flush_due(self) -> None:
+        while not self._stop.is_set():
+            for batcher in self.batchers.values():
+                if batcher.due():
+                    await asyncio.to_thread(batcher.flush)
+                    self.forwarder.wake.set()
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        """Close listeners, spool what is batched, stop delivery (the spool keeps the rest)."""
+        for closer in self._closers:
+            closer.close()
+        for batcher in self.batchers.values():
+            batcher.flush()
+        self._stop.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # HTTP apps ----------------------------------------------------------------------------
+
+    def _input_app(self, source: InputConfig) -> Starlette:
+        async def receive(request: Request) -> JSONResponse:
+            if source.auth_token is not None:
+                scheme, _, token = request.headers.get("authorization", "").partition(" ")
+                expected = source.auth_token.get_secret_value()
+                if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), expected):
+                    return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
+            body = await request.body()
+            if len(body) > source.max_body_bytes:
+                return JSONResponse(
+                    {"error": f"body exceeds {source.max_body_bytes} bytes"}, status_code=413
+                )
+            if request.headers.get("content-encoding", "").lower() == "gzip":
+                try:
+                    body = _gunzip_capped(body, source.max_body_bytes * 10)
+                except ValueError as exc:
+                    return JSONResponse({"error": str(exc)}, status_code=400)
+            lines = body.decode("utf-8", "replace").splitlines()
+            if not any(line.strip() for line in lines):
+                return JSONResponse({"error": "empty body"}, status_code=400)
+            peer = request.client.host if request.client else ""
+            if not self.accept(source, lines, peer):
+                return JSONResponse(
+                    {"error": "proxy spool full"}, status_code=503, headers={"Retry-After": "5"}
+                )
+            return JSONResponse({"status": "accepted", "lines": len(lines)})
+
+        return Starlette(
+            routes=[
+                Route("/", receive, methods=["POST"]),
+                Route("/ingest", receive, methods=["POST"]),
+            ]
+        )
+
+    def _api_app(self) -> Starlette:
+        async def health(request: Request) -> JSONResponse:
+            return JSONResponse({"status": "ok"})
+
+        async def stats(request: Request) -> JSONResponse:
+            return JSONResponse(
+                {
+                    **dataclasses.asdict(self.stats),
+                    "spool": dataclasses.asdict(self.spool.stats()),
+                    "dead_letters": len(self.dead.list()),
+                    "ports": self.ports,
+                }
+            )
+
+        async def dead_letters(request: Request) -> JSONResponse:
+            return JSONResponse(self.dead.list())
+
+        async def retry(request: Request) -> JSONResponse:
+            taken = self.dead.take(request.path_params["dead_id"])
+            if taken is None:
+                return JSONResponse({"error": "no such dead letter"}, status_code=404)
+            key, data, metadata = taken
+            try:
+                self.spool.add(key, data, metadata)
+            except SpoolFull as exc:
+                return JSONResponse(
+                    {"error": str(exc)}, status_code=503, headers={"Retry-After": "5"}
+                )
+            self.forwarder.wake.set()
+            return JSONResponse({"status": "queued", "key": key})
+
+        async def delete(request: Request) -> JSONResponse:
+            if self.dead.take(request.path_params["dead_id"]) is None:
+                return JSONResponse({"error": "no such dead letter"}, status_code=404)
+            return JSONResponse({"status": "deleted"})
+
+        return Starlette(
+            routes=[
+                Route("/health", health, methods=["GET"]),
+                Route("/api/v1/health", health, methods=["GET"]),
+                Route("/api/v1/stats", stats, methods=["GET"]),
+                Route("/api/v1/dead-letters", dead_letters, methods=["GET"]),
+                Route("/api/v1/dead-letters/{dead_id}/retry", retry, methods=["POST"]),
+                Route("/api/v1/dead-letters/{dead_id}", delete, methods=["DELETE"]),
+            ]
+        )
+
+
+async def _read_frame(reader: asyncio.StreamReader, source: InputConfig) -> str | None:
+    """One message from a TCP stream: newline framed, or octet counted (RFC 6587) for syslog."""
+    if source.type == "syslog":
+        first = await reader.read(1)
+        if not first:
+            return None
+        if first.isdigit():
+            digits = first + await reader.readuntil(b" ")
+            count = int(digits[:-1])
+            return (await reader.readexactly(count)).decode("utf-8", "replace")
+        rest = await _read_line(reader, source)
+        return (first + rest).decode("utf-8", "replace").rstrip("\r\n")
+    line = await _read_line(reader, source)
+    return line.decode("utf-8", "replace").rstrip("\r\n") if line else None
+
+
+async def _read_line(reader: asyncio.StreamReader, source: InputConfig) -> bytes:
+    try:
+        return await reader.readuntil(b"\n")
+    except asyncio.LimitOverrunError as exc:
+        cut = await reader.readexactly(exc.consumed)
+        while True:  # drop the rest of the over-long line
+            try:
+                await reader.readuntil(b"\n")
+                break
+            except asyncio.LimitOverrunError as more:
+                await reader.readexactly(more.consumed)
+        return cut[: source.max_line_bytes]
+    except asyncio.IncompleteReadError as exc:
+        return exc.partial
+
+
+def _gunzip_capped(data: bytes, limit: int) -> bytes:
+    decoder = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = decoder.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise ValueError(f"invalid gzip body: {exc}") from None
+    if len(out) > limit:
+        raise ValueError(f"decompressed body exceeds {limit} bytes")
+    return out
+
+
+async def run_proxy(config: ProxyConfig) -> None:
+    """Run until SIGTERM or SIGINT."""
+    import signal
+
+    service = ProxyService(config)
+    await service.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await service.stop()
+
+
+__all__ = ["ProxyService", "run_proxy"]
