@@ -38,6 +38,13 @@ class S3Settings(_Section):
     use_iam_role: bool = Field(
         False, description="Ignore the keys and use the default AWS credential chain (pod role)."
     )
+    connect_timeout_seconds: float = Field(
+        2.0, description="Connection timeout; a store that is down is noticed this fast."
+    )
+    read_timeout_seconds: float = Field(60.0, description="Timeout of one request's response.")
+    max_attempts: int = Field(
+        2, ge=1, description="Attempts per request before a failure is reported (spool takes over)."
+    )
 
     def endpoint_url(self) -> str | None:
         """The endpoint as a URL, or None for AWS's default endpoints."""

@@ -38,7 +38,14 @@ class ObjectInfo:
 
 def s3_options(s3: S3Settings) -> dict[str, Any]:
     """fsspec/s3fs options for the configured S3 endpoint and credentials."""
-    options: dict[str, Any] = {"client_kwargs": {"region_name": s3.region}}
+    options: dict[str, Any] = {
+        "client_kwargs": {"region_name": s3.region},
+        "config_kwargs": {
+            "connect_timeout": s3.connect_timeout_seconds,
+            "read_timeout": s3.read_timeout_seconds,
+            "retries": {"max_attempts": s3.max_attempts, "mode": "standard"},
+        },
+    }
     if url := s3.endpoint_url():
         options["endpoint_url"] = url
     if not s3.use_iam_role:
@@ -325,6 +332,8 @@ class Storage:
             self._s3_fs = fsspec.filesystem(
                 "s3", skip_instance_cache=True, **s3_options(self.settings.storage.s3)
             )
+            # s3fs retries some errors on its own, on top of botocore's attempts.
+            self._s3_fs.retries = self.settings.storage.s3.max_attempts
         return self._s3_fs
 
     def bucket(self, name: str) -> ObjectStore:

@@ -48,47 +48,76 @@ def _weed() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A SeaweedFS S3 server on 127.0.0.1 that enforces credentials."""
-    workdir = tmp_path_factory.mktemp("seaweedfs")
-    ports = {name: free_port() for name in ("s3", "master", "volume", "filer", "admin")}
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY}
-    command = [
-        _weed(),
-        "mini",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        f"-dir={workdir}",
-        f"-s3.port={ports['s3']}",
-        f"-master.port={ports['master']}",
-        f"-volume.port={ports['volume']}",
-        f"-filer.port={ports['filer']}",
-        f"-admin.port={ports['admin']}",
-        "-s3.port.iceberg=0",
-        "-s3.port.lance=0",
-        "-webdav=false",
-        "-admin.ui=false",
-    ]
-    log = open(workdir / "weed.log", "wb")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{ports['s3']}"
-    try:
+class SeaweedServer:
+    """A SeaweedFS S3 server on 127.0.0.1 that enforces credentials; can be stopped and restarted."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.ports = {name: free_port() for name in ("s3", "master", "volume", "filer", "admin")}
+        self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        return {"endpoint": self.endpoint, "access_key": S3_ACCESS_KEY, "secret_key": S3_SECRET_KEY}
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
+        }
+        p = self.ports
+        command = [
+            _weed(), "mini", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.workdir}",
+            f"-s3.port={p['s3']}", f"-master.port={p['master']}", f"-volume.port={p['volume']}",
+            f"-filer.port={p['filer']}", f"-admin.port={p['admin']}", "-s3.port.iceberg=0",
+            "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
+        ]  # fmt: skip
+        log = open(self.workdir / "weed.log", "ab")
+        self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
         import boto3
 
         client = boto3.client(
             "s3",
-            endpoint_url=endpoint,
+            endpoint_url=self.endpoint,
             aws_access_key_id=S3_ACCESS_KEY,
             aws_secret_access_key=S3_SECRET_KEY,
             region_name="us-east-1",
         )
-        wait_for(lambda: client.list_buckets() is not None, timeout=60, interval=0.5)
-        yield {"endpoint": endpoint, "access_key": S3_ACCESS_KEY, "secret_key": S3_SECRET_KEY}
+        wait_for(lambda: client.list_buckets() is not None, timeout=60, interval=0.3)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A SeaweedFS S3 server on 127.0.0.1 that enforces credentials, shared by the session."""
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    try:
+        yield server.credentials
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+        server.stop()
+
+
+@pytest.fixture
+def own_s3_server(tmp_path: Path) -> Iterator[SeaweedServer]:
+    """An S3 server of the test's own, which the test may stop and restart."""
+    directory = tmp_path / "seaweedfs"
+    directory.mkdir()
+    server = SeaweedServer(directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,341 @@
+"""The edge proxy against a real receiver: syslog over UDP to Parquet, TCP and HTTP inputs,
+the receiver down, and batches the receiver refuses for good."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import socket
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from bytefreezer.control import ControlStore
+from bytefreezer.control.models import DatasetSpec
+from bytefreezer.ingress.api import create_api_app
+from bytefreezer.ingress.proxy.config import ProxyConfig
+from bytefreezer.ingress.proxy.records import parse_syslog, wrap_line
+from bytefreezer.ingress.proxy.service import ProxyService
+from bytefreezer.ingress.receiver import build_state, create_app
+from bytefreezer.pipelines.packer import run_packer_cycle
+from bytefreezer.pipelines.piper import run_piper_cycle
+from bytefreezer.settings import Settings
+from bytefreezer.storage import Storage
+from tests.conftest import fast_settings
+from tests.helpers import free_port, read_parquet_dir, serve_app
+from tests.ingress.conftest import Receiver, seeded_control
+
+
+def proxy_config(
+    tmp_path: Path, receiver_url: str, key: str, *inputs: dict[str, Any], **extra: Any
+) -> ProxyConfig:
+    return ProxyConfig.model_validate(
+        {
+            "receiver_url": receiver_url,
+            "spool_dir": str(tmp_path / "proxy-spool"),
+            "dead_letter_dir": str(tmp_path / "proxy-dead"),
+            "batch_max_age_seconds": 0.2,
+            "retry_initial_seconds": 0.1,
+            "retry_max_seconds": 0.5,
+            "api_host": "127.0.0.1",
+            "api_port": 0,
+            "inputs": [
+                {
+                    "host": "127.0.0.1",
+                    "port": 0,
+                    "tenant": "acme",
+                    "dataset": "web",
+                    "api_key": key,
+                    **i,
+                }
+                for i in inputs
+            ],
+            **extra,
+        }
+    )
+
+
+async def until(check: Callable[[], Any], timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_wrapping_and_syslog_parsing() -> None:
+    assert json.loads(wrap_line('{"a": 1}')) == {"a": 1}
+    wrapped = json.loads(wrap_line("plain text"))
+    assert wrapped["raw"] == "plain text" and wrapped["timestamp"].endswith("Z")
+    assert json.loads(wrap_line("[1, 2]"))["raw"] == "[1, 2]"
+    record = parse_syslog("<34>1 2026-01-02T03:04:05Z host app 77 ID9 - boom", "auto", "10.1.1.1")
+    assert record == {
+        "rfc": "rfc5424", "priority": 34, "facility": 4, "severity": 2, "version": 1,
+        "timestamp": "2026-01-02T03:04:05Z", "hostname": "host", "app_name": "app", "proc_id": "77",
+        "msg_id": "ID9", "structured_data": None, "message": "boom", "source_ip": "10.1.1.1",
+    }  # fmt: skip
+    old = parse_syslog("<13>Feb  5 17:32:18 h sshd[4]: hi", "auto", "::1")
+    assert (old["rfc"], old["app_name"], old["proc_id"], old["message"]) == (
+        "rfc3164",
+        "sshd",
+        "4",
+        "hi",
+    )
+    assert parse_syslog("<13>Feb  5 17:32:18 h sshd[4]: hi", "rfc5424", "x")["rfc"] is None
+
+
+def test_udp_syslog_through_proxy_receiver_piper_packer(receiver: Receiver, tmp_path: Path) -> None:
+    receiver.control.create_dataset("acme", DatasetSpec(name="syslog", timestamp_field="timestamp"))
+    config = proxy_config(
+        tmp_path,
+        receiver.url,
+        receiver.key,
+        {"name": "syslog", "type": "syslog", "protocol": "udp", "dataset": "syslog"},
+    )
+
+    async def scenario() -> None:
+        service = ProxyService(config)
+        await service.start()
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            for i in range(20):
+                line = f"<{8 * 4 + i % 8}>1 2026-03-04T05:06:{i:02d}Z web{i % 2} sshd {100 + i} LOGIN - attempt {i}"
+                sock.sendto(line.encode(), ("127.0.0.1", service.ports["syslog"]))
+            sock.sendto(
+                b"<13>Mar  4 05:06:59 gw kernel: legacy line",
+                ("127.0.0.1", service.ports["syslog"]),
+            )
+            sock.close()
+            await until(
+                lambda: (
+                    service.stats.batches_delivered >= 1
+                    and not service.spool.paths()
+                    and sum(service.stats.lines_in.values()) == 21
+                )
+            )
+        finally:
+            await service.stop()
+
+    asyncio.run(scenario())
+    run_piper_cycle(receiver.settings, receiver.control, receiver.storage)
+    run_packer_cycle(receiver.settings, receiver.control, receiver.storage)
+    table = read_parquet_dir(receiver.settings.data_dir / "destination" / "acme" / "syslog")
+    assert table is not None and table.num_rows == 21
+    rows = {r["message"]: r for r in table.to_pylist()}
+    first = rows["attempt 0"]
+    assert (
+        first["rfc"],
+        first["facility"],
+        first["severity"],
+        first["hostname"],
+        first["app_name"],
+    ) == (
+        "rfc5424",
+        4,
+        0,
+        "web0",
+        "sshd",
+    )
+    assert (
+        first["proc_id"] == "100"
+        and first["msg_id"] == "LOGIN"
+        and first["source_ip"] == "127.0.0.1"
+    )
+    assert rows["legacy line"]["rfc"] == "rfc3164" and rows["legacy line"]["app_name"] == "kernel"
+    partitions = {
+        p.parent.parent.name + "/" + p.parent.name
+        for p in (receiver.settings.data_dir / "destination").rglob("*.parquet")
+    }
+    assert "day=04/hour=05" in partitions
+
+
+def test_tcp_and_http_inputs(receiver: Receiver, tmp_path: Path) -> None:
+    config = proxy_config(
+        tmp_path,
+        receiver.url,
+        receiver.key,
+        {"name": "tcp", "type": "tcp"},
+        {"name": "http", "type": "http", "auth_token": "edge-token", "max_body_bytes": 1000},
+        {"name": "tcp-syslog", "type": "syslog", "protocol": "tcp"},
+    )
+
+    async def scenario() -> None:
+        service = ProxyService(config)
+        await service.start()
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", service.ports["tcp"])
+            writer.write(b'{"id": 1}\nplain line\n{"id": 2}\n')
+            await writer.drain()
+            writer.close()
+            _, writer2 = await asyncio.open_connection("127.0.0.1", service.ports["tcp-syslog"])
+            framed = b"<34>1 2026-01-01T00:00:00Z h a - - - octet counted"
+            writer2.write(
+                str(len(framed)).encode()
+                + b" "
+                + framed
+                + b"<13>Jan  1 00:00:00 h b: newline framed\n"
+            )
+            await writer2.drain()
+            writer2.close()
+            http = f"http://127.0.0.1:{service.ports['http']}/"
+            async with httpx.AsyncClient() as client:
+                denied = await client.post(http, content=b"x\n")
+                assert denied.status_code == 401
+                big = await client.post(
+                    http, content=b"x" * 2000, headers={"Authorization": "Bearer edge-token"}
+                )
+                assert big.status_code == 413
+                ok = await client.post(
+                    http, content=b'{"id": 3}\n', headers={"Authorization": "Bearer edge-token"}
+                )
+                assert ok.status_code == 200
+            await until(
+                lambda: (
+                    sum(service.stats.lines_in.values()) == 6
+                    and not service.spool.paths()
+                    and service.stats.batches_delivered >= 3
+                )
+            )
+        finally:
+            await service.stop()
+
+    asyncio.run(scenario())
+    lines = [
+        json.loads(line)
+        for obj in receiver.storage.intake.list("acme/web/")
+        for line in gzip.decompress(receiver.storage.intake.get(obj.key)).splitlines()
+    ]
+    assert sorted(r["id"] for r in lines if "id" in r) == [1, 2, 3]
+    assert [r["raw"] for r in lines if "raw" in r] == ["plain line"]
+    messages = sorted(r["message"] for r in lines if "message" in r)
+    assert messages == ["newline framed", "octet counted"]
+    obj = receiver.storage.intake.list("acme/web/")[0]
+    metadata = receiver.storage.intake.metadata(obj.key)
+    assert metadata["proxy-filename"].startswith("acme--web--") and metadata["proxy-batch-id"]
+
+
+def test_receiver_down_batches_spool_and_are_delivered_once_back(
+    make_receiver: Callable[..., Receiver], tmp_path: Path
+) -> None:
+    port = free_port()
+    config = proxy_config(
+        tmp_path, f"http://127.0.0.1:{port}", "placeholder", {"name": "tcp", "type": "tcp"}
+    )
+
+    async def send(service: ProxyService, start: int, count: int) -> None:
+        _, writer = await asyncio.open_connection("127.0.0.1", service.ports["tcp"])
+        writer.write(
+            b"".join(json.dumps({"id": i}).encode() + b"\n" for i in range(start, start + count))
+        )
+        await writer.drain()
+        writer.close()
+
+    async def while_down() -> None:
+        service = ProxyService(config)
+        await service.start()
+        try:
+            await send(service, 0, 50)
+            await until(
+                lambda: service.stats.batches_spooled >= 1 and service.stats.delivery_retries >= 2
+            )
+            assert service.stats.batches_delivered == 0
+        finally:
+            await service.stop()  # the proxy restarts too: the spool is on disk
+
+    asyncio.run(while_down())
+    assert config.spool_dir.exists() and list(config.spool_dir.glob("*.spool"))
+
+    with ExitStack() as stack:
+        settings = fast_settings(tmp_path / "rdata")
+        control = seeded_control(settings)
+        key = SecretStr(control.create_key("acme").key)
+        receiver = _receiver_on_port(stack, settings, control, port)  # on the proxy's target port
+        first = config.inputs[0].model_copy(update={"api_key": key})
+        config_up = config.model_copy(update={"inputs": [first]})
+
+        async def once_up() -> None:
+            service = ProxyService(config_up)
+            await service.start()
+            try:
+                await send(service, 50, 10)
+                await until(
+                    lambda: (
+                        not service.spool.paths()
+                        and service.stats.batches_delivered >= 2
+                        and sum(service.stats.lines_in.values()) == 10
+                    )
+                )
+            finally:
+                await service.stop()
+
+        asyncio.run(once_up())
+        ids = sorted(
+            json.loads(line)["id"]
+            for obj in receiver.storage.intake.list("acme/web/")
+            for line in gzip.decompress(receiver.storage.intake.get(obj.key)).splitlines()
+        )
+        assert ids == list(range(60))
+
+
+def _receiver_on_port(
+    stack: ExitStack, settings: Settings, control: ControlStore, port: int
+) -> Receiver:
+    storage = Storage(settings)
+    storage.ensure_buckets()
+    state = build_state(settings, control, storage)
+    url = stack.enter_context(
+        serve_app(create_app(settings, control, storage, state=state), port=port)
+    )
+    api = stack.enter_context(serve_app(create_api_app(state)))
+    return Receiver(url, api, settings, control, storage, state, "")
+
+
+def test_permanent_refusals_go_to_dead_letters_and_can_be_retried(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    receiver.control.update_tenant("acme", active=False)  # 410: permanent until an operator acts
+    config = proxy_config(tmp_path, receiver.url, receiver.key, {"name": "tcp", "type": "tcp"})
+
+    async def scenario() -> None:
+        service = ProxyService(config)
+        await service.start()
+        api = f"http://127.0.0.1:{service.ports['api']}"
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", service.ports["tcp"])
+            writer.write(b'{"id": 7}\n')
+            await writer.drain()
+            writer.close()
+            await until(lambda: service.stats.batches_dead_lettered == 1)
+            async with httpx.AsyncClient() as client:
+                (dead,) = (await client.get(f"{api}/api/v1/dead-letters")).json()
+                assert (
+                    dead["status"] == 410
+                    and "inactive" in dead["reason"]
+                    and dead["tenant"] == "acme"
+                )
+                stats = (await client.get(f"{api}/api/v1/stats")).json()
+                assert stats["batches_dead_lettered"] == 1 and stats["spool"]["objects"] == 0
+                receiver.control.update_tenant("acme", active=True)
+                receiver.state.keys._entries.clear()  # the receiver would re-verify after its cache TTL
+                retried = await client.post(f"{api}/api/v1/dead-letters/{dead['id']}/retry")
+                assert retried.status_code == 200
+                await until(lambda: service.stats.batches_delivered == 1)
+                assert (await client.get(f"{api}/api/v1/dead-letters")).json() == []
+                assert (
+                    await client.post(f"{api}/api/v1/dead-letters/nope/retry")
+                ).status_code == 404
+                assert (await client.get(f"{api}/health")).json() == {"status": "ok"}
+        finally:
+            await service.stop()
+
+    asyncio.run(scenario())
+    (obj,) = receiver.storage.intake.list("acme/web/")
+    assert json.loads(gzip.decompress(receiver.storage.intake.get(obj.key))) == {"id": 7}
