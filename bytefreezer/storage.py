@@ -120,7 +120,8 @@ class ObjectStore:
             return False
         if metadata:
             meta_path = Path(self.root, _META_DIR, key + ".json")
-            _write_file_atomic(meta_path, json.dumps(metadata).encode())
+            # Advisory, so not fsync'd: the object's own fsync is what a 2xx promises.
+            _write_file_atomic(meta_path, json.dumps(metadata).encode(), sync=False)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f"{_TMP_MARK}{target.name}.{uuid.uuid4().hex}")
         with open(tmp, "wb") as fh:
@@ -275,13 +276,14 @@ def _timestamp(value: Any) -> float:
     return float(value or 0)
 
 
-def _write_file_atomic(path: Path, data: bytes) -> None:
+def _write_file_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{_TMP_MARK}{path.name}.{uuid.uuid4().hex}")
     with open(tmp, "wb") as fh:
         fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+        if sync:
+            fh.flush()
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 

@@ -76,9 +76,21 @@ class KeyCache:
         self._entries: dict[str, tuple[float, KeyScope]] = {}
         self._lock = threading.Lock()
 
+    @staticmethod
+    def _digest(key: str, tenant: str, dataset: str) -> str:
+        return hashlib.sha256(f"{key}\0{tenant}\0{dataset}".encode()).hexdigest()
+
+    def cached(self, key: str, tenant: str, dataset: str) -> KeyScope | None:
+        """A fresh cached verdict, without asking the control service (cheap, non-blocking)."""
+        with self._lock:
+            entry = self._entries.get(self._digest(key, tenant, dataset))
+        if entry is not None and time.monotonic() - entry[0] < self._ttl:
+            return entry[1]
+        return None
+
     def verify(self, key: str, tenant: str, dataset: str) -> KeyScope:
         """The key's scope for this dataset; raises the control service's verdict."""
-        digest = hashlib.sha256(f"{key}\0{tenant}\0{dataset}".encode()).hexdigest()
+        digest = self._digest(key, tenant, dataset)
         now = time.monotonic()
         with self._lock:
             cached = self._entries.get(digest)
@@ -247,7 +259,10 @@ async def ingest(request: Request) -> JSONResponse:
             metadata = proxy_metadata(dict(request.headers), tenant, dataset)
         except (InvalidName, BodyError) as exc:
             raise Rejected(400, getattr(exc, "message", str(exc))) from None
-        scope = await run_in_threadpool(_authorize, state, _bearer(request), tenant, dataset)
+        bearer = _bearer(request)
+        scope = state.keys.cached(bearer, tenant, dataset) or await run_in_threadpool(
+            _authorize, state, bearer, tenant, dataset
+        )
         raw, reserved = await _read_body(request, state)
         fmt = hint if hint in FORMATS else scope.format
         encoding = request.headers.get("content-encoding", "")

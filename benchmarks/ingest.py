@@ -1,0 +1,225 @@
+"""Receiver throughput against a bare Starlette-on-Hypercorn endpoint writing the same bodies
+to the same storage, in the same run.
+
+    python benchmarks/ingest.py [--seconds 10] [--clients 32] [--body-kb 64]
+
+Both servers run as separate processes on 127.0.0.1; one load generator posts 64 KB gzip
+NDJSON bodies from concurrent clients to each in turn. Prints requests/s, MB/s (compressed, as
+sent), p50 and p99 latency, and the receiver's MB/s as a ratio of the bare endpoint's; merges
+the figures into benchmarks/results/latest.json under "ingest".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).parent.parent
+
+
+def make_body(target_kb: int, seed: int = 3) -> bytes:
+    """Security events, gzip-compressed to about ``target_kb`` KB."""
+    rng = random.Random(seed)
+    lines: list[bytes] = []
+    while True:
+        for _ in range(500):
+            lines.append(
+                json.dumps(
+                    {
+                        "timestamp": f"2026-01-01T{rng.randrange(24):02d}:{rng.randrange(60):02d}:00Z",
+                        "source_ip": f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}",
+                        "user": f"user{rng.randrange(5000)}",
+                        "action": rng.choice(["login", "read", "write"]),
+                        "bytes_sent": rng.randrange(1 << 20),
+                        "session_id": f"{rng.getrandbits(64):016x}",
+                    }
+                ).encode()
+            )
+        body = gzip.compress(b"\n".join(lines) + b"\n", compresslevel=6)
+        if len(body) >= target_kb * 1024:
+            return body
+
+
+def serve_bare(port: int, directory: str) -> None:
+    """The baseline: read the body, write it to storage atomically, answer 200."""
+    import fsspec
+    from hypercorn.asyncio import serve
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from bytefreezer.servers import hypercorn_config
+    from bytefreezer.storage import ObjectStore
+
+    store = ObjectStore(fsspec.filesystem("file"), directory)
+
+    async def write(request: Request) -> JSONResponse:
+        body = await request.body()
+        key = f"bare/{time.time_ns()}-{uuid.uuid4().hex}.gz"
+        await run_in_threadpool(store.put_if_absent, key, body)
+        return JSONResponse({"status": "stored", "key": key})
+
+    app = Starlette(routes=[Route("/{tenant}/{dataset}", write, methods=["POST"])])
+    asyncio.run(serve(app, hypercorn_config("127.0.0.1", port)))  # type: ignore[arg-type]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+async def drive(
+    url: str, headers: dict[str, str], body: bytes, seconds: float, clients: int
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    deadline = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def one(client: httpx.AsyncClient) -> None:
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            response = await client.post(url, content=body, headers=headers)
+            latencies.append(time.perf_counter() - started)
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+    started = time.monotonic()
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        await asyncio.gather(*(one(client) for _ in range(clients)))
+    elapsed = time.monotonic() - started
+    ok = statuses.get(200, 0)
+    latencies.sort()
+    return {
+        "requests_per_s": round(ok / elapsed, 1),
+        "mb_per_s": round(ok * len(body) / elapsed / 1e6, 2),
+        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
+        "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 1),
+        "statuses": statuses,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--body-kb", type=int, default=64)
+    parser.add_argument("--serve-bare", nargs=2, metavar=("PORT", "DIR"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_bare:
+        serve_bare(int(args.serve_bare[0]), args.serve_bare[1])
+        return
+
+    work = Path(tempfile.mkdtemp(prefix="bf-ingest-"))
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        body = make_body(args.body_kb)
+        bare_port, port, api_port = free_port(), free_port(), free_port()
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, __file__, "--serve-bare", str(bare_port), str(work / "bare")]
+            )
+        )
+        data_dir = work / "bf"
+        from bytefreezer.control import ControlStore
+        from bytefreezer.control.models import DatasetSpec, Tenant
+        from bytefreezer.settings import load_settings
+
+        settings = load_settings(data_dir=data_dir)
+        control = ControlStore(settings.control_db_path())
+        control.create_tenant(Tenant(name="bench"))
+        control.create_dataset("bench", DatasetSpec(name="events"))
+        key = control.create_key("bench").key
+        env = {
+            **os.environ,
+            "BYTEFREEZER_DATA_DIR": str(data_dir),
+            "BYTEFREEZER_RECEIVER__HOST": "127.0.0.1",
+            "BYTEFREEZER_RECEIVER__PORT": str(port),
+            "BYTEFREEZER_RECEIVER__API_HOST": "127.0.0.1",
+            "BYTEFREEZER_RECEIVER__API_PORT": str(api_port),
+            "BYTEFREEZER_LOG_LEVEL": "WARNING",
+        }
+        processes.append(
+            subprocess.Popen([sys.executable, "-m", "bytefreezer.cli", "receiver"], env=env)
+        )
+        wait_port(bare_port)
+        wait_port(port)
+        gz = {"Content-Encoding": "gzip"}
+        bare = asyncio.run(
+            drive(
+                f"http://127.0.0.1:{bare_port}/bench/events", gz, body, args.seconds, args.clients
+            )
+        )
+        ours = asyncio.run(
+            drive(
+                f"http://127.0.0.1:{port}/bench/events",
+                {**gz, "Authorization": f"Bearer {key}"},
+                body,
+                args.seconds,
+                args.clients,
+            )
+        )
+        ratio = round(ours["mb_per_s"] / bare["mb_per_s"], 3) if bare["mb_per_s"] else 0.0
+        print(
+            f"body {len(body) / 1024:.0f} KB gzip, {args.clients} clients, {args.seconds:.0f} s each"
+        )
+        for name, figures in (("bare endpoint", bare), ("receiver", ours)):
+            print(
+                f"{name:14s} {figures['requests_per_s']:8.1f} req/s {figures['mb_per_s']:8.2f} MB/s "
+                f"p50 {figures['p50_ms']:7.1f} ms  p99 {figures['p99_ms']:7.1f} ms  {figures['statuses']}"
+            )
+        print(f"ratio (receiver / bare MB/s): {ratio:.2f}x")
+        out = Path(__file__).parent / "results" / "latest.json"
+        current = json.loads(out.read_text()) if out.exists() else {}
+        current["ingest"] = {
+            "body_bytes": len(body),
+            "clients": args.clients,
+            "bare": bare,
+            "receiver": ours,
+            "ratio": ratio,
+        }
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(current, indent=2) + "\n")
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
