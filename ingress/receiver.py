@@ -260,9 +260,9 @@ async def ingest(request: Request) -> JSONResponse:
         except (InvalidName, BodyError) as exc:
             raise Rejected(400, getattr(exc, "message", str(exc))) from None
         bearer = _bearer(request)
-        scope = state.keys.cached(bearer, tenant, dataset) or await run_in_threadpool(
-            _authorize, state, bearer, tenant, dataset
-        )
+        scope = state.keys.cached(bearer, tenant, dataset)
+        if scope is None:
+            scope = await run_in_threadpool(_authorize, state, bearer, tenant, dataset)
         raw, reserved = await _read_body(request, state)
         fmt = hint if hint in FORMATS else scope.format
         encoding = request.headers.get("content-encoding", "")
