@@ -30,6 +30,7 @@ test: lint typecheck ## lint, type-check and run the test suite
 bench: $(STAMP) ## run the benchmarks and print ratios against baselines
 	$(BIN)/python benchmarks/e2e.py
 	$(BIN)/python benchmarks/transforms.py
+	$(BIN)/python benchmarks/ingest.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
