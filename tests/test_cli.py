@@ -90,3 +90,19 @@ def test_runner_options_pass_through_and_default_to_local(args: list[str], runne
     for arg in args:
         if arg.startswith("--flink_master="):
             assert options["flink_master"] == "flink:8081"
+
+
+def test_proxy_config_errors_are_actionable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["proxy"])
+    assert "needs --config" in capsys.readouterr().err
+    bad = tmp_path / "proxy.yaml"
+    bad.write_text(
+        "receiver_url: http://r:8080\ninputs:\n  - {name: x, type: carrier-pigeon, port: 1}\n"
+    )
+    with pytest.raises(SystemExit):
+        main(["proxy", "--config", str(bad)])
+    err = capsys.readouterr().err
+    assert "inputs.0.type" in err and "inputs.0.tenant: Field required" in err

@@ -1,0 +1,76 @@
+"""Piper's input formats, table-driven: raw bytes in, rows and rejected lines out."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+from typing import Any
+
+import pytest
+
+from bytefreezer.pipelines.decode import choose_format, decode_object
+
+CASES: list[tuple[str, bytes, list[dict[str, Any]], list[str]]] = [
+    ("ndjson", b'{"a": 1}\n{bad\n{"a": 2}\n', [{"a": 1}, {"a": 2}], ["invalid JSON"]),
+    ("json", b'[{"a": 1}, {"a": 2}] {"a": 3} [4]', [{"a": 1}, {"a": 2}, {"a": 3}], ["not a JSON object (int)"]),
+    ("json", b'{"a": 1} {broken', [{"a": 1}], ["invalid JSON"]),
+    ("csv", b"a,b,c\n1,x,true\n2,y\n3,z,false\n", [{"a": 1, "b": "x", "c": True}, {"a": 3, "b": "z", "c": False}], ["expected 3 columns, found 2"]),
+    ("tsv", b"a\tb\n1\tq\n", [{"a": 1, "b": "q"}], []),
+    ("raw", b"hello\n\nworld\r\n\xff\xfe bad\n", [{"message": "hello"}, {"message": "world"}], ["invalid UTF-8"]),
+    (
+        "syslog",
+        b"<13>Feb  5 17:32:18 10.0.0.99 myapp[7]: hello\nnot syslog\n",
+        [{"message": "hello", "rfc": "rfc3164", "priority": 13, "facility": 1, "severity": 5, "version": None,
+          "timestamp": "Feb  5 17:32:18", "hostname": "10.0.0.99", "app_name": "myapp", "proc_id": "7",
+          "msg_id": None, "structured_data": None}],
+        ["not an RFC 3164/5424 line"],
+    ),
+    (
+        "nginx",
+        b'1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.1" 404 - "-" "curl/8"\nbad line\n',
+        [{"message": '1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.1" 404 - "-" "curl/8"',
+          "clientip": "1.2.3.4", "ident": "-", "auth": "-",
+          "timestamp": dt.datetime(2000, 10, 10, 20, 55, 36, tzinfo=dt.UTC), "verb": "GET",
+          "request": "/", "httpversion": "1.1", "response": 404, "bytes": None, "referrer": "-", "agent": "curl/8"}],
+        ["no pattern matched"],
+    ),
+    ("logfmt", b'level=info msg="hello world" n=3\n', [{"level": "info", "msg": "hello world", "n": "3"}], []),
+    (
+        "cef",
+        b"CEF:0|Sec|tm|1.0|100|worm \\| stopped|10|src=10.0.0.1 msg=a threat\nnope\n",
+        [{"cef_version": 0, "device_vendor": "Sec", "device_product": "tm", "device_version": "1.0",
+          "signature_id": "100", "name": "worm | stopped", "severity": "10", "src": "10.0.0.1", "msg": "a threat"}],
+        ["not a CEF line"],
+    ),
+    ("gelf", b'{"version":"1.1","host":"h","short_message":"m","_user_id":9}\n', [{"version": "1.1", "host": "h", "short_message": "m", "user_id": 9}], []),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fmt", "data", "rows", "reasons"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)]
+)
+def test_format(fmt: str, data: bytes, rows: list[dict[str, Any]], reasons: list[str]) -> None:
+    decoded = decode_object(gzip.compress(data), fmt)
+    got = decoded.table.to_pylist()
+    for row in got:  # compare timestamps by instant
+        for key, value in row.items():
+            if isinstance(value, dt.datetime):
+                row[key] = value.astimezone(dt.UTC)
+    assert got == rows
+    assert len(decoded.rejected) == len(reasons)
+    for (_, reason), fragment in zip(decoded.rejected, reasons, strict=True):
+        assert fragment in reason
+
+
+def test_each_gzip_member_is_one_body() -> None:
+    data = gzip.compress(b"a,b\n1,2\n") + gzip.compress(b"a,c\n3,4\n")
+    assert decode_object(data, "csv").table.to_pylist() == [
+        {"a": 1, "b": 2, "c": None},
+        {"a": 3, "b": None, "c": 4},
+    ]
+
+
+def test_hint_names_the_format_else_the_dataset_decides() -> None:
+    assert choose_format("csv", "ndjson") == "csv"
+    assert choose_format("auto", "syslog") == "syslog"
+    assert choose_format("custom-hint", "json") == "json"
