@@ -43,7 +43,7 @@ def start_receiver(stack: ExitStack, settings: Settings, control: ControlStore) 
     state = build_state(settings, control, storage)
     url = stack.enter_context(serve_app(create_app(settings, control, storage, state=state)))
     api = stack.enter_context(serve_app(create_api_app(state)))
-    key = control.create_key("acme").key if control.list_tenants() else ""
+    key = control.create_key("acme").key if control.list_tenants() else ""  # type: ignore[attr-defined]
     return Receiver(url, api, settings, control, storage, state, key)
 
 

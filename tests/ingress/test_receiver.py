@@ -7,16 +7,21 @@ import gzip
 import json
 import zlib
 from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
 
 import httpx
 import pytest
 import zstandard
 
+from bytefreezer.control import HttpControl
+from bytefreezer.control.app import create_app as create_control_app
 from bytefreezer.control.models import DatasetSpec
 from bytefreezer.pipelines.packer import run_packer_cycle
 from bytefreezer.pipelines.piper import run_piper_cycle
-from tests.helpers import read_parquet_dir
-from tests.ingress.conftest import Receiver
+from tests.conftest import fast_settings
+from tests.helpers import read_parquet_dir, serve_app
+from tests.ingress.conftest import Receiver, seeded_control, start_receiver
 
 LINES = b'{"id": 1}\n{"id": 2}\n'
 
@@ -237,3 +242,28 @@ def test_config_redacts_secrets(make_receiver: Callable[..., Receiver]) -> None:
     text = httpx.get(f"{receiver.api}/api/v1/config").text
     for secret in ("AKIASECRETACCESS", "very-secret-value", "topsecret", "adminsecret"):
         assert secret not in text
+
+
+def test_cached_key_survives_a_control_outage_in_one_receiver(tmp_path: Path) -> None:
+    settings = fast_settings(tmp_path / "data", receiver={"auth_cache_seconds": 0})
+    store = seeded_control(settings)
+    admin = store.create_key(None, role="admin").key
+    key = store.create_key("acme").key
+    headers = {"Authorization": f"Bearer {key}"}
+    with ExitStack() as outer:
+        control_stack = ExitStack()
+        control_url = control_stack.enter_context(serve_app(create_control_app(store)))
+        receiver = start_receiver(outer, settings, HttpControl(control_url, admin, timeout=2))  # type: ignore[arg-type]
+        assert (
+            httpx.post(f"{receiver.url}/acme/web", content=LINES, headers=headers).status_code
+            == 200
+        )
+        control_stack.close()  # the control service goes away
+        again = httpx.post(f"{receiver.url}/acme/web", content=LINES, headers=headers)
+        assert again.status_code == 200, again.text
+        other = httpx.post(
+            f"{receiver.url}/acme/web",
+            content=LINES,
+            headers={"Authorization": "Bearer bfk_000000000000_x"},
+        )
+        assert other.status_code == 503  # unknown keys cannot be checked: retry later, not 401
