@@ -17,7 +17,6 @@ inputs; replaying an ``uploaded`` one only finishes step 5. Either way every row
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import time
@@ -27,7 +26,6 @@ from typing import Any
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from apache_beam.metrics.metric import Metrics
 
 from bytefreezer.control import ControlClient, open_control
@@ -41,11 +39,12 @@ from bytefreezer.keys import (
     output_file_name,
     packer_lease_name,
 )
+from bytefreezer.pipelines.parquet import parquet_bytes, read_parquet
 from bytefreezer.pipelines.partitioning import event_times, partition_paths
-from bytefreezer.pipelines.piper import CycleStats, run_pipeline
+from bytefreezer.pipelines.runner import CycleStats, run_pipeline
 from bytefreezer.pipelines.schema import unify
 from bytefreezer.settings import Settings
-from bytefreezer.storage import ObjectStore, Storage
+from bytefreezer.storage import Storage
 
 log = logging.getLogger(__name__)
 NAMESPACE = "packer"
@@ -199,13 +198,13 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
             if replay:
                 for planned in manifest["outputs"]:
                     dest.delete(planned["path"])
-            inputs = [(k, _read_table(piper, k), piper.size(k)) for k in manifest["inputs"]]
+            inputs = [(k, read_parquet(piper.get(k)), piper.size(k)) for k in manifest["inputs"]]
             files = plan_outputs(inputs, dataset, manifest["run_id"])
             manifest["outputs"] = [{"path": f.path, "rows": f.table.num_rows} for f in files]
             piper.put(key, json.dumps(manifest).encode())
             compression = dataset.parquet.compression
             for planned_file in files:
-                data = _parquet_bytes(planned_file.table, compression)
+                data = parquet_bytes(planned_file.table, compression)
                 dest.put(planned_file.path, data)
                 self._files.inc()
                 self._rows.inc(planned_file.table.num_rows)
@@ -216,16 +215,6 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
         piper.delete_many(list(manifest["inputs"]))
         piper.delete(key)
         self._inputs.inc(len(manifest["inputs"]))
-
-
-def _read_table(store: ObjectStore, key: str) -> pa.Table:
-    return pq.read_table(io.BytesIO(store.get(key)))
-
-
-def _parquet_bytes(table: pa.Table, compression: str) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression=None if compression == "none" else compression)
-    return sink.getvalue()
 
 
 class PackDatasets(beam.PTransform):  # type: ignore[misc,type-arg]

@@ -8,24 +8,22 @@ duplicated; the input is deleted only after its outputs are durable and while it
 
 from __future__ import annotations
 
-import io
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
-from apache_beam.metrics.metric import Metrics, MetricsFilter
+from apache_beam.metrics.metric import Metrics
 
 from bytefreezer.control import ControlClient, open_control
 from bytefreezer.control.models import Dataset, Lease
 from bytefreezer.errors import BytefreezerError, InvalidName, LeaseLost
 from bytefreezer.keys import IntakeKey, piper_lease_name
 from bytefreezer.pipelines.decode import choose_format, decode_object
-from bytefreezer.pipelines.runner import pipeline_options
+from bytefreezer.pipelines.parquet import parquet_bytes
+from bytefreezer.pipelines.runner import CycleStats, run_pipeline
 from bytefreezer.settings import Settings
 from bytefreezer.storage import BucketObjects, Storage
 from bytefreezer.transforms import Chain, Context, compile_chain
@@ -104,7 +102,7 @@ class _ProcessIntakeFn(beam.DoFn):  # type: ignore[misc]
             self._dropped.inc(result.dropped)
             if result.table.num_rows:
                 rows_out = result.table.num_rows
-                piper.put(key.staged_key, _parquet_bytes(result.table))
+                piper.put(key.staged_key, parquet_bytes(result.table, STAGED_COMPRESSION, level=1))
         if dead:
             piper.put(key.dead_letter_key, b"\n".join(dead) + b"\n")
         try:
@@ -121,12 +119,6 @@ class _ProcessIntakeFn(beam.DoFn):  # type: ignore[misc]
         return work.key
 
 
-def _parquet_bytes(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression=STAGED_COMPRESSION, compression_level=1)
-    return sink.getvalue()
-
-
 class ProcessIntake(beam.PTransform):  # type: ignore[misc,type-arg]
     """Decode, transform and stage each claimed intake object; outputs the processed keys."""
 
@@ -140,15 +132,6 @@ class ProcessIntake(beam.PTransform):  # type: ignore[misc,type-arg]
             | "Distribute" >> beam.Reshuffle()
             | "DecodeTransformStage" >> beam.ParDo(_ProcessIntakeFn(self._settings))
         )
-
-
-@dataclass
-class CycleStats:
-    """What one poller cycle did."""
-
-    claimed: int = 0
-    counters: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 def run_piper_cycle(
@@ -207,21 +190,3 @@ def run_piper_cycle(
             log.warning("could not release piper leases (they expire): %s", exc)
     stats.seconds = time.monotonic() - started
     return stats
-
-
-def run_pipeline(beam_args: list[str], build: Any, namespace: str) -> dict[str, int]:
-    """Build and run one bounded pipeline; return its counters in ``namespace``."""
-    pipeline = beam.Pipeline(options=pipeline_options(beam_args))
-    build(pipeline)
-    result = pipeline.run()
-    result.wait_until_finish()
-    counters: dict[str, int] = {}
-    try:
-        query = result.metrics().query(MetricsFilter().with_namespace(namespace))
-        for counter in query["counters"]:
-            name = counter.key.metric.name
-            value = counter.committed if counter.committed is not None else counter.attempted
-            counters[name] = counters.get(name, 0) + int(value or 0)
-    except (NotImplementedError, AttributeError, KeyError):
-        pass  # some runners do not report metrics back
-    return counters

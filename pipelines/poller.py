@@ -12,7 +12,7 @@ from typing import Literal
 
 from bytefreezer.control.models import HealthReport
 from bytefreezer.errors import BytefreezerError
-from bytefreezer.pipelines.piper import CycleStats
+from bytefreezer.pipelines.runner import CycleStats
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
+from typing import Any
 
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 # The DirectRunner would first try the Prism runner, which downloads a binary. For bounded
@@ -27,3 +31,30 @@ def pipeline_options(beam_args: list[str] | None = None) -> PipelineOptions:
         args.append(f"--runner={LOCAL_RUNNER}")
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     return PipelineOptions(args)
+
+
+@dataclass
+class CycleStats:
+    """What one poller cycle did."""
+
+    claimed: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def run_pipeline(beam_args: list[str], build: Any, namespace: str) -> dict[str, int]:
+    """Build and run one bounded pipeline; return its counters in ``namespace``."""
+    pipeline = beam.Pipeline(options=pipeline_options(beam_args))
+    build(pipeline)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters: dict[str, int] = {}
+    try:
+        query = result.metrics().query(MetricsFilter().with_namespace(namespace))
+        for counter in query["counters"]:
+            name = counter.key.metric.name
+            value = counter.committed if counter.committed is not None else counter.attempted
+            counters[name] = counters.get(name, 0) + int(value or 0)
+    except (NotImplementedError, AttributeError, KeyError):
+        pass  # some runners do not report metrics back
+    return counters
