@@ -67,6 +67,15 @@ class _ProcessIntakeFn(beam.DoFn):  # type: ignore[misc]
             chain = self._chains[dataset_json] = compile_chain(dataset.transforms, context)
         return chain
 
+    def _still_held(self, lease: Lease, key: str) -> bool:
+        try:
+            self._control.check_lease(lease)
+        except LeaseLost:
+            self._lost.inc()
+            log.warning("lease on %s lost; leaving it to the new owner", key)
+            return False
+        return True
+
     def process(self, work: PiperWork) -> Any:
         done = self._process(work)
         if done is not None:
@@ -91,6 +100,7 @@ class _ProcessIntakeFn(beam.DoFn):  # type: ignore[misc]
             dead.append(orjson.dumps(record))
             piper.put(key.dead_letter_key[: -len(".ndjson")] + ".raw.gz", data)
         rows_in = rows_out = 0
+        staged = b""
         if decoded is not None:
             rows_in = decoded.lines
             for line, reason in decoded.rejected:
@@ -100,16 +110,17 @@ class _ProcessIntakeFn(beam.DoFn):  # type: ignore[misc]
                 row["stage"] = "transform"
                 dead.append(orjson.dumps(row))
             self._dropped.inc(result.dropped)
-            if result.table.num_rows:
-                rows_out = result.table.num_rows
-                piper.put(key.staged_key, parquet_bytes(result.table, STAGED_COMPRESSION, level=1))
+            staged = parquet_bytes(result.table, STAGED_COMPRESSION, level=1)
+            rows_out = result.table.num_rows
+        # Fencing: a worker that was paused past its lease writes nothing. The same check
+        # before the delete covers a pause during the writes.
+        if not self._still_held(lease, work.key):
+            return None
+        if rows_out:
+            piper.put(key.staged_key, staged)
         if dead:
             piper.put(key.dead_letter_key, b"\n".join(dead) + b"\n")
-        try:
-            self._control.check_lease(lease)
-        except LeaseLost:
-            self._lost.inc()
-            log.warning("lease on %s lost before commit; leaving it to the new owner", work.key)
+        if not self._still_held(lease, work.key):
             return None
         intake.delete(work.key)
         self._objects.inc()
