@@ -177,57 +177,66 @@ def _ensure_admin_key(store: ControlStore, settings: Settings) -> None:
         print(f"Admin key (shown once, keep it safe): {created.key}", flush=True)
 
 
-def _piper_poller(settings: Settings, control: ControlClient) -> Any:
+METRICS_PORTS = {"receiver": 9091, "piper": 9092, "packer": 9093}
+
+
+def _telemetry(settings: Settings, component: str) -> Any:
+    from bytefreezer.telemetry import Telemetry
+
+    port = settings.monitoring.metrics_port or METRICS_PORTS[component]
+    return Telemetry(settings, component, metrics_port=port)
+
+
+def _worker(settings: Settings, control: ControlClient, kind: str) -> tuple[Any, Any, Any]:
+    """A piper or packer poller, its storage and its telemetry."""
+    from bytefreezer.pipelines.packer import run_packer_cycle
     from bytefreezer.pipelines.piper import run_piper_cycle
     from bytefreezer.pipelines.poller import Poller
     from bytefreezer.storage import Storage
 
     storage = Storage(settings)
-    return Poller(
-        "piper",
-        lambda: run_piper_cycle(settings, control, storage),
-        settings.piper.poll_interval_seconds,
+    telemetry = _telemetry(settings, kind)
+    cycle = run_piper_cycle if kind == "piper" else run_packer_cycle
+    interval = (settings.piper if kind == "piper" else settings.packer).poll_interval_seconds
+    poller = Poller(
+        kind,
+        lambda: cycle(settings, control, storage, telemetry),
+        interval,
         report=control.report_health,
         instance=settings.instance_id,
     )
+    return poller, storage, telemetry
 
 
-def _packer_poller(settings: Settings, control: ControlClient) -> Any:
-    from bytefreezer.pipelines.packer import run_packer_cycle
-    from bytefreezer.pipelines.poller import Poller
-    from bytefreezer.storage import Storage
+def _run_worker(args: argparse.Namespace, kind: str) -> None:
+    from bytefreezer.pipelines.api import create_worker_api
+    from bytefreezer.servers import run_services
 
-    storage = Storage(settings)
-    return Poller(
-        "packer",
-        lambda: run_packer_cycle(settings, control, storage),
-        settings.packer.poll_interval_seconds,
-        report=control.report_health,
-        instance=settings.instance_id,
-    )
+    settings = _settings(args)
+    control = open_control(settings)
+    poller, storage, telemetry = _worker(settings, control, kind)
+    try:
+        if args.once:
+            stats = poller.run_once()
+            print(
+                json.dumps({"claimed": stats.claimed if stats else 0, "error": poller.last_error})
+            )
+            if poller.last_error:
+                raise SystemExit(1)
+            return
+        own = settings.piper if kind == "piper" else settings.packer
+        api = create_worker_api(settings, storage, control, poller)
+        run_services([(api, own.api_host, own.api_port)], [(poller.run, poller.stop)])
+    finally:
+        telemetry.shutdown()
 
 
 def cmd_piper(args: argparse.Namespace) -> None:
-    settings = _settings(args)
-    poller = _piper_poller(settings, open_control(settings))
-    _run_poller(poller, args.once)
+    _run_worker(args, "piper")
 
 
 def cmd_packer(args: argparse.Namespace) -> None:
-    settings = _settings(args)
-    poller = _packer_poller(settings, open_control(settings))
-    _run_poller(poller, args.once)
-
-
-def _run_poller(poller: Any, once: bool) -> None:
-    if once:
-        stats = poller.run_once()
-        print(json.dumps({"claimed": stats.claimed if stats else 0, "error": poller.last_error}))
-        if poller.last_error:
-            raise SystemExit(1)
-        return
-    poller.install_signal_handlers()
-    poller.run()
+    _run_worker(args, "packer")
 
 
 def _receiver_apps(settings: Settings, control: ControlClient) -> list[tuple[Any, str, int]]:
@@ -236,7 +245,7 @@ def _receiver_apps(settings: Settings, control: ControlClient) -> list[tuple[Any
     from bytefreezer.storage import Storage
 
     storage = Storage(settings)
-    state = build_state(settings, control, storage)
+    state = build_state(settings, control, storage, _telemetry(settings, "receiver"))
     r = settings.receiver
     return [
         (create_app(settings, control, storage, state=state), r.host, r.port),
@@ -320,8 +329,8 @@ def cmd_up(args: argparse.Namespace) -> None:
     )
     _ensure_admin_key(store, settings)
     _first_run(settings, store)
-    piper = _piper_poller(settings, store)
-    packer = _packer_poller(settings, store)
+    piper, _, _ = _worker(settings, store, "piper")
+    packer, _, _ = _worker(settings, store, "packer")
     apps = [
         *_receiver_apps(settings, store),
         (

@@ -140,6 +140,8 @@ class PiperSettings(_Section):
     beam_args: list[str] = Field(
         default_factory=list, description="Beam pipeline options, e.g. ['--runner=FlinkRunner']."
     )
+    api_host: str = Field("0.0.0.0", description="Listen address of piper's API.")
+    api_port: int = Field(8082, description="Piper's API: health, readiness, config, pipelines.")
 
 
 class PackerSettings(_Section):
@@ -151,6 +153,39 @@ class PackerSettings(_Section):
         256, description="Staged MB packed for one dataset in one run (bounds memory)."
     )
     beam_args: list[str] = Field(default_factory=list, description="Beam pipeline options.")
+    api_host: str = Field("0.0.0.0", description="Listen address of packer's API.")
+    api_port: int = Field(8083, description="Packer's API: health, readiness, config, status.")
+
+
+class MonitoringSettings(_Section):
+    """Metrics and traces."""
+
+    mode: Literal["none", "prometheus", "otlp_http", "otlp_grpc"] = Field(
+        "none",
+        description="`prometheus`: serve /metrics; `otlp_http` / `otlp_grpc`: push metrics and "
+        "traces to `external_endpoint`; `none`: no export.",
+    )
+    metrics_host: str = Field("0.0.0.0", description="Listen address of /metrics (prometheus).")
+    metrics_port: int = Field(
+        0,
+        description="Port of /metrics; 0 means the component's own (9091 receiver, 9092 piper, 9093 packer).",
+    )
+    external_endpoint: str = Field(
+        "", description="OTLP endpoint: `http://host:4318` (otlp_http) or `host:4317` (otlp_grpc)."
+    )
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Headers sent with every OTLP push (e.g. an API key)."
+    )
+    insecure: bool = Field(True, description="Plain-text gRPC (false: TLS) for otlp_grpc.")
+    export_interval_seconds: float = Field(10.0, description="How often metrics are pushed.")
+    timeout_seconds: float = Field(10.0, description="Timeout of one push.")
+    tenant_label: bool = Field(False, description="Add a `tenant` label to per-tenant metrics.")
+    tenant_label_limit: int = Field(
+        100, description="Distinct tenants labelled; the rest count as `_other`."
+    )
+    report_interval_seconds: float = Field(
+        15.0, description="How often each component reports its health to the control service."
+    )
 
 
 class Settings(BaseSettings):
@@ -178,6 +213,9 @@ class Settings(BaseSettings):
     receiver: ReceiverSettings = Field(default_factory=ReceiverSettings, description="Receiver.")
     piper: PiperSettings = Field(default_factory=PiperSettings, description="Piper.")
     packer: PackerSettings = Field(default_factory=PackerSettings, description="Packer.")
+    monitoring: MonitoringSettings = Field(
+        default_factory=MonitoringSettings, description="Metrics and traces."
+    )
     default_destination: str = Field(
         "",
         description="Destination URL for datasets created without one; "
@@ -240,6 +278,12 @@ class _YamlSource(PydanticBaseSettingsSource):
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping of settings")
         return data
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The settings as JSON-ready data with every secret masked."""
+    dumped: dict[str, Any] = settings.model_dump(mode="json")
+    return dumped
 
 
 def load_settings(**overrides: Any) -> Settings:

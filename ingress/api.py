@@ -13,12 +13,7 @@ from starlette.routing import Route
 from bytefreezer.errors import BytefreezerError
 from bytefreezer.ingress.openapi import receiver_openapi
 from bytefreezer.ingress.receiver import ReceiverState
-
-
-def redacted_config(state: ReceiverState) -> dict[str, object]:
-    """Effective settings with every secret masked."""
-    dumped: dict[str, object] = state.settings.model_dump(mode="json")
-    return dumped
+from bytefreezer.settings import redacted
 
 
 def create_api_app(state: ReceiverState) -> Starlette:
@@ -41,7 +36,7 @@ def create_api_app(state: ReceiverState) -> Starlette:
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
     async def config(request: Request) -> JSONResponse:
-        return JSONResponse(redacted_config(state))
+        return JSONResponse(redacted(state.settings))
 
     async def spool(request: Request) -> JSONResponse:
         return JSONResponse(dataclasses.asdict(state.spool.stats()))

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import get_args
+from typing import Literal, get_args
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bytefreezer.control import ControlClient
-from bytefreezer.control.models import InputFormat, KeyScope
+from bytefreezer.control.models import HealthReport, InputFormat, KeyScope
 from bytefreezer.errors import (
     AuthError,
     BytefreezerError,
@@ -43,6 +43,7 @@ from bytefreezer.ingress.spool import Spool, SpoolFull
 from bytefreezer.keys import IntakeKey, validate_hint, validate_name
 from bytefreezer.settings import Settings
 from bytefreezer.storage import Storage
+from bytefreezer.telemetry import Telemetry, null_telemetry
 
 log = logging.getLogger(__name__)
 FORMATS = set(get_args(InputFormat))
@@ -135,9 +136,12 @@ class InflightBudget:
 class IntakeWriter:
     """Writes intake objects under fresh unique keys, or spools them while storage fails."""
 
-    def __init__(self, storage: Storage, spool: Spool | None = None) -> None:
+    def __init__(
+        self, storage: Storage, spool: Spool | None = None, telemetry: Telemetry | None = None
+    ) -> None:
         self._storage = storage
         self._spool = spool
+        self._telemetry = telemetry or null_telemetry()
         self._last_nano = 0
         self._lock = threading.Lock()
 
@@ -160,15 +164,23 @@ class IntakeWriter:
     def store(self, group: GroupKey, body: bytes, metadata: dict[str, str]) -> Stored:
         """Write, or spool when storage fails; ``SpoolFull`` when neither can take it."""
         tenant, dataset, hint = group
+        started = time.perf_counter()
         try:
-            return Stored(self.write(tenant, dataset, hint, body, metadata).key, spooled=False)
+            key = self.write(tenant, dataset, hint, body, metadata).key
+            self._telemetry.record(
+                "bytefreezer_receiver_store_write_seconds", time.perf_counter() - started
+            )
+            self._telemetry.record("bytefreezer_receiver_object_bytes", len(body))
+            self._telemetry.add("bytefreezer_sent_bytes", len(body), stage="intake")
+            return Stored(key, spooled=False)
         except StorageError as exc:
+            self._telemetry.add("bytefreezer_errors", stage="intake", error_type="storage")
             if self._spool is None:
                 raise
             log.warning("storage failed, spooling %s/%s: %s", tenant, dataset, exc)
-            key = self.next_key(tenant, dataset, hint)
-            self._spool.add(key.key, body, metadata)
-            return Stored(key.key, spooled=True)
+            spooled = self.next_key(tenant, dataset, hint).key
+            self._spool.add(spooled, body, metadata)
+            return Stored(spooled, spooled=True)
 
 
 @dataclass
@@ -183,6 +195,7 @@ class ReceiverState:
     budget: InflightBudget
     storage: Storage
     control: ControlClient
+    telemetry: Telemetry
     requests: int = 0
 
 
@@ -244,9 +257,41 @@ def _authorize(state: ReceiverState, key: str, tenant: str, dataset: str) -> Key
 
 
 async def ingest(request: Request) -> JSONResponse:
-    """Authenticate, check and durably store one request body."""
+    """Authenticate, check and durably store one request body; count what happened."""
     state: ReceiverState = request.app.state.receiver
     state.requests += 1
+    started = time.perf_counter()
+    response = await _ingest(request, state)
+    telemetry = state.telemetry
+    telemetry.add("bytefreezer_receiver_requests", status_class=f"{response.status_code // 100}xx")
+    telemetry.record(
+        "bytefreezer_stage_duration_seconds", time.perf_counter() - started, stage="ingest"
+    )
+    if response.status_code == 429:
+        telemetry.add("bytefreezer_receiver_backpressure_rejections")
+    if response.status_code >= 400:
+        telemetry.add(
+            "bytefreezer_errors",
+            stage="ingest",
+            error_type=_ERROR_TYPES.get(response.status_code, "other"),
+        )
+    return response
+
+
+_ERROR_TYPES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    410: "inactive",
+    413: "too_large",
+    415: "unsupported_encoding",
+    429: "backpressure",
+    503: "unavailable",
+}
+
+
+async def _ingest(request: Request, state: ReceiverState) -> JSONResponse:
     reserved = 0
     try:
         tenant = request.path_params["tenant"]
@@ -271,7 +316,24 @@ async def ingest(request: Request) -> JSONResponse:
             body: Body = await run_in_threadpool(prepare, raw, encoding, fmt, limit)
         except BodyError as exc:
             raise Rejected(exc.status, exc.message) from None
+        telemetry = state.telemetry
+        telemetry.add("bytefreezer_records_received", body.lines, stage="ingest", tenant=tenant)
+        telemetry.add(
+            "bytefreezer_received_bytes",
+            len(raw),
+            stage="ingest",
+            encoding="compressed",
+            tenant=tenant,
+        )
+        telemetry.add(
+            "bytefreezer_received_bytes",
+            body.size,
+            stage="ingest",
+            encoding="decompressed",
+            tenant=tenant,
+        )
         stored = await _store(state, (tenant, dataset, hint), body, metadata)
+        telemetry.add("bytefreezer_records_sent", body.lines, stage="ingest", tenant=tenant)
     except Rejected as exc:
         return _error(exc)
     finally:
@@ -317,7 +379,10 @@ async def health(request: Request) -> JSONResponse:
 
 async def _drain_spool(state: ReceiverState, stop: asyncio.Event) -> None:
     while not stop.is_set():
-        if state.spool.stats().objects:
+        stats = state.spool.stats()
+        state.telemetry.set("bytefreezer_receiver_spool_bytes", stats.bytes)
+        state.telemetry.set("bytefreezer_receiver_spool_objects", stats.objects)
+        if stats.objects:
             try:
                 await run_in_threadpool(state.spool.drain, state.storage.intake)
             except Exception:
@@ -326,10 +391,39 @@ async def _drain_spool(state: ReceiverState, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), timeout=state.settings.receiver.spool_retry_seconds)
 
 
-def build_state(settings: Settings, control: ControlClient, storage: Storage) -> ReceiverState:
+async def _report_health(state: ReceiverState, stop: asyncio.Event) -> None:
+    interval = state.settings.monitoring.report_interval_seconds
+    while not stop.is_set():
+        spool = state.spool.stats()
+        status: Literal["ok", "degraded"] = "degraded" if spool.last_error else "ok"
+        report = HealthReport(
+            component="receiver",
+            instance=state.settings.instance_id,
+            status=status,
+            details={
+                "requests": state.requests,
+                "spool_objects": spool.objects,
+                "spool_error": spool.last_error,
+            },
+        )
+        try:
+            await run_in_threadpool(state.control.report_health, report)
+        except BytefreezerError as exc:
+            log.warning("health report to control failed: %s", exc)
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
+def build_state(
+    settings: Settings,
+    control: ControlClient,
+    storage: Storage,
+    telemetry: Telemetry | None = None,
+) -> ReceiverState:
     """The shared state of the webhook and API apps."""
+    telemetry = telemetry or null_telemetry()
     spool = Spool(settings.spool_path(), settings.receiver.spool_max_bytes)
-    writer = IntakeWriter(storage, spool)
+    writer = IntakeWriter(storage, spool, telemetry)
 
     async def write(group: GroupKey, data: bytes, metadata: dict[str, str]) -> Stored:
         return await run_in_threadpool(writer.store, group, data, metadata)
@@ -348,6 +442,7 @@ def build_state(settings: Settings, control: ControlClient, storage: Storage) ->
         budget=InflightBudget(settings.receiver.max_inflight_bytes),
         storage=storage,
         control=control,
+        telemetry=telemetry,
     )
 
 
@@ -366,13 +461,16 @@ def create_app(
         shared = state or build_state(settings, control, storage)
         app.state.receiver = shared
         stop = asyncio.Event()
-        drainer = asyncio.create_task(_drain_spool(shared, stop))
+        tasks = [
+            asyncio.create_task(_drain_spool(shared, stop)),
+            asyncio.create_task(_report_health(shared, stop)),
+        ]
         try:
             yield
         finally:
             await shared.committer.close()
             stop.set()
-            await drainer
+            await asyncio.gather(*tasks)
 
     routes = [
         Route("/health", health, methods=["GET"]),

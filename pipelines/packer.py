@@ -45,6 +45,7 @@ from bytefreezer.pipelines.runner import CycleStats, run_pipeline
 from bytefreezer.pipelines.schema import unify
 from bytefreezer.settings import Settings
 from bytefreezer.storage import Storage
+from bytefreezer.telemetry import Telemetry, null_telemetry
 
 log = logging.getLogger(__name__)
 NAMESPACE = "packer"
@@ -198,7 +199,11 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
             if replay:
                 for planned in manifest["outputs"]:
                     dest.delete(planned["path"])
-            inputs = [(k, read_parquet(piper.get(k)), piper.size(k)) for k in manifest["inputs"]]
+            inputs = []
+            for input_key in manifest["inputs"]:
+                staged = piper.get(input_key)
+                inputs.append((input_key, read_parquet(staged), len(staged)))
+                Metrics.counter(NAMESPACE, "staged_bytes").inc(len(staged))
             files = plan_outputs(inputs, dataset, manifest["run_id"])
             manifest["outputs"] = [{"path": f.path, "rows": f.table.num_rows} for f in files]
             piper.put(key, json.dumps(manifest).encode())
@@ -236,16 +241,20 @@ def run_packer_cycle(
     settings: Settings,
     control: ControlClient | None = None,
     storage: Storage | None = None,
+    telemetry: Telemetry | None = None,
 ) -> CycleStats:
     """Claim each dataset with staged objects and pack it in one bounded pipeline."""
     control = control or open_control(settings)
     storage = storage or Storage(settings)
+    telemetry = telemetry or null_telemetry()
     started = time.monotonic()
     with_staged = set()
+    backlog = 0
     for info in storage.piper.iter():
         parts = info.key.split("/")
         if len(parts) >= 3 and not parts[0].startswith("_"):
             with_staged.add((parts[0], parts[1]))
+            backlog += 1
         elif len(parts) >= 4 and parts[0] == "_manifests":
             with_staged.add((parts[1], parts[2]))
     datasets = {
@@ -253,6 +262,7 @@ def run_packer_cycle(
         for d in control.list_datasets()
         if (d.tenant, d.name) in with_staged
     }
+    telemetry.set("bytefreezer_packer_backlog_objects", backlog)
     stats = CycleStats()
     if not datasets:
         return stats
@@ -269,10 +279,39 @@ def run_packer_cycle(
             lambda p: p | "Claimed" >> beam.Create(work) | "Packer" >> PackDatasets(settings),
             NAMESPACE,
         )
+    except Exception:
+        telemetry.add("bytefreezer_errors", stage="packer", error_type="pipeline")
+        raise
     finally:
         try:
             control.release_leases(leases)
         except BytefreezerError as exc:
             log.warning("could not release packer leases (they expire): %s", exc)
     stats.seconds = time.monotonic() - started
+    record_packer_counters(telemetry, stats)
     return stats
+
+
+def record_packer_counters(telemetry: Telemetry, stats: CycleStats) -> None:
+    """Turn one run's Beam counters into the packer's metrics."""
+    counters = stats.counters
+    rows, written = counters.get("rows_written", 0), counters.get("bytes_written", 0)
+    telemetry.add("bytefreezer_records_received", rows, stage="packer")
+    telemetry.add("bytefreezer_records_sent", rows, stage="packer")
+    telemetry.add(
+        "bytefreezer_received_bytes",
+        counters.get("staged_bytes", 0),
+        stage="packer",
+        encoding="compressed",
+    )
+    telemetry.add("bytefreezer_sent_bytes", written, stage="packer")
+    telemetry.add("bytefreezer_packer_files", counters.get("files_written", 0))
+    telemetry.add("bytefreezer_packer_rows", rows)
+    telemetry.add("bytefreezer_packer_bytes", written)
+    telemetry.add("bytefreezer_packer_manifest_recoveries", counters.get("manifests_recovered", 0))
+    if written:
+        telemetry.record(
+            "bytefreezer_packer_compression_ratio", counters.get("staged_bytes", 0) / written
+        )
+    telemetry.record("bytefreezer_packer_run_seconds", stats.seconds)
+    telemetry.record("bytefreezer_stage_duration_seconds", stats.seconds, stage="packer")

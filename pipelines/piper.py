@@ -26,6 +26,7 @@ from bytefreezer.pipelines.parquet import parquet_bytes
 from bytefreezer.pipelines.runner import CycleStats, run_pipeline
 from bytefreezer.settings import Settings
 from bytefreezer.storage import BucketObjects, Storage
+from bytefreezer.telemetry import Telemetry, null_telemetry
 from bytefreezer.transforms import Chain, Context, compile_chain
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,8 @@ class _ProcessIntakeFn(beam.DoFn):  # type: ignore[misc]
         staged = b""
         if decoded is not None:
             rows_in = decoded.lines
+            if decoded.rejected:
+                Metrics.counter(NAMESPACE, "dead_lettered:decode").inc(len(decoded.rejected))
             for line, reason in decoded.rejected:
                 dead.append(orjson.dumps({"stage": "decode", "error": reason, "line": line}))
             result = self._chain(dataset, work.dataset_json).run(decoded.table)
@@ -110,6 +113,10 @@ class _ProcessIntakeFn(beam.DoFn):  # type: ignore[misc]
                 row["stage"] = "transform"
                 dead.append(orjson.dumps(row))
             self._dropped.inc(result.dropped)
+            for name, count in result.dropped_by.items():
+                Metrics.counter(NAMESPACE, f"dropped:{name}").inc(count)
+            for name, count in result.rejected_by.items():
+                Metrics.counter(NAMESPACE, f"dead_lettered:{name}").inc(count)
             staged = parquet_bytes(result.table, STAGED_COMPRESSION, level=1)
             rows_out = result.table.num_rows
         # Fencing: a worker that was paused past its lease writes nothing. The same check
@@ -118,6 +125,7 @@ class _ProcessIntakeFn(beam.DoFn):  # type: ignore[misc]
             return None
         if rows_out:
             piper.put(key.staged_key, staged)
+            Metrics.counter(NAMESPACE, "bytes_out").inc(len(staged))
         if dead:
             piper.put(key.dead_letter_key, b"\n".join(dead) + b"\n")
         if not self._still_held(lease, work.key):
@@ -149,10 +157,12 @@ def run_piper_cycle(
     settings: Settings,
     control: ControlClient | None = None,
     storage: Storage | None = None,
+    telemetry: Telemetry | None = None,
 ) -> CycleStats:
     """List intake objects, claim up to ``max_objects_per_run``, process them in one pipeline."""
     control = control or open_control(settings)
     storage = storage or Storage(settings)
+    telemetry = telemetry or null_telemetry()
     started = time.monotonic()
     datasets = {(d.tenant, d.name): d for d in control.list_datasets() if d.active}
     candidates: list[tuple[int, str, Dataset]] = []
@@ -165,6 +175,9 @@ def run_piper_cycle(
         if found is not None:
             candidates.append((key.unixnano, info.key, found))
     candidates.sort(key=lambda c: c[0])
+    telemetry.set("bytefreezer_piper_backlog_objects", len(candidates))
+    oldest = (time.time_ns() - candidates[0][0]) / 1e9 if candidates else 0.0
+    telemetry.set("bytefreezer_piper_backlog_age_seconds", max(oldest, 0.0))
     limit = settings.piper.max_objects_per_run
     claimed: list[tuple[str, Dataset, Lease]] = []
     for start in range(0, len(candidates), limit):
@@ -175,6 +188,7 @@ def run_piper_cycle(
         leases = control.acquire_leases(
             list(by_name), settings.instance_id, settings.piper.lease_ttl_seconds
         )
+        telemetry.add("bytefreezer_piper_lease_conflicts", len(by_name) - len(leases))
         for lease in leases:
             key_str, dataset = by_name[lease.name]
             claimed.append((key_str, dataset, lease))
@@ -194,10 +208,40 @@ def run_piper_cycle(
             lambda p: p | "Claimed" >> beam.Create(work) | "Piper" >> ProcessIntake(settings),
             NAMESPACE,
         )
+    except Exception:
+        telemetry.add("bytefreezer_errors", stage="piper", error_type="pipeline")
+        raise
     finally:
         try:
             control.release_leases([lease for _, _, lease in claimed])
         except BytefreezerError as exc:
             log.warning("could not release piper leases (they expire): %s", exc)
     stats.seconds = time.monotonic() - started
+    record_piper_counters(telemetry, stats)
     return stats
+
+
+def record_piper_counters(telemetry: Telemetry, stats: CycleStats) -> None:
+    """Turn one run's Beam counters into the piper's metrics."""
+    counters = stats.counters
+    telemetry.add("bytefreezer_records_received", counters.get("records_in", 0), stage="piper")
+    telemetry.add("bytefreezer_records_sent", counters.get("records_out", 0), stage="piper")
+    telemetry.add(
+        "bytefreezer_received_bytes",
+        counters.get("bytes_in", 0),
+        stage="piper",
+        encoding="compressed",
+    )
+    telemetry.add("bytefreezer_sent_bytes", counters.get("bytes_out", 0), stage="piper")
+    telemetry.add("bytefreezer_piper_objects", counters.get("objects_processed", 0), result="done")
+    telemetry.add("bytefreezer_piper_objects", counters.get("lease_lost", 0), result="lease_lost")
+    for name, value in counters.items():
+        kind, _, transform = name.partition(":")
+        if kind == "dropped":
+            telemetry.add("bytefreezer_records_dropped", value, stage="piper", transform=transform)
+        elif kind == "dead_lettered":
+            telemetry.add(
+                "bytefreezer_records_dead_lettered", value, stage="piper", transform=transform
+            )
+    telemetry.record("bytefreezer_piper_run_seconds", stats.seconds)
+    telemetry.record("bytefreezer_stage_duration_seconds", stats.seconds, stage="piper")

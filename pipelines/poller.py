@@ -6,6 +6,8 @@ import logging
 import random
 import signal
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from types import FrameType
 from typing import Literal
@@ -37,6 +39,7 @@ class Poller:
         self.stop_event = threading.Event()
         self.cycles = 0
         self.last_error = ""
+        self.history: deque[dict[str, object]] = deque(maxlen=20)
 
     def stop(self) -> None:
         """Ask the loop to end after the current cycle."""
@@ -54,6 +57,7 @@ class Poller:
 
     def run_once(self) -> CycleStats | None:
         """One cycle; errors are logged and reported, never raised."""
+        started = time.time()
         try:
             stats = self._cycle()
             self.last_error = ""
@@ -66,6 +70,15 @@ class Poller:
             log.exception("%s cycle failed", self.name)
             stats = None
         self.cycles += 1
+        self.history.append(
+            {
+                "started_at": started,
+                "claimed": stats.claimed if stats else 0,
+                "seconds": round(stats.seconds, 3) if stats else None,
+                "counters": stats.counters if stats else {},
+                "error": self.last_error,
+            }
+        )
         if self._report is not None:
             details: dict[str, object] = {"cycles": self.cycles}
             if stats is not None:

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from tests.e2e.test_recovery import ids_at_destination, post, setup_stack
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 
 
 def test_two_pipers_and_two_packers(tmp_path: Path) -> None:
@@ -27,6 +27,10 @@ def test_two_pipers_and_two_packers(tmp_path: Path) -> None:
             "BYTEFREEZER_PIPER__MAX_OBJECTS_PER_RUN": "3",
             "BYTEFREEZER_PACKER__POLL_INTERVAL_SECONDS": "0.2",
             "BYTEFREEZER_PACKER__MAX_INPUT_MB_PER_RUN": "1",
+            "BYTEFREEZER_PIPER__API_HOST": "127.0.0.1",
+            "BYTEFREEZER_PIPER__API_PORT": str(free_port()),
+            "BYTEFREEZER_PACKER__API_HOST": "127.0.0.1",
+            "BYTEFREEZER_PACKER__API_PORT": str(free_port()),
         }
         log = open(tmp_path / f"{component}-{len(processes)}.log", "wb")
         logs.append(log)
