@@ -181,9 +181,12 @@ METRICS_PORTS = {"receiver": 9091, "piper": 9092, "packer": 9093}
 
 
 def _telemetry(settings: Settings, component: str) -> Any:
+    """The component's telemetry; a set ``metrics_port`` is the receiver's, piper +1, packer +2."""
     from bytefreezer.telemetry import Telemetry
 
-    port = settings.monitoring.metrics_port or METRICS_PORTS[component]
+    base = settings.monitoring.metrics_port
+    offset = METRICS_PORTS[component] - METRICS_PORTS["receiver"]
+    port = base + offset if base else METRICS_PORTS[component]
     return Telemetry(settings, component, metrics_port=port)
 
 

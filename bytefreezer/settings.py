@@ -168,7 +168,8 @@ class MonitoringSettings(_Section):
     metrics_host: str = Field("0.0.0.0", description="Listen address of /metrics (prometheus).")
     metrics_port: int = Field(
         0,
-        description="Port of /metrics; 0 means the component's own (9091 receiver, 9092 piper, 9093 packer).",
+        description="Port of /metrics; 0 means each component's own (9091 receiver, 9092 piper, "
+        "9093 packer); a set port is the receiver's, with piper on +1 and packer on +2.",
     )
     external_endpoint: str = Field(
         "", description="OTLP endpoint: `http://host:4318` (otlp_http) or `host:4317` (otlp_grpc)."
