@@ -315,3 +315,60 @@ def null_telemetry() -> Telemetry:
 
         _NULL = Telemetry(load_settings(monitoring={"mode": "none"}), "none")
     return _NULL
+
+
+# Traces across the batch path -------------------------------------------------------------
+
+TRACEPARENT = "traceparent"
+
+
+def tracer_for(settings: Settings, component: str) -> Any:
+    """(tracer, provider) for code running away from the component's Telemetry (Beam workers);
+    provider is None and the tracer a no-op unless an OTLP mode is on."""
+    from opentelemetry import trace
+
+    monitoring = settings.monitoring
+    if monitoring.mode not in ("otlp_http", "otlp_grpc"):
+        return trace.NoOpTracer(), None
+    resource = Resource.create(
+        {
+            "service.name": f"bytefreezer-{component}",
+            "service.namespace": "bytefreezer",
+            "service.version": __version__,
+            "service.instance.id": settings.instance_id,
+            "bytefreezer.component": component,
+        }
+    )
+    provider = _tracer_provider(monitoring, resource)
+    return provider.get_tracer("bytefreezer", __version__), provider
+
+
+def inject_traceparent(span: Any) -> dict[str, str]:
+    """The W3C ``traceparent`` of ``span`` as a one-entry mapping (empty for no-op spans)."""
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier: dict[str, str] = {}
+    if span.get_span_context().is_valid:
+        TraceContextTextMapPropagator().inject(carrier, trace.set_span_in_context(span))
+    return carrier
+
+
+def extract_context(traceparent: str | None) -> Any:
+    """A parent context from a stored ``traceparent`` (None when there is none)."""
+    if not traceparent:
+        return None
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return TraceContextTextMapPropagator().extract({TRACEPARENT: traceparent})
+
+
+def span_link(traceparent: str | None) -> Any:
+    """A span link to a stored ``traceparent`` (None when there is none)."""
+    from opentelemetry import trace
+
+    context = extract_context(traceparent)
+    if context is None:
+        return None
+    span_context = trace.get_current_span(context).get_span_context()
+    return trace.Link(span_context) if span_context.is_valid else None

@@ -10,8 +10,10 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from bytefreezer.ingress.bodies import Body
+from bytefreezer.telemetry import inject_traceparent, span_link
 
 GroupKey = tuple[str, str, str]  # tenant, dataset, hint
 
@@ -34,6 +36,7 @@ class _Group:
     size: int = 0
     stored_bytes: int = 0
     waiters: list[asyncio.Future[Stored]] = field(default_factory=list)
+    traceparents: list[str] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
     started: float = field(default_factory=time.monotonic)
 
@@ -41,8 +44,11 @@ class _Group:
 class GroupCommitter:
     """Collects bodies per (tenant, dataset, hint) and writes each group as one object."""
 
-    def __init__(self, write: Write, max_bytes: int, max_age_seconds: float) -> None:
+    def __init__(
+        self, write: Write, max_bytes: int, max_age_seconds: float, tracer: Any = None
+    ) -> None:
         self._write = write
+        self._tracer = tracer
         self._max_bytes = max_bytes
         self._max_age = max_age_seconds
         self._groups: dict[GroupKey, _Group] = {}
@@ -50,7 +56,7 @@ class GroupCommitter:
         self.objects_written = 0
         self.bodies_grouped = 0
 
-    async def add(self, key: GroupKey, body: Body) -> Stored:
+    async def add(self, key: GroupKey, body: Body, traceparent: str = "") -> Stored:
         """Add one body; return once the object holding it is durable."""
         loop = asyncio.get_running_loop()
         group = self._groups.get(key)
@@ -62,6 +68,8 @@ class GroupCommitter:
         group.size += body.size
         group.stored_bytes += len(body.member)
         group.waiters.append(waiter)
+        if traceparent:
+            group.traceparents.append(traceparent)
         self.bodies_grouped += 1
         if group.stored_bytes >= self._max_bytes:
             self._flush_now(key)
@@ -87,7 +95,17 @@ class GroupCommitter:
             "requests": str(len(group.members)),
         }
         try:
-            stored = await self._write(key, b"".join(group.members), metadata)
+            if self._tracer is None:
+                stored = await self._write(key, b"".join(group.members), metadata)
+            else:
+                links = [link for tp in group.traceparents if (link := span_link(tp)) is not None]
+                with self._tracer.start_as_current_span(
+                    "receiver.write_object", links=links
+                ) as span:
+                    span.set_attribute("bytefreezer.requests", len(group.members))
+                    metadata.update(inject_traceparent(span))
+                    stored = await self._write(key, b"".join(group.members), metadata)
+                    span.set_attribute("bytefreezer.key", stored.key)
         except BaseException as exc:
             for waiter in group.waiters:
                 if not waiter.done():

@@ -43,7 +43,7 @@ from bytefreezer.ingress.spool import Spool, SpoolFull
 from bytefreezer.keys import IntakeKey, validate_hint, validate_name
 from bytefreezer.settings import Settings
 from bytefreezer.storage import Storage
-from bytefreezer.telemetry import Telemetry, null_telemetry
+from bytefreezer.telemetry import TRACEPARENT, Telemetry, inject_traceparent, null_telemetry
 
 log = logging.getLogger(__name__)
 FORMATS = set(get_args(InputFormat))
@@ -261,7 +261,11 @@ async def ingest(request: Request) -> JSONResponse:
     state: ReceiverState = request.app.state.receiver
     state.requests += 1
     started = time.perf_counter()
-    response = await _ingest(request, state)
+    with state.telemetry.tracer().start_as_current_span("receiver.request") as span:
+        span.set_attribute("bytefreezer.tenant", request.path_params.get("tenant", ""))
+        span.set_attribute("bytefreezer.dataset", request.path_params.get("dataset", ""))
+        response = await _ingest(request, state, inject_traceparent(span).get(TRACEPARENT, ""))
+        span.set_attribute("http.response.status_code", response.status_code)
     telemetry = state.telemetry
     telemetry.add("bytefreezer_receiver_requests", status_class=f"{response.status_code // 100}xx")
     telemetry.record(
@@ -291,7 +295,7 @@ _ERROR_TYPES = {
 }
 
 
-async def _ingest(request: Request, state: ReceiverState) -> JSONResponse:
+async def _ingest(request: Request, state: ReceiverState, traceparent: str) -> JSONResponse:
     reserved = 0
     try:
         tenant = request.path_params["tenant"]
@@ -332,7 +336,7 @@ async def _ingest(request: Request, state: ReceiverState) -> JSONResponse:
             encoding="decompressed",
             tenant=tenant,
         )
-        stored = await _store(state, (tenant, dataset, hint), body, metadata)
+        stored = await _store(state, (tenant, dataset, hint), body, metadata, traceparent)
         telemetry.add("bytefreezer_records_sent", body.lines, stage="ingest", tenant=tenant)
     except Rejected as exc:
         return _error(exc)
@@ -349,7 +353,7 @@ async def _ingest(request: Request, state: ReceiverState) -> JSONResponse:
 
 
 async def _store(
-    state: ReceiverState, group: GroupKey, body: Body, metadata: dict[str, str]
+    state: ReceiverState, group: GroupKey, body: Body, metadata: dict[str, str], traceparent: str
 ) -> Stored:
     retry = state.settings.receiver.retry_after_seconds
     try:
@@ -361,9 +365,10 @@ async def _store(
                 "compressed-bytes": str(len(body.member)),
                 "requests": "1",
                 **metadata,
+                **({TRACEPARENT: traceparent} if traceparent else {}),
             }
             return await run_in_threadpool(state.writer.store, group, body.member, full)
-        return await state.committer.add(group, body)
+        return await state.committer.add(group, body, traceparent)
     except SpoolFull as exc:
         log.error("storage down and spool full: %s", exc)
         raise Rejected(503, "storage unavailable and spool full, retry later", retry) from None
@@ -428,10 +433,12 @@ def build_state(
     async def write(group: GroupKey, data: bytes, metadata: dict[str, str]) -> Stored:
         return await run_in_threadpool(writer.store, group, data, metadata)
 
+    tracing = settings.monitoring.mode in ("otlp_http", "otlp_grpc")
     committer = GroupCommitter(
         write,
         settings.receiver.group_commit_max_bytes,
         settings.receiver.group_commit_max_age_ms / 1000,
+        tracer=telemetry.tracer() if tracing else None,
     )
     return ReceiverState(
         settings=settings,

@@ -41,11 +41,12 @@ from bytefreezer.keys import (
 )
 from bytefreezer.pipelines.parquet import parquet_bytes, read_parquet
 from bytefreezer.pipelines.partitioning import event_times, partition_paths
+from bytefreezer.pipelines.piper import STAGED_TRACE_KEY
 from bytefreezer.pipelines.runner import CycleStats, run_pipeline
 from bytefreezer.pipelines.schema import unify
 from bytefreezer.settings import Settings
 from bytefreezer.storage import Storage
-from bytefreezer.telemetry import Telemetry, null_telemetry
+from bytefreezer.telemetry import Telemetry, null_telemetry, span_link, tracer_for
 
 log = logging.getLogger(__name__)
 NAMESPACE = "packer"
@@ -124,6 +125,15 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
     def setup(self) -> None:
         self._storage = Storage(self._settings)
         self._control: ControlClient = open_control(self._settings)
+        self._tracer, self._tracer_provider = tracer_for(self._settings, "packer")
+
+    def finish_bundle(self) -> None:
+        if self._tracer_provider is not None:
+            self._tracer_provider.force_flush()
+
+    def teardown(self) -> None:
+        if self._tracer_provider is not None:
+            self._tracer_provider.shutdown()
 
     def process(self, work: PackWork) -> Any:
         yield from self._pack(work)
@@ -204,16 +214,29 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
                 staged = piper.get(input_key)
                 inputs.append((input_key, read_parquet(staged), len(staged)))
                 Metrics.counter(NAMESPACE, "staged_bytes").inc(len(staged))
-            files = plan_outputs(inputs, dataset, manifest["run_id"])
-            manifest["outputs"] = [{"path": f.path, "rows": f.table.num_rows} for f in files]
-            piper.put(key, json.dumps(manifest).encode())
-            compression = dataset.parquet.compression
-            for planned_file in files:
-                data = parquet_bytes(planned_file.table, compression)
-                dest.put(planned_file.path, data)
-                self._files.inc()
-                self._rows.inc(planned_file.table.num_rows)
-                self._bytes.inc(len(data))
+            links = [
+                link
+                for _, table, _ in inputs
+                if (
+                    link := span_link(
+                        (table.schema.metadata or {}).get(STAGED_TRACE_KEY, b"").decode()
+                    )
+                )
+            ]
+            with self._tracer.start_as_current_span("packer.write_files", links=links) as span:
+                span.set_attribute("bytefreezer.dataset", f"{dataset.tenant}/{dataset.name}")
+                span.set_attribute("bytefreezer.inputs", len(inputs))
+                files = plan_outputs(inputs, dataset, manifest["run_id"])
+                manifest["outputs"] = [{"path": f.path, "rows": f.table.num_rows} for f in files]
+                piper.put(key, json.dumps(manifest).encode())
+                compression = dataset.parquet.compression
+                for planned_file in files:
+                    data = parquet_bytes(planned_file.table, compression)
+                    dest.put(planned_file.path, data)
+                    self._files.inc()
+                    self._rows.inc(planned_file.table.num_rows)
+                    self._bytes.inc(len(data))
+                span.set_attribute("bytefreezer.files", len(files))
             self._control.check_lease(lease)
             manifest["state"] = "uploaded"
             piper.put(key, json.dumps(manifest).encode())

@@ -19,19 +19,27 @@ from apache_beam.metrics.metric import Metrics
 
 from bytefreezer.control import ControlClient, open_control
 from bytefreezer.control.models import Dataset, Lease
-from bytefreezer.errors import BytefreezerError, InvalidName, LeaseLost
+from bytefreezer.errors import BytefreezerError, InvalidName, LeaseLost, StorageError
 from bytefreezer.keys import IntakeKey, piper_lease_name
 from bytefreezer.pipelines.decode import choose_format, decode_object
 from bytefreezer.pipelines.parquet import parquet_bytes
 from bytefreezer.pipelines.runner import CycleStats, run_pipeline
 from bytefreezer.settings import Settings
 from bytefreezer.storage import BucketObjects, Storage
-from bytefreezer.telemetry import Telemetry, null_telemetry
+from bytefreezer.telemetry import (
+    TRACEPARENT,
+    Telemetry,
+    extract_context,
+    inject_traceparent,
+    null_telemetry,
+    tracer_for,
+)
 from bytefreezer.transforms import Chain, Context, compile_chain
 
 log = logging.getLogger(__name__)
 NAMESPACE = "piper"
 STAGED_COMPRESSION = "zstd"
+STAGED_TRACE_KEY = b"bytefreezer.traceparent"
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,15 @@ class _ProcessIntakeFn(beam.DoFn):  # type: ignore[misc]
         self._storage = Storage(self._settings)
         self._control: ControlClient = open_control(self._settings)
         self._chains: dict[str, Chain] = {}
+        self._tracer, self._tracer_provider = tracer_for(self._settings, "piper")
+
+    def finish_bundle(self) -> None:
+        if self._tracer_provider is not None:
+            self._tracer_provider.force_flush()
+
+    def teardown(self) -> None:
+        if self._tracer_provider is not None:
+            self._tracer_provider.shutdown()
 
     def _chain(self, dataset: Dataset, dataset_json: str) -> Chain:
         chain = self._chains.get(dataset_json)
@@ -78,11 +95,19 @@ class _ProcessIntakeFn(beam.DoFn):  # type: ignore[misc]
         return True
 
     def process(self, work: PiperWork) -> Any:
-        done = self._process(work)
+        parent = None
+        if self._tracer_provider is not None:  # tracing on: continue the receiver's trace
+            try:
+                parent = extract_context(self._storage.intake.metadata(work.key).get(TRACEPARENT))
+            except (FileNotFoundError, StorageError):
+                parent = None
+        with self._tracer.start_as_current_span("piper.process_object", context=parent) as span:
+            span.set_attribute("bytefreezer.key", work.key)
+            done = self._process(work, inject_traceparent(span))
         if done is not None:
             yield done
 
-    def _process(self, work: PiperWork) -> str | None:
+    def _process(self, work: PiperWork, trace: dict[str, str]) -> str | None:
         key = IntakeKey.parse(work.key)
         dataset = Dataset.model_validate_json(work.dataset_json)
         lease = Lease.model_validate_json(work.lease_json)
@@ -117,7 +142,12 @@ class _ProcessIntakeFn(beam.DoFn):  # type: ignore[misc]
                 Metrics.counter(NAMESPACE, f"dropped:{name}").inc(count)
             for name, count in result.rejected_by.items():
                 Metrics.counter(NAMESPACE, f"dead_lettered:{name}").inc(count)
-            staged = parquet_bytes(result.table, STAGED_COMPRESSION, level=1)
+            table = result.table
+            if trace:  # packer links its files to this object's span
+                table = table.replace_schema_metadata(
+                    {**(table.schema.metadata or {}), STAGED_TRACE_KEY: trace[TRACEPARENT]}
+                )
+            staged = parquet_bytes(table, STAGED_COMPRESSION, level=1)
             rows_out = result.table.num_rows
         # Fencing: a worker that was paused past its lease writes nothing. The same check
         # before the delete covers a pause during the writes.

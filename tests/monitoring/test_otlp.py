@@ -59,6 +59,28 @@ def run_stack(settings: Settings) -> dict[str, Telemetry]:
     return telemetry
 
 
+def assert_batch_trace(collected: Collected) -> None:
+    """request → intake object → piper run → packer file, linked as one path."""
+    wait_for(
+        lambda: (
+            {s.name for s in collected.spans()}
+            >= {
+                "receiver.request",
+                "receiver.write_object",
+                "piper.process_object",
+                "packer.write_files",
+            }
+        ),
+        timeout=20,
+    )
+    spans = {s.name: s for s in collected.spans()}
+    request, write = spans["receiver.request"], spans["receiver.write_object"]
+    piper, packer = spans["piper.process_object"], spans["packer.write_files"]
+    assert [link.span_id for link in write.links] == [request.span_id]
+    assert piper.trace_id == write.trace_id and piper.parent_span_id == write.span_id
+    assert [link.span_id for link in packer.links] == [piper.span_id]
+
+
 @pytest.mark.parametrize("mode", ["otlp_grpc", "otlp_http"])
 def test_metrics_and_traces_are_pushed(tmp_path: Path, mode: str) -> None:
     with receiver_for(mode) as (endpoint, collected):
@@ -98,6 +120,7 @@ def test_metrics_and_traces_are_pushed(tmp_path: Path, mode: str) -> None:
             assert all(r["service.instance.id"] == settings.instance_id for r in resources)
             seen: dict[str, Any] = collected.headers[-1]
             assert seen.get("x-api-key") == "collector-secret"
+            assert_batch_trace(collected)
         finally:
             for t in telemetry.values():
                 t.shutdown()
