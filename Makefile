@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint typecheck bench clean
+.PHONY: setup system-deps run test lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -13,6 +13,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install bytefreezer with its dev tools
+
+system-deps: ## Debian packages the tests use (a real Prometheus server)
+	@command -v prometheus >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 run: $(STAMP) ## start the embedded stack (control, receiver, piper, packer) under ./data
 	$(BIN)/bytefreezer up --data-dir ./data
@@ -24,7 +30,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	bash .ci/typecheck
 
-test: lint typecheck ## lint, type-check and run the test suite
+test: system-deps lint typecheck ## lint, type-check and run the test suite
 	$(BIN)/pytest -q
 
 bench: $(STAMP) ## run the benchmarks and print ratios against baselines

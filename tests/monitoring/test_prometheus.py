@@ -1,0 +1,123 @@
+"""Prometheus mode: a real Prometheus server (Debian's `prometheus`) scrapes a running stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import free_port, wait_for, wait_for_port
+
+N = 25
+
+
+@contextmanager
+def prometheus(tmp_path: Path, targets: list[str]) -> Iterator[str]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail(
+            "the `prometheus` binary is missing: `make test` installs Debian's prometheus package"
+        )
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        f"  - job_name: bytefreezer\n    static_configs: [{{targets: {json.dumps(targets)}}}]\n"
+    )
+    port = free_port()
+    with open(tmp_path / "prometheus.log", "wb") as log:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_port(port, timeout=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def query(base: str, promql: str) -> float | None:
+    answer = httpx.get(f"{base}/api/v1/query", params={"query": promql}, timeout=10).json()
+    result = answer["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+def test_prometheus_scrapes_the_stack(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    port, metrics_base = free_port(), free_port()
+    while any(p in (metrics_base + 1, metrics_base + 2) for p in (port,)):
+        metrics_base = free_port()
+    env = {
+        **os.environ,
+        "BYTEFREEZER_RECEIVER__HOST": "127.0.0.1",
+        "BYTEFREEZER_RECEIVER__PORT": str(port),
+        "BYTEFREEZER_RECEIVER__API_HOST": "127.0.0.1",
+        "BYTEFREEZER_RECEIVER__API_PORT": str(free_port()),
+        "BYTEFREEZER_CONTROL__PORT": str(free_port()),
+        "BYTEFREEZER_PIPER__POLL_INTERVAL_SECONDS": "0.3",
+        "BYTEFREEZER_PACKER__POLL_INTERVAL_SECONDS": "0.3",
+        "BYTEFREEZER_MONITORING__MODE": "prometheus",
+        "BYTEFREEZER_MONITORING__METRICS_HOST": "127.0.0.1",
+        "BYTEFREEZER_MONITORING__METRICS_PORT": str(metrics_base),
+    }
+    with open(tmp_path / "up.log", "wb") as log:
+        stack = subprocess.Popen(
+            [sys.executable, "-m", "bytefreezer.cli", "up", "--data-dir", str(data_dir)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_port(port, timeout=60)
+        for offset in range(3):
+            wait_for_port(metrics_base + offset, timeout=30)
+        key = next(
+            w for w in (data_dir / "first-run.txt").read_text().split() if w.startswith("bfk_")
+        )
+        body = "\n".join(
+            json.dumps({"timestamp": "2026-01-01T00:00:00Z", "i": i}) for i in range(N)
+        )
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/demo/events",
+            content=body,
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert answer.status_code == 200
+        targets = [f"127.0.0.1:{metrics_base + offset}" for offset in range(3)]
+        with prometheus(tmp_path, targets) as base:
+            expected = {
+                "sum(bytefreezer_packer_rows_total)": N,
+                'sum(bytefreezer_records_received_total{stage="ingest"})': N,
+                'sum(bytefreezer_receiver_requests_total{status_class="2xx"})': 1,
+                'sum(bytefreezer_records_sent_total{stage="piper"})': N,
+                'count(up{job="bytefreezer"} == 1)': 3,
+                "count(bytefreezer_packer_files_total >= 1)": 1,
+            }
+            # Targets are scraped at different offsets: wait until every one has been.
+            wait_for(lambda: all(query(base, q) == v for q, v in expected.items()), timeout=60)
+    finally:
+        stack.send_signal(signal.SIGTERM)
+        try:
+            stack.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            stack.kill()
