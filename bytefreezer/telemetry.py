@@ -86,9 +86,8 @@ def metrics_reference() -> str:
     rows = ["| metric (Prometheus name) | kind | labels | meaning |", "| --- | --- | --- | --- |"]
     for spec in METRICS:
         labels = ", ".join(f"`{label}`" for label in spec.labels) or "-"
-        rows.append(
-            f"| `{spec.prometheus_names[0]}` | {spec.kind} | {labels} | {spec.description} |"
-        )
+        shown = spec.prometheus_names[0] if spec.kind == "counter" else spec.name
+        rows.append(f"| `{shown}` | {spec.kind} | {labels} | {spec.description} |")
     return "\n".join(rows) + "\n"
 
 
