@@ -11,7 +11,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bytefreezer.ingress.proxy.config import InputConfig, ProxyConfig
@@ -187,6 +187,66 @@ class ProxyService:
             ]
         )
 
+    def _exposition(self) -> str:
+        """The proxy's counters in the Prometheus text format."""
+        stats, spool = self.stats, self.spool.stats()
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, help_text: str, values: list[tuple[str, float]]) -> None:
+            lines.extend([f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"])
+            lines.extend(f"{name}{labels} {value}" for labels, value in values)
+
+        per_input = lambda counts: [(f'{{input="{k}"}}', v) for k, v in sorted(counts.items())]  # noqa: E731
+        metric(
+            "bytefreezer_proxy_lines_received_total",
+            "counter",
+            "Lines taken in.",
+            per_input(stats.lines_in),
+        )
+        metric(
+            "bytefreezer_proxy_lines_refused_total",
+            "counter",
+            "Lines refused (spool full).",
+            per_input(stats.lines_refused),
+        )
+        metric(
+            "bytefreezer_proxy_batches_spooled_total",
+            "counter",
+            "Batches spooled.",
+            [("", stats.batches_spooled)],
+        )
+        metric(
+            "bytefreezer_proxy_batches_delivered_total",
+            "counter",
+            "Batches the receiver took.",
+            [("", stats.batches_delivered)],
+        )
+        metric(
+            "bytefreezer_proxy_batches_dead_lettered_total",
+            "counter",
+            "Batches refused for good.",
+            [("", stats.batches_dead_lettered)],
+        )
+        metric(
+            "bytefreezer_proxy_delivery_retries_total",
+            "counter",
+            "Delivery attempts retried.",
+            [("", stats.delivery_retries)],
+        )
+        metric(
+            "bytefreezer_proxy_spool_bytes",
+            "gauge",
+            "Bytes waiting in the spool.",
+            [("", spool.bytes)],
+        )
+        metric(
+            "bytefreezer_proxy_spool_objects",
+            "gauge",
+            "Batches waiting in the spool.",
+            [("", spool.objects)],
+        )
+        return "\n".join(lines) + "\n"
+
     def _api_app(self) -> Starlette:
         async def health(request: Request) -> JSONResponse:
             return JSONResponse({"status": "ok"})
@@ -200,6 +260,9 @@ class ProxyService:
                     "ports": self.ports,
                 }
             )
+
+        async def metrics(request: Request) -> Response:
+            return Response(self._exposition(), media_type="text/plain; version=0.0.4")
 
         async def dead_letters(request: Request) -> JSONResponse:
             return JSONResponse(self.dead.list())
@@ -228,6 +291,7 @@ class ProxyService:
                 Route("/health", health, methods=["GET"]),
                 Route("/api/v1/health", health, methods=["GET"]),
                 Route("/api/v1/stats", stats, methods=["GET"]),
+                Route("/metrics", metrics, methods=["GET"]),
                 Route("/api/v1/dead-letters", dead_letters, methods=["GET"]),
                 Route("/api/v1/dead-letters/{dead_id}/retry", retry, methods=["POST"]),
                 Route("/api/v1/dead-letters/{dead_id}", delete, methods=["DELETE"]),

@@ -333,6 +333,9 @@ def test_permanent_refusals_go_to_dead_letters_and_can_be_retried(
                     await client.post(f"{api}/api/v1/dead-letters/nope/retry")
                 ).status_code == 404
                 assert (await client.get(f"{api}/health")).json() == {"status": "ok"}
+                exposition = (await client.get(f"{api}/metrics")).text
+                assert "bytefreezer_proxy_batches_delivered_total 1" in exposition
+                assert 'bytefreezer_proxy_lines_received_total{input="tcp"} 1' in exposition
         finally:
             await service.stop()
 

@@ -64,3 +64,31 @@ def test_dashboard_queries_exposed_metrics_only() -> None:
 def test_readme_documents_every_metric() -> None:
     readme = (Path(__file__).parent.parent.parent / "README.md").read_text()
     assert metrics_reference() in readme, "regenerate the metric table from bytefreezer.telemetry"
+
+
+def test_tenant_label_is_opt_in_and_capped() -> None:
+    port = free_port()
+    settings = load_settings(
+        monitoring={
+            "mode": "prometheus",
+            "metrics_host": "127.0.0.1",
+            "tenant_label": True,
+            "tenant_label_limit": 2,
+        }
+    )
+    telemetry = Telemetry(settings, "receiver", metrics_port=port)
+    try:
+        for tenant in ("a", "b", "c", "d", "a"):
+            telemetry.add("bytefreezer_records_received", 1, stage="ingest", tenant=tenant)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    finally:
+        telemetry.shutdown()
+    tenants = set(re.findall(r'bytefreezer_records_received_total\{[^}]*tenant="([^"]+)"', text))
+    assert tenants == {"a", "b", "_other"}
+    assert re.search(r'tenant="_other"[^}]*\} 2\.0', text) or re.search(
+        r'\{[^}]*tenant="_other"[^}]*\} 2\.0', text
+    )
+    off = Telemetry(load_settings(monitoring={"mode": "none"}), "receiver")
+    assert off._attributes("bytefreezer_records_received", {"tenant": "a"}) == {
+        "component": "receiver"
+    }
