@@ -136,6 +136,9 @@ class PiperSettings(_Section):
 
     poll_interval_seconds: float = Field(2.0, description="Sleep between cycles (with jitter).")
     max_objects_per_run: int = Field(64, description="Intake objects claimed per pipeline run.")
+    max_concurrent_jobs: int = Field(
+        2, ge=1, description="Objects processed in parallel by the local runner (its workers)."
+    )
     lease_ttl_seconds: float = Field(120.0, description="Lease TTL on each claimed object.")
     beam_args: list[str] = Field(
         default_factory=list, description="Beam pipeline options, e.g. ['--runner=FlinkRunner']."
@@ -151,6 +154,9 @@ class PackerSettings(_Section):
     lease_ttl_seconds: float = Field(300.0, description="Lease TTL on each dataset being packed.")
     max_input_mb_per_run: int = Field(
         256, description="Staged MB packed for one dataset in one run (bounds memory)."
+    )
+    max_file_size_mb: int = Field(
+        128, ge=1, description="Upper bound of any Parquet file (a dataset may set a smaller one)."
     )
     beam_args: list[str] = Field(default_factory=list, description="Beam pipeline options.")
     api_host: str = Field("0.0.0.0", description="Listen address of packer's API.")

@@ -69,7 +69,10 @@ class PlannedFile:
 
 
 def plan_outputs(
-    inputs: list[tuple[str, pa.Table, int]], dataset: Dataset, run_id: str
+    inputs: list[tuple[str, pa.Table, int]],
+    dataset: Dataset,
+    run_id: str,
+    max_file_size_mb: int | None = None,
 ) -> list[PlannedFile]:
     """Deterministically turn staged tables (key, table, staged bytes) into output files."""
     tables = [t for _, t, _ in inputs if t.num_rows]
@@ -82,7 +85,10 @@ def plan_outputs(
     total_bytes = sum(size for _, _, size in inputs)
     bytes_per_row = max(total_bytes / max(table.num_rows, 1), 1.0)
     # Staged files are zstd Parquet too, so their bytes per row predict the output; keep 10% spare.
-    budget = dataset.parquet.max_file_size_mb * 1024 * 1024 * 0.9
+    limit_mb = min(
+        dataset.parquet.max_file_size_mb, max_file_size_mb or dataset.parquet.max_file_size_mb
+    )
+    budget = limit_mb * 1024 * 1024 * 0.9
     rows_per_file = max(1, int(budget / bytes_per_row))
     times = event_times(table, dataset.timestamp_field, ingest)
     paths = partition_paths(times, dataset.parquet)
@@ -226,7 +232,9 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
             with self._tracer.start_as_current_span("packer.write_files", links=links) as span:
                 span.set_attribute("bytefreezer.dataset", f"{dataset.tenant}/{dataset.name}")
                 span.set_attribute("bytefreezer.inputs", len(inputs))
-                files = plan_outputs(inputs, dataset, manifest["run_id"])
+                files = plan_outputs(
+                    inputs, dataset, manifest["run_id"], self._settings.packer.max_file_size_mb
+                )
                 manifest["outputs"] = [{"path": f.path, "rows": f.table.num_rows} for f in files]
                 piper.put(key, json.dumps(manifest).encode())
                 compression = dataset.parquet.compression

@@ -237,6 +237,7 @@ def run_piper_cycle(
             settings.piper.beam_args,
             lambda p: p | "Claimed" >> beam.Create(work) | "Piper" >> ProcessIntake(settings),
             NAMESPACE,
+            workers=settings.piper.max_concurrent_jobs,
         )
     except Exception:
         telemetry.add("bytefreezer_errors", stage="piper", error_type="pipeline")

@@ -15,8 +15,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 LOCAL_RUNNER = "FnApiRunner"
 
 
-def pipeline_options(beam_args: list[str] | None = None) -> PipelineOptions:
-    """Pipeline options from ``beam_args``; no runner (or ``DirectRunner``) means local."""
+def pipeline_options(beam_args: list[str] | None = None, workers: int = 1) -> PipelineOptions:
+    """Pipeline options from ``beam_args``; no runner (or ``DirectRunner``) means local, with
+    ``workers`` threads unless the arguments choose otherwise."""
     args = list(beam_args or [])
     runner = None
     for i, arg in enumerate(args):
@@ -24,11 +25,14 @@ def pipeline_options(beam_args: list[str] | None = None) -> PipelineOptions:
             runner = arg.split("=", 1)[1]
         elif arg == "--runner" and i + 1 < len(args):
             runner = args[i + 1]
+    local = runner is None or runner in ("DirectRunner", "direct", LOCAL_RUNNER)
     if runner is None:
         args.append(f"--runner={LOCAL_RUNNER}")
     elif runner in ("DirectRunner", "direct"):
         args = [a for a in args if not a.startswith("--runner")]
         args.append(f"--runner={LOCAL_RUNNER}")
+    if local and workers > 1 and not any(a.startswith("--direct_num_workers") for a in args):
+        args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_threading"]
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     return PipelineOptions(args)
 
@@ -42,9 +46,11 @@ class CycleStats:
     seconds: float = 0.0
 
 
-def run_pipeline(beam_args: list[str], build: Any, namespace: str) -> dict[str, int]:
+def run_pipeline(
+    beam_args: list[str], build: Any, namespace: str, workers: int = 1
+) -> dict[str, int]:
     """Build and run one bounded pipeline; return its counters in ``namespace``."""
-    pipeline = beam.Pipeline(options=pipeline_options(beam_args))
+    pipeline = beam.Pipeline(options=pipeline_options(beam_args, workers))
     build(pipeline)
     result = pipeline.run()
     result.wait_until_finish()

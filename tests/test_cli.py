@@ -106,3 +106,12 @@ def test_proxy_config_errors_are_actionable(
         main(["proxy", "--config", str(bad)])
     err = capsys.readouterr().err
     assert "inputs.0.type" in err and "inputs.0.tenant: Field required" in err
+
+
+def test_local_runner_takes_the_worker_count() -> None:
+    options = pipeline_options([], workers=3).get_all_options()
+    assert options["direct_num_workers"] == 3 and options["direct_running_mode"] == "multi_threading"
+    chosen = pipeline_options(["--direct_num_workers=1"], workers=3).get_all_options()
+    assert chosen["direct_num_workers"] == 1
+    flink = pipeline_options(["--runner=FlinkRunner"], workers=3).get_all_options()
+    assert flink["direct_num_workers"] != 3
