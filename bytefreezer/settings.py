@@ -8,6 +8,7 @@ This is the only module that reads the process environment.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any, Literal
@@ -285,6 +286,24 @@ class _YamlSource(PydanticBaseSettingsSource):
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping of settings")
         return data
+
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(text: str, source: str = "config") -> str:
+    """``text`` with every ``${NAME}`` replaced by that environment variable (secrets from
+    Kubernetes Secrets reach config files this way); ``ConfigError`` names a missing one."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(
+                f"{source} refers to ${{{name}}}, but that environment variable is not set"
+            )
+        return os.environ[name]
+
+    return _ENV_REFERENCE.sub(value, text)
 
 
 def redacted(settings: Settings) -> dict[str, Any]:

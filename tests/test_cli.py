@@ -110,8 +110,27 @@ def test_proxy_config_errors_are_actionable(
 
 def test_local_runner_takes_the_worker_count() -> None:
     options = pipeline_options([], workers=3).get_all_options()
-    assert options["direct_num_workers"] == 3 and options["direct_running_mode"] == "multi_threading"
+    assert (
+        options["direct_num_workers"] == 3 and options["direct_running_mode"] == "multi_threading"
+    )
     chosen = pipeline_options(["--direct_num_workers=1"], workers=3).get_all_options()
     assert chosen["direct_num_workers"] == 1
     flink = pipeline_options(["--runner=FlinkRunner"], workers=3).get_all_options()
     assert flink["direct_num_workers"] != 3
+
+
+def test_proxy_config_takes_secrets_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bytefreezer.errors import ConfigError
+    from bytefreezer.ingress.proxy.config import load_proxy_config
+
+    config = tmp_path / "proxy.yaml"
+    config.write_text(
+        "receiver_url: http://r:8080\n"
+        "inputs:\n  - {name: s, type: syslog, port: 514, tenant: acme, dataset: logs, api_key: '${SYSLOG_KEY}'}\n"
+    )
+    with pytest.raises(ConfigError, match=r"\$\{SYSLOG_KEY\}"):
+        load_proxy_config(config)
+    monkeypatch.setenv("SYSLOG_KEY", "bfk_abc_def")
+    assert load_proxy_config(config).inputs[0].api_key.get_secret_value() == "bfk_abc_def"

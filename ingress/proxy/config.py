@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from bytefreezer.errors import ConfigError
 from bytefreezer.keys import validate_name
+from bytefreezer.settings import expand_env
 
 
 class _Config(BaseModel):
@@ -72,7 +73,7 @@ class ProxyConfig(_Config):
 def load_proxy_config(path: Path | str) -> ProxyConfig:
     """Read and validate the YAML file; ``ConfigError`` names each problem."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.safe_load(expand_env(Path(path).read_text(), f"proxy config {path}"))
     except OSError as exc:
         raise ConfigError(f"cannot read proxy config {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:

@@ -1,0 +1,36 @@
+{{- define "proxy.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}{{ .Release.Name | trunc 63 | trimSuffix "-" }}{{- else -}}{{ printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" }}{{- end -}}
+{{- end -}}
+
+{{- define "proxy.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: proxy
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "proxy.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: proxy
+{{- end -}}
+
+{{- define "proxy.secretName" -}}
+{{- .Values.existingSecret | default (printf "%s-keys" (include "proxy.fullname" .)) -}}
+{{- end -}}
+
+{{- define "proxy.envName" -}}
+{{- printf "BYTEFREEZER_PROXY_KEY_%s" (. | upper | replace "-" "_") -}}
+{{- end -}}
+
+{{- define "proxy.validateValues" -}}
+{{- $problems := list -}}
+{{- if not .Values.inputs -}}{{- $problems = append $problems "inputs: give at least one listener" -}}{{- end -}}
+{{- range .Values.inputs -}}
+{{- if not (has .type (list "udp" "tcp" "syslog" "http")) -}}{{- $problems = append $problems (printf "inputs %q: type must be udp, tcp, syslog or http" .name) -}}{{- end -}}
+{{- if not (and .name .tenant .dataset .port) -}}{{- $problems = append $problems (printf "inputs %q: name, port, tenant and dataset are required" (.name | default "?")) -}}{{- end -}}
+{{- end -}}
+{{- if $problems -}}{{- fail (printf "\n\nproxy: invalid values:\n  - %s\n" (join "\n  - " $problems)) -}}{{- end -}}
+{{- end -}}
