@@ -1,0 +1,343 @@
+"""Both charts: linted strictly by the Helm SDK, rendered for every scenario, every object valid
+for Kubernetes 1.25 and 1.31, and the behaviour the values promise."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.deploy.charts import BYTEFREEZER, HELM, PROXY, env_of, find, notes, render, scenario
+
+SCENARIOS = sorted(p.name for p in (BYTEFREEZER / "ci").glob("*.yaml"))
+PROXY_SCENARIOS = sorted(p.name for p in (PROXY / "ci").glob("*.yaml"))
+CRDS = {"ServiceMonitor"}
+
+
+@pytest.mark.parametrize("chart", [BYTEFREEZER, PROXY], ids=["bytefreezer", "proxy"])
+def test_lint_strict(chart: Path) -> None:
+    report = helm_python.lint(str(chart), strict=True)
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def _valid(objects: list[dict[str, Any]]) -> None:
+    for obj in objects:
+        if obj["kind"] in CRDS:
+            assert obj["apiVersion"] == "monitoring.coreos.com/v1" and obj["spec"]["endpoints"]
+            continue
+        for version in ("1.25.0", "1.31.0"):
+            kubernetes_validate.validate(obj, version, strict=True)
+
+
+@pytest.mark.parametrize("name", ["defaults", *SCENARIOS])
+def test_bytefreezer_renders_valid_objects(name: str) -> None:
+    objects = render(BYTEFREEZER, {} if name == "defaults" else scenario(BYTEFREEZER, name))
+    assert objects
+    _valid(objects)
+    for obj in objects:
+        labels = obj["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/instance") == "bf", obj["metadata"]["name"]
+        assert labels.get("app.kubernetes.io/component"), obj["metadata"]["name"]
+
+
+@pytest.mark.parametrize("name", ["defaults", *PROXY_SCENARIOS])
+def test_proxy_renders_valid_objects(name: str) -> None:
+    objects = render(PROXY, {} if name == "defaults" else scenario(PROXY, name), release="edge")
+    _valid(objects)
+    assert all(o["metadata"]["labels"]["app.kubernetes.io/component"] == "proxy" for o in objects)
+
+
+SECRET_VALUES = (
+    "AKIAEXAMPLEEXAMPLE",
+    "example-secret-key",
+    "managedcontrolkeyexample",
+    "minioadmin",
+)
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_secrets_only_in_secrets(name: str) -> None:
+    for obj in render(BYTEFREEZER, scenario(BYTEFREEZER, name)):
+        if obj["kind"] == "Secret":
+            continue
+        text = json.dumps(obj)
+        for secret in SECRET_VALUES:
+            assert secret not in text, (
+                f"{secret} leaked into {obj['kind']} {obj['metadata']['name']}"
+            )
+    proxy = render(PROXY, scenario(PROXY, "syslog-and-http.yaml"), release="edge")
+    for obj in proxy:
+        if obj["kind"] != "Secret":
+            assert "bfk_0123456789ab" not in json.dumps(obj)
+
+
+def test_defaults() -> None:
+    objects = render(BYTEFREEZER)
+    webhook = find(objects, "Service", "bf-receiver-webhook")
+    assert webhook["spec"]["type"] == "LoadBalancer" and webhook["spec"]["ports"][0]["port"] == 8080
+    for name, port in (("receiver", 8081), ("piper", 8082), ("packer", 8083)):
+        deployment = find(objects, "Deployment", f"bf-bytefreezer-{name}")
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        assert container["args"] == [name]
+        assert container["image"] == f"bytefreezer/{name}:0.1.0"
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["livenessProbe"]["httpGet"]["path"] == "/api/v1/health"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/api/v1/ready"
+        assert {"name": "api", "containerPort": port, "protocol": "TCP"} in container["ports"]
+        env = env_of(deployment)
+        assert env["BYTEFREEZER_INSTANCE_ID"] == {"field": "metadata.name"}
+        assert env["BYTEFREEZER_CONTROL__URL"] == "http://bf-bytefreezer-control:8082"
+        assert env["BYTEFREEZER_CONTROL__API_KEY"] == {
+            "secret": "bf-bytefreezer-control",
+            "key": "api-key",
+        }
+        assert env["BYTEFREEZER_STORAGE__S3__ENDPOINT"] == "minio:9000"
+        assert env["BYTEFREEZER_MONITORING__MODE"] == "none"
+        assert pod["terminationGracePeriodSeconds"] >= 30
+        service = find(objects, "Service", f"bf-bytefreezer-{name}")
+        assert [p["name"] for p in service["spec"]["ports"]] == ["api"]
+    find(objects, "Deployment", "bf-bytefreezer-control")
+    find(objects, "PersistentVolumeClaim", "bf-bytefreezer-control")
+    control_key = find(objects, "Secret", "bf-bytefreezer-control")["stringData"]["api-key"]
+    assert control_key.startswith("bfk_") and len(control_key.split("_")) == 3
+    assert "bf-receiver-webhook" in notes(BYTEFREEZER)
+
+
+def test_minio_bundled() -> None:
+    objects = render(BYTEFREEZER, scenario(BYTEFREEZER, "minio.yaml"))
+    service = find(objects, "Service", "minio")
+    assert service["spec"]["ports"][0]["port"] == 9000
+    minio = find(objects, "Deployment", "bf-bytefreezer-minio")
+    probe = minio["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    assert probe["httpGet"]["path"] == "/minio/health/ready"
+    find(objects, "PersistentVolumeClaim", "bf-bytefreezer-minio")
+    job = find(objects, "Job", "bf-bytefreezer-create-buckets")
+    script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert all(f"bf/{bucket}" in script for bucket in ("intake", "piper", "geoip"))
+    env = env_of(find(objects, "Deployment", "bf-bytefreezer-receiver"))
+    assert env["BYTEFREEZER_STORAGE__S3__ACCESS_KEY"] == {
+        "secret": "bf-bytefreezer-s3",
+        "key": "access-key",
+    }
+    assert find(objects, "Secret", "bf-bytefreezer-s3")["stringData"]["access-key"] == "minioadmin"
+
+
+def test_s3_credentials_modes() -> None:
+    keys = render(BYTEFREEZER, scenario(BYTEFREEZER, "external-s3-keys.yaml"))
+    env = env_of(find(keys, "Deployment", "bf-bytefreezer-piper"))
+    assert env["BYTEFREEZER_STORAGE__S3__SECRET_KEY"] == {
+        "secret": "bf-bytefreezer-s3",
+        "key": "secret-key",
+    }
+    assert (
+        env["BYTEFREEZER_BUCKETS__INTAKE"] == "acme-intake"
+        and env["BYTEFREEZER_STORAGE__S3__USE_SSL"] == "true"
+    )
+    role = render(BYTEFREEZER, scenario(BYTEFREEZER, "iam-role.yaml"))
+    env = env_of(find(role, "Deployment", "bf-bytefreezer-piper"))
+    assert (
+        "BYTEFREEZER_STORAGE__S3__ACCESS_KEY" not in env
+        and env["BYTEFREEZER_STORAGE__S3__USE_IAM_ROLE"] == "true"
+    )
+    assert not [o for o in role if o["kind"] == "Secret" and o["metadata"]["name"].endswith("-s3")]
+    existing = render(BYTEFREEZER, scenario(BYTEFREEZER, "existing-secrets.yaml"))
+    env = env_of(find(existing, "Deployment", "bf-bytefreezer-packer"))
+    assert env["BYTEFREEZER_STORAGE__S3__ACCESS_KEY"] == {
+        "secret": "bytefreezer-s3-credentials",
+        "key": "access-key",
+    }
+    assert env["BYTEFREEZER_CONTROL__API_KEY"] == {
+        "secret": "bytefreezer-control-key",
+        "key": "api-key",
+    }
+    assert not [o for o in existing if o["kind"] == "Secret"]
+
+
+def test_control_modes() -> None:
+    managed = render(BYTEFREEZER, scenario(BYTEFREEZER, "managed-control.yaml"))
+    assert not [
+        o
+        for o in managed
+        if o["metadata"]["name"] == "bf-bytefreezer-control" and o["kind"] == "Deployment"
+    ]
+    env = env_of(find(managed, "Deployment", "bf-bytefreezer-receiver"))
+    assert env["BYTEFREEZER_CONTROL__URL"] == "https://control.bytefreezer.example"
+    secret = find(managed, "Secret", "bf-bytefreezer-control")
+    assert secret["stringData"]["api-key"] == "bfk_0123456789ab_managedcontrolkeyexample"
+    on_prem = render(BYTEFREEZER, scenario(BYTEFREEZER, "on-prem-control.yaml"))
+    control = find(on_prem, "Deployment", "bf-bytefreezer-control")
+    volumes = control["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "data", "emptyDir": {}} in volumes
+    assert env_of(control)["BYTEFREEZER_CONTROL__ADMIN_KEY"] == {
+        "secret": "bf-bytefreezer-control",
+        "key": "api-key",
+    }
+
+
+def test_monitoring_options() -> None:
+    objects = render(BYTEFREEZER, scenario(BYTEFREEZER, "monitoring-prometheus.yaml"))
+    for name, port in (("receiver", 9091), ("piper", 9092), ("packer", 9093)):
+        service = find(objects, "Service", f"bf-bytefreezer-{name}")
+        assert {
+            "name": "metrics",
+            "port": port,
+            "targetPort": "metrics",
+            "protocol": "TCP",
+        } in service["spec"]["ports"]
+        assert service["metadata"]["labels"]["app.kubernetes.io/component"] == name
+        assert (
+            env_of(find(objects, "Deployment", f"bf-bytefreezer-{name}"))[
+                "BYTEFREEZER_MONITORING__MODE"
+            ]
+            == "prometheus"
+        )
+    prometheus = find(objects, "Service", "bf-prometheus")
+    assert prometheus["spec"]["ports"][0]["port"] == 9090
+    scrape = yaml.safe_load(
+        find(objects, "ConfigMap", "bf-bytefreezer-scrape-config")["data"]["scrape.yml"]
+    )
+    relabel = scrape["scrape_configs"][0]["relabel_configs"]
+    assert {
+        "source_labels": ["__meta_kubernetes_endpoint_port_name"],
+        "regex": "metrics",
+        "action": "keep",
+    } in relabel
+    args = find(objects, "Deployment", "bf-prometheus")["spec"]["template"]["spec"]["containers"][
+        0
+    ]["args"]
+    assert "--storage.tsdb.retention.time=15d" in args
+    find(objects, "PersistentVolumeClaim", "bf-bytefreezer-prometheus")
+    vm = render(BYTEFREEZER, scenario(BYTEFREEZER, "monitoring-victoriametrics.yaml"))
+    assert find(vm, "Service", "bf-victoriametrics")["spec"]["ports"][0]["port"] == 8428
+    monitors = render(BYTEFREEZER, scenario(BYTEFREEZER, "monitoring-servicemonitor.yaml"))
+    sm = find(monitors, "ServiceMonitor", "bf-bytefreezer-piper")
+    assert (
+        sm["metadata"]["namespace"] == "monitoring"
+        and sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    )
+    assert sm["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
+    for mode, endpoint in (
+        ("otlp-http", "http://otel-collector.observability:4318"),
+        ("otlp-grpc", "otel-collector.observability:4317"),
+    ):
+        pushed = render(BYTEFREEZER, scenario(BYTEFREEZER, f"monitoring-{mode}.yaml"))
+        env = env_of(find(pushed, "Deployment", "bf-bytefreezer-packer"))
+        assert env["BYTEFREEZER_MONITORING__MODE"] == mode.replace("-", "_")
+        assert env["BYTEFREEZER_MONITORING__EXTERNAL_ENDPOINT"] == endpoint
+        assert "metrics" not in [
+            p["name"] for p in find(pushed, "Service", "bf-bytefreezer-packer")["spec"]["ports"]
+        ]
+
+
+def test_scaled_and_combined() -> None:
+    scaled = render(BYTEFREEZER, scenario(BYTEFREEZER, "scaled.yaml"))
+    assert find(scaled, "Deployment", "bf-bytefreezer-piper")["spec"]["replicas"] == 4
+    assert (
+        env_of(find(scaled, "Deployment", "bf-bytefreezer-piper"))[
+            "BYTEFREEZER_PIPER__MAX_CONCURRENT_JOBS"
+        ]
+        == "4"
+    )
+    assert (
+        env_of(find(scaled, "Deployment", "bf-bytefreezer-packer"))[
+            "BYTEFREEZER_PACKER__MAX_FILE_SIZE_MB"
+        ]
+        == "256"
+    )
+    assert find(scaled, "Service", "bf-receiver-webhook")["spec"]["type"] == "NodePort"
+    combined = render(BYTEFREEZER, scenario(BYTEFREEZER, "combined.yaml"))
+    receiver = find(combined, "Deployment", "bf-bytefreezer-receiver")["spec"]["template"]["spec"]
+    assert receiver["containers"][0]["image"] == "registry.example.com/bytefreezer/receiver:0.1.0"
+    assert receiver["imagePullSecrets"] == [{"name": "regcred"}]
+    assert (
+        receiver["nodeSelector"] == {"workload": "ingest"}
+        and receiver["tolerations"][0]["key"] == "dedicated"
+    )
+    piper = find(combined, "Deployment", "bf-bytefreezer-piper")["spec"]["template"]["spec"]
+    assert "podAntiAffinity" in piper["affinity"]
+    assert (
+        find(combined, "PersistentVolumeClaim", "bf-bytefreezer-prometheus")["spec"][
+            "storageClassName"
+        ]
+        == "fast-ssd"
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"receiver": {"replicaCount": "two"}}, "/receiver/replicaCount"),
+        ({"monitoring": {"mode": "statsd"}}, "must be one of"),
+        ({"global": {"deploymentType": "cloud"}}, "must be one of"),
+        ({"s3": {"useSSL": "yes"}}, "/s3/useSSL"),
+        (
+            {"s3": {"endpoint": "s3.example.com"}},
+            'external S3 at "s3.example.com" has no credentials',
+        ),
+        (
+            {"s3": {"useIAMRole": True, "accessKey": "a", "secretKey": "b"}},
+            "s3.useIAMRole=true ignores keys",
+        ),
+        ({"global": {"deploymentType": "managed"}}, "managed needs controlService.url"),
+        (
+            {"global": {"deploymentType": "managed"}, "controlService": {"url": "https://c"}},
+            "give controlService.apiKey",
+        ),
+        ({"monitoring": {"enabled": True, "mode": "otlp_http"}}, "set monitoring.externalEndpoint"),
+        ({"monitoring": {"prometheus": {"enabled": True}}}, "set monitoring.enabled=true"),
+    ],
+)
+def test_bad_values_fail_with_an_actionable_message(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm_python.HelmError) as info:
+        render(BYTEFREEZER, values)
+    assert message in str(info.value)
+
+
+def test_proxy_chart() -> None:
+    objects = render(PROXY, scenario(PROXY, "syslog-and-http.yaml"), release="edge")
+    service = find(objects, "Service", "edge-proxy")
+    ports = {(p["port"], p["protocol"]) for p in service["spec"]["ports"]}
+    assert ports == {(5514, "UDP"), (6514, "TCP"), (5170, "TCP"), (8088, "TCP")}
+    deployment = find(objects, "Deployment", "edge-proxy")
+    env = env_of(deployment)
+    assert env["BYTEFREEZER_PROXY_KEY_SYSLOG_TCP"] == {
+        "secret": "edge-proxy-keys",
+        "key": "syslog-tcp-api-key",
+    }
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["args"] == [
+        "proxy",
+        "--config",
+        "/etc/bytefreezer/proxy.yaml",
+    ]
+    config = yaml.safe_load(find(objects, "ConfigMap", "edge-proxy-config")["data"]["proxy.yaml"])
+    assert config["inputs"][1]["api_key"] == "${BYTEFREEZER_PROXY_KEY_SYSLOG_TCP}"
+    assert config["receiver_url"] == "https://ingest.example.com"
+    find(objects, "PersistentVolumeClaim", "edge-proxy-spool")
+    assert (
+        find(objects, "ServiceMonitor", "edge-proxy")["spec"]["endpoints"][0]["port"] == "metrics"
+    )
+    existing = render(PROXY, scenario(PROXY, "existing-secret.yaml"), release="edge")
+    assert not [o for o in existing if o["kind"] in ("Secret", "PersistentVolumeClaim")]
+
+
+@pytest.mark.parametrize("chart", [BYTEFREEZER, PROXY], ids=["bytefreezer", "proxy"])
+def test_readme_and_schema_are_generated_from_the_values(chart: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("chartdoc", HELM / "chartdoc.py")
+    assert spec and spec.loader
+    chartdoc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(chartdoc)
+    assert chartdoc.undocumented(chart) == []
+    assert (chart / "README.md").read_text() == chartdoc.render_readme(chart), (
+        "run deploy/helm/chartdoc.py"
+    )
+    assert json.loads((chart / "values.schema.json").read_text()) == chartdoc.schema(chart)
