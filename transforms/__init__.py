@@ -10,6 +10,7 @@ from bytefreezer.transforms.base import (
 )
 from bytefreezer.transforms.chain import Chain, ChainResult, compile_chain, validate_chain
 from bytefreezer.transforms.condition import Condition
+from bytefreezer.transforms.registry import register_transform
 
 __all__ = [
     "Chain",
@@ -22,5 +23,6 @@ __all__ = [
     "Transform",
     "TransformConfig",
     "compile_chain",
+    "register_transform",
     "validate_chain",
 ]

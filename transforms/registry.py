@@ -42,6 +42,21 @@ def check_transform_class(name: str, cls: object) -> type[Transform]:
 
 
 _cached: Registry | None = None
+_registered: dict[str, type[Transform]] = {}
+
+
+def register_transform(cls: type[Transform]) -> type[Transform]:
+    """Register a transform defined at run time (a notebook, a test) in this process.
+
+    Plugins that other processes must see are registered through the entry-point group
+    instead; this is for code that runs its pipelines in the same process. Usable as a
+    class decorator.
+    """
+    checked = check_transform_class(getattr(cls, "name", ""), cls)
+    _registered[checked.name] = checked
+    if _cached is not None:
+        _cached.transforms[checked.name] = checked
+    return checked
 
 
 def load_registry(*, refresh: bool = False) -> Registry:
@@ -56,5 +71,6 @@ def load_registry(*, refresh: bool = False) -> Registry:
         except Exception as exc:
             registry.broken[ep.name] = f"{type(exc).__name__}: {exc}"
             log.warning("skipping transform plugin %r (%s): %s", ep.name, ep.value, exc)
+    registry.transforms.update(_registered)
     _cached = registry
     return registry
