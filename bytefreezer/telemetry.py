@@ -123,15 +123,7 @@ class Telemetry:
         self._gauges = _Gauges()
         self._server: Any = None
         self.tracer_provider: Any = None
-        resource = Resource.create(
-            {
-                "service.name": f"bytefreezer-{component}",
-                "service.namespace": "bytefreezer",
-                "service.version": __version__,
-                "service.instance.id": settings.instance_id,
-                "bytefreezer.component": component,
-            }
-        )
+        resource = _resource(settings, component)
         readers = self._readers(self.settings, metrics_port)
         self.provider = MeterProvider(resource=resource, metric_readers=readers, views=_views())
         meter = self.provider.get_meter("bytefreezer", __version__)
@@ -251,6 +243,19 @@ def _views() -> list[Any]:
     return views
 
 
+def _resource(settings: Settings, component: str) -> Resource:
+    """Who is reporting: service name, component, version, instance id (the pod hostname)."""
+    return Resource.create(
+        {
+            "service.name": f"bytefreezer-{component}",
+            "service.namespace": "bytefreezer",
+            "service.version": __version__,
+            "service.instance.id": settings.instance_id,
+            "bytefreezer.component": component,
+        }
+    )
+
+
 def _headers(monitoring: MonitoringSettings) -> dict[str, str]:
     return {k: v.get_secret_value() for k, v in monitoring.headers.items()}
 
@@ -329,15 +334,7 @@ def tracer_for(settings: Settings, component: str) -> Any:
     monitoring = settings.monitoring
     if monitoring.mode not in ("otlp_http", "otlp_grpc"):
         return trace.NoOpTracer(), None
-    resource = Resource.create(
-        {
-            "service.name": f"bytefreezer-{component}",
-            "service.namespace": "bytefreezer",
-            "service.version": __version__,
-            "service.instance.id": settings.instance_id,
-            "bytefreezer.component": component,
-        }
-    )
+    resource = _resource(settings, component)
     provider = _tracer_provider(monitoring, resource)
     return provider.get_tracer("bytefreezer", __version__), provider
 

@@ -30,7 +30,7 @@ from apache_beam.metrics.metric import Metrics
 
 from bytefreezer.control import ControlClient, open_control
 from bytefreezer.control.models import Dataset, Lease
-from bytefreezer.errors import BytefreezerError, InvalidName, LeaseLost
+from bytefreezer.errors import InvalidName, LeaseLost
 from bytefreezer.keys import (
     IntakeKey,
     dataset_prefix,
@@ -42,7 +42,7 @@ from bytefreezer.keys import (
 from bytefreezer.pipelines.parquet import parquet_bytes, read_parquet
 from bytefreezer.pipelines.partitioning import event_times, partition_paths
 from bytefreezer.pipelines.piper import STAGED_TRACE_KEY
-from bytefreezer.pipelines.runner import CycleStats, run_pipeline
+from bytefreezer.pipelines.runner import CycleStats, run_claimed
 from bytefreezer.pipelines.schema import unify
 from bytefreezer.settings import Settings
 from bytefreezer.storage import Storage
@@ -304,20 +304,14 @@ def run_packer_cycle(
     if not leases:
         return stats
     work = [PackWork(datasets[x.name].model_dump_json(), x.model_dump_json()) for x in leases]
-    try:
-        stats.counters = run_pipeline(
-            settings.packer.beam_args,
-            lambda p: p | "Claimed" >> beam.Create(work) | "Packer" >> PackDatasets(settings),
-            NAMESPACE,
-        )
-    except Exception:
-        telemetry.add("bytefreezer_errors", stage="packer", error_type="pipeline")
-        raise
-    finally:
-        try:
-            control.release_leases(leases)
-        except BytefreezerError as exc:
-            log.warning("could not release packer leases (they expire): %s", exc)
+    stats.counters = run_claimed(
+        settings.packer.beam_args,
+        lambda p: p | "Claimed" >> beam.Create(work) | "Packer" >> PackDatasets(settings),
+        NAMESPACE,
+        control=control,
+        leases=leases,
+        telemetry=telemetry,
+    )
     stats.seconds = time.monotonic() - started
     record_packer_counters(telemetry, stats)
     return stats

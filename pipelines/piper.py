@@ -19,11 +19,11 @@ from apache_beam.metrics.metric import Metrics
 
 from bytefreezer.control import ControlClient, open_control
 from bytefreezer.control.models import Dataset, Lease
-from bytefreezer.errors import BytefreezerError, InvalidName, LeaseLost, StorageError
+from bytefreezer.errors import InvalidName, LeaseLost, StorageError
 from bytefreezer.keys import IntakeKey, piper_lease_name
 from bytefreezer.pipelines.decode import choose_format, decode_object
 from bytefreezer.pipelines.parquet import parquet_bytes
-from bytefreezer.pipelines.runner import CycleStats, run_pipeline
+from bytefreezer.pipelines.runner import CycleStats, run_claimed
 from bytefreezer.settings import Settings
 from bytefreezer.storage import BucketObjects, Storage
 from bytefreezer.telemetry import (
@@ -232,21 +232,15 @@ def run_piper_cycle(
         PiperWork(key, dataset.model_dump_json(), lease.model_dump_json())
         for key, dataset, lease in claimed
     ]
-    try:
-        stats.counters = run_pipeline(
-            settings.piper.beam_args,
-            lambda p: p | "Claimed" >> beam.Create(work) | "Piper" >> ProcessIntake(settings),
-            NAMESPACE,
-            workers=settings.piper.max_concurrent_jobs,
-        )
-    except Exception:
-        telemetry.add("bytefreezer_errors", stage="piper", error_type="pipeline")
-        raise
-    finally:
-        try:
-            control.release_leases([lease for _, _, lease in claimed])
-        except BytefreezerError as exc:
-            log.warning("could not release piper leases (they expire): %s", exc)
+    stats.counters = run_claimed(
+        settings.piper.beam_args,
+        lambda p: p | "Claimed" >> beam.Create(work) | "Piper" >> ProcessIntake(settings),
+        NAMESPACE,
+        control=control,
+        leases=[lease for _, _, lease in claimed],
+        telemetry=telemetry,
+        workers=settings.piper.max_concurrent_jobs,
+    )
     stats.seconds = time.monotonic() - started
     record_piper_counters(telemetry, stats)
     return stats

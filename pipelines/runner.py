@@ -10,6 +10,11 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from bytefreezer.control import ControlClient
+from bytefreezer.control.models import Lease
+from bytefreezer.errors import BytefreezerError
+from bytefreezer.telemetry import Telemetry
+
 # The DirectRunner would first try the Prism runner, which downloads a binary. For bounded
 # batch pipelines it then uses the FnApiRunner anyway, so we choose that engine directly.
 LOCAL_RUNNER = "FnApiRunner"
@@ -44,6 +49,30 @@ class CycleStats:
     claimed: int = 0
     counters: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+
+
+def run_claimed(
+    beam_args: list[str],
+    build: Any,
+    namespace: str,
+    *,
+    control: ControlClient,
+    leases: list[Lease],
+    telemetry: Telemetry,
+    workers: int = 1,
+) -> dict[str, int]:
+    """Run one bounded pipeline over claimed work, then release the claims whatever happened
+    (a failed release is harmless: leases expire)."""
+    try:
+        return run_pipeline(beam_args, build, namespace, workers)
+    except Exception:
+        telemetry.add("bytefreezer_errors", stage=namespace, error_type="pipeline")
+        raise
+    finally:
+        try:
+            control.release_leases(leases)
+        except BytefreezerError as exc:
+            logging.getLogger(__name__).warning("could not release %s leases: %s", namespace, exc)
 
 
 def run_pipeline(
