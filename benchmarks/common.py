@@ -1,0 +1,88 @@
+"""Shared by the benchmarks: generated security events and a stack on a temporary directory."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from bytefreezer.control import ControlStore
+from bytefreezer.control.models import DatasetSpec, Tenant
+from bytefreezer.ingress.receiver import IntakeWriter
+from bytefreezer.settings import Settings, load_settings
+from bytefreezer.storage import Storage
+
+ACTIONS = ["login", "logout", "read", "write", "delete", "connect"]
+STATUSES = ["success", "failure", "blocked", "noise"]
+
+
+def generate(target_bytes: int, seed: int = 7) -> list[bytes]:
+    """NDJSON lines of security events (the original system's test data shape)."""
+    rng = random.Random(seed)
+    lines, size = [], 0
+    base = 1767225600
+    while size < target_bytes:
+        event = {
+            "timestamp": time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(base + rng.randrange(0, 86400 * 2))
+            ),
+            "source_ip": f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}",
+            "dest_ip": f"192.168.{rng.randrange(256)}.{rng.randrange(256)}",
+            "source_port": rng.randrange(1024, 65535),
+            "dest_port": rng.choice([22, 80, 443, 3306, 8080]),
+            "username": f"user{rng.randrange(5000)}",
+            "action": rng.choice(ACTIONS),
+            "status": rng.choice(STATUSES),
+            "process": rng.choice(["sshd", "nginx", "postgres", "java"]),
+            "bytes_sent": rng.randrange(0, 1 << 20),
+            "bytes_recv": rng.randrange(0, 1 << 20),
+            "duration_ms": round(rng.random() * 5000, 3),
+            "session_id": f"{rng.getrandbits(64):016x}",
+        }
+        line = json.dumps(event).encode()
+        lines.append(line)
+        size += len(line) + 1
+    return lines
+
+
+def split_objects(lines: list[bytes], object_bytes: int) -> list[bytes]:
+    """Lines grouped into NDJSON objects of about ``object_bytes``."""
+    objects, current, size = [], [], 0
+    for line in lines:
+        current.append(line)
+        size += len(line) + 1
+        if size >= object_bytes:
+            objects.append(b"\n".join(current) + b"\n")
+            current, size = [], 0
+    if current:
+        objects.append(b"\n".join(current) + b"\n")
+    return objects
+
+
+def stack(
+    data_dir: Path, chain: list[dict[str, Any]], tenants: list[str], **overrides: Any
+) -> tuple[Settings, ControlStore, Storage]:
+    """Settings, control and storage of a file-backed stack with one dataset per tenant."""
+    settings = load_settings(
+        data_dir=data_dir,
+        instance_id="bench",
+        piper={"max_objects_per_run": 10_000, **overrides.get("piper", {})},
+        packer={"max_input_mb_per_run": 4096, **overrides.get("packer", {})},
+    )
+    storage = Storage(settings)
+    storage.ensure_buckets()
+    control = ControlStore(settings.control_db_path(), destination_for=settings.destination_for)
+    for tenant in tenants:
+        control.create_tenant(Tenant(name=tenant))
+        control.create_dataset(tenant, DatasetSpec(name="security", transforms=chain))
+    return settings, control, storage
+
+
+def upload(storage: Storage, tenant: str, objects: list[bytes]) -> None:
+    """Objects into the intake bucket, gzip'd, as the receiver stores them."""
+    writer = IntakeWriter(storage)
+    for obj in objects:
+        writer.write(tenant, "security", "ndjson", gzip.compress(obj, compresslevel=1), {})

@@ -1,0 +1,70 @@
+"""benchmarks/results/latest.json as a Markdown table (benchmarks/results/latest.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def render(data: dict) -> str:  # type: ignore[type-arg]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `make bench` on a machine with {os.cpu_count()} cores, Python {platform.python_version()}"
+        + (f", pyarrow {data['machine']['pyarrow']}" if "machine" in data else "")
+        + ". Every figure is a ratio against a baseline measured in the same run.",
+        "",
+        "| stage | measured | baseline (same run) | ratio | target |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for stage, target in (("piper", "≥ 0.7x"), ("packer", "≥ 0.8x")):
+        if stage in data:
+            s = data[stage]
+            lines.append(
+                f"| {stage} | {s['mb_per_s']} MB/s, {s['records_per_s']:,} rec/s | pyarrow alone {s['baseline_mb_per_s']} MB/s | {s['ratio']:.2f}x | {target} |"
+            )
+    if "ingest" in data:
+        i = data["ingest"]
+        lines.append(
+            f"| receiver ({i['body_bytes'] // 1024} KB gzip bodies, {i['clients']} clients) | {i['receiver']['mb_per_s']} MB/s, p99 {i['receiver']['p99_ms']} ms | bare Starlette/Hypercorn {i['bare']['mb_per_s']} MB/s, p99 {i['bare']['p99_ms']} ms | {i['ratio']:.2f}x | ≥ 0.8x |"
+        )
+    if "scale" in data:
+        sc = data["scale"]
+        lines.append(
+            f"| growth (1x, 4x, 16x input) | per-MB cost spread ±{sc['per_mb_spread'] * 100:.0f}% | | | ±15% |"
+        )
+        t = sc["tenants"]
+        lines.append(
+            f"| 100 tenants vs 1 ({t['total_mb']:g} MB) | {t['hundred_tenants_s']} s | {t['one_tenant_s']} s | {t['ratio']:.2f}x | ≤ 1.25x |"
+        )
+        for size, m in sc["memory"].items():
+            lines.append(
+                f"| peak RSS at {size} | piper {m['piper_peak_rss_mb']} MB, packer {m['packer_peak_rss_mb']} MB | | | < 1024 MB |"
+            )
+    if "transforms" in data:
+        lines += [
+            "",
+            f"## Transforms ({data['transforms']['rows']:,} rows, against per-record Python)",
+            "",
+            "| transform | rows/s | per-record rows/s | ratio |",
+            "| --- | --- | --- | --- |",
+        ]
+        for name, t in data["transforms"]["results"].items():
+            lines.append(
+                f"| {name} | {t['rows_per_s']:,} | {t['baseline_rows_per_s']:,} | {t['ratio']}x |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    data = json.loads((RESULTS / "latest.json").read_text())
+    (RESULTS / "latest.md").write_text(render(data))
+    print((RESULTS / "latest.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

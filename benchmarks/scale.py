@@ -1,0 +1,145 @@
+"""Growth and memory: per-MB cost at 1x, 4x and 16x input, 1 tenant against 100 tenants with the
+same total, and the peak RSS of piper and packer processes as input grows.
+
+    python benchmarks/scale.py [--base-mb 8] [--memory-mb 64,256]
+
+Each measurement runs piper then packer over generated security events in a fresh stack. Peak
+RSS is measured in child processes (one per stage and size). Merges the figures into
+benchmarks/results/latest.json under "scale".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import generate, split_objects, stack, upload
+
+from bytefreezer.pipelines.packer import run_packer_cycle
+from bytefreezer.pipelines.piper import run_piper_cycle
+
+CHAIN = [
+    {"type": "rename_field", "config": {"from": "source_ip", "to": "src_ip"}},
+    {"type": "filter", "config": {"condition": "status <> 'noise'"}},
+]
+
+
+def timed_run(mb: float, tenants: int, work: Path) -> float:
+    """Seconds piper + packer take for ``mb`` MB split evenly over ``tenants`` tenants."""
+    names = [f"t{i:03d}" for i in range(tenants)]
+    settings, control, storage = stack(work, CHAIN, names)
+    lines = generate(int(mb * 1024 * 1024))
+    per_tenant = max(1, len(lines) // tenants)
+    for index, name in enumerate(names):
+        chunk = lines[index * per_tenant : (index + 1) * per_tenant]
+        upload(storage, name, split_objects(chunk, 4 * 1024 * 1024))
+    started = time.perf_counter()
+    while storage.intake.list():
+        run_piper_cycle(settings, control, storage)
+    while any(
+        o.key.endswith(".parquet") for o in storage.piper.list() if not o.key.startswith("_")
+    ):
+        run_packer_cycle(settings, control, storage)
+    return time.perf_counter() - started
+
+
+def stage_rss(stage: str, mb: float, work: Path) -> float:
+    """Peak RSS (MB) of a child process running one stage over ``mb`` MB."""
+    script = Path(__file__).resolve()
+    subprocess.run([sys.executable, str(script), "--prepare", str(work), str(mb)], check=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    subprocess.run([sys.executable, str(script), "--stage", stage, str(work)], check=True)
+    if stage == "piper":
+        return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    # RUSAGE_CHILDREN keeps the largest child; run packer after piper in the same work dir.
+    return max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--base-mb", type=float, default=8)
+    parser.add_argument("--memory-mb", default="64,256")
+    parser.add_argument("--prepare", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--stage", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.prepare:
+        work, mb = Path(args.prepare[0]), float(args.prepare[1])
+        if not (work / "control.db").exists():
+            _, _, storage = stack(work, CHAIN, ["mem"])
+            upload(storage, "mem", split_objects(generate(int(mb * 1024 * 1024)), 8 * 1024 * 1024))
+        return
+    if args.stage:
+        stage, work = args.stage[0], Path(args.stage[1])
+        settings, control, storage = stack(work, CHAIN, [])
+        cycle = run_piper_cycle if stage == "piper" else run_packer_cycle
+        while cycle(settings, control, storage).claimed:
+            pass
+        return
+
+    root = Path(tempfile.mkdtemp(prefix="bf-scale-"))
+    try:
+        growth = {}
+        for factor in (1, 4, 16):
+            mb = args.base_mb * factor
+            seconds = timed_run(mb, 1, root / f"growth-{factor}")
+            growth[f"{factor}x"] = {
+                "mb": mb,
+                "seconds": round(seconds, 3),
+                "seconds_per_mb": round(seconds / mb, 4),
+            }
+        per_mb = [g["seconds_per_mb"] for g in growth.values()]
+        mean = sum(per_mb) / len(per_mb)
+        spread = max(abs(v - mean) / mean for v in per_mb)
+        total = args.base_mb * 4
+        one = timed_run(total, 1, root / "tenants-1")
+        hundred = timed_run(total, 100, root / "tenants-100")
+        memory = {}
+        for mb in (float(x) for x in args.memory_mb.split(",")):
+            work = root / f"memory-{mb:g}"
+            memory[f"{mb:g}MB"] = {
+                "piper_peak_rss_mb": round(stage_rss("piper", mb, work), 1),
+                "packer_peak_rss_mb": round(stage_rss("packer", mb, work), 1),
+            }
+        result = {
+            "growth": growth,
+            "per_mb_spread": round(spread, 3),
+            "tenants": {
+                "total_mb": total,
+                "one_tenant_s": round(one, 3),
+                "hundred_tenants_s": round(hundred, 3),
+                "ratio": round(hundred / one, 3),
+            },
+            "memory": memory,
+        }
+        for name, g in growth.items():
+            print(
+                f"growth {name:4s} {g['mb']:7.1f} MB  {g['seconds']:7.2f} s  {g['seconds_per_mb']:.4f} s/MB"
+            )
+        print(f"per-MB cost spread: ±{spread * 100:.1f}% (target ±15%)")
+        print(
+            f"{total:g} MB: 1 tenant {one:.2f} s, 100 tenants {hundred:.2f} s, ratio {hundred / one:.2f}x (target ≤ 1.25x)"
+        )
+        for size, m in memory.items():
+            print(
+                f"memory {size:>8s}: piper peak RSS {m['piper_peak_rss_mb']} MB, packer {m['packer_peak_rss_mb']} MB (target < 1024)"
+            )
+        out = Path(__file__).parent / "results" / "latest.json"
+        current = json.loads(out.read_text()) if out.exists() else {}
+        current["scale"] = result
+        out.write_text(json.dumps(current, indent=2) + "\n")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
