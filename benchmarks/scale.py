@@ -52,15 +52,13 @@ def timed_run(mb: float, tenants: int, work: Path) -> float:
 
 
 def stage_rss(stage: str, mb: float, work: Path) -> float:
-    """Peak RSS (MB) of a child process running one stage over ``mb`` MB."""
+    """Peak RSS (MB) of a process running one stage over ``mb`` MB (it reports its own)."""
     script = Path(__file__).resolve()
     subprocess.run([sys.executable, str(script), "--prepare", str(work), str(mb)], check=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([sys.executable, str(script), "--stage", stage, str(work)], check=True)
-    if stage == "piper":
-        return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    # RUSAGE_CHILDREN keeps the largest child; run packer after piper in the same work dir.
-    return max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    done = subprocess.run(
+        [sys.executable, str(script), "--stage", stage, str(work)], check=True, capture_output=True, text=True
+    )
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -84,6 +82,7 @@ def main() -> None:
         cycle = run_piper_cycle if stage == "piper" else run_packer_cycle
         while cycle(settings, control, storage).claimed:
             pass
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         return
 
     root = Path(tempfile.mkdtemp(prefix="bf-scale-"))
