@@ -56,7 +56,10 @@ def stage_rss(stage: str, mb: float, work: Path) -> float:
     script = Path(__file__).resolve()
     subprocess.run([sys.executable, str(script), "--prepare", str(work), str(mb)], check=True)
     done = subprocess.run(
-        [sys.executable, str(script), "--stage", stage, str(work)], check=True, capture_output=True, text=True
+        [sys.executable, str(script), "--stage", stage, str(work)],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return float(done.stdout.strip().splitlines()[-1])
 
