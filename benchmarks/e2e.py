@@ -1,6 +1,6 @@
 """End-to-end benchmark: piper and packer on generated security events, against pyarrow alone.
 
-    python benchmarks/e2e.py [--mb 32] [--object-mb 4]
+    python benchmarks/e2e.py [--mb 128] [--object-mb 4]
 
 Generates NDJSON security events (shaped like the original system's test data), stores them as
 gzip intake objects, then times in the same run:
@@ -137,7 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--mb", type=float, default=32, help="uncompressed NDJSON to generate")
+    parser.add_argument("--mb", type=float, default=128, help="uncompressed NDJSON to generate")
     parser.add_argument("--object-mb", type=float, default=4, help="size of one intake object")
     args = parser.parse_args()
 
@@ -206,7 +206,8 @@ def main() -> None:
         print(f"peak RSS {result['peak_rss_mb']} MB")
         out = Path(__file__).parent / "results" / "latest.json"
         out.parent.mkdir(exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        current = json.loads(out.read_text()) if out.exists() else {}
+        out.write_text(json.dumps({**current, **result}, indent=2) + "\n")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -65,12 +65,17 @@ def decode_ndjson(data: bytes) -> Decoded:
     """Newline-delimited JSON objects; malformed lines are rejected, not fatal."""
     if not data.strip():
         return Decoded(pa.table({}), [], 0)
-    try:
-        options = pajson.ReadOptions(block_size=min(max(len(data) + 1, 1 << 20), _MAX_BLOCK))
-        table = pajson.read_json(io.BytesIO(data), read_options=options)
-        return Decoded(table, [], table.num_rows)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return _decode_lines(data)
+    # 1 MiB blocks parse in parallel; one block for the whole object copes with very long
+    # lines and with types that differ between blocks; line by line finds the bad lines.
+    for block_size in (1 << 20, min(max(len(data) + 1, 1 << 20), _MAX_BLOCK)):
+        try:
+            options = pajson.ReadOptions(block_size=block_size)
+            table = pajson.read_json(io.BytesIO(data), read_options=options)
+            return Decoded(table, [], table.num_rows)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            if block_size >= len(data):
+                break
+    return _decode_lines(data)
 
 
 def _decode_lines(data: bytes) -> Decoded:
