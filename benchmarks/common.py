@@ -29,7 +29,10 @@ def generate(target_bytes: int, seed: int = 7) -> list[bytes]:
             "timestamp": time.strftime(
                 "%Y-%m-%dT%H:%M:%SZ", time.gmtime(base + rng.randrange(0, 86400 * 2))
             ),
-            "source_ip": f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}",
+            # a third from a range the benchmark GeoIP database knows
+            "source_ip": f"81.2.69.{rng.randrange(256)}"
+            if rng.random() < 0.34
+            else f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}",
             "dest_ip": f"192.168.{rng.randrange(256)}.{rng.randrange(256)}",
             "source_port": rng.randrange(1024, 65535),
             "dest_port": rng.choice([22, 80, 443, 3306, 8080]),
