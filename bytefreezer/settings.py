@@ -116,8 +116,9 @@ class ReceiverSettings(_Section):
         4 * 1024 * 1024, description="Flush a shared intake object once it holds this much."
     )
     group_commit_max_age_ms: float = Field(
-        20.0,
-        description="Flush a shared intake object at most this long after its first body.",
+        0.0,
+        description="Wait at most this long to gather bodies into one intake object; 0 writes at "
+        "once unless a write for the dataset is in flight, whose followers then share the next.",
     )
     max_inflight_bytes: int = Field(
         256 * 1024 * 1024, description="Bodies being received and stored at once; 429 above."

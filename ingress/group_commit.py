@@ -52,6 +52,7 @@ class GroupCommitter:
         self._max_bytes = max_bytes
         self._max_age = max_age_seconds
         self._groups: dict[GroupKey, _Group] = {}
+        self._writing: dict[GroupKey, int] = {}  # writes in flight per group key
         self._tasks: set[asyncio.Task[None]] = set()
         self.objects_written = 0
         self.bodies_grouped = 0
@@ -73,6 +74,11 @@ class GroupCommitter:
         self.bodies_grouped += 1
         if group.stored_bytes >= self._max_bytes:
             self._flush_now(key)
+        elif self._max_age <= 0:
+            # No linger: write now unless a write for this dataset is in flight; bodies that
+            # arrive meanwhile share the next object, written as soon as that one is done.
+            if not self._writing.get(key):
+                self._flush_now(key)
         elif group.timer is None:
             group.timer = loop.call_later(self._max_age, self._flush_now, key)
         return await waiter
@@ -83,9 +89,18 @@ class GroupCommitter:
             return
         if group.timer is not None:
             group.timer.cancel()
+        self._writing[key] = self._writing.get(key, 0) + 1
         task = asyncio.get_running_loop().create_task(self._flush(key, group))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._written(key))
+
+    def _written(self, key: GroupKey) -> None:
+        self._writing[key] -= 1
+        if not self._writing[key]:
+            del self._writing[key]
+            if self._max_age <= 0 and key in self._groups:
+                self._flush_now(key)
 
     async def _flush(self, key: GroupKey, group: _Group) -> None:
         metadata = {
