@@ -37,6 +37,7 @@ bench: $(STAMP) ## run the benchmarks and print ratios against baselines
 	$(BIN)/python benchmarks/e2e.py
 	$(BIN)/python benchmarks/transforms.py
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/end_to_end.py
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/report.py
 

@@ -32,6 +32,11 @@ def render(data: dict) -> str:  # type: ignore[type-arg]
         lines.append(
             f"| receiver ({i['body_bytes'] // 1024} KB gzip bodies, {i['clients']} clients) | {i['receiver']['mb_per_s']} MB/s, p99 {i['receiver']['p99_ms']} ms | bare Starlette/Hypercorn {i['bare']['mb_per_s']} MB/s, p99 {i['bare']['p99_ms']} ms | {i['ratio']:.2f}x | ≥ 0.8x |"
         )
+    if "end_to_end" in data:
+        e = data["end_to_end"]
+        lines.append(
+            f"| end to end, post → Parquet visible ({e['mb']} MB) | {e['mb_per_s']} MB/s | DuckDB read_json_auto → Parquet {e['duckdb_mb_per_s']} MB/s | {e['ratio']:.2f}x | ≥ 0.5x |"
+        )
     if "scale" in data:
         sc = data["scale"]
         lines.append(

@@ -1,0 +1,165 @@
+"""Post → Parquet visible: the embedded stack against DuckDB converting the same NDJSON.
+
+    python benchmarks/end_to_end.py [--mb 64] [--body-mb 1] [--clients 8]
+
+Starts `bytefreezer up` on 127.0.0.1, posts generated security events as gzip NDJSON bodies
+from concurrent clients, and measures from the first post until every record is readable in the
+destination's Parquet. In the same run, DuckDB converts the same NDJSON file to Parquet
+(`COPY (SELECT * FROM read_json_auto(...)) TO ... (FORMAT parquet)`). Prints MB/s of both and
+the ratio; merges the figures into benchmarks/results/latest.json under "end_to_end".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import httpx
+import pyarrow.dataset as ds
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import generate, split_objects
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+def visible_rows(destination: Path) -> int:
+    if not destination.exists() or not any(destination.rglob("*.parquet")):
+        return 0
+    return ds.dataset(str(destination), format="parquet", partitioning="hive").count_rows()
+
+
+async def post_all(url: str, key: str, bodies: list[bytes], clients: int) -> None:
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    headers = {"Authorization": f"Bearer {key}", "Content-Encoding": "gzip"}
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            body = queue.get_nowait()
+            while True:
+                response = await client.post(url, content=body, headers=headers)
+                if response.status_code == 200:
+                    break
+                await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+
+    async with httpx.AsyncClient(timeout=120) as client:
+        await asyncio.gather(*(worker(client) for _ in range(clients)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--mb", type=float, default=64)
+    parser.add_argument("--body-mb", type=float, default=1)
+    parser.add_argument("--clients", type=int, default=8)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bf-e2e-"))
+    process = None
+    try:
+        lines = generate(int(args.mb * 1024 * 1024))
+        raw = b"\n".join(lines) + b"\n"
+        mb = len(raw) / 1e6
+        (work / "events.ndjson").write_bytes(raw)
+
+        started = time.perf_counter()
+        duckdb.sql(
+            f"COPY (SELECT * FROM read_json_auto('{work / 'events.ndjson'}')) TO '{work / 'duck.parquet'}' (FORMAT parquet)"
+        )
+        duck_s = time.perf_counter() - started
+
+        port = free_port()
+        env = {
+            **os.environ,
+            "BYTEFREEZER_RECEIVER__HOST": "127.0.0.1",
+            "BYTEFREEZER_RECEIVER__PORT": str(port),
+            "BYTEFREEZER_RECEIVER__API_HOST": "127.0.0.1",
+            "BYTEFREEZER_RECEIVER__API_PORT": str(free_port()),
+            "BYTEFREEZER_CONTROL__PORT": str(free_port()),
+            "BYTEFREEZER_PIPER__POLL_INTERVAL_SECONDS": "0.2",
+            "BYTEFREEZER_PACKER__POLL_INTERVAL_SECONDS": "0.2",
+            "BYTEFREEZER_LOG_LEVEL": "WARNING",
+        }
+        data = work / "data"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bytefreezer.cli", "up", "--data-dir", str(data)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port(port)
+        key = next(w for w in (data / "first-run.txt").read_text().split() if w.startswith("bfk_"))
+        bodies = [
+            gzip.compress(b, compresslevel=1)
+            for b in split_objects(lines, int(args.body_mb * 1024 * 1024))
+        ]
+        destination = data / "destination" / "demo" / "events"
+        started = time.perf_counter()
+        asyncio.run(post_all(f"http://127.0.0.1:{port}/demo/events", key, bodies, args.clients))
+        posted_s = time.perf_counter() - started
+        while visible_rows(destination) < len(lines):
+            time.sleep(0.1)
+        ours_s = time.perf_counter() - started
+        result = {
+            "mb": round(mb, 1),
+            "records": len(lines),
+            "bodies": len(bodies),
+            "posted_seconds": round(posted_s, 3),
+            "visible_seconds": round(ours_s, 3),
+            "mb_per_s": round(mb / ours_s, 1),
+            "duckdb_seconds": round(duck_s, 3),
+            "duckdb_mb_per_s": round(mb / duck_s, 1),
+            "ratio": round(duck_s / ours_s, 3),
+        }
+        print(f"{mb:.1f} MB, {len(lines)} records in {len(bodies)} bodies, {args.clients} clients")
+        print(
+            f"bytefreezer post → Parquet visible: {ours_s:.2f} s ({result['mb_per_s']} MB/s; all posted after {posted_s:.2f} s)"
+        )
+        print(
+            f"DuckDB read_json_auto → Parquet:    {duck_s:.2f} s ({result['duckdb_mb_per_s']} MB/s)"
+        )
+        print(f"ratio: {result['ratio']:.2f}x")
+        out = Path(__file__).parent / "results" / "latest.json"
+        current = json.loads(out.read_text()) if out.exists() else {}
+        current["end_to_end"] = result
+        out.write_text(json.dumps(current, indent=2) + "\n")
+    finally:
+        if process is not None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
