@@ -131,6 +131,10 @@ class ReceiverSettings(_Section):
     )
     spool_retry_seconds: float = Field(2.0, description="How often the spool uploader retries.")
     retry_after_seconds: int = Field(5, description="Retry-After sent with 429 and 503 answers.")
+    rate_limit_per_second: float = Field(
+        0.0, ge=0, description="Requests per second allowed per API key (0: no limit); 429 above."
+    )
+    rate_limit_burst: int = Field(100, ge=1, description="Requests a key may send at once.")
 
 
 class PiperSettings(_Section):

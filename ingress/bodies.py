@@ -119,7 +119,7 @@ _FIRST_BYTE = {
 
 def check_framing(data: bytes, fmt: str) -> None:
     """Refuse a body that cannot be in ``fmt`` by its first significant byte (cheap)."""
-    stripped = data.lstrip(b" \t\r\n\xef\xbb\xbf")
+    stripped = data.lstrip(b" \t\r\n\x0b\x0c\xef\xbb\xbf")
     if not stripped:
         raise BodyError(400, "empty body")
     expected = _FIRST_BYTE.get(fmt)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -112,6 +113,28 @@ class KeyCache:
         return scope
 
 
+class RateLimiter:
+    """A token bucket per API key: ``rate`` requests a second, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[str, tuple[float, float]] = {}  # key → (tokens, last refill)
+
+    def wait_seconds(self, key: str) -> float:
+        """0 when the request may go now (a token is taken), else how long until it may."""
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        if tokens >= 1:
+            self._buckets[key] = (tokens - 1, now)
+            return 0.0
+        self._buckets[key] = (tokens, now)
+        return (1 - tokens) / self.rate
+
+
 class InflightBudget:
     """Bytes of bodies being received and stored; beyond the bound requests get 429."""
 
@@ -193,6 +216,7 @@ class ReceiverState:
     spool: Spool
     committer: GroupCommitter
     budget: InflightBudget
+    limiter: RateLimiter
     storage: Storage
     control: ControlClient
     telemetry: Telemetry
@@ -312,6 +336,11 @@ async def _ingest(request: Request, state: ReceiverState, traceparent: str) -> J
         scope = state.keys.cached(bearer, tenant, dataset)
         if scope is None:
             scope = await run_in_threadpool(_authorize, state, bearer, tenant, dataset)
+        wait = state.limiter.wait_seconds(scope.key_id)
+        if wait > 0:
+            raise Rejected(
+                429, "rate limit of this API key exceeded, retry later", max(1, math.ceil(wait))
+            )
         raw, reserved = await _read_body(request, state)
         fmt = hint if hint in FORMATS else scope.format
         encoding = request.headers.get("content-encoding", "")
@@ -447,6 +476,9 @@ def build_state(
         spool=spool,
         committer=committer,
         budget=InflightBudget(settings.receiver.max_inflight_bytes),
+        limiter=RateLimiter(
+            settings.receiver.rate_limit_per_second, settings.receiver.rate_limit_burst
+        ),
         storage=storage,
         control=control,
         telemetry=telemetry,

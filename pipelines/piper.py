@@ -143,12 +143,20 @@ class _ProcessIntakeFn(beam.DoFn):  # type: ignore[misc]
             for name, count in result.rejected_by.items():
                 Metrics.counter(NAMESPACE, f"dead_lettered:{name}").inc(count)
             table = result.table
+            if table.num_columns == 0 and table.num_rows:
+                # Records without a single field cannot be a Parquet row: keep them as letters.
+                empty = orjson.dumps(
+                    {"stage": "decode", "error": "record has no fields", "line": "{}"}
+                )
+                dead.extend([empty] * table.num_rows)
+                Metrics.counter(NAMESPACE, "dead_lettered:decode").inc(table.num_rows)
+                table = table.slice(0, 0)
             if trace:  # packer links its files to this object's span
                 table = table.replace_schema_metadata(
                     {**(table.schema.metadata or {}), STAGED_TRACE_KEY: trace[TRACEPARENT]}
                 )
             staged = parquet_bytes(table, STAGED_COMPRESSION, level=1)
-            rows_out = result.table.num_rows
+            rows_out = table.num_rows
         # Fencing: a worker that was paused past its lease writes nothing. The same check
         # before the delete covers a pause during the writes.
         if not self._still_held(lease, work.key):

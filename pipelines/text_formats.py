@@ -18,6 +18,8 @@ from bytefreezer.transforms.builtin.kv import Kv, KvConfig
 from bytefreezer.transforms.builtin.parse_syslog import ParseSyslog, ParseSyslogConfig
 from bytefreezer.transforms.tables import rows_to_table
 
+_BLANK = " \t\r\n\x0b\x0c"  # what bytes.strip() removes: blank lines are not records
+
 
 def _lines(data: bytes) -> tuple[list[str], list[tuple[str, str]]]:
     """Non-empty lines as text, and lines that are not valid UTF-8 (rejected)."""
@@ -34,10 +36,10 @@ def _lines(data: bytes) -> tuple[list[str], list[tuple[str, str]]]:
                     (raw.decode("utf-8", "replace"), f"invalid UTF-8: {exc.reason} at {exc.start}")
                 )
                 continue
-            if line.strip():
+            if line.strip(_BLANK):
                 good.append(line)
         return good, bad
-    return [line.rstrip("\r") for line in text.split("\n") if line.strip()], []
+    return [line.rstrip("\r") for line in text.split("\n") if line.strip(_BLANK)], []
 
 
 def _apply(step: object, table: pa.Table, rejected: list[tuple[str, str]], column: str) -> pa.Table:

@@ -74,6 +74,8 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     names: dict[str, None] = {}
     for row in rows:
         names.update(dict.fromkeys(row))
+    if not names:  # only empty objects: keep their count, with no columns
+        return pa.table({"_": pa.nulls(len(rows))}).drop_columns(["_"])
     columns: dict[str, pa.Array] = {}
     for name in names:
         values = [row.get(name) for row in rows]
