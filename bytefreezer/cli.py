@@ -229,7 +229,7 @@ def _run_worker(args: argparse.Namespace, kind: str) -> None:
             return
         own = settings.piper if kind == "piper" else settings.packer
         api = create_worker_api(settings, storage, control, poller)
-        run_services([(api, own.api_host, own.api_port)], [(poller.run, poller.stop)])
+        run_services([(api, own.api_host, own.api_port)], [(poller.run, poller.stop)], settings.tls)
     finally:
         telemetry.shutdown()
 
@@ -260,7 +260,7 @@ def cmd_receiver(args: argparse.Namespace) -> None:
     from bytefreezer.servers import run_services
 
     settings = _settings(args)
-    run_services(_receiver_apps(settings, open_control(settings)))
+    run_services(_receiver_apps(settings, open_control(settings)), tls=settings.tls)
 
 
 def cmd_proxy(args: argparse.Namespace) -> None:
@@ -286,7 +286,7 @@ def cmd_control(args: argparse.Namespace) -> None:
     )
     _ensure_admin_key(store, settings)
     app = create_app(store, preview=_preview(settings))
-    run_services([(app, settings.control.host, settings.control.port)])
+    run_services([(app, settings.control.host, settings.control.port)], tls=settings.tls)
 
 
 def _first_run(settings: Settings, store: ControlStore) -> None:
@@ -299,12 +299,13 @@ def _first_run(settings: Settings, store: ControlStore) -> None:
     store.create_dataset("demo", DatasetSpec(name="events"))
     created: NewApiKey = store.create_key("demo", "events", description="first run")
     port = settings.receiver.port
+    scheme = "https" if settings.tls.enabled else "http"
     text = (
         "bytefreezer is running with a demo tenant 'demo', dataset 'events'.\n"
         f"Ingest key (shown on every start from {settings.data_dir / 'first-run.txt'}):\n"
         f"  {created.key}\n"
         "Send a first record:\n"
-        f"  curl -X POST http://127.0.0.1:{port}/demo/events \\\n"
+        f"  curl -X POST {scheme}://127.0.0.1:{port}/demo/events \\\n"
         f"    -H 'Authorization: Bearer {created.key}' \\\n"
         '    -d \'{"timestamp": "2026-01-01T12:00:00Z", "message": "hello"}\'\n'
         f"Parquet appears under {(settings.data_dir / 'destination').resolve()}/demo/events/\n"
@@ -342,7 +343,7 @@ def cmd_up(args: argparse.Namespace) -> None:
             settings.control.port,
         ),
     ]
-    run_services(apps, [(piper.run, piper.stop), (packer.run, packer.stop)])
+    run_services(apps, [(piper.run, piper.stop), (packer.run, packer.stop)], settings.tls)
 
 
 # Parser ----------------------------------------------------------------------------------

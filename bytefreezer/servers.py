@@ -12,12 +12,17 @@ from typing import Any
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
+from bytefreezer.settings import TlsSettings
+
 log = logging.getLogger(__name__)
 
 
-def hypercorn_config(host: str, port: int) -> Config:
-    """A quiet Hypercorn config bound to ``host:port``."""
+def hypercorn_config(host: str, port: int, tls: TlsSettings | None = None) -> Config:
+    """A quiet Hypercorn config bound to ``host:port``, serving HTTPS when ``tls`` is enabled."""
     config = Config()
+    if tls is not None and tls.enabled:
+        config.certfile = str(tls.cert_file)
+        config.keyfile = str(tls.key_file)
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
@@ -28,6 +33,7 @@ def hypercorn_config(host: str, port: int) -> Config:
 def run_services(
     apps: list[tuple[Any, str, int]],
     workers: list[tuple[Callable[[], None], Callable[[], None]]] | None = None,
+    tls: TlsSettings | None = None,
 ) -> None:
     """Serve ``apps`` and run ``workers`` (run, stop) threads until SIGTERM or SIGINT."""
 
@@ -43,7 +49,7 @@ def run_services(
             threads.append(thread)
         servers = [
             asyncio.create_task(
-                serve(app, hypercorn_config(host, port), shutdown_trigger=stop.wait)
+                serve(app, hypercorn_config(host, port, tls), shutdown_trigger=stop.wait)
             )
             for app, host, port in apps
         ]

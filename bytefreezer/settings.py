@@ -94,6 +94,10 @@ class ControlSettings(_Section):
     host: str = Field("127.0.0.1", description="Listen address of `bytefreezer control`.")
     port: int = Field(8082, description="Listen port of `bytefreezer control`.")
     timeout_seconds: float = Field(30.0, description="HTTP timeout for calls to the service.")
+    ca_file: Path | None = Field(
+        None,
+        description="CA bundle that signs an https control service's certificate (default: system CAs).",
+    )
 
 
 class ReceiverSettings(_Section):
@@ -169,6 +173,20 @@ class PackerSettings(_Section):
     api_port: int = Field(8083, description="Packer's API: health, readiness, config, status.")
 
 
+class TlsSettings(_Section):
+    """TLS for this process's HTTP listeners (receiver, control service, worker APIs)."""
+
+    cert_file: Path | None = Field(
+        None, description="PEM certificate (chain); set with key_file to serve HTTPS."
+    )
+    key_file: Path | None = Field(None, description="PEM private key of the certificate.")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether both files are given."""
+        return self.cert_file is not None and self.key_file is not None
+
+
 class MonitoringSettings(_Section):
     """Metrics and traces."""
 
@@ -226,6 +244,7 @@ class Settings(BaseSettings):
     receiver: ReceiverSettings = Field(default_factory=ReceiverSettings, description="Receiver.")
     piper: PiperSettings = Field(default_factory=PiperSettings, description="Piper.")
     packer: PackerSettings = Field(default_factory=PackerSettings, description="Packer.")
+    tls: TlsSettings = Field(default_factory=TlsSettings, description="HTTPS for the listeners.")
     monitoring: MonitoringSettings = Field(
         default_factory=MonitoringSettings, description="Metrics and traces."
     )

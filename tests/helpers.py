@@ -52,23 +52,24 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
 
 
 @contextmanager
-def serve_app(app: Any, port: int | None = None) -> Iterator[str]:
+def serve_app(app: Any, port: int | None = None, tls: Any = None) -> Iterator[str]:
     """Serve an ASGI app on 127.0.0.1 in a background thread; yield its base URL."""
     port = port or free_port()
+    scheme = "https" if tls is not None and tls.enabled else "http"
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
 
     def run() -> None:
         asyncio.set_event_loop(loop)
         loop.run_until_complete(
-            serve(app, hypercorn_config("127.0.0.1", port), shutdown_trigger=stop.wait)
+            serve(app, hypercorn_config("127.0.0.1", port, tls), shutdown_trigger=stop.wait)
         )
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     wait_for_port(port)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{scheme}://127.0.0.1:{port}"
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(timeout=15)

@@ -18,6 +18,7 @@ def open_control(
             settings.control.url,
             settings.control.api_key.get_secret_value(),
             timeout=settings.control.timeout_seconds,
+            ca_file=str(settings.control.ca_file) if settings.control.ca_file else None,
         )
     return ControlStore(
         settings.control_db_path(),

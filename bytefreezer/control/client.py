@@ -71,10 +71,15 @@ _ERROR_TYPES: dict[str, type[BytefreezerError]] = {
 class HttpControl:
     """The control client over HTTP, authenticating with a bearer key."""
 
-    def __init__(self, url: str, api_key: str = "", *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, url: str, api_key: str = "", *, timeout: float = 30.0, ca_file: str | None = None
+    ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url + "/api/v1", headers=headers, timeout=timeout)
+        verify: Any = ca_file if ca_file else True
+        self._http = httpx.Client(
+            base_url=self.url + "/api/v1", headers=headers, timeout=timeout, verify=verify
+        )
 
     def close(self) -> None:
         """Close the connection pool."""

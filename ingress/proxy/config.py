@@ -68,6 +68,14 @@ class ProxyConfig(_Config):
     api_port: int = Field(
         8086, description="Port of the proxy's API (health, stats, dead letters)."
     )
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate: serve the http inputs and the API over HTTPS."
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of that certificate.")
+    receiver_ca_file: Path | None = Field(
+        None,
+        description="CA bundle that signs an https receiver's certificate (default: system CAs).",
+    )
 
 
 def load_proxy_config(path: Path | str) -> ProxyConfig:

@@ -185,7 +185,8 @@ class Forwarder:
         """Deliver until ``stop`` is set."""
         delay = self._config.retry_initial_seconds
         timeout = httpx.Timeout(self._config.request_timeout_seconds)
-        async with httpx.AsyncClient(timeout=timeout) as client:
+        ca = self._config.receiver_ca_file
+        async with httpx.AsyncClient(timeout=timeout, verify=str(ca) if ca else True) as client:
             while not stop.is_set():
                 paths = await asyncio.to_thread(self._spool.paths)
                 if not paths:

@@ -102,19 +102,21 @@ class ProxyService:
         from hypercorn.asyncio import serve
 
         from bytefreezer.servers import hypercorn_config
+        from bytefreezer.settings import TlsSettings
 
-        config = hypercorn_config(host, port)
+        tls = TlsSettings(cert_file=self.config.tls_cert_file, key_file=self.config.tls_key_file)
         if port == 0:
             import socket
 
             with socket.socket() as sock:
                 sock.bind((host, 0))
                 port = sock.getsockname()[1]
-            config = hypercorn_config(host, port)
+        config = hypercorn_config(host, port, tls)
         self.ports[name] = port
         self._tasks.append(
             asyncio.create_task(serve(app, config, shutdown_trigger=self._stop.wait))
         )
+        await _listening("127.0.0.1" if host in ("0.0.0.0", "") else host, port)
 
     # Lifecycle ----------------------------------------------------------------------------
 
@@ -297,6 +299,20 @@ class ProxyService:
                 Route("/api/v1/dead-letters/{dead_id}", delete, methods=["DELETE"]),
             ]
         )
+
+
+async def _listening(host: str, port: int, timeout: float = 15.0) -> None:
+    """Wait until a server accepts connections on ``host:port``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+            writer.close()
+            return
+        except OSError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
 
 
 async def _read_frame(reader: asyncio.StreamReader, source: InputConfig) -> str | None:
