@@ -1,0 +1,162 @@
+"""kill -9 at random moments: control, receiver, pipers and packers are killed and restarted
+under continuous load; every acknowledged record is in the final Parquet exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bytefreezer.control import ControlStore
+from bytefreezer.control.models import DatasetSpec, Tenant
+from tests.helpers import free_port, read_parquet_dir, wait_for, wait_for_port
+
+ADMIN = "bfk_0a1b2c3d4e5f_chaos-admin-key-secret"
+
+
+class Stack:
+    """Processes of one stack on a shared data directory, each killable and restartable."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.data = tmp_path / "data"
+        self.control_port, self.port = free_port(), free_port()
+        self.env = {
+            **os.environ,
+            "BYTEFREEZER_DATA_DIR": str(self.data),
+            "BYTEFREEZER_CONTROL__URL": f"http://127.0.0.1:{self.control_port}",
+            "BYTEFREEZER_CONTROL__API_KEY": ADMIN,
+            "BYTEFREEZER_CONTROL__ADMIN_KEY": ADMIN,
+            "BYTEFREEZER_CONTROL__PORT": str(self.control_port),
+            "BYTEFREEZER_CONTROL__TIMEOUT_SECONDS": "3",
+            "BYTEFREEZER_RECEIVER__HOST": "127.0.0.1",
+            "BYTEFREEZER_RECEIVER__PORT": str(self.port),
+            "BYTEFREEZER_RECEIVER__API_HOST": "127.0.0.1",
+            "BYTEFREEZER_RECEIVER__SPOOL_RETRY_SECONDS": "0.3",
+            "BYTEFREEZER_PIPER__POLL_INTERVAL_SECONDS": "0.3",
+            "BYTEFREEZER_PIPER__LEASE_TTL_SECONDS": "4",
+            "BYTEFREEZER_PIPER__MAX_OBJECTS_PER_RUN": "8",
+            "BYTEFREEZER_PACKER__POLL_INTERVAL_SECONDS": "0.3",
+            "BYTEFREEZER_PACKER__LEASE_TTL_SECONDS": "4",
+            "BYTEFREEZER_PACKER__MAX_INPUT_MB_PER_RUN": "1",
+            "BYTEFREEZER_MONITORING__REPORT_INTERVAL_SECONDS": "1",
+        }
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.kills: Counter[str] = Counter()
+
+    def start(self, name: str) -> None:
+        component = name.split("-")[0]
+        env = {**self.env, "BYTEFREEZER_INSTANCE_ID": name}
+        env["BYTEFREEZER_RECEIVER__API_PORT"] = str(free_port())
+        env["BYTEFREEZER_PIPER__API_HOST"] = env["BYTEFREEZER_PACKER__API_HOST"] = "127.0.0.1"
+        env["BYTEFREEZER_PIPER__API_PORT"] = env["BYTEFREEZER_PACKER__API_PORT"] = str(free_port())
+        if component == "control":
+            env.pop("BYTEFREEZER_CONTROL__URL")
+        with open(self.tmp / f"{name}.log", "ab") as log:
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "bytefreezer.cli", component],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def kill(self, name: str) -> None:
+        self.processes[name].send_signal(signal.SIGKILL)
+        self.processes[name].wait()
+        self.kills[name.split("-")[0]] += 1
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+async def load(url: str, key: str, stop: asyncio.Event, acked: list[int]) -> None:
+    """Post unique ids until stopped; only 200 answers count as acknowledged."""
+    next_id = 0
+    async with httpx.AsyncClient(timeout=10) as client:
+        while not stop.is_set():
+            ids = list(range(next_id, next_id + 25))
+            next_id += 25
+            body = "\n".join(
+                json.dumps({"id": i, "timestamp": "2026-03-01T00:00:00Z"}) for i in ids
+            )
+            try:
+                answer = await client.post(
+                    f"{url}/acme/web", content=body, headers={"Authorization": f"Bearer {key}"}
+                )
+            except httpx.HTTPError:
+                await asyncio.sleep(0.1)
+                continue
+            if answer.status_code == 200:
+                acked.extend(ids)
+            else:
+                await asyncio.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_kill_9_anything_under_load_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    destination = (stack.data / "destination").as_uri()
+    store = ControlStore(
+        stack.data / "control.db", destination_for=lambda t, d: f"{destination}/{t}/{d}"
+    )
+    store.import_admin_key(ADMIN)
+    store.create_tenant(Tenant(name="acme"))
+    store.create_dataset("acme", DatasetSpec(name="web"))
+    key = store.create_key("acme").key
+    store.close()
+    names = ["control-0", "receiver-0", "piper-0", "piper-1", "piper-2", "packer-0", "packer-1"]
+    rng = random.Random(42)
+    acked: list[int] = []
+    try:
+        for name in names:
+            stack.start(name)
+        wait_for_port(stack.control_port, timeout=60)
+        wait_for_port(stack.port, timeout=60)
+
+        async def chaos() -> None:
+            stop = asyncio.Event()
+            task = asyncio.create_task(load(f"http://127.0.0.1:{stack.port}", key, stop, acked))
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                await asyncio.sleep(rng.uniform(0.5, 1.5))
+                victim = rng.choice(names + ["piper-1"] * 2)  # piper-1 is killed most often
+                await asyncio.to_thread(stack.kill, victim)
+                await asyncio.sleep(rng.uniform(0.1, 0.6))
+                await asyncio.to_thread(stack.start, victim)
+            stop.set()
+            await task
+
+        asyncio.run(chaos())
+        assert len(acked) > 200 and sum(stack.kills.values()) >= 10
+
+        def drained() -> bool:
+            table = read_parquet_dir(stack.data / "destination" / "acme" / "web")
+            found = Counter(table.column("id").to_pylist()) if table is not None else Counter()
+            return set(acked) <= set(found)
+
+        wait_for(drained, timeout=120, interval=1)
+        time.sleep(3)  # a duplicate would land after the last record
+        table = read_parquet_dir(stack.data / "destination" / "acme" / "web")
+        assert table is not None
+        found = Counter(table.column("id").to_pylist())
+        assert set(acked) <= set(found), "an acknowledged record was lost"
+        assert max(found.values()) == 1, [i for i, n in found.items() if n > 1][:10]
+    finally:
+        stack.stop_all()
