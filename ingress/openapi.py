@@ -36,26 +36,32 @@ _STORED = {
 
 
 def _ingest(summary: str) -> dict[str, Any]:
-    header = lambda name, text: {  # noqa: E731
+    printable = {"type": "string", "pattern": "^[\\x20-\\x7e]{1,512}$"}
+    header = lambda name, text, schema=printable: {  # noqa: E731
         "name": name,
         "in": "header",
         "required": False,
-        "schema": {"type": "string"},
+        "schema": schema,
         "description": text,
     }
+    digits = {"type": "string", "pattern": "^[0-9]{1,18}$"}
+    hint = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,62}$"}
     return {
         "post": {
             "summary": summary,
             "parameters": [
                 {"name": "tenant", "in": "path", "required": True, "schema": _NAME},
                 {"name": "dataset", "in": "path", "required": True, "schema": _NAME},
-                {"name": "format", "in": "query", "required": False, "schema": {"type": "string"}},
+                {"name": "format", "in": "query", "required": False, "schema": hint},
                 header("Content-Encoding", "gzip, zstd, deflate or identity"),
-                header("X-Proxy-Filename", "tenant--dataset--... file name of the batch"),
-                header("X-Proxy-Line-Count", "lines in the batch"),
-                header("X-Proxy-Original-Bytes", "uncompressed size"),
+                header(
+                    "X-Proxy-Filename",
+                    "tenant--dataset--... file name of the batch; must start with the path's tenant--dataset-- and hold no '..' or '/'",
+                ),
+                header("X-Proxy-Line-Count", "lines in the batch", digits),
+                header("X-Proxy-Original-Bytes", "uncompressed size", digits),
                 header("X-Proxy-Created-At", "when the proxy made the batch"),
-                header("X-Proxy-Data-Hint", "input format of the batch"),
+                header("X-Proxy-Data-Hint", "input format of the batch", hint),
                 header("X-Proxy-Batch-ID", "the proxy's batch id"),
             ],
             "security": [{"bearer": []}],

@@ -322,6 +322,7 @@ _ERROR_TYPES = {
 async def _ingest(request: Request, state: ReceiverState, traceparent: str) -> JSONResponse:
     reserved = 0
     try:
+        bearer = _bearer(request)  # no key at all: 401 before anything else is looked at
         tenant = request.path_params["tenant"]
         dataset = request.path_params["dataset"]
         try:
@@ -332,7 +333,6 @@ async def _ingest(request: Request, state: ReceiverState, traceparent: str) -> J
             metadata = proxy_metadata(dict(request.headers), tenant, dataset)
         except (InvalidName, BodyError) as exc:
             raise Rejected(400, getattr(exc, "message", str(exc))) from None
-        bearer = _bearer(request)
         scope = state.keys.cached(bearer, tenant, dataset)
         if scope is None:
             scope = await run_in_threadpool(_authorize, state, bearer, tenant, dataset)
