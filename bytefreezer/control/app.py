@@ -7,7 +7,7 @@ answer JSON ``{"error": message, "type": name}`` with 400/401/403/404/409/410.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -51,9 +51,12 @@ def _dump(value: Any) -> Any:
 Handler = Callable[[ControlStore, Request, Any], Any]
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
 def _route(
     path: str, method: str, handler: Handler, *, public: bool = False, status: int = 200
-) -> Route:
+) -> tuple[str, str, Endpoint]:
     async def endpoint(request: Request) -> Response:
         store: ControlStore = request.app.state.store
         try:
@@ -82,7 +85,23 @@ def _route(
             return Response(status_code=204)
         return JSONResponse(_dump(result), status_code=status)
 
-    return Route(path, endpoint, methods=[method])
+    return path, method, endpoint
+
+
+def _routes(entries: list[tuple[str, str, Endpoint]]) -> list[Route]:
+    """One route per path serving all its methods, so a 405 names every allowed method."""
+    by_path: dict[str, dict[str, Endpoint]] = {}
+    for path, method, endpoint in entries:
+        by_path.setdefault(path, {})[method] = endpoint
+    routes = []
+    for path, methods in by_path.items():
+
+        async def dispatch(request: Request, methods: dict[str, Endpoint] = methods) -> Response:
+            method = "GET" if request.method == "HEAD" else request.method
+            return await methods[method](request)
+
+        routes.append(Route(path, dispatch, methods=list(methods)))
+    return routes
 
 
 async def _in_thread(handler: Handler, store: ControlStore, request: Request, body: Any) -> Any:
@@ -251,9 +270,15 @@ ROUTES.append(
 )
 
 
+async def _openapi(request: Request) -> Response:
+    from bytefreezer.control.openapi import control_openapi
+
+    return JSONResponse(control_openapi())
+
+
 def create_app(store: ControlStore, *, preview: Preview | None = None) -> Starlette:
     """The control service app over ``store``; ``preview`` runs a chain over sample lines."""
-    app = Starlette(routes=ROUTES)
+    app = Starlette(routes=[*_routes(ROUTES), Route("/openapi.json", _openapi, methods=["GET"])])
     app.state.store = store
     app.state.preview = preview
     return app

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bytefreezer.keys import validate_name
+from bytefreezer.keys import NAME_PATTERN, validate_name
 
 Partitioning = Literal["hive", "date", "date_hour", "none", "custom"]
 InputFormat = Literal[
@@ -22,7 +22,10 @@ class _Model(BaseModel):
 class Tenant(_Model):
     """A tenant: the owner of datasets and keys."""
 
-    name: str = Field(description="Tenant name, `[a-z0-9][a-z0-9_-]{0,62}`.")
+    name: str = Field(
+        description="Tenant name, `[a-z0-9][a-z0-9_-]{0,62}`.",
+        json_schema_extra={"pattern": f"^{NAME_PATTERN}$"},
+    )
     active: bool = Field(True, description="Inactive tenants are refused with 410.")
 
     @field_validator("name")
@@ -62,7 +65,10 @@ class ParquetOptions(_Model):
 class DatasetSpec(_Model):
     """What a client sends to create or replace a dataset."""
 
-    name: str = Field(description="Dataset name, `[a-z0-9][a-z0-9_-]{0,62}`.")
+    name: str = Field(
+        description="Dataset name, `[a-z0-9][a-z0-9_-]{0,62}`.",
+        json_schema_extra={"pattern": f"^{NAME_PATTERN}$"},
+    )
     format: InputFormat = Field(
         "ndjson",
         description="Input format of posted bodies (a request's data hint can override it): "
