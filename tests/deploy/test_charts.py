@@ -341,3 +341,31 @@ def test_readme_and_schema_are_generated_from_the_values(chart: Path) -> None:
         "run deploy/helm/chartdoc.py"
     )
     assert json.loads((chart / "values.schema.json").read_text()) == chartdoc.schema(chart)
+
+
+def test_tls_from_a_kubernetes_secret() -> None:
+    objects = render(BYTEFREEZER, scenario(BYTEFREEZER, "tls.yaml"))
+    for name in ("receiver", "piper", "packer", "control"):
+        deployment = find(objects, "Deployment", f"bf-bytefreezer-{name}")
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        assert {"name": "tls", "secret": {"secretName": "bytefreezer-tls"}} in pod["volumes"]
+        assert {"name": "tls", "mountPath": "/etc/bytefreezer/tls", "readOnly": True} in container[
+            "volumeMounts"
+        ]
+        env = env_of(deployment)
+        assert env["BYTEFREEZER_TLS__CERT_FILE"] == "/etc/bytefreezer/tls/tls.crt"
+        assert env["BYTEFREEZER_CONTROL__URL"] == "https://bf-bytefreezer-control:8082"
+        assert container["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    with pytest.raises(helm_python.HelmError) as info:
+        render(BYTEFREEZER, {"tls": {"enabled": True}})
+    assert "tls.enabled=true needs tls.existingSecret" in str(info.value)
+
+
+def test_proxy_tls_from_a_kubernetes_secret() -> None:
+    objects = render(PROXY, scenario(PROXY, "syslog-and-http.yaml"), release="edge")
+    config = yaml.safe_load(find(objects, "ConfigMap", "edge-proxy-config")["data"]["proxy.yaml"])
+    assert config["tls_cert_file"] == "/etc/bytefreezer/tls/tls.crt"
+    pod = find(objects, "Deployment", "edge-proxy")["spec"]["template"]["spec"]
+    assert {"name": "tls", "secret": {"secretName": "edge-proxy-tls"}} in pod["volumes"]
+    assert pod["containers"][0]["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"

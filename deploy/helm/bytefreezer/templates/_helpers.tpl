@@ -55,9 +55,13 @@ storageClassName: {{ . | quote }}
 {{- if and (eq .Values.global.deploymentType "on_prem") (not .Values.controlService.url) .Values.controlService.enabled -}}true{{- end -}}
 {{- end -}}
 
+{{- define "bytefreezer.scheme" -}}
+{{- ternary "https" "http" .Values.tls.enabled -}}
+{{- end -}}
+
 {{- define "bytefreezer.controlUrl" -}}
 {{- if include "bytefreezer.inClusterControl" . -}}
-{{- printf "http://%s-control:8082" (include "bytefreezer.fullname" .) -}}
+{{- printf "%s://%s-control:8082" (include "bytefreezer.scheme" .) (include "bytefreezer.fullname" .) -}}
 {{- else -}}
 {{- .Values.controlService.url -}}
 {{- end -}}
@@ -118,6 +122,9 @@ storageClassName: {{ . | quote }}
 {{- if and (or .Values.monitoring.prometheus.enabled .Values.monitoring.victoriametrics.enabled .Values.monitoring.serviceMonitor.enabled) (or (not .Values.monitoring.enabled) (ne .Values.monitoring.mode "prometheus")) -}}
 {{- $problems = append $problems "a Prometheus, VictoriaMetrics or ServiceMonitor scrapes /metrics: set monitoring.enabled=true and monitoring.mode=prometheus" -}}
 {{- end -}}
+{{- if and .Values.tls.enabled (not .Values.tls.existingSecret) -}}
+{{- $problems = append $problems "tls.enabled=true needs tls.existingSecret (a Secret with tls.crt, tls.key and ca.crt)" -}}
+{{- end -}}
 {{- if $problems -}}
 {{- fail (printf "\n\nbytefreezer: invalid values:\n  - %s\n" (join "\n  - " $problems)) -}}
 {{- end -}}
@@ -169,11 +176,35 @@ storageClassName: {{ . | quote }}
       key: api-key
 - name: BYTEFREEZER_CONTROL__TIMEOUT_SECONDS
   value: {{ .Values.controlService.timeoutSeconds | quote }}
+{{- if .Values.tls.enabled }}
+- name: BYTEFREEZER_TLS__CERT_FILE
+  value: /etc/bytefreezer/tls/tls.crt
+- name: BYTEFREEZER_TLS__KEY_FILE
+  value: /etc/bytefreezer/tls/tls.key
+- name: BYTEFREEZER_CONTROL__CA_FILE
+  value: /etc/bytefreezer/tls/ca.crt
+{{- end }}
 - name: BYTEFREEZER_MONITORING__MODE
   value: {{ ternary .Values.monitoring.mode "none" .Values.monitoring.enabled | quote }}
 {{- if and .Values.monitoring.enabled .Values.monitoring.externalEndpoint }}
 - name: BYTEFREEZER_MONITORING__EXTERNAL_ENDPOINT
   value: {{ .Values.monitoring.externalEndpoint | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The certificate volume and its mount (TLS on) ----------------------------------- */}}
+
+{{- define "bytefreezer.tlsVolume" -}}
+{{- if .Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ .Values.tls.existingSecret }}
+{{- end }}
+{{- end -}}
+
+{{- define "bytefreezer.tlsMount" -}}
+{{- if .Values.tls.enabled }}
+- {name: tls, mountPath: /etc/bytefreezer/tls, readOnly: true}
 {{- end }}
 {{- end -}}
 

@@ -32,5 +32,6 @@ app.kubernetes.io/component: proxy
 {{- if not (has .type (list "udp" "tcp" "syslog" "http")) -}}{{- $problems = append $problems (printf "inputs %q: type must be udp, tcp, syslog or http" .name) -}}{{- end -}}
 {{- if not (and .name .tenant .dataset .port) -}}{{- $problems = append $problems (printf "inputs %q: name, port, tenant and dataset are required" (.name | default "?")) -}}{{- end -}}
 {{- end -}}
+{{- if and .Values.tls.enabled (not .Values.tls.existingSecret) -}}{{- $problems = append $problems "tls.enabled=true needs tls.existingSecret (a Secret with tls.crt and tls.key)" -}}{{- end -}}
 {{- if $problems -}}{{- fail (printf "\n\nproxy: invalid values:\n  - %s\n" (join "\n  - " $problems)) -}}{{- end -}}
 {{- end -}}
