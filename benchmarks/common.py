@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,24 @@ from bytefreezer.storage import Storage
 
 ACTIONS = ["login", "logout", "read", "write", "delete", "connect"]
 STATUSES = ["success", "failure", "blocked", "noise"]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 60) -> None:
+    """Wait until something listens on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"nothing listens on {port}")
 
 
 def generate(target_bytes: int, seed: int = 7) -> list[bytes]:
