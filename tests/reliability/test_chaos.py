@@ -160,3 +160,59 @@ def test_kill_9_anything_under_load_loses_and_duplicates_nothing(tmp_path: Path)
         assert max(found.values()) == 1, [i for i, n in found.items() if n > 1][:10]
     finally:
         stack.stop_all()
+
+
+@pytest.mark.slow
+def test_control_down_longer_than_a_lease_ttl(tmp_path: Path) -> None:
+    """Ingest goes on with cached keys while the control service is down past every lease's
+    TTL; when it is back, expired leases are taken over and nothing is lost or doubled."""
+    stack = Stack(tmp_path)
+    stack.env["BYTEFREEZER_RECEIVER__AUTH_CACHE_SECONDS"] = (
+        "1"  # cached verdicts are stale during the outage
+    )
+    destination = (stack.data / "destination").as_uri()
+    store = ControlStore(
+        stack.data / "control.db", destination_for=lambda t, d: f"{destination}/{t}/{d}"
+    )
+    store.import_admin_key(ADMIN)
+    store.create_tenant(Tenant(name="acme"))
+    store.create_dataset("acme", DatasetSpec(name="web"))
+    key = store.create_key("acme").key
+    store.close()
+    names = ["control-0", "receiver-0", "piper-0", "piper-1", "packer-0"]
+    acked: list[int] = []
+    during_outage: list[int] = []
+    try:
+        for name in names:
+            stack.start(name)
+        wait_for_port(stack.control_port, timeout=60)
+        wait_for_port(stack.port, timeout=60)
+
+        async def outage() -> None:
+            stop = asyncio.Event()
+            task = asyncio.create_task(load(f"http://127.0.0.1:{stack.port}", key, stop, acked))
+            await asyncio.sleep(3)
+            await asyncio.to_thread(stack.kill, "control-0")
+            before = len(acked)
+            await asyncio.sleep(6)  # longer than the 4 s lease TTL
+            during_outage.append(len(acked) - before)
+            await asyncio.to_thread(stack.start, "control-0")
+            await asyncio.sleep(4)
+            stop.set()
+            await task
+
+        asyncio.run(outage())
+        assert during_outage[0] > 0, "ingest stopped while control was down"
+
+        def drained() -> bool:
+            table = read_parquet_dir(stack.data / "destination" / "acme" / "web")
+            return table is not None and set(acked) <= set(table.column("id").to_pylist())
+
+        wait_for(drained, timeout=120, interval=1)
+        time.sleep(3)
+        table = read_parquet_dir(stack.data / "destination" / "acme" / "web")
+        assert table is not None
+        found = Counter(table.column("id").to_pylist())
+        assert set(acked) <= set(found) and max(found.values()) == 1
+    finally:
+        stack.stop_all()
