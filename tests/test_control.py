@@ -142,3 +142,19 @@ def test_management_api_needs_the_admin_key(store: ControlStore) -> None:
             f"{api}/leases/acquire", content=b"{", headers={"Authorization": f"Bearer {admin_key}"}
         )
         assert junk.status_code == 400
+        admin = {"Authorization": f"Bearer {admin_key}"}
+        # Requests the OpenAPI document refuses never reach the store.
+        listed = httpx.post(f"{api}/keys", json={"tenant": ["acme"]}, headers=admin)
+        assert listed.status_code == 400 and "body['tenant']" in listed.json()["error"]
+        many = httpx.post(
+            f"{api}/leases/acquire",
+            json={"names": [f"n{i}" for i in range(51)], "owner": "a", "ttl": 5},
+            headers=admin,
+        )
+        assert many.status_code == 400 and "body['names']" in many.json()["error"]
+        path = httpx.get(f"{api}/tenants/Bad!/keys", headers=admin)
+        assert path.status_code == 400 and "invalid tenant" in path.json()["error"]
+        report = httpx.post(
+            f"{api}/health/reports", json={"component": "", "instance": "i"}, headers=admin
+        )
+        assert report.status_code == 400 and "invalid component" in report.json()["error"]

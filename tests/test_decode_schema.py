@@ -11,6 +11,7 @@ from bytefreezer.control.models import ParquetOptions
 from bytefreezer.pipelines.decode import decode_ndjson, gunzip
 from bytefreezer.pipelines.partitioning import event_times, partition_paths
 from bytefreezer.pipelines.schema import unified_schema, unify
+from bytefreezer.transforms.tables import rows_to_table
 
 
 def test_malformed_lines_are_rejected_with_reasons_and_good_lines_kept() -> None:
@@ -33,6 +34,11 @@ def test_integers_stay_integers() -> None:
     decoded = decode_ndjson(b'{"n": 9007199254740993}\n')
     assert decoded.table.schema.field("n").type == pa.int64()
     assert decoded.table.column("n").to_pylist() == [9007199254740993]
+
+
+def test_integers_beyond_64_bits_are_kept_as_text() -> None:
+    table = rows_to_table([{"n": -9223372036854775809}, {"n": [1180591620717411303424]}])
+    assert table.column("n").to_pylist() == ["-9223372036854775809", "[1180591620717411303424]"]
 
 
 def test_gunzip_handles_members_and_reports_corruption() -> None:

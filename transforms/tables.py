@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, TypeAlias
 
 import orjson
@@ -15,7 +16,12 @@ def stringify(value: Any) -> str:
     """A scalar as text, nested values as JSON."""
     if isinstance(value, str):
         return value
-    return orjson.dumps(value, default=str).decode()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # also beyond 64 bits, which orjson refuses
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except TypeError:  # a nested integer beyond 64 bits
+        return json.dumps(value, default=str, separators=(",", ":"))
 
 
 def drop_column(table: pa.Table, name: str) -> pa.Table:

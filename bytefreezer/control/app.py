@@ -19,6 +19,7 @@ from starlette.routing import Route
 from bytefreezer import errors
 from bytefreezer.control.models import DatasetSpec, HealthReport, Lease, Tenant
 from bytefreezer.control.store import ControlStore
+from bytefreezer.control.validation import check_request
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ def _route(
                         body = await request.json()
                     except ValueError:
                         raise errors.ConfigError("request body is not valid JSON") from None
+            check_request(path, method, request.path_params, body)
             result = await _in_thread(handler, store, request, body)
         except ValidationError as exc:
             detail = "; ".join(

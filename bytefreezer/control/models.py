@@ -139,7 +139,10 @@ class Lease(_Model):
 class HealthReport(_Model):
     """One component instance's latest report."""
 
-    component: str
+    component: str = Field(
+        description="Component name, `[a-z0-9][a-z0-9_-]{0,62}`.",
+        json_schema_extra={"pattern": f"^{NAME_PATTERN}$"},
+    )
     instance: str
     status: Literal["ok", "degraded", "failing"] = "ok"
     details: dict[str, Any] = Field(default_factory=dict)

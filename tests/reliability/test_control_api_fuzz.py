@@ -5,16 +5,19 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.checks import positive_data_acceptance
 
 from bytefreezer.control import ControlStore
 from bytefreezer.control.app import create_app
 from bytefreezer.control.models import DatasetSpec, Tenant
 from bytefreezer.control.openapi import control_openapi
 from bytefreezer.transforms import validate_chain
+from bytefreezer.transforms.preview import preview_chain
 from tests.helpers import serve_app
 
 schema = schemathesis.openapi.from_dict(control_openapi())
@@ -43,8 +46,21 @@ def control(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     store.create_tenant(Tenant(name="acme"))
     store.create_dataset("acme", DatasetSpec(name="web"))
     ADMIN["value"] = store.create_key(None, role="admin").key
+
+    def preview(steps: list[dict[str, Any]], lines: list[str], tenant: str, dataset: str) -> Any:
+        return preview_chain(steps, lines, tenant=tenant, dataset=dataset)
+
     with contextlib.ExitStack() as stack:
-        yield stack.enter_context(serve_app(create_app(store)))
+        yield stack.enter_context(serve_app(create_app(store, preview=preview)))
+
+
+# A dataset's chain is checked against the transforms registered at run time (plugins
+# included), which a static document cannot list: a schema-valid step of an unknown type is
+# rightly refused, so those operations skip only the "valid data is accepted" check.
+_CHAIN_BODIES = {
+    ("POST", "/api/v1/tenants/{tenant}/datasets"),
+    ("PUT", "/api/v1/tenants/{tenant}/datasets/{dataset}"),
+}
 
 
 @schema.parametrize()
@@ -52,7 +68,11 @@ def control(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_control_conforms_to_its_openapi(case: schemathesis.Case, control: str) -> None:
     response = case.call(base_url=control)
     assert response.status_code < 500, response.text
-    case.validate_response(response)
+    excluded = []
+    if (case.method.upper(), case.path) in _CHAIN_BODIES and response.status_code == 400:
+        assert "step" in response.json()["error"], response.text
+        excluded = [positive_data_acceptance]
+    case.validate_response(response, excluded_checks=excluded)
 
 
 def test_document_is_served(control: str) -> None:
