@@ -15,6 +15,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from bytefreezer import errors
+from bytefreezer.keys import validate_name
 
 
 @functools.cache
@@ -49,10 +50,7 @@ def check_request(path: str, method: str, params: dict[str, Any], body: Any) -> 
     for name, pattern in patterns.items():
         value = params.get(name)
         if isinstance(value, str) and not pattern.search(value):
-            raise errors.InvalidName(
-                f"invalid {name} {value!r}: use 1-63 characters from a-z, 0-9, '_' and '-', "
-                "starting with a letter or digit"
-            )
+            validate_name(value, name)  # raises InvalidName with the naming rule
     if validator is None:
         return
     if body is None:
@@ -62,10 +60,7 @@ def check_request(path: str, method: str, params: dict[str, Any], body: Any) -> 
         field = next((str(p) for p in reversed(error.absolute_path) if isinstance(p, str)), "")
         if field == "name":  # the resource the path creates: tenants -> tenant
             field = [s for s in path.split("/") if s and not s.startswith("{")][-1].rstrip("s")
-        raise errors.InvalidName(
-            f"invalid {field} {error.instance!r}: use 1-63 characters from a-z, 0-9, '_' and "
-            "'-', starting with a letter or digit"
-        )
+        validate_name(error.instance, field)
     if error is not None:
         where = "body" + "".join(f"[{p!r}]" for p in error.absolute_path)
         message = error.message if len(error.message) <= 200 else error.message[:200] + "..."
