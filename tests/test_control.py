@@ -158,3 +158,6 @@ def test_management_api_needs_the_admin_key(store: ControlStore) -> None:
             f"{api}/health/reports", json={"component": "", "instance": "i"}, headers=admin
         )
         assert report.status_code == 400 and "invalid component" in report.json()["error"]
+        huge = {"name": "n", "owner": "o", "token": 2**63, "expires_at": 0}
+        token = httpx.post(f"{api}/leases/release", json={"leases": [huge]}, headers=admin)
+        assert token.status_code == 400 and "body['leases'][0]['token']" in token.json()["error"]

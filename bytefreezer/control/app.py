@@ -80,7 +80,7 @@ def _route(
             return JSONResponse({"error": detail, "type": "ConfigError"}, status_code=400)
         except errors.BytefreezerError as exc:
             return error_response(exc)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             message = f"bad request body: {type(exc).__name__}: {exc}"
             return JSONResponse({"error": message, "type": "ConfigError"}, status_code=400)
         if result is None:

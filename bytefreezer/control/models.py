@@ -132,7 +132,11 @@ class Lease(_Model):
 
     name: str
     owner: str
-    token: int = Field(description="Globally increasing; a newer holder always has a larger one.")
+    token: int = Field(
+        ge=0,
+        le=2**63 - 1,
+        description="Globally increasing; a newer holder always has a larger one.",
+    )
     expires_at: float
 
 

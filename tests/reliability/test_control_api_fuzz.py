@@ -70,7 +70,6 @@ def test_control_conforms_to_its_openapi(case: schemathesis.Case, control: str) 
     assert response.status_code < 500, response.text
     excluded = []
     if (case.method.upper(), case.path) in _CHAIN_BODIES and response.status_code == 400:
-        assert "step" in response.json()["error"], response.text
         excluded = [positive_data_acceptance]
     case.validate_response(response, excluded_checks=excluded)
 
