@@ -129,6 +129,8 @@ def receiver_openapi() -> dict[str, Any]:
                         "uploaded": {"type": "integer"},
                         "failures": {"type": "integer"},
                         "last_error": {"type": "string"},
+                        "write_errors": {"type": "integer"},
+                        "last_write_error": {"type": "string"},
                     },
                 },
             ),

@@ -32,6 +32,8 @@ class SpoolStats:
     uploaded: int
     failures: int
     last_error: str
+    write_errors: int
+    last_write_error: str
 
 
 class Spool:
@@ -51,6 +53,8 @@ class Spool:
         self.uploaded = 0
         self.failures = 0
         self.last_error = ""
+        self.write_errors = 0  # the spool's own disk refused a write (ENOSPC, EIO...)
+        self.last_write_error = ""
 
     def stats(self) -> SpoolStats:
         """Current figures."""
@@ -62,6 +66,8 @@ class Spool:
                 self.uploaded,
                 self.failures,
                 self.last_error,
+                self.write_errors,
+                self.last_write_error,
             )
 
     def add(self, key: str, data: bytes, metadata: dict[str, str]) -> None:
@@ -90,10 +96,13 @@ class Spool:
                 os.close(fd)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
+            message = f"cannot write to the spool at {self.directory}: {exc.strerror}"
             with self._lock:
                 self._bytes -= size
                 self._objects -= 1
-            raise SpoolFull(f"cannot write to the spool: {exc.strerror}") from exc
+                self.write_errors += 1
+                self.last_write_error = message
+            raise SpoolFull(message) from exc
 
     def paths(self) -> list[Path]:
         """The spooled objects' files, oldest first."""

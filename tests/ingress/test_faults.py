@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -82,13 +82,18 @@ def setup_control(settings: Settings) -> tuple[ControlStore, str]:
 
 @contextmanager
 def receiver_process(
-    settings: Settings, log: Path
+    settings: Settings,
+    log: Path,
+    prefix: Sequence[str] = (),
+    api_port: int | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    port, api_port = free_port(), free_port()
+    """A receiver as its own process; ``prefix`` wraps its command line (e.g. ``unshare``)."""
+    port, api_port = free_port(), api_port or free_port()
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bytefreezer.cli", "receiver"],
-            env=env_for(settings, port, api_port),
+            [*prefix, sys.executable, "-m", "bytefreezer.cli", "receiver"],
+            env=env_for(settings, port, api_port) | dict(extra_env or {}),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
