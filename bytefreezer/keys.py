@@ -6,6 +6,7 @@ Layout (bucket → key):
 * piper:   ``{tenant}/{dataset}/{tenant}--{dataset}--{unixnano}--{hint}.parquet`` (staged rows)
 * piper:   ``_dead-letter/{tenant}/{dataset}/{stem}.ndjson`` (rejected records with reasons)
 * piper:   ``_manifests/{tenant}/{dataset}/{run_id}.json`` (packer's commit manifests)
+* piper:   ``_packed/{tenant}/{dataset}/{run_id}.json`` (stems packed recently: the ledger)
 * destination: ``{partition path}/part-{run_id}-{n:05d}.parquet``
 
 Tenant and dataset names can never start with ``_``, so the underscore prefixes cannot collide
@@ -25,6 +26,7 @@ _HINT_RE = re.compile(r"\A[a-z0-9][a-z0-9_.-]{0,62}\Z")
 
 DEAD_LETTER_PREFIX = "_dead-letter"
 MANIFEST_PREFIX = "_manifests"
+PACKED_PREFIX = "_packed"
 
 
 def validate_name(value: str, kind: str = "name") -> str:
@@ -115,6 +117,16 @@ def manifest_prefix(tenant: str, dataset: str) -> str:
 def manifest_key(tenant: str, dataset: str, run_id: str) -> str:
     """The key of one packer manifest."""
     return f"{manifest_prefix(tenant, dataset)}{run_id}.json"
+
+
+def packed_prefix(tenant: str, dataset: str) -> str:
+    """The prefix of a dataset's ledger of packed stems in the piper bucket."""
+    return f"{PACKED_PREFIX}/{dataset_prefix(tenant, dataset)}"
+
+
+def packed_key(tenant: str, dataset: str, run_id: str) -> str:
+    """The ledger entry of one finished packer run: the stems it packed."""
+    return f"{packed_prefix(tenant, dataset)}{run_id}.json"
 
 
 def output_file_name(run_id: str, index: int) -> str:

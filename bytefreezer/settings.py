@@ -168,6 +168,15 @@ class PackerSettings(_Section):
     max_file_size_mb: int = Field(
         128, ge=1, description="Upper bound of any Parquet file (a dataset may set a smaller one)."
     )
+    ledger_retention_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description=(
+            "How long the stems of packed staged objects are remembered; a staged object "
+            "rewritten within this time by a piper that lost its lease is discarded, not "
+            "packed twice."
+        ),
+    )
     beam_args: list[str] = Field(default_factory=list, description="Beam pipeline options.")
     api_host: str = Field("0.0.0.0", description="Listen address of packer's API.")
     api_port: int = Field(8083, description="Packer's API: health, readiness, config, status.")

@@ -8,10 +8,17 @@ Commit protocol for one dataset (under its lease):
 3. read and unify them, partition by event time, split into files of at most
    ``max_file_size_mb``; write the manifest (inputs, planned outputs, state ``planned``);
 4. upload every output (atomic, at names derived from the run id);
-5. mark the manifest ``uploaded``, delete the inputs, delete the manifest.
+5. mark the manifest ``uploaded``, record the inputs' stems in the dataset's ledger of packed
+   stems, delete the inputs, delete the manifest.
 
 Replaying a ``planned`` manifest deletes its planned outputs and redoes 3-5 from the same
 inputs; replaying an ``uploaded`` one only finishes step 5. Either way every row lands once.
+
+The ledger closes the last fencing gap: a piper that checked its lease, then paused past its
+TTL while another piper took the object over and the result was packed, would write the same
+staged object again when it wakes. A staged object whose stem the ledger holds is such a late
+copy; packer deletes it instead of packing it twice. Ledger entries older than
+``packer.ledger_retention_seconds`` are pruned.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +45,8 @@ from bytefreezer.keys import (
     manifest_key,
     manifest_prefix,
     output_file_name,
+    packed_key,
+    packed_prefix,
     packer_lease_name,
 )
 from bytefreezer.pipelines.parquet import parquet_bytes, read_parquet
@@ -45,11 +55,15 @@ from bytefreezer.pipelines.piper import STAGED_TRACE_KEY
 from bytefreezer.pipelines.runner import CycleStats, run_claimed
 from bytefreezer.pipelines.schema import unify
 from bytefreezer.settings import Settings
-from bytefreezer.storage import Storage
+from bytefreezer.storage import ObjectInfo, Storage
 from bytefreezer.telemetry import Telemetry, null_telemetry, span_link, tracer_for
 
 log = logging.getLogger(__name__)
 NAMESPACE = "packer"
+
+# Ledger entries never change once written, so each process reads each one once.
+_LEDGER_LOCK = threading.Lock()
+_LEDGER_CACHE: dict[str, frozenset[str]] = {}
 
 
 @dataclass(frozen=True)
@@ -127,6 +141,7 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
         self._inputs = Metrics.counter(NAMESPACE, "staged_objects_packed")
         self._recovered = Metrics.counter(NAMESPACE, "manifests_recovered")
         self._lost = Metrics.counter(NAMESPACE, "lease_lost")
+        self._late = Metrics.counter(NAMESPACE, "late_staged_discarded")
 
     def setup(self) -> None:
         self._storage = Storage(self._settings)
@@ -180,6 +195,9 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
         staged = [o for o in self._storage.piper.list(prefix) if o.key.endswith(".parquet")]
         if not staged:
             return []
+        staged = self._discard_late_copies(dataset, staged)
+        if not staged:
+            return []
         pending = set()
         for info in self._storage.intake.iter(prefix):
             try:
@@ -203,6 +221,63 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
             chosen.append((nano, key_str))
             total += size
         return [k for _, k in chosen]
+
+    def _discard_late_copies(self, dataset: Dataset, staged: list[ObjectInfo]) -> list[ObjectInfo]:
+        """Delete staged objects whose stem was already packed; return the others."""
+        packed = self._packed_stems(dataset)
+        keep: list[ObjectInfo] = []
+        late: list[ObjectInfo] = []
+        for info in staged:
+            try:
+                stem = IntakeKey.parse(info.key).stem
+            except InvalidName:
+                continue
+            (late if stem in packed else keep).append(info)
+        if late:
+            log.warning(
+                "discarding %d staged object(s) of %s/%s already packed (written late by a "
+                "worker that lost its lease): %s",
+                len(late),
+                dataset.tenant,
+                dataset.name,
+                ", ".join(info.key for info in late[:5]),
+            )
+            self._storage.piper.delete_many([info.key for info in late])
+            self._late.inc(len(late))
+        return keep
+
+    def _packed_stems(self, dataset: Dataset) -> set[str]:
+        """The stems the dataset's ledger holds; prunes entries past their retention."""
+        piper = self._storage.piper
+        prefix = packed_prefix(dataset.tenant, dataset.name)
+        horizon = time.time() - self._settings.packer.ledger_retention_seconds
+        stems: set[str] = set()
+        expired: list[str] = []
+        live: set[str] = set()
+        for info in piper.iter(prefix):
+            if info.modified and info.modified < horizon:
+                expired.append(info.key)
+                continue
+            cache_key = f"{piper.url}/{info.key}"
+            with _LEDGER_LOCK:
+                entry = _LEDGER_CACHE.get(cache_key)
+            if entry is None:
+                try:
+                    entry = frozenset(json.loads(piper.get(info.key))["stems"])
+                except FileNotFoundError:
+                    continue  # pruned by another packer meanwhile
+                with _LEDGER_LOCK:
+                    _LEDGER_CACHE[cache_key] = entry
+            live.add(cache_key)
+            stems |= entry
+        if expired:
+            piper.delete_many(expired)
+        scope = f"{piper.url}/{prefix}"
+        with _LEDGER_LOCK:
+            for cache_key in [k for k in _LEDGER_CACHE if k.startswith(scope)]:
+                if cache_key not in live:
+                    del _LEDGER_CACHE[cache_key]
+        return stems
 
     def _commit(
         self, manifest: dict[str, Any], dataset: Dataset, lease: Lease, *, replay: bool
@@ -248,6 +323,12 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
             self._control.check_lease(lease)
             manifest["state"] = "uploaded"
             piper.put(key, json.dumps(manifest).encode())
+        stems = sorted(IntakeKey.parse(k).stem for k in manifest["inputs"])
+        ledger = {"run_id": manifest["run_id"], "packed_at": time.time(), "stems": stems}
+        piper.put(
+            packed_key(dataset.tenant, dataset.name, manifest["run_id"]),
+            json.dumps(ledger).encode(),
+        )
         piper.delete_many(list(manifest["inputs"]))
         piper.delete(key)
         self._inputs.inc(len(manifest["inputs"]))
@@ -334,6 +415,9 @@ def record_packer_counters(telemetry: Telemetry, stats: CycleStats) -> None:
     telemetry.add("bytefreezer_packer_rows", rows)
     telemetry.add("bytefreezer_packer_bytes", written)
     telemetry.add("bytefreezer_packer_manifest_recoveries", counters.get("manifests_recovered", 0))
+    telemetry.add(
+        "bytefreezer_packer_late_staged_discarded", counters.get("late_staged_discarded", 0)
+    )
     if written:
         telemetry.record(
             "bytefreezer_packer_compression_ratio", counters.get("staged_bytes", 0) / written

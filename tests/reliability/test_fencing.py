@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 from bytefreezer.control import ControlStore
-from bytefreezer.control.models import DatasetSpec, Tenant
+from bytefreezer.control.models import DatasetSpec, Lease, Tenant
 from bytefreezer.ingress.receiver import IntakeWriter
-from bytefreezer.keys import IntakeKey, piper_lease_name
+from bytefreezer.keys import IntakeKey, packed_prefix, piper_lease_name
 from bytefreezer.pipelines.packer import run_packer_cycle
 from bytefreezer.pipelines.piper import PiperWork, _ProcessIntakeFn, run_piper_cycle
 from bytefreezer.storage import Storage
@@ -46,3 +46,65 @@ def test_a_paused_piper_cannot_commit_over_the_new_owner(tmp_path: Path) -> None
     assert not storage.piper.exists(IntakeKey.parse(key.key).staged_key), "nor stage anything"
     table = read_parquet_dir(settings.data_dir / "destination" / "acme" / "web")
     assert table is not None and sorted(table.column("id").to_pylist()) == list(range(10))
+
+
+def test_a_piper_paused_between_its_lease_check_and_its_write_is_not_packed_twice(
+    tmp_path: Path,
+) -> None:
+    """The narrowest window: the lease is still held at the check, the worker pauses right
+    after it, another piper takes the object over and packer packs the result; then the paused
+    worker writes the same staged object again. Packer's ledger must discard that late copy."""
+    settings = fast_settings(tmp_path / "data", piper={"lease_ttl_seconds": 0.5})
+    storage = Storage(settings)
+    storage.ensure_buckets()
+    control = ControlStore(settings.control_db_path(), destination_for=settings.destination_for)
+    control.create_tenant(Tenant(name="acme"))
+    dataset = control.create_dataset("acme", DatasetSpec(name="web"))
+    body = gzip.compress(b"\n".join(json.dumps({"id": i}).encode() for i in range(10)))
+    key = IntakeWriter(storage).write("acme", "web", "ndjson", body, {})
+    staged_key = IntakeKey.parse(key.key).staged_key
+
+    (lease,) = control.acquire_leases([piper_lease_name(key.key)], "paused-worker", 0.5)
+    zombie = _ProcessIntakeFn(settings)
+    zombie.setup()
+    still_held = zombie._still_held
+    checks: list[bool] = []
+
+    def pause_after_first_check(held: Lease, name: str) -> bool:
+        ok = bool(still_held(held, name))
+        checks.append(ok)
+        if len(checks) == 1:
+            # Paused right after a successful check: the world moves on meanwhile.
+            time.sleep(0.6)
+            assert run_piper_cycle(settings, control, storage).claimed == 1
+            run_packer_cycle(settings, control, storage)
+            assert not storage.piper.exists(staged_key)
+        return ok
+
+    zombie._still_held = pause_after_first_check  # type: ignore[method-assign]
+    work = PiperWork(key.key, dataset.model_dump_json(), lease.model_dump_json())
+    assert list(zombie.process(work)) == []
+    assert checks == [True, False]
+    assert storage.piper.exists(staged_key), "the late write happened (the window is real)"
+
+    stats = run_packer_cycle(settings, control, storage)
+    assert stats.counters.get("late_staged_discarded") == 1
+    assert not storage.piper.exists(staged_key), "the late copy is deleted"
+    table = read_parquet_dir(settings.data_dir / "destination" / "acme" / "web")
+    assert table is not None and sorted(table.column("id").to_pylist()) == list(range(10))
+
+
+def test_the_ledger_forgets_runs_past_its_retention(tmp_path: Path) -> None:
+    settings = fast_settings(tmp_path / "data", packer={"ledger_retention_seconds": 0.5})
+    storage = Storage(settings)
+    storage.ensure_buckets()
+    control = ControlStore(settings.control_db_path(), destination_for=settings.destination_for)
+    control.create_tenant(Tenant(name="acme"))
+    control.create_dataset("acme", DatasetSpec(name="web"))
+    for i in range(2):
+        body = gzip.compress(json.dumps({"id": i}).encode())
+        IntakeWriter(storage).write("acme", "web", "ndjson", body, {})
+        run_piper_cycle(settings, control, storage)
+        run_packer_cycle(settings, control, storage)
+        assert len(storage.piper.list(packed_prefix("acme", "web"))) == 1
+        time.sleep(0.6)  # the first run's entry expires before the second run ends
