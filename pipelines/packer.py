@@ -52,7 +52,7 @@ from bytefreezer.keys import (
 from bytefreezer.pipelines.parquet import parquet_bytes, read_parquet
 from bytefreezer.pipelines.partitioning import event_times, partition_paths
 from bytefreezer.pipelines.piper import STAGED_TRACE_KEY
-from bytefreezer.pipelines.runner import CycleStats, run_claimed
+from bytefreezer.pipelines.runner import CycleStats, Distributed, run_claimed
 from bytefreezer.pipelines.schema import unify
 from bytefreezer.settings import Settings
 from bytefreezer.storage import ObjectInfo, Storage
@@ -334,19 +334,11 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
         self._inputs.inc(len(manifest["inputs"]))
 
 
-class PackDatasets(beam.PTransform):  # type: ignore[misc,type-arg]
+class PackDatasets(Distributed):
     """Pack each claimed dataset's committed staged objects into its destination."""
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__()
-        self._settings = settings
-
-    def expand(self, work: Any) -> Any:
-        return (
-            work
-            | "Distribute" >> beam.Reshuffle()
-            | "PartitionAndWrite" >> beam.ParDo(_PackDatasetFn(self._settings))
-        )
+        super().__init__("PartitionAndWrite", _PackDatasetFn(settings))
 
 
 def run_packer_cycle(

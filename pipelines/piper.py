@@ -23,7 +23,7 @@ from bytefreezer.errors import InvalidName, LeaseLost, StorageError
 from bytefreezer.keys import IntakeKey, piper_lease_name
 from bytefreezer.pipelines.decode import choose_format, decode_object
 from bytefreezer.pipelines.parquet import parquet_bytes
-from bytefreezer.pipelines.runner import CycleStats, run_claimed
+from bytefreezer.pipelines.runner import CycleStats, Distributed, run_claimed
 from bytefreezer.settings import Settings
 from bytefreezer.storage import BucketObjects, Storage
 from bytefreezer.telemetry import (
@@ -176,19 +176,11 @@ class _ProcessIntakeFn(beam.DoFn):  # type: ignore[misc]
         return work.key
 
 
-class ProcessIntake(beam.PTransform):  # type: ignore[misc,type-arg]
+class ProcessIntake(Distributed):
     """Decode, transform and stage each claimed intake object; outputs the processed keys."""
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__()
-        self._settings = settings
-
-    def expand(self, work: Any) -> Any:
-        return (
-            work
-            | "Distribute" >> beam.Reshuffle()
-            | "DecodeTransformStage" >> beam.ParDo(_ProcessIntakeFn(self._settings))
-        )
+        super().__init__("DecodeTransformStage", _ProcessIntakeFn(settings))
 
 
 def run_piper_cycle(

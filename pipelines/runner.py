@@ -42,6 +42,19 @@ def pipeline_options(beam_args: list[str] | None = None, workers: int = 1) -> Pi
     return PipelineOptions(args)
 
 
+class Distributed(beam.PTransform):  # type: ignore[misc,type-arg]
+    """Spread claimed work over the runner's workers (a reshuffle), then run ``fn`` on each
+    element. Piper and packer are this over their own DoFn."""
+
+    def __init__(self, step: str, fn: beam.DoFn) -> None:
+        super().__init__()
+        self._step = step
+        self._fn = fn
+
+    def expand(self, work: Any) -> Any:
+        return work | "Distribute" >> beam.Reshuffle() | self._step >> beam.ParDo(self._fn)
+
+
 @dataclass
 class CycleStats:
     """What one poller cycle did."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +40,19 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
             last_exc = exc
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last error: {last_exc!r})")
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 30) -> int:
+    """SIGTERM a child process if it still runs, wait for it, SIGKILL it after ``timeout``;
+    return its exit code (-9 when it had to be killed)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return -9
 
 
 def wait_for_port(port: int, timeout: float = 30.0) -> None:

@@ -4,7 +4,6 @@ Deployment gives it (host names mapped to local test servers) becomes ready."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY
 from tests.deploy.charts import BYTEFREEZER, env_of, find, render
-from tests.helpers import free_port, wait_for, wait_for_port
+from tests.helpers import free_port, stop_process, wait_for, wait_for_port
 
 pytestmark = pytest.mark.s3
 
@@ -53,15 +52,6 @@ def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-
-
-def stop(process: subprocess.Popen[bytes]) -> int:
-    process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return -9
 
 
 def test_rendered_deployments_start_and_become_ready(
@@ -119,6 +109,6 @@ def test_rendered_deployments_start_and_become_ready(
                 live = container["livenessProbe"]["httpGet"]["path"]
                 assert httpx.get(f"http://127.0.0.1:{api_port}{live}").json() == {"status": "ok"}
             finally:
-                assert stop(process) == 0, (tmp_path / f"{name}.log").read_text()[-2000:]
+                assert stop_process(process) == 0, (tmp_path / f"{name}.log").read_text()[-2000:]
     finally:
-        stop(control_process)
+        stop_process(control_process)

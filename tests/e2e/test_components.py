@@ -6,7 +6,6 @@ import gzip
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -19,7 +18,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers import free_port, wait_for, wait_for_port
+from tests.helpers import free_port, stop_process, wait_for, wait_for_port
 
 pytestmark = pytest.mark.s3
 ADMIN_KEY = "bfk_0123456789ab_components-test-admin-secret"
@@ -37,12 +36,7 @@ def component(name: str, env: dict[str, str], log_dir: Path) -> Iterator[subproc
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_process(process)
         log.close()
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import free_port, read_parquet_dir, wait_for, wait_for_port
+from tests.helpers import free_port, read_parquet_dir, stop_process, wait_for, wait_for_port
 
 
 @pytest.fixture
@@ -45,12 +45,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, object]]:
         key = next(w for w in first_run.split() if w.startswith("bfk_"))
         yield {"url": f"http://127.0.0.1:{port}", "key": key, "data": data_dir, "process": process}
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_process(process)
         log.close()
 
 

@@ -26,7 +26,7 @@ from bytefreezer.pipelines.piper import run_piper_cycle
 from bytefreezer.settings import Settings
 from bytefreezer.storage import Storage
 from tests.conftest import SeaweedServer, fast_settings
-from tests.helpers import free_port, read_parquet_dir, wait_for, wait_for_port
+from tests.helpers import free_port, read_parquet_dir, stop_process, wait_for, wait_for_port
 
 
 def settings_for(tmp_path: Path, s3: SeaweedServer | None) -> Settings:
@@ -101,12 +101,7 @@ def receiver_process(
         wait_for_port(port, timeout=60)
         yield process, f"http://127.0.0.1:{port}"
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_process(process)
 
 
 async def load(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import free_port, wait_for, wait_for_port
+from tests.helpers import free_port, stop_process, wait_for, wait_for_port
 
 N = 25
 
@@ -49,11 +48,7 @@ def prometheus(tmp_path: Path, targets: list[str]) -> Iterator[str]:
         wait_for_port(port, timeout=60)
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process, timeout=20)
 
 
 def query(base: str, promql: str) -> float | None:
@@ -116,8 +111,4 @@ def test_prometheus_scrapes_the_stack(tmp_path: Path) -> None:
             # Targets are scraped at different offsets: wait until every one has been.
             wait_for(lambda: all(query(base, q) == v for q, v in expected.items()), timeout=60)
     finally:
-        stack.send_signal(signal.SIGTERM)
-        try:
-            stack.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            stack.kill()
+        stop_process(stack)

@@ -70,6 +70,38 @@ class Stack:
                 stderr=subprocess.STDOUT,
             )
 
+    def seed(self) -> str:
+        """Create the admin key, tenant acme and dataset web; return an ingest key."""
+        destination = (self.data / "destination").as_uri()
+        store = ControlStore(
+            self.data / "control.db", destination_for=lambda t, d: f"{destination}/{t}/{d}"
+        )
+        store.import_admin_key(ADMIN)
+        store.create_tenant(Tenant(name="acme"))
+        store.create_dataset("acme", DatasetSpec(name="web"))
+        key = store.create_key("acme").key
+        store.close()
+        return key
+
+    def start_all(self, names: list[str]) -> None:
+        """Start each named process; wait until control and the receiver listen."""
+        for name in names:
+            self.start(name)
+        wait_for_port(self.control_port, timeout=60)
+        wait_for_port(self.port, timeout=60)
+
+    def found(self) -> Counter[int]:
+        """How often each id is in the destination's Parquet."""
+        table = read_parquet_dir(self.data / "destination" / "acme" / "web")
+        return Counter(table.column("id").to_pylist()) if table is not None else Counter()
+
+    def landed(self, acked: list[int]) -> Counter[int]:
+        """Wait until every acknowledged id is in Parquet, then a little longer (a duplicate
+        would land after the last record); return what is there."""
+        wait_for(lambda: set(acked) <= set(self.found()), timeout=120, interval=1)
+        time.sleep(3)
+        return self.found()
+
     def kill(self, name: str) -> None:
         self.processes[name].send_signal(signal.SIGKILL)
         self.processes[name].wait()
@@ -112,23 +144,12 @@ async def load(url: str, key: str, stop: asyncio.Event, acked: list[int]) -> Non
 @pytest.mark.slow
 def test_kill_9_anything_under_load_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     stack = Stack(tmp_path)
-    destination = (stack.data / "destination").as_uri()
-    store = ControlStore(
-        stack.data / "control.db", destination_for=lambda t, d: f"{destination}/{t}/{d}"
-    )
-    store.import_admin_key(ADMIN)
-    store.create_tenant(Tenant(name="acme"))
-    store.create_dataset("acme", DatasetSpec(name="web"))
-    key = store.create_key("acme").key
-    store.close()
+    key = stack.seed()
     names = ["control-0", "receiver-0", "piper-0", "piper-1", "piper-2", "packer-0", "packer-1"]
     rng = random.Random(42)
     acked: list[int] = []
     try:
-        for name in names:
-            stack.start(name)
-        wait_for_port(stack.control_port, timeout=60)
-        wait_for_port(stack.port, timeout=60)
+        stack.start_all(names)
 
         async def chaos() -> None:
             stop = asyncio.Event()
@@ -146,16 +167,7 @@ def test_kill_9_anything_under_load_loses_and_duplicates_nothing(tmp_path: Path)
         asyncio.run(chaos())
         assert len(acked) > 200 and sum(stack.kills.values()) >= 10
 
-        def drained() -> bool:
-            table = read_parquet_dir(stack.data / "destination" / "acme" / "web")
-            found = Counter(table.column("id").to_pylist()) if table is not None else Counter()
-            return set(acked) <= set(found)
-
-        wait_for(drained, timeout=120, interval=1)
-        time.sleep(3)  # a duplicate would land after the last record
-        table = read_parquet_dir(stack.data / "destination" / "acme" / "web")
-        assert table is not None
-        found = Counter(table.column("id").to_pylist())
+        found = stack.landed(acked)
         assert set(acked) <= set(found), "an acknowledged record was lost"
         assert max(found.values()) == 1, [i for i, n in found.items() if n > 1][:10]
     finally:
@@ -170,23 +182,12 @@ def test_control_down_longer_than_a_lease_ttl(tmp_path: Path) -> None:
     stack.env["BYTEFREEZER_RECEIVER__AUTH_CACHE_SECONDS"] = (
         "1"  # cached verdicts are stale during the outage
     )
-    destination = (stack.data / "destination").as_uri()
-    store = ControlStore(
-        stack.data / "control.db", destination_for=lambda t, d: f"{destination}/{t}/{d}"
-    )
-    store.import_admin_key(ADMIN)
-    store.create_tenant(Tenant(name="acme"))
-    store.create_dataset("acme", DatasetSpec(name="web"))
-    key = store.create_key("acme").key
-    store.close()
+    key = stack.seed()
     names = ["control-0", "receiver-0", "piper-0", "piper-1", "packer-0"]
     acked: list[int] = []
     during_outage: list[int] = []
     try:
-        for name in names:
-            stack.start(name)
-        wait_for_port(stack.control_port, timeout=60)
-        wait_for_port(stack.port, timeout=60)
+        stack.start_all(names)
 
         async def outage() -> None:
             stop = asyncio.Event()
@@ -204,15 +205,7 @@ def test_control_down_longer_than_a_lease_ttl(tmp_path: Path) -> None:
         asyncio.run(outage())
         assert during_outage[0] > 0, "ingest stopped while control was down"
 
-        def drained() -> bool:
-            table = read_parquet_dir(stack.data / "destination" / "acme" / "web")
-            return table is not None and set(acked) <= set(table.column("id").to_pylist())
-
-        wait_for(drained, timeout=120, interval=1)
-        time.sleep(3)
-        table = read_parquet_dir(stack.data / "destination" / "acme" / "web")
-        assert table is not None
-        found = Counter(table.column("id").to_pylist())
+        found = stack.landed(acked)
         assert set(acked) <= set(found) and max(found.values()) == 1
     finally:
         stack.stop_all()

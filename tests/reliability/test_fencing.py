@@ -6,25 +6,32 @@ import gzip
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from bytefreezer.control import ControlStore
-from bytefreezer.control.models import DatasetSpec, Lease, Tenant
+from bytefreezer.control.models import Dataset, DatasetSpec, Lease, Tenant
 from bytefreezer.ingress.receiver import IntakeWriter
 from bytefreezer.keys import IntakeKey, packed_prefix, piper_lease_name
 from bytefreezer.pipelines.packer import run_packer_cycle
 from bytefreezer.pipelines.piper import PiperWork, _ProcessIntakeFn, run_piper_cycle
+from bytefreezer.settings import Settings
 from bytefreezer.storage import Storage
 from tests.conftest import fast_settings
 from tests.helpers import read_parquet_dir
 
 
-def test_a_paused_piper_cannot_commit_over_the_new_owner(tmp_path: Path) -> None:
-    settings = fast_settings(tmp_path / "data", piper={"lease_ttl_seconds": 0.5})
+def world(tmp_path: Path, **overrides: Any) -> tuple[Settings, Storage, ControlStore, Dataset]:
+    """Local storage and control with tenant acme and dataset web."""
+    settings = fast_settings(tmp_path / "data", **overrides)
     storage = Storage(settings)
     storage.ensure_buckets()
     control = ControlStore(settings.control_db_path(), destination_for=settings.destination_for)
     control.create_tenant(Tenant(name="acme"))
-    dataset = control.create_dataset("acme", DatasetSpec(name="web"))
+    return settings, storage, control, control.create_dataset("acme", DatasetSpec(name="web"))
+
+
+def test_a_paused_piper_cannot_commit_over_the_new_owner(tmp_path: Path) -> None:
+    settings, storage, control, dataset = world(tmp_path, piper={"lease_ttl_seconds": 0.5})
     body = gzip.compress(b"\n".join(json.dumps({"id": i}).encode() for i in range(10)))
     key = IntakeWriter(storage).write("acme", "web", "ndjson", body, {})
 
@@ -54,12 +61,7 @@ def test_a_piper_paused_between_its_lease_check_and_its_write_is_not_packed_twic
     """The narrowest window: the lease is still held at the check, the worker pauses right
     after it, another piper takes the object over and packer packs the result; then the paused
     worker writes the same staged object again. Packer's ledger must discard that late copy."""
-    settings = fast_settings(tmp_path / "data", piper={"lease_ttl_seconds": 0.5})
-    storage = Storage(settings)
-    storage.ensure_buckets()
-    control = ControlStore(settings.control_db_path(), destination_for=settings.destination_for)
-    control.create_tenant(Tenant(name="acme"))
-    dataset = control.create_dataset("acme", DatasetSpec(name="web"))
+    settings, storage, control, dataset = world(tmp_path, piper={"lease_ttl_seconds": 0.5})
     body = gzip.compress(b"\n".join(json.dumps({"id": i}).encode() for i in range(10)))
     key = IntakeWriter(storage).write("acme", "web", "ndjson", body, {})
     staged_key = IntakeKey.parse(key.key).staged_key
@@ -95,12 +97,7 @@ def test_a_piper_paused_between_its_lease_check_and_its_write_is_not_packed_twic
 
 
 def test_the_ledger_forgets_runs_past_its_retention(tmp_path: Path) -> None:
-    settings = fast_settings(tmp_path / "data", packer={"ledger_retention_seconds": 0.5})
-    storage = Storage(settings)
-    storage.ensure_buckets()
-    control = ControlStore(settings.control_db_path(), destination_for=settings.destination_for)
-    control.create_tenant(Tenant(name="acme"))
-    control.create_dataset("acme", DatasetSpec(name="web"))
+    settings, storage, control, _ = world(tmp_path, packer={"ledger_retention_seconds": 0.5})
     for i in range(2):
         body = gzip.compress(json.dumps({"id": i}).encode())
         IntakeWriter(storage).write("acme", "web", "ndjson", body, {})
