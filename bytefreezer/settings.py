@@ -168,6 +168,9 @@ class PackerSettings(_Section):
     max_file_size_mb: int = Field(
         128, ge=1, description="Upper bound of any Parquet file (a dataset may set a smaller one)."
     )
+    max_concurrent_jobs: int = Field(
+        2, ge=1, description="Datasets packed in parallel by the local runner (its workers)."
+    )
     ledger_retention_seconds: float = Field(
         3600.0,
         gt=0,

@@ -11,7 +11,8 @@ import builtins
 import json
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -85,6 +86,29 @@ class ObjectStore:
     def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
         """Write ``data`` at ``key`` atomically, replacing what was there."""
         self._write(key, data, metadata, exclusive=False)
+
+    def put_many(self, items: Iterable[tuple[str, bytes]], parallel: int = 8) -> int:
+        """Write each ``(key, data)`` atomically, ``parallel`` at a time, so that fsyncs (local)
+        or requests (S3) overlap. ``items`` is consumed lazily: at most ``parallel`` objects wait
+        in memory. Returns how many were written; a failed write is raised once the writes
+        already started have ended."""
+        written = 0
+        pending: set[Future[None]] = set()
+        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="put") as pool:
+            try:
+                for key, data in items:
+                    if len(pending) >= parallel:
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            future.result()
+                            written += 1
+                    pending.add(pool.submit(self.put, key, data))
+            finally:
+                done, pending = wait(pending)
+            for future in done:
+                future.result()
+                written += 1
+        return written
 
     def put_if_absent(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> bool:
         """Write ``data`` at ``key`` unless it exists; return whether this call created it."""

@@ -28,6 +28,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -288,8 +289,7 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
         dest = self._storage.destination(destination["url"], destination.get("options"))
         if manifest["state"] == "planned":
             if replay:
-                for planned in manifest["outputs"]:
-                    dest.delete(planned["path"])
+                dest.delete_many([planned["path"] for planned in manifest["outputs"]])
             inputs = []
             for input_key in manifest["inputs"]:
                 staged = piper.get(input_key)
@@ -313,12 +313,17 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
                 manifest["outputs"] = [{"path": f.path, "rows": f.table.num_rows} for f in files]
                 piper.put(key, json.dumps(manifest).encode())
                 compression = dataset.parquet.compression
-                for planned_file in files:
-                    data = parquet_bytes(planned_file.table, compression)
-                    dest.put(planned_file.path, data)
-                    self._files.inc()
-                    self._rows.inc(planned_file.table.num_rows)
-                    self._bytes.inc(len(data))
+
+                def encoded() -> Iterator[tuple[str, bytes]]:
+                    for planned_file in files:
+                        data = parquet_bytes(planned_file.table, compression)
+                        self._files.inc()
+                        self._rows.inc(planned_file.table.num_rows)
+                        self._bytes.inc(len(data))
+                        yield planned_file.path, data
+
+                # Encoding the next file overlaps with writing (fsync or upload) the last ones.
+                dest.put_many(encoded())
                 span.set_attribute("bytefreezer.files", len(files))
             self._control.check_lease(lease)
             manifest["state"] = "uploaded"
@@ -379,11 +384,14 @@ def run_packer_cycle(
     work = [PackWork(datasets[x.name].model_dump_json(), x.model_dump_json()) for x in leases]
     stats.counters = run_claimed(
         settings.packer.beam_args,
-        lambda p: p | "Claimed" >> beam.Create(work) | "Packer" >> PackDatasets(settings),
+        lambda p: (
+            p | "Claimed" >> beam.Create(work, reshuffle=False) | "Packer" >> PackDatasets(settings)
+        ),
         NAMESPACE,
         control=control,
         leases=leases,
         telemetry=telemetry,
+        workers=settings.packer.max_concurrent_jobs,
     )
     stats.seconds = time.monotonic() - started
     record_packer_counters(telemetry, stats)

@@ -234,7 +234,9 @@ def run_piper_cycle(
     ]
     stats.counters = run_claimed(
         settings.piper.beam_args,
-        lambda p: p | "Claimed" >> beam.Create(work) | "Piper" >> ProcessIntake(settings),
+        lambda p: (
+            p | "Claimed" >> beam.Create(work, reshuffle=False) | "Piper" >> ProcessIntake(settings)
+        ),
         NAMESPACE,
         control=control,
         leases=[lease for _, _, lease in claimed],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,23 @@ def test_unsafe_keys_are_refused(store: ObjectStore) -> None:
     for key in ("../escape", "/abs", "a/../../b"):
         with pytest.raises(StorageError):
             store.put(key, b"x")
+
+
+def test_put_many_writes_every_object(store: ObjectStore) -> None:
+    produced: list[int] = []
+
+    def items() -> Iterator[tuple[str, bytes]]:
+        for i in range(40):
+            produced.append(i)
+            yield f"many/{i:03d}.bin", bytes([i]) * (i + 1)
+
+    assert store.put_many(items(), parallel=4) == 40
+    assert [o.key for o in store.list("many/")] == [f"many/{i:03d}.bin" for i in range(40)]
+    assert all(store.get(f"many/{i:03d}.bin") == bytes([i]) * (i + 1) for i in range(40))
+    assert produced == list(range(40))
+
+
+def test_put_many_raises_the_first_failure(store: ObjectStore) -> None:
+    with pytest.raises(StorageError, match="unsafe"):
+        store.put_many([("ok/1.bin", b"1"), ("../escape.bin", b"2"), ("ok/3.bin", b"3")])
+    assert store.get("ok/1.bin") == b"1"
