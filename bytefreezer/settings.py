@@ -163,7 +163,11 @@ class PackerSettings(_Section):
     poll_interval_seconds: float = Field(5.0, description="Sleep between cycles (with jitter).")
     lease_ttl_seconds: float = Field(300.0, description="Lease TTL on each dataset being packed.")
     max_input_mb_per_run: int = Field(
-        256, description="Staged MB packed for one dataset in one run (bounds memory)."
+        256,
+        description=(
+            "Staged MB packed for one dataset in one run: bounds what a crash makes it redo "
+            "(memory does not grow with it: inputs are streamed one at a time)."
+        ),
     )
     max_file_size_mb: int = Field(
         128, ge=1, description="Upper bound of any Parquet file (a dataset may set a smaller one)."

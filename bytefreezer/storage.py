@@ -11,8 +11,7 @@ import builtins
 import json
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -87,28 +86,22 @@ class ObjectStore:
         """Write ``data`` at ``key`` atomically, replacing what was there."""
         self._write(key, data, metadata, exclusive=False)
 
-    def put_many(self, items: Iterable[tuple[str, bytes]], parallel: int = 8) -> int:
-        """Write each ``(key, data)`` atomically, ``parallel`` at a time, so that fsyncs (local)
-        or requests (S3) overlap. ``items`` is consumed lazily: at most ``parallel`` objects wait
-        in memory. Returns how many were written; a failed write is raised once the writes
-        already started have ended."""
-        written = 0
-        pending: set[Future[None]] = set()
-        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="put") as pool:
-            try:
-                for key, data in items:
-                    if len(pending) >= parallel:
-                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for future in done:
-                            future.result()
-                            written += 1
-                    pending.add(pool.submit(self.put, key, data))
-            finally:
-                done, pending = wait(pending)
-            for future in done:
-                future.result()
-                written += 1
-        return written
+    def open_write(self, key: str) -> PendingObject:
+        """A file to stream ``key``'s bytes into; the object appears, whole, on ``commit()``
+        (local: fsync'd temp file renamed; S3: the multipart upload completes) and never
+        appears after ``abort()``."""
+        path = self.path(key)
+        try:
+            if self.local:
+                target = Path(path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f"{_TMP_MARK}{target.name}.{uuid.uuid4().hex}")
+                return _LocalPending(self, key, target, tmp, open(tmp, "wb"))
+            # Parts of 8 MiB (S3's minimum is 5): many open outputs stay small in memory.
+            stream = self.fs.open(path, "wb", block_size=8 * 1024 * 1024)
+            return _RemotePending(self, key, stream)
+        except Exception as exc:
+            raise StorageError(f"cannot write {self.url}/{key}: {exc}") from exc
 
     def put_if_absent(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> bool:
         """Write ``data`` at ``key`` unless it exists; return whether this call created it."""
@@ -309,6 +302,66 @@ def _write_file_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:
             fh.flush()
             os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+class PendingObject:
+    """An object being streamed; ``file`` takes its bytes."""
+
+    def __init__(self, store: ObjectStore, key: str, file: IO[bytes]) -> None:
+        self.store = store
+        self.key = key
+        self.file = file
+
+    def commit(self) -> int:
+        """Make the object appear, whole; return its size in bytes."""
+        try:
+            return self._commit()
+        except Exception as exc:
+            self.abort()
+            raise StorageError(f"cannot write {self.store.url}/{self.key}: {exc}") from exc
+
+    def _commit(self) -> int:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Drop what was written; the object does not appear."""
+        raise NotImplementedError
+
+
+class _LocalPending(PendingObject):
+    def __init__(
+        self, store: ObjectStore, key: str, target: Path, tmp: Path, file: IO[bytes]
+    ) -> None:
+        super().__init__(store, key, file)
+        self._target = target
+        self._tmp = tmp
+
+    def _commit(self) -> int:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        size = self.file.tell()
+        self.file.close()
+        os.replace(self._tmp, self._target)
+        _fsync_dir(self._target.parent)
+        return size
+
+    def abort(self) -> None:
+        self.file.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+class _RemotePending(PendingObject):
+    def _commit(self) -> int:
+        size = self.file.tell()
+        self.file.close()  # completes the upload
+        return size
+
+    def abort(self) -> None:
+        discard = getattr(self.file, "discard", None)
+        if discard is not None:
+            discard()  # aborts a multipart upload
+        else:  # pragma: no cover - every fsspec buffered file has discard()
+            self.file.close()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -5,9 +5,12 @@ Commit protocol for one dataset (under its lease):
 1. replay any unfinished manifest of the dataset (below);
 2. take staged objects whose intake object is gone (piper committed them), oldest first,
    up to ``max_input_mb_per_run``; the run id is a hash of their keys;
-3. read and unify them, partition by event time, split into files of at most
-   ``max_file_size_mb``; write the manifest (inputs, planned outputs, state ``planned``);
-4. upload every output (atomic, at names derived from the run id);
+3. plan from each input's footer and event-time column only: the unified schema, rows per
+   partition, files of at most ``max_file_size_mb``; write the manifest (inputs, planned
+   outputs, state ``planned``);
+4. stream the inputs, one in memory at a time, into the planned files (at most
+   ``MAX_OPEN_OUTPUTS`` open; more partitions take more passes), each appearing atomically at a
+   name derived from the run id; memory does not grow with the run's size;
 5. mark the manifest ``uploaded``, record the inputs' stems in the dataset's ledger of packed
    stems, delete the inputs, delete the manifest.
 
@@ -24,17 +27,21 @@ copy; packer deletes it instead of packing it twice. Ledger entries older than
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from apache_beam.metrics.metric import Metrics
 
 from bytefreezer.control import ControlClient, open_control
@@ -50,17 +57,19 @@ from bytefreezer.keys import (
     packed_prefix,
     packer_lease_name,
 )
-from bytefreezer.pipelines.parquet import parquet_bytes, read_parquet
+from bytefreezer.pipelines.parquet import read_parquet
 from bytefreezer.pipelines.partitioning import event_times, partition_paths
 from bytefreezer.pipelines.piper import STAGED_TRACE_KEY
 from bytefreezer.pipelines.runner import CycleStats, Distributed, run_claimed
-from bytefreezer.pipelines.schema import unify
+from bytefreezer.pipelines.schema import conform, unified_schema
 from bytefreezer.settings import Settings
-from bytefreezer.storage import ObjectInfo, Storage
+from bytefreezer.storage import ObjectInfo, ObjectStore, PendingObject, Storage
 from bytefreezer.telemetry import Telemetry, null_telemetry, span_link, tracer_for
 
 log = logging.getLogger(__name__)
 NAMESPACE = "packer"
+MAX_OPEN_OUTPUTS = 64  # output files open at once in one run
+PENDING_BYTES = 128 * 1024 * 1024  # decoded input rows held before a row group is written
 
 # Ledger entries never change once written, so each process reads each one once.
 _LEDGER_LOCK = threading.Lock()
@@ -75,57 +84,135 @@ class PackWork:
     lease_json: str
 
 
-@dataclass
-class PlannedFile:
-    """One output file: its path under the destination and its rows."""
+@dataclass(frozen=True)
+class StagedSummary:
+    """What planning needs of one staged object, read without holding its rows."""
 
+    key: str
+    rows: int
+    size: int
+    schema: pa.Schema
+    partitions: dict[str, int]  # rows per partition path ("" when not partitioned)
+    traceparent: str
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """One output file: its partition, its path under the destination and its row count."""
+
+    partition: str
     path: str
-    table: pa.Table
+    rows: int
+
+
+def _partitioned(table: pa.Table, key: str, dataset: Dataset) -> pa.ChunkedArray | None:
+    times = event_times(table, dataset.timestamp_field, IntakeKey.parse(key).unixnano)
+    return partition_paths(times, dataset.parquet)
+
+
+def summarize(key: str, data: bytes, dataset: Dataset) -> StagedSummary:
+    """Schema, rows per partition and trace of a staged object (reads one column only)."""
+    file = pq.ParquetFile(io.BytesIO(data))
+    schema = file.schema_arrow
+    rows = file.metadata.num_rows
+    field = dataset.timestamp_field
+    present = field in schema.names
+    table = file.read(columns=[field]) if present else pa.table({"_": pa.nulls(rows)})
+    paths = _partitioned(table, key, dataset)
+    if paths is None:
+        partitions = {"": rows} if rows else {}
+    else:
+        counts = pc.value_counts(paths).to_pylist()
+        partitions = {c["values"]: c["counts"] for c in counts}
+    trace = (schema.metadata or {}).get(STAGED_TRACE_KEY, b"").decode()
+    return StagedSummary(key, rows, len(data), schema, partitions, trace)
 
 
 def plan_outputs(
-    inputs: list[tuple[str, pa.Table, int]],
+    summaries: list[StagedSummary],
     dataset: Dataset,
     run_id: str,
     max_file_size_mb: int | None = None,
-) -> list[PlannedFile]:
-    """Deterministically turn staged tables (key, table, staged bytes) into output files."""
-    tables = [t for _, t, _ in inputs if t.num_rows]
-    if not tables:
-        return []
-    ingest = pa.chunked_array(
-        [pa.array([IntakeKey.parse(k).unixnano] * t.num_rows, pa.int64()) for k, t, _ in inputs]
-    ).combine_chunks()
-    table = unify(tables)
-    total_bytes = sum(size for _, _, size in inputs)
-    bytes_per_row = max(total_bytes / max(table.num_rows, 1), 1.0)
+) -> tuple[pa.Schema, list[PlannedFile]]:
+    """Deterministically plan the output files of staged objects: the unified schema, and per
+    partition (in sorted order) files of at most the size limit, rows in input order."""
+    nonempty = [s for s in summaries if s.rows]
+    if not nonempty:
+        return pa.schema([]), []
+    schema = unified_schema([s.schema for s in nonempty])
+    total_rows = sum(s.rows for s in nonempty)
+    bytes_per_row = max(sum(s.size for s in summaries) / total_rows, 1.0)
     # Staged files are zstd Parquet too, so their bytes per row predict the output; keep 10% spare.
     limit_mb = min(
         dataset.parquet.max_file_size_mb, max_file_size_mb or dataset.parquet.max_file_size_mb
     )
-    budget = limit_mb * 1024 * 1024 * 0.9
-    rows_per_file = max(1, int(budget / bytes_per_row))
-    times = event_times(table, dataset.timestamp_field, ingest)
-    paths = partition_paths(times, dataset.parquet)
-    groups: list[tuple[str, pa.Table]]
-    if paths is None:
-        groups = [("", table)]
-    else:
-        order = pc.sort_indices(paths)
-        table, paths = table.take(order), paths.take(order).combine_chunks()
-        groups = []
-        runs = pc.run_end_encode(paths)
-        start = 0
-        for value, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist(), strict=True):
-            groups.append((value, table.slice(start, end - start)))
-            start = end
+    rows_per_file = max(1, int(limit_mb * 1024 * 1024 * 0.9 / bytes_per_row))
+    per_partition: dict[str, int] = {}
+    for summary in nonempty:
+        for partition, rows in summary.partitions.items():
+            per_partition[partition] = per_partition.get(partition, 0) + rows
     planned: list[PlannedFile] = []
-    for partition, rows in groups:
-        for offset in range(0, rows.num_rows, rows_per_file):
+    for partition in sorted(per_partition):
+        rows = per_partition[partition]
+        for offset in range(0, rows, rows_per_file):
             name = output_file_name(run_id, len(planned))
             path = f"{partition}/{name}" if partition else name
-            planned.append(PlannedFile(path, rows.slice(offset, rows_per_file)))
-    return planned
+            planned.append(PlannedFile(partition, path, min(rows_per_file, rows - offset)))
+    return schema, planned
+
+
+class _PartitionOutput:
+    """The planned files of one partition, filled in order; rows wait in small batches so
+    that row groups are not one per input."""
+
+    def __init__(
+        self, files: list[PlannedFile], open_file: Callable[[PlannedFile], Any], flush: Any
+    ) -> None:
+        self._files = deque(files)
+        self._open_file = open_file
+        self._on_file_done = flush
+        self._pending: list[pa.Table] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._object: PendingObject | None = None
+        self._left = 0
+
+    def add(self, rows: pa.Table) -> None:
+        self._pending.append(rows)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        table = pa.concat_tables(self._pending)
+        self._pending = []
+        offset = 0
+        while offset < table.num_rows:
+            if self._writer is None:
+                planned = self._files.popleft()
+                self._object, self._writer = self._open_file(planned)
+                self._left = planned.rows
+            take = min(self._left, table.num_rows - offset)
+            self._writer.write_table(table.slice(offset, take))
+            offset += take
+            self._left -= take
+            if self._left == 0:
+                self._finish()
+
+    def _finish(self) -> None:
+        assert self._writer is not None and self._object is not None
+        self._writer.close()
+        self._on_file_done(self._object)
+        self._writer = self._object = None
+
+    def abort(self) -> None:
+        if self._object is not None:
+            self._object.abort()
+
+    def close(self) -> None:
+        self.flush()
+        if self._writer is not None:  # pragma: no cover - the plan counted every row
+            raise RuntimeError(f"planned rows missing from {self._object and self._object.key}")
+        if self._files:  # pragma: no cover
+            raise RuntimeError(f"planned files never written: {[f.path for f in self._files]}")
 
 
 def run_id_for(keys: list[str]) -> str:
@@ -280,6 +367,78 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
                     del _LEDGER_CACHE[cache_key]
         return stems
 
+    def _write_files(
+        self,
+        summaries: list[StagedSummary],
+        schema: pa.Schema,
+        files: list[PlannedFile],
+        dataset: Dataset,
+        dest: ObjectStore,
+    ) -> None:
+        """Stream the staged objects into the planned files, one input in memory at a time.
+
+        At most ``MAX_OPEN_OUTPUTS`` files are open at once: partitions beyond that are written
+        in further passes over the inputs. Rows wait per partition until the inputs they pin
+        exceed ``PENDING_BYTES``, then each partition gets one row group."""
+        compression = dataset.parquet.compression
+        codec = None if compression == "none" else compression
+        done: list[PendingObject] = []
+
+        def open_file(planned: PlannedFile) -> tuple[PendingObject, pq.ParquetWriter]:
+            pending = dest.open_write(planned.path)
+            self._files.inc()
+            self._rows.inc(planned.rows)
+            return pending, pq.ParquetWriter(pending.file, schema, compression=codec)
+
+        by_partition: dict[str, list[PlannedFile]] = {}
+        for planned in files:
+            by_partition.setdefault(planned.partition, []).append(planned)
+        names = sorted(by_partition)
+        for first in range(0, len(names), MAX_OPEN_OUTPUTS):
+            outputs = {
+                name: _PartitionOutput(by_partition[name], open_file, done.append)
+                for name in names[first : first + MAX_OPEN_OUTPUTS]
+            }
+            try:
+                pinned = 0
+                for summary in summaries:
+                    if not summary.rows or not outputs.keys() & summary.partitions.keys():
+                        continue
+                    table = conform(read_parquet(self._storage.piper.get(summary.key)), schema)
+                    paths = _partitioned(table, summary.key, dataset)
+                    if paths is None:
+                        outputs[""].add(table)
+                    else:
+                        order = pc.sort_indices(paths)  # stable: input order within a partition
+                        table, paths = table.take(order), paths.take(order).combine_chunks()
+                        runs = pc.run_end_encode(paths)
+                        start = 0
+                        for value, end in zip(
+                            runs.values.to_pylist(), runs.run_ends.to_pylist(), strict=True
+                        ):
+                            if value in outputs:
+                                outputs[value].add(table.slice(start, end - start))
+                            start = end
+                    pinned += table.nbytes
+                    if pinned > PENDING_BYTES:
+                        for output in outputs.values():
+                            output.flush()
+                        pinned = 0
+                for output in outputs.values():
+                    output.close()
+            except BaseException:
+                for output in outputs.values():
+                    output.abort()
+                for pending in done:
+                    pending.abort()
+                raise
+            # The files of this pass are complete: make them durable together (fsyncs or
+            # upload completions overlap).
+            with ThreadPoolExecutor(max_workers=8, thread_name_prefix="commit") as pool:
+                sizes = list(pool.map(lambda pending: pending.commit(), done))
+            self._bytes.inc(sum(sizes))
+            done.clear()
+
     def _commit(
         self, manifest: dict[str, Any], dataset: Dataset, lease: Lease, *, replay: bool
     ) -> None:
@@ -290,40 +449,21 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
         if manifest["state"] == "planned":
             if replay:
                 dest.delete_many([planned["path"] for planned in manifest["outputs"]])
-            inputs = []
+            summaries = []
             for input_key in manifest["inputs"]:
                 staged = piper.get(input_key)
-                inputs.append((input_key, read_parquet(staged), len(staged)))
+                summaries.append(summarize(input_key, staged, dataset))
                 Metrics.counter(NAMESPACE, "staged_bytes").inc(len(staged))
-            links = [
-                link
-                for _, table, _ in inputs
-                if (
-                    link := span_link(
-                        (table.schema.metadata or {}).get(STAGED_TRACE_KEY, b"").decode()
-                    )
-                )
-            ]
+            links = [link for s in summaries if (link := span_link(s.traceparent))]
             with self._tracer.start_as_current_span("packer.write_files", links=links) as span:
                 span.set_attribute("bytefreezer.dataset", f"{dataset.tenant}/{dataset.name}")
-                span.set_attribute("bytefreezer.inputs", len(inputs))
-                files = plan_outputs(
-                    inputs, dataset, manifest["run_id"], self._settings.packer.max_file_size_mb
+                span.set_attribute("bytefreezer.inputs", len(summaries))
+                schema, files = plan_outputs(
+                    summaries, dataset, manifest["run_id"], self._settings.packer.max_file_size_mb
                 )
-                manifest["outputs"] = [{"path": f.path, "rows": f.table.num_rows} for f in files]
+                manifest["outputs"] = [{"path": f.path, "rows": f.rows} for f in files]
                 piper.put(key, json.dumps(manifest).encode())
-                compression = dataset.parquet.compression
-
-                def encoded() -> Iterator[tuple[str, bytes]]:
-                    for planned_file in files:
-                        data = parquet_bytes(planned_file.table, compression)
-                        self._files.inc()
-                        self._rows.inc(planned_file.table.num_rows)
-                        self._bytes.inc(len(data))
-                        yield planned_file.path, data
-
-                # Encoding the next file overlaps with writing (fsync or upload) the last ones.
-                dest.put_many(encoded())
+                self._write_files(summaries, schema, files, dataset, dest)
                 span.set_attribute("bytefreezer.files", len(files))
             self._control.check_lease(lease)
             manifest["state"] = "uploaded"

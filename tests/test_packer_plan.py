@@ -1,18 +1,24 @@
-"""Packer's planning: files of at most the configured size, deterministic names."""
+"""Packer's planning and streaming: files of at most the configured size, deterministic names,
+every row once, in input order within a partition."""
 
 from __future__ import annotations
 
 import io
 import random
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from bytefreezer.control.models import Dataset, Destination, ParquetOptions
-from bytefreezer.pipelines.packer import plan_outputs, run_id_for
+from bytefreezer.pipelines import packer
+from bytefreezer.pipelines.packer import plan_outputs, run_id_for, run_packer_cycle, summarize
+from bytefreezer.pipelines.piper import run_piper_cycle
+from tests.e2e.test_recovery import post, setup_stack
 
 
-def staged(n: int, seed: int) -> tuple[pa.Table, int]:
+def staged(n: int, seed: int) -> bytes:
     rng = random.Random(seed)
     table = pa.table(
         {
@@ -23,7 +29,7 @@ def staged(n: int, seed: int) -> tuple[pa.Table, int]:
     )
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd", compression_level=1)
-    return table, len(sink.getvalue())
+    return sink.getvalue()
 
 
 def test_files_stay_under_max_size_and_names_are_deterministic() -> None:
@@ -33,21 +39,59 @@ def test_files_stay_under_max_size_and_names_are_deterministic() -> None:
         destination=Destination(url="file:///tmp/x"),
         parquet=ParquetOptions(max_file_size_mb=1),
     )
-    inputs = []
-    for i in range(3):
-        table, size = staged(60_000, i)
-        inputs.append((f"acme/web/acme--web--{1000 + i}--ndjson.parquet", table, size))
-    run_id = run_id_for([k for k, _, _ in inputs])
-    assert run_id == run_id_for([k for k, _, _ in reversed(inputs)])
-    files = plan_outputs(inputs, dataset, run_id)
+    summaries = [
+        summarize(f"acme/web/acme--web--{1000 + i}--ndjson.parquet", staged(60_000, i), dataset)
+        for i in range(3)
+    ]
+    assert summaries[0].partitions == {
+        "year=2026/month=01/day=01/hour=00": 30_000,
+        "year=2026/month=01/day=01/hour=01": 30_000,
+    }
+    keys = [s.key for s in summaries]
+    run_id = run_id_for(keys)
+    assert run_id == run_id_for(list(reversed(keys)))
+    schema, files = plan_outputs(summaries, dataset, run_id)
+    assert schema.names == ["timestamp", "session", "bytes"]
     assert len(files) > 2
     assert {f.path.split("/")[3] for f in files} == {"hour=00", "hour=01"}
-    assert sum(f.table.num_rows for f in files) == 180_000
-    for planned in files:
-        sink = io.BytesIO()
-        pq.write_table(planned.table, sink, compression="zstd")
-        assert len(sink.getvalue()) <= 1024 * 1024
-    again = plan_outputs(inputs, dataset, run_id)
-    assert [(f.path, f.table.num_rows) for f in again] == [
-        (f.path, f.table.num_rows) for f in files
-    ]
+    assert sum(f.rows for f in files) == 180_000
+    rows_per_file = max(f.rows for f in files)
+    # Planned rows per file at the staged bytes per row stay under the limit (10% spare).
+    assert rows_per_file * sum(s.size for s in summaries) / 180_000 <= 0.9 * 1024 * 1024
+    assert plan_outputs(summaries, dataset, run_id) == (schema, files)
+
+
+def _pack(tmp_path: Path, name: str) -> tuple[dict[str, list[int]], int]:
+    """Post 6 objects over 15 hourly partitions, pipe and pack them; ids per output file and
+    the number of row groups."""
+    settings, control, storage = setup_stack(tmp_path / name)
+    for start in range(0, 600, 100):
+        post(storage, range(start, start + 100))
+    run_piper_cycle(settings, control, storage)
+    stats = run_packer_cycle(settings, control, storage)
+    assert stats.counters["files_written"] == 15
+    root = settings.data_dir / "destination" / "acme" / "web"
+    files = {}
+    row_groups = 0
+    for path in sorted(root.rglob("*.parquet")):
+        parquet = pq.ParquetFile(path)
+        # The run id in the name differs between stacks; partition and file index do not.
+        name = f"{path.parent.relative_to(root)}/{path.name.rsplit('-', 1)[1]}"
+        files[name] = parquet.read().column("id").to_pylist()
+        row_groups += parquet.metadata.num_row_groups
+    return files, row_groups
+
+
+def test_streaming_in_passes_with_small_batches_writes_the_same_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected, row_groups = _pack(tmp_path, "default")
+    assert row_groups == 15
+    assert sorted(i for ids in expected.values() for i in ids) == list(range(600))
+    for ids in expected.values():  # input order within a partition
+        assert ids == sorted(ids)
+    monkeypatch.setattr(packer, "MAX_OPEN_OUTPUTS", 2)  # 8 passes over the inputs
+    monkeypatch.setattr(packer, "PENDING_BYTES", 1)  # a row group per input and partition
+    files, row_groups = _pack(tmp_path, "small")
+    assert files == expected
+    assert row_groups > 15

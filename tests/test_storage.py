@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -65,21 +64,15 @@ def test_unsafe_keys_are_refused(store: ObjectStore) -> None:
             store.put(key, b"x")
 
 
-def test_put_many_writes_every_object(store: ObjectStore) -> None:
-    produced: list[int] = []
-
-    def items() -> Iterator[tuple[str, bytes]]:
-        for i in range(40):
-            produced.append(i)
-            yield f"many/{i:03d}.bin", bytes([i]) * (i + 1)
-
-    assert store.put_many(items(), parallel=4) == 40
-    assert [o.key for o in store.list("many/")] == [f"many/{i:03d}.bin" for i in range(40)]
-    assert all(store.get(f"many/{i:03d}.bin") == bytes([i]) * (i + 1) for i in range(40))
-    assert produced == list(range(40))
-
-
-def test_put_many_raises_the_first_failure(store: ObjectStore) -> None:
-    with pytest.raises(StorageError, match="unsafe"):
-        store.put_many([("ok/1.bin", b"1"), ("../escape.bin", b"2"), ("ok/3.bin", b"3")])
-    assert store.get("ok/1.bin") == b"1"
+def test_streamed_objects_appear_whole_on_commit_and_never_on_abort(store: ObjectStore) -> None:
+    pending = store.open_write("stream/big.bin")
+    for i in range(3):
+        pending.file.write(bytes([i]) * (4 * 1024 * 1024))  # crosses an 8 MiB part
+    assert not store.exists("stream/big.bin"), "visible before commit"
+    assert pending.commit() == 12 * 1024 * 1024
+    data = store.get("stream/big.bin")
+    assert len(data) == 12 * 1024 * 1024 and data[-1] == 2
+    dropped = store.open_write("stream/dropped.bin")
+    dropped.file.write(b"x" * (9 * 1024 * 1024))
+    dropped.abort()
+    assert [o.key for o in store.list("stream/")] == ["stream/big.bin"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,7 +17,7 @@ from bytefreezer.ingress.receiver import IntakeWriter
 from bytefreezer.pipelines.packer import run_packer_cycle
 from bytefreezer.pipelines.piper import run_piper_cycle
 from bytefreezer.settings import Settings
-from bytefreezer.storage import ObjectStore, Storage
+from bytefreezer.storage import ObjectStore, PendingObject, Storage
 from tests.conftest import fast_settings
 from tests.helpers import read_parquet_dir
 
@@ -103,15 +103,18 @@ def test_packer_crash_then_manifest_replay(
     for start in range(0, 300, 50):
         post(storage, range(start, start + 50))
     run_piper_cycle(settings, control, storage)
-    puts: list[str] = []
-    original_put = ObjectStore.put
+    commits: list[str] = []
+    original_commit = PendingObject.commit
+    lock = threading.Lock()
 
-    def crash_mid_upload(self: ObjectStore, key: str, data: bytes, metadata: Any = None) -> None:
-        if key.startswith("year="):
-            puts.append(key)
-            if len(puts) == 3:
-                raise InjectedCrash(f"injected crash at {key}")
-        original_put(self, key, data, metadata)
+    def crash_mid_upload(self: PendingObject) -> int:
+        with lock:  # output files are committed several at a time
+            commits.append(self.key)
+            crash = len(commits) == 3
+        if crash:
+            self.abort()
+            raise InjectedCrash(f"injected crash at {self.key}")
+        return original_commit(self)
 
     def crash_before_delete(self: ObjectStore, keys: list[str]) -> None:
         raise InjectedCrash("injected crash before deleting inputs")
@@ -119,7 +122,7 @@ def test_packer_crash_then_manifest_replay(
     with monkeypatch.context() as patch:
         crash_without_releasing(patch)
         if crash_point == "mid_upload":
-            patch.setattr(ObjectStore, "put", crash_mid_upload)
+            patch.setattr(PendingObject, "commit", crash_mid_upload)
         else:
             patch.setattr(ObjectStore, "delete_many", crash_before_delete)
         with pytest.raises(Exception, match="injected crash"):
