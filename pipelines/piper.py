@@ -23,7 +23,7 @@ from bytefreezer.errors import InvalidName, LeaseLost, StorageError
 from bytefreezer.keys import IntakeKey, piper_lease_name
 from bytefreezer.pipelines.decode import choose_format, decode_object
 from bytefreezer.pipelines.parquet import parquet_bytes
-from bytefreezer.pipelines.runner import CycleStats, Distributed, run_claimed
+from bytefreezer.pipelines.runner import CycleStats, Distributed, run_claimed, should_spread
 from bytefreezer.settings import Settings
 from bytefreezer.storage import BucketObjects, Storage
 from bytefreezer.telemetry import (
@@ -179,8 +179,8 @@ class _ProcessIntakeFn(beam.DoFn):  # type: ignore[misc]
 class ProcessIntake(Distributed):
     """Decode, transform and stage each claimed intake object; outputs the processed keys."""
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__("DecodeTransformStage", _ProcessIntakeFn(settings))
+    def __init__(self, settings: Settings, spread: bool = True) -> None:
+        super().__init__("DecodeTransformStage", _ProcessIntakeFn(settings), spread)
 
 
 def run_piper_cycle(
@@ -232,16 +232,20 @@ def run_piper_cycle(
         PiperWork(key, dataset.model_dump_json(), lease.model_dump_json())
         for key, dataset, lease in claimed
     ]
+    workers = min(settings.piper.max_concurrent_jobs, len(work))
+    spread = should_spread(settings.piper.beam_args, workers)
     stats.counters = run_claimed(
         settings.piper.beam_args,
         lambda p: (
-            p | "Claimed" >> beam.Create(work, reshuffle=False) | "Piper" >> ProcessIntake(settings)
+            p
+            | "Claimed" >> beam.Create(work, reshuffle=False)
+            | "Piper" >> ProcessIntake(settings, spread)
         ),
         NAMESPACE,
         control=control,
         leases=[lease for _, _, lease in claimed],
         telemetry=telemetry,
-        workers=settings.piper.max_concurrent_jobs,
+        workers=workers,
     )
     stats.seconds = time.monotonic() - started
     record_piper_counters(telemetry, stats)

@@ -20,17 +20,37 @@ from bytefreezer.telemetry import Telemetry
 LOCAL_RUNNER = "FnApiRunner"
 
 
-def pipeline_options(beam_args: list[str] | None = None, workers: int = 1) -> PipelineOptions:
-    """Pipeline options from ``beam_args``; no runner (or ``DirectRunner``) means local, with
-    ``workers`` threads unless the arguments choose otherwise."""
-    args = list(beam_args or [])
+def _runner(args: list[str]) -> str | None:
     runner = None
     for i, arg in enumerate(args):
         if arg.startswith("--runner="):
             runner = arg.split("=", 1)[1]
         elif arg == "--runner" and i + 1 < len(args):
             runner = args[i + 1]
-    local = runner is None or runner in ("DirectRunner", "direct", LOCAL_RUNNER)
+    return runner
+
+
+def _is_local(runner: str | None) -> bool:
+    return runner is None or runner in ("DirectRunner", "direct", LOCAL_RUNNER)
+
+
+def should_spread(beam_args: list[str], workers: int) -> bool:
+    """Whether claimed work must be spread over workers (a reshuffle): always on a distributed
+    runner, locally only with more than one worker (otherwise it is a stage for nothing)."""
+    args = list(beam_args)
+    return (
+        workers > 1
+        or not _is_local(_runner(args))
+        or any(a.startswith("--direct_num_workers") for a in args)
+    )
+
+
+def pipeline_options(beam_args: list[str] | None = None, workers: int = 1) -> PipelineOptions:
+    """Pipeline options from ``beam_args``; no runner (or ``DirectRunner``) means local, with
+    ``workers`` threads unless the arguments choose otherwise."""
+    args = list(beam_args or [])
+    runner = _runner(args)
+    local = _is_local(runner)
     if runner is None:
         args.append(f"--runner={LOCAL_RUNNER}")
     elif runner in ("DirectRunner", "direct"):
@@ -43,16 +63,19 @@ def pipeline_options(beam_args: list[str] | None = None, workers: int = 1) -> Pi
 
 
 class Distributed(beam.PTransform):  # type: ignore[misc,type-arg]
-    """Spread claimed work over the runner's workers (a reshuffle), then run ``fn`` on each
-    element. Piper and packer are this over their own DoFn."""
+    """Spread claimed work over the runner's workers (a reshuffle, unless ``spread`` is off),
+    then run ``fn`` on each element. Piper and packer are this over their own DoFn."""
 
-    def __init__(self, step: str, fn: beam.DoFn) -> None:
+    def __init__(self, step: str, fn: beam.DoFn, spread: bool = True) -> None:
         super().__init__()
         self._step = step
         self._fn = fn
+        self._spread = spread
 
     def expand(self, work: Any) -> Any:
-        return work | "Distribute" >> beam.Reshuffle() | self._step >> beam.ParDo(self._fn)
+        if self._spread:
+            work = work | "Distribute" >> beam.Reshuffle()
+        return work | self._step >> beam.ParDo(self._fn)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bytefreezer.cli import main
-from bytefreezer.pipelines.runner import pipeline_options
+from bytefreezer.pipelines.runner import pipeline_options, should_spread
 
 
 def run(capsys: pytest.CaptureFixture[str], data_dir: Path, *args: str) -> object:
@@ -117,6 +117,14 @@ def test_local_runner_takes_the_worker_count() -> None:
     assert chosen["direct_num_workers"] == 1
     flink = pipeline_options(["--runner=FlinkRunner"], workers=3).get_all_options()
     assert flink["direct_num_workers"] != 3
+
+
+def test_work_is_spread_unless_one_local_worker_runs_it() -> None:
+    assert not should_spread([], 1)
+    assert not should_spread(["--runner=DirectRunner"], 1)
+    assert should_spread([], 2)
+    assert should_spread(["--runner=FlinkRunner"], 1)
+    assert should_spread(["--direct_num_workers=4"], 1)
 
 
 def test_proxy_config_takes_secrets_from_the_environment(
