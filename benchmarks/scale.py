@@ -1,7 +1,7 @@
 """Growth and memory: per-MB cost at 1x, 4x and 16x input, 1 tenant against 100 tenants with the
 same total, and the peak RSS of piper and packer processes as input grows.
 
-    python benchmarks/scale.py [--base-mb 8] [--memory-mb 64,256]
+    python benchmarks/scale.py [--base-mb 64] [--memory-mb 64,256]
 
 Each measurement runs piper then packer over generated security events in a fresh stack (in
 one process, after a warm-up run, as a long-lived poller would). Peak
@@ -78,7 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--base-mb", type=float, default=8)
+    parser.add_argument("--base-mb", type=float, default=64)
     parser.add_argument("--memory-mb", default="64,256")
     parser.add_argument("--prepare", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--stage", nargs=2, help=argparse.SUPPRESS)
@@ -102,9 +102,10 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="bf-scale-"))
     try:
-        # A poller is a long-lived process: pay imports, first DuckDB and Beam start-up once,
-        # outside the measurements, as a running piper or packer has.
-        timed_run(1, 1, root / "warm-up")
+        # A poller is a long-lived process: pay imports, first DuckDB and Beam start-up and the
+        # first growth of Arrow's memory pool once, outside the measurements, as a running
+        # piper or packer has (one run of the base size).
+        timed_run(args.base_mb, 1, root / "warm-up")
         growth = {}
         for factor in (1, 4, 16):
             mb = args.base_mb * factor
