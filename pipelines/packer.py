@@ -404,8 +404,12 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
                 for summary in summaries:
                     if not summary.rows or not outputs.keys() & summary.partitions.keys():
                         continue
-                    table = conform(read_parquet(self._storage.piper.get(summary.key)), schema)
-                    paths = _partitioned(table, summary.key, dataset)
+                    staged = read_parquet(self._storage.piper.get(summary.key))
+                    # Partitions come from the object's own types, as in its summary; a column
+                    # widened by unification (say to string) could read differently.
+                    paths = _partitioned(staged, summary.key, dataset)
+                    table = conform(staged, schema)
+                    del staged
                     if paths is None:
                         outputs[""].add(table)
                     else:

@@ -3,7 +3,9 @@ every row once, in input order within a partition."""
 
 from __future__ import annotations
 
+import gzip
 import io
+import json
 import random
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bytefreezer.control.models import Dataset, Destination, ParquetOptions
+from bytefreezer.ingress.receiver import IntakeWriter
 from bytefreezer.pipelines import packer
 from bytefreezer.pipelines.packer import plan_outputs, run_id_for, run_packer_cycle, summarize
 from bytefreezer.pipelines.piper import run_piper_cycle
@@ -95,3 +98,28 @@ def test_streaming_in_passes_with_small_batches_writes_the_same_files(
     files, row_groups = _pack(tmp_path, "small")
     assert files == expected
     assert row_groups > 15
+
+
+def test_a_time_field_of_different_types_across_inputs_partitions_by_each_ones_value(
+    tmp_path: Path,
+) -> None:
+    """Epoch seconds in one object and ISO text in the next: unification widens the column to
+    text, but each row still lands in the hour its own value names."""
+    settings, control, storage = setup_stack(tmp_path)
+    writer = IntakeWriter(storage)
+    epoch = b"\n".join(
+        json.dumps({"id": i, "timestamp": 1767225600 + i}).encode() for i in range(5)
+    )
+    text = b"\n".join(
+        json.dumps({"id": 5 + i, "timestamp": f"2026-01-01T05:00:0{i}Z"}).encode() for i in range(5)
+    )
+    for body in (epoch, text):
+        writer.write("acme", "web", "ndjson", gzip.compress(body), {})
+    run_piper_cycle(settings, control, storage)
+    run_packer_cycle(settings, control, storage)
+    root = settings.data_dir / "destination" / "acme" / "web"
+    by_hour = {
+        path.parent.name: sorted(pq.read_table(path).column("id").to_pylist())
+        for path in root.rglob("*.parquet")
+    }
+    assert by_hour == {"hour=00": [0, 1, 2, 3, 4], "hour=05": [5, 6, 7, 8, 9]}

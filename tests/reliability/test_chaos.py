@@ -102,6 +102,16 @@ class Stack:
         time.sleep(3)
         return self.found()
 
+    def summary(self, acked: list[int], found: Counter[int]) -> str:
+        """One line of figures: kills per component, records acknowledged, found, doubled."""
+        kills = ", ".join(f"{name} {n}" for name, n in sorted(self.kills.items()))
+        doubled = sum(1 for n in found.values() if n > 1)
+        missing = len(set(acked) - set(found))
+        return (
+            f"kills: {sum(self.kills.values())} ({kills}); acknowledged {len(acked)}, "
+            f"found {len(found)}, missing {missing}, duplicated {doubled}"
+        )
+
     def kill(self, name: str) -> None:
         self.processes[name].send_signal(signal.SIGKILL)
         self.processes[name].wait()
@@ -168,6 +178,7 @@ def test_kill_9_anything_under_load_loses_and_duplicates_nothing(tmp_path: Path)
         assert len(acked) > 200 and sum(stack.kills.values()) >= 10
 
         found = stack.landed(acked)
+        print(stack.summary(acked, found))  # the figures, with pytest -s or -rP
         assert set(acked) <= set(found), "an acknowledged record was lost"
         assert max(found.values()) == 1, [i for i, n in found.items() if n > 1][:10]
     finally:
@@ -206,6 +217,7 @@ def test_control_down_longer_than_a_lease_ttl(tmp_path: Path) -> None:
         assert during_outage[0] > 0, "ingest stopped while control was down"
 
         found = stack.landed(acked)
+        print(stack.summary(acked, found), f"during the outage {during_outage[0]}")
         assert set(acked) <= set(found) and max(found.values()) == 1
     finally:
         stack.stop_all()

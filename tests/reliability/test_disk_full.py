@@ -105,5 +105,9 @@ def test_spool_disk_full_answers_503_and_loses_nothing_acknowledged(
         assert process.poll() is None, "the receiver died on a full disk"
     pipeline_until_done(settings, control)
     found = found_ids(settings)
+    print(
+        f"disk full: acknowledged {len(acked)}, refused {len(refused)} (503), found "
+        f"{len(found)}, duplicated {sum(1 for n in found.values() if n > 1)}"
+    )
     assert found == Counter(acked), "an acknowledged record was lost or doubled"
     assert not set(refused) & set(found), "a refused body was stored anyway"
