@@ -74,6 +74,8 @@ def env_for(settings: Settings, port: int, api_port: int) -> dict[str, str]:
 
 
 def setup_control(settings: Settings) -> tuple[ControlStore, str]:
+    """Buckets, tenant acme with dataset web, and an ingest key for it."""
+    Storage(settings).ensure_buckets()
     control = ControlStore(settings.control_db_path(), destination_for=settings.destination_for)
     control.create_tenant(Tenant(name="acme"))
     control.create_dataset("acme", DatasetSpec(name="web"))
@@ -158,7 +160,6 @@ def found_ids(settings: Settings) -> Counter[int]:
 @pytest.mark.slow
 def test_bounded_load_no_5xx_and_every_acknowledged_record_lands(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, None)
-    Storage(settings).ensure_buckets()
     control, key = setup_control(settings)
     with receiver_process(settings, tmp_path / "receiver.log") as (_, url):
         result = asyncio.run(load(url, key, seconds=10, clients=32))
@@ -177,7 +178,6 @@ def test_storage_down_under_load_spools_or_503s_and_loses_nothing(
     tmp_path: Path, own_s3_server: SeaweedServer
 ) -> None:
     settings = settings_for(tmp_path, own_s3_server)
-    Storage(settings).ensure_buckets()
     control, key = setup_control(settings)
     with receiver_process(settings, tmp_path / "receiver.log") as (_, url):
 
@@ -207,7 +207,6 @@ def test_receiver_killed_with_a_full_spool_loses_nothing(
     tmp_path: Path, own_s3_server: SeaweedServer
 ) -> None:
     settings = settings_for(tmp_path, own_s3_server)
-    Storage(settings).ensure_buckets()
     control, key = setup_control(settings)
     own_s3_server.stop()
     with receiver_process(settings, tmp_path / "receiver.log") as (process, url):

@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bytefreezer.storage import Storage
 from tests.conftest import SeaweedServer
 from tests.helpers import free_port, wait_for
 from tests.ingress.test_faults import (
@@ -49,7 +48,6 @@ def test_spool_disk_full_answers_503_and_loses_nothing_acknowledged(
     tmp_path: Path, own_s3_server: SeaweedServer
 ) -> None:
     settings = settings_for(tmp_path, own_s3_server)
-    Storage(settings).ensure_buckets()
     control, key = setup_control(settings)
     spool = settings.spool_path()
     prefix = [*_namespace_prefix(), "sh", "-c", _MOUNT_SPOOL, str(spool)]
