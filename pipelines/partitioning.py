@@ -7,6 +7,8 @@ readable time use the ingest time of the object they came in.
 
 from __future__ import annotations
 
+import re
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -91,4 +93,26 @@ def partition_paths(times: pa.ChunkedArray, options: ParquetOptions) -> pa.Chunk
     )
     if not template:
         return None
-    return pc.strftime(times, format=template, locale="C")
+    unit = _coarsest_unit(template)
+    if unit is None or len(times) == 0:
+        return pc.strftime(times, format=template, locale="C")
+    # Format each distinct hour (or day) once instead of every row: a template that names no
+    # finer field than that gives every row of the hour the same path.
+    floored = pc.floor_temporal(times, unit=unit)
+    distinct = pc.unique(floored)
+    names = pc.strftime(distinct, format=template, locale="C")
+    return pc.take(names, pc.index_in(floored, value_set=distinct))
+
+
+_DAY_FIELDS = set("Ymdjy%")
+_HOUR_FIELDS = _DAY_FIELDS | {"H"}
+
+
+def _coarsest_unit(template: str) -> str | None:
+    """``day`` or ``hour`` when the template's fields are all that coarse, else None."""
+    fields = set(re.findall(r"%(.)", template))
+    if fields <= _DAY_FIELDS:
+        return "day"
+    if fields <= _HOUR_FIELDS:
+        return "hour"
+    return None

@@ -5,7 +5,10 @@ from __future__ import annotations
 import gzip
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bytefreezer.control.models import ParquetOptions
 from bytefreezer.pipelines.decode import decode_ndjson, gunzip
@@ -117,3 +120,26 @@ def test_partition_schemes(scheme: str, template: str, expected: str) -> None:
         partition_paths(event_times(table, "timestamp", 0), ParquetOptions(partitioning="none"))
         is None
     )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    micros=st.lists(
+        st.integers(min_value=-(10**15), max_value=4 * 10**15), min_size=1, max_size=300
+    ),
+    template=st.sampled_from(
+        [
+            "year=%Y/month=%m/day=%d/hour=%H",
+            "date=%Y-%m-%d",
+            "dt=%Y%m%d/h=%H",
+            "doy=%j/%%/%y",
+            "m=%M",  # finer than an hour: every row is formatted
+        ]
+    ),
+)
+def test_partition_paths_match_formatting_every_row(micros: list[int], template: str) -> None:
+    times = pa.chunked_array([pa.array(micros, pa.timestamp("us", tz="UTC"))])
+    options = ParquetOptions(partitioning="custom", partition_template=template)
+    paths = partition_paths(times, options)
+    assert paths is not None
+    assert paths.to_pylist() == pc.strftime(times, format=template, locale="C").to_pylist()
