@@ -60,7 +60,7 @@ from bytefreezer.keys import (
 from bytefreezer.pipelines.parquet import read_parquet
 from bytefreezer.pipelines.partitioning import event_times, partition_paths
 from bytefreezer.pipelines.piper import STAGED_TRACE_KEY
-from bytefreezer.pipelines.runner import CycleStats, Distributed, run_claimed, should_spread
+from bytefreezer.pipelines.runner import CycleStats, Distributed, run_claimed
 from bytefreezer.pipelines.schema import conform, unified_schema
 from bytefreezer.settings import Settings
 from bytefreezer.storage import ObjectInfo, ObjectStore, PendingObject, Storage
@@ -526,20 +526,16 @@ def run_packer_cycle(
     if not leases:
         return stats
     work = [PackWork(datasets[x.name].model_dump_json(), x.model_dump_json()) for x in leases]
-    workers = min(settings.packer.max_concurrent_jobs, len(work))
-    spread = should_spread(settings.packer.beam_args, workers)
     stats.counters = run_claimed(
         settings.packer.beam_args,
-        lambda p: (
-            p
-            | "Claimed" >> beam.Create(work, reshuffle=False)
-            | "Packer" >> PackDatasets(settings, spread)
-        ),
+        work,
+        "Packer",
+        lambda spread: PackDatasets(settings, spread),
         NAMESPACE,
         control=control,
         leases=leases,
         telemetry=telemetry,
-        workers=workers,
+        max_workers=settings.packer.max_concurrent_jobs,
     )
     stats.seconds = time.monotonic() - started
     record_packer_counters(telemetry, stats)

@@ -23,7 +23,7 @@ from bytefreezer.errors import InvalidName, LeaseLost, StorageError
 from bytefreezer.keys import IntakeKey, piper_lease_name
 from bytefreezer.pipelines.decode import choose_format, decode_object
 from bytefreezer.pipelines.parquet import parquet_bytes
-from bytefreezer.pipelines.runner import CycleStats, Distributed, run_claimed, should_spread
+from bytefreezer.pipelines.runner import CycleStats, Distributed, run_claimed
 from bytefreezer.settings import Settings
 from bytefreezer.storage import BucketObjects, Storage
 from bytefreezer.telemetry import (
@@ -232,20 +232,16 @@ def run_piper_cycle(
         PiperWork(key, dataset.model_dump_json(), lease.model_dump_json())
         for key, dataset, lease in claimed
     ]
-    workers = min(settings.piper.max_concurrent_jobs, len(work))
-    spread = should_spread(settings.piper.beam_args, workers)
     stats.counters = run_claimed(
         settings.piper.beam_args,
-        lambda p: (
-            p
-            | "Claimed" >> beam.Create(work, reshuffle=False)
-            | "Piper" >> ProcessIntake(settings, spread)
-        ),
+        work,
+        "Piper",
+        lambda spread: ProcessIntake(settings, spread),
         NAMESPACE,
         control=control,
         leases=[lease for _, _, lease in claimed],
         telemetry=telemetry,
-        workers=workers,
+        max_workers=settings.piper.max_concurrent_jobs,
     )
     stats.seconds = time.monotonic() - started
     record_piper_counters(telemetry, stats)

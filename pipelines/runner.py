@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,11 +38,10 @@ def _is_local(runner: str | None) -> bool:
 def should_spread(beam_args: list[str], workers: int) -> bool:
     """Whether claimed work must be spread over workers (a reshuffle): always on a distributed
     runner, locally only with more than one worker (otherwise it is a stage for nothing)."""
-    args = list(beam_args)
     return (
         workers > 1
-        or not _is_local(_runner(args))
-        or any(a.startswith("--direct_num_workers") for a in args)
+        or not _is_local(_runner(beam_args))
+        or any(a.startswith("--direct_num_workers") for a in beam_args)
     )
 
 
@@ -89,16 +89,25 @@ class CycleStats:
 
 def run_claimed(
     beam_args: list[str],
-    build: Any,
+    work: list[Any],
+    label: str,
+    transform: Callable[[bool], Distributed],
     namespace: str,
     *,
     control: ControlClient,
     leases: list[Lease],
     telemetry: Telemetry,
-    workers: int = 1,
+    max_workers: int = 1,
 ) -> dict[str, int]:
-    """Run one bounded pipeline over claimed work, then release the claims whatever happened
-    (a failed release is harmless: leases expire)."""
+    """Run one bounded pipeline, ``transform(spread)`` over the claimed ``work`` (locally on at
+    most ``max_workers`` threads, one per element at most), then release the claims whatever
+    happened (a failed release is harmless: leases expire)."""
+    workers = min(max_workers, len(work))
+    spread = should_spread(beam_args, workers)
+
+    def build(pipeline: beam.Pipeline) -> None:
+        _ = pipeline | "Claimed" >> beam.Create(work, reshuffle=False) | label >> transform(spread)
+
     try:
         return run_pipeline(beam_args, build, namespace, workers)
     except Exception:
