@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bytefreezer import __version__
+from bytefreezer.keys import NAME_PATTERN
 
 _ERROR = {
     "description": "Refused; the message says why.",
@@ -22,7 +23,7 @@ _RETRY = {
     **_ERROR,
     "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}},
 }
-_NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"}
+_NAME = {"type": "string", "pattern": f"^{NAME_PATTERN}$"}
 _STORED = {
     "type": "object",
     "required": ["status", "key", "lines", "bytes"],
