@@ -5,7 +5,9 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,27 @@ from bytefreezer.storage import Storage
 
 ACTIONS = ["login", "logout", "read", "write", "delete", "connect"]
 STATUSES = ["success", "failure", "blocked", "noise"]
+
+
+RESULTS = Path(__file__).parent / "results" / "latest.json"
+
+
+def merge_results(figures: dict[str, Any]) -> None:
+    """Merge ``figures`` (top-level sections) into benchmarks/results/latest.json."""
+    RESULTS.parent.mkdir(exist_ok=True)
+    current = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    RESULTS.write_text(json.dumps({**current, **figures}, indent=2) + "\n")
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 30) -> None:
+    """SIGTERM a child process if it runs, SIGKILL it after ``timeout``."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def free_port() -> int:

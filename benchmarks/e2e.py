@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import io
-import json
 import os
 import platform
 import resource
@@ -38,7 +37,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from common import generate, split_objects, stack, upload
+from common import generate, merge_results, split_objects, stack, upload
 
 from bytefreezer.pipelines.packer import run_packer_cycle
 from bytefreezer.pipelines.piper import run_piper_cycle
@@ -194,10 +193,7 @@ def main() -> None:
                 f"pyarrow alone {s['baseline_mb_per_s']:8.1f} MB/s | ratio {s['ratio']:.2f}x"
             )
         print(f"peak RSS {result['peak_rss_mb']} MB")
-        out = Path(__file__).parent / "results" / "latest.json"
-        out.parent.mkdir(exist_ok=True)
-        current = json.loads(out.read_text()) if out.exists() else {}
-        out.write_text(json.dumps({**current, **result}, indent=2) + "\n")
+        merge_results(result)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

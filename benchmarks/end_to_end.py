@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,7 +27,7 @@ import httpx
 import pyarrow.dataset as ds
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import free_port, generate, split_objects, wait_port
+from common import free_port, generate, merge_results, split_objects, stop_process, wait_port
 
 
 def visible_rows(destination: Path) -> int:
@@ -130,17 +128,10 @@ def main() -> None:
             f"DuckDB read_json_auto → Parquet:    {duck_s:.2f} s ({result['duckdb_mb_per_s']} MB/s)"
         )
         print(f"ratio: {result['ratio']:.2f}x")
-        out = Path(__file__).parent / "results" / "latest.json"
-        current = json.loads(out.read_text()) if out.exists() else {}
-        current["end_to_end"] = result
-        out.write_text(json.dumps(current, indent=2) + "\n")
+        merge_results({"end_to_end": result})
     finally:
         if process is not None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_process(process)
         shutil.rmtree(work, ignore_errors=True)
 
 

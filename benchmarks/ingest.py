@@ -20,7 +20,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import free_port, wait_port
+from common import free_port, merge_results, stop_process, wait_port
 
 ROOT = Path(__file__).parent.parent
 
@@ -203,26 +202,21 @@ def main() -> None:
             f"ratio (receiver / bare MB/s): {ratio:.2f}x median of "
             + ", ".join(f"{r['ratio']:.2f}" for r in rounds)
         )
-        out = Path(__file__).parent / "results" / "latest.json"
-        current = json.loads(out.read_text()) if out.exists() else {}
-        current["ingest"] = {
-            "body_bytes": len(body),
-            "clients": args.clients,
-            "bare": bare,
-            "receiver": ours,
-            "ratio": ratio,
-            "round_ratios": [r["ratio"] for r in rounds],
-        }
-        out.parent.mkdir(exist_ok=True)
-        out.write_text(json.dumps(current, indent=2) + "\n")
+        merge_results(
+            {
+                "ingest": {
+                    "body_bytes": len(body),
+                    "clients": args.clients,
+                    "bare": bare,
+                    "receiver": ours,
+                    "ratio": ratio,
+                    "round_ratios": [r["ratio"] for r in rounds],
+                }
+            }
+        )
     finally:
         for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_process(process, timeout=20)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -13,7 +13,6 @@ benchmarks/results/latest.json under "scale".
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import shutil
 import subprocess
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import generate, split_objects, stack, upload
+from common import generate, merge_results, split_objects, stack, upload
 
 from bytefreezer.pipelines.packer import run_packer_cycle
 from bytefreezer.pipelines.piper import run_piper_cycle
@@ -162,10 +161,7 @@ def main() -> None:
             print(
                 f"memory {size:>8s}: piper peak RSS {m['piper_peak_rss_mb']} MB, packer {m['packer_peak_rss_mb']} MB (target < 1024)"
             )
-        out = Path(__file__).parent / "results" / "latest.json"
-        current = json.loads(out.read_text()) if out.exists() else {}
-        current["scale"] = result
-        out.write_text(json.dumps(current, indent=2) + "\n")
+        merge_results({"scale": result})
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

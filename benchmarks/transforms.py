@@ -32,7 +32,10 @@ import maxminddb
 import orjson
 import pyarrow as pa
 
+sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
+from common import merge_results
+
 from bytefreezer.transforms import Context, compile_chain
 from bytefreezer.transforms.builtin.useragent import parse_user_agent
 from bytefreezer.transforms.resources import MemoryObjects
@@ -377,11 +380,7 @@ def main() -> None:
         print(
             f"{name:18s} {figures['rows_per_s']:12,.0f} {figures['baseline_rows_per_s']:12,.0f} {figures['ratio']:6.1f}x"
         )
-    out = Path(__file__).parent / "results" / "latest.json"
-    current = json.loads(out.read_text()) if out.exists() else {}
-    current["transforms"] = {"rows": len(rows), "results": results}
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(current, indent=2) + "\n")
+    merge_results({"transforms": {"rows": len(rows), "results": results}})
 
 
 if __name__ == "__main__":
