@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -53,6 +55,33 @@ def stop_process(process: subprocess.Popen[Any], timeout: float = 30) -> int:
         process.kill()
         process.wait()
         return -9
+
+
+def start_up(data_dir: Path, log: IO[bytes], port: int, **env: str) -> subprocess.Popen[bytes]:
+    """``bytefreezer up`` on 127.0.0.1 with its webhook on ``port``, the other ports free and
+    short poll intervals; ``env`` adds or overrides BYTEFREEZER_* variables."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bytefreezer.cli", "up", "--data-dir", str(data_dir)],
+        env={
+            **os.environ,
+            "BYTEFREEZER_RECEIVER__HOST": "127.0.0.1",
+            "BYTEFREEZER_RECEIVER__PORT": str(port),
+            "BYTEFREEZER_RECEIVER__API_HOST": "127.0.0.1",
+            "BYTEFREEZER_RECEIVER__API_PORT": str(free_port()),
+            "BYTEFREEZER_CONTROL__PORT": str(free_port()),
+            "BYTEFREEZER_PIPER__POLL_INTERVAL_SECONDS": "0.3",
+            "BYTEFREEZER_PACKER__POLL_INTERVAL_SECONDS": "0.3",
+            **env,
+        },
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def first_run_key(data_dir: Path) -> str:
+    """The ingest key ``bytefreezer up`` printed on its first run."""
+    text = (data_dir / "first-run.txt").read_text()
+    return next(word for word in text.split() if word.startswith("bfk_"))
 
 
 def wait_for_port(port: int, timeout: float = 30.0) -> None:

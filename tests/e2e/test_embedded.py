@@ -4,45 +4,34 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers import free_port, read_parquet_dir, stop_process, wait_for, wait_for_port
+from tests.helpers import (
+    first_run_key,
+    free_port,
+    read_parquet_dir,
+    start_up,
+    stop_process,
+    wait_for,
+    wait_for_port,
+)
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[dict[str, object]]:
     data_dir = tmp_path / "data"
     port = free_port()
-    env = {
-        **os.environ,
-        "BYTEFREEZER_RECEIVER__HOST": "127.0.0.1",
-        "BYTEFREEZER_RECEIVER__PORT": str(port),
-        "BYTEFREEZER_RECEIVER__MAX_BODY_BYTES": "200000",
-        "BYTEFREEZER_CONTROL__PORT": str(free_port()),
-        "BYTEFREEZER_RECEIVER__API_HOST": "127.0.0.1",
-        "BYTEFREEZER_RECEIVER__API_PORT": str(free_port()),
-        "BYTEFREEZER_PIPER__POLL_INTERVAL_SECONDS": "0.3",
-        "BYTEFREEZER_PACKER__POLL_INTERVAL_SECONDS": "0.3",
-    }
     log = open(tmp_path / "up.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bytefreezer.cli", "up", "--data-dir", str(data_dir)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    process = start_up(data_dir, log, port, BYTEFREEZER_RECEIVER__MAX_BODY_BYTES="200000")
     try:
         wait_for_port(port, timeout=60)
-        first_run = (data_dir / "first-run.txt").read_text()
-        key = next(w for w in first_run.split() if w.startswith("bfk_"))
+        key = first_run_key(data_dir)
         yield {"url": f"http://127.0.0.1:{port}", "key": key, "data": data_dir, "process": process}
     finally:
         stop_process(process)

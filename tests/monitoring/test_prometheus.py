@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import free_port, stop_process, wait_for, wait_for_port
+from tests.helpers import (
+    first_run_key,
+    free_port,
+    start_up,
+    stop_process,
+    wait_for,
+    wait_for_port,
+)
 
 N = 25
 
@@ -62,33 +67,20 @@ def test_prometheus_scrapes_the_stack(tmp_path: Path) -> None:
     port, metrics_base = free_port(), free_port()
     while any(p in (metrics_base + 1, metrics_base + 2) for p in (port,)):
         metrics_base = free_port()
-    env = {
-        **os.environ,
-        "BYTEFREEZER_RECEIVER__HOST": "127.0.0.1",
-        "BYTEFREEZER_RECEIVER__PORT": str(port),
-        "BYTEFREEZER_RECEIVER__API_HOST": "127.0.0.1",
-        "BYTEFREEZER_RECEIVER__API_PORT": str(free_port()),
-        "BYTEFREEZER_CONTROL__PORT": str(free_port()),
-        "BYTEFREEZER_PIPER__POLL_INTERVAL_SECONDS": "0.3",
-        "BYTEFREEZER_PACKER__POLL_INTERVAL_SECONDS": "0.3",
-        "BYTEFREEZER_MONITORING__MODE": "prometheus",
-        "BYTEFREEZER_MONITORING__METRICS_HOST": "127.0.0.1",
-        "BYTEFREEZER_MONITORING__METRICS_PORT": str(metrics_base),
-    }
     with open(tmp_path / "up.log", "wb") as log:
-        stack = subprocess.Popen(
-            [sys.executable, "-m", "bytefreezer.cli", "up", "--data-dir", str(data_dir)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        stack = start_up(
+            data_dir,
+            log,
+            port,
+            BYTEFREEZER_MONITORING__MODE="prometheus",
+            BYTEFREEZER_MONITORING__METRICS_HOST="127.0.0.1",
+            BYTEFREEZER_MONITORING__METRICS_PORT=str(metrics_base),
         )
     try:
         wait_for_port(port, timeout=60)
         for offset in range(3):
             wait_for_port(metrics_base + offset, timeout=30)
-        key = next(
-            w for w in (data_dir / "first-run.txt").read_text().split() if w.startswith("bfk_")
-        )
+        key = first_run_key(data_dir)
         body = "\n".join(
             json.dumps({"timestamp": "2026-01-01T00:00:00Z", "i": i}) for i in range(N)
         )
