@@ -198,6 +198,11 @@ def test_storage_down_under_load_spools_or_503s_and_loses_nothing(
     assert (settings.data_dir / "spool").exists()
     pipeline_until_done(settings, control)
     found = found_ids(settings)
+    print(  # the figures, with pytest -s or -rP
+        f"storage down 3 s: statuses {dict(statuses)}, acknowledged {len(result['acked'])}, "
+        f"found {len(found)}, missing {len(set(result['acked']) - set(found))}, "
+        f"duplicated {sum(1 for n in found.values() if n > 1)}"
+    )
     assert set(result["acked"]) <= set(found), "an acknowledged record was lost"
     assert max(found.values()) == 1, "a record was duplicated"
 
