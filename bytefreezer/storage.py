@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -357,11 +357,7 @@ class _RemotePending(PendingObject):
         return size
 
     def abort(self) -> None:
-        discard = getattr(self.file, "discard", None)
-        if discard is not None:
-            discard()  # aborts a multipart upload
-        else:  # pragma: no cover - every fsspec buffered file has discard()
-            self.file.close()
+        cast(Any, self.file).discard()  # an fsspec buffered file: aborts a multipart upload
 
 
 def _fsync_dir(path: Path) -> None:
