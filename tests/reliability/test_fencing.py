@@ -31,14 +31,17 @@ def world(tmp_path: Path, **overrides: Any) -> tuple[Settings, Storage, ControlS
 
 
 def test_a_paused_piper_cannot_commit_over_the_new_owner(tmp_path: Path) -> None:
-    settings, storage, control, dataset = world(tmp_path, piper={"lease_ttl_seconds": 0.5})
+    # Only the paused worker's lease is short; the new owner keeps the default TTL, so a slow
+    # machine cannot make the new owner lose its own lease and the test lose its point.
+    settings, storage, control, dataset = world(tmp_path)
     body = gzip.compress(b"\n".join(json.dumps({"id": i}).encode() for i in range(10)))
     key = IntakeWriter(storage).write("acme", "web", "ndjson", body, {})
 
     (stale,) = control.acquire_leases([piper_lease_name(key.key)], "paused-worker", 0.5)
     time.sleep(0.6)  # the worker is paused past its lease; another takes the object over
-    assert run_piper_cycle(settings, control, storage).claimed == 1
-    run_packer_cycle(settings, control, storage)
+    taken_over = run_piper_cycle(settings, control, storage)
+    assert (taken_over.claimed, taken_over.counters.get("objects_processed")) == (1, 1)
+    assert run_packer_cycle(settings, control, storage).counters["staged_objects_packed"] == 1
     assert not storage.intake.exists(key.key)
 
     # The paused worker wakes up with the object's bytes still in hand and tries to finish.
@@ -61,7 +64,7 @@ def test_a_piper_paused_between_its_lease_check_and_its_write_is_not_packed_twic
     """The narrowest window: the lease is still held at the check, the worker pauses right
     after it, another piper takes the object over and packer packs the result; then the paused
     worker writes the same staged object again. Packer's ledger must discard that late copy."""
-    settings, storage, control, dataset = world(tmp_path, piper={"lease_ttl_seconds": 0.5})
+    settings, storage, control, dataset = world(tmp_path)  # the new owner keeps a long TTL
     body = gzip.compress(b"\n".join(json.dumps({"id": i}).encode() for i in range(10)))
     key = IntakeWriter(storage).write("acme", "web", "ndjson", body, {})
     staged_key = IntakeKey.parse(key.key).staged_key
@@ -78,8 +81,10 @@ def test_a_piper_paused_between_its_lease_check_and_its_write_is_not_packed_twic
         if len(checks) == 1:
             # Paused right after a successful check: the world moves on meanwhile.
             time.sleep(0.6)
-            assert run_piper_cycle(settings, control, storage).claimed == 1
-            run_packer_cycle(settings, control, storage)
+            taken_over = run_piper_cycle(settings, control, storage)
+            assert (taken_over.claimed, taken_over.counters.get("objects_processed")) == (1, 1)
+            packed = run_packer_cycle(settings, control, storage)
+            assert packed.counters["staged_objects_packed"] == 1
             assert not storage.piper.exists(staged_key)
         return ok
 
