@@ -26,7 +26,11 @@ class InjectedCrash(Exception):
     """Stands for the process dying at this exact point."""
 
 
-def setup_stack(tmp_path: Path, ttl: float = 1.0) -> tuple[Settings, ControlStore, Storage]:
+# Long enough that a loaded machine finishes a cycle inside it, short enough to wait out.
+TTL = 2.0
+
+
+def setup_stack(tmp_path: Path, ttl: float = TTL) -> tuple[Settings, ControlStore, Storage]:
     settings = fast_settings(
         tmp_path / "data",
         piper={"lease_ttl_seconds": ttl},
@@ -89,7 +93,7 @@ def test_piper_crash_between_staged_write_and_delete(
 
     # Restart: nothing is claimable until the dead worker's leases expire.
     assert run_piper_cycle(settings, control, storage).claimed == 0
-    time.sleep(1.1)
+    time.sleep(TTL + 0.1)
     assert run_piper_cycle(settings, control, storage).claimed == 2
     run_packer_cycle(settings, control, storage)
     assert ids_at_destination(settings) == Counter(range(100))
@@ -132,7 +136,7 @@ def test_packer_crash_then_manifest_replay(
     state = json.loads(storage.piper.get(manifests[0].key))["state"]
     assert state == ("uploaded" if crash_point == "after_upload" else "planned")
 
-    time.sleep(1.1)
+    time.sleep(TTL + 0.1)
     stats = run_packer_cycle(settings, control, storage)
     assert stats.counters.get("manifests_recovered") == 1
     assert ids_at_destination(settings) == Counter(range(300))
