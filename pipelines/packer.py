@@ -38,11 +38,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from apache_beam.metrics.metric import Metrics
 
 from bytefreezer.control import ControlClient, open_control
 from bytefreezer.control.models import Dataset, Lease
@@ -60,7 +58,7 @@ from bytefreezer.keys import (
 from bytefreezer.pipelines.parquet import read_parquet
 from bytefreezer.pipelines.partitioning import event_times, partition_paths
 from bytefreezer.pipelines.piper import STAGED_TRACE_KEY
-from bytefreezer.pipelines.runner import CycleStats, Distributed, run_claimed
+from bytefreezer.pipelines.runner import CycleStats, Distributed, ObjectFn, run_claimed
 from bytefreezer.pipelines.schema import conform, unified_schema
 from bytefreezer.settings import Settings
 from bytefreezer.storage import ObjectInfo, ObjectStore, PendingObject, Storage
@@ -220,27 +218,24 @@ def run_id_for(keys: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:20]
 
 
-class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
+class _PackDatasetFn(ObjectFn):
     def __init__(self, settings: Settings) -> None:
+        super().__init__()
         self._settings = settings
-        self._files = Metrics.counter(NAMESPACE, "files_written")
-        self._rows = Metrics.counter(NAMESPACE, "rows_written")
-        self._bytes = Metrics.counter(NAMESPACE, "bytes_written")
-        self._inputs = Metrics.counter(NAMESPACE, "staged_objects_packed")
-        self._recovered = Metrics.counter(NAMESPACE, "manifests_recovered")
-        self._lost = Metrics.counter(NAMESPACE, "lease_lost")
-        self._late = Metrics.counter(NAMESPACE, "late_staged_discarded")
 
     def setup(self) -> None:
         self._storage = Storage(self._settings)
         self._control: ControlClient = open_control(self._settings)
         self._tracer, self._tracer_provider = tracer_for(self._settings, "packer")
+        # Output files are committed several at a time so their fsyncs or uploads overlap.
+        self._committer = ThreadPoolExecutor(max_workers=8, thread_name_prefix="commit")
 
     def finish_bundle(self) -> None:
         if self._tracer_provider is not None:
             self._tracer_provider.force_flush()
 
     def teardown(self) -> None:
+        self._committer.shutdown(wait=True)
         if self._tracer_provider is not None:
             self._tracer_provider.shutdown()
 
@@ -255,7 +250,7 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
         try:
             for info in piper.list(manifest_prefix(dataset.tenant, dataset.name)):
                 manifest = json.loads(piper.get(info.key))
-                self._recovered.inc()
+                self.count("manifests_recovered")
                 log.info("replaying packer manifest %s", info.key)
                 self._commit(manifest, dataset, lease, replay=True)
             while True:
@@ -274,7 +269,7 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
                 self._commit(manifest, dataset, lease, replay=False)
                 done.append(f"{dataset.tenant}/{dataset.name}:{manifest['run_id']}")
         except LeaseLost:
-            self._lost.inc()
+            self.count("lease_lost")
             log.warning("packer lease on %s/%s lost; stopping", dataset.tenant, dataset.name)
         return done
 
@@ -331,7 +326,7 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
                 ", ".join(info.key for info in late[:5]),
             )
             self._storage.piper.delete_many([info.key for info in late])
-            self._late.inc(len(late))
+            self.count("late_staged_discarded", len(late))
         return keep
 
     def _packed_stems(self, dataset: Dataset) -> set[str]:
@@ -386,8 +381,8 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
 
         def open_file(planned: PlannedFile) -> tuple[PendingObject, pq.ParquetWriter]:
             pending = dest.open_write(planned.path)
-            self._files.inc()
-            self._rows.inc(planned.rows)
+            self.count("files_written")
+            self.count("rows_written", planned.rows)
             return pending, pq.ParquetWriter(pending.file, schema, compression=codec)
 
         by_partition: dict[str, list[PlannedFile]] = {}
@@ -438,9 +433,8 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
                 raise
             # The files of this pass are complete: make them durable together (fsyncs or
             # upload completions overlap).
-            with ThreadPoolExecutor(max_workers=8, thread_name_prefix="commit") as pool:
-                sizes = list(pool.map(lambda pending: pending.commit(), done))
-            self._bytes.inc(sum(sizes))
+            sizes = list(self._committer.map(lambda pending: pending.commit(), done))
+            self.count("bytes_written", sum(sizes))
             done.clear()
 
     def _commit(
@@ -457,7 +451,7 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
             for input_key in manifest["inputs"]:
                 staged = piper.get(input_key)
                 summaries.append(summarize(input_key, staged, dataset))
-                Metrics.counter(NAMESPACE, "staged_bytes").inc(len(staged))
+                self.count("staged_bytes", len(staged))
             links = [link for s in summaries if (link := span_link(s.traceparent))]
             with self._tracer.start_as_current_span("packer.write_files", links=links) as span:
                 span.set_attribute("bytefreezer.dataset", f"{dataset.tenant}/{dataset.name}")
@@ -480,14 +474,16 @@ class _PackDatasetFn(beam.DoFn):  # type: ignore[misc]
         )
         piper.delete_many(list(manifest["inputs"]))
         piper.delete(key)
-        self._inputs.inc(len(manifest["inputs"]))
+        self.count("staged_objects_packed", len(manifest["inputs"]))
 
 
 class PackDatasets(Distributed):
     """Pack each claimed dataset's committed staged objects into its destination."""
 
-    def __init__(self, settings: Settings, spread: bool = True) -> None:
-        super().__init__("PartitionAndWrite", _PackDatasetFn(settings), spread)
+    def __init__(self, settings: Settings, spread: bool = True, concurrency: int = 1) -> None:
+        super().__init__(
+            "PartitionAndWrite", _PackDatasetFn(settings), NAMESPACE, spread, concurrency
+        )
 
 
 def run_packer_cycle(
@@ -530,7 +526,7 @@ def run_packer_cycle(
         settings.packer.beam_args,
         work,
         "Packer",
-        lambda spread: PackDatasets(settings, spread),
+        lambda spread, concurrency: PackDatasets(settings, spread, concurrency),
         NAMESPACE,
         control=control,
         leases=leases,

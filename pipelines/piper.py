@@ -13,9 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import apache_beam as beam
 import orjson
-from apache_beam.metrics.metric import Metrics
 
 from bytefreezer.control import ControlClient, open_control
 from bytefreezer.control.models import Dataset, Lease
@@ -23,7 +21,7 @@ from bytefreezer.errors import InvalidName, LeaseLost, StorageError
 from bytefreezer.keys import IntakeKey, piper_lease_name
 from bytefreezer.pipelines.decode import choose_format, decode_object
 from bytefreezer.pipelines.parquet import parquet_bytes
-from bytefreezer.pipelines.runner import CycleStats, Distributed, run_claimed
+from bytefreezer.pipelines.runner import CycleStats, Distributed, ObjectFn, run_claimed
 from bytefreezer.settings import Settings
 from bytefreezer.storage import BucketObjects, Storage
 from bytefreezer.telemetry import (
@@ -51,16 +49,10 @@ class PiperWork:
     lease_json: str
 
 
-class _ProcessIntakeFn(beam.DoFn):  # type: ignore[misc]
+class _ProcessIntakeFn(ObjectFn):
     def __init__(self, settings: Settings) -> None:
+        super().__init__()
         self._settings = settings
-        self._objects = Metrics.counter(NAMESPACE, "objects_processed")
-        self._records_in = Metrics.counter(NAMESPACE, "records_in")
-        self._records_out = Metrics.counter(NAMESPACE, "records_out")
-        self._dead = Metrics.counter(NAMESPACE, "records_dead_lettered")
-        self._dropped = Metrics.counter(NAMESPACE, "records_dropped")
-        self._bytes_in = Metrics.counter(NAMESPACE, "bytes_in")
-        self._lost = Metrics.counter(NAMESPACE, "lease_lost")
 
     def setup(self) -> None:
         self._storage = Storage(self._settings)
@@ -89,7 +81,7 @@ class _ProcessIntakeFn(beam.DoFn):  # type: ignore[misc]
         try:
             self._control.check_lease(lease)
         except LeaseLost:
-            self._lost.inc()
+            self.count("lease_lost")
             log.warning("lease on %s lost; leaving it to the new owner", key)
             return False
         return True
@@ -116,7 +108,7 @@ class _ProcessIntakeFn(beam.DoFn):  # type: ignore[misc]
             data = intake.get(work.key)
         except FileNotFoundError:
             return None  # another worker finished it
-        self._bytes_in.inc(len(data))
+        self.count("bytes_in", len(data))
         dead: list[bytes] = []
         try:
             decoded = decode_object(data, choose_format(key.hint, dataset.format))
@@ -130,18 +122,18 @@ class _ProcessIntakeFn(beam.DoFn):  # type: ignore[misc]
         if decoded is not None:
             rows_in = decoded.lines
             if decoded.rejected:
-                Metrics.counter(NAMESPACE, "dead_lettered:decode").inc(len(decoded.rejected))
+                self.count("dead_lettered:decode", len(decoded.rejected))
             for line, reason in decoded.rejected:
                 dead.append(orjson.dumps({"stage": "decode", "error": reason, "line": line}))
             result = self._chain(dataset, work.dataset_json).run(decoded.table)
             for row in result.rejected.to_pylist():
                 row["stage"] = "transform"
                 dead.append(orjson.dumps(row))
-            self._dropped.inc(result.dropped)
+            self.count("records_dropped", result.dropped)
             for name, count in result.dropped_by.items():
-                Metrics.counter(NAMESPACE, f"dropped:{name}").inc(count)
+                self.count(f"dropped:{name}", count)
             for name, count in result.rejected_by.items():
-                Metrics.counter(NAMESPACE, f"dead_lettered:{name}").inc(count)
+                self.count(f"dead_lettered:{name}", count)
             table = result.table
             if table.num_columns == 0 and table.num_rows:
                 # Records without a single field cannot be a Parquet row: keep them as letters.
@@ -149,7 +141,7 @@ class _ProcessIntakeFn(beam.DoFn):  # type: ignore[misc]
                     {"stage": "decode", "error": "record has no fields", "line": "{}"}
                 )
                 dead.extend([empty] * table.num_rows)
-                Metrics.counter(NAMESPACE, "dead_lettered:decode").inc(table.num_rows)
+                self.count("dead_lettered:decode", table.num_rows)
                 table = table.slice(0, 0)
             if trace:  # packer links its files to this object's span
                 table = table.replace_schema_metadata(
@@ -163,24 +155,26 @@ class _ProcessIntakeFn(beam.DoFn):  # type: ignore[misc]
             return None
         if rows_out:
             piper.put(key.staged_key, staged)
-            Metrics.counter(NAMESPACE, "bytes_out").inc(len(staged))
+            self.count("bytes_out", len(staged))
         if dead:
             piper.put(key.dead_letter_key, b"\n".join(dead) + b"\n")
         if not self._still_held(lease, work.key):
             return None
         intake.delete(work.key)
-        self._objects.inc()
-        self._records_in.inc(rows_in)
-        self._records_out.inc(rows_out)
-        self._dead.inc(len(dead))
+        self.count("objects_processed")
+        self.count("records_in", rows_in)
+        self.count("records_out", rows_out)
+        self.count("records_dead_lettered", len(dead))
         return work.key
 
 
 class ProcessIntake(Distributed):
     """Decode, transform and stage each claimed intake object; outputs the processed keys."""
 
-    def __init__(self, settings: Settings, spread: bool = True) -> None:
-        super().__init__("DecodeTransformStage", _ProcessIntakeFn(settings), spread)
+    def __init__(self, settings: Settings, spread: bool = True, concurrency: int = 1) -> None:
+        super().__init__(
+            "DecodeTransformStage", _ProcessIntakeFn(settings), NAMESPACE, spread, concurrency
+        )
 
 
 def run_piper_cycle(
@@ -236,7 +230,7 @@ def run_piper_cycle(
         settings.piper.beam_args,
         work,
         "Piper",
-        lambda spread: ProcessIntake(settings, spread),
+        lambda spread, concurrency: ProcessIntake(settings, spread, concurrency),
         NAMESPACE,
         control=control,
         leases=[lease for _, _, lease in claimed],

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.metrics.metric import Metrics, MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.transforms.window import GlobalWindows
 
 from bytefreezer.control import ControlClient
 from bytefreezer.control.models import Lease
@@ -35,41 +39,162 @@ def _is_local(runner: str | None) -> bool:
     return runner is None or runner in ("DirectRunner", "direct", LOCAL_RUNNER)
 
 
-def should_spread(beam_args: list[str], workers: int) -> bool:
+def should_spread(beam_args: list[str]) -> bool:
     """Whether claimed work must be spread over workers (a reshuffle): always on a distributed
-    runner, locally only with more than one worker (otherwise it is a stage for nothing)."""
-    return (
-        workers > 1
-        or not _is_local(_runner(beam_args))
-        or any(a.startswith("--direct_num_workers") for a in beam_args)
+    runner or with several local workers asked for; otherwise one local worker runs it all."""
+    return not _is_local(_runner(beam_args)) or any(
+        a.startswith("--direct_num_workers") for a in beam_args
     )
 
 
-def pipeline_options(beam_args: list[str] | None = None, workers: int = 1) -> PipelineOptions:
-    """Pipeline options from ``beam_args``; no runner (or ``DirectRunner``) means local, with
-    ``workers`` threads unless the arguments choose otherwise."""
+def pipeline_options(beam_args: list[str] | None = None) -> PipelineOptions:
+    """Pipeline options from ``beam_args``; no runner (or ``DirectRunner``) means local.
+
+    Locally one Beam worker runs in this process (no gRPC harness: its start and stop cost about
+    0.3 s a run) and each DoFn works on several objects at once in its own threads
+    (``ObjectFn``); ``--direct_num_workers`` and ``--direct_running_mode`` still choose more
+    Beam workers when given."""
     args = list(beam_args or [])
     runner = _runner(args)
-    local = _is_local(runner)
     if runner is None:
         args.append(f"--runner={LOCAL_RUNNER}")
     elif runner in ("DirectRunner", "direct"):
         args = [a for a in args if not a.startswith("--runner")]
         args.append(f"--runner={LOCAL_RUNNER}")
-    if local and workers > 1 and not any(a.startswith("--direct_num_workers") for a in args):
-        args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_threading"]
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     return PipelineOptions(args)
 
 
+class ObjectFn:
+    """Work on one claimed element (a piper intake object, a packer dataset), as a DoFn would,
+    with ``setup``, ``process``, ``finish_bundle`` and ``teardown``.
+
+    ``Concurrently`` runs several elements at once, each thread with its own instance (as
+    separate Beam workers would have), so an instance never needs a lock. Beam records metrics
+    only on the bundle's own thread, so an instance counts with ``count()`` and the bundle's
+    thread turns the counts into Beam counters after each element."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+
+    def count(self, name: str, value: int = 1) -> None:
+        """Add ``value`` to the counter ``name`` (in the pipeline's namespace)."""
+        self._counts[name] = self._counts.get(name, 0) + value
+
+    def take_counts(self) -> dict[str, int]:
+        """The counts since the last call."""
+        counts, self._counts = self._counts, {}
+        return counts
+
+    def setup(self) -> None:
+        """Open clients (once per instance)."""
+
+    def process(self, element: Any) -> Iterable[Any]:
+        """The outputs of one element."""
+        raise NotImplementedError
+
+    def finish_bundle(self) -> None:
+        """Flush what a bundle buffered (e.g. spans)."""
+
+    def teardown(self) -> None:
+        """Close what ``setup`` opened."""
+
+
+class Concurrently(beam.DoFn):  # type: ignore[misc]
+    """Run ``template``'s work on up to ``concurrency`` elements of a bundle at once.
+
+    Each thread gets its own copy of ``template`` (set up on first use). An element's outputs and
+    counters are emitted when it finishes; a failed element fails the bundle after the others in
+    flight have finished, as a failing Beam worker would."""
+
+    def __init__(self, template: ObjectFn, namespace: str, concurrency: int = 1) -> None:
+        self._template = template
+        self._namespace = namespace
+        self._concurrency = max(1, concurrency)
+
+    def setup(self) -> None:
+        self._local = threading.local()
+        self._instances: list[ObjectFn] = []
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        if self._concurrency > 1:
+            self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix=self._namespace)
+
+    def _instance(self) -> ObjectFn:
+        instance: ObjectFn | None = getattr(self._local, "instance", None)
+        if instance is None:
+            instance = copy.deepcopy(self._template)
+            instance.setup()
+            self._local.instance = instance
+            with self._lock:
+                self._instances.append(instance)
+        return instance
+
+    def _run(self, element: Any) -> tuple[list[Any], dict[str, int]]:
+        instance = self._instance()
+        try:
+            return list(instance.process(element)), instance.take_counts()
+        finally:
+            instance.take_counts()  # a failed element's counts are not carried to the next
+
+    def _emit(self, done: tuple[list[Any], dict[str, int]]) -> list[Any]:
+        outputs, counts = done
+        for name, value in counts.items():
+            Metrics.counter(self._namespace, name).inc(value)
+        return outputs
+
+    def start_bundle(self) -> None:
+        self._pending: set[Future[tuple[list[Any], dict[str, int]]]] = set()
+
+    def _collect(self, everything: bool) -> Iterator[Any]:
+        """Outputs of finished elements: at least one (or all of them with ``everything``)."""
+        if not self._pending:
+            return
+        done, self._pending = wait(
+            self._pending, return_when=ALL_COMPLETED if everything else FIRST_COMPLETED
+        )
+        failed = [f for f in done if f.exception() is not None]
+        if failed:
+            wait(self._pending)  # nothing of this bundle runs on after it failed
+            self._pending = set()
+            raise failed[0].exception()  # type: ignore[misc]
+        for future in done:
+            yield from self._emit(future.result())
+
+    def process(self, element: Any) -> Iterator[Any]:
+        if self._pool is None:
+            yield from self._emit(self._run(element))
+            return
+        self._pending.add(self._pool.submit(self._run, element))
+        if len(self._pending) >= self._concurrency:
+            yield from self._collect(everything=False)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        for output in self._collect(everything=True):
+            yield GlobalWindows.windowed_value(output)
+        with self._lock:
+            instances = list(self._instances)
+        for instance in instances:
+            instance.finish_bundle()
+
+    def teardown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        for instance in self._instances:
+            instance.teardown()
+
+
 class Distributed(beam.PTransform):  # type: ignore[misc,type-arg]
     """Spread claimed work over the runner's workers (a reshuffle, unless ``spread`` is off),
-    then run ``fn`` on each element. Piper and packer are this over their own DoFn."""
+    then run ``fn`` on each element, ``concurrency`` at a time on each worker. Piper and packer
+    are this over their own ``ObjectFn``."""
 
-    def __init__(self, step: str, fn: beam.DoFn, spread: bool = True) -> None:
+    def __init__(
+        self, step: str, fn: ObjectFn, namespace: str, spread: bool = True, concurrency: int = 1
+    ) -> None:
         super().__init__()
         self._step = step
-        self._fn = fn
+        self._fn = Concurrently(fn, namespace, concurrency)
         self._spread = spread
 
     def expand(self, work: Any) -> Any:
@@ -91,7 +216,7 @@ def run_claimed(
     beam_args: list[str],
     work: list[Any],
     label: str,
-    transform: Callable[[bool], Distributed],
+    transform: Callable[[bool, int], Distributed],
     namespace: str,
     *,
     control: ControlClient,
@@ -99,17 +224,21 @@ def run_claimed(
     telemetry: Telemetry,
     max_workers: int = 1,
 ) -> dict[str, int]:
-    """Run one bounded pipeline, ``transform(spread)`` over the claimed ``work`` (locally on at
-    most ``max_workers`` threads, one per element at most), then release the claims whatever
-    happened (a failed release is harmless: leases expire)."""
-    workers = min(max_workers, len(work))
-    spread = should_spread(beam_args, workers)
+    """Run one bounded pipeline, ``transform(spread, concurrency)`` over the claimed ``work``
+    (at most ``max_workers`` elements at once on each worker, never more than there are), then
+    release the claims whatever happened (a failed release is harmless: leases expire)."""
+    concurrency = max(1, min(max_workers, len(work)))
+    spread = should_spread(beam_args)
 
     def build(pipeline: beam.Pipeline) -> None:
-        _ = pipeline | "Claimed" >> beam.Create(work, reshuffle=False) | label >> transform(spread)
+        _ = (
+            pipeline
+            | "Claimed" >> beam.Create(work, reshuffle=False)
+            | label >> transform(spread, concurrency)
+        )
 
     try:
-        return run_pipeline(beam_args, build, namespace, workers)
+        return run_pipeline(beam_args, build, namespace)
     except Exception:
         telemetry.add("bytefreezer_errors", stage=namespace, error_type="pipeline")
         raise
@@ -120,11 +249,9 @@ def run_claimed(
             logging.getLogger(__name__).warning("could not release %s leases: %s", namespace, exc)
 
 
-def run_pipeline(
-    beam_args: list[str], build: Any, namespace: str, workers: int = 1
-) -> dict[str, int]:
+def run_pipeline(beam_args: list[str], build: Any, namespace: str) -> dict[str, int]:
     """Build and run one bounded pipeline; return its counters in ``namespace``."""
-    pipeline = beam.Pipeline(options=pipeline_options(beam_args, workers))
+    pipeline = beam.Pipeline(options=pipeline_options(beam_args))
     build(pipeline)
     result = pipeline.run()
     result.wait_until_finish()

@@ -108,23 +108,21 @@ def test_proxy_config_errors_are_actionable(
     assert "inputs.0.type" in err and "inputs.0.tenant: Field required" in err
 
 
-def test_local_runner_takes_the_worker_count() -> None:
-    options = pipeline_options([], workers=3).get_all_options()
-    assert (
-        options["direct_num_workers"] == 3 and options["direct_running_mode"] == "multi_threading"
-    )
-    chosen = pipeline_options(["--direct_num_workers=1"], workers=3).get_all_options()
-    assert chosen["direct_num_workers"] == 1
-    flink = pipeline_options(["--runner=FlinkRunner"], workers=3).get_all_options()
-    assert flink["direct_num_workers"] != 3
+def test_the_local_runner_is_one_in_process_worker_unless_the_arguments_choose() -> None:
+    options = pipeline_options([]).get_all_options()
+    assert options["runner"] == "FnApiRunner" and options["direct_num_workers"] in (None, 1)
+    chosen = pipeline_options(
+        ["--direct_num_workers=3", "--direct_running_mode=multi_threading"]
+    ).get_all_options()
+    assert chosen["direct_num_workers"] == 3 and chosen["direct_running_mode"] == "multi_threading"
+    assert pipeline_options(["--runner=FlinkRunner"]).get_all_options()["runner"] == "FlinkRunner"
 
 
 def test_work_is_spread_unless_one_local_worker_runs_it() -> None:
-    assert not should_spread([], 1)
-    assert not should_spread(["--runner=DirectRunner"], 1)
-    assert should_spread([], 2)
-    assert should_spread(["--runner=FlinkRunner"], 1)
-    assert should_spread(["--direct_num_workers=4"], 1)
+    assert not should_spread([])
+    assert not should_spread(["--runner=DirectRunner"])
+    assert should_spread(["--runner=FlinkRunner"])
+    assert should_spread(["--direct_num_workers=4"])
 
 
 def test_proxy_config_takes_secrets_from_the_environment(

@@ -1,0 +1,92 @@
+"""The local runner's per-element concurrency: each thread its own instance, counters reach Beam,
+failures fail the run."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import apache_beam as beam
+import pytest
+
+from bytefreezer.pipelines.runner import Concurrently, ObjectFn, run_pipeline
+
+NAMESPACE = "runner_test"
+_OUTPUTS: list[Any] = []  # what the pipeline emitted (the runner runs in this process)
+
+
+class _Meet(ObjectFn):
+    """Waits until ``parties`` elements are in process at once (fails otherwise)."""
+
+    instances: list[int] = []
+    lock = threading.Lock()
+
+    def __init__(self, parties: int, fail_on: int | None = None) -> None:
+        super().__init__()
+        self._parties = parties
+        self._fail_on = fail_on
+        self._barrier = threading.Barrier(parties, timeout=10)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Meet:
+        copied = _Meet(self._parties, self._fail_on)
+        copied._barrier = self._barrier  # shared by the copies: they meet at it
+        return copied
+
+    def setup(self) -> None:
+        with _Meet.lock:
+            _Meet.instances.append(id(self))
+
+    def process(self, element: int) -> Iterable[tuple[int, int, str]]:
+        if element == self._fail_on:
+            raise ValueError(f"element {element} is bad")
+        if element < self._parties:  # the first elements must all be in flight together
+            self._barrier.wait()
+        self.count("seen")
+        self.count("total", element)
+        yield element, id(self), threading.current_thread().name
+
+
+class _Keep(beam.DoFn):  # type: ignore[misc]
+    def process(self, element: Any) -> Iterable[None]:
+        with _Meet.lock:
+            _OUTPUTS.append(element)
+        return []
+
+
+def _run(fn: ObjectFn, elements: list[int], concurrency: int) -> tuple[list[Any], dict[str, int]]:
+    _OUTPUTS.clear()
+
+    def build(pipeline: beam.Pipeline) -> None:
+        _ = (
+            pipeline
+            | beam.Create(elements, reshuffle=False)
+            | beam.ParDo(Concurrently(fn, NAMESPACE, concurrency))
+            | beam.ParDo(_Keep())
+        )
+
+    counters = run_pipeline([], build, NAMESPACE)
+    return list(_OUTPUTS), counters
+
+
+def test_elements_run_at_once_each_thread_with_its_own_instance() -> None:
+    _Meet.instances.clear()
+    outputs, counters = _run(_Meet(parties=2), list(range(10)), concurrency=2)
+    assert sorted(element for element, _, _ in outputs) == list(range(10))
+    assert counters == {"seen": 10, "total": sum(range(10))}
+    by_thread: dict[str, set[int]] = {}
+    for _, instance, thread in outputs:
+        by_thread.setdefault(thread, set()).add(instance)
+    assert len(by_thread) == 2 and all(len(ids) == 1 for ids in by_thread.values())
+    assert len(_Meet.instances) == 2  # set up once per thread, not per element
+
+
+def test_one_at_a_time_runs_on_the_bundle_thread() -> None:
+    outputs, counters = _run(_Meet(parties=1), list(range(5)), concurrency=1)
+    assert counters == {"seen": 5, "total": 10}
+    assert len({thread for _, _, thread in outputs}) == 1
+
+
+def test_a_failed_element_fails_the_run() -> None:
+    with pytest.raises(Exception, match="element 7 is bad"):
+        _run(_Meet(parties=1, fail_on=7), list(range(10)), concurrency=2)
