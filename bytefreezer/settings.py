@@ -147,7 +147,9 @@ class PiperSettings(_Section):
     poll_interval_seconds: float = Field(2.0, description="Sleep between cycles (with jitter).")
     max_objects_per_run: int = Field(64, description="Intake objects claimed per pipeline run.")
     max_concurrent_jobs: int = Field(
-        2, ge=1, description="Objects processed in parallel by the local runner (its workers)."
+        2,
+        ge=1,
+        description="Objects each Beam worker processes at once, each in its own thread.",
     )
     lease_ttl_seconds: float = Field(120.0, description="Lease TTL on each claimed object.")
     beam_args: list[str] = Field(
@@ -173,7 +175,9 @@ class PackerSettings(_Section):
         128, ge=1, description="Upper bound of any Parquet file (a dataset may set a smaller one)."
     )
     max_concurrent_jobs: int = Field(
-        2, ge=1, description="Datasets packed in parallel by the local runner (its workers)."
+        2,
+        ge=1,
+        description="Datasets each Beam worker packs at once, each in its own thread.",
     )
     ledger_retention_seconds: float = Field(
         3600.0,
