@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -190,8 +191,14 @@ def _telemetry(settings: Settings, component: str) -> Any:
     return Telemetry(settings, component, metrics_port=port)
 
 
-def _worker(settings: Settings, control: ControlClient, kind: str) -> tuple[Any, Any, Any]:
-    """A piper or packer poller, its storage and its telemetry."""
+def _worker(
+    settings: Settings,
+    control: ControlClient,
+    kind: str,
+    after_work: Callable[[], None] | None = None,
+) -> tuple[Any, Any, Any]:
+    """A piper or packer poller (calling ``after_work`` after each busy cycle), its storage and
+    its telemetry."""
     from bytefreezer.pipelines.packer import run_packer_cycle
     from bytefreezer.pipelines.piper import run_piper_cycle
     from bytefreezer.pipelines.poller import Poller
@@ -207,6 +214,7 @@ def _worker(settings: Settings, control: ControlClient, kind: str) -> tuple[Any,
         interval,
         report=control.report_health,
         instance=settings.instance_id,
+        after_work=after_work,
     )
     return poller, storage, telemetry
 
@@ -242,13 +250,17 @@ def cmd_packer(args: argparse.Namespace) -> None:
     _run_worker(args, "packer")
 
 
-def _receiver_apps(settings: Settings, control: ControlClient) -> list[tuple[Any, str, int]]:
+def _receiver_apps(
+    settings: Settings, control: ControlClient, on_intake: Callable[[], None] | None = None
+) -> list[tuple[Any, str, int]]:
     from bytefreezer.ingress.api import create_api_app
     from bytefreezer.ingress.receiver import build_state, create_app
     from bytefreezer.storage import Storage
 
     storage = Storage(settings)
-    state = build_state(settings, control, storage, _telemetry(settings, "receiver"))
+    state = build_state(
+        settings, control, storage, _telemetry(settings, "receiver"), on_intake=on_intake
+    )
     r = settings.receiver
     return [
         (create_app(settings, control, storage, state=state), r.host, r.port),
@@ -333,10 +345,12 @@ def cmd_up(args: argparse.Namespace) -> None:
     )
     _ensure_admin_key(store, settings)
     _first_run(settings, store)
-    piper, _, _ = _worker(settings, store, "piper")
+    # In one process the stages wake each other: a stored body starts a piper cycle and staged
+    # output a packer cycle at once; the poll intervals only bound how long a missed wake waits.
     packer, _, _ = _worker(settings, store, "packer")
+    piper, _, _ = _worker(settings, store, "piper", after_work=packer.wake)
     apps = [
-        *_receiver_apps(settings, store),
+        *_receiver_apps(settings, store, on_intake=piper.wake),
         (
             control_app(store, preview=_preview(settings)),
             settings.control.host,

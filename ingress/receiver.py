@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -160,11 +160,16 @@ class IntakeWriter:
     """Writes intake objects under fresh unique keys, or spools them while storage fails."""
 
     def __init__(
-        self, storage: Storage, spool: Spool | None = None, telemetry: Telemetry | None = None
+        self,
+        storage: Storage,
+        spool: Spool | None = None,
+        telemetry: Telemetry | None = None,
+        on_written: Callable[[], None] | None = None,
     ) -> None:
         self._storage = storage
         self._spool = spool
         self._telemetry = telemetry or null_telemetry()
+        self._on_written = on_written
         self._last_nano = 0
         self._lock = threading.Lock()
 
@@ -195,6 +200,8 @@ class IntakeWriter:
             )
             self._telemetry.record("bytefreezer_receiver_object_bytes", len(body))
             self._telemetry.add("bytefreezer_sent_bytes", len(body), stage="intake")
+            if self._on_written is not None:
+                self._on_written()
             return Stored(key, spooled=False)
         except StorageError as exc:
             self._telemetry.add("bytefreezer_errors", stage="intake", error_type="storage")
@@ -453,11 +460,13 @@ def build_state(
     control: ControlClient,
     storage: Storage,
     telemetry: Telemetry | None = None,
+    on_intake: Callable[[], None] | None = None,
 ) -> ReceiverState:
-    """The shared state of the webhook and API apps."""
+    """The shared state of the webhook and API apps; ``on_intake`` is called after each object
+    stored in the intake bucket."""
     telemetry = telemetry or null_telemetry()
     spool = Spool(settings.spool_path(), settings.receiver.spool_max_bytes)
-    writer = IntakeWriter(storage, spool, telemetry)
+    writer = IntakeWriter(storage, spool, telemetry, on_written=on_intake)
 
     async def write(group: GroupKey, data: bytes, metadata: dict[str, str]) -> Stored:
         return await run_in_threadpool(writer.store, group, data, metadata)

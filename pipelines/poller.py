@@ -30,13 +30,16 @@ class Poller:
         *,
         report: Callable[[HealthReport], None] | None = None,
         instance: str = "",
+        after_work: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self._cycle = cycle
         self._interval = interval
         self._report = report
         self._instance = instance
+        self._after_work = after_work
         self.stop_event = threading.Event()
+        self._wake = threading.Event()
         self.cycles = 0
         self.last_error = ""
         self.history: deque[dict[str, object]] = deque(maxlen=20)
@@ -44,6 +47,11 @@ class Poller:
     def stop(self) -> None:
         """Ask the loop to end after the current cycle."""
         self.stop_event.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Start the next cycle now instead of after the interval (new work has arrived)."""
+        self._wake.set()
 
     def install_signal_handlers(self) -> None:
         """Stop on SIGTERM and SIGINT (main thread only)."""
@@ -97,9 +105,13 @@ class Poller:
         return stats
 
     def run(self) -> None:
-        """Loop until stopped; busy cycles (work was claimed) are followed immediately."""
+        """Loop until stopped; busy cycles (work was claimed) are followed immediately, and so
+        is a ``wake()``. After a busy cycle ``after_work`` is called (to wake the next stage)."""
         while not self.stop_event.is_set():
+            self._wake.clear()
             stats = self.run_once()
             if stats is not None and stats.claimed:
+                if self._after_work is not None:
+                    self._after_work()
                 continue
-            self.stop_event.wait(self._interval * random.uniform(0.75, 1.25))
+            self._wake.wait(self._interval * random.uniform(0.75, 1.25))

@@ -112,3 +112,31 @@ def test_sigterm_stops_the_stack_cleanly(stack: dict[str, object]) -> None:
     assert isinstance(process, subprocess.Popen)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
+
+
+def test_each_stage_wakes_the_next_instead_of_waiting_for_its_poll(tmp_path: Path) -> None:
+    """With poll intervals of ten minutes, a posted record still reaches Parquet at once: the
+    receiver wakes piper and piper wakes packer."""
+    data_dir = tmp_path / "data"
+    port = free_port()
+    with open(tmp_path / "up.log", "wb") as log:
+        process = start_up(
+            data_dir,
+            log,
+            port,
+            BYTEFREEZER_PIPER__POLL_INTERVAL_SECONDS="600",
+            BYTEFREEZER_PACKER__POLL_INTERVAL_SECONDS="600",
+        )
+        try:
+            wait_for_port(port, timeout=60)
+            response = httpx.post(
+                f"http://127.0.0.1:{port}/demo/events",
+                content='{"timestamp": "2026-01-01T12:00:00Z", "id": 1}\n',
+                headers={"Authorization": f"Bearer {first_run_key(data_dir)}"},
+            )
+            assert response.status_code == 200, response.text
+            destination = data_dir / "destination" / "demo" / "events"
+            table = wait_for(lambda: read_parquet_dir(destination), timeout=60)
+            assert table.column("id").to_pylist() == [1]
+        finally:
+            stop_process(process)

@@ -1,0 +1,34 @@
+"""The poller loop: busy cycles follow at once, a wake cuts the sleep short, stop ends it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from bytefreezer.pipelines.poller import Poller
+from bytefreezer.pipelines.runner import CycleStats
+from tests.helpers import wait_for
+
+
+def test_a_wake_starts_the_next_cycle_and_busy_cycles_wake_the_next_stage() -> None:
+    claims = [0, 2, 0]  # idle, then a busy cycle, then idle again
+    cycles: list[float] = []
+    woken: list[bool] = []
+
+    def cycle() -> CycleStats:
+        cycles.append(time.monotonic())
+        return CycleStats(claimed=claims.pop(0) if claims else 0)
+
+    poller = Poller("test", cycle, interval=600, after_work=lambda: woken.append(True))
+    thread = threading.Thread(target=poller.run)
+    thread.start()
+    try:
+        wait_for(lambda: len(cycles) == 1, timeout=10)
+        poller.wake()  # without it the next cycle would be ten minutes away
+        wait_for(lambda: len(cycles) == 3, timeout=10)  # the busy cycle is followed at once
+        assert woken == [True]  # only the busy cycle wakes the next stage
+    finally:
+        poller.stop()
+        thread.join(timeout=10)
+    assert not thread.is_alive(), "stop() ends the sleep too"
+    assert len(cycles) == 3
