@@ -5,8 +5,10 @@
 Starts `bytefreezer up` on 127.0.0.1, posts generated security events as gzip NDJSON bodies
 from concurrent clients, and measures from the first post until every record is readable in the
 destination's Parquet. In the same run, DuckDB converts the same NDJSON file to Parquet
-(`COPY (SELECT * FROM read_json_auto(...)) TO ... (FORMAT parquet)`). Prints MB/s of both and
-the ratio; merges the figures into benchmarks/results/latest.json under "end_to_end".
+(`COPY (SELECT * FROM read_json_auto(...)) TO ... (FORMAT parquet)`), and pyarrow alone does the
+same (read_json, write_table with zstd) to show what a Python pipeline on Arrow can reach at
+best. Prints MB/s of each and the ratios; merges the figures into
+benchmarks/results/latest.json under "end_to_end".
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from pathlib import Path
 import duckdb
 import httpx
 import pyarrow.dataset as ds
+import pyarrow.json as pj
+import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import free_port, generate, merge_results, split_objects, stop_process, wait_port
@@ -76,6 +80,11 @@ def main() -> None:
             f"COPY (SELECT * FROM read_json_auto('{work / 'events.ndjson'}')) TO '{work / 'duck.parquet'}' (FORMAT parquet)"
         )
         duck_s = time.perf_counter() - started
+        started = time.perf_counter()
+        pq.write_table(
+            pj.read_json(work / "events.ndjson"), work / "arrow.parquet", compression="zstd"
+        )
+        arrow_s = time.perf_counter() - started
 
         port = free_port()
         env = {
@@ -119,6 +128,8 @@ def main() -> None:
             "duckdb_seconds": round(duck_s, 3),
             "duckdb_mb_per_s": round(mb / duck_s, 1),
             "ratio": round(duck_s / ours_s, 3),
+            "pyarrow_seconds": round(arrow_s, 3),
+            "pyarrow_ratio": round(duck_s / arrow_s, 3),
         }
         print(f"{mb:.1f} MB, {len(lines)} records in {len(bodies)} bodies, {args.clients} clients")
         print(
@@ -126,6 +137,10 @@ def main() -> None:
         )
         print(
             f"DuckDB read_json_auto → Parquet:    {duck_s:.2f} s ({result['duckdb_mb_per_s']} MB/s)"
+        )
+        print(
+            f"pyarrow alone read_json → Parquet:  {arrow_s:.2f} s ({mb / arrow_s:.1f} MB/s, "
+            f"{result['pyarrow_ratio']:.2f}x of DuckDB)"
         )
         print(f"ratio: {result['ratio']:.2f}x")
         merge_results({"end_to_end": result})

@@ -13,6 +13,7 @@ benchmarks/results/latest.json under "scale".
 from __future__ import annotations
 
 import argparse
+import io
 import resource
 import shutil
 import subprocess
@@ -21,6 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import generate, merge_results, split_objects, stack, upload
@@ -58,6 +64,29 @@ def timed_run(mb: float, tenants: int, work: Path) -> float:
     ):
         run_packer_cycle(settings, control, storage)
     return time.perf_counter() - started
+
+
+def arrow_alone_files(mb: float, tenants: int, out: Path) -> tuple[float, int]:
+    """Seconds pyarrow alone takes to write ``mb`` MB of parsed events split over ``tenants``
+    tenants as one zstd Parquet file per tenant and event hour (what packer writes), and how
+    many files that is: the floor of what more, smaller files cost."""
+    table = pj.read_json(io.BytesIO(b"\n".join(generate(int(mb * 1024 * 1024)))))
+    hours = pc.strftime(pc.cast(table["timestamp"], pa.timestamp("s")), "%Y%m%d%H")
+    per_tenant = -(-table.num_rows // tenants)
+    out.mkdir(parents=True, exist_ok=True)
+    files = 0
+    started = time.perf_counter()
+    for first in range(0, table.num_rows, per_tenant):
+        rows, keys = table.slice(first, per_tenant), hours.slice(first, per_tenant)
+        order = pc.sort_indices(keys)
+        rows, runs = rows.take(order), pc.run_end_encode(keys.take(order))
+        start = 0
+        for end in runs.run_ends.to_pylist():
+            pq.write_table(
+                rows.slice(start, end - start), out / f"{files}.parquet", compression="zstd"
+            )
+            files, start = files + 1, end
+    return time.perf_counter() - started, files
 
 
 def peak_rss_mb() -> float:
@@ -131,6 +160,8 @@ def main() -> None:
             timed_run(1, tenants, root / f"tenants-{tenants}")
         one = timed_run(total, 1, root / "tenants-1")
         hundred = timed_run(total, 100, root / "tenants-100")
+        arrow_one, one_files = arrow_alone_files(total, 1, root / "arrow-1")
+        arrow_hundred, hundred_files = arrow_alone_files(total, 100, root / "arrow-100")
         memory = {}
         for mb in (float(x) for x in args.memory_mb.split(",")):
             work = root / f"memory-{mb:g}"
@@ -146,6 +177,10 @@ def main() -> None:
                 "one_tenant_s": round(one, 3),
                 "hundred_tenants_s": round(hundred, 3),
                 "ratio": round(hundred / one, 3),
+                "files": {"one_tenant": one_files, "hundred_tenants": hundred_files},
+                "pyarrow_one_tenant_s": round(arrow_one, 3),
+                "pyarrow_hundred_tenants_s": round(arrow_hundred, 3),
+                "pyarrow_ratio": round(arrow_hundred / arrow_one, 3),
             },
             "memory": memory,
         }
@@ -156,6 +191,10 @@ def main() -> None:
         print(f"per-MB cost spread: ±{spread * 100:.1f}% (target ±15%)")
         print(
             f"{total:g} MB: 1 tenant {one:.2f} s, 100 tenants {hundred:.2f} s, ratio {hundred / one:.2f}x (target ≤ 1.25x)"
+        )
+        print(
+            f"  pyarrow alone writing the same {one_files} vs {hundred_files} files: "
+            f"{arrow_one:.2f} s vs {arrow_hundred:.2f} s, ratio {arrow_hundred / arrow_one:.2f}x"
         )
         for size, m in memory.items():
             print(
