@@ -345,8 +345,8 @@ def cmd_up(args: argparse.Namespace) -> None:
     )
     _ensure_admin_key(store, settings)
     _first_run(settings, store)
-    # In one process the stages wake each other: a stored body starts a piper cycle and staged
-    # output a packer cycle at once; the poll intervals only bound how long a missed wake waits.
+    # In one process the stages wake each other: a stored body starts a piper cycle, and piper
+    # having drained its backlog a packer cycle; poll intervals only bound a missed wake.
     packer, _, _ = _worker(settings, store, "packer")
     piper, _, _ = _worker(settings, store, "piper", after_work=packer.wake)
     apps = [

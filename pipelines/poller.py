@@ -78,6 +78,14 @@ class Poller:
             log.exception("%s cycle failed", self.name)
             stats = None
         self.cycles += 1
+        if stats is not None and stats.claimed:
+            log.debug(
+                "%s cycle: %d claimed, %.3f s, %s",
+                self.name,
+                stats.claimed,
+                stats.seconds,
+                stats.counters,
+            )
         self.history.append(
             {
                 "started_at": started,
@@ -106,12 +114,17 @@ class Poller:
 
     def run(self) -> None:
         """Loop until stopped; busy cycles (work was claimed) are followed immediately, and so
-        is a ``wake()``. After a busy cycle ``after_work`` is called (to wake the next stage)."""
+        is a ``wake()``. When a busy streak ends (the backlog is drained) ``after_work`` is
+        called, to wake the next stage: it then finds the whole burst ready at once rather
+        than taking it piece by piece while this stage is still working on it."""
+        busy = False
         while not self.stop_event.is_set():
             self._wake.clear()
             stats = self.run_once()
             if stats is not None and stats.claimed:
-                if self._after_work is not None:
-                    self._after_work()
+                busy = True
                 continue
+            if busy and stats is not None and self._after_work is not None:
+                self._after_work()
+            busy = False
             self._wake.wait(self._interval * random.uniform(0.75, 1.25))

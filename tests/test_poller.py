@@ -10,8 +10,8 @@ from bytefreezer.pipelines.runner import CycleStats
 from tests.helpers import wait_for
 
 
-def test_a_wake_starts_the_next_cycle_and_busy_cycles_wake_the_next_stage() -> None:
-    claims = [0, 2, 0]  # idle, then a busy cycle, then idle again
+def test_a_wake_starts_the_next_cycle_and_a_drained_backlog_wakes_the_next_stage() -> None:
+    claims = [0, 2, 3, 0]  # idle, then two busy cycles, then idle again
     cycles: list[float] = []
     woken: list[bool] = []
 
@@ -25,10 +25,10 @@ def test_a_wake_starts_the_next_cycle_and_busy_cycles_wake_the_next_stage() -> N
     try:
         wait_for(lambda: len(cycles) == 1, timeout=10)
         poller.wake()  # without it the next cycle would be ten minutes away
-        wait_for(lambda: len(cycles) == 3, timeout=10)  # the busy cycle is followed at once
-        assert woken == [True]  # only the busy cycle wakes the next stage
+        wait_for(lambda: len(cycles) == 4, timeout=10)  # busy cycles are followed at once
+        assert woken == [True]  # once, when the busy streak ended
     finally:
         poller.stop()
         thread.join(timeout=10)
     assert not thread.is_alive(), "stop() ends the sleep too"
-    assert len(cycles) == 3
+    assert len(cycles) == 4
