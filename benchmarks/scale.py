@@ -79,7 +79,7 @@ def arrow_alone_files(mb: float, tenants: int, out: Path) -> tuple[float, int]:
     for first in range(0, table.num_rows, per_tenant):
         rows, keys = table.slice(first, per_tenant), hours.slice(first, per_tenant)
         order = pc.sort_indices(keys)
-        rows, runs = rows.take(order), pc.run_end_encode(keys.take(order))
+        rows, runs = rows.take(order), pc.run_end_encode(keys.take(order).combine_chunks())
         start = 0
         for end in runs.run_ends.to_pylist():
             pq.write_table(
