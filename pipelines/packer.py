@@ -30,11 +30,12 @@ import hashlib
 import io
 import json
 import logging
+import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,8 +228,12 @@ class _PackDatasetFn(ObjectFn):
         self._storage = Storage(self._settings)
         self._control: ControlClient = open_control(self._settings)
         self._tracer, self._tracer_provider = tracer_for(self._settings, "packer")
-        # Output files are committed several at a time so their fsyncs or uploads overlap.
+        # Output files are committed several at a time so their fsyncs or uploads overlap, and
+        # partitions are encoded in parallel (pyarrow releases the GIL while it writes).
         self._committer = ThreadPoolExecutor(max_workers=8, thread_name_prefix="commit")
+        self._encoders = ThreadPoolExecutor(
+            max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="encode"
+        )
 
     def finish_bundle(self) -> None:
         if self._tracer_provider is not None:
@@ -236,6 +241,7 @@ class _PackDatasetFn(ObjectFn):
 
     def teardown(self) -> None:
         self._committer.shutdown(wait=True)
+        self._encoders.shutdown(wait=True)
         if self._tracer_provider is not None:
             self._tracer_provider.shutdown()
 
@@ -420,11 +426,9 @@ class _PackDatasetFn(ObjectFn):
                             start = end
                     pinned += table.nbytes
                     if pinned > PENDING_BYTES:
-                        for output in outputs.values():
-                            output.flush()
+                        self._each(outputs.values(), _PartitionOutput.flush)
                         pinned = 0
-                for output in outputs.values():
-                    output.close()
+                self._each(outputs.values(), _PartitionOutput.close)
             except BaseException:
                 for output in outputs.values():
                     output.abort()
@@ -436,6 +440,16 @@ class _PackDatasetFn(ObjectFn):
             sizes = list(self._committer.map(lambda pending: pending.commit(), done))
             self.count("bytes_written", sum(sizes))
             done.clear()
+
+    def _each(
+        self, outputs: Iterable[_PartitionOutput], step: Callable[[_PartitionOutput], None]
+    ) -> None:
+        """``step`` on every output, several at once; raises the first failure only after
+        every step has ended (so that aborting the outputs cannot race a running write)."""
+        futures = [self._encoders.submit(step, output) for output in outputs]
+        wait(futures)
+        for future in futures:
+            future.result()
 
     def _commit(
         self, manifest: dict[str, Any], dataset: Dataset, lease: Lease, *, replay: bool

@@ -76,14 +76,26 @@ class ObjectFn:
 
     def __init__(self) -> None:
         self._counts: dict[str, int] = {}
+        self._counts_lock = threading.Lock()  # an instance may count from helper threads
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_counts_lock"]  # pickled for the runner and copied per thread: a fresh lock
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._counts_lock = threading.Lock()
 
     def count(self, name: str, value: int = 1) -> None:
         """Add ``value`` to the counter ``name`` (in the pipeline's namespace)."""
-        self._counts[name] = self._counts.get(name, 0) + value
+        with self._counts_lock:
+            self._counts[name] = self._counts.get(name, 0) + value
 
     def take_counts(self) -> dict[str, int]:
         """The counts since the last call."""
-        counts, self._counts = self._counts, {}
+        with self._counts_lock:
+            counts, self._counts = self._counts, {}
         return counts
 
     def setup(self) -> None:
