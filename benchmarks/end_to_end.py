@@ -2,8 +2,9 @@
 
     python benchmarks/end_to_end.py [--mb 64] [--body-mb 1] [--clients 8]
 
-Starts `bytefreezer up` on 127.0.0.1, posts generated security events as gzip NDJSON bodies
-from concurrent clients, and measures from the first post until every record is readable in the
+Starts `bytefreezer up` on 127.0.0.1 with its default settings (the stages wake each other, so
+no poll interval is shortened), posts generated security events as gzip NDJSON bodies from
+concurrent clients, and measures from the first post until every record is readable in the
 destination's Parquet. In the same run, DuckDB converts the same NDJSON file to Parquet
 (`COPY (SELECT * FROM read_json_auto(...)) TO ... (FORMAT parquet)`), and pyarrow alone does the
 same (read_json, write_table with zstd) to show what a Python pipeline on Arrow can reach at
@@ -94,8 +95,6 @@ def main() -> None:
             "BYTEFREEZER_RECEIVER__API_HOST": "127.0.0.1",
             "BYTEFREEZER_RECEIVER__API_PORT": str(free_port()),
             "BYTEFREEZER_CONTROL__PORT": str(free_port()),
-            "BYTEFREEZER_PIPER__POLL_INTERVAL_SECONDS": "0.2",
-            "BYTEFREEZER_PACKER__POLL_INTERVAL_SECONDS": "0.2",
             "BYTEFREEZER_LOG_LEVEL": "WARNING",
         }
         data = work / "data"
