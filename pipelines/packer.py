@@ -56,7 +56,7 @@ from bytefreezer.keys import (
     packed_prefix,
     packer_lease_name,
 )
-from bytefreezer.pipelines.parquet import read_parquet
+from bytefreezer.pipelines.parquet import read_parquet, writer_options
 from bytefreezer.pipelines.partitioning import event_times, partition_paths
 from bytefreezer.pipelines.piper import STAGED_TRACE_KEY
 from bytefreezer.pipelines.runner import CycleStats, Distributed, ObjectFn, run_claimed
@@ -381,15 +381,14 @@ class _PackDatasetFn(ObjectFn):
         At most ``MAX_OPEN_OUTPUTS`` files are open at once: partitions beyond that are written
         in further passes over the inputs. Rows wait per partition until the inputs they pin
         exceed ``PENDING_BYTES``, then each partition gets one row group."""
-        compression = dataset.parquet.compression
-        codec = None if compression == "none" else compression
+        options = writer_options(schema, dataset.parquet.compression)
         done: list[PendingObject] = []
 
         def open_file(planned: PlannedFile) -> tuple[PendingObject, pq.ParquetWriter]:
             pending = dest.open_write(planned.path)
             self.count("files_written")
             self.count("rows_written", planned.rows)
-            return pending, pq.ParquetWriter(pending.file, schema, compression=codec)
+            return pending, pq.ParquetWriter(pending.file, schema, **options)
 
         by_partition: dict[str, list[PlannedFile]] = {}
         for planned in files:
