@@ -57,7 +57,7 @@ from bytefreezer.keys import (
     packer_lease_name,
 )
 from bytefreezer.pipelines.parquet import read_parquet, writer_options
-from bytefreezer.pipelines.partitioning import event_times, partition_paths
+from bytefreezer.pipelines.partitioning import Partitions, event_times, partitions
 from bytefreezer.pipelines.piper import STAGED_TRACE_KEY
 from bytefreezer.pipelines.runner import CycleStats, Distributed, ObjectFn, run_claimed
 from bytefreezer.pipelines.schema import conform, unified_schema
@@ -104,9 +104,9 @@ class PlannedFile:
     rows: int
 
 
-def _partitioned(table: pa.Table, key: str, dataset: Dataset) -> pa.ChunkedArray | None:
+def _partitioned(table: pa.Table, key: str, dataset: Dataset) -> Partitions | None:
     times = event_times(table, dataset.timestamp_field, IntakeKey.parse(key).unixnano)
-    return partition_paths(times, dataset.parquet)
+    return partitions(times, dataset.parquet)
 
 
 def summarize(key: str, data: bytes, dataset: Dataset) -> StagedSummary:
@@ -117,14 +117,14 @@ def summarize(key: str, data: bytes, dataset: Dataset) -> StagedSummary:
     field = dataset.timestamp_field
     present = field in schema.names
     table = file.read(columns=[field]) if present else pa.table({"_": pa.nulls(rows)})
-    paths = _partitioned(table, key, dataset)
-    if paths is None:
-        partitions = {"": rows} if rows else {}
+    found = _partitioned(table, key, dataset)
+    if found is None:
+        by_partition = {"": rows} if rows else {}
     else:
-        counts = pc.value_counts(paths).to_pylist()
-        partitions = {c["values"]: c["counts"] for c in counts}
+        counts = pc.value_counts(found.codes).to_pylist()
+        by_partition = {found.names[c["values"]]: c["counts"] for c in counts}
     trace = (schema.metadata or {}).get(STAGED_TRACE_KEY, b"").decode()
-    return StagedSummary(key, rows, len(data), schema, partitions, trace)
+    return StagedSummary(key, rows, len(data), schema, by_partition, trace)
 
 
 def plan_outputs(
@@ -407,21 +407,22 @@ class _PackDatasetFn(ObjectFn):
                     staged = read_parquet(self._storage.piper.get(summary.key))
                     # Partitions come from the object's own types, as in its summary; a column
                     # widened by unification (say to string) could read differently.
-                    paths = _partitioned(staged, summary.key, dataset)
+                    found = _partitioned(staged, summary.key, dataset)
                     table = conform(staged, schema)
                     del staged
-                    if paths is None:
+                    if found is None:
                         outputs[""].add(table)
                     else:
-                        order = pc.sort_indices(paths)  # stable: input order within a partition
-                        table, paths = table.take(order), paths.take(order).combine_chunks()
-                        runs = pc.run_end_encode(paths)
+                        order = pc.sort_indices(found.codes)  # stable: input order kept
+                        table = table.take(order)
+                        runs = pc.run_end_encode(found.codes.take(order))
                         start = 0
-                        for value, end in zip(
+                        for code, end in zip(
                             runs.values.to_pylist(), runs.run_ends.to_pylist(), strict=True
                         ):
-                            if value in outputs:
-                                outputs[value].add(table.slice(start, end - start))
+                            name = found.names[code]
+                            if name in outputs:
+                                outputs[name].add(table.slice(start, end - start))
                             start = end
                     pinned += table.nbytes
                     if pinned > PENDING_BYTES:

@@ -8,6 +8,7 @@ readable time use the ingest time of the object they came in.
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -82,8 +83,20 @@ def event_times(table: pa.Table, field: str, ingest_ns: pa.Array | int) -> pa.Ch
     return pc.coalesce(times, fallback_ts)
 
 
-def partition_paths(times: pa.ChunkedArray, options: ParquetOptions) -> pa.ChunkedArray | None:
-    """The partition directory of each row, or None when the dataset is not partitioned."""
+class Partitions(NamedTuple):
+    """The partition of each row as a code (``int32``, one per row) into ``names`` (the
+    distinct partition directories): sorting and counting integers, not path strings."""
+
+    codes: pa.Array
+    names: list[str]
+
+    def paths(self) -> pa.Array:
+        """The partition directory of each row."""
+        return pa.array(self.names, pa.string()).take(self.codes)
+
+
+def partitions(times: pa.ChunkedArray, options: ParquetOptions) -> Partitions | None:
+    """The partition of each row, or None when the dataset is not partitioned."""
     if options.partitioning == "none":
         return None
     template = (
@@ -94,14 +107,23 @@ def partition_paths(times: pa.ChunkedArray, options: ParquetOptions) -> pa.Chunk
     if not template:
         return None
     unit = _coarsest_unit(template)
-    if unit is None or len(times) == 0:
-        return pc.strftime(times, format=template, locale="C")
+    if unit is None:
+        encoded = pc.strftime(times, format=template, locale="C").combine_chunks()
+        encoded = encoded.dictionary_encode()
+        return Partitions(encoded.indices.cast(pa.int32()), encoded.dictionary.to_pylist())
     # Format each distinct hour (or day) once instead of every row: a template that names no
     # finer field than that gives every row of the hour the same path.
     floored = pc.floor_temporal(times, unit=unit)
     distinct = pc.unique(floored)
-    names = pc.strftime(distinct, format=template, locale="C")
-    return pc.take(names, pc.index_in(floored, value_set=distinct))
+    names = pc.strftime(distinct, format=template, locale="C").to_pylist()
+    codes = pc.index_in(floored, value_set=distinct).combine_chunks().cast(pa.int32())
+    return Partitions(codes, names)
+
+
+def partition_paths(times: pa.ChunkedArray, options: ParquetOptions) -> pa.Array | None:
+    """The partition directory of each row, or None when the dataset is not partitioned."""
+    found = partitions(times, options)
+    return None if found is None else found.paths()
 
 
 _DAY_FIELDS = set("Ymdjy%")
