@@ -162,10 +162,17 @@ class ObjectStore:
 
     # Reads -------------------------------------------------------------------------------
 
-    def get(self, key: str) -> bytes:
-        """The whole object at ``key``; ``FileNotFoundError`` when absent."""
+    def get(self, key: str, size: int | None = None) -> bytes:
+        """The whole object at ``key``; ``FileNotFoundError`` when absent.
+
+        ``size``, when the caller knows it from a listing, saves a request on S3: s3fs asks for
+        the size first (a HEAD) to decide on parallel ranged reads, which only objects larger
+        than its block size get."""
         try:
-            data: bytes = self.fs.cat_file(self.path(key))
+            kwargs: dict[str, Any] = {}
+            if size is not None and _is_s3(self.fs) and size <= self.fs.default_block_size:
+                kwargs["max_concurrency"] = 1  # one GET, no HEAD before it
+            data: bytes = self.fs.cat_file(self.path(key), **kwargs)
             return data
         except FileNotFoundError:
             raise
@@ -212,7 +219,14 @@ class ObjectStore:
                 yield from self._iter_local(base)
                 return
             self.fs.invalidate_cache(base)
-            found = self.fs.find(base, detail=True)
+            parent, _, leaf = base.rstrip("/").rpartition("/")
+            if parent and _is_s3(self.fs):
+                # Listed as a prefix of the parent: for a prefix holding nothing, s3fs would
+                # otherwise check whether the path is itself an object (a HEAD and a second
+                # listing), on every poll of an empty prefix.
+                found = self.fs.find(parent, detail=True, prefix=f"{leaf}/")
+            else:
+                found = self.fs.find(base, detail=True)
         except FileNotFoundError:
             return
         except Exception as exc:
@@ -358,6 +372,11 @@ class _RemotePending(PendingObject):
 
     def abort(self) -> None:
         cast(Any, self.file).discard()  # an fsspec buffered file: aborts a multipart upload
+
+
+def _is_s3(fs: fsspec.AbstractFileSystem) -> bool:
+    protocol = fs.protocol
+    return bool({"s3", "s3a"} & set((protocol,) if isinstance(protocol, str) else protocol))
 
 
 def _fsync_dir(path: Path) -> None:

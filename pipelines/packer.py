@@ -250,12 +250,13 @@ class _PackDatasetFn(ObjectFn):
 
     def _pack(self, work: PackWork) -> list[str]:
         done: list[str] = []
+        self._sizes: dict[str, int] = {}  # staged object sizes from the last listing
         dataset = Dataset.model_validate_json(work.dataset_json)
         lease = Lease.model_validate_json(work.lease_json)
         piper = self._storage.piper
         try:
             for info in piper.list(manifest_prefix(dataset.tenant, dataset.name)):
-                manifest = json.loads(piper.get(info.key))
+                manifest = json.loads(piper.get(info.key, size=info.size))
                 self.count("manifests_recovered")
                 log.info("replaying packer manifest %s", info.key)
                 self._commit(manifest, dataset, lease, replay=True)
@@ -309,6 +310,7 @@ class _PackDatasetFn(ObjectFn):
                 break
             chosen.append((nano, key_str))
             total += size
+            self._sizes[key_str] = size
         return [k for _, k in chosen]
 
     def _discard_late_copies(self, dataset: Dataset, staged: list[ObjectInfo]) -> list[ObjectInfo]:
@@ -352,7 +354,7 @@ class _PackDatasetFn(ObjectFn):
                 entry = _LEDGER_CACHE.get(cache_key)
             if entry is None:
                 try:
-                    entry = frozenset(json.loads(piper.get(info.key))["stems"])
+                    entry = frozenset(json.loads(piper.get(info.key, size=info.size))["stems"])
                 except FileNotFoundError:
                     continue  # pruned by another packer meanwhile
                 with _LEDGER_LOCK:
@@ -404,7 +406,7 @@ class _PackDatasetFn(ObjectFn):
                 for summary in summaries:
                     if not summary.rows or not outputs.keys() & summary.partitions.keys():
                         continue
-                    staged = read_parquet(self._storage.piper.get(summary.key))
+                    staged = read_parquet(self._storage.piper.get(summary.key, size=summary.size))
                     # Partitions come from the object's own types, as in its summary; a column
                     # widened by unification (say to string) could read differently.
                     found = _partitioned(staged, summary.key, dataset)
@@ -463,7 +465,7 @@ class _PackDatasetFn(ObjectFn):
                 dest.delete_many([planned["path"] for planned in manifest["outputs"]])
             summaries = []
             for input_key in manifest["inputs"]:
-                staged = piper.get(input_key)
+                staged = piper.get(input_key, size=self._sizes.pop(input_key, None))
                 summaries.append(summarize(input_key, staged, dataset))
                 self.count("staged_bytes", len(staged))
             links = [link for s in summaries if (link := span_link(s.traceparent))]

@@ -47,6 +47,7 @@ class PiperWork:
     key: str
     dataset_json: str
     lease_json: str
+    size: int | None = None  # from the listing: reading it then takes one request on S3
 
 
 class _ProcessIntakeFn(ObjectFn):
@@ -105,7 +106,7 @@ class _ProcessIntakeFn(ObjectFn):
         lease = Lease.model_validate_json(work.lease_json)
         intake, piper = self._storage.intake, self._storage.piper
         try:
-            data = intake.get(work.key)
+            data = intake.get(work.key, size=work.size)
         except FileNotFoundError:
             return None  # another worker finished it
         self.count("bytes_in", len(data))
@@ -190,6 +191,7 @@ def run_piper_cycle(
     started = time.monotonic()
     datasets = {(d.tenant, d.name): d for d in control.list_datasets() if d.active}
     candidates: list[tuple[int, str, Dataset]] = []
+    sizes: dict[str, int] = {}
     for info in storage.intake.iter():
         try:
             key = IntakeKey.parse(info.key)
@@ -198,6 +200,7 @@ def run_piper_cycle(
         found = datasets.get((key.tenant, key.dataset))
         if found is not None:
             candidates.append((key.unixnano, info.key, found))
+            sizes[info.key] = info.size
     candidates.sort(key=lambda c: c[0])
     telemetry.set("bytefreezer_piper_backlog_objects", len(candidates))
     oldest = (time.time_ns() - candidates[0][0]) / 1e9 if candidates else 0.0
@@ -223,7 +226,7 @@ def run_piper_cycle(
     if not claimed:
         return stats
     work = [
-        PiperWork(key, dataset.model_dump_json(), lease.model_dump_json())
+        PiperWork(key, dataset.model_dump_json(), lease.model_dump_json(), sizes[key])
         for key, dataset, lease in claimed
     ]
     stats.counters = run_claimed(

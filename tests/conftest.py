@@ -53,13 +53,20 @@ class SeaweedServer:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.ports = {name: free_port() for name in ("s3", "master", "volume", "filer", "admin")}
+        names = ("s3", "master", "volume", "filer", "admin", "metrics")
+        self.ports = {name: free_port() for name in names}
         self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def credentials(self) -> dict[str, str]:
-        return {"endpoint": self.endpoint, "access_key": S3_ACCESS_KEY, "secret_key": S3_SECRET_KEY}
+        """Endpoint and keys, and the URL of the server's Prometheus metrics (request counts)."""
+        return {
+            "endpoint": self.endpoint,
+            "access_key": S3_ACCESS_KEY,
+            "secret_key": S3_SECRET_KEY,
+            "metrics": f"http://127.0.0.1:{self.ports['metrics']}/metrics",
+        }
 
     def start(self) -> None:
         env = {
@@ -72,7 +79,7 @@ class SeaweedServer:
             _weed(), "mini", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.workdir}",
             f"-s3.port={p['s3']}", f"-master.port={p['master']}", f"-volume.port={p['volume']}",
             f"-filer.port={p['filer']}", f"-admin.port={p['admin']}", "-s3.port.iceberg=0",
-            "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
+            "-s3.port.lance=0", "-webdav=false", "-admin.ui=false", f"-metricsPort={p['metrics']}",
         ]  # fmt: skip
         log = open(self.workdir / "weed.log", "ab")
         self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)

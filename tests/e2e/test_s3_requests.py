@@ -1,0 +1,90 @@
+"""S3 requests piper and packer make, counted by the S3 server itself (what a provider bills):
+bounded per object and per file, so that a listing or a check per object cannot creep in."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+
+from bytefreezer.control import ControlStore
+from bytefreezer.control.models import DatasetSpec, Tenant
+from bytefreezer.ingress.receiver import IntakeWriter
+from bytefreezer.pipelines.packer import run_packer_cycle
+from bytefreezer.pipelines.piper import run_piper_cycle
+from bytefreezer.storage import Storage
+from tests.e2e.test_s3 import s3_settings
+
+pytestmark = pytest.mark.s3
+
+_LINE = re.compile(
+    r'^SeaweedFS_s3_request_total\{bucket="([^"]*)",code="(\d+)",type="(\w+)"\} (\S+)$'
+)
+
+
+def requests_by_type(metrics_url: str, buckets: set[str]) -> Counter[str]:
+    """Requests the server answered, by type (GET, PUT, LIST, DELETE, ...), on ``buckets``."""
+    counts: Counter[str] = Counter()
+    for line in httpx.get(metrics_url, timeout=10).text.splitlines():
+        found = _LINE.match(line)
+        if found and found.group(1) in buckets:
+            counts[found.group(3)] += int(float(found.group(4)))
+    return counts
+
+
+def test_requests_per_object_and_per_file_are_bounded(
+    tmp_path: Path, s3_server: dict[str, str]
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    settings = s3_settings(tmp_path, s3_server, suffix)
+    storage = Storage(settings)
+    storage.ensure_buckets()
+    boto3.client(
+        "s3",
+        endpoint_url=s3_server["endpoint"],
+        aws_access_key_id=s3_server["access_key"],
+        aws_secret_access_key=s3_server["secret_key"],
+        region_name="us-east-1",
+    ).create_bucket(Bucket=f"dest-{suffix}")
+    control = ControlStore(settings.control_db_path(), destination_for=settings.destination_for)
+    control.create_tenant(Tenant(name="acme"))
+    control.create_dataset("acme", DatasetSpec(name="web"))
+    objects, hours = 12, 3
+    for i in range(objects):
+        rows = [
+            {"timestamp": f"2026-03-01T0{(i + j) % hours}:00:00Z", "id": i * 100 + j}
+            for j in range(100)
+        ]
+        body = "\n".join(json.dumps(r) for r in rows).encode()
+        IntakeWriter(storage).write("acme", "web", "ndjson", gzip.compress(body), {})
+
+    buckets = {f"intake-{suffix}", f"piper-{suffix}", f"dest-{suffix}"}
+    before = requests_by_type(s3_server["metrics"], buckets)
+    assert run_piper_cycle(settings, control, storage).counters["objects_processed"] == objects
+    after_piper = requests_by_type(s3_server["metrics"], buckets)
+    packed = run_packer_cycle(settings, control, storage).counters
+    after_packer = requests_by_type(s3_server["metrics"], buckets)
+    assert packed["files_written"] == hours and packed["staged_objects_packed"] == objects
+
+    piper = after_piper - before
+    packer = after_packer - after_piper
+    print(f"piper, {objects} objects: {dict(piper)}; packer, {hours} files: {dict(packer)}")
+    # Piper: one listing per cycle; per object one read (no HEAD first: the size comes from the
+    # listing), one staged write and one delete.
+    assert piper == Counter({"LIST": 1, "GET": objects, "PUT": objects, "DELETE": objects})
+    # Packer, per dataset: the listings of its staged objects (twice: before and after the
+    # run), manifests, ledger and pending intake, plus the cycle's own; each staged object read
+    # twice (plan from the footer, then the rows), nothing else read; one PUT per file (small
+    # files skip multipart) plus the manifest twice and the ledger entry; one batched delete
+    # of the inputs and one of the manifest.
+    assert packer["LIST"] <= 6
+    assert packer["GET"] == 2 * objects
+    assert packer["PUT"] == hours + 3
+    assert packer["DELETE"] <= 2
