@@ -70,9 +70,9 @@ class ObjectFn:
     with ``setup``, ``process``, ``finish_bundle`` and ``teardown``.
 
     ``Concurrently`` runs several elements at once, each thread with its own instance (as
-    separate Beam workers would have), so an instance never needs a lock. Beam records metrics
-    only on the bundle's own thread, so an instance counts with ``count()`` and the bundle's
-    thread turns the counts into Beam counters after each element."""
+    separate Beam workers would have), so an instance's clients and caches need no lock. Beam
+    records metrics only on the bundle's own thread, so an instance counts with ``count()``
+    and the bundle's thread turns the counts into Beam counters after each element."""
 
     def __init__(self) -> None:
         self._counts: dict[str, int] = {}
