@@ -30,11 +30,14 @@ _LINE = re.compile(
 
 
 def requests_by_type(metrics_url: str, buckets: set[str]) -> Counter[str]:
-    """Requests the server answered, by type (GET, PUT, LIST, DELETE, ...), on ``buckets``."""
+    """Requests the server answered, by type (GET, PUT, LIST, DELETE, ...), on ``buckets``.
+
+    Answers with a 5xx code are left out: a busy server's transient errors, which the client
+    retries, are not requests our code chose to make (a 404 of a needless check does count)."""
     counts: Counter[str] = Counter()
     for line in httpx.get(metrics_url, timeout=10).text.splitlines():
         found = _LINE.match(line)
-        if found and found.group(1) in buckets:
+        if found and found.group(1) in buckets and not found.group(2).startswith("5"):
             counts[found.group(3)] += int(float(found.group(4)))
     return counts
 
