@@ -124,7 +124,8 @@ class Poller:
             if stats is not None and stats.claimed:
                 busy = True
                 continue
-            if busy and stats is not None and self._after_work is not None:
-                self._after_work()
-            busy = False
+            if stats is not None:  # a failed cycle leaves the streak open: the next one may end it
+                if busy and self._after_work is not None:
+                    self._after_work()
+                busy = False
             self._wake.wait(self._interval * random.uniform(0.75, 1.25))
