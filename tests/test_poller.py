@@ -32,3 +32,28 @@ def test_a_wake_starts_the_next_cycle_and_a_drained_backlog_wakes_the_next_stage
         thread.join(timeout=10)
     assert not thread.is_alive(), "stop() ends the sleep too"
     assert len(cycles) == 4
+
+
+def test_a_failed_cycle_does_not_end_the_busy_streak() -> None:
+    outcomes: list[int | Exception] = [2, RuntimeError("storage hiccup"), 0]
+    woken: list[float] = []
+    cycles: list[float] = []
+
+    def cycle() -> CycleStats:
+        cycles.append(time.monotonic())
+        outcome = outcomes.pop(0) if outcomes else 0
+        if isinstance(outcome, Exception):
+            raise outcome
+        return CycleStats(claimed=outcome)
+
+    poller = Poller("test", cycle, interval=0.05, after_work=lambda: woken.append(time.monotonic()))
+    thread = threading.Thread(target=poller.run)
+    thread.start()
+    try:
+        wait_for(lambda: len(cycles) >= 3, timeout=10)
+        wait_for(lambda: woken, timeout=10)
+    finally:
+        poller.stop()
+        thread.join(timeout=10)
+    assert woken[0] >= cycles[2], "woken by the idle cycle after the failure, not before"
+    assert len(woken) == 1
