@@ -69,6 +69,9 @@ log = logging.getLogger(__name__)
 NAMESPACE = "packer"
 MAX_OPEN_OUTPUTS = 64  # output files open at once in one run
 PENDING_BYTES = 128 * 1024 * 1024  # decoded input rows held before a row group is written
+# Staged bytes read for the plan are kept for the write up to this much per run (compressed),
+# so a run that small reads each input once; larger runs read them again, one at a time.
+KEPT_INPUT_BYTES = 64 * 1024 * 1024
 
 # Ledger entries never change once written, so each process reads each one once.
 _LEDGER_LOCK = threading.Lock()
@@ -377,8 +380,10 @@ class _PackDatasetFn(ObjectFn):
         files: list[PlannedFile],
         dataset: Dataset,
         dest: ObjectStore,
+        kept: dict[str, bytes],
     ) -> None:
-        """Stream the staged objects into the planned files, one input in memory at a time.
+        """Stream the staged objects into the planned files, one input in memory at a time
+        (``kept`` holds the bytes of inputs already read, which are not read again).
 
         At most ``MAX_OPEN_OUTPUTS`` files are open at once: partitions beyond that are written
         in further passes over the inputs. Rows wait per partition until the inputs they pin
@@ -406,7 +411,11 @@ class _PackDatasetFn(ObjectFn):
                 for summary in summaries:
                     if not summary.rows or not outputs.keys() & summary.partitions.keys():
                         continue
-                    staged = read_parquet(self._storage.piper.get(summary.key, size=summary.size))
+                    data = kept.get(summary.key)
+                    if data is None:
+                        data = self._storage.piper.get(summary.key, size=summary.size)
+                    staged = read_parquet(data)
+                    del data
                     # Partitions come from the object's own types, as in its summary; a column
                     # widened by unification (say to string) could read differently.
                     found = _partitioned(staged, summary.key, dataset)
@@ -464,10 +473,16 @@ class _PackDatasetFn(ObjectFn):
             if replay:
                 dest.delete_many([planned["path"] for planned in manifest["outputs"]])
             summaries = []
+            kept: dict[str, bytes] = {}
+            kept_bytes = 0
             for input_key in manifest["inputs"]:
                 staged = piper.get(input_key, size=self._sizes.pop(input_key, None))
                 summaries.append(summarize(input_key, staged, dataset))
                 self.count("staged_bytes", len(staged))
+                if kept_bytes + len(staged) <= KEPT_INPUT_BYTES:
+                    kept[input_key] = staged
+                    kept_bytes += len(staged)
+                del staged
             links = [link for s in summaries if (link := span_link(s.traceparent))]
             with self._tracer.start_as_current_span("packer.write_files", links=links) as span:
                 span.set_attribute("bytefreezer.dataset", f"{dataset.tenant}/{dataset.name}")
@@ -477,7 +492,8 @@ class _PackDatasetFn(ObjectFn):
                 )
                 manifest["outputs"] = [{"path": f.path, "rows": f.rows} for f in files]
                 piper.put(key, json.dumps(manifest).encode())
-                self._write_files(summaries, schema, files, dataset, dest)
+                self._write_files(summaries, schema, files, dataset, dest, kept)
+                kept.clear()
                 span.set_attribute("bytefreezer.files", len(files))
             self._control.check_lease(lease)
             manifest["state"] = "uploaded"

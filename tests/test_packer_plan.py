@@ -18,6 +18,7 @@ from bytefreezer.ingress.receiver import IntakeWriter
 from bytefreezer.pipelines import packer
 from bytefreezer.pipelines.packer import plan_outputs, run_id_for, run_packer_cycle, summarize
 from bytefreezer.pipelines.piper import run_piper_cycle
+from bytefreezer.storage import ObjectStore
 from tests.e2e.test_recovery import post, setup_stack
 
 
@@ -123,3 +124,25 @@ def test_a_time_field_of_different_types_across_inputs_partitions_by_each_ones_v
         for path in root.rglob("*.parquet")
     }
     assert by_hour == {"hour=00": [0, 1, 2, 3, 4], "hour=05": [5, 6, 7, 8, 9]}
+
+
+def test_inputs_beyond_the_kept_bytes_are_read_again_with_the_same_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str] = []
+    original_get = ObjectStore.get
+
+    def counted_get(self: ObjectStore, key: str, size: int | None = None) -> bytes:
+        if key.endswith(".parquet"):
+            reads.append(key)
+        return original_get(self, key, size)
+
+    monkeypatch.setattr(ObjectStore, "get", counted_get)
+    expected, _ = _pack(tmp_path, "kept")
+    assert len(reads) == len(set(reads)) == 6  # a small run reads each staged object once
+    reads.clear()
+    monkeypatch.setattr(packer, "KEPT_INPUT_BYTES", 0)  # nothing kept: read again to write
+    monkeypatch.setattr(packer, "MAX_OPEN_OUTPUTS", 4)  # in passes, too
+    files, _ = _pack(tmp_path, "reread")
+    assert files == expected
+    assert len(set(reads)) == 6 and len(reads) > 12
