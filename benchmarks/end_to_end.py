@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
-import os
 import shutil
 import subprocess
 import sys
@@ -32,7 +31,10 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))
 from common import free_port, generate, merge_results, split_objects, stop_process, wait_port
+
+from tests.helpers import first_run_key, up_process
 
 
 def visible_rows(destination: Path) -> int:
@@ -88,24 +90,10 @@ def main() -> None:
         arrow_s = time.perf_counter() - started
 
         port = free_port()
-        env = {
-            **os.environ,
-            "BYTEFREEZER_RECEIVER__HOST": "127.0.0.1",
-            "BYTEFREEZER_RECEIVER__PORT": str(port),
-            "BYTEFREEZER_RECEIVER__API_HOST": "127.0.0.1",
-            "BYTEFREEZER_RECEIVER__API_PORT": str(free_port()),
-            "BYTEFREEZER_CONTROL__PORT": str(free_port()),
-            "BYTEFREEZER_LOG_LEVEL": "WARNING",
-        }
         data = work / "data"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bytefreezer.cli", "up", "--data-dir", str(data)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        process = up_process(data, subprocess.DEVNULL, port, BYTEFREEZER_LOG_LEVEL="WARNING")
         wait_port(port)
-        key = next(w for w in (data / "first-run.txt").read_text().split() if w.startswith("bfk_"))
+        key = first_run_key(data)
         bodies = [
             gzip.compress(b, compresslevel=1)
             for b in split_objects(lines, int(args.body_mb * 1024 * 1024))

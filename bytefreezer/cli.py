@@ -197,8 +197,8 @@ def _worker(
     kind: str,
     after_work: Callable[[], None] | None = None,
 ) -> tuple[Any, Any, Any]:
-    """A piper or packer poller (calling ``after_work`` after each busy cycle), its storage and
-    its telemetry."""
+    """A piper or packer poller (calling ``after_work`` when a busy streak ends), its storage
+    and its telemetry."""
     from bytefreezer.pipelines.packer import run_packer_cycle
     from bytefreezer.pipelines.piper import run_piper_cycle
     from bytefreezer.pipelines.poller import Poller

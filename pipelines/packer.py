@@ -27,7 +27,6 @@ copy; packer deletes it instead of packing it twice. Ledger entries older than
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -56,7 +55,7 @@ from bytefreezer.keys import (
     packed_prefix,
     packer_lease_name,
 )
-from bytefreezer.pipelines.parquet import read_parquet, writer_options
+from bytefreezer.pipelines.parquet import parquet_file, read_parquet, writer_options
 from bytefreezer.pipelines.partitioning import Partitions, event_times, partitions
 from bytefreezer.pipelines.piper import STAGED_TRACE_KEY
 from bytefreezer.pipelines.runner import CycleStats, Distributed, ObjectFn, run_claimed
@@ -114,7 +113,7 @@ def _partitioned(table: pa.Table, key: str, dataset: Dataset) -> Partitions | No
 
 def summarize(key: str, data: bytes, dataset: Dataset) -> StagedSummary:
     """Schema, rows per partition and trace of a staged object (reads one column only)."""
-    file = pq.ParquetFile(io.BytesIO(data))
+    file = parquet_file(data)
     schema = file.schema_arrow
     rows = file.metadata.num_rows
     field = dataset.timestamp_field
@@ -168,11 +167,14 @@ class _PartitionOutput:
     that row groups are not one per input."""
 
     def __init__(
-        self, files: list[PlannedFile], open_file: Callable[[PlannedFile], Any], flush: Any
+        self,
+        files: list[PlannedFile],
+        open_file: Callable[[PlannedFile], Any],
+        on_file_done: Callable[[PendingObject], None],
     ) -> None:
         self._files = deque(files)
         self._open_file = open_file
-        self._on_file_done = flush
+        self._on_file_done = on_file_done
         self._pending: list[pa.Table] = []
         self._writer: pq.ParquetWriter | None = None
         self._object: PendingObject | None = None

@@ -49,7 +49,12 @@ def parquet_bytes(table: pa.Table, compression: str, *, level: int | None = None
     return sink.getvalue()
 
 
+def parquet_file(data: bytes) -> pq.ParquetFile:
+    """A Parquet file over its bytes, without copying them."""
+    return pq.ParquetFile(pa.BufferReader(data))
+
+
 def read_parquet(data: bytes) -> pa.Table:
     """A whole Parquet file from its bytes (read directly, without the dataset layer
     ``pq.read_table`` builds: 1.7 ms instead of 2.4 ms for a 4 MB staged object)."""
-    return pq.ParquetFile(pa.BufferReader(data)).read()
+    return parquet_file(data).read()

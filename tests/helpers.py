@@ -57,9 +57,11 @@ def stop_process(process: subprocess.Popen[Any], timeout: float = 30) -> int:
         return -9
 
 
-def start_up(data_dir: Path, log: IO[bytes], port: int, **env: str) -> subprocess.Popen[bytes]:
-    """``bytefreezer up`` on 127.0.0.1 with its webhook on ``port``, the other ports free and
-    short poll intervals; ``env`` adds or overrides BYTEFREEZER_* variables."""
+def up_process(
+    data_dir: Path, log: IO[bytes] | int, port: int, **env: str
+) -> subprocess.Popen[bytes]:
+    """``bytefreezer up`` on 127.0.0.1 with its webhook on ``port`` and the other ports free,
+    otherwise with its defaults; ``env`` adds or overrides BYTEFREEZER_* variables."""
     return subprocess.Popen(
         [sys.executable, "-m", "bytefreezer.cli", "up", "--data-dir", str(data_dir)],
         env={
@@ -69,13 +71,20 @@ def start_up(data_dir: Path, log: IO[bytes], port: int, **env: str) -> subproces
             "BYTEFREEZER_RECEIVER__API_HOST": "127.0.0.1",
             "BYTEFREEZER_RECEIVER__API_PORT": str(free_port()),
             "BYTEFREEZER_CONTROL__PORT": str(free_port()),
-            "BYTEFREEZER_PIPER__POLL_INTERVAL_SECONDS": "0.3",
-            "BYTEFREEZER_PACKER__POLL_INTERVAL_SECONDS": "0.3",
             **env,
         },
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+
+
+def start_up(data_dir: Path, log: IO[bytes], port: int, **env: str) -> subprocess.Popen[bytes]:
+    """``up_process`` with the short poll intervals tests use."""
+    short = {
+        "BYTEFREEZER_PIPER__POLL_INTERVAL_SECONDS": "0.3",
+        "BYTEFREEZER_PACKER__POLL_INTERVAL_SECONDS": "0.3",
+    }
+    return up_process(data_dir, log, port, **{**short, **env})
 
 
 def first_run_key(data_dir: Path) -> str:
