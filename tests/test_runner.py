@@ -9,8 +9,14 @@ from typing import Any
 
 import apache_beam as beam
 import pytest
+from apache_beam.runners.worker import statesampler
 
-from bytefreezer.pipelines.runner import Concurrently, ObjectFn, run_pipeline
+from bytefreezer.pipelines.runner import (
+    LOCAL_SAMPLING_PERIOD_MS,
+    Concurrently,
+    ObjectFn,
+    run_pipeline,
+)
 
 NAMESPACE = "runner_test"
 _OUTPUTS: list[Any] = []  # what the pipeline emitted (the runner runs in this process)
@@ -90,3 +96,28 @@ def test_one_at_a_time_runs_on_the_bundle_thread() -> None:
 def test_a_failed_element_fails_the_run() -> None:
     with pytest.raises(Exception, match="element 7 is bad"):
         _run(_Meet(parties=1, fail_on=7), list(range(10)), concurrency=2)
+
+
+class _SamplingPeriod(beam.DoFn):  # type: ignore[misc]
+    """Emits the sampling period of the state sampler timing the bundle it runs in."""
+
+    def process(self, element: int) -> Iterable[int]:
+        yield statesampler.get_current_tracker().sampling_period_ms
+
+
+def test_a_local_run_samples_often_so_it_ends_right_after_its_last_element() -> None:
+    """Ending a bundle waits for Beam's state sampler to wake; at its default period (up to
+    200 ms) that was a fixed cost of every run."""
+    _OUTPUTS.clear()
+
+    def build(pipeline: beam.Pipeline) -> None:
+        _ = (
+            pipeline
+            | beam.Create([1], reshuffle=False)
+            | beam.ParDo(_SamplingPeriod())
+            | beam.ParDo(_Keep())
+        )
+
+    run_pipeline([], build, NAMESPACE)
+    assert _OUTPUTS == [LOCAL_SAMPLING_PERIOD_MS]
+    assert LOCAL_SAMPLING_PERIOD_MS <= 20
