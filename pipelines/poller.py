@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 import signal
@@ -17,6 +18,19 @@ from bytefreezer.errors import BytefreezerError
 from bytefreezer.pipelines.runner import CycleStats
 
 log = logging.getLogger(__name__)
+_HEAP_SETTLED = threading.Event()
+
+
+def settle_heap() -> None:
+    """Once a worker has run (its modules, clients and caches are loaded), collect garbage and
+    move every live object out of the garbage collector's view: a long-lived worker then no
+    longer rescans about 200,000 objects (Beam, pyarrow, DuckDB) in each full collection, a
+    pause of about 70 ms that fell into a cycle's run now and then. Once per process."""
+    if _HEAP_SETTLED.is_set():
+        return
+    _HEAP_SETTLED.set()
+    gc.collect()
+    gc.freeze()
 
 
 class Poller:
@@ -123,6 +137,7 @@ class Poller:
             stats = self.run_once()
             if stats is not None and stats.claimed:
                 busy = True
+                settle_heap()
                 continue
             if stats is not None:  # a failed cycle leaves the streak open: the next one may end it
                 if busy and self._after_work is not None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
+from bytefreezer.pipelines import poller as poller_module
 from bytefreezer.pipelines.poller import Poller
 from bytefreezer.pipelines.runner import CycleStats
 from tests.helpers import wait_for
@@ -57,3 +59,28 @@ def test_a_failed_cycle_does_not_end_the_busy_streak() -> None:
         thread.join(timeout=10)
     assert woken[0] >= cycles[2], "woken by the idle cycle after the failure, not before"
     assert len(woken) == 1
+
+
+def test_the_heap_is_settled_once_the_worker_has_done_work() -> None:
+    poller_module._HEAP_SETTLED.clear()
+    gc.unfreeze()
+    claims = [0, 0, 1]  # idle twice (nothing loaded yet), then a busy cycle
+    seen: list[int] = []
+
+    def cycle() -> CycleStats:
+        seen.append(gc.get_freeze_count())
+        return CycleStats(claimed=claims.pop(0) if claims else 0)
+
+    poller = Poller("test", cycle, interval=0.01)
+    thread = threading.Thread(target=poller.run)
+    thread.start()
+    try:
+        wait_for(lambda: len(seen) >= 4, timeout=10)
+    finally:
+        poller.stop()
+        thread.join(timeout=10)
+        frozen = gc.get_freeze_count()
+        gc.unfreeze()
+    assert seen[:3] == [0, 0, 0], "idle cycles leave the heap alone"
+    assert seen[3] > 0 and frozen > 0, "after the first busy cycle live objects are frozen"
+    assert poller_module._HEAP_SETTLED.is_set()
