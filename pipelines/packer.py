@@ -34,7 +34,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -389,14 +389,9 @@ class _PackDatasetFn(ObjectFn):
 
         At most ``MAX_OPEN_OUTPUTS`` files are open at once: partitions beyond that are written
         in further passes over the inputs. Rows wait per partition until the inputs they pin
-        exceed ``PENDING_BYTES``, then each partition gets one row group. Each file is made
-        durable (fsync and rename, or the upload completed) as soon as it is complete, while the
-        others are still being encoded."""
+        exceed ``PENDING_BYTES``, then each partition gets one row group."""
         options = writer_options(schema, dataset.parquet.compression)
-        commits: list[tuple[PendingObject, Future[int]]] = []
-
-        def file_done(pending: PendingObject) -> None:
-            commits.append((pending, self._committer.submit(pending.commit)))
+        done: list[PendingObject] = []
 
         def open_file(planned: PlannedFile) -> tuple[PendingObject, pq.ParquetWriter]:
             pending = dest.open_write(planned.path)
@@ -410,7 +405,7 @@ class _PackDatasetFn(ObjectFn):
         names = sorted(by_partition)
         for first in range(0, len(names), MAX_OPEN_OUTPUTS):
             outputs = {
-                name: _PartitionOutput(by_partition[name], open_file, file_done)
+                name: _PartitionOutput(by_partition[name], open_file, done.append)
                 for name in names[first : first + MAX_OPEN_OUTPUTS]
             }
             try:
@@ -450,15 +445,14 @@ class _PackDatasetFn(ObjectFn):
             except BaseException:
                 for output in outputs.values():
                     output.abort()
-                for pending, future in commits:
-                    if future.cancel():
-                        pending.abort()
-                wait([future for _, future in commits])  # a replay deletes what was committed
+                for pending in done:
+                    pending.abort()
                 raise
-            # Every file of this pass is complete; wait until all of them are durable.
-            wait([future for _, future in commits])
-            self.count("bytes_written", sum(future.result() for _, future in commits))
-            commits.clear()
+            # The files of this pass are complete: make them durable together (fsyncs or
+            # upload completions overlap).
+            sizes = list(self._committer.map(lambda pending: pending.commit(), done))
+            self.count("bytes_written", sum(sizes))
+            done.clear()
 
     def _each(
         self, outputs: Iterable[_PartitionOutput], step: Callable[[_PartitionOutput], None]
