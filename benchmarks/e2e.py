@@ -92,7 +92,9 @@ def baseline_piper(objects: list[bytes], out: Path, database: bytes) -> list[Pat
         table = table.filter(pc.invert(drop))
         table = table.append_column("env", pa.repeat("bench", table.num_rows))
         path = out / f"{i:05d}.parquet"
-        pq.write_table(table, path, compression_level=1, **writer_options(table.schema, "zstd"))
+        pq.write_table(
+            table, path, compression_level=1, **writer_options(table.schema, "zstd", table)
+        )
         paths.append(path)
     return paths
 
@@ -107,7 +109,7 @@ def baseline_packer(staged: list[Path], out: Path) -> int:
     runs = pc.run_end_encode(hours)
     names = pc.strftime(runs.values, format="year=%Y/month=%m/day=%d/hour=%H").to_pylist()
     ends = runs.run_ends.to_pylist()
-    options = writer_options(table.schema, "zstd")
+    options = writer_options(table.schema, "zstd", table)
 
     def write(index: int) -> None:
         start = ends[index - 1] if index else 0

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import generate, merge_results, split_objects, stack, upload
 
 from bytefreezer.pipelines.packer import run_packer_cycle
+from bytefreezer.pipelines.parquet import writer_options
 from bytefreezer.pipelines.piper import run_piper_cycle
 from bytefreezer.pipelines.poller import settle_heap
 
@@ -79,6 +80,7 @@ def arrow_alone_files(mb: float, tenants: int, out: Path) -> tuple[float, int]:
     hours = pc.strftime(pc.cast(table["timestamp"], pa.timestamp("s")), "%Y%m%d%H")
     per_tenant = -(-table.num_rows // tenants)
     out.mkdir(parents=True, exist_ok=True)
+    options = writer_options(table.schema, "zstd", table)  # what packer writes with
     files = 0
     started = time.perf_counter()
     for first in range(0, table.num_rows, per_tenant):
@@ -87,9 +89,7 @@ def arrow_alone_files(mb: float, tenants: int, out: Path) -> tuple[float, int]:
         rows, runs = rows.take(order), pc.run_end_encode(keys.take(order).combine_chunks())
         start = 0
         for end in runs.run_ends.to_pylist():
-            pq.write_table(
-                rows.slice(start, end - start), out / f"{files}.parquet", compression="zstd"
-            )
+            pq.write_table(rows.slice(start, end - start), out / f"{files}.parquet", **options)
             files, start = files + 1, end
     return time.perf_counter() - started, files
 

@@ -169,7 +169,7 @@ class _PartitionOutput:
     def __init__(
         self,
         files: list[PlannedFile],
-        open_file: Callable[[PlannedFile], Any],
+        open_file: Callable[[PlannedFile, pa.Table], Any],
         on_file_done: Callable[[PendingObject], None],
     ) -> None:
         self._files = deque(files)
@@ -192,7 +192,7 @@ class _PartitionOutput:
         while offset < table.num_rows:
             if self._writer is None:
                 planned = self._files.popleft()
-                self._object, self._writer = self._open_file(planned)
+                self._object, self._writer = self._open_file(planned, table.slice(offset))
                 self._left = planned.rows
             take = min(self._left, table.num_rows - offset)
             self._writer.write_table(table.slice(offset, take))
@@ -390,10 +390,13 @@ class _PackDatasetFn(ObjectFn):
         At most ``MAX_OPEN_OUTPUTS`` files are open at once: partitions beyond that are written
         in further passes over the inputs. Rows wait per partition until the inputs they pin
         exceed ``PENDING_BYTES``, then each partition gets one row group."""
-        options = writer_options(schema, dataset.parquet.compression)
+        compression = dataset.parquet.compression
         done: list[PendingObject] = []
 
-        def open_file(planned: PlannedFile) -> tuple[PendingObject, pq.ParquetWriter]:
+        def open_file(
+            planned: PlannedFile, rows: pa.Table
+        ) -> tuple[PendingObject, pq.ParquetWriter]:
+            options = writer_options(schema, compression, rows)  # dictionaries from its rows
             pending = dest.open_write(planned.path)
             self.count("files_written")
             self.count("rows_written", planned.rows)

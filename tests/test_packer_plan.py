@@ -146,3 +146,25 @@ def test_inputs_beyond_the_kept_bytes_are_read_again_with_the_same_files(
     files, _ = _pack(tmp_path, "reread")
     assert files == expected
     assert len(set(reads)) == 6 and len(reads) > 12
+
+
+def test_packed_files_get_dictionaries_for_repeating_text_only(tmp_path: Path) -> None:
+    settings, control, storage = setup_stack(tmp_path)
+    body = b"\n".join(
+        json.dumps(
+            {"timestamp": "2026-01-01T05:00:00Z", "kind": f"k{i % 3}", "uid": f"u{i:08d}", "n": i}
+        ).encode()
+        for i in range(1500)
+    )
+    IntakeWriter(storage).write("acme", "web", "ndjson", gzip.compress(body), {})
+    run_piper_cycle(settings, control, storage)
+    run_packer_cycle(settings, control, storage)
+    [path] = (settings.data_dir / "destination" / "acme" / "web").rglob("*.parquet")
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    dictionary = {
+        meta.column(i).path_in_schema
+        for i in range(meta.num_columns)
+        if "RLE_DICTIONARY" in meta.column(i).encodings
+    }
+    assert dictionary == {"kind"}
+    assert pq.read_table(path).column("uid").to_pylist() == [f"u{i:08d}" for i in range(1500)]
