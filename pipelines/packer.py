@@ -244,6 +244,9 @@ class _PackDatasetFn(ObjectFn):
         if self._tracer_provider is not None:
             self._tracer_provider.force_flush()
 
+    def reuse_key(self) -> str | None:
+        return f"packer:{self._settings.model_dump_json()}"
+
     def teardown(self) -> None:
         self._committer.shutdown(wait=True)
         self._encoders.shutdown(wait=True)

@@ -33,11 +33,13 @@ from bytefreezer.telemetry import (
     tracer_for,
 )
 from bytefreezer.transforms import Chain, Context, compile_chain
+from bytefreezer.transforms.registry import registry_version
 
 log = logging.getLogger(__name__)
 NAMESPACE = "piper"
 STAGED_COMPRESSION = "zstd"
 STAGED_TRACE_KEY = b"bytefreezer.traceparent"
+MAX_CACHED_CHAINS = 256  # compiled chains an instance keeps (datasets and their versions)
 
 
 @dataclass(frozen=True)
@@ -58,24 +60,32 @@ class _ProcessIntakeFn(ObjectFn):
     def setup(self) -> None:
         self._storage = Storage(self._settings)
         self._control: ControlClient = open_control(self._settings)
-        self._chains: dict[str, Chain] = {}
+        self._chains: dict[tuple[int, str], Chain] = {}
         self._tracer, self._tracer_provider = tracer_for(self._settings, "piper")
 
     def finish_bundle(self) -> None:
         if self._tracer_provider is not None:
             self._tracer_provider.force_flush()
 
+    def reuse_key(self) -> str | None:
+        return f"piper:{self._settings.model_dump_json()}"
+
     def teardown(self) -> None:
         if self._tracer_provider is not None:
             self._tracer_provider.shutdown()
 
     def _chain(self, dataset: Dataset, dataset_json: str) -> Chain:
-        chain = self._chains.get(dataset_json)
+        """The dataset's compiled chain: compiled once per instance (which later runs reuse) and
+        again when the dataset or the transforms registered in this process change."""
+        key = (registry_version(), dataset_json)
+        chain = self._chains.get(key)
         if chain is None:
+            if len(self._chains) >= MAX_CACHED_CHAINS:
+                self._chains.clear()
             context = Context(
                 tenant=dataset.tenant, dataset=dataset.name, resources=BucketObjects(self._storage)
             )
-            chain = self._chains[dataset_json] = compile_chain(dataset.transforms, context)
+            chain = self._chains[key] = compile_chain(dataset.transforms, context)
         return chain
 
     def _still_held(self, lease: Lease, key: str) -> bool:

@@ -4,6 +4,7 @@ failures fail the run."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from apache_beam.runners.worker import statesampler
 
 from bytefreezer.pipelines.runner import (
+    IDLE_INSTANCES,
     LOCAL_SAMPLING_PERIOD_MS,
     Concurrently,
     ObjectFn,
@@ -121,3 +123,61 @@ def test_a_local_run_samples_often_so_it_ends_right_after_its_last_element() -> 
     run_pipeline([], build, NAMESPACE)
     assert _OUTPUTS == [LOCAL_SAMPLING_PERIOD_MS]
     assert LOCAL_SAMPLING_PERIOD_MS <= 20
+
+
+class _Reused(ObjectFn):
+    """Records its set-ups and tear-downs, and which instance and thread ran each element."""
+
+    events: list[tuple[str, int]] = []
+
+    def __init__(self, key: str | None) -> None:
+        super().__init__()
+        self._key = key
+
+    def reuse_key(self) -> str | None:
+        return self._key
+
+    def setup(self) -> None:
+        _Reused.events.append(("setup", id(self)))
+
+    def teardown(self) -> None:
+        _Reused.events.append(("teardown", id(self)))
+
+    def process(self, element: int) -> Iterable[tuple[int, int, int]]:
+        time.sleep(0.01)  # both threads get elements
+        yield element, id(self), threading.get_ident()
+
+
+def _runs(fn: ObjectFn, times: int) -> list[list[Any]]:
+    return [_run(fn, list(range(8)), concurrency=2)[0] for _ in range(times)]
+
+
+def test_set_up_instances_and_their_threads_last_from_run_to_run() -> None:
+    _Reused.events.clear()
+    first, second = _runs(_Reused(key="test-reuse"), 2)
+    setups = [instance for event, instance in _Reused.events if event == "setup"]
+    assert len(setups) == 2, "set up in the first run only"
+    assert not [e for e in _Reused.events if e[0] == "teardown"], "kept, not torn down"
+    assert {i for _, i, _ in second} == {i for _, i, _ in first} == set(setups)
+    assert {t for _, _, t in second} == {t for _, _, t in first}, "the same worker threads"
+
+
+def test_instances_without_a_key_or_of_another_key_are_not_reused() -> None:
+    _Reused.events.clear()
+    _runs(_Reused(key=None), 2)
+    events = [event for event, _ in _Reused.events]
+    assert events.count("setup") == 4 and events.count("teardown") == 4
+    _Reused.events.clear()
+    _runs(_Reused(key="test-a"), 1)
+    _runs(_Reused(key="test-b"), 1)
+    assert [event for event, _ in _Reused.events].count("setup") == 4
+
+
+def test_idle_instances_beyond_the_bound_are_torn_down() -> None:
+    _Reused.events.clear()
+    for index in range(IDLE_INSTANCES):  # two instances a run: the first ones are evicted
+        _runs(_Reused(key=f"test-bound-{index}"), 1)
+    set_up = [instance for event, instance in _Reused.events if event == "setup"]
+    torn_down = [i for event, i in _Reused.events if event == "teardown" and i in set_up]
+    assert len(set_up) == 2 * IDLE_INSTANCES
+    assert torn_down == set_up[:IDLE_INSTANCES], "the oldest first"

@@ -43,6 +43,13 @@ def check_transform_class(name: str, cls: object) -> type[Transform]:
 
 _cached: Registry | None = None
 _registered: dict[str, type[Transform]] = {}
+_version = 0
+
+
+def registry_version() -> int:
+    """Changes whenever a transform is registered or the registry reloaded: what a chain
+    compiled earlier in this process was compiled against."""
+    return _version
 
 
 def register_transform(cls: type[Transform]) -> type[Transform]:
@@ -52,8 +59,10 @@ def register_transform(cls: type[Transform]) -> type[Transform]:
     instead; this is for code that runs its pipelines in the same process. Usable as a
     class decorator.
     """
+    global _version
     checked = check_transform_class(getattr(cls, "name", ""), cls)
     _registered[checked.name] = checked
+    _version += 1
     if _cached is not None:
         _cached.transforms[checked.name] = checked
     return checked
@@ -61,9 +70,10 @@ def register_transform(cls: type[Transform]) -> type[Transform]:
 
 def load_registry(*, refresh: bool = False) -> Registry:
     """Load every registered transform once per process; skip broken plugins with a warning."""
-    global _cached
+    global _cached, _version
     if _cached is not None and not refresh:
         return _cached
+    _version += 1
     registry = Registry()
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
