@@ -33,10 +33,10 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Callable, Generator, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -71,6 +71,7 @@ PENDING_BYTES = 128 * 1024 * 1024  # decoded input rows held before a row group 
 # Staged bytes read for the plan are kept for the write up to this much per run (compressed),
 # so a run that small reads each input once; larger runs read them again, one at a time.
 KEPT_INPUT_BYTES = 64 * 1024 * 1024
+READ_AHEAD = 2  # staged objects read and decoded ahead of the one being written, per core
 
 # Ledger entries never change once written, so each process reads each one once.
 _LEDGER_LOCK = threading.Lock()
@@ -219,6 +220,30 @@ class _PartitionOutput:
             raise RuntimeError(f"planned files never written: {[f.path for f in self._files]}")
 
 
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
+
+
+def read_ahead(
+    pool: ThreadPoolExecutor, step: Callable[[_In], _Out], items: Iterable[_In], window: int
+) -> Generator[_Out, None, None]:
+    """``step`` of each item, in order, computed on ``pool`` at most ``window`` items ahead of
+    the one the caller holds (bounded memory); a failure is raised in its place, after the
+    steps started before it have ended."""
+    ahead: deque[Future[_Out]] = deque()
+    try:
+        for item in items:
+            ahead.append(pool.submit(step, item))
+            if len(ahead) > window:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
+    finally:
+        for future in ahead:
+            future.cancel()
+        wait(ahead)
+
+
 def run_id_for(keys: list[str]) -> str:
     """The run id of a set of inputs: the same inputs always give the same id."""
     return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:20]
@@ -236,9 +261,8 @@ class _PackDatasetFn(ObjectFn):
         # Output files are committed several at a time so their fsyncs or uploads overlap, and
         # partitions are encoded in parallel (pyarrow releases the GIL while it writes).
         self._committer = ThreadPoolExecutor(max_workers=8, thread_name_prefix="commit")
-        self._encoders = ThreadPoolExecutor(
-            max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="encode"
-        )
+        self._workers = max(1, os.cpu_count() or 1)
+        self._encoders = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="encode")
 
     def finish_bundle(self) -> None:
         if self._tracer_provider is not None:
@@ -414,41 +438,43 @@ class _PackDatasetFn(ObjectFn):
                 name: _PartitionOutput(by_partition[name], open_file, done.append)
                 for name in names[first : first + MAX_OPEN_OUTPUTS]
             }
+
+            def decoded(summary: StagedSummary) -> tuple[pa.Table, list[tuple[str, int, int]]]:
+                """The object's rows sorted by partition, and the (partition, start, end) runs."""
+                data = kept.get(summary.key)
+                if data is None:
+                    data = self._storage.piper.get(summary.key, size=summary.size)
+                staged = read_parquet(data)
+                del data
+                # Partitions come from the object's own types, as in its summary; a column
+                # widened by unification (say to string) could read differently.
+                found = _partitioned(staged, summary.key, dataset)
+                table = conform(staged, schema)
+                del staged
+                if found is None:
+                    return table, [("", 0, table.num_rows)]
+                order = pc.sort_indices(found.codes)  # stable: input order kept
+                runs = pc.run_end_encode(found.codes.take(order))
+                ends = runs.run_ends.to_pylist()
+                starts = [0, *ends[:-1]]
+                names = [found.names[code] for code in runs.values.to_pylist()]
+                return table.take(order), list(zip(names, starts, ends, strict=True))
+
+            wanted = [s for s in summaries if s.rows and outputs.keys() & s.partitions.keys()]
+            inputs = read_ahead(self._encoders, decoded, wanted, READ_AHEAD * self._workers)
             try:
                 pinned = 0
-                for summary in summaries:
-                    if not summary.rows or not outputs.keys() & summary.partitions.keys():
-                        continue
-                    data = kept.get(summary.key)
-                    if data is None:
-                        data = self._storage.piper.get(summary.key, size=summary.size)
-                    staged = read_parquet(data)
-                    del data
-                    # Partitions come from the object's own types, as in its summary; a column
-                    # widened by unification (say to string) could read differently.
-                    found = _partitioned(staged, summary.key, dataset)
-                    table = conform(staged, schema)
-                    del staged
-                    if found is None:
-                        outputs[""].add(table)
-                    else:
-                        order = pc.sort_indices(found.codes)  # stable: input order kept
-                        table = table.take(order)
-                        runs = pc.run_end_encode(found.codes.take(order))
-                        start = 0
-                        for code, end in zip(
-                            runs.values.to_pylist(), runs.run_ends.to_pylist(), strict=True
-                        ):
-                            name = found.names[code]
-                            if name in outputs:
-                                outputs[name].add(table.slice(start, end - start))
-                            start = end
+                for table, runs in inputs:
+                    for name, start, end in runs:
+                        if name in outputs:
+                            outputs[name].add(table.slice(start, end - start))
                     pinned += table.nbytes
                     if pinned > PENDING_BYTES:
                         self._each(outputs.values(), _PartitionOutput.flush)
                         pinned = 0
                 self._each(outputs.values(), _PartitionOutput.close)
             except BaseException:
+                inputs.close()  # waits for the reads ahead
                 for output in outputs.values():
                     output.abort()
                 for pending in done:
@@ -483,9 +509,17 @@ class _PackDatasetFn(ObjectFn):
             summaries = []
             kept: dict[str, bytes] = {}
             kept_bytes = 0
-            for input_key in manifest["inputs"]:
-                staged = piper.get(input_key, size=self._sizes.pop(input_key, None))
-                summaries.append(summarize(input_key, staged, dataset))
+
+            def fetched(item: tuple[str, int | None]) -> tuple[bytes, StagedSummary]:
+                staged = piper.get(item[0], size=item[1])
+                return staged, summarize(item[0], staged, dataset)
+
+            sized = [(key, self._sizes.pop(key, None)) for key in manifest["inputs"]]
+            for staged, summary in read_ahead(
+                self._encoders, fetched, sized, READ_AHEAD * self._workers
+            ):
+                input_key = summary.key
+                summaries.append(summary)
                 self.count("staged_bytes", len(staged))
                 if kept_bytes + len(staged) <= KEPT_INPUT_BYTES:
                     kept[input_key] = staged

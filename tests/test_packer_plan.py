@@ -7,6 +7,9 @@ import gzip
 import io
 import json
 import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,7 +19,13 @@ import pytest
 from bytefreezer.control.models import Dataset, Destination, ParquetOptions
 from bytefreezer.ingress.receiver import IntakeWriter
 from bytefreezer.pipelines import packer
-from bytefreezer.pipelines.packer import plan_outputs, run_id_for, run_packer_cycle, summarize
+from bytefreezer.pipelines.packer import (
+    plan_outputs,
+    read_ahead,
+    run_id_for,
+    run_packer_cycle,
+    summarize,
+)
 from bytefreezer.pipelines.piper import run_piper_cycle
 from bytefreezer.storage import ObjectStore
 from tests.e2e.test_recovery import post, setup_stack
@@ -168,3 +177,25 @@ def test_packed_files_get_dictionaries_for_repeating_text_only(tmp_path: Path) -
     }
     assert dictionary == {"kind"}
     assert pq.read_table(path).column("uid").to_pylist() == [f"u{i:08d}" for i in range(1500)]
+
+
+def test_read_ahead_keeps_order_and_bounds_the_work_ahead() -> None:
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def step(item: int) -> int:
+        with lock:
+            started.append(item)
+        time.sleep(0.002 * (item % 3))  # finishing out of order
+        if item == 7:
+            raise ValueError("bad input 7")
+        return item * 10
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        ahead = read_ahead(pool, step, range(20), window=2)
+        assert [next(ahead) for _ in range(3)] == [0, 10, 20]
+        with lock:
+            assert len(started) <= 3 + 3, "at most the window (and the next) ahead of the caller"
+        with pytest.raises(ValueError, match="bad input 7"):
+            list(ahead)
+        assert max(started) <= 7 + 3, "nothing submitted after the failure surfaced"
