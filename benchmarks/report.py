@@ -39,6 +39,10 @@ def render(data: dict) -> str:  # type: ignore[type-arg]
             if "pyarrow_ratio" in e
             else ""
         )
+        if "cold_start_seconds" in e:
+            floor += (
+                f"; cold start of a fresh process, 1,000 events: {e['cold_start_seconds']:.2f} s"
+            )
         lines.append(
             f"| end to end, post → Parquet visible ({e['mb']} MB) | {e['mb_per_s']} MB/s | DuckDB read_json_auto → Parquet {e['duckdb_mb_per_s']} MB/s | {e['ratio']:.2f}x{floor} | ≥ 0.5x |"
         )
