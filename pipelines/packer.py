@@ -58,7 +58,13 @@ from bytefreezer.keys import (
 from bytefreezer.pipelines.parquet import parquet_file, read_parquet, writer_options
 from bytefreezer.pipelines.partitioning import Partitions, event_times, partitions
 from bytefreezer.pipelines.piper import STAGED_TRACE_KEY
-from bytefreezer.pipelines.runner import CycleStats, Distributed, ObjectFn, run_claimed
+from bytefreezer.pipelines.runner import (
+    CycleStats,
+    Distributed,
+    ObjectFn,
+    reuse_key_for,
+    run_claimed,
+)
 from bytefreezer.pipelines.schema import conform, unified_schema
 from bytefreezer.settings import Settings
 from bytefreezer.storage import ObjectInfo, ObjectStore, PendingObject, Storage
@@ -269,7 +275,7 @@ class _PackDatasetFn(ObjectFn):
             self._tracer_provider.force_flush()
 
     def reuse_key(self) -> str | None:
-        return f"packer:{self._settings.model_dump_json()}"
+        return reuse_key_for("packer", self._settings)
 
     def teardown(self) -> None:
         self._committer.shutdown(wait=True)

@@ -21,7 +21,13 @@ from bytefreezer.errors import InvalidName, LeaseLost, StorageError
 from bytefreezer.keys import IntakeKey, piper_lease_name
 from bytefreezer.pipelines.decode import choose_format, decode_object
 from bytefreezer.pipelines.parquet import parquet_bytes
-from bytefreezer.pipelines.runner import CycleStats, Distributed, ObjectFn, run_claimed
+from bytefreezer.pipelines.runner import (
+    CycleStats,
+    Distributed,
+    ObjectFn,
+    reuse_key_for,
+    run_claimed,
+)
 from bytefreezer.settings import Settings
 from bytefreezer.storage import BucketObjects, Storage
 from bytefreezer.telemetry import (
@@ -68,7 +74,7 @@ class _ProcessIntakeFn(ObjectFn):
             self._tracer_provider.force_flush()
 
     def reuse_key(self) -> str | None:
-        return f"piper:{self._settings.model_dump_json()}"
+        return reuse_key_for("piper", self._settings)
 
     def teardown(self) -> None:
         if self._tracer_provider is not None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import atexit
 import copy
+import hashlib
 import logging
+import pickle
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -143,6 +145,13 @@ class ObjectFn:
 # new DuckDB connection's first queries, a new thread's allocator heap), a fixed cost of every
 # cycle. Set-up instances and their worker threads now last from run to run.
 IDLE_INSTANCES = 8  # set-up instances kept between runs, in all
+
+
+def reuse_key_for(kind: str, settings: Any) -> str:
+    """A reuse key for instances of ``kind`` built from ``settings``: equal only for equal
+    settings, secrets included (a JSON dump would mask them, so instances holding other
+    credentials could be taken up)."""
+    return f"{kind}:{hashlib.sha256(pickle.dumps(settings)).hexdigest()}"
 
 
 class _Idle:

@@ -3,9 +3,10 @@ failures fail the run."""
 
 from __future__ import annotations
 
+import itertools
 import threading
-import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -17,8 +18,10 @@ from bytefreezer.pipelines.runner import (
     LOCAL_SAMPLING_PERIOD_MS,
     Concurrently,
     ObjectFn,
+    reuse_key_for,
     run_pipeline,
 )
+from bytefreezer.settings import load_settings
 
 NAMESPACE = "runner_test"
 _OUTPUTS: list[Any] = []  # what the pipeline emitted (the runner runs in this process)
@@ -129,6 +132,8 @@ class _Reused(ObjectFn):
     """Records its set-ups and tear-downs, and which instance and thread ran each element."""
 
     events: list[tuple[str, int]] = []
+    barrier = threading.Barrier(2, timeout=10)  # the first two elements meet: both threads used
+    serials = itertools.count()  # ids of freed instances are reused: a serial number instead
 
     def __init__(self, key: str | None) -> None:
         super().__init__()
@@ -138,18 +143,24 @@ class _Reused(ObjectFn):
         return self._key
 
     def setup(self) -> None:
-        _Reused.events.append(("setup", id(self)))
+        self.serial = next(_Reused.serials)
+        _Reused.events.append(("setup", self.serial))
 
     def teardown(self) -> None:
-        _Reused.events.append(("teardown", id(self)))
+        _Reused.events.append(("teardown", self.serial))
 
     def process(self, element: int) -> Iterable[tuple[int, int, int]]:
-        time.sleep(0.01)  # both threads get elements
-        yield element, id(self), threading.get_ident()
+        if element < 2:
+            _Reused.barrier.wait()
+        yield element, self.serial, threading.get_ident()
 
 
 def _runs(fn: ObjectFn, times: int) -> list[list[Any]]:
-    return [_run(fn, list(range(8)), concurrency=2)[0] for _ in range(times)]
+    outputs = []
+    for _ in range(times):
+        _Reused.barrier.reset()
+        outputs.append(_run(fn, list(range(8)), concurrency=2)[0])
+    return outputs
 
 
 def test_set_up_instances_and_their_threads_last_from_run_to_run() -> None:
@@ -181,3 +192,15 @@ def test_idle_instances_beyond_the_bound_are_torn_down() -> None:
     torn_down = [i for event, i in _Reused.events if event == "teardown" and i in set_up]
     assert len(set_up) == 2 * IDLE_INSTANCES
     assert torn_down == set_up[:IDLE_INSTANCES], "the oldest first"
+
+
+def test_reuse_keys_differ_for_settings_that_differ_only_in_a_secret(tmp_path: Path) -> None:
+    one = load_settings(data_dir=tmp_path, storage={"s3": {"access_key": "a", "secret_key": "s1"}})
+    same = load_settings(data_dir=tmp_path, storage={"s3": {"access_key": "a", "secret_key": "s1"}})
+    other = load_settings(
+        data_dir=tmp_path, storage={"s3": {"access_key": "a", "secret_key": "s2"}}
+    )
+    assert one.model_dump_json() == other.model_dump_json()  # secrets are masked there
+    assert reuse_key_for("piper", one) == reuse_key_for("piper", same)
+    assert reuse_key_for("piper", one) != reuse_key_for("piper", other)
+    assert reuse_key_for("piper", one) != reuse_key_for("packer", one)
