@@ -218,6 +218,7 @@ class Concurrently(beam.DoFn):  # type: ignore[misc]
     def setup(self) -> None:
         self._local = threading.local()
         self._instances: list[ObjectFn] = []
+        self._failed = False
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         if self._concurrency > 1:
@@ -240,6 +241,9 @@ class Concurrently(beam.DoFn):  # type: ignore[misc]
         instance = self._instance()
         try:
             return list(instance.process(element)), instance.take_counts()
+        except BaseException:
+            self._failed = True  # this run's instances are not kept for the next
+            raise
         finally:
             instance.take_counts()  # a failed element's counts are not carried to the next
 
@@ -286,7 +290,7 @@ class Concurrently(beam.DoFn):  # type: ignore[misc]
     def teardown(self) -> None:
         key = self._template.reuse_key()
         for instance in self._instances:
-            if key is not None:
+            if key is not None and not self._failed:
                 _IDLE.keep(key, instance)
             else:
                 instance.teardown()

@@ -204,3 +204,23 @@ def test_reuse_keys_differ_for_settings_that_differ_only_in_a_secret(tmp_path: P
     assert reuse_key_for("piper", one) == reuse_key_for("piper", same)
     assert reuse_key_for("piper", one) != reuse_key_for("piper", other)
     assert reuse_key_for("piper", one) != reuse_key_for("packer", one)
+
+
+class _Failing(_Reused):
+    def process(self, element: int) -> Iterable[tuple[int, int, int]]:
+        if element == 5:
+            raise ValueError("element 5 is bad")
+        yield from super().process(element)
+
+
+def test_the_instances_of_a_failed_run_are_torn_down_not_kept() -> None:
+    _Reused.events.clear()
+    with pytest.raises(Exception, match="element 5 is bad"):
+        _runs(_Failing(key="test-failing"), 1)
+    set_up = [serial for event, serial in _Reused.events if event == "setup"]
+    torn_down = [serial for event, serial in _Reused.events if event == "teardown"]
+    assert len(set_up) == 2 and sorted(torn_down) == sorted(set_up)
+    _Reused.events.clear()
+    _Reused.barrier.reset()
+    _run(_Failing(key="test-failing"), [0, 1, 2], concurrency=2)
+    assert [event for event, _ in _Reused.events].count("setup") == 2, "set up afresh"
