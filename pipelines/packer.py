@@ -439,32 +439,33 @@ class _PackDatasetFn(ObjectFn):
         for planned in files:
             by_partition.setdefault(planned.partition, []).append(planned)
         names = sorted(by_partition)
+
+        def decoded(summary: StagedSummary) -> tuple[pa.Table, list[tuple[str, int, int]]]:
+            """The object's rows sorted by partition, and the (partition, start, end) runs."""
+            data = kept.get(summary.key)
+            if data is None:
+                data = self._storage.piper.get(summary.key, size=summary.size)
+            staged = read_parquet(data)
+            del data
+            # Partitions come from the object's own types, as in its summary; a column
+            # widened by unification (say to string) could read differently.
+            found = _partitioned(staged, summary.key, dataset)
+            table = conform(staged, schema)
+            del staged
+            if found is None:
+                return table, [("", 0, table.num_rows)]
+            order = pc.sort_indices(found.codes)  # stable: input order kept
+            runs = pc.run_end_encode(found.codes.take(order))
+            ends = runs.run_ends.to_pylist()
+            starts = [0, *ends[:-1]]
+            named = [found.names[code] for code in runs.values.to_pylist()]
+            return table.take(order), list(zip(named, starts, ends, strict=True))
+
         for first in range(0, len(names), MAX_OPEN_OUTPUTS):
             outputs = {
                 name: _PartitionOutput(by_partition[name], open_file, done.append)
                 for name in names[first : first + MAX_OPEN_OUTPUTS]
             }
-
-            def decoded(summary: StagedSummary) -> tuple[pa.Table, list[tuple[str, int, int]]]:
-                """The object's rows sorted by partition, and the (partition, start, end) runs."""
-                data = kept.get(summary.key)
-                if data is None:
-                    data = self._storage.piper.get(summary.key, size=summary.size)
-                staged = read_parquet(data)
-                del data
-                # Partitions come from the object's own types, as in its summary; a column
-                # widened by unification (say to string) could read differently.
-                found = _partitioned(staged, summary.key, dataset)
-                table = conform(staged, schema)
-                del staged
-                if found is None:
-                    return table, [("", 0, table.num_rows)]
-                order = pc.sort_indices(found.codes)  # stable: input order kept
-                runs = pc.run_end_encode(found.codes.take(order))
-                ends = runs.run_ends.to_pylist()
-                starts = [0, *ends[:-1]]
-                names = [found.names[code] for code in runs.values.to_pylist()]
-                return table.take(order), list(zip(names, starts, ends, strict=True))
 
             wanted = [s for s in summaries if s.rows and outputs.keys() & s.partitions.keys()]
             inputs = read_ahead(self._encoders, decoded, wanted, READ_AHEAD * self._workers)
