@@ -17,11 +17,14 @@ from bytefreezer.pipelines.runner import (
     IDLE_INSTANCES,
     LOCAL_SAMPLING_PERIOD_MS,
     Concurrently,
+    Distributed,
     ObjectFn,
     reuse_key_for,
+    run_claimed,
     run_pipeline,
 )
 from bytefreezer.settings import load_settings
+from bytefreezer.telemetry import null_telemetry
 
 NAMESPACE = "runner_test"
 _OUTPUTS: list[Any] = []  # what the pipeline emitted (the runner runs in this process)
@@ -224,3 +227,110 @@ def test_the_instances_of_a_failed_run_are_torn_down_not_kept() -> None:
     _Reused.barrier.reset()
     _run(_Failing(key="test-failing"), [0, 1, 2], concurrency=2)
     assert [event for event, _ in _Reused.events].count("setup") == 2, "set up afresh"
+
+
+class _Seen(ObjectFn):
+    """Records the elements it is given; ``bad`` fails, ``wait`` meets another run's."""
+
+    seen: list[tuple[str, Any]] = []
+    barrier = threading.Barrier(2, timeout=10)
+
+    def __init__(self, key: str | None) -> None:
+        super().__init__()
+        self._key = key
+
+    def reuse_key(self) -> str | None:
+        return self._key
+
+    def process(self, element: Any) -> Iterable[Any]:
+        if element == "bad":
+            raise ValueError("a bad element")
+        if isinstance(element, str) and element.startswith("wait"):
+            _Seen.barrier.wait()
+        with _Meet.lock:
+            _Seen.seen.append((threading.current_thread().name, element))
+        self.count("seen")
+        yield element
+
+
+class _Released:
+    def release_leases(self, leases: list[Any]) -> None:
+        pass
+
+
+def _claimed_run(key: str | None, work: list[Any], beam_args: list[str] | None = None) -> Any:
+    return run_claimed(
+        beam_args or [],
+        work,
+        "Seen",
+        lambda spread, concurrency: Distributed("See", _Seen(key), NAMESPACE, spread, concurrency),
+        NAMESPACE,
+        control=_Released(),  # type: ignore[arg-type]
+        leases=[],
+        telemetry=null_telemetry(),
+        max_workers=1,
+    )
+
+
+@pytest.fixture
+def builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the Beam pipelines built (one item each)."""
+    built: list[int] = []
+    original = beam.Pipeline
+
+    class Counted(original):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            built.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(beam, "Pipeline", Counted)
+    return built
+
+
+def test_a_local_pipeline_is_built_once_and_run_again_with_each_runs_work(
+    builds: list[int],
+) -> None:
+    _Seen.seen.clear()
+    for work in ([1, 2], [3], ["a", "b", "c"]):
+        assert _claimed_run("test-kept", work) == {"seen": len(work)}
+    assert [element for _, element in _Seen.seen] == [1, 2, 3, "a", "b", "c"]
+    assert len(builds) == 1, "built for the first run only"
+
+
+def test_pipelines_of_templates_without_a_key_or_with_runner_options_are_built_each_run(
+    builds: list[int],
+) -> None:
+    _claimed_run(None, [1])
+    _claimed_run(None, [2])
+    _claimed_run("test-kept-options", [3], ["--direct_running_mode=in_memory"])
+    _claimed_run("test-kept-options", [4], ["--direct_running_mode=in_memory"])
+    assert len(builds) == 4
+
+
+def test_a_kept_pipeline_busy_in_another_run_is_not_shared(builds: list[int]) -> None:
+    _Seen.seen.clear()
+    _Seen.barrier.reset()
+    _claimed_run("test-kept-busy", [0])
+    results: list[Any] = []
+    runs = [
+        threading.Thread(target=lambda w=w: results.append(_claimed_run("test-kept-busy", w)))
+        for w in (["wait-1", 1], ["wait-2", 2])
+    ]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(timeout=30)
+    assert results == [{"seen": 2}, {"seen": 2}], "both ran, each with its own work"
+    assert sorted(str(element) for _, element in _Seen.seen) == ["0", "1", "2", "wait-1", "wait-2"]
+    assert len(builds) == 2, "the second of the two at once built its own"
+    _claimed_run("test-kept-busy", [3])
+    assert len(builds) == 2, "the kept one is free again"
+
+
+def test_the_pipeline_of_a_failed_run_is_not_kept(builds: list[int]) -> None:
+    _claimed_run("test-kept-failing", [1])
+    with pytest.raises(Exception, match="a bad element"):
+        _claimed_run("test-kept-failing", ["bad"])
+    assert len(builds) == 1
+    assert _claimed_run("test-kept-failing", [2]) == {"seen": 1}
+    assert len(builds) == 2, "built afresh after the failure"
