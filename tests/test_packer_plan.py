@@ -179,6 +179,53 @@ def test_packed_files_get_dictionaries_for_repeating_text_only(tmp_path: Path) -
     assert pq.read_table(path).column("uid").to_pylist() == [f"u{i:08d}" for i in range(1500)]
 
 
+def _dictionary_columns_of(path: Path) -> set[str]:
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    return {
+        meta.column(i).path_in_schema
+        for i in range(meta.num_columns)
+        if "RLE_DICTIONARY" in meta.column(i).encodings
+    }
+
+
+def test_which_text_repeats_is_judged_once_per_run_and_small_files_get_no_dictionaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, control, storage = setup_stack(tmp_path)
+    judged: list[int] = []
+    original = packer.repeating_columns
+
+    def counted(schema: pa.Schema, sample: pa.Table) -> list[str]:
+        judged.append(sample.num_rows)
+        return original(schema, sample)
+
+    monkeypatch.setattr(packer, "repeating_columns", counted)
+
+    def body(hours: list[int], rows: int) -> bytes:
+        return b"\n".join(
+            json.dumps(
+                {"timestamp": f"2026-01-01T0{h}:00:00Z", "kind": f"k{i % 3}", "uid": f"{h}-{i}"}
+            ).encode()
+            for h in hours
+            for i in range(rows)
+        )
+
+    writer = IntakeWriter(storage)
+    writer.write("acme", "web", "ndjson", gzip.compress(body([1, 2], 1500)), {})
+    writer.write("acme", "web", "ndjson", gzip.compress(body([3], 20)), {})
+    run_piper_cycle(settings, control, storage)
+    run_packer_cycle(settings, control, storage)
+    root = settings.data_dir / "destination" / "acme" / "web"
+    found = {path.parent.name: _dictionary_columns_of(path) for path in root.rglob("*.parquet")}
+    assert found == {"hour=01": {"kind"}, "hour=02": {"kind"}, "hour=03": set()}
+    assert judged == [3000], "once, on the first input (a full sample)"
+    judged.clear()
+    writer.write("acme", "web", "ndjson", gzip.compress(body([4, 5], 30)), {})
+    run_piper_cycle(settings, control, storage)
+    run_packer_cycle(settings, control, storage)
+    assert judged == [], "a run of small files judges nothing"
+
+
 def test_read_ahead_keeps_order_and_bounds_the_work_ahead() -> None:
     started: list[int] = []
     lock = threading.Lock()
