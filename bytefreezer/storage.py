@@ -10,7 +10,6 @@ from __future__ import annotations
 import builtins
 import json
 import os
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,9 +93,8 @@ class ObjectStore:
         try:
             if self.local:
                 target = Path(path)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(f"{_TMP_MARK}{target.name}.{uuid.uuid4().hex}")
-                return _LocalPending(self, key, target, tmp, open(tmp, "wb"))
+                tmp = _tmp_path(target)
+                return _LocalPending(self, key, target, tmp, _create(tmp))
             # Parts of 8 MiB (S3's minimum is 5): many open outputs stay small in memory.
             stream = self.fs.open(path, "wb", block_size=8 * 1024 * 1024)
             return _RemotePending(self, key, stream)
@@ -139,9 +137,8 @@ class ObjectStore:
             meta_path = Path(self.root, _META_DIR, key + ".json")
             # Advisory, so not fsync'd: the object's own fsync is what a 2xx promises.
             _write_file_atomic(meta_path, json.dumps(metadata).encode(), sync=False)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{_TMP_MARK}{target.name}.{uuid.uuid4().hex}")
-        with open(tmp, "wb") as fh:
+        tmp = _tmp_path(target)
+        with _create(tmp) as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -307,10 +304,33 @@ def _timestamp(value: Any) -> float:
     return float(value or 0)
 
 
+def _tmp_path(target: Path) -> Path:
+    """A unique name beside ``target`` to write it under before it appears."""
+    return target.with_name(f"{_TMP_MARK}{target.name}.{os.urandom(8).hex()}")
+
+
+def _create(path: Path) -> IO[bytes]:
+    """``path`` opened for writing, its missing directories made first (tried after the open
+    fails, not before every write: a packer writing thousands of small files paid a mkdir and
+    its FileExistsError for each). Each directory made is fsync'd into its parent, so that a
+    new partition's files survive a crash with their directory."""
+    try:
+        return open(path, "wb")
+    except FileNotFoundError:
+        missing = []
+        parent = path.parent
+        while not parent.exists():
+            missing.append(parent)
+            parent = parent.parent
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for made in reversed(missing):
+            _fsync_dir(made.parent)
+        return open(path, "wb")
+
+
 def _write_file_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{_TMP_MARK}{path.name}.{uuid.uuid4().hex}")
-    with open(tmp, "wb") as fh:
+    tmp = _tmp_path(path)
+    with _create(tmp) as fh:
         fh.write(data)
         if sync:
             fh.flush()

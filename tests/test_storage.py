@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bytefreezer import storage as storage_module
 from bytefreezer.errors import StorageError
 from bytefreezer.settings import Settings
 from bytefreezer.storage import ObjectStore, Storage
@@ -76,3 +77,31 @@ def test_streamed_objects_appear_whole_on_commit_and_never_on_abort(store: Objec
     dropped.file.write(b"x" * (9 * 1024 * 1024))
     dropped.abort()
     assert [o.key for o in store.list("stream/")] == ["stream/big.bin"]
+
+
+def test_new_directories_are_fsynced_into_their_parents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = Storage(fast_settings(tmp_path / "data"))
+    storage.ensure_buckets()
+    store = storage.intake
+    synced: list[Path] = []
+    original = storage_module._fsync_dir
+
+    def recorded(path: Path) -> None:
+        synced.append(Path(path))
+        original(path)
+
+    monkeypatch.setattr(storage_module, "_fsync_dir", recorded)
+    root = Path(store.path(""))
+    store.put("year=2026/hour=05/a.bin", b"a")
+    assert synced == [root, root / "year=2026", root / "year=2026" / "hour=05"]
+    synced.clear()
+    pending = store.open_write("year=2026/hour=06/b.bin")
+    pending.file.write(b"b")
+    pending.commit()
+    assert synced == [root / "year=2026", root / "year=2026" / "hour=06"]
+    synced.clear()
+    store.put("year=2026/hour=06/c.bin", b"c")  # the directory exists: only the rename
+    assert synced == [root / "year=2026" / "hour=06"]
+    assert store.get("year=2026/hour=06/b.bin") == b"b"
