@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import gc
+import platform
+import subprocess
+import sys
 import threading
 import time
+
+import pytest
 
 from bytefreezer.pipelines import poller as poller_module
 from bytefreezer.pipelines.poller import Poller
@@ -84,3 +89,38 @@ def test_the_heap_is_settled_once_the_worker_has_done_work() -> None:
     assert seen[:3] == [0, 0, 0], "idle cycles leave the heap alone"
     assert seen[3] > 0 and frozen > 0, "after the first busy cycle live objects are frozen"
     assert poller_module._HEAP_SETTLED.is_set()
+
+
+_CYCLES = """
+import random, resource, sys
+from concurrent.futures import ThreadPoolExecutor
+from bytefreezer.pipelines.poller import settle_heap
+
+def cycle(seed):  # buffers of a few MB to tens of MB, held together, then freed
+    rng, held = random.Random(seed), []
+    for mb in (4, 16, 3, 24, 1, 8):
+        buffer = bytearray(mb * 1024 * 1024 + rng.randrange(4096))
+        buffer[::4096] = b"x" * len(buffer[::4096])  # touch every page
+        held.append(buffer)
+
+with ThreadPoolExecutor(2) as pool:
+    list(pool.map(cycle, range(4)))  # the first cycles
+    if sys.argv[1] == "settled":
+        settle_heap()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    list(pool.map(cycle, range(4, 24)))
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="tunes glibc's malloc")
+def test_a_settled_worker_keeps_freed_memory_for_its_next_cycles() -> None:
+    def faults(mode: str) -> int:
+        done = subprocess.run(
+            [sys.executable, "-c", _CYCLES, mode], capture_output=True, text=True, check=True
+        )
+        return int(done.stdout.split()[-1])
+
+    unsettled, settled = faults("unsettled"), faults("settled")
+    assert unsettled > 100_000, "without tuning, each cycle faults its memory back in"
+    assert settled < unsettled / 4
