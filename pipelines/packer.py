@@ -437,8 +437,9 @@ class _PackDatasetFn(ObjectFn):
         # largest until one has a full sample), not per file (0.3 ms a file, 14 ms of the 48
         # files of a 64 MB run); small files get no dictionaries, and a run of only small files
         # judges nothing.
+        judge = any(planned.rows >= DICTIONARY_MIN_ROWS for planned in files)
         repeating: list[str] = []
-        judged = 0 if any(planned.rows >= DICTIONARY_MIN_ROWS for planned in files) else -1
+        judged = 0  # rows of the input judged on
 
         def open_file(planned: PlannedFile) -> tuple[PendingObject, pq.ParquetWriter]:
             pending = dest.open_write(planned.path)
@@ -487,7 +488,7 @@ class _PackDatasetFn(ObjectFn):
             try:
                 pinned = 0
                 for table, runs in inputs:
-                    if 0 <= judged < DICTIONARY_SAMPLE_ROWS and table.num_rows > judged:
+                    if judge and judged < DICTIONARY_SAMPLE_ROWS and table.num_rows > judged:
                         repeating, judged = repeating_columns(schema, table), table.num_rows
                     for name, start, end in runs:
                         if name in outputs:
