@@ -484,7 +484,7 @@ class _PackDatasetFn(ObjectFn):
             }
 
             wanted = [s for s in summaries if s.rows and outputs.keys() & s.partitions.keys()]
-            inputs = read_ahead(self._encoders, decoded, wanted, READ_AHEAD * self._workers)
+            inputs = self._read_ahead(decoded, wanted)
             try:
                 pinned = 0
                 for table, runs in inputs:
@@ -510,6 +510,12 @@ class _PackDatasetFn(ObjectFn):
             sizes = list(self._committer.map(lambda pending: pending.commit(), done))
             self.count("bytes_written", sum(sizes))
             done.clear()
+
+    def _read_ahead(
+        self, step: Callable[[_In], _Out], items: Iterable[_In]
+    ) -> Generator[_Out, None, None]:
+        """``read_ahead`` on the encoders, ``READ_AHEAD`` items per core."""
+        return read_ahead(self._encoders, step, items, READ_AHEAD * self._workers)
 
     def _each(
         self, outputs: Iterable[_PartitionOutput], step: Callable[[_PartitionOutput], None]
@@ -540,9 +546,7 @@ class _PackDatasetFn(ObjectFn):
                 return staged, summarize(item[0], staged, dataset)
 
             sized = [(key, self._sizes.pop(key, None)) for key in manifest["inputs"]]
-            for staged, summary in read_ahead(
-                self._encoders, fetched, sized, READ_AHEAD * self._workers
-            ):
+            for staged, summary in self._read_ahead(fetched, sized):
                 input_key = summary.key
                 summaries.append(summary)
                 self.count("staged_bytes", len(staged))
