@@ -63,10 +63,19 @@ def gunzip(data: bytes) -> bytes:
     return b"".join(gzip_members(data))
 
 
+_BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark
+
+
 def decode_ndjson(data: bytes) -> Decoded:
     """Newline-delimited JSON objects; malformed lines are rejected, not fatal."""
+    if data.startswith(_BOM) and data[3:4] == b"{":
+        data = data[3:]  # a byte-order mark before the first record
     if not data.strip():
         return Decoded(pa.table({}), [], 0)
+    if data[:1] in (b"\xef", b"\xbb", b"\xbf"):
+        # pyarrow's reader skips these bytes at the start of an object as (part of) a byte-order
+        # mark, and a first line of nothing else vanished without a dead letter.
+        return _decode_lines(data)
     # 1 MiB blocks parse in parallel; one block for the whole object copes with very long
     # lines and with types that differ between blocks; line by line finds the bad lines.
     for block_size in (1 << 20, min(max(len(data) + 1, 1 << 20), _MAX_BLOCK)):

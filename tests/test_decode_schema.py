@@ -143,3 +143,20 @@ def test_partition_paths_match_formatting_every_row(micros: list[int], template:
     paths = partition_paths(times, options)
     assert paths is not None
     assert paths.to_pylist() == pc.strftime(times, format=template, locale="C").to_pylist()
+
+
+@pytest.mark.parametrize(
+    ("data", "rows", "rejected"),
+    [
+        (b"\xbb", 0, 1),
+        (b'\xbb\n{"a": 1}', 1, 1),
+        (b'\xef\xbb\n{"a": 1}\n', 1, 1),
+        (b"\xef\xbb\xbf", 0, 1),
+        (b'\xef\xbb\xbf{"a": 1}\n{"a": 2}', 2, 0),
+    ],
+)
+def test_stray_byte_order_mark_bytes_are_dead_lettered_not_dropped(
+    data: bytes, rows: int, rejected: int
+) -> None:
+    decoded = decode_ndjson(data)
+    assert (decoded.table.num_rows, len(decoded.rejected)) == (rows, rejected)
