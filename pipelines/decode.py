@@ -7,7 +7,6 @@ The decoder is chosen by the object's data hint when it names a format, else by 
 
 from __future__ import annotations
 
-import io
 import json
 import zlib
 from collections.abc import Callable, Iterator
@@ -16,13 +15,12 @@ from typing import get_args
 
 import orjson
 import pyarrow as pa
-import pyarrow.json as pajson
 
 from bytefreezer.compression import InflateError
 from bytefreezer.compression import decompressobj as inflater
 from bytefreezer.control.models import InputFormat
 from bytefreezer.pipelines.schema import unify
-from bytefreezer.transforms.tables import rows_to_table
+from bytefreezer.transforms.tables import loads_exact, read_ndjson, rows_to_table
 
 _MAX_BLOCK = 1 << 30
 
@@ -80,8 +78,7 @@ def decode_ndjson(data: bytes) -> Decoded:
     # lines and with types that differ between blocks; line by line finds the bad lines.
     for block_size in (1 << 20, min(max(len(data) + 1, 1 << 20), _MAX_BLOCK)):
         try:
-            options = pajson.ReadOptions(block_size=block_size)
-            table = pajson.read_json(io.BytesIO(data), read_options=options)
+            table = read_ndjson(data, block_size)
             return Decoded(table, [], table.num_rows)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             if block_size >= len(data):
@@ -98,7 +95,7 @@ def _decode_lines(data: bytes) -> Decoded:
             continue
         lines += 1
         try:
-            value = orjson.loads(raw)
+            value = loads_exact(raw)
         except orjson.JSONDecodeError as exc:
             rejected.append((raw.decode("utf-8", "replace"), f"invalid JSON: {exc}"))
             continue

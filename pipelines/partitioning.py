@@ -38,8 +38,11 @@ def _from_numbers(column: pa.ChunkedArray) -> pa.ChunkedArray:
         pa.scalar(1e3),
         pa.scalar(1e6),
     )
-    micros = pc.cast(pc.round(pc.multiply(values, scale)), pa.int64())
-    return pc.cast(micros, pa.int64()).cast(pa.timestamp("us")).cast(TS_TYPE)
+    scaled = pc.round(pc.multiply(values, scale))
+    # A number no time can be (beyond int64 microseconds) has none: that row alone falls back.
+    readable = pc.less(pc.abs(scaled), 9.2e18)
+    micros = pc.cast(pc.if_else(readable, scaled, pa.scalar(None, pa.float64())), pa.int64())
+    return micros.cast(pa.timestamp("us")).cast(TS_TYPE)
 
 
 def _from_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -70,8 +73,8 @@ def event_times(table: pa.Table, field: str, ingest_ns: pa.Array | int) -> pa.Ch
     try:
         if pa.types.is_timestamp(kind):
             times = column.cast(pa.timestamp("us", tz=kind.tz or "UTC")).cast(TS_TYPE)
-        elif pa.types.is_integer(kind) or pa.types.is_floating(kind):
-            times = _from_numbers(column)
+        elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+            times = _from_numbers(column)  # decimal: a field with an integer beyond 64 bits
         elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
             times = _from_strings(column)
         elif pa.types.is_date(kind):

@@ -5,6 +5,8 @@ Widening rules, applied per column across every table of a run:
 * identical types stay as they are; a column absent from a table is null there;
 * ``null`` joins anything; integers of any width join to the widest (``int64`` for mixed sign);
 * integer with float becomes ``float64``; bool with a number becomes that number;
+* integer with decimal (JSON integers beyond 64 bits are ``decimal128(38, 0)``) becomes a
+  decimal holding both, decimal with float ``float64``;
 * timestamps join to ``timestamp[us, UTC]``; structs merge their fields by the same rules;
 * any other conflict (number with string, struct with list, ...) becomes ``string``, with
   nested values written as JSON.
@@ -25,15 +27,15 @@ def _join(a: pa.DataType, b: pa.DataType) -> pa.DataType:
         return b
     if pa.types.is_null(b):
         return a
-    if pa.types.is_boolean(a) and (pa.types.is_integer(b) or pa.types.is_floating(b)):
+    if pa.types.is_boolean(a) and _is_number(b):
         return b
-    if pa.types.is_boolean(b) and (pa.types.is_integer(a) or pa.types.is_floating(a)):
+    if pa.types.is_boolean(b) and _is_number(a):
         return a
     if pa.types.is_integer(a) and pa.types.is_integer(b):
         return pa.int64() if a.bit_width < 64 or b.bit_width < 64 else a
-    if (pa.types.is_integer(a) or pa.types.is_floating(a)) and (
-        pa.types.is_integer(b) or pa.types.is_floating(b)
-    ):
+    if _is_exact(a) and _is_exact(b) and (pa.types.is_decimal(a) or pa.types.is_decimal(b)):
+        return _decimal_join(a, b)
+    if _is_number(a) and _is_number(b):
         return pa.float64()
     if pa.types.is_timestamp(a) and pa.types.is_timestamp(b):
         return pa.timestamp("us", tz="UTC")
@@ -45,6 +47,24 @@ def _join(a: pa.DataType, b: pa.DataType) -> pa.DataType:
     if pa.types.is_list(a) and pa.types.is_list(b):
         return pa.list_(_join(a.value_type, b.value_type))
     return pa.string()
+
+
+def _is_number(kind: pa.DataType) -> bool:
+    return _is_exact(kind) or bool(pa.types.is_floating(kind))
+
+
+def _is_exact(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_integer(kind) or pa.types.is_decimal(kind))
+
+
+def _decimal_join(a: pa.DataType, b: pa.DataType) -> pa.DataType:
+    """The decimal holding an integer or decimal ``a`` and ``b`` (an integer: 20 digits);
+    ``float64`` beyond 38 digits."""
+    scale = max(getattr(a, "scale", 0), getattr(b, "scale", 0))
+    digits = max(getattr(k, "precision", 20) - getattr(k, "scale", 0) for k in (a, b))
+    if digits + scale > 38:
+        return pa.float64()
+    return pa.decimal128(digits + scale, scale)
 
 
 def unified_schema(schemas: list[pa.Schema]) -> pa.Schema:

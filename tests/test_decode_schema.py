@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bytefreezer.control.models import ParquetOptions
-from bytefreezer.pipelines.decode import decode_ndjson, gunzip
+from bytefreezer.pipelines.decode import decode_json, decode_ndjson, gunzip
 from bytefreezer.pipelines.partitioning import event_times, partition_paths
 from bytefreezer.pipelines.schema import unified_schema, unify
-from bytefreezer.transforms.tables import rows_to_table
+from bytefreezer.transforms.tables import EXACT_INTEGER, loads_exact, rows_to_table
 
 
 def test_malformed_lines_are_rejected_with_reasons_and_good_lines_kept() -> None:
@@ -44,6 +44,46 @@ def test_integers_beyond_64_bits_are_kept_as_text() -> None:
     assert table.column("n").to_pylist() == ["-9223372036854775809", "[1180591620717411303424]"]
 
 
+BIG = 18446744073709551617  # 2**64 + 1: beyond signed and unsigned 64 bits
+UNSIGNED = 18446744073709551615  # 2**64 - 1: unsigned 64-bit, beyond int64
+
+
+def test_ndjson_integers_beyond_64_bits_stay_exact_with_every_number_of_their_field() -> None:
+    # pyarrow's reader made these fields doubles: 2**53 + 1 lost its last digit, 2**64 + 1 too.
+    decoded = decode_ndjson(
+        b'{"id": 9007199254740993, "n": {"x": 1}, "l": [1], "f": 2.5, "i": 7}\n'
+        + f'{{"id": {UNSIGNED}, "n": {{"x": {BIG}}}, "l": [{BIG}, -{BIG}], "f": 1}}\n'.encode()
+    )
+    table = decoded.table
+    assert not decoded.rejected
+    assert table.schema.field("id").type == EXACT_INTEGER
+    assert table.schema.field("n").type == pa.struct([("x", EXACT_INTEGER)])
+    assert table.schema.field("l").type == pa.list_(EXACT_INTEGER)
+    assert table.schema.field("f").type == pa.float64()  # fractions: a JSON number, as before
+    assert table.schema.field("i").type == pa.int64()
+    rows = table.to_pylist()
+    assert [r["id"] for r in rows] == [9007199254740993, UNSIGNED]
+    assert [r["n"]["x"] for r in rows] == [1, BIG]
+    assert [r["l"] for r in rows] == [[1], [BIG, -BIG]]
+
+
+def test_a_field_mixing_fractions_with_huge_integers_stays_float() -> None:
+    decoded = decode_ndjson(f'{{"v": 1.5}}\n{{"v": {BIG}}}\n'.encode())
+    assert decoded.table.schema.field("v").type == pa.float64()
+    assert decoded.table.num_rows == 2
+
+
+def test_huge_integers_stay_exact_on_the_line_by_line_path_and_in_json_documents() -> None:
+    decoded = decode_ndjson(f'{{"v": {BIG}}}\nnot json\n{{"v": 3}}\n'.encode())
+    assert len(decoded.rejected) == 1
+    assert decoded.table.schema.field("v").type == EXACT_INTEGER
+    assert decoded.table.column("v").to_pylist() == [BIG, 3]
+    document = decode_json(f'[{{"v": {BIG}}}, {{"v": {UNSIGNED}}}]'.encode())
+    assert document.table.column("v").to_pylist() == [BIG, UNSIGNED]
+    assert loads_exact(f'{{"a": [{BIG}]}}'.encode()) == {"a": [BIG]}
+    assert loads_exact(f'{{"a": "{BIG}"}}') == {"a": str(BIG)}
+
+
 def test_gunzip_handles_members_and_reports_corruption() -> None:
     assert gunzip(gzip.compress(b"a\n") + gzip.compress(b"b\n")) == b"a\nb\n"
     with pytest.raises(ValueError, match="corrupt gzip"):
@@ -58,6 +98,11 @@ def test_gunzip_handles_members_and_reports_corruption() -> None:
         ([pa.null(), pa.int64()], pa.int64()),
         ([pa.bool_(), pa.int64()], pa.int64()),
         ([pa.int64(), pa.string()], pa.string()),
+        ([pa.int64(), EXACT_INTEGER], EXACT_INTEGER),
+        ([pa.uint64(), EXACT_INTEGER, pa.bool_()], EXACT_INTEGER),
+        ([pa.decimal128(10, 2), pa.int64()], pa.decimal128(22, 2)),
+        ([EXACT_INTEGER, pa.float64()], pa.float64()),
+        ([EXACT_INTEGER, pa.string()], pa.string()),
         ([pa.timestamp("s"), pa.timestamp("ms", "UTC")], pa.timestamp("us", "UTC")),
         (
             [pa.struct([("a", pa.int64())]), pa.struct([("b", pa.string())])],
@@ -101,6 +146,15 @@ def test_event_time_from_strings_epochs_and_fallback_to_ingest_time() -> None:
         "2023-11-14T22:13:20.123000+00:00",
         "2023-11-14T22:13:20+00:00",
     ]
+    # One bogus integer beyond 64 bits makes the field decimal; the other rows keep their times.
+    exact = decode_ndjson(f'{{"ts": 1700000000}}\n{{"ts": {10**30}}}\n'.encode()).table
+    doubles = pa.table({"ts": [1700000000.0, 1e30]})  # out of range: that row alone falls back
+    for table in (exact, doubles):
+        times = event_times(table, "ts", ingest_ns)
+        assert [t.isoformat() for t in times.to_pylist()] == [
+            "2023-11-14T22:13:20+00:00",
+            "2020-09-13T12:26:40+00:00",
+        ]
 
 
 @pytest.mark.parametrize(

@@ -2,14 +2,74 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from typing import Any, TypeAlias
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pajson
 
 Column: TypeAlias = pa.Array | pa.ChunkedArray
+
+# JSON integers beyond 64 bits (say unsigned 64-bit ids and hashes) are kept exact as
+# decimal128(38, 0), which Parquet, DuckDB, Spark and Trino read as DECIMAL(38, 0): pyarrow's
+# JSON reader makes them doubles, and with them every other number of the field (digits lost
+# silently), and orjson reads those beyond 64 unsigned bits as floats.
+EXACT_INTEGER = pa.decimal128(38, 0)
+_INT64_BOUND = 2.0**63
+_LONG_DIGITS = re.compile(rb"\d{20}")  # 20 digits: where orjson's exact integers end
+_LONG_DIGITS_TEXT = re.compile(r"\d{20}")
+
+
+def loads_exact(raw: bytes | str) -> Any:
+    """One JSON document as Python values (orjson), integers beyond 64 bits kept exact."""
+    value = orjson.loads(raw)
+    long_digits = _LONG_DIGITS if isinstance(raw, bytes) else _LONG_DIGITS_TEXT
+    if len(raw) >= 20 and long_digits.search(raw):  # type: ignore[arg-type]
+        return json.loads(raw)  # Python's reader keeps every integer exact
+    return value
+
+
+def read_ndjson(data: bytes, block_size: int) -> pa.Table:
+    """NDJSON through pyarrow's reader (``block_size`` bytes a parallel block), with fields
+    holding integers beyond 64 bits read again as ``EXACT_INTEGER`` instead of doubles (a field
+    that mixes fractions with them stays ``float64``, as JSON numbers go)."""
+    options = pajson.ReadOptions(block_size=block_size)
+    table = pajson.read_json(io.BytesIO(data), read_options=options)
+    exact = [
+        pa.field(f.name, kind)
+        for f, column in zip(table.schema, table.columns, strict=True)
+        if (kind := _exact_type(f.type, column)) != f.type
+    ]
+    if not exact:
+        return table
+    try:
+        parse = pajson.ParseOptions(explicit_schema=pa.schema(exact))
+        return pajson.read_json(io.BytesIO(data), read_options=options, parse_options=parse)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return table
+
+
+def _exact_type(kind: pa.DataType, values: Column) -> pa.DataType:
+    """``kind`` with each float64 whose values reach 2**63 (integers pyarrow could not read as
+    int64) replaced by ``EXACT_INTEGER``, in structs and lists too."""
+    if pa.types.is_float64(kind):
+        bounds = pc.min_max(values).as_py()
+        if bounds["min"] is None:
+            return kind
+        return EXACT_INTEGER if max(-bounds["min"], bounds["max"]) >= _INT64_BOUND else kind
+    if pa.types.is_struct(kind):
+        fields = [
+            f.with_type(_exact_type(f.type, pc.struct_field(values, [i])))
+            for i, f in enumerate(kind)
+        ]
+        return pa.struct(fields)
+    if pa.types.is_list(kind):
+        return pa.list_(_exact_type(kind.value_type, pc.list_flatten(values)))
+    return kind
 
 
 def stringify(value: Any) -> str:
@@ -88,10 +148,18 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
         try:
             columns[name] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            columns[name] = pa.array(
+            columns[name] = _exact_integers(values) or pa.array(
                 [None if v is None else stringify(v) for v in values], pa.string()
             )
     return pa.table(columns)
+
+
+def _exact_integers(values: list[Any]) -> pa.Array | None:
+    """Integers of which some are beyond 64 bits as ``EXACT_INTEGER``; None if any value is not
+    an integer or needs more than 38 digits."""
+    if all(v is None or (type(v) is int and -(10**38) < v < 10**38) for v in values):
+        return pa.array(values, EXACT_INTEGER)
+    return None
 
 
 def with_columns(

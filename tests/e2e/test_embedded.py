@@ -140,3 +140,25 @@ def test_each_stage_wakes_the_next_instead_of_waiting_for_its_poll(tmp_path: Pat
             assert table.column("id").to_pylist() == [1]
         finally:
             stop_process(process)
+
+
+def test_integers_beyond_64_bits_reach_parquet_exactly(stack: dict[str, object]) -> None:
+    url, key, data_dir = stack["url"], stack["key"], stack["data"]
+    assert isinstance(data_dir, Path)
+    auth = {"Authorization": f"Bearer {key}"}
+    bodies = [  # separate requests: an int64 field in one, beyond 64 bits in the other
+        '{"timestamp": "2026-01-01T12:00:00Z", "id": 9007199254740993, "n": 1}\n',
+        '{"timestamp": "2026-01-01T12:00:01Z", "id": 18446744073709551617, "n": 2}\n'
+        '{"timestamp": "2026-01-01T12:00:02Z", "id": 18446744073709551615, "n": 3}\n',
+    ]
+    for body in bodies:
+        response = httpx.post(f"{url}/demo/events", content=body, headers=auth)
+        assert response.status_code == 200, response.text
+    destination = data_dir / "destination" / "demo" / "events"
+
+    def all_rows() -> list[dict[str, object]] | None:
+        table = read_parquet_dir(destination)
+        return table.to_pylist() if table is not None and table.num_rows == 3 else None
+
+    rows = sorted(wait_for(all_rows, timeout=60), key=lambda r: int(str(r["n"])))
+    assert [r["id"] for r in rows] == [9007199254740993, 2**64 + 1, 2**64 - 1]

@@ -503,6 +503,25 @@ CASES: list[Case] = [
         ["not a JSON object"],
     ),
     (
+        "parse_json keeps integers beyond 64 bits exact, on both of its paths",
+        "parse_json",
+        {"field": "p", "remove_source": True},
+        [
+            {"p": '{"a": 9007199254740993}'},
+            {"p": '{"a": 18446744073709551617, "b": [18446744073709551617]}'},
+        ],
+        [{"a": 9007199254740993, "b": None}, {"a": 18446744073709551617, "b": [2**64 + 1]}],
+        None,
+    ),
+    (
+        "parse_json keeps integers beyond 64 bits exact, text over several lines",
+        "parse_json",
+        {"field": "p", "remove_source": True},
+        [{"p": '{"a": 1,\n "b": 18446744073709551617}'}],
+        [{"a": 1, "b": 18446744073709551617}],
+        None,
+    ),
+    (
         "parse_json into target",
         "parse_json",
         {"field": "p", "target_field": "obj"},

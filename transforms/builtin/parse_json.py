@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any, ClassVar, Literal
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pajson
 from pydantic import Field
 
 from bytefreezer.transforms.base import Output, Transform, TransformConfig
 from bytefreezer.transforms.tables import (
     drop_column,
     get_column,
+    loads_exact,
+    read_ndjson,
     rows_to_table,
     set_column,
     string_values,
@@ -82,10 +82,7 @@ class ParseJson(Transform):
         if n and all(single_line):
             data = "\n".join(t or "" for t in texts).encode()
             try:
-                table = pajson.read_json(
-                    io.BytesIO(data),
-                    read_options=pajson.ReadOptions(block_size=max(len(data) + 1, 1 << 20)),
-                )
+                table = read_ndjson(data, block_size=max(len(data) + 1, 1 << 20))
                 if table.num_rows == n:
                     return table, [True] * n
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -96,7 +93,7 @@ class ParseJson(Transform):
             value: Any = None
             if text is not None:
                 try:
-                    value = orjson.loads(text)
+                    value = loads_exact(text)
                 except orjson.JSONDecodeError:
                     value = None
             good = isinstance(value, dict)
