@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from bytefreezer.transforms.base import Context, ObjectSource
 from bytefreezer.transforms.chain import compile_chain
-from bytefreezer.transforms.tables import rows_to_table
+from bytefreezer.transforms.tables import loads_exact, rows_to_table
 
 
 def preview_chain(
@@ -28,7 +28,7 @@ def preview_chain(
         if not line.strip():
             continue
         try:
-            value = orjson.loads(line)
+            value = loads_exact(line)
         except orjson.JSONDecodeError as exc:
             rejected.append({"stage": "decode", "error": f"invalid JSON: {exc}", "record": line})
             continue

@@ -242,3 +242,10 @@ def test_cli_lists_and_describes_transforms(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit):
         main(["transforms", "describe", "nope"])
     assert "unknown transform 'nope'" in capsys.readouterr().err
+
+
+def test_preview_keeps_integers_beyond_64_bits_exact() -> None:
+    lines = ['{"id": 18446744073709551617, "n": 1}', '{"id": 2, "n": 2}']
+    result = preview_chain([{"type": "filter", "config": {"condition": "n > 0"}}], lines)
+    # Exact, as text: JSON output cannot carry an integer of more than 64 bits through orjson.
+    assert [row["id"] for row in result["output"]] == ["18446744073709551617", "2"]
