@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -14,7 +15,7 @@ from bytefreezer.control.models import ParquetOptions
 from bytefreezer.pipelines.decode import decode_json, decode_ndjson, gunzip
 from bytefreezer.pipelines.partitioning import event_times, partition_paths
 from bytefreezer.pipelines.schema import unified_schema, unify
-from bytefreezer.transforms.tables import EXACT_INTEGER, loads_exact, rows_to_table
+from bytefreezer.transforms.tables import EXACT_INTEGER, loads_exact, rows_to_table, stringify
 
 
 def test_malformed_lines_are_rejected_with_reasons_and_good_lines_kept() -> None:
@@ -214,3 +215,28 @@ def test_stray_byte_order_mark_bytes_are_dead_lettered_not_dropped(
 ) -> None:
     decoded = decode_ndjson(data)
     assert (decoded.table.num_rows, len(decoded.rejected)) == (rows, rejected)
+
+
+INTEGERS = st.integers(min_value=-(10**38) + 1, max_value=10**38 - 1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(["a", "b", "c"]),
+            st.one_of(INTEGERS, st.none(), st.text(max_size=5), st.lists(INTEGERS, max_size=3)),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_ndjson_values_read_back_exactly(rows: list[dict[str, object]]) -> None:
+    body = "\n".join(json.dumps(row) for row in rows).encode()
+    decoded = decode_ndjson(body)
+    assert not decoded.rejected
+    for original, read in zip(rows, decoded.table.to_pylist(), strict=True):
+        for name, value in original.items():
+            got = read[name]
+            # A field whose types conflict within the object is text: the same value, as text.
+            assert got == value or (isinstance(got, str) and got == stringify(value)), name
