@@ -20,7 +20,12 @@ from bytefreezer.compression import InflateError
 from bytefreezer.compression import decompressobj as inflater
 from bytefreezer.control.models import InputFormat
 from bytefreezer.pipelines.schema import unify
-from bytefreezer.transforms.tables import loads_exact, read_ndjson, rows_to_table
+from bytefreezer.transforms.tables import (
+    NotObjectLines,
+    loads_exact,
+    read_ndjson,
+    rows_to_table,
+)
 
 _MAX_BLOCK = 1 << 30
 
@@ -80,6 +85,8 @@ def decode_ndjson(data: bytes) -> Decoded:
         try:
             table = read_ndjson(data, block_size)
             return Decoded(table, [], table.num_rows)
+        except NotObjectLines:
+            break
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             if block_size >= len(data):
                 break

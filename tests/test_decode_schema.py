@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -15,7 +17,13 @@ from bytefreezer.control.models import ParquetOptions
 from bytefreezer.pipelines.decode import decode_json, decode_ndjson, gunzip
 from bytefreezer.pipelines.partitioning import event_times, partition_paths
 from bytefreezer.pipelines.schema import unified_schema, unify
-from bytefreezer.transforms.tables import EXACT_INTEGER, loads_exact, rows_to_table, stringify
+from bytefreezer.transforms.tables import (
+    EXACT_INTEGER,
+    loads_exact,
+    may_hold_non_objects,
+    rows_to_table,
+    stringify,
+)
 
 
 def test_malformed_lines_are_rejected_with_reasons_and_good_lines_kept() -> None:
@@ -68,10 +76,11 @@ def test_ndjson_integers_beyond_64_bits_stay_exact_with_every_number_of_their_fi
     assert [r["l"] for r in rows] == [[1], [BIG, -BIG]]
 
 
-def test_a_field_mixing_fractions_with_huge_integers_stays_float() -> None:
-    decoded = decode_ndjson(f'{{"v": 1.5}}\n{{"v": {BIG}}}\n'.encode())
-    assert decoded.table.schema.field("v").type == pa.float64()
-    assert decoded.table.num_rows == 2
+def test_a_field_mixing_huge_integers_with_fractions_or_more_digits_is_exact_text() -> None:
+    forty = "1" * 40
+    decoded = decode_ndjson(f'{{"v": 1.5}}\n{{"v": {BIG}}}\n{{"v": {forty}}}\n'.encode())
+    assert decoded.table.column("v").to_pylist() == ["1.5", str(BIG), forty]
+    assert not decoded.rejected
 
 
 def test_huge_integers_stay_exact_on_the_line_by_line_path_and_in_json_documents() -> None:
@@ -240,3 +249,36 @@ def test_ndjson_values_read_back_exactly(rows: list[dict[str, object]]) -> None:
             got = read[name]
             # A field whose types conflict within the object is text: the same value, as text.
             assert got == value or (isinstance(got, str) and got == stringify(value)), name
+
+
+NULL_AT_BLOCK_START = b'{"a":1}\n' * 131072 + b"null\n" + b'{"a":2}\n'  # null at 1 MiB
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'null\n{"a":1}\n', b' null\n{"a":1}\n', b'{"a":1}\r\n\tnull\r\n', NULL_AT_BLOCK_START],
+    ids=["first", "indented", "crlf-tab", "block-start"],
+)
+def test_null_lines_are_dead_lettered_without_crashing_the_process(body: bytes) -> None:
+    # pyarrow's reader died with SIGSEGV on these (a line of null starting the data or a block),
+    # and read a null line elsewhere as an empty record. In a child process: a crash fails here.
+    script = (
+        "import sys\n"
+        "from bytefreezer.pipelines.decode import decode_ndjson\n"
+        "d = decode_ndjson(sys.stdin.buffer.read())\n"
+        "print(d.table.num_rows, d.lines, [reason for _, reason in d.rejected])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], input=body, capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    rows, lines, reasons = done.stdout.decode().strip().splitlines()[-1].split(" ", 2)
+    assert int(rows) + 1 == int(lines)
+    assert reasons == "['not a JSON object (NoneType)']"
+
+
+def test_line_start_check_flags_null_and_whitespace_only() -> None:
+    assert may_hold_non_objects(b"null")
+    assert may_hold_non_objects(b'{"a":1}\n  {"a":2}\n')
+    assert not may_hold_non_objects(b'{"a": null}\n\n{"n": "null"}\r\n{"b":1}\n')
+    assert not may_hold_non_objects(b"")

@@ -162,3 +162,33 @@ def test_integers_beyond_64_bits_reach_parquet_exactly(stack: dict[str, object])
 
     rows = sorted(wait_for(all_rows, timeout=60), key=lambda r: int(str(r["n"])))
     assert [r["id"] for r in rows] == [9007199254740993, 2**64 + 1, 2**64 - 1]
+
+
+def test_a_null_line_at_a_block_boundary_is_dead_lettered_and_the_stack_lives_on(
+    stack: dict[str, object],
+) -> None:
+    # pyarrow's JSON reader crashed the whole process (SIGSEGV) on a line of null starting one
+    # of its 1 MiB blocks, and the object stayed in the intake to crash it again on restart.
+    url, key, data_dir, process = stack["url"], stack["key"], stack["data"], stack["process"]
+    assert isinstance(data_dir, Path) and isinstance(process, subprocess.Popen)
+    record = '{"timestamp": "2026-01-01T12:00:00Z", "id": 1, "pad": "%s"}\n'
+    line = record % ("x" * (64 - len(record % "")))
+    assert len(line) == 64
+    body = (line * (1 << 14) + "null\n" + line).encode()  # the null line starts at 1 MiB
+    response = httpx.post(
+        f"{url}/demo/events",
+        content=gzip.compress(body),
+        headers={"Authorization": f"Bearer {key}", "Content-Encoding": "gzip"},
+    )
+    assert response.status_code == 200, response.text
+    destination = data_dir / "destination" / "demo" / "events"
+
+    def packed() -> int | None:
+        table = read_parquet_dir(destination)
+        return table.num_rows if table is not None and table.num_rows == (1 << 14) + 1 else None
+
+    wait_for(packed, timeout=60)
+    assert process.poll() is None
+    dead = list((data_dir / "buckets" / "piper" / "_dead-letter").rglob("*.ndjson"))
+    records = [json.loads(line) for path in dead for line in path.read_text().splitlines()]
+    assert [(r["line"], r["error"]) for r in records] == [("null", "not a JSON object (NoneType)")]

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from bytefreezer.ingress.bodies import BodyError, prepare
 from bytefreezer.ingress.headers import proxy_metadata
 from bytefreezer.pipelines.decode import FORMATS, decode_object
+from bytefreezer.pipelines.parquet import parquet_bytes
 
 LINE = st.one_of(
     st.binary(max_size=200),
@@ -32,6 +33,7 @@ def test_decoders_never_crash_and_account_for_lines(body: bytes, fmt: str) -> No
     decoded = decode_object(gzip.compress(body), fmt)
     for line, reason in decoded.rejected:
         assert isinstance(line, str) and reason
+    parquet_bytes(decoded.table, "zstd")  # whatever a decoder returns can be staged
     lines = [line for line in body.split(b"\n") if line.strip()]
     if fmt in ("ndjson", "raw", "gelf", "syslog", "logfmt", "kv", "cef", "apache", "nginx"):
         # one record or one dead letter per line: nothing is dropped silently

@@ -522,6 +522,14 @@ CASES: list[Case] = [
         None,
     ),
     (
+        "parse_json of a text that is null first (pyarrow's reader crashed on it)",
+        "parse_json",
+        {"field": "p", "target_field": "obj"},
+        [{"p": "null"}, {"p": '{"a": 1}'}],
+        [{"p": '{"a": 1}', "obj": {"a": 1}}],
+        ["not a JSON object"],
+    ),
+    (
         "parse_json into target",
         "parse_json",
         {"field": "p", "target_field": "obj"},

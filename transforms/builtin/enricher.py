@@ -8,14 +8,13 @@ from typing import Any, ClassVar, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 from pydantic import Field
 
 from bytefreezer.errors import ConfigError
 from bytefreezer.transforms.base import Context, Transform, TransformConfig
 from bytefreezer.transforms.resources import RefreshingObject
-from bytefreezer.transforms.tables import get_column, set_column, string_values
+from bytefreezer.transforms.tables import get_column, read_ndjson, set_column, string_values
 
 
 class EnricherConfig(TransformConfig):
@@ -56,8 +55,8 @@ def _load(data: bytes, fmt: str, key: str, lookup_key: str) -> pa.Table:
             import orjson
 
             table = pa.Table.from_pylist(orjson.loads(stripped))
-        else:
-            table = pajson.read_json(io.BytesIO(data))
+        else:  # NDJSON; pyarrow's reader crashes on some lines that are not objects
+            table = read_ndjson(data, block_size=max(len(data) + 1, 1 << 20))
     if lookup_key not in table.column_names:
         raise ConfigError(f"lookup table {key} has no column {lookup_key!r} ({table.column_names})")
     keys = string_values(table.column(lookup_key))
