@@ -16,7 +16,7 @@ from bytefreezer.transforms.builtin.date_parse import DateParse, DateParseConfig
 from bytefreezer.transforms.builtin.grok import Grok, GrokConfig
 from bytefreezer.transforms.builtin.kv import Kv, KvConfig
 from bytefreezer.transforms.builtin.parse_syslog import ParseSyslog, ParseSyslogConfig
-from bytefreezer.transforms.tables import rows_to_table
+from bytefreezer.transforms.tables import EXACT_INTEGER, rows_to_table
 
 _BLANK = " \t\r\n\x0b\x0c"  # what bytes.strip() removes: blank lines are not records
 
@@ -69,20 +69,147 @@ def _decode_delimited(data: bytes, delimiter: str) -> Decoded:
         bad_rows.append((row.text or "", reason))
         return "skip"
 
+    integers = _integer_columns(data, delimiter)
     try:
         table = pacsv.read_csv(
             io.BytesIO(data),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=invalid),
-            read_options=pacsv.ReadOptions(block_size=max(1 << 20, min(len(data) + 1, 1 << 30))),
+            read_options=_csv_read_options(data),
+            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(integers, pa.string())),
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        first = data[:1000].decode("utf-8", "replace")
-        return Decoded(
-            pa.table({}),
-            [(first, f"unreadable {'TSV' if delimiter == chr(9) else 'CSV'}: {exc}")],
-            1,
-        )
+        return _unreadable(data, f"unreadable {'TSV' if delimiter == chr(9) else 'CSV'}: {exc}")
+    try:
+        table.column_names  # noqa: B018 - names are text: a header of other bytes names nothing
+    except UnicodeDecodeError as exc:
+        return _unreadable(data, f"header row is not valid UTF-8: {exc.reason} at {exc.start}")
+    for name in integers:
+        index = table.column_names.index(name)
+        written = table.column(index)
+        written = pc.if_else(pc.is_in(written, value_set=_NULLS), _NO_TEXT, written)
+        table = table.set_column(index, name, _typed_integers(written))
+    table = _late_numbers(data, delimiter, table, integers)
     return Decoded(table, bad_rows, table.num_rows + len(bad_rows))
+
+
+def _unreadable(data: bytes, reason: str) -> Decoded:
+    """Every line of an object no row can be read from, dead-lettered with ``reason``."""
+    lines = [raw.decode("utf-8", "replace") for raw in data.split(b"\n") if raw.strip(b" \t\r")]
+    return Decoded(pa.table({}), [(line, reason) for line in lines], len(lines))
+
+
+# CSV columns are typed as pyarrow infers them, except integer columns a number would not write
+# back as they were: leading zeros (zip codes, account numbers), minus zero or a plus sign keep
+# the column as text, and integers beyond 64 bits are EXACT_INTEGER, not doubles (text beyond 38
+# digits). pyarrow has no option for either, so the columns it types as integers in a sample of
+# the object are read as text and typed here (~+70% of a CSV read; a column pyarrow reads as
+# doubles, fractions or a plus sign in its first rows, stays doubles).
+_SAMPLE_BYTES = 16 * 1024
+_INTEGER_TEXT = r"^-?[0-9]+$"
+_NULLS = pa.array(pacsv.ConvertOptions().null_values, pa.string())
+_NO_TEXT = pa.scalar(None, pa.string())
+_INT64_BOUND = 2.0**63
+
+
+def _csv_read_options(data: bytes) -> pacsv.ReadOptions:
+    return pacsv.ReadOptions(block_size=max(1 << 20, min(len(data) + 1, 1 << 30)))
+
+
+def _integer_columns(data: bytes, delimiter: str) -> list[str]:
+    """The columns pyarrow types as integers in the first rows of ``data`` (unique names)."""
+    head = data[:_SAMPLE_BYTES]
+    if len(data) > len(head):
+        head = head[: head.rfind(b"\n") + 1]
+    try:
+        sample = pacsv.read_csv(
+            io.BytesIO(head),
+            parse_options=pacsv.ParseOptions(
+                delimiter=delimiter, invalid_row_handler=lambda _: "skip"
+            ),
+            read_options=pacsv.ReadOptions(use_threads=False),  # small: threads cost more
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError):
+        return []  # the whole read reports it, or the columns are found late
+    try:
+        names = sample.column_names
+    except UnicodeDecodeError:
+        return []  # the whole read reports it
+    return [
+        f.name for f in sample.schema if pa.types.is_integer(f.type) and names.count(f.name) == 1
+    ]
+
+
+def _typed_integers(written: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Integer text as pyarrow would type it, or as text where a number would rewrite it."""
+    if _rewritten(written):
+        return written
+    try:
+        return written.cast(pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    exact = _exact_integers(written)
+    if exact is not None:
+        return exact
+    try:
+        return written.cast(pa.float64())  # fractions further on, as pyarrow reads them
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return written  # text further on
+
+
+def _rewritten(written: pa.ChunkedArray) -> bool:
+    """Whether a value has leading zeros, a plus sign or is minus zero (prefix tests: a third
+    of the cost of a regular expression)."""
+    zero = pc.and_(pc.starts_with(written, "0"), pc.greater(pc.binary_length(written), 1))
+    signed = pc.or_(pc.starts_with(written, "+"), pc.starts_with(written, "-0"))
+    return bool(pc.any(pc.or_(zero, signed)).as_py())
+
+
+def _exact_integers(written: pa.ChunkedArray) -> pa.ChunkedArray | None:
+    """Integer text (some beyond 64 bits) as ``EXACT_INTEGER``, or as the text itself beyond 38
+    digits (Arrow's cast would wrap such a value around); None if a value is not an integer."""
+    if not pc.all(pc.match_substring_regex(written, _INTEGER_TEXT)).as_py():
+        return None
+    digits = pc.max(pc.utf8_length(pc.utf8_ltrim(written, characters="-"))).as_py()
+    return written.cast(EXACT_INTEGER) if digits is not None and digits <= 38 else written
+
+
+def _late_numbers(data: bytes, delimiter: str, table: pa.Table, integers: list[str]) -> pa.Table:
+    """The same for integer columns the sample did not show (null there) and double columns that
+    integers beyond 64 bits made doubles, read again as text: rare, so a second read."""
+    names = table.column_names
+    late = [
+        f.name
+        for f in table.schema
+        if names.count(f.name) == 1
+        and f.name not in integers
+        and (
+            pa.types.is_integer(f.type)
+            or (
+                pa.types.is_floating(f.type)
+                and (pc.max(pc.abs(table.column(f.name))).as_py() or 0) >= _INT64_BOUND
+            )
+        )
+    ]
+    if not late:
+        return table
+    text = pacsv.read_csv(
+        io.BytesIO(data),
+        parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=lambda _: "skip"),
+        read_options=_csv_read_options(data),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=late,
+            column_types=dict.fromkeys(late, pa.string()),
+            strings_can_be_null=True,
+        ),
+    )
+    for name in late:
+        index = names.index(name)
+        written = text.column(name)
+        if pa.types.is_integer(table.schema.field(name).type):
+            table = table.set_column(index, name, _typed_integers(written))
+        elif (exact := _exact_integers(written)) is not None:
+            table = table.set_column(index, name, exact)
+    return table
 
 
 def decode_csv(data: bytes) -> Decoded:

@@ -74,3 +74,49 @@ def test_hint_names_the_format_else_the_dataset_decides() -> None:
     assert choose_format("csv", "ndjson") == "csv"
     assert choose_format("auto", "syslog") == "syslog"
     assert choose_format("custom-hint", "json") == "json"
+
+
+BIG = 18446744073709551617  # 2**64 + 1
+
+
+def _types_and_rows(fmt: str, body: bytes) -> tuple[list[str], list[dict[str, Any]]]:
+    table = decode_object(gzip.compress(body), fmt).table
+    return [str(t) for t in table.schema.types], table.to_pylist()
+
+
+def test_csv_numbers_a_number_would_rewrite_stay_as_written() -> None:
+    # pyarrow read 00501 as 501, -0 as 0, and the 2**64 + 1 column as doubles.
+    types, rows = _types_and_rows(
+        "csv", f"zip,id,z,plain\n00501,{BIG},-0,5\n02134,2,1,NA\n".encode()
+    )
+    assert types == ["string", "decimal128(38, 0)", "string", "int64"]
+    assert rows == [
+        {"zip": "00501", "id": BIG, "z": "-0", "plain": 5},
+        {"zip": "02134", "id": 2, "z": "1", "plain": None},
+    ]
+    assert _types_and_rows("tsv", b"code\tx\n0012\tq\n")[1] == [{"code": "0012", "x": "q"}]
+    forty = "1" * 40  # beyond what decimal128(38, 0) holds: text, not a rounded double
+    assert _types_and_rows("csv", f"v\n1\n{forty}\n".encode()) == (
+        ["string"],
+        [{"v": "1"}, {"v": forty}],
+    )
+
+
+def test_csv_integer_columns_typed_beyond_the_sample_as_pyarrow_would() -> None:
+    many = b"a,b\n" + b"1,x\n" * 5000  # more rows than the sample holds
+    assert _types_and_rows("csv", many + b"2.5,y\n")[0] == ["double", "string"]
+    assert _types_and_rows("csv", many + b"text,y\n")[0] == ["string", "string"]
+    assert _types_and_rows("csv", many + b"007,y\n")[1][-1] == {"a": "007", "b": "y"}
+    # a column empty in the sample: found after the read, still kept as written
+    empty = b"a,b\n" + b",x\n" * 5000
+    assert _types_and_rows("csv", empty + b"007,y\n")[1][-1] == {"a": "007", "b": "y"}
+    assert _types_and_rows("csv", empty + b"7,y\n")[0] == ["int64", "string"]
+    assert _types_and_rows("csv", empty + f"{BIG},y\n".encode())[1][-1] == {"a": BIG, "b": "y"}
+
+
+def test_csv_header_of_invalid_utf8_dead_letters_every_line() -> None:
+    # It decoded into a table whose column name could not be written: staging failed each cycle.
+    decoded = decode_object(gzip.compress(b"\x80a,b\n1,2\n3,4\n"), "csv")
+    assert decoded.table.num_rows == 0 and decoded.lines == 3
+    assert [line for line, _ in decoded.rejected] == ["\ufffda,b", "1,2", "3,4"]
+    assert all("header row is not valid UTF-8" in reason for _, reason in decoded.rejected)
