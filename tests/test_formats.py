@@ -120,3 +120,11 @@ def test_csv_header_of_invalid_utf8_dead_letters_every_line() -> None:
     assert decoded.table.num_rows == 0 and decoded.lines == 3
     assert [line for line, _ in decoded.rejected] == ["\ufffda,b", "1,2", "3,4"]
     assert all("header row is not valid UTF-8" in reason for _, reason in decoded.rejected)
+
+
+def test_unreadable_csv_dead_letters_every_line_not_its_first_bytes() -> None:
+    body = b'"a\n' + b"x" * 600 + b"\n" + b"y" * 600 + b"\n"  # the header's quote never closes
+    decoded = decode_object(gzip.compress(body), "csv")
+    assert decoded.table.num_rows == 0 and decoded.lines == 3
+    assert [line for line, _ in decoded.rejected] == ['"a', "x" * 600, "y" * 600]
+    assert all(reason.startswith("unreadable CSV") for _, reason in decoded.rejected)
