@@ -19,6 +19,16 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def split_lines(text: str) -> list[str]:
+    """``text`` split at newlines only, a carriage return before one dropped. ``str.splitlines``
+    also splits at form feeds, U+0085, U+2028, U+2029 and other separators, which JSON strings
+    and log messages may hold: one record became two, each wrapped as raw text."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
 def wrap_line(line: str) -> bytes:
     """A JSON object line as it is; anything else as ``{"timestamp": now, "raw": line}``."""
     stripped = line.strip()

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from bytefreezer.ingress.proxy.config import InputConfig, ProxyConfig
 from bytefreezer.ingress.proxy.delivery import Batcher, DeadLetters, Forwarder, ProxyStats
-from bytefreezer.ingress.proxy.records import syslog_record, wrap_line
+from bytefreezer.ingress.proxy.records import split_lines, syslog_record, wrap_line
 from bytefreezer.ingress.spool import Spool, SpoolFull
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class _Datagrams(asyncio.DatagramProtocol):
         if self._source.type == "syslog":
             self._service.accept(self._source, [text.rstrip("\r\n")], addr[0])
         else:
-            self._service.accept(self._source, text.splitlines(), addr[0])
+            self._service.accept(self._source, split_lines(text), addr[0])
 
 
 class ProxyService:
@@ -172,7 +172,7 @@ class ProxyService:
                     body = _gunzip_capped(body, source.max_body_bytes * 10)
                 except ValueError as exc:
                     return JSONResponse({"error": str(exc)}, status_code=400)
-            lines = body.decode("utf-8", "replace").splitlines()
+            lines = split_lines(body.decode("utf-8", "replace"))
             if not any(line.strip() for line in lines):
                 return JSONResponse({"error": "empty body"}, status_code=400)
             peer = request.client.host if request.client else ""

@@ -222,6 +222,53 @@ def test_tcp_and_http_inputs(receiver: Receiver, tmp_path: Path) -> None:
     assert metadata["proxy-filename"].startswith("acme--web--") and metadata["proxy-batch-id"]
 
 
+def test_lines_split_at_newlines_only(receiver: Receiver, tmp_path: Path) -> None:
+    # str.splitlines split these records at U+2028, U+0085 and a form feed, so each became two
+    # records wrapped as raw text.
+    config = proxy_config(
+        tmp_path,
+        receiver.url,
+        receiver.key,
+        {"name": "http", "type": "http", "auth_token": "edge-token"},
+        {"name": "udp", "type": "udp"},
+    )
+    texts = ["a\u2028b", "c\x85d", "e\u2029f"]
+    body = "".join(
+        json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\r\n" for i, t in enumerate(texts)
+    )
+    datagram = "raw\x0cline\nsecond\n"
+
+    def delivered() -> list[dict[str, Any]]:
+        return [
+            json.loads(line)
+            for obj in receiver.storage.intake.list("acme/web/")
+            for line in gzip.decompress(receiver.storage.intake.get(obj.key)).split(b"\n")
+            if line
+        ]
+
+    async def scenario() -> None:
+        service = ProxyService(config)
+        await service.start()
+        try:
+            async with httpx.AsyncClient() as client:
+                ok = await client.post(
+                    f"http://127.0.0.1:{service.ports['http']}/",
+                    content=body.encode(),
+                    headers={"Authorization": "Bearer edge-token"},
+                )
+                assert ok.status_code == 200 and ok.json()["lines"] == 3
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.sendto(datagram.encode(), ("127.0.0.1", service.ports["udp"]))
+            await until(lambda: len(delivered()) == 5)
+        finally:
+            await service.stop()
+
+    asyncio.run(scenario())
+    records = delivered()
+    assert sorted((r["id"], r["text"]) for r in records if "id" in r) == list(enumerate(texts))
+    assert sorted(r["raw"] for r in records if "raw" in r) == ["raw\x0cline", "second"]
+
+
 def test_receiver_down_batches_spool_and_are_delivered_once_back(
     make_receiver: Callable[..., Receiver], tmp_path: Path
 ) -> None:
