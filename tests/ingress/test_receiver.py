@@ -51,6 +51,14 @@ def test_every_content_encoding_is_accepted(
     assert response.json()["lines"] == 2 and response.json()["status"] == "stored"
 
 
+def test_blank_lines_are_not_counted_as_records(receiver: Receiver) -> None:
+    # They were: ingest counted 5 records where piper reads 2, a gap that looks like loss.
+    body = b'{"a": 1}\n\n{"a": 2}\r\n\r\n   \n'
+    response = post(receiver, "/acme/web", body)
+    assert response.status_code == 200, response.text
+    assert response.json()["lines"] == 2
+
+
 def test_statuses(receiver: Receiver) -> None:
     other_key = receiver.control.create_key("other").key
     web_only = receiver.control.create_key("acme", "web").key

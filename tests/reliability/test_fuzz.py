@@ -9,7 +9,7 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bytefreezer.ingress.bodies import BodyError, prepare
+from bytefreezer.ingress.bodies import BodyError, count_lines, prepare
 from bytefreezer.ingress.headers import proxy_metadata
 from bytefreezer.pipelines.decode import FORMATS, decode_object
 from bytefreezer.pipelines.parquet import parquet_bytes
@@ -38,6 +38,7 @@ def test_decoders_never_crash_and_account_for_lines(body: bytes, fmt: str) -> No
     if fmt in ("ndjson", "raw", "gelf", "syslog", "logfmt", "kv", "cef", "apache", "nginx"):
         # one record or one dead letter per line: nothing is dropped silently
         assert decoded.table.num_rows + len(decoded.rejected) == len(lines)
+        assert count_lines(body) == len(lines)  # what ingest counts, piper reads
 
 
 @FUZZ
