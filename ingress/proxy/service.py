@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from bytefreezer.ingress.proxy.config import InputConfig, ProxyConfig
 from bytefreezer.ingress.proxy.delivery import Batcher, DeadLetters, Forwarder, ProxyStats
-from bytefreezer.ingress.proxy.records import split_lines, syslog_record, wrap_line
+from bytefreezer.ingress.proxy.records import blank, split_lines, syslog_record, wrap_line
 from bytefreezer.ingress.spool import Spool, SpoolFull
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class ProxyService:
         batcher = self.batchers[source.name]
         ok = True
         for line in lines:
-            if not line.strip():
+            if blank(line):
                 continue
             line = line[: source.max_line_bytes]
             record = (
@@ -172,8 +172,10 @@ class ProxyService:
                     body = _gunzip_capped(body, source.max_body_bytes * 10)
                 except ValueError as exc:
                     return JSONResponse({"error": str(exc)}, status_code=400)
-            lines = split_lines(body.decode("utf-8", "replace"))
-            if not any(line.strip() for line in lines):
+            lines = [
+                line for line in split_lines(body.decode("utf-8", "replace")) if not blank(line)
+            ]
+            if not lines:
                 return JSONResponse({"error": "empty body"}, status_code=400)
             peer = request.client.host if request.client else ""
             if not self.accept(source, lines, peer):

@@ -236,6 +236,7 @@ def test_lines_split_at_newlines_only(receiver: Receiver, tmp_path: Path) -> Non
     body = "".join(
         json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\r\n" for i, t in enumerate(texts)
     )
+    body += "\r\n \n\u00a0\n"  # blank lines are no records; a no-break space is one
     datagram = "raw\x0cline\nsecond\n"
 
     def delivered() -> list[dict[str, Any]]:
@@ -256,17 +257,17 @@ def test_lines_split_at_newlines_only(receiver: Receiver, tmp_path: Path) -> Non
                     content=body.encode(),
                     headers={"Authorization": "Bearer edge-token"},
                 )
-                assert ok.status_code == 200 and ok.json()["lines"] == 3
+                assert ok.status_code == 200 and ok.json()["lines"] == 4
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
                 udp.sendto(datagram.encode(), ("127.0.0.1", service.ports["udp"]))
-            await until(lambda: len(delivered()) == 5)
+            await until(lambda: len(delivered()) == 6)
         finally:
             await service.stop()
 
     asyncio.run(scenario())
     records = delivered()
     assert sorted((r["id"], r["text"]) for r in records if "id" in r) == list(enumerate(texts))
-    assert sorted(r["raw"] for r in records if "raw" in r) == ["raw\x0cline", "second"]
+    assert sorted(r["raw"] for r in records if "raw" in r) == ["raw\x0cline", "second", "\u00a0"]
 
 
 def test_receiver_down_batches_spool_and_are_delivered_once_back(
