@@ -35,6 +35,7 @@ CASES: list[tuple[str, bytes, list[dict[str, Any]], list[str]]] = [
         ["no pattern matched"],
     ),
     ("logfmt", b'level=info msg="hello world" n=3\n', [{"level": "info", "msg": "hello world", "n": "3"}], []),
+    ("logfmt", b'msg="say \\"hi\\"" n=3\n', [{"msg": 'say "hi"', "n": "3"}], []),
     (
         "cef",
         b"CEF:0|Sec|tm|1.0|100|worm \\| stopped|10|src=10.0.0.1 msg=a threat\nnope\n",

@@ -407,6 +407,22 @@ CASES: list[Case] = [
         None,
     ),
     (
+        "regression: kv keeps a quoted value with escaped quotes whole (it was cut at the first)",
+        "kv",
+        {"field": "m"},
+        [{"m": 'msg="say \\"hi\\" now" p="C:\\temp" q=\'it\\\'s\' n=3'}],
+        [
+            {
+                "m": 'msg="say \\"hi\\" now" p="C:\\temp" q=\'it\\\'s\' n=3',
+                "msg": 'say "hi" now',
+                "p": "C:\\temp",
+                "q": "it's",
+                "n": "3",
+            }
+        ],
+        None,
+    ),
+    (
         "kv custom splits and target",
         "kv",
         {

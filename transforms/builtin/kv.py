@@ -45,7 +45,10 @@ class Kv(Transform):
         if column is None:
             return table
         fs, vs = re.escape(cfg.field_split), re.escape(cfg.value_split)
-        pair = re.compile(rf"([^{fs}{vs}]+)[{vs}](\"[^\"]*\"|'[^']*'|[^{fs}]*)")
+        # A quoted value may hold its quote escaped with a backslash (logfmt: msg="say \"hi\"").
+        pair = re.compile(
+            rf"([^{fs}{vs}]+)[{vs}](\"[^\"\\]*(?:\\.[^\"\\]*)*\"|'[^'\\]*(?:\\.[^'\\]*)*'|[^{fs}]*)"
+        )
         include, exclude = set(cfg.include_keys), set(cfg.exclude_keys)
         cache: dict[str, dict[str, str]] = {}
         rows = []
@@ -60,7 +63,11 @@ class Kv(Transform):
                     key = key.strip(cfg.trim_key) if cfg.trim_key else key.strip()
                     if (include and key not in include) or key in exclude or not key:
                         continue
-                    parsed[cfg.prefix + key] = value.strip(cfg.trim_value)
+                    parsed[cfg.prefix + key] = (
+                        _value(value, cfg.trim_value)
+                        if value[:1] in _QUOTES
+                        else value.strip(cfg.trim_value)
+                    )
                 cache[text] = parsed
             rows.append({**cfg.defaults, **parsed})
         if cfg.target_field:
@@ -70,3 +77,18 @@ class Kv(Transform):
         for name in extracted.column_names:
             table = set_column(table, name, extracted.column(name))
         return table
+
+
+_QUOTES = ('"', "'")
+_ESCAPED = re.compile(r"\\([\\\"'])")
+
+
+def _value(value: str, trim: str) -> str:
+    """A value with ``trim`` stripped from its ends; a quoted one (when its quote is in
+    ``trim``) loses exactly its quotes and has its escaped quotes and backslashes unescaped,
+    other backslashes kept (``C:\\temp`` as written)."""
+    quote = value[:1]
+    if quote in _QUOTES and len(value) >= 2 and value[-1] == quote and quote in trim:
+        inner = value[1:-1]
+        return _ESCAPED.sub(r"\1", inner) if "\\" in inner else inner
+    return value.strip(trim)
