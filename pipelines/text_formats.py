@@ -288,8 +288,13 @@ _CEF_FIELDS = [
 ]
 
 
+_CEF_ESCAPE = re.compile(r"\\([\\=|nr])")
+
+
 def _cef_unescape(value: str) -> str:
-    return re.sub(r"\\(.)", lambda m: {"n": "\n", "r": "\r"}.get(m.group(1), m.group(1)), value)
+    """CEF's escapes (``\\\\``, ``\\=``, ``\\|``, ``\\n``, ``\\r``) undone; any other backslash is kept
+    as written (``C:\\Windows\\temp`` from a producer that does not escape it lost them)."""
+    return _CEF_ESCAPE.sub(lambda m: {"n": "\n", "r": "\r"}.get(m.group(1), m.group(1)), value)
 
 
 def decode_cef(data: bytes) -> Decoded:

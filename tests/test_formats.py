@@ -43,6 +43,14 @@ CASES: list[tuple[str, bytes, list[dict[str, Any]], list[str]]] = [
           "signature_id": "100", "name": "worm | stopped", "severity": "10", "src": "10.0.0.1", "msg": "a threat"}],
         ["not a CEF line"],
     ),
+    (  # CEF's escapes undone; other backslashes kept as written (they were dropped)
+        "cef",
+        b"CEF:0|V|P|1|7|n|3|msg=a\\=b c\\\\d filePath=C:\\Windows\\temp cs1=l1\\nl2\n",
+        [{"cef_version": 0, "device_vendor": "V", "device_product": "P", "device_version": "1",
+          "signature_id": "7", "name": "n", "severity": "3", "msg": "a=b c\\d",
+          "filePath": "C:\\Windows\\temp", "cs1": "l1\nl2"}],
+        [],
+    ),
     ("gelf", b'{"version":"1.1","host":"h","short_message":"m","_user_id":9}\n', [{"version": "1.1", "host": "h", "short_message": "m", "user_id": 9}], []),
 ]  # fmt: skip
 
