@@ -6,7 +6,10 @@ from __future__ import annotations
 RFC5424 = (
     r"^<(?P<priority>\d{1,3})>(?P<version>\d{1,2}) (?P<timestamp>\S+) (?P<hostname>\S+) "
     r"(?P<app_name>\S+) (?P<proc_id>\S+) (?P<msg_id>\S+) "
-    r"(?P<structured_data>-|(?:\[[^\]]*\])+) ?(?P<message>.*)$"
+    # An SD element's quoted values may hold ] (escaped or not), " and \ escaped (RFC 5424 6.3.3);
+    # elements with an unclosed quote are still taken up to their first ], as before.
+    r"(?P<structured_data>-|(?:\[(?:[^\]\"\\]|\\.|\"(?:[^\"\\]|\\.)*\")*\])+|(?:\[[^\]]*\])+)"
+    r" ?(?P<message>.*)$"
 )
 RFC3164 = (
     r"^(?:<(?P<priority>\d{1,3})>)?(?P<timestamp>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d) "

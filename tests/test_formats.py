@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from bytefreezer.ingress.proxy.records import parse_syslog
 from bytefreezer.pipelines.decode import choose_format, decode_object
 
 CASES: list[tuple[str, bytes, list[dict[str, Any]], list[str]]] = [
@@ -137,3 +138,16 @@ def test_unreadable_csv_dead_letters_every_line_not_its_first_bytes() -> None:
     assert decoded.table.num_rows == 0 and decoded.lines == 3
     assert [line for line, _ in decoded.rejected] == ['"a', "x" * 600, "y" * 600]
     assert all(reason.startswith("unreadable CSV") for _, reason in decoded.rejected)
+
+
+def test_syslog_structured_data_keeps_escaped_brackets_in_quoted_values() -> None:
+    # It ended at the first ], and the rest of the structured data went into the message.
+    line = (
+        '<165>1 2026-01-01T00:00:00Z host app 123 ID47 [ex@32473 src="App\\]x"][b@1 k="v]w"] '
+        "the message"
+    )
+    row = decode_object(gzip.compress(line.encode() + b"\n"), "syslog").table.to_pylist()[0]
+    assert row["structured_data"] == '[ex@32473 src="App\\]x"][b@1 k="v]w"]'
+    assert row["message"] == "the message"
+    proxy = parse_syslog(line, "auto", "10.0.0.1")  # the edge proxy parses with the same layout
+    assert (proxy["structured_data"], proxy["message"]) == (row["structured_data"], "the message")
