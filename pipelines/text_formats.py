@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from bytefreezer.lines import is_blank
 from bytefreezer.pipelines.decode import Decoded, decode_ndjson
 from bytefreezer.transforms import Output
 from bytefreezer.transforms.builtin.cast import Cast, CastConfig
@@ -16,9 +17,7 @@ from bytefreezer.transforms.builtin.date_parse import DateParse, DateParseConfig
 from bytefreezer.transforms.builtin.grok import Grok, GrokConfig
 from bytefreezer.transforms.builtin.kv import Kv, KvConfig
 from bytefreezer.transforms.builtin.parse_syslog import ParseSyslog, ParseSyslogConfig
-from bytefreezer.transforms.tables import EXACT_INTEGER, rows_to_table
-
-_BLANK = " \t\r\n\x0b\x0c"  # what bytes.strip() removes: blank lines are not records
+from bytefreezer.transforms.tables import EXACT_INTEGER, INT64_BOUND, rows_to_table
 
 
 def _lines(data: bytes) -> tuple[list[str], list[tuple[str, str]]]:
@@ -36,10 +35,10 @@ def _lines(data: bytes) -> tuple[list[str], list[tuple[str, str]]]:
                     (raw.decode("utf-8", "replace"), f"invalid UTF-8: {exc.reason} at {exc.start}")
                 )
                 continue
-            if line.strip(_BLANK):
+            if not is_blank(line):
                 good.append(line)
         return good, bad
-    return [line.rstrip("\r") for line in text.split("\n") if line.strip(_BLANK)], []
+    return [line.rstrip("\r") for line in text.split("\n") if not is_blank(line)], []
 
 
 def _apply(step: object, table: pa.Table, rejected: list[tuple[str, str]], column: str) -> pa.Table:
@@ -108,7 +107,6 @@ _SAMPLE_BYTES = 16 * 1024
 _INTEGER_TEXT = r"^-?[0-9]+$"
 _NULLS = pa.array(pacsv.ConvertOptions().null_values, pa.string())
 _NO_TEXT = pa.scalar(None, pa.string())
-_INT64_BOUND = 2.0**63
 
 
 def _csv_read_options(data: bytes) -> pacsv.ReadOptions:
@@ -186,7 +184,7 @@ def _late_numbers(data: bytes, delimiter: str, table: pa.Table, integers: list[s
             pa.types.is_integer(f.type)
             or (
                 pa.types.is_floating(f.type)
-                and (pc.max(pc.abs(table.column(f.name))).as_py() or 0) >= _INT64_BOUND
+                and (pc.max(pc.abs(table.column(f.name))).as_py() or 0) >= INT64_BOUND
             )
         )
     ]

@@ -29,12 +29,6 @@ def split_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def blank(line: str) -> bool:
-    """Whether a line holds only ASCII whitespace: no record, as piper reads blank lines
-    (``str.strip()`` would also drop a line of, say, no-break spaces)."""
-    return not line.strip(" \t\r\n\x0b\x0c")
-
-
 def wrap_line(line: str) -> bytes:
     """A JSON object line as it is; anything else as ``{"timestamp": now, "raw": line}``."""
     stripped = line.strip()

@@ -16,8 +16,9 @@ from starlette.routing import Route
 
 from bytefreezer.ingress.proxy.config import InputConfig, ProxyConfig
 from bytefreezer.ingress.proxy.delivery import Batcher, DeadLetters, Forwarder, ProxyStats
-from bytefreezer.ingress.proxy.records import blank, split_lines, syslog_record, wrap_line
+from bytefreezer.ingress.proxy.records import split_lines, syslog_record, wrap_line
 from bytefreezer.ingress.spool import Spool, SpoolFull
+from bytefreezer.lines import is_blank
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class ProxyService:
         batcher = self.batchers[source.name]
         ok = True
         for line in lines:
-            if blank(line):
+            if is_blank(line):
                 continue
             line = line[: source.max_line_bytes]
             record = (
@@ -173,7 +174,7 @@ class ProxyService:
                 except ValueError as exc:
                     return JSONResponse({"error": str(exc)}, status_code=400)
             lines = [
-                line for line in split_lines(body.decode("utf-8", "replace")) if not blank(line)
+                line for line in split_lines(body.decode("utf-8", "replace")) if not is_blank(line)
             ]
             if not lines:
                 return JSONResponse({"error": "empty body"}, status_code=400)
