@@ -7,6 +7,7 @@ The decoder is chosen by the object's data hint when it names a format, else by 
 
 from __future__ import annotations
 
+import functools
 import json
 import zlib
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from bytefreezer.compression import decompressobj as inflater
 from bytefreezer.control.models import InputFormat
 from bytefreezer.pipelines.schema import unify
 from bytefreezer.transforms.tables import (
+    JsonFields,
     NotObjectLines,
     loads_exact,
     read_ndjson,
@@ -69,8 +71,10 @@ def gunzip(data: bytes) -> bytes:
 _BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark
 
 
-def decode_ndjson(data: bytes) -> Decoded:
-    """Newline-delimited JSON objects; malformed lines are rejected, not fatal."""
+def decode_ndjson(data: bytes, learned: JsonFields | None = None) -> Decoded:
+    """Newline-delimited JSON objects; malformed lines are rejected, not fatal. Text stays text
+    and integers stay exact (``read_ndjson``); ``learned``: the types the source's earlier
+    objects were read with."""
     if data.startswith(_BOM) and data[3:4] == b"{":
         data = data[3:]  # a byte-order mark before the first record
     if not data.strip():
@@ -83,7 +87,7 @@ def decode_ndjson(data: bytes) -> Decoded:
     # lines and with types that differ between blocks; line by line finds the bad lines.
     for block_size in (1 << 20, min(max(len(data) + 1, 1 << 20), _MAX_BLOCK)):
         try:
-            table = read_ndjson(data, block_size)
+            table = read_ndjson(data, block_size, learned)
             return Decoded(table, [], table.num_rows)
         except NotObjectLines:
             break
@@ -181,9 +185,12 @@ def choose_format(hint: str, dataset_format: str) -> str:
     return hint if hint in FORMATS else dataset_format
 
 
-def decode_object(data: bytes, fmt: str) -> Decoded:
-    """Decode every member of an intake object with the decoder of ``fmt``."""
+def decode_object(data: bytes, fmt: str, learned: JsonFields | None = None) -> Decoded:
+    """Decode every member of an intake object with the decoder of ``fmt`` (NDJSON: with the
+    field types ``learned`` from the source's earlier objects)."""
     decoder = decoders()[fmt]
+    if fmt == "ndjson" and learned is not None:
+        decoder = functools.partial(decode_ndjson, learned=learned)
     parts = [decoder(member) for member in gzip_members(data)]
     if len(parts) == 1:
         return parts[0]

@@ -40,6 +40,7 @@ from bytefreezer.telemetry import (
 )
 from bytefreezer.transforms import Chain, Context, compile_chain
 from bytefreezer.transforms.registry import registry_version
+from bytefreezer.transforms.tables import JsonFields
 
 log = logging.getLogger(__name__)
 NAMESPACE = "piper"
@@ -67,6 +68,7 @@ class _ProcessIntakeFn(ObjectFn):
         self._storage = Storage(self._settings)
         self._control: ControlClient = open_control(self._settings)
         self._chains: dict[tuple[int, str], Chain] = {}
+        self._json_fields: dict[tuple[str, str], JsonFields] = {}
         self._tracer, self._tracer_provider = tracer_for(self._settings, "piper")
 
     def finish_bundle(self) -> None:
@@ -93,6 +95,16 @@ class _ProcessIntakeFn(ObjectFn):
             )
             chain = self._chains[key] = compile_chain(dataset.transforms, context)
         return chain
+
+    def _learned(self, dataset: Dataset) -> JsonFields:
+        """What the dataset's NDJSON fields were read as in earlier objects (read once, then)."""
+        key = (dataset.tenant, dataset.name)
+        learned = self._json_fields.get(key)
+        if learned is None:
+            if len(self._json_fields) >= MAX_CACHED_CHAINS:
+                self._json_fields.clear()
+            learned = self._json_fields[key] = JsonFields()
+        return learned
 
     def _still_held(self, lease: Lease, key: str) -> bool:
         try:
@@ -128,7 +140,9 @@ class _ProcessIntakeFn(ObjectFn):
         self.count("bytes_in", len(data))
         dead: list[bytes] = []
         try:
-            decoded = decode_object(data, choose_format(key.hint, dataset.format))
+            decoded = decode_object(
+                data, choose_format(key.hint, dataset.format), self._learned(dataset)
+            )
         except ValueError as exc:
             decoded = None
             record = {"stage": "decode", "error": str(exc), "line": None, "bytes": len(data)}

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from bytefreezer.lines import is_blank
+from bytefreezer.lines import BLANK_BYTES, is_blank
 from bytefreezer.pipelines.decode import Decoded, decode_ndjson
 from bytefreezer.transforms import Output
 from bytefreezer.transforms.builtin.cast import Cast, CastConfig
@@ -68,13 +68,15 @@ def _decode_delimited(data: bytes, delimiter: str) -> Decoded:
         bad_rows.append((row.text or "", reason))
         return "skip"
 
-    integers = _integer_columns(data, delimiter)
+    integers, times = _sampled_columns(data, delimiter)
     try:
         table = pacsv.read_csv(
             io.BytesIO(data),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=invalid),
             read_options=_csv_read_options(data),
-            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(integers, pa.string())),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(integers + times, pa.string())
+            ),
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         return _unreadable(data, f"unreadable {'TSV' if delimiter == chr(9) else 'CSV'}: {exc}")
@@ -82,18 +84,20 @@ def _decode_delimited(data: bytes, delimiter: str) -> Decoded:
         table.column_names  # noqa: B018 - names are text: a header of other bytes names nothing
     except UnicodeDecodeError as exc:
         return _unreadable(data, f"header row is not valid UTF-8: {exc.reason} at {exc.start}")
-    for name in integers:
+    for name in integers + times:
         index = table.column_names.index(name)
         written = table.column(index)
         written = pc.if_else(pc.is_in(written, value_set=_NULLS), _NO_TEXT, written)
-        table = table.set_column(index, name, _typed_integers(written))
-    table = _late_numbers(data, delimiter, table, integers)
+        table = table.set_column(
+            index, name, _typed_integers(written) if name in integers else written
+        )
+    table = _late_columns(data, delimiter, table, integers)
     return Decoded(table, bad_rows, table.num_rows + len(bad_rows))
 
 
 def _unreadable(data: bytes, reason: str) -> Decoded:
     """Every line of an object no row can be read from, dead-lettered with ``reason``."""
-    lines = [raw.decode("utf-8", "replace") for raw in data.split(b"\n") if raw.strip(b" \t\r")]
+    lines = [raw.decode("utf-8", "replace") for raw in data.split(b"\n") if raw.strip(BLANK_BYTES)]
     return Decoded(pa.table({}), [(line, reason) for line in lines], len(lines))
 
 
@@ -113,8 +117,12 @@ def _csv_read_options(data: bytes) -> pacsv.ReadOptions:
     return pacsv.ReadOptions(block_size=max(1 << 20, min(len(data) + 1, 1 << 30)))
 
 
-def _integer_columns(data: bytes, delimiter: str) -> list[str]:
-    """The columns pyarrow types as integers in the first rows of ``data`` (unique names)."""
+def _sampled_columns(data: bytes, delimiter: str) -> tuple[list[str], list[str]]:
+    """The columns pyarrow types as integers, and as times (dates, times of day, timestamps),
+    in the first rows of ``data`` (unique names). Times are kept as written: pyarrow makes a time
+    with an offset UTC and drops the offset, one without an offset naive (which date_parse then
+    took for UTC, whatever its ``timezone``), and a column that is a time in one object and text
+    in the next was rewritten when both were packed."""
     head = data[:_SAMPLE_BYTES]
     if len(data) > len(head):
         head = head[: head.rfind(b"\n") + 1]
@@ -127,14 +135,16 @@ def _integer_columns(data: bytes, delimiter: str) -> list[str]:
             read_options=pacsv.ReadOptions(use_threads=False),  # small: threads cost more
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError):
-        return []  # the whole read reports it, or the columns are found late
+        return [], []  # the whole read reports it, or the columns are found late
     try:
         names = sample.column_names
     except UnicodeDecodeError:
-        return []  # the whole read reports it
-    return [
-        f.name for f in sample.schema if pa.types.is_integer(f.type) and names.count(f.name) == 1
-    ]
+        return [], []  # the whole read reports it
+    unique = [f for f in sample.schema if names.count(f.name) == 1]
+    return (
+        [f.name for f in unique if pa.types.is_integer(f.type)],
+        [f.name for f in unique if pa.types.is_temporal(f.type)],
+    )
 
 
 def _typed_integers(written: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -171,9 +181,10 @@ def _exact_integers(written: pa.ChunkedArray) -> pa.ChunkedArray | None:
     return written.cast(EXACT_INTEGER) if digits is not None and digits <= 38 else written
 
 
-def _late_numbers(data: bytes, delimiter: str, table: pa.Table, integers: list[str]) -> pa.Table:
-    """The same for integer columns the sample did not show (null there) and double columns that
-    integers beyond 64 bits made doubles, read again as text: rare, so a second read."""
+def _late_columns(data: bytes, delimiter: str, table: pa.Table, integers: list[str]) -> pa.Table:
+    """The same for integer and time columns the sample did not show (null there) and double
+    columns that integers beyond 64 bits made doubles, read again as text: rare, so a second
+    read."""
     names = table.column_names
     late = [
         f.name
@@ -182,6 +193,7 @@ def _late_numbers(data: bytes, delimiter: str, table: pa.Table, integers: list[s
         and f.name not in integers
         and (
             pa.types.is_integer(f.type)
+            or pa.types.is_temporal(f.type)
             or (
                 pa.types.is_floating(f.type)
                 and (pc.max(pc.abs(table.column(f.name))).as_py() or 0) >= INT64_BOUND
@@ -203,7 +215,10 @@ def _late_numbers(data: bytes, delimiter: str, table: pa.Table, integers: list[s
     for name in late:
         index = names.index(name)
         written = text.column(name)
-        if pa.types.is_integer(table.schema.field(name).type):
+        kind = table.schema.field(name).type
+        if pa.types.is_temporal(kind):
+            table = table.set_column(index, name, written)
+        elif pa.types.is_integer(kind):
             table = table.set_column(index, name, _typed_integers(written))
         elif (exact := _exact_integers(written)) is not None:
             table = table.set_column(index, name, exact)
@@ -211,7 +226,7 @@ def _late_numbers(data: bytes, delimiter: str, table: pa.Table, integers: list[s
 
 
 def decode_csv(data: bytes) -> Decoded:
-    """CSV with a header row; columns are typed (numbers, booleans, timestamps)."""
+    """CSV with a header row; numbers and booleans are typed, times stay text as written."""
     return _decode_delimited(data, ",")
 
 

@@ -6,6 +6,7 @@ import gzip
 import json
 import subprocess
 import sys
+from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -17,8 +18,11 @@ from bytefreezer.control.models import ParquetOptions
 from bytefreezer.pipelines.decode import decode_json, decode_ndjson, gunzip
 from bytefreezer.pipelines.partitioning import event_times, partition_paths
 from bytefreezer.pipelines.schema import unified_schema, unify
+from bytefreezer.transforms import compile_chain
+from bytefreezer.transforms import tables as tables_module
 from bytefreezer.transforms.tables import (
     EXACT_INTEGER,
+    JsonFields,
     loads_exact,
     may_hold_non_objects,
     rows_to_table,
@@ -227,28 +231,116 @@ def test_stray_byte_order_mark_bytes_are_dead_lettered_not_dropped(
 
 
 INTEGERS = st.integers(min_value=-(10**38) + 1, max_value=10**38 - 1)
+# Text that pyarrow's JSON reader would take for a time: it must come back as written.
+TIME_TEXT = st.builds(
+    lambda moment, fmt: moment.strftime(fmt),
+    st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1)),
+    st.sampled_from(
+        [
+            "%Y-%m-%d",
+            "%Y-%m-%dT%H:%M:%SZ",
+            "%Y-%m-%d %H:%M:%S",
+            "%Y-%m-%dT%H:%M:%S+02:00",
+            "%Y-%m-%dT%H:%M",
+            "%Y-%m-%dT%H:%M:%S.%fZ",
+        ]
+    ),
+)
+SCALARS = st.one_of(INTEGERS, st.none(), st.text(max_size=5), TIME_TEXT)
+VALUES = st.one_of(
+    SCALARS,
+    st.lists(st.one_of(INTEGERS, TIME_TEXT), max_size=3),
+    st.dictionaries(st.sampled_from(["x", "y"]), SCALARS, max_size=2),
+)
+
+
+def _same(value: object, read: object) -> bool:
+    """``read`` is ``value`` as written, or (a field whose types conflict) the same as text; an
+    object's absent keys read as null (the struct's fields of other records)."""
+    if isinstance(value, dict) and isinstance(read, dict):
+        extra = read.keys() - value.keys()
+        return all(_same(v, read.get(k)) for k, v in value.items()) and not any(
+            read[k] is not None for k in extra
+        )
+    return read == value or (isinstance(read, str) and read == stringify(value))
 
 
 @settings(max_examples=150, deadline=None)
 @given(
     st.lists(
-        st.dictionaries(
-            st.sampled_from(["a", "b", "c"]),
-            st.one_of(INTEGERS, st.none(), st.text(max_size=5), st.lists(INTEGERS, max_size=3)),
-        ),
+        st.dictionaries(st.sampled_from(["a", "b", "c"]), VALUES, min_size=1),
         min_size=1,
         max_size=20,
-    )
+    ),
+    st.integers(min_value=0, max_value=20),
 )
-def test_ndjson_values_read_back_exactly(rows: list[dict[str, object]]) -> None:
-    body = "\n".join(json.dumps(row) for row in rows).encode()
-    decoded = decode_ndjson(body)
-    assert not decoded.rejected
-    for original, read in zip(rows, decoded.table.to_pylist(), strict=True):
-        for name, value in original.items():
-            got = read[name]
-            # A field whose types conflict within the object is text: the same value, as text.
-            assert got == value or (isinstance(got, str) and got == stringify(value)), name
+def test_ndjson_values_read_back_exactly(rows: list[dict[str, object]], cut: int) -> None:
+    # Two objects of one source: the second read with what the first taught, then packed together.
+    learned, tables = JsonFields(), []
+    for part in (rows[:cut], rows[cut:]):
+        if part:
+            decoded = decode_ndjson("\n".join(json.dumps(r) for r in part).encode(), learned)
+            assert not decoded.rejected
+            for original, read in zip(part, decoded.table.to_pylist(), strict=True):
+                assert all(_same(value, read[name]) for name, value in original.items())
+            tables.append(decoded.table)
+    for original, read in zip(rows, unify(tables).to_pylist(), strict=True):
+        assert all(_same(value, read[name]) for name, value in original.items()), original
+
+
+def test_text_that_looks_like_a_time_stays_as_written_from_object_to_object() -> None:
+    # pyarrow reads such text as a naive timestamp, moved to UTC without its offset, and only
+    # when it has no fractions of a second: the same field was a timestamp in one object and text
+    # in the next, and packing both rewrote the first object's text.
+    first = decode_ndjson(b'{"ts":"2026-01-01T10:00:00+02:00","day":"2026-03-04"}\n').table
+    second = decode_ndjson(b'{"ts":"2026-01-01T10:00:00.5Z","day":"n/a"}\n').table
+    assert first.schema == second.schema == pa.schema([("ts", pa.string()), ("day", pa.string())])
+    assert unify([first, second]).to_pylist() == [
+        {"ts": "2026-01-01T10:00:00+02:00", "day": "2026-03-04"},
+        {"ts": "2026-01-01T10:00:00.5Z", "day": "n/a"},
+    ]
+
+
+def test_date_parse_reads_decoded_times_in_the_dataset_timezone() -> None:
+    # A time without an offset is in date_parse's `timezone`; pyarrow had read it as a naive
+    # timestamp, which date_parse took for UTC: five hours off in New York.
+    body = b'{"t":"2026-01-01 10:00:00"}\n{"t":"2026-07-01T10:00:00-04:00"}\n'
+    step = {"type": "date_parse", "config": {"source_field": "t", "timezone": "America/New_York"}}
+    result = compile_chain([step]).run(decode_ndjson(body).table)
+    assert [t.isoformat() for t in result.table.column("t").to_pylist()] == [
+        "2026-01-01T15:00:00+00:00",
+        "2026-07-01T14:00:00+00:00",
+    ]
+
+
+def test_ndjson_fields_learned_from_earlier_objects_are_read_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reads = []
+    real = tables_module.pajson.read_json
+    monkeypatch.setattr(
+        tables_module.pajson, "read_json", lambda *a, **k: reads.append(1) or real(*a, **k)
+    )
+    learned = JsonFields()
+    body = b'{"ts":"2026-01-01T10:00:00Z","s":{"t":"2026-01-01","n":1},"id":18446744073709551615}\n'
+    for expected_reads in (2, 1, 1):  # the first object is read again with the types to keep
+        reads.clear()
+        table = decode_ndjson(body, learned).table
+        assert len(reads) == expected_reads
+        assert table.schema.field("ts").type == pa.string()
+        assert table.column("s").type == pa.struct([("t", pa.string()), ("n", pa.int64())])
+        assert table.column("id").to_pylist() == [18446744073709551615]
+    # Invalid JSON is no fault of the types given: read once, then line by line.
+    reads.clear()
+    decoded = decode_ndjson(body + b'{"ts":"x",}\n', learned)
+    assert (decoded.table.num_rows, len(decoded.rejected), len(reads)) == (1, 1, 1)
+    assert learned.schema is not None
+    # An object whose fields are not what earlier ones were is still read as written.
+    reads.clear()
+    table = decode_ndjson(b'{"ts":5,"s":"text","id":1.5}\n', learned).table
+    assert table.to_pylist() == [{"ts": 5, "s": "text", "id": 1.5}]
+    assert len(reads) == 2
+    assert learned.schema is None
 
 
 NULL_AT_BLOCK_START = b'{"a":1}\n' * 131072 + b"null\n" + b'{"a":2}\n'  # null at 1 MiB

@@ -10,6 +10,7 @@ import pytest
 
 from bytefreezer.ingress.proxy.records import parse_syslog
 from bytefreezer.pipelines.decode import choose_format, decode_object
+from bytefreezer.transforms import compile_chain
 
 CASES: list[tuple[str, bytes, list[dict[str, Any]], list[str]]] = [
     ("ndjson", b'{"a": 1}\n{bad\n{"a": 2}\n', [{"a": 1}, {"a": 2}], ["invalid JSON"]),
@@ -124,6 +125,33 @@ def test_csv_integer_columns_typed_beyond_the_sample_as_pyarrow_would() -> None:
     assert _types_and_rows("csv", empty + f"{BIG},y\n".encode())[1][-1] == {"a": BIG, "b": "y"}
 
 
+def test_csv_times_stay_as_written_and_empty_cells_are_null() -> None:
+    # pyarrow made these UTC without their offset, naive, dates and times of day: text changed
+    # when a later object made the column text, and date_parse took naive times for UTC.
+    header = b"at,day,local,clock,n\n"
+    body = (
+        header + b"2026-01-01T10:00:00.25+02:00,2026-03-04,2026-01-01 10:00:00,10:00:00,1\n,,,,2\n"
+    )
+    types, rows = _types_and_rows("csv", body)
+    assert types == ["string", "string", "string", "string", "int64"]
+    assert rows == [
+        {
+            "at": "2026-01-01T10:00:00.25+02:00",
+            "day": "2026-03-04",
+            "local": "2026-01-01 10:00:00",
+            "clock": "10:00:00",
+            "n": 1,
+        },
+        {"at": None, "day": None, "local": None, "clock": None, "n": 2},
+    ]
+    late = b"a,t\n" + b"x,\n" * 5000 + b"y,2026-01-01T10:00:00Z\n"  # empty in the sample
+    assert _types_and_rows("csv", late)[1][-1] == {"a": "y", "t": "2026-01-01T10:00:00Z"}
+    step = {"type": "date_parse", "config": {"source_field": "local", "timezone": "Europe/Paris"}}
+    table = decode_object(gzip.compress(body), "csv").table
+    parsed = compile_chain([step]).run(table).table.column("local").to_pylist()
+    assert parsed[0] == dt.datetime(2026, 1, 1, 9, tzinfo=dt.UTC)
+
+
 def test_csv_header_of_invalid_utf8_dead_letters_every_line() -> None:
     # It decoded into a table whose column name could not be written: staging failed each cycle.
     decoded = decode_object(gzip.compress(b"\x80a,b\n1,2\n3,4\n"), "csv")
@@ -133,7 +161,8 @@ def test_csv_header_of_invalid_utf8_dead_letters_every_line() -> None:
 
 
 def test_unreadable_csv_dead_letters_every_line_not_its_first_bytes() -> None:
-    body = b'"a\n' + b"x" * 600 + b"\n" + b"y" * 600 + b"\n"  # the header's quote never closes
+    # The header's quote never closes; a line of a form feed is blank, as the receiver counts.
+    body = b'"a\n' + b"x" * 600 + b"\n\x0c\n" + b"y" * 600 + b"\n"
     decoded = decode_object(gzip.compress(body), "csv")
     assert decoded.table.num_rows == 0 and decoded.lines == 3
     assert [line for line, _ in decoded.rejected] == ['"a', "x" * 600, "y" * 600]

@@ -49,30 +49,89 @@ def may_hold_non_objects(data: bytes) -> bool:
     return any_line_starts_with(data, b"n \t\r")
 
 
-def read_ndjson(data: bytes, block_size: int) -> pa.Table:
-    """NDJSON through pyarrow's reader (``block_size`` bytes a parallel block), with fields
-    holding integers beyond 64 bits read again as ``EXACT_INTEGER`` instead of doubles. Raises
-    ``ArrowInvalid`` where such a field also holds fractions or integers beyond 38 digits: the
-    callers' line-by-line path keeps those exact, as text (``rows_to_table``). Raises
-    ``NotObjectLines`` before pyarrow sees a line that may not be an object."""
+# How pyarrow's reader says a value is not of the type it was told (25.0.1); any other error is
+# the data's. Should the wording change, such objects are read line by line: slower, as exact.
+_CONFLICT = re.compile(r"changed from \w+ to \w+|Failed to convert JSON to")
+
+
+class JsonFields:
+    """The types a source's NDJSON fields are read with, learned from its earlier objects, so
+    that a later object is parsed once instead of twice. One per source (piper keeps one per
+    dataset); threads may share it (a race costs a second parse, nothing else)."""
+
+    def __init__(self) -> None:
+        self.schema: pa.Schema | None = None
+
+
+def read_ndjson(data: bytes, block_size: int, learned: JsonFields | None = None) -> pa.Table:
+    """NDJSON through pyarrow's reader (``block_size`` bytes a parallel block), each JSON value
+    kept as what it is: text stays text (pyarrow reads text that looks like a time as a
+    timestamp, converted to UTC without its offset, naive, and only when it has no fractions of
+    a second, so a field's type and text changed from object to object), and integers beyond 64
+    bits are ``EXACT_INTEGER`` instead of doubles. Such fields are read again with their types
+    given, unless ``learned`` (updated here) already gave them. Raises ``ArrowInvalid`` where a
+    field of big integers also holds fractions or integers beyond 38 digits: the callers'
+    line-by-line path keeps those exact, as text (``rows_to_table``). Raises ``NotObjectLines``
+    before pyarrow sees a line that may not be an object."""
     if may_hold_non_objects(data):
         raise NotObjectLines("a line may hold something other than a JSON object")
     options = pajson.ReadOptions(block_size=block_size)
-    table = pajson.read_json(io.BytesIO(data), read_options=options)
-    exact = [
-        pa.field(f.name, kind)
+    given = learned.schema if learned is not None else None
+    table = None
+    if given is not None:
+        try:
+            table = _read_json(data, options, given)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            if not _CONFLICT.search(str(exc)):
+                raise  # invalid JSON, whatever the types: the callers read it line by line
+            given = None  # this object's fields are not what earlier ones were
+    if table is None:
+        table = _read_json(data, options, None)
+    fixes = [
+        pa.field(f.name, _changed(f.type, kind))
         for f, column in zip(table.schema, table.columns, strict=True)
-        if (kind := _exact_type(f.type, column)) != f.type
+        if (kind := _kept_type(f.type, column)) != f.type
     ]
-    if not exact:
-        return table
-    parse = pajson.ParseOptions(explicit_schema=pa.schema(exact))
+    if fixes:
+        given = _with_fields(given, fixes)
+        table = _read_json(data, options, given)
+    if learned is not None:
+        learned.schema = given
+    return table
+
+
+def _read_json(data: bytes, options: pajson.ReadOptions, given: pa.Schema | None) -> pa.Table:
+    parse = None if given is None else pajson.ParseOptions(explicit_schema=given)
     return pajson.read_json(io.BytesIO(data), read_options=options, parse_options=parse)
 
 
-def _exact_type(kind: pa.DataType, values: Column) -> pa.DataType:
-    """``kind`` with each float64 whose values reach 2**63 (integers pyarrow could not read as
-    int64) replaced by ``EXACT_INTEGER``, in structs and lists too."""
+def _with_fields(schema: pa.Schema | None, fields: list[pa.Field]) -> pa.Schema:
+    """``schema`` with ``fields`` added; a struct in both gets the fields of both."""
+    types = {} if schema is None else {f.name: f.type for f in schema}
+    for f in fields:
+        old = types.get(f.name)
+        if old is not None and pa.types.is_struct(old) and pa.types.is_struct(f.type):
+            merged = _with_fields(pa.schema(list(old)), list(f.type))
+            types[f.name] = pa.struct(list(merged))
+        else:
+            types[f.name] = f.type
+    return pa.schema(list(types.items()))
+
+
+def _changed(old: pa.DataType, new: pa.DataType) -> pa.DataType:
+    """``new``, or of a struct only the fields that differ from ``old`` (the rest inferred)."""
+    if not (pa.types.is_struct(old) and pa.types.is_struct(new)):
+        return new
+    pairs = zip(old, new, strict=True)
+    return pa.struct([n.with_type(_changed(o.type, n.type)) for o, n in pairs if o.type != n.type])
+
+
+def _kept_type(kind: pa.DataType, values: Column) -> pa.DataType:
+    """The type that keeps what pyarrow read as ``kind`` as written: timestamps as text, each
+    float64 whose values reach 2**63 (integers pyarrow could not read as int64) as
+    ``EXACT_INTEGER``, in structs and lists too."""
+    if pa.types.is_timestamp(kind):
+        return pa.string()
     if pa.types.is_float64(kind):
         bounds = pc.min_max(values).as_py()
         if bounds["min"] is None:
@@ -80,12 +139,12 @@ def _exact_type(kind: pa.DataType, values: Column) -> pa.DataType:
         return EXACT_INTEGER if max(-bounds["min"], bounds["max"]) >= INT64_BOUND else kind
     if pa.types.is_struct(kind):
         fields = [
-            f.with_type(_exact_type(f.type, pc.struct_field(values, [i])))
+            f.with_type(_kept_type(f.type, pc.struct_field(values, [i])))
             for i, f in enumerate(kind)
         ]
         return pa.struct(fields)
     if pa.types.is_list(kind):
-        return pa.list_(_exact_type(kind.value_type, pc.list_flatten(values)))
+        return pa.list_(_kept_type(kind.value_type, pc.list_flatten(values)))
     return kind
 
 

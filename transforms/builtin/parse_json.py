@@ -9,8 +9,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from bytefreezer.transforms.base import Output, Transform, TransformConfig
+from bytefreezer.transforms.base import Context, Output, Transform, TransformConfig
 from bytefreezer.transforms.tables import (
+    JsonFields,
     drop_column,
     get_column,
     loads_exact,
@@ -42,6 +43,10 @@ class ParseJson(Transform):
     Config: ClassVar[type[TransformConfig]] = ParseJsonConfig
     example: ClassVar[dict[str, Any]] = {"field": "payload", "remove_source": True}
 
+    def __init__(self, config: TransformConfig, context: Context | None = None) -> None:
+        super().__init__(config, context)
+        self._learned = JsonFields()  # the field's JSON objects, batch after batch
+
     def apply(self, table: pa.Table) -> pa.Table | Output:
         cfg = self.config
         assert isinstance(cfg, ParseJsonConfig)
@@ -50,7 +55,9 @@ class ParseJson(Transform):
             return table
         texts = string_values(column)
         valid = pc.fill_null(pc.invert(pc.match_substring_regex(texts, r"[\n\r]")), False)
-        parsed, ok = self._parse(texts.to_pylist(), pc.and_(valid, pc.is_valid(texts)).to_pylist())
+        parsed, ok = self._parse(
+            texts.to_pylist(), pc.and_(valid, pc.is_valid(texts)).to_pylist(), self._learned
+        )
         bad_mask = pa.array(
             [not o and t is not None for o, t in zip(ok, texts.to_pylist(), strict=True)]
         )
@@ -76,13 +83,15 @@ class ParseJson(Transform):
         return Output(table.filter(pc.invert(bad_mask)), bad, [reason] * bad.num_rows)
 
     @staticmethod
-    def _parse(texts: list[str | None], single_line: list[bool]) -> tuple[pa.Table, list[bool]]:
+    def _parse(
+        texts: list[str | None], single_line: list[bool], learned: JsonFields
+    ) -> tuple[pa.Table, list[bool]]:
         """Rows of objects (empty where a text does not parse) and which parsed."""
         n = len(texts)
         if n and all(single_line):
             data = "\n".join(t or "" for t in texts).encode()
             try:
-                table = read_ndjson(data, block_size=max(len(data) + 1, 1 << 20))
+                table = read_ndjson(data, max(len(data) + 1, 1 << 20), learned)
                 if table.num_rows == n:
                     return table, [True] * n
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
