@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bytefreezer.control.models import ParquetOptions
+from bytefreezer.transforms.builtin.date_parse import parse_iso
 from bytefreezer.transforms.condition import duckdb_connection
 
 TS_TYPE = pa.timestamp("us", tz="UTC")
@@ -46,16 +47,17 @@ def _from_numbers(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def _from_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    times = parse_iso(column, "UTC")
+    if times.null_count == column.null_count:
+        return times
+    # Epoch numbers sent as strings (or stringified by a type conflict) still count.
     con = duckdb_connection("UTC")
     con.register("__bf_times", pa.table({"s": column}))
     try:
-        result = con.sql(
-            "SELECT TRY_CAST(s AS TIMESTAMPTZ) AS t, TRY_CAST(s AS DOUBLE) AS n FROM __bf_times"
-        ).to_arrow_table()
+        numbers = con.sql("SELECT TRY_CAST(s AS DOUBLE) FROM __bf_times").to_arrow_table()
     finally:
         con.unregister("__bf_times")
-    # Epoch numbers sent as strings (or stringified by a type conflict) still count.
-    return pc.coalesce(pc.cast(result.column(0), TS_TYPE), _from_numbers(result.column(1)))
+    return pc.coalesce(times, _from_numbers(numbers.column(0)))
 
 
 def event_times(table: pa.Table, field: str, ingest_ns: pa.Array | int) -> pa.ChunkedArray:

@@ -20,6 +20,7 @@ from bytefreezer.pipelines.partitioning import event_times, partition_paths
 from bytefreezer.pipelines.schema import unified_schema, unify
 from bytefreezer.transforms import compile_chain
 from bytefreezer.transforms import tables as tables_module
+from bytefreezer.transforms.builtin.date_parse import parse_iso
 from bytefreezer.transforms.tables import (
     EXACT_INTEGER,
     JsonFields,
@@ -299,6 +300,29 @@ def test_text_that_looks_like_a_time_stays_as_written_from_object_to_object() ->
         {"ts": "2026-01-01T10:00:00+02:00", "day": "2026-03-04"},
         {"ts": "2026-01-01T10:00:00.5Z", "day": "n/a"},
     ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1)),
+            st.sampled_from(["Z", "+02:00", "-03:30", "+0545", "+00:00"]),
+            st.sampled_from(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%dT%H:%M"]),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_times_with_offsets_read_the_same_by_arrow_as_by_duckdb(
+    values: list[tuple[datetime, str, str]],
+) -> None:
+    # Text with offsets takes Arrow's parser; one value without forces DuckDB's for them all.
+    texts = [moment.strftime(fmt) + zone for moment, zone, fmt in values]
+    fast = parse_iso(pa.chunked_array([texts], pa.string()), "Asia/Tokyo")
+    both = parse_iso(pa.chunked_array([[*texts, "2026-01-01 09:00"]], pa.string()), "Asia/Tokyo")
+    assert fast.to_pylist() == both.to_pylist()[:-1]
+    assert both.to_pylist()[-1].isoformat() == "2026-01-01T00:00:00+00:00"
 
 
 def test_date_parse_reads_decoded_times_in_the_dataset_timezone() -> None:

