@@ -22,8 +22,10 @@ Column: TypeAlias = pa.Array | pa.ChunkedArray
 # silently), and orjson reads those beyond 64 unsigned bits as floats.
 EXACT_INTEGER = pa.decimal128(38, 0)
 INT64_BOUND = 2.0**63  # doubles from here on were integers pyarrow could not read as int64
-_LONG_DIGITS = re.compile(rb"\d{20}")  # 20 digits: where orjson's exact integers end
-_LONG_DIGITS_TEXT = re.compile(r"\d{20}")
+# Where orjson's exact integers end: 20 digits, or 19 after a minus (below -2**63 it reads a
+# double: -9999999999999999999 became -1e+19).
+_LONG_DIGITS = re.compile(rb"\d{20}|-\d{19}")
+_LONG_DIGITS_TEXT = re.compile(r"\d{20}|-\d{19}")
 
 
 def loads_exact(raw: bytes | str) -> Any:
