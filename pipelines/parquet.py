@@ -9,6 +9,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from bytefreezer.transforms.tables import list_with_values
+
 # A text column gets a dictionary when at most this share of its sampled values are distinct.
 DICTIONARY_MAX_DISTINCT = 0.5
 DICTIONARY_SAMPLE_ROWS = 1024
@@ -94,8 +96,47 @@ def writer_options(
     return {"compression": codec(compression), "use_dictionary": dictionary_columns(schema, sample)}
 
 
+def writable(table: pa.Table) -> pa.Table:
+    """``table`` as Parquet can hold it: a struct without fields (an empty JSON object, which
+    Parquet cannot write) becomes the text ``{}``, null where it is null, in structs and lists
+    too; the fields beside it keep their types."""
+    for index, field in enumerate(table.schema):
+        kind = _empty_objects_as_text(field.type)
+        if kind != field.type:
+            chunks = [_fill_empty_objects(chunk, kind) for chunk in table.column(index).chunks]
+            table = table.set_column(index, field.name, pa.chunked_array(chunks, kind))
+    return table
+
+
+def _empty_objects_as_text(kind: pa.DataType) -> pa.DataType:
+    if pa.types.is_struct(kind):
+        if kind.num_fields == 0:
+            return pa.string()
+        return pa.struct([f.with_type(_empty_objects_as_text(f.type)) for f in kind])
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        item = kind.value_field.with_type(_empty_objects_as_text(kind.value_type))
+        return pa.list_(item) if pa.types.is_list(kind) else pa.large_list(item)
+    return kind
+
+
+def _fill_empty_objects(array: pa.Array, kind: pa.DataType) -> pa.Array:
+    if array.type == kind:
+        return array
+    if pa.types.is_struct(array.type):
+        if array.type.num_fields == 0:
+            return pc.if_else(array.is_valid(), pa.scalar("{}"), pa.scalar(None, pa.string()))
+        children = [
+            _fill_empty_objects(child, f.type)
+            for child, f in zip(array.flatten(), kind, strict=True)
+        ]
+        return pa.StructArray.from_arrays(children, fields=list(kind), mask=array.is_null())
+    return list_with_values(array, _fill_empty_objects(array.values, kind.value_type), kind)
+
+
 def parquet_bytes(table: pa.Table, compression: str, *, level: int | None = None) -> bytes:
-    """``table`` as a Parquet file (``compression`` "none" writes it uncompressed)."""
+    """``table`` as a Parquet file (``compression`` "none" writes it uncompressed); see
+    ``writable``."""
+    table = writable(table)
     sink = io.BytesIO()
     pq.write_table(
         table, sink, compression_level=level, **writer_options(table.schema, compression, table)

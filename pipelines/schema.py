@@ -17,7 +17,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bytefreezer.transforms.tables import stringify
+from bytefreezer.transforms.tables import list_with_values, stringify
 
 
 def _join(a: pa.DataType, b: pa.DataType) -> pa.DataType:
@@ -79,16 +79,36 @@ def unified_schema(schemas: list[pa.Schema]) -> pa.Schema:
 def _cast(column: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
     if column.type == target:
         return column
-    if pa.types.is_string(target) and (
-        pa.types.is_nested(column.type) or pa.types.is_binary(column.type)
-    ):
-        values = [None if v is None else stringify(v) for v in column.to_pylist()]
-        return pa.chunked_array([pa.array(values, pa.string())])
+    return pa.chunked_array([_cast_array(chunk, target) for chunk in column.chunks], target)
+
+
+def _cast_array(array: pa.Array, target: pa.DataType) -> pa.Array:
+    """``array`` as ``target``; structs and lists field by field (Arrow cannot cast a struct
+    whose field widened to text: a conflict inside an object failed the packer's run)."""
+    kind = array.type
+    if kind == target:
+        return array
+    if pa.types.is_struct(kind) and pa.types.is_struct(target) and target.num_fields:
+        children = dict(zip([f.name for f in kind], array.flatten(), strict=True))
+        fields = [
+            _cast_array(children[f.name], f.type)
+            if f.name in children
+            else pa.nulls(len(array), f.type)
+            for f in target
+        ]
+        return pa.StructArray.from_arrays(fields, fields=list(target), mask=array.is_null())
+    if pa.types.is_list(kind) and pa.types.is_list(target):
+        return list_with_values(array, _cast_array(array.values, target.value_type), target)
+    if pa.types.is_string(target) and (pa.types.is_nested(kind) or pa.types.is_binary(kind)):
+        return _as_text(array)
     try:
-        return pc.cast(column, target)
+        return pc.cast(array, target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        values = [None if v is None else stringify(v) for v in column.to_pylist()]
-        return pa.chunked_array([pa.array(values, pa.string())]).cast(target)
+        return _as_text(array).cast(target)
+
+
+def _as_text(array: pa.Array) -> pa.Array:
+    return pa.array([None if v is None else stringify(v) for v in array.to_pylist()], pa.string())
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

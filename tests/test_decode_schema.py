@@ -146,6 +146,18 @@ def test_unify_adds_new_columns_and_stringifies_conflicts() -> None:
     ]
 
 
+def test_unify_widens_conflicts_inside_objects_and_lists() -> None:
+    # Arrow cannot cast a struct whose field widened to text: such a conflict failed the
+    # packer's run, every cycle.
+    first = decode_ndjson(b'{"m":{"a":1,"b":2},"l":[{"x":1}]}\n{"m":null}\n').table
+    second = decode_ndjson(b'{"m":{"a":{"x":1}},"l":[{"x":"s"},null]}\n').table
+    assert unify([first.slice(1), second, first.slice(0, 1)]).to_pylist() == [
+        {"m": None, "l": None},
+        {"m": {"a": '{"x":1}', "b": None}, "l": [{"x": "s"}, None]},
+        {"m": {"a": "1", "b": 2}, "l": [{"x": "1"}]},
+    ]
+
+
 def test_event_time_from_strings_epochs_and_fallback_to_ingest_time() -> None:
     ingest_ns = 1_600_000_000 * 10**9  # 2020-09-13T12:26:40Z
     table = pa.table(
@@ -256,7 +268,11 @@ SCALARS = st.one_of(INTEGERS, st.none(), st.text(max_size=5), TIME_TEXT)
 VALUES = st.one_of(
     SCALARS,
     st.lists(st.one_of(INTEGERS, TIME_TEXT), max_size=3),
-    st.dictionaries(st.sampled_from(["x", "y"]), SCALARS, max_size=2),
+    st.dictionaries(
+        st.sampled_from(["x", "y"]),
+        st.one_of(SCALARS, st.dictionaries(st.sampled_from(["x", "y"]), SCALARS, max_size=2)),
+        max_size=2,
+    ),
 )
 
 

@@ -162,6 +162,15 @@ def stringify(value: Any) -> str:
         return json.dumps(value, default=str, separators=(",", ":"))
 
 
+def list_with_values(lists: pa.Array, values: pa.Array, kind: pa.DataType) -> pa.Array:
+    """The lists of ``lists`` (a list or large list array, maybe a slice) over ``values``, their
+    items rewritten (same length as ``lists.values``), typed ``kind``."""
+    # A null list is a null offset: from_arrays refuses a mask with the offsets of a slice.
+    nulls = pa.concat_arrays([lists.is_null(), pa.array([False])])
+    offsets = pc.if_else(nulls, pa.scalar(None, lists.offsets.type), lists.offsets)
+    return type(lists).from_arrays(offsets, values, type=kind)
+
+
 def drop_column(table: pa.Table, name: str) -> pa.Table:
     """``table`` without column ``name`` (unchanged when absent)."""
     index = table.schema.get_field_index(name)

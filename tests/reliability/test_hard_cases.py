@@ -100,3 +100,22 @@ def test_hard_cases(make_receiver: Callable[..., Receiver]) -> None:
     assert not receiver.storage.intake.list() and not [
         o for o in receiver.storage.piper.list("acme/")
     ]
+
+
+def test_empty_json_objects_reach_parquet_as_text(make_receiver: Callable[..., Receiver]) -> None:
+    # Parquet cannot write a struct without fields: an object holding {} failed staging on
+    # every cycle, and stayed in the intake for ever.
+    receiver = make_receiver()
+    empty = {"id": "e1", "headers": {}, "tags": [{}, {}], "meta": {"a": {}, "b": 1}}
+    assert post(receiver, json.dumps(empty).encode()).status_code == 200
+    run_piper_cycle(receiver.settings, receiver.control, receiver.storage)
+    full = {"id": "e2", "headers": {"k": "v"}, "tags": [], "meta": {"a": {"x": 1}, "b": 2}}
+    assert post(receiver, json.dumps(full).encode()).status_code == 200
+    rows, dead = run_pipelines(receiver)
+    assert not dead
+    by_id = {r["id"]: r for r in rows}
+    assert by_id["e1"]["headers"] == "{}" and by_id["e2"]["headers"] == '{"k":"v"}'
+    assert by_id["e1"]["tags"] == ["{}", "{}"] and by_id["e2"]["tags"] == []
+    assert by_id["e1"]["meta"] == {"a": "{}", "b": 1}
+    assert by_id["e2"]["meta"] == {"a": '{"x":1}', "b": 2}
+
