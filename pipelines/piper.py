@@ -17,7 +17,7 @@ import orjson
 
 from bytefreezer.control import ControlClient, open_control
 from bytefreezer.control.models import Dataset, Lease
-from bytefreezer.errors import InvalidName, LeaseLost, StorageError
+from bytefreezer.errors import BytefreezerError, InvalidName, LeaseLost, StorageError
 from bytefreezer.keys import IntakeKey, piper_lease_name
 from bytefreezer.pipelines.decode import choose_format, decode_object
 from bytefreezer.pipelines.parquet import parquet_bytes
@@ -138,6 +138,46 @@ class _ProcessIntakeFn(ObjectFn):
         except FileNotFoundError:
             return None  # another worker finished it
         self.count("bytes_in", len(data))
+        try:
+            staged, rows_in, rows_out, dead = self._stage(data, key, dataset, work, trace)
+        except (BytefreezerError, MemoryError):
+            raise  # storage, control, configuration or memory: a later cycle tries it again
+        except Exception as exc:
+            # A defect this object's data meets (ours, a library's or a plugin's) would fail
+            # every cycle on it: its bytes are set aside with the reason, the rest goes on.
+            log.exception("piper cannot process %s; it goes to the dead-letter output", work.key)
+            self.count("dead_lettered:internal")
+            staged, rows_in, rows_out = b"", 0, 0
+            dead = [self._set_aside(key, data, "piper", f"{type(exc).__name__}: {exc}")]
+        # Fencing: a worker that was paused past its lease writes nothing. The same check
+        # before the delete covers a pause during the writes.
+        if not self._still_held(lease, work.key):
+            return None
+        if rows_out:
+            piper.put(key.staged_key, staged)
+            self.count("bytes_out", len(staged))
+        if dead:
+            piper.put(key.dead_letter_key, b"\n".join(dead) + b"\n")
+        if not self._still_held(lease, work.key):
+            return None
+        intake.delete(work.key)
+        self.count("objects_processed")
+        self.count("records_in", rows_in)
+        self.count("records_out", rows_out)
+        self.count("records_dead_lettered", len(dead))
+        return work.key
+
+    def _set_aside(self, key: IntakeKey, data: bytes, stage: str, error: str) -> bytes:
+        """Keep an object no record can be read from as it came (``.raw.gz`` beside its dead
+        letters); the dead letter that says why."""
+        self._storage.piper.put(key.dead_letter_key[: -len(".ndjson")] + ".raw.gz", data)
+        return orjson.dumps({"stage": stage, "error": error, "line": None, "bytes": len(data)})
+
+    def _stage(
+        self, data: bytes, key: IntakeKey, dataset: Dataset, work: PiperWork, trace: dict[str, str]
+    ) -> tuple[bytes, int, int, list[bytes]]:
+        """Decode, transform and encode one object: (staged Parquet, records in, records out,
+        dead letters)."""
         dead: list[bytes] = []
         try:
             decoded = decode_object(
@@ -145,9 +185,7 @@ class _ProcessIntakeFn(ObjectFn):
             )
         except ValueError as exc:
             decoded = None
-            record = {"stage": "decode", "error": str(exc), "line": None, "bytes": len(data)}
-            dead.append(orjson.dumps(record))
-            piper.put(key.dead_letter_key[: -len(".ndjson")] + ".raw.gz", data)
+            dead.append(self._set_aside(key, data, "decode", str(exc)))
         rows_in = rows_out = 0
         staged = b""
         if decoded is not None:
@@ -180,23 +218,7 @@ class _ProcessIntakeFn(ObjectFn):
                 )
             staged = parquet_bytes(table, STAGED_COMPRESSION, level=1)
             rows_out = table.num_rows
-        # Fencing: a worker that was paused past its lease writes nothing. The same check
-        # before the delete covers a pause during the writes.
-        if not self._still_held(lease, work.key):
-            return None
-        if rows_out:
-            piper.put(key.staged_key, staged)
-            self.count("bytes_out", len(staged))
-        if dead:
-            piper.put(key.dead_letter_key, b"\n".join(dead) + b"\n")
-        if not self._still_held(lease, work.key):
-            return None
-        intake.delete(work.key)
-        self.count("objects_processed")
-        self.count("records_in", rows_in)
-        self.count("records_out", rows_out)
-        self.count("records_dead_lettered", len(dead))
-        return work.key
+        return staged, rows_in, rows_out, dead
 
 
 class ProcessIntake(Distributed):

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 import zstandard
 
 from bytefreezer.pipelines.packer import run_packer_cycle
@@ -119,3 +120,40 @@ def test_empty_json_objects_reach_parquet_as_text(make_receiver: Callable[..., R
     assert by_id["e1"]["meta"] == {"a": "{}", "b": 1}
     assert by_id["e2"]["meta"] == {"a": '{"x":1}', "b": 2}
 
+
+def test_an_object_piper_cannot_process_is_set_aside_not_retried_for_ever(
+    make_receiver: Callable[..., Receiver], monkeypatch: Any
+) -> None:
+    # A defect some data meets (here: staging refuses tables with a "poison" column) failed the
+    # run on every cycle. Now the object's bytes go to the dead-letter output with the reason
+    # and the others go on; storage errors still leave the object for a later cycle.
+    from bytefreezer.errors import StorageError
+    from bytefreezer.pipelines import piper
+
+    real = piper.parquet_bytes
+    failure: type[Exception] = RuntimeError
+
+    def staging(table: Any, *args: Any, **kwargs: Any) -> bytes:
+        if "poison" in table.column_names:
+            raise failure("cannot stage this")
+        return real(table, *args, **kwargs)
+
+    monkeypatch.setattr(piper, "parquet_bytes", staging)
+    receiver = make_receiver()
+    storage = receiver.storage
+    poison = b'{"poison": 1, "id": "p"}\n'
+    assert post(receiver, poison).status_code == 200
+    failure = StorageError
+    with pytest.raises(Exception, match="cannot stage this"):
+        run_piper_cycle(receiver.settings, receiver.control, storage)
+    assert len(storage.intake.list()) == 1  # a storage error: tried again later
+    failure = RuntimeError
+    assert post(receiver, b'{"id": "fine"}\n').status_code == 200
+    rows, dead = run_pipelines(receiver)
+    assert [r["id"] for r in rows] == ["fine"]
+    assert [(d["stage"], d["error"], d["line"]) for d in dead] == [
+        ("piper", "RuntimeError: cannot stage this", None)
+    ]
+    raw = [o.key for o in storage.piper.list("_dead-letter/acme/web/") if o.key.endswith(".gz")]
+    assert len(raw) == 1 and gzip.decompress(storage.piper.get(raw[0])) == poison
+    assert not storage.intake.list()
