@@ -132,8 +132,9 @@ def summarize(key: str, data: bytes, dataset: Dataset) -> StagedSummary:
     schema = file.schema_arrow
     rows = file.metadata.num_rows
     field = dataset.timestamp_field
-    present = field in schema.names
-    table = file.read(columns=[field]) if present else pa.table({"_": pa.nulls(rows)})
+    column = field if field in schema.names else field.partition(".")[0]  # event.time: event
+    present = column in schema.names
+    table = file.read(columns=[column]) if present else pa.table({"_": pa.nulls(rows)})
     found = _partitioned(table, key, dataset)
     if found is None:
         by_partition = {"": rows} if rows else {}

@@ -1,6 +1,6 @@
 """Event-time partitions: each row's time from the dataset's timestamp field, then a path.
 
-Event time is read from a timestamp column, an ISO 8601 / RFC 3339 string, or epoch numbers
+Event time is read from a timestamp column (a dotted path names a field inside an object), an ISO 8601 / RFC 3339 string, or epoch numbers
 (seconds, milliseconds, microseconds or nanoseconds, told apart by magnitude). Rows without a
 readable time use the ingest time of the object they came in.
 """
@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 from bytefreezer.control.models import ParquetOptions
 from bytefreezer.transforms.builtin.date_parse import parse_iso
 from bytefreezer.transforms.condition import duckdb_connection
+from bytefreezer.transforms.tables import get_column
 
 TS_TYPE = pa.timestamp("us", tz="UTC")
 
@@ -68,9 +69,10 @@ def event_times(table: pa.Table, field: str, ingest_ns: pa.Array | int) -> pa.Ch
     else:
         fallback = pa.chunked_array([pc.divide(ingest_ns, 1000)])
     fallback_ts = fallback.cast(pa.timestamp("us")).cast(TS_TYPE)
-    if field not in table.column_names or n == 0:
+    found = get_column(table, field)  # a dotted path names a field inside an object
+    if found is None or n == 0:
         return fallback_ts
-    column = table.column(field)
+    column = pa.chunked_array([found]) if isinstance(found, pa.Array) else found
     kind = column.type
     try:
         if pa.types.is_timestamp(kind):

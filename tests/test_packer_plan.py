@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bytefreezer.control.models import Dataset, Destination, ParquetOptions
+from bytefreezer.control.models import Dataset, DatasetSpec, Destination, ParquetOptions
 from bytefreezer.ingress.receiver import IntakeWriter
 from bytefreezer.pipelines import packer
 from bytefreezer.pipelines.packer import (
@@ -135,6 +135,33 @@ def test_a_time_field_of_different_types_across_inputs_partitions_by_each_ones_v
     assert by_hour == {"hour=00": [0, 1, 2, 3, 4], "hour=05": [5, 6, 7, 8, 9]}
 
 
+def test_a_dotted_timestamp_field_names_a_time_inside_an_object(tmp_path: Path) -> None:
+    """`event.created` partitions by the field inside `event` (it fell back to ingest time)."""
+    settings, control, storage = setup_stack(tmp_path)
+    control.create_dataset("acme", DatasetSpec(name="ecs", timestamp_field="event.created"))
+    lines = [
+        {"id": 0, "event": {"created": "2026-03-04T05:06:07+01:00", "kind": "alert"}},
+        {"id": 1, "event": {"created": 1767225600}},  # an epoch in another object: widened
+        {"id": 2, "event": None},
+    ]
+    writer = IntakeWriter(storage)
+    for line in (lines[0], lines[1:]):
+        rows = line if isinstance(line, list) else [line]
+        body = "\n".join(json.dumps(r) for r in rows).encode()
+        writer.write("acme", "ecs", "ndjson", gzip.compress(body), {})
+    run_piper_cycle(settings, control, storage)
+    run_packer_cycle(settings, control, storage)
+    root = settings.data_dir / "destination" / "acme" / "ecs"
+    by_partition = {
+        str(path.parent.relative_to(root)): pq.read_table(path).column("id").to_pylist()
+        for path in root.rglob("*.parquet")
+    }
+    ingest_hour = [p for p, ids in by_partition.items() if ids == [2]]
+    assert len(by_partition) == 3 and len(ingest_hour) == 1
+    assert by_partition["year=2026/month=03/day=04/hour=04"] == [0]
+    assert by_partition["year=2026/month=01/day=01/hour=00"] == [1]
+
+
 def test_inputs_beyond_the_kept_bytes_are_read_again_with_the_same_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -175,7 +202,7 @@ def test_packed_files_get_dictionaries_for_repeating_text_only(tmp_path: Path) -
         for i in range(meta.num_columns)
         if "RLE_DICTIONARY" in meta.column(i).encodings
     }
-    assert dictionary == {"kind"}
+    assert dictionary == {"kind", "timestamp"}  # the time is text, one value repeated
     assert pq.read_table(path).column("uid").to_pylist() == [f"u{i:08d}" for i in range(1500)]
 
 
@@ -217,7 +244,8 @@ def test_which_text_repeats_is_judged_once_per_run_and_small_files_get_no_dictio
     run_packer_cycle(settings, control, storage)
     root = settings.data_dir / "destination" / "acme" / "web"
     found = {path.parent.name: _dictionary_columns_of(path) for path in root.rglob("*.parquet")}
-    assert found == {"hour=01": {"kind"}, "hour=02": {"kind"}, "hour=03": set()}
+    repeating = {"kind", "timestamp"}  # the time is text, one value per hour
+    assert found == {"hour=01": repeating, "hour=02": repeating, "hour=03": set()}
     assert judged == [3000], "once, on the first input (a full sample)"
     judged.clear()
     writer.write("acme", "web", "ndjson", gzip.compress(body([4, 5], 30)), {})

@@ -78,7 +78,9 @@ class DatasetSpec(_Model):
         default_factory=list, description="The transform chain, one mapping per step."
     )
     timestamp_field: str = Field(
-        "timestamp", description="Field holding each record's event time (partitions by it)."
+        "timestamp",
+        description="Field holding each record's event time (partitions by it); a dotted path "
+        "(`event.created`) names a field inside an object.",
     )
     destination: Destination | None = Field(
         None, description="Parquet destination; the stack's default destination when omitted."
