@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 BLANK = " \t\r\n\x0b\x0c"
@@ -17,7 +19,39 @@ def is_blank(line: str) -> bool:
 
 def any_line_starts_with(data: bytes, chars: bytes) -> bool:
     """Whether a line of ``data`` starts with one of ``chars``: numpy over the first byte of
-    each line, ~0.15 ms per MB."""
+    each line, ~0.05 ms per 400 KB."""
     view = np.frombuffer(data, np.uint8)
-    firsts = np.concatenate((view[:1], view[np.flatnonzero(view[:-1] == 0x0A) + 1]))
-    return bool(np.isin(firsts, np.frombuffer(chars, np.uint8)).any())
+    return _starts_with(view, np.flatnonzero(view == _NEWLINE), chars)
+
+
+def count_nonblank_lines(data: bytes) -> int:
+    """Lines of ``data`` holding more than ASCII whitespace (a last line without a newline
+    counts); split in Python only when a line may be blank (starts with whitespace)."""
+    view = np.frombuffer(data, np.uint8)
+    newlines = np.flatnonzero(view == _NEWLINE)
+    if _starts_with(view, newlines, BLANK_BYTES):
+        return sum(1 for line in data.split(b"\n") if line.strip(BLANK_BYTES))
+    return len(newlines) + (0 if data.endswith(b"\n") or not data else 1)
+
+
+_NEWLINE = 0x0A
+
+
+@functools.cache
+def _byte_table(chars: bytes) -> np.ndarray:
+    table = np.zeros(256, bool)
+    table[list(chars)] = True
+    return table
+
+
+def _starts_with(view: np.ndarray, newlines: np.ndarray, chars: bytes) -> bool:
+    """Whether the first byte of ``view`` or one after a newline is one of ``chars`` (one
+    comparison over the bytes and a table lookup: np.isin sorted, and 32 threads of the
+    receiver spent as long in it as in inflating the body)."""
+    if not len(view):
+        return False
+    after = newlines + 1
+    if len(after) and after[-1] == len(view):
+        after = after[:-1]
+    table = _byte_table(chars)
+    return bool(table[view[0]]) or bool(table[view[after]].any())

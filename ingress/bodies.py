@@ -15,7 +15,7 @@ import zstandard
 
 from bytefreezer.compression import InflateError
 from bytefreezer.compression import decompressobj as inflater
-from bytefreezer.lines import BLANK_BYTES, any_line_starts_with
+from bytefreezer.lines import count_nonblank_lines
 
 CHUNK = 1 << 20
 
@@ -135,10 +135,7 @@ def count_lines(data: bytes) -> int:
     """Records in a body: its lines holding more than whitespace (a last line without newline
     counts). Blank lines are no records to piper either, so ingest and pipeline counts agree.
     Lines are only split in Python when one may be blank (starts with whitespace)."""
-    lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
-    if any_line_starts_with(data, BLANK_BYTES):
-        lines = sum(1 for line in data.split(b"\n") if line.strip(BLANK_BYTES))
-    return lines
+    return count_nonblank_lines(data)
 
 
 def prepare(raw: bytes, encoding: str, fmt: str, limit: int) -> Body:
