@@ -64,8 +64,12 @@ GEO_TYPE = pa.struct([("country_code", pa.string()), ("city_name", pa.string())]
 
 
 def baseline_piper(objects: list[bytes], out: Path, database: bytes) -> list[Path]:
-    """pyarrow alone: gunzip → read_json → the same five steps → staged Parquet."""
-    reader = maxminddb.open_database(io.BytesIO(database), maxminddb.MODE_FD)
+    """pyarrow alone: gunzip → read_json → the same five steps → staged Parquet (GeoIP with
+    libmaxminddb's reader, the fastest MaxMind offers, as piper uses)."""
+    with tempfile.NamedTemporaryFile(suffix=".mmdb") as copy:
+        copy.write(database)
+        copy.flush()
+        reader = maxminddb.open_database(copy.name, maxminddb.MODE_MMAP_EXT)
     paths = []
     for i, obj in enumerate(objects):
         table = pajson.read_json(io.BytesIO(igzip.decompress(obj)))

@@ -128,6 +128,25 @@ def test_geoip_reads_the_geoip_bucket_and_refreshes_when_the_object_changes(tmp_
     assert geoip.apply(table).column("geo").to_pylist() == [{"city_name": "Londinium"}]
 
 
+def test_geoip_reads_with_libmaxminddb_and_leaves_no_copy_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import maxminddb
+    import maxminddb.extension
+
+    from bytefreezer.transforms.builtin.geoip import open_database
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    database = city_database()
+    reader = open_database(database)
+    assert isinstance(reader, maxminddb.extension.Reader)  # the C reader, not the Python one
+    assert not list(tmp_path.iterdir())  # the copy is unlinked once mapped
+    plain = maxminddb.open_database(io.BytesIO(database), maxminddb.MODE_FD)
+    addresses = ["81.2.69.142", "81.2.69.1", "10.0.0.1", "2001:db8::1", "8.8.8.8"]
+    assert [reader.get(a) for a in addresses] == [plain.get(a) for a in addresses]
+    assert reader.get("81.2.69.142") is not None
+
+
 def test_geoip_without_a_database_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match=r"geoip/GeoLite2-City\.mmdb not found"):
         run_transform(
