@@ -34,7 +34,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import maxminddb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
@@ -43,7 +42,7 @@ from isal import igzip
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from common import generate, merge_results, split_objects, stack, upload
+from common import generate, merge_results, mmdb_reader, split_objects, stack, upload
 
 from bytefreezer.pipelines.packer import run_packer_cycle
 from bytefreezer.pipelines.parquet import writer_options
@@ -66,10 +65,7 @@ GEO_TYPE = pa.struct([("country_code", pa.string()), ("city_name", pa.string())]
 def baseline_piper(objects: list[bytes], out: Path, database: bytes) -> list[Path]:
     """pyarrow alone: gunzip → read_json → the same five steps → staged Parquet (GeoIP with
     libmaxminddb's reader, the fastest MaxMind offers, as piper uses)."""
-    with tempfile.NamedTemporaryFile(suffix=".mmdb") as copy:
-        copy.write(database)
-        copy.flush()
-        reader = maxminddb.open_database(copy.name, maxminddb.MODE_MMAP_EXT)
+    reader = mmdb_reader(database)
     paths = []
     for i, obj in enumerate(objects):
         table = pajson.read_json(io.BytesIO(igzip.decompress(obj)))

@@ -32,13 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import maxminddb
 import orjson
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from common import merge_results
+from common import merge_results, mmdb_reader
 
 from bytefreezer.transforms import Context, compile_chain
 from bytefreezer.transforms.builtin.useragent import parse_user_agent
@@ -93,7 +92,7 @@ APACHE = re.compile(
 
 
 def geo_baseline() -> Callable[[Record], Record]:
-    reader = maxminddb.open_database(io.BytesIO(GEOIP_DB), maxminddb.MODE_FD)
+    reader = mmdb_reader(GEOIP_DB)
 
     def run(r: Record) -> Record:
         found = reader.get(r["source_ip"]) or {}
