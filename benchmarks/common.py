@@ -72,15 +72,16 @@ def mmdb_reader(database: bytes) -> Any:
         return maxminddb.open_database(copy.name, maxminddb.MODE_MMAP_EXT)
 
 
-def generate(target_bytes: int, seed: int = 7) -> list[bytes]:
-    """NDJSON lines of security events (the original system's test data shape)."""
+def generate(target_bytes: int, seed: int = 7, span_seconds: int = 86400 * 2) -> list[bytes]:
+    """NDJSON lines of security events (the original system's test data shape), their times at
+    random over ``span_seconds`` (two days: a backfill's spread)."""
     rng = random.Random(seed)
     lines, size = [], 0
     base = 1767225600
     while size < target_bytes:
         event = {
             "timestamp": time.strftime(
-                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(base + rng.randrange(0, 86400 * 2))
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(base + rng.randrange(0, span_seconds))
             ),
             # a third from a range the benchmark GeoIP database knows
             "source_ip": f"81.2.69.{rng.randrange(256)}"
