@@ -70,6 +70,7 @@ from bytefreezer.pipelines.runner import (
     CycleStats,
     Distributed,
     ObjectFn,
+    first_report,
     reuse_key_for,
     run_claimed,
 )
@@ -325,6 +326,12 @@ class _PackDatasetFn(ObjectFn):
         except LeaseLost:
             self.count("lease_lost")
             log.warning("packer lease on %s/%s lost; stopping", dataset.tenant, dataset.name)
+        except Exception:
+            # One dataset's failure (its destination refuses writes, say) is not the others':
+            # they are packed; this one's manifest, if any, is replayed by a later run.
+            self.count("dataset_errors")
+            if first_report(f"packer:{dataset.tenant}/{dataset.name}"):
+                log.exception("packer cannot pack %s/%s", dataset.tenant, dataset.name)
         return done
 
     def _eligible(self, dataset: Dataset) -> list[str]:
@@ -662,6 +669,10 @@ def record_packer_counters(telemetry: Telemetry, stats: CycleStats) -> None:
     telemetry.add(
         "bytefreezer_packer_late_staged_discarded", counters.get("late_staged_discarded", 0)
     )
+    if counters.get("dataset_errors"):
+        telemetry.add(
+            "bytefreezer_errors", counters["dataset_errors"], stage="packer", error_type="dataset"
+        )
     if written:
         telemetry.record(
             "bytefreezer_packer_compression_ratio", counters.get("staged_bytes", 0) / written

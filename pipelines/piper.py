@@ -17,7 +17,7 @@ import orjson
 
 from bytefreezer.control import ControlClient, open_control
 from bytefreezer.control.models import Dataset, Lease
-from bytefreezer.errors import BytefreezerError, InvalidName, LeaseLost, StorageError
+from bytefreezer.errors import BytefreezerError, ConfigError, InvalidName, LeaseLost, StorageError
 from bytefreezer.keys import IntakeKey, piper_lease_name
 from bytefreezer.pipelines.decode import choose_format, decode_object
 from bytefreezer.pipelines.parquet import parquet_bytes
@@ -25,6 +25,7 @@ from bytefreezer.pipelines.runner import (
     CycleStats,
     Distributed,
     ObjectFn,
+    first_report,
     reuse_key_for,
     run_claimed,
 )
@@ -140,8 +141,16 @@ class _ProcessIntakeFn(ObjectFn):
         self.count("bytes_in", len(data))
         try:
             staged, rows_in, rows_out, dead = self._stage(data, key, dataset, work, trace)
+        except ConfigError as exc:
+            # This dataset's chain cannot run (a GeoIP database not uploaded yet, a plugin not
+            # installed): its objects wait for the fix, the other datasets' objects go on.
+            self.count("errors:config")
+            if first_report(f"piper-config:{dataset.tenant}/{dataset.name}"):
+                name = f"{dataset.tenant}/{dataset.name}"
+                log.error("dataset %s cannot be processed, its objects wait: %s", name, exc)
+            return None
         except (BytefreezerError, MemoryError):
-            raise  # storage, control, configuration or memory: a later cycle tries it again
+            raise  # storage, control or memory: a later cycle tries it again
         except Exception as exc:
             # A defect this object's data meets (ours, a library's or a plugin's) would fail
             # every cycle on it: its bytes are set aside with the reason, the rest goes on.
@@ -313,7 +322,9 @@ def record_piper_counters(telemetry: Telemetry, stats: CycleStats) -> None:
     telemetry.add("bytefreezer_piper_objects", counters.get("lease_lost", 0), result="lease_lost")
     for name, value in counters.items():
         kind, _, transform = name.partition(":")
-        if kind == "dropped":
+        if kind == "errors":
+            telemetry.add("bytefreezer_errors", value, stage="piper", error_type=transform)
+        elif kind == "dropped":
             telemetry.add("bytefreezer_records_dropped", value, stage="piper", transform=transform)
         elif kind == "dead_lettered":
             telemetry.add(

@@ -8,6 +8,7 @@ import hashlib
 import logging
 import pickle
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -92,6 +93,22 @@ def pipeline_options(beam_args: list[str] | None = None) -> PipelineOptions:
         args.append(f"--runner={LOCAL_RUNNER}")
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     return PipelineOptions(args)
+
+
+_REPORTED: dict[str, float] = {}
+_REPORTED_LOCK = threading.Lock()
+
+
+def first_report(key: str, every_seconds: float = 60.0) -> bool:
+    """Whether a recurring failure named ``key`` is to be logged now: once per ``every_seconds``
+    in a process, since a dataset that fails on every cycle would otherwise fill the log (its
+    counter still counts each time)."""
+    now = time.monotonic()
+    with _REPORTED_LOCK:
+        if now - _REPORTED.get(key, float("-inf")) < every_seconds:
+            return False
+        _REPORTED[key] = now
+        return True
 
 
 class ObjectFn:

@@ -22,8 +22,9 @@ from tests.conftest import fast_settings
 from tests.helpers import read_parquet_dir
 
 
-class InjectedCrash(Exception):
-    """Stands for the process dying at this exact point."""
+class InjectedCrash(BaseException):
+    """Stands for the process dying at this exact point: not an Exception (as SystemExit is not),
+    so that no handler that lets one dataset's failure spare the others takes it for one."""
 
 
 # Long enough that a loaded machine finishes a cycle inside it, short enough to wait out.
@@ -81,7 +82,7 @@ def test_piper_crash_between_staged_write_and_delete(
     with monkeypatch.context() as patch:
         patch.setattr(ObjectStore, "delete", crash_on_intake_delete)
         crash_without_releasing(patch)
-        with pytest.raises(Exception, match="injected crash"):
+        with pytest.raises(BaseException, match="injected crash"):
             run_piper_cycle(settings, control, storage)
     staged = [o for o in storage.piper.list("acme/web/") if o.key.endswith(".parquet")]
     assert staged, "the crash happened after the staged write"
@@ -129,7 +130,7 @@ def test_packer_crash_then_manifest_replay(
             patch.setattr(PendingObject, "commit", crash_mid_upload)
         else:
             patch.setattr(ObjectStore, "delete_many", crash_before_delete)
-        with pytest.raises(Exception, match="injected crash"):
+        with pytest.raises(BaseException, match="injected crash"):
             run_packer_cycle(settings, control, storage)
     manifests = storage.piper.list("_manifests/acme/web/")
     assert len(manifests) == 1

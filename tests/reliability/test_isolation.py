@@ -1,0 +1,77 @@
+"""One tenant's broken dataset stalls only itself: the others' records keep flowing."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+from bytefreezer.control.models import DatasetSpec, Destination, Tenant
+from bytefreezer.ingress.receiver import IntakeWriter
+from bytefreezer.pipelines.packer import run_packer_cycle
+from bytefreezer.pipelines.piper import run_piper_cycle
+from tests.e2e.test_recovery import setup_stack
+from tests.helpers import read_parquet_dir
+from tests.transforms.test_lookups import city_database
+
+
+def _ids(root: Path) -> list[int]:
+    table = read_parquet_dir(root)
+    return sorted(table.column("id").to_pylist()) if table is not None else []
+
+
+def test_a_dataset_whose_chain_cannot_run_waits_while_the_others_go_on(tmp_path: Path) -> None:
+    # A missing GeoIP database failed the whole piper run, every cycle, for every tenant.
+    settings, control, storage = setup_stack(tmp_path)
+    control.create_tenant(Tenant(name="geo"))
+    step = {"type": "geoip", "config": {"source_field": "ip"}}
+    control.create_dataset("geo", DatasetSpec(name="web", transforms=[step]))
+    writer = IntakeWriter(storage)
+    for i in range(3):
+        for tenant in ("acme", "geo"):
+            body = json.dumps({"id": i, "ip": "81.2.69.142"}).encode()
+            writer.write(tenant, "web", "ndjson", gzip.compress(body), {})
+    for _ in range(2):  # every cycle: the other tenant's objects go through
+        stats = run_piper_cycle(settings, control, storage)
+        assert stats.counters.get("errors:config") == 3
+    waiting = {o.key.split("/")[0] for o in storage.intake.list()}
+    assert waiting == {"geo"}
+    run_packer_cycle(settings, control, storage)
+    out = settings.data_dir / "destination"
+    assert _ids(out / "acme" / "web") == [0, 1, 2]
+    # Once the database is there, the waiting objects are processed, each once.
+    storage.bucket(settings.buckets.geoip).put("GeoLite2-City.mmdb", city_database())
+    run_piper_cycle(settings, control, storage)
+    run_packer_cycle(settings, control, storage)
+    assert not storage.intake.list()
+    rows = read_parquet_dir(out / "geo" / "web")
+    assert rows is not None and sorted(rows.column("id").to_pylist()) == [0, 1, 2]
+    assert {r["country_code"] for r in rows.column("geo").to_pylist()} == {"GB"}
+
+
+def test_a_dataset_packer_cannot_write_fails_alone_and_is_packed_once_fixed(
+    tmp_path: Path,
+) -> None:
+    # Its destination refuses writes: the packer run failed, and with it every dataset after it.
+    settings, control, storage = setup_stack(tmp_path)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the destination's directory should be")
+    control.create_tenant(Tenant(name="aaa"))
+    destination = Destination(url=f"file://{blocker}/out")
+    control.create_dataset("aaa", DatasetSpec(name="web", destination=destination))
+    writer = IntakeWriter(storage)
+    for i in range(3):
+        for tenant in ("aaa", "acme"):
+            body = json.dumps({"id": i}).encode()
+            writer.write(tenant, "web", "ndjson", gzip.compress(body), {})
+    run_piper_cycle(settings, control, storage)
+    for _ in range(2):
+        stats = run_packer_cycle(settings, control, storage)
+        assert stats.counters.get("dataset_errors") == 1
+    assert _ids(settings.data_dir / "destination" / "acme" / "web") == [0, 1, 2]
+    staged = {o.key.split("/")[0] for o in storage.piper.list() if o.key.endswith(".parquet")}
+    assert staged == {"aaa"}
+    blocker.unlink()  # fixed: the next run packs it, each record once
+    run_packer_cycle(settings, control, storage)
+    assert _ids(blocker / "out") == [0, 1, 2]
+    assert not [o for o in storage.piper.list() if o.key.endswith(".parquet")]
