@@ -138,7 +138,6 @@ class _ProcessIntakeFn(ObjectFn):
             data = intake.get(work.key, size=work.size)
         except FileNotFoundError:
             return None  # another worker finished it
-        self.count("bytes_in", len(data))
         try:
             staged, rows_in, rows_out, dead = self._stage(data, key, dataset, work, trace)
         except ConfigError as exc:
@@ -158,6 +157,7 @@ class _ProcessIntakeFn(ObjectFn):
             self.count("dead_lettered:internal")
             staged, rows_in, rows_out = b"", 0, 0
             dead = [self._set_aside(key, data, "piper", f"{type(exc).__name__}: {exc}")]
+        self.count("bytes_in", len(data))
         # Fencing: a worker that was paused past its lease writes nothing. The same check
         # before the delete covers a pause during the writes.
         if not self._still_held(lease, work.key):
