@@ -318,20 +318,39 @@ async def _listening(host: str, port: int, timeout: float = 15.0) -> None:
             await asyncio.sleep(0.05)
 
 
+_MAX_COUNT_DIGITS = 10  # an RFC 6587 octet count; more digits than this are a line's text
+
+
 async def _read_frame(reader: asyncio.StreamReader, source: InputConfig) -> str | None:
-    """One message from a TCP stream: newline framed, or octet counted (RFC 6587) for syslog."""
-    if source.type == "syslog":
-        first = await reader.read(1)
-        if not first:
-            return None
-        if first.isdigit():
-            digits = first + await reader.readuntil(b" ")
-            count = int(digits[:-1])
-            return (await reader.readexactly(count)).decode("utf-8", "replace")
-        rest = await _read_line(reader, source)
-        return (first + rest).decode("utf-8", "replace").rstrip("\r\n")
-    line = await _read_line(reader, source)
-    return line.decode("utf-8", "replace").rstrip("\r\n") if line else None
+    """One message from a TCP stream: newline framed, or octet counted (RFC 6587) for syslog.
+
+    A count is digits then a space; a line that only starts with digits (a message without a
+    priority, beginning with its time) is read as a line. A frame longer than
+    ``max_line_bytes`` is cut to it, as lines are, the rest read and dropped."""
+    if source.type != "syslog":
+        line = await _read_line(reader, source)
+        return line.decode("utf-8", "replace").rstrip("\r\n") if line else None
+    text = await reader.read(1)
+    if not text:
+        return None
+    while text.isdigit() and len(text) <= _MAX_COUNT_DIGITS:
+        byte = await reader.read(1)
+        if byte == b" " and int(text) > 0:
+            return await _read_counted(reader, int(text), source.max_line_bytes)
+        if not byte:
+            return text.decode()  # the stream ended after a line of digits
+        text += byte
+    if not text.endswith(b"\n"):
+        text += await _read_line(reader, source)
+    return text.decode("utf-8", "replace").rstrip("\r\n")
+
+
+async def _read_counted(reader: asyncio.StreamReader, count: int, limit: int) -> str:
+    kept = await reader.readexactly(min(count, limit))
+    left = count - len(kept)
+    while left:  # beyond the line limit: read and drop, never held in memory whole
+        left -= len(await reader.readexactly(min(left, 1 << 16)))
+    return kept.decode("utf-8", "replace")
 
 
 async def _read_line(reader: asyncio.StreamReader, source: InputConfig) -> bytes:

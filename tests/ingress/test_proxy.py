@@ -222,6 +222,49 @@ def test_tcp_and_http_inputs(receiver: Receiver, tmp_path: Path) -> None:
     assert metadata["proxy-filename"].startswith("acme--web--") and metadata["proxy-batch-id"]
 
 
+def test_tcp_syslog_frames_counted_or_not(receiver: Receiver, tmp_path: Path) -> None:
+    # A line starting with digits (no priority, its time first) was taken for an octet count:
+    # int() failed and the connection dropped with every later message; a count was trusted
+    # whatever its size, buffered whole in memory.
+    source = {"name": "tcp-syslog", "type": "syslog", "protocol": "tcp", "max_line_bytes": 200}
+    config = proxy_config(tmp_path, receiver.url, receiver.key, source)
+    counted = b"<34>1 2026-01-01T00:00:00Z h a - - - counted"
+    huge = b"<34>1 2026-01-01T00:00:00Z h a - - - " + b"x" * 5000
+    stream = (
+        str(len(counted)).encode() + b" " + counted
+        + b"2026-01-01T10:00:00 host app: starts with its time\n"
+        + b"12345678901234 more digits than a count\n"
+        + str(len(huge)).encode() + b" " + huge
+        + b"\n"  # a newline after a counted frame is a blank line, not a record
+        + b"<13>Jan  1 00:00:00 h b: last\n"
+    )  # fmt: skip
+
+    async def scenario() -> None:
+        service = ProxyService(config)
+        await service.start()
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", service.ports["tcp-syslog"])
+            writer.write(stream)
+            await writer.drain()
+            writer.close()
+            await until(lambda: sum(service.stats.lines_in.values()) == 5)
+            await until(lambda: not service.spool.paths() and service.stats.batches_delivered)
+        finally:
+            await service.stop()
+
+    asyncio.run(scenario())
+    records = [
+        json.loads(line)
+        for obj in receiver.storage.intake.list("acme/web/")
+        for line in gzip.decompress(receiver.storage.intake.get(obj.key)).splitlines()
+    ]
+    assert len(records) == 5
+    text = [json.dumps(r) for r in records]
+    assert "counted" in text[0] and "starts with its time" in text[1]
+    assert "more digits than a count" in text[2] and "last" in text[4]
+    assert "x" * 100 in text[3] and "x" * 200 not in text[3]  # cut to max_line_bytes
+
+
 def test_lines_split_at_newlines_only(receiver: Receiver, tmp_path: Path) -> None:
     # str.splitlines split these records at U+2028, U+0085 and a form feed, so each became two
     # records wrapped as raw text.
