@@ -61,6 +61,16 @@ def proxy_config(
     )
 
 
+def intake_records(receiver: Receiver) -> list[dict[str, Any]]:
+    """Every record the proxy delivered to acme/web, in the order of the intake objects."""
+    return [
+        json.loads(line)
+        for obj in receiver.storage.intake.list("acme/web/")
+        for line in gzip.decompress(receiver.storage.intake.get(obj.key)).split(b"\n")
+        if line
+    ]
+
+
 async def until(check: Callable[[], Any], timeout: float = 20.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -208,11 +218,7 @@ def test_tcp_and_http_inputs(receiver: Receiver, tmp_path: Path) -> None:
             await service.stop()
 
     asyncio.run(scenario())
-    lines = [
-        json.loads(line)
-        for obj in receiver.storage.intake.list("acme/web/")
-        for line in gzip.decompress(receiver.storage.intake.get(obj.key)).splitlines()
-    ]
+    lines = intake_records(receiver)
     assert sorted(r["id"] for r in lines if "id" in r) == [1, 2, 3]
     assert [r["raw"] for r in lines if "raw" in r] == ["plain line"]
     messages = sorted(r["message"] for r in lines if "message" in r)
@@ -253,11 +259,7 @@ def test_tcp_syslog_frames_counted_or_not(receiver: Receiver, tmp_path: Path) ->
             await service.stop()
 
     asyncio.run(scenario())
-    records = [
-        json.loads(line)
-        for obj in receiver.storage.intake.list("acme/web/")
-        for line in gzip.decompress(receiver.storage.intake.get(obj.key)).splitlines()
-    ]
+    records = intake_records(receiver)
     assert len(records) == 5
     text = [json.dumps(r) for r in records]
     assert "counted" in text[0] and "starts with its time" in text[1]
@@ -283,12 +285,7 @@ def test_lines_split_at_newlines_only(receiver: Receiver, tmp_path: Path) -> Non
     datagram = "raw\x0cline\nsecond\n"
 
     def delivered() -> list[dict[str, Any]]:
-        return [
-            json.loads(line)
-            for obj in receiver.storage.intake.list("acme/web/")
-            for line in gzip.decompress(receiver.storage.intake.get(obj.key)).split(b"\n")
-            if line
-        ]
+        return intake_records(receiver)
 
     async def scenario() -> None:
         service = ProxyService(config)
@@ -368,11 +365,7 @@ def test_receiver_down_batches_spool_and_are_delivered_once_back(
                 await service.stop()
 
         asyncio.run(once_up())
-        ids = sorted(
-            json.loads(line)["id"]
-            for obj in receiver.storage.intake.list("acme/web/")
-            for line in gzip.decompress(receiver.storage.intake.get(obj.key)).splitlines()
-        )
+        ids = sorted(r["id"] for r in intake_records(receiver))
         assert ids == list(range(60))
 
 
