@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import hmac
 import logging
-import zlib
 from typing import Any
 
 from starlette.applications import Starlette
@@ -14,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bytefreezer.ingress.bodies import BodyError, decompress
 from bytefreezer.ingress.proxy.config import InputConfig, ProxyConfig
 from bytefreezer.ingress.proxy.delivery import Batcher, DeadLetters, Forwarder, ProxyStats
 from bytefreezer.ingress.proxy.records import split_lines, syslog_record, wrap_line
@@ -168,11 +168,11 @@ class ProxyService:
                 return JSONResponse(
                     {"error": f"body exceeds {source.max_body_bytes} bytes"}, status_code=413
                 )
-            if request.headers.get("content-encoding", "").lower() == "gzip":
-                try:
-                    body = _gunzip_capped(body, source.max_body_bytes * 10)
-                except ValueError as exc:
-                    return JSONResponse({"error": str(exc)}, status_code=400)
+            try:  # gzip (every member: only the first was read), zstd, deflate, as the receiver
+                encoding = request.headers.get("content-encoding", "")
+                body = decompress(body, encoding, source.max_body_bytes * 10)
+            except BodyError as exc:
+                return JSONResponse({"error": exc.message}, status_code=exc.status)
             lines = [
                 line for line in split_lines(body.decode("utf-8", "replace")) if not is_blank(line)
             ]
@@ -367,17 +367,6 @@ async def _read_line(reader: asyncio.StreamReader, source: InputConfig) -> bytes
         return cut[: source.max_line_bytes]
     except asyncio.IncompleteReadError as exc:
         return exc.partial
-
-
-def _gunzip_capped(data: bytes, limit: int) -> bytes:
-    decoder = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        out = decoder.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise ValueError(f"invalid gzip body: {exc}") from None
-    if len(out) > limit:
-        raise ValueError(f"decompressed body exceeds {limit} bytes")
-    return out
 
 
 async def run_proxy(config: ProxyConfig) -> None:

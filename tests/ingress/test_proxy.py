@@ -8,12 +8,14 @@ import gzip
 import json
 import socket
 import time
+import zlib
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
+import zstandard
 from pydantic import SecretStr
 
 from bytefreezer.control import ControlStore
@@ -226,6 +228,40 @@ def test_tcp_and_http_inputs(receiver: Receiver, tmp_path: Path) -> None:
     obj = receiver.storage.intake.list("acme/web/")[0]
     metadata = receiver.storage.intake.metadata(obj.key)
     assert metadata["proxy-filename"].startswith("acme--web--") and metadata["proxy-batch-id"]
+
+
+def test_http_input_bodies_in_every_encoding(receiver: Receiver, tmp_path: Path) -> None:
+    # A gzip body of several members (`cat a.gz b.gz`) lost all but its first, answered 200;
+    # zstd and deflate bodies were taken for text.
+    source = {"name": "http", "type": "http", "max_body_bytes": 10_000}
+    config = proxy_config(tmp_path, receiver.url, receiver.key, source)
+    two_members = gzip.compress(b'{"id": 1}\n') + gzip.compress(b'{"id": 2}\n')
+    bodies = [
+        ({"Content-Encoding": "gzip"}, two_members, 200),
+        ({"Content-Encoding": "zstd"}, zstandard.ZstdCompressor().compress(b'{"id": 3}\n'), 200),
+        ({"Content-Encoding": "deflate"}, zlib.compress(b'{"id": 4}\n'), 200),
+        ({}, b'{"id": 5}\n', 200),
+        ({"Content-Encoding": "br"}, b"\x0b\x02\x80", 415),
+        ({"Content-Encoding": "gzip"}, two_members[:-5], 400),
+        ({"Content-Encoding": "gzip"}, gzip.compress(b"x" * 200_000), 413),
+    ]
+
+    async def scenario() -> None:
+        service = ProxyService(config)
+        await service.start()
+        try:
+            url = f"http://127.0.0.1:{service.ports['http']}/"
+            async with httpx.AsyncClient() as client:
+                for headers, body, status in bodies:
+                    answer = await client.post(url, content=body, headers=headers)
+                    assert answer.status_code == status, (headers, answer.text)
+            await until(lambda: sum(service.stats.lines_in.values()) == 5)
+            await until(lambda: not service.spool.paths() and service.stats.batches_delivered)
+        finally:
+            await service.stop()
+
+    asyncio.run(scenario())
+    assert sorted(r["id"] for r in intake_records(receiver)) == [1, 2, 3, 4, 5]
 
 
 def test_tcp_syslog_frames_counted_or_not(receiver: Receiver, tmp_path: Path) -> None:
