@@ -8,12 +8,9 @@ import random
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-import maxminddb
 
 from bytefreezer.control import ControlStore
 from bytefreezer.control.models import DatasetSpec, Tenant
@@ -62,14 +59,6 @@ def wait_port(port: int, timeout: float = 60) -> None:
                 return
         time.sleep(0.1)
     raise SystemExit(f"nothing listens on {port}")
-
-
-def mmdb_reader(database: bytes) -> Any:
-    """A baseline's MaxMind reader: libmaxminddb's (the fastest MaxMind offers, as piper uses)."""
-    with tempfile.NamedTemporaryFile(suffix=".mmdb") as copy:
-        copy.write(database)
-        copy.flush()
-        return maxminddb.open_database(copy.name, maxminddb.MODE_MMAP_EXT)
 
 
 def generate(target_bytes: int, seed: int = 7, span_seconds: int = 86400 * 2) -> list[bytes]:

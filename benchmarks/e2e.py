@@ -42,11 +42,12 @@ from isal import igzip
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from common import generate, merge_results, mmdb_reader, split_objects, stack, upload
+from common import generate, merge_results, split_objects, stack, upload
 
 from bytefreezer.pipelines.packer import run_packer_cycle
 from bytefreezer.pipelines.parquet import writer_options
 from bytefreezer.pipelines.piper import run_piper_cycle
+from bytefreezer.transforms.builtin.geoip import open_database
 from tests.transforms.test_lookups import city_database
 
 CHAIN = [
@@ -65,7 +66,7 @@ GEO_TYPE = pa.struct([("country_code", pa.string()), ("city_name", pa.string())]
 def baseline_piper(objects: list[bytes], out: Path, database: bytes) -> list[Path]:
     """pyarrow alone: gunzip → read_json → the same five steps → staged Parquet (GeoIP with
     libmaxminddb's reader, the fastest MaxMind offers, as piper uses)."""
-    reader = mmdb_reader(database)
+    reader = open_database(database)
     paths = []
     for i, obj in enumerate(objects):
         table = pajson.read_json(io.BytesIO(igzip.decompress(obj)))

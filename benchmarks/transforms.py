@@ -37,9 +37,10 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from common import merge_results, mmdb_reader
+from common import merge_results
 
 from bytefreezer.transforms import Context, compile_chain
+from bytefreezer.transforms.builtin.geoip import open_database
 from bytefreezer.transforms.builtin.useragent import parse_user_agent
 from bytefreezer.transforms.resources import MemoryObjects
 from tests.transforms.test_lookups import city_database
@@ -92,7 +93,7 @@ APACHE = re.compile(
 
 
 def geo_baseline() -> Callable[[Record], Record]:
-    reader = mmdb_reader(GEOIP_DB)
+    reader = open_database(GEOIP_DB)
 
     def run(r: Record) -> Record:
         found = reader.get(r["source_ip"]) or {}

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bytefreezer.transforms.tables import list_with_values
+from bytefreezer.pipelines.schema import conform
 
 # A text column gets a dictionary when at most this share of its sampled values are distinct.
 DICTIONARY_MAX_DISTINCT = 0.5
@@ -99,13 +99,11 @@ def writer_options(
 def writable(table: pa.Table) -> pa.Table:
     """``table`` as Parquet can hold it: a struct without fields (an empty JSON object, which
     Parquet cannot write) becomes the text ``{}``, null where it is null, in structs and lists
-    too; the fields beside it keep their types."""
-    for index, field in enumerate(table.schema):
-        kind = _empty_objects_as_text(field.type)
-        if kind != field.type:
-            chunks = [_fill_empty_objects(chunk, kind) for chunk in table.column(index).chunks]
-            table = table.set_column(index, field.name, pa.chunked_array(chunks, kind))
-    return table
+    too; the fields beside it keep their types (cast as schema unification casts)."""
+    fields = [f.with_type(_empty_objects_as_text(f.type)) for f in table.schema]
+    if all(f.type == old.type for f, old in zip(fields, table.schema, strict=True)):
+        return table
+    return conform(table, pa.schema(fields, metadata=table.schema.metadata))
 
 
 def _empty_objects_as_text(kind: pa.DataType) -> pa.DataType:
@@ -117,20 +115,6 @@ def _empty_objects_as_text(kind: pa.DataType) -> pa.DataType:
         item = kind.value_field.with_type(_empty_objects_as_text(kind.value_type))
         return pa.list_(item) if pa.types.is_list(kind) else pa.large_list(item)
     return kind
-
-
-def _fill_empty_objects(array: pa.Array, kind: pa.DataType) -> pa.Array:
-    if array.type == kind:
-        return array
-    if pa.types.is_struct(array.type):
-        if array.type.num_fields == 0:
-            return pc.if_else(array.is_valid(), pa.scalar("{}"), pa.scalar(None, pa.string()))
-        children = [
-            _fill_empty_objects(child, f.type)
-            for child, f in zip(array.flatten(), kind, strict=True)
-        ]
-        return pa.StructArray.from_arrays(children, fields=list(kind), mask=array.is_null())
-    return list_with_values(array, _fill_empty_objects(array.values, kind.value_type), kind)
 
 
 def parquet_bytes(table: pa.Table, compression: str, *, level: int | None = None) -> bytes:

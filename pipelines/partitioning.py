@@ -1,8 +1,9 @@
 """Event-time partitions: each row's time from the dataset's timestamp field, then a path.
 
-Event time is read from a timestamp column (a dotted path names a field inside an object), an ISO 8601 / RFC 3339 string, or epoch numbers
-(seconds, milliseconds, microseconds or nanoseconds, told apart by magnitude). Rows without a
-readable time use the ingest time of the object they came in.
+Event time is read from a timestamp column (a dotted path names a field inside an object), an
+ISO 8601 / RFC 3339 string, or epoch numbers (seconds, milliseconds, microseconds or
+nanoseconds, told apart by magnitude). Rows without a readable time use the ingest time of the
+object they came in.
 """
 
 from __future__ import annotations

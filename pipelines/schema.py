@@ -97,7 +97,9 @@ def _cast_array(array: pa.Array, target: pa.DataType) -> pa.Array:
             for f in target
         ]
         return pa.StructArray.from_arrays(fields, fields=list(target), mask=array.is_null())
-    if pa.types.is_list(kind) and pa.types.is_list(target):
+    if (pa.types.is_list(kind) and pa.types.is_list(target)) or (
+        pa.types.is_large_list(kind) and pa.types.is_large_list(target)
+    ):
         return list_with_values(array, _cast_array(array.values, target.value_type), target)
     if pa.types.is_string(target) and (pa.types.is_nested(kind) or pa.types.is_binary(kind)):
         return _as_text(array)

@@ -55,9 +55,7 @@ class ParseJson(Transform):
             return table
         texts = string_values(column)
         valid = pc.fill_null(pc.invert(pc.match_substring_regex(texts, r"[\n\r]")), False)
-        parsed, ok = self._parse(
-            texts.to_pylist(), pc.and_(valid, pc.is_valid(texts)).to_pylist(), self._learned
-        )
+        parsed, ok = self._parse(texts.to_pylist(), pc.and_(valid, pc.is_valid(texts)).to_pylist())
         bad_mask = pa.array(
             [not o and t is not None for o, t in zip(ok, texts.to_pylist(), strict=True)]
         )
@@ -82,16 +80,15 @@ class ParseJson(Transform):
         reason = f"parse_json: {cfg.field!r} is not a JSON object"
         return Output(table.filter(pc.invert(bad_mask)), bad, [reason] * bad.num_rows)
 
-    @staticmethod
     def _parse(
-        texts: list[str | None], single_line: list[bool], learned: JsonFields
+        self, texts: list[str | None], single_line: list[bool]
     ) -> tuple[pa.Table, list[bool]]:
         """Rows of objects (empty where a text does not parse) and which parsed."""
         n = len(texts)
         if n and all(single_line):
             data = "\n".join(t or "" for t in texts).encode()
             try:
-                table = read_ndjson(data, max(len(data) + 1, 1 << 20), learned)
+                table = read_ndjson(data, max(len(data) + 1, 1 << 20), self._learned)
                 if table.num_rows == n:
                     return table, [True] * n
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
