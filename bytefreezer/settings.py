@@ -40,7 +40,7 @@ class S3Settings(_Section):
         False, description="Ignore the keys and use the default AWS credential chain (pod role)."
     )
     connect_timeout_seconds: float = Field(
-        2.0, description="Connection timeout; a store that is down is noticed this fast."
+        2.0, gt=0, description="Connection timeout; a store that is down is noticed this fast."
     )
     read_timeout_seconds: float = Field(60.0, description="Timeout of one request's response.")
     max_attempts: int = Field(
@@ -92,8 +92,8 @@ class ControlSettings(_Section):
     )
     db_path: Path | None = Field(None, description="SQLite file (default DATA_DIR/control.db).")
     host: str = Field("127.0.0.1", description="Listen address of `bytefreezer control`.")
-    port: int = Field(8082, description="Listen port of `bytefreezer control`.")
-    timeout_seconds: float = Field(30.0, description="HTTP timeout for calls to the service.")
+    port: int = Field(8082, ge=1, le=65535, description="Listen port of `bytefreezer control`.")
+    timeout_seconds: float = Field(30.0, gt=0, description="HTTP timeout for calls to the service.")
     ca_file: Path | None = Field(
         None,
         description="CA bundle that signs an https control service's certificate (default: system CAs).",
@@ -104,23 +104,28 @@ class ReceiverSettings(_Section):
     """The HTTP receiver."""
 
     host: str = Field("0.0.0.0", description="Listen address of the webhook port.")
-    port: int = Field(8080, description="Webhook port.")
+    port: int = Field(8080, ge=1, le=65535, description="Webhook port.")
     max_body_bytes: int = Field(
-        16 * 1024 * 1024, description="Largest request body accepted as sent (413 above)."
+        16 * 1024 * 1024, ge=1, description="Largest request body accepted as sent (413 above)."
     )
     max_decompressed_bytes: int = Field(
-        128 * 1024 * 1024, description="Largest body accepted after decompression (413 above)."
+        128 * 1024 * 1024,
+        ge=1,
+        description="Largest body accepted after decompression (413 above).",
     )
     auth_cache_seconds: float = Field(
         60.0, description="How long a verified key is trusted without asking control again."
     )
     api_host: str = Field("0.0.0.0", description="Listen address of the API port.")
-    api_port: int = Field(8081, description="API port: health, readiness, config, spool, OpenAPI.")
+    api_port: int = Field(
+        8081, ge=1, le=65535, description="API port: health, readiness, config, spool, OpenAPI."
+    )
     group_commit_max_bytes: int = Field(
-        4 * 1024 * 1024, description="Flush a shared intake object once it holds this much."
+        4 * 1024 * 1024, ge=1, description="Flush a shared intake object once it holds this much."
     )
     group_commit_max_age_ms: float = Field(
         0.0,
+        ge=0,
         description="Wait at most this long to gather bodies into one intake object; 0 writes at "
         "once unless a write for the dataset is in flight, whose followers then share the next.",
     )
@@ -131,10 +136,12 @@ class ReceiverSettings(_Section):
         None, description="Local spool used while storage fails (default DATA_DIR/spool)."
     )
     spool_max_bytes: int = Field(
-        1024 * 1024 * 1024, description="Spool size bound; 503 with Retry-After when full."
+        1024 * 1024 * 1024, ge=0, description="Spool size bound; 503 with Retry-After when full."
     )
     spool_retry_seconds: float = Field(2.0, description="How often the spool uploader retries.")
-    retry_after_seconds: int = Field(5, description="Retry-After sent with 429 and 503 answers.")
+    retry_after_seconds: int = Field(
+        5, ge=0, description="Retry-After sent with 429 and 503 answers."
+    )
     rate_limit_per_second: float = Field(
         0.0, ge=0, description="Requests per second allowed per API key (0: no limit); 429 above."
     )
@@ -144,28 +151,39 @@ class ReceiverSettings(_Section):
 class PiperSettings(_Section):
     """The piper poller and pipeline."""
 
-    poll_interval_seconds: float = Field(2.0, description="Sleep between cycles (with jitter).")
-    max_objects_per_run: int = Field(64, description="Intake objects claimed per pipeline run.")
+    poll_interval_seconds: float = Field(
+        2.0, ge=0, description="Sleep between cycles (with jitter)."
+    )
+    max_objects_per_run: int = Field(
+        64, ge=1, description="Intake objects claimed per pipeline run."
+    )
     max_concurrent_jobs: int = Field(
         2,
         ge=1,
         description="Objects each Beam worker processes at once, each in its own thread.",
     )
-    lease_ttl_seconds: float = Field(120.0, description="Lease TTL on each claimed object.")
+    lease_ttl_seconds: float = Field(120.0, gt=0, description="Lease TTL on each claimed object.")
     beam_args: list[str] = Field(
         default_factory=list, description="Beam pipeline options, e.g. ['--runner=FlinkRunner']."
     )
     api_host: str = Field("0.0.0.0", description="Listen address of piper's API.")
-    api_port: int = Field(8082, description="Piper's API: health, readiness, config, pipelines.")
+    api_port: int = Field(
+        8082, ge=1, le=65535, description="Piper's API: health, readiness, config, pipelines."
+    )
 
 
 class PackerSettings(_Section):
     """The packer poller and pipeline."""
 
-    poll_interval_seconds: float = Field(5.0, description="Sleep between cycles (with jitter).")
-    lease_ttl_seconds: float = Field(300.0, description="Lease TTL on each dataset being packed.")
+    poll_interval_seconds: float = Field(
+        5.0, ge=0, description="Sleep between cycles (with jitter)."
+    )
+    lease_ttl_seconds: float = Field(
+        300.0, gt=0, description="Lease TTL on each dataset being packed."
+    )
     max_input_mb_per_run: int = Field(
         256,
+        ge=1,
         description=(
             "Staged MB packed for one dataset in one run: bounds what a crash makes it redo "
             "(memory does not grow with it: inputs are streamed one at a time)."
@@ -190,7 +208,9 @@ class PackerSettings(_Section):
     )
     beam_args: list[str] = Field(default_factory=list, description="Beam pipeline options.")
     api_host: str = Field("0.0.0.0", description="Listen address of packer's API.")
-    api_port: int = Field(8083, description="Packer's API: health, readiness, config, status.")
+    api_port: int = Field(
+        8083, ge=1, le=65535, description="Packer's API: health, readiness, config, status."
+    )
 
 
 class TlsSettings(_Section):
@@ -218,6 +238,8 @@ class MonitoringSettings(_Section):
     metrics_host: str = Field("0.0.0.0", description="Listen address of /metrics (prometheus).")
     metrics_port: int = Field(
         0,
+        ge=0,
+        le=65535,
         description="Port of /metrics; 0 means each component's own (9091 receiver, 9092 piper, "
         "9093 packer); a set port is the receiver's, with piper on +1 and packer on +2.",
     )
@@ -228,11 +250,11 @@ class MonitoringSettings(_Section):
         default_factory=dict, description="Headers sent with every OTLP push (e.g. an API key)."
     )
     insecure: bool = Field(True, description="Plain-text gRPC (false: TLS) for otlp_grpc.")
-    export_interval_seconds: float = Field(10.0, description="How often metrics are pushed.")
-    timeout_seconds: float = Field(10.0, description="Timeout of one push.")
+    export_interval_seconds: float = Field(10.0, gt=0, description="How often metrics are pushed.")
+    timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one push.")
     tenant_label: bool = Field(False, description="Add a `tenant` label to per-tenant metrics.")
     tenant_label_limit: int = Field(
-        100, description="Distinct tenants labelled; the rest count as `_other`."
+        100, ge=0, description="Distinct tenants labelled; the rest count as `_other`."
     )
     report_interval_seconds: float = Field(
         15.0, description="How often each component reports its health to the control service."
