@@ -11,11 +11,13 @@ Commit protocol for one dataset (under its lease):
 4. stream the inputs, one in memory at a time, into the planned files (at most
    ``MAX_OPEN_OUTPUTS`` open; more partitions take more passes), each appearing atomically at a
    name derived from the run id; memory does not grow with the run's size;
-5. mark the manifest ``uploaded``, record the inputs' stems in the dataset's ledger of packed
-   stems, delete the inputs, delete the manifest.
+5. record the inputs' stems in the dataset's ledger of packed stems under the run id (the
+   run's commit point: its files are final), delete the inputs, delete the manifest.
 
-Replaying a ``planned`` manifest deletes its planned outputs and redoes 3-5 from the same
-inputs; replaying an ``uploaded`` one only finishes step 5. Either way every row lands once.
+Replaying a manifest whose run has a ledger entry only finishes step 5 (its inputs may be
+partly deleted already); replaying one without deletes its planned outputs and redoes 3-5 from
+the same inputs. Either way every row lands once. (A manifest marked ``uploaded``, as earlier
+versions marked it before writing the ledger, is finished the same way.)
 
 The ledger closes the last fencing gap: a piper that checked its lease, then paused past its
 TTL while another piper took the object over and the result was packed, would write the same
@@ -129,6 +131,13 @@ def _partitioned(table: pa.Table, key: str, dataset: Dataset) -> Partitions | No
 
 def summarize(key: str, data: bytes, dataset: Dataset) -> StagedSummary:
     """Schema, rows per partition and trace of a staged object (reads one column only)."""
+    return _summarized(key, data, dataset)[0]
+
+
+def _summarized(key: str, data: bytes, dataset: Dataset) -> tuple[StagedSummary, Partitions | None]:
+    """``summarize``, and the partition of each row it found (kept with the object's bytes,
+    the write does not work it out again: a third of a small object's cost when event times
+    are text)."""
     file = parquet_file(data)
     schema = file.schema_arrow
     rows = file.metadata.num_rows
@@ -143,7 +152,7 @@ def summarize(key: str, data: bytes, dataset: Dataset) -> StagedSummary:
         counts = pc.value_counts(found.codes).to_pylist()
         by_partition = {found.names[c["values"]]: c["counts"] for c in counts}
     trace = (schema.metadata or {}).get(STAGED_TRACE_KEY, b"").decode()
-    return StagedSummary(key, rows, len(data), schema, by_partition, trace)
+    return StagedSummary(key, rows, len(data), schema, by_partition, trace), found
 
 
 def plan_outputs(
@@ -308,8 +317,9 @@ class _PackDatasetFn(ObjectFn):
                 self.count("manifests_recovered")
                 log.info("replaying packer manifest %s", info.key)
                 self._commit(manifest, dataset, lease, replay=True)
-            while True:
-                inputs = self._eligible(dataset)
+            more = True
+            while more:
+                inputs, more = self._eligible(dataset)
                 if not inputs:
                     break
                 manifest = {
@@ -334,14 +344,17 @@ class _PackDatasetFn(ObjectFn):
                 log.exception("packer cannot pack %s/%s", dataset.tenant, dataset.name)
         return done
 
-    def _eligible(self, dataset: Dataset) -> list[str]:
+    def _eligible(self, dataset: Dataset) -> tuple[list[str], bool]:
+        """The inputs of the dataset's next run, and whether ``max_input_mb_per_run`` left
+        staged objects for another (objects staged since the listing wait for the next
+        cycle: a run that took them all does not list them again)."""
         prefix = dataset_prefix(dataset.tenant, dataset.name)
         staged = [o for o in self._storage.piper.list(prefix) if o.key.endswith(".parquet")]
         if not staged:
-            return []
+            return [], False
         staged = self._discard_late_copies(dataset, staged)
         if not staged:
-            return []
+            return [], False
         pending = set()
         for info in self._storage.intake.iter(prefix):
             try:
@@ -359,13 +372,15 @@ class _PackDatasetFn(ObjectFn):
                 continue
             if key.stem not in pending:
                 ordered.append((key.unixnano, info.key, info.size))
+        more = False
         for nano, key_str, size in sorted(ordered):
             if chosen and total + size > budget:
+                more = True
                 break
             chosen.append((nano, key_str))
             total += size
             self._sizes[key_str] = size
-        return [k for _, k in chosen]
+        return [k for _, k in chosen], more
 
     def _discard_late_copies(self, dataset: Dataset, staged: list[ObjectInfo]) -> list[ObjectInfo]:
         """Delete staged objects whose stem was already packed; return the others."""
@@ -431,10 +446,11 @@ class _PackDatasetFn(ObjectFn):
         files: list[PlannedFile],
         dataset: Dataset,
         dest: ObjectStore,
-        kept: dict[str, bytes],
+        kept: dict[str, tuple[bytes, Partitions | None]],
     ) -> None:
         """Stream the staged objects into the planned files, one input in memory at a time
-        (``kept`` holds the bytes of inputs already read, which are not read again).
+        (``kept`` holds the bytes and row partitions of inputs already read, which are not
+        read or worked out again).
 
         At most ``MAX_OPEN_OUTPUTS`` files are open at once: partitions beyond that are written
         in further passes over the inputs. Rows wait per partition until the inputs they pin
@@ -466,14 +482,16 @@ class _PackDatasetFn(ObjectFn):
 
         def decoded(summary: StagedSummary) -> tuple[pa.Table, list[tuple[str, int, int]]]:
             """The object's rows sorted by partition, and the (partition, start, end) runs."""
-            data = kept.get(summary.key)
-            if data is None:
+            held = kept.get(summary.key)
+            if held is None:
                 data = self._storage.piper.get(summary.key, size=summary.size)
-            staged = read_parquet(data)
-            del data
-            # Partitions come from the object's own types, as in its summary; a column
-            # widened by unification (say to string) could read differently.
-            found = _partitioned(staged, summary.key, dataset)
+                staged = read_parquet(data)
+                del data
+                # Partitions come from the object's own types, as in its summary; a column
+                # widened by unification (say to string) could read differently.
+                found = _partitioned(staged, summary.key, dataset)
+            else:
+                staged, found = read_parquet(held[0]), held[1]
             table = conform(staged, schema)
             del staged
             if found is None:
@@ -542,26 +560,31 @@ class _PackDatasetFn(ObjectFn):
         key = manifest_key(dataset.tenant, dataset.name, manifest["run_id"])
         destination = manifest["destination"]
         dest = self._storage.destination(destination["url"], destination.get("options"))
+        ledger_key = packed_key(dataset.tenant, dataset.name, manifest["run_id"])
+        if replay and manifest["state"] == "planned" and piper.exists(ledger_key):
+            manifest["state"] = "uploaded"  # the ledger was written: the files are final
         if manifest["state"] == "planned":
             if replay:
                 dest.delete_many([planned["path"] for planned in manifest["outputs"]])
             summaries = []
-            kept: dict[str, bytes] = {}
+            kept: dict[str, tuple[bytes, Partitions | None]] = {}
             kept_bytes = 0
 
-            def fetched(item: tuple[str, int | None]) -> tuple[bytes, StagedSummary]:
+            def fetched(
+                item: tuple[str, int | None],
+            ) -> tuple[bytes, StagedSummary, Partitions | None]:
                 staged = piper.get(item[0], size=item[1])
-                return staged, summarize(item[0], staged, dataset)
+                return staged, *_summarized(item[0], staged, dataset)
 
             sized = [(key, self._sizes.pop(key, None)) for key in manifest["inputs"]]
-            for staged, summary in self._read_ahead(fetched, sized):
-                input_key = summary.key
+            for staged, summary, found in self._read_ahead(fetched, sized):
                 summaries.append(summary)
                 self.count("staged_bytes", len(staged))
-                if kept_bytes + len(staged) <= KEPT_INPUT_BYTES:
-                    kept[input_key] = staged
-                    kept_bytes += len(staged)
-                del staged
+                held = len(staged) + (found.codes.nbytes if found is not None else 0)
+                if kept_bytes + held <= KEPT_INPUT_BYTES:
+                    kept[summary.key] = (staged, found)
+                    kept_bytes += held
+                del staged, found
             links = [link for s in summaries if (link := span_link(s.traceparent))]
             with self._tracer.start_as_current_span("packer.write_files", links=links) as span:
                 span.set_attribute("bytefreezer.dataset", f"{dataset.tenant}/{dataset.name}")
@@ -575,14 +598,9 @@ class _PackDatasetFn(ObjectFn):
                 kept.clear()
                 span.set_attribute("bytefreezer.files", len(files))
             self._control.check_lease(lease)
-            manifest["state"] = "uploaded"
-            piper.put(key, json.dumps(manifest).encode())
         stems = sorted(IntakeKey.parse(k).stem for k in manifest["inputs"])
         ledger = {"run_id": manifest["run_id"], "packed_at": time.time(), "stems": stems}
-        piper.put(
-            packed_key(dataset.tenant, dataset.name, manifest["run_id"]),
-            json.dumps(ledger).encode(),
-        )
+        piper.put(ledger_key, json.dumps(ledger).encode())
         piper.delete_many(list(manifest["inputs"]))
         piper.delete(key)
         self.count("staged_objects_packed", len(manifest["inputs"]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import threading
 import time
 from collections import Counter
@@ -100,7 +101,9 @@ def test_piper_crash_between_staged_write_and_delete(
     assert ids_at_destination(settings) == Counter(range(100))
 
 
-@pytest.mark.parametrize("crash_point", ["after_upload", "mid_upload"])
+@pytest.mark.parametrize(
+    "crash_point", ["after_upload", "mid_upload", "mid_delete", "uploaded_by_earlier_version"]
+)
 def test_packer_crash_then_manifest_replay(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_point: str
 ) -> None:
@@ -124,22 +127,76 @@ def test_packer_crash_then_manifest_replay(
     def crash_before_delete(self: ObjectStore, keys: list[str]) -> None:
         raise InjectedCrash("injected crash before deleting inputs")
 
+    original_delete = ObjectStore.delete
+
+    def crash_mid_delete(self: ObjectStore, key: str) -> None:
+        # After the ledger entry, some inputs are gone: a replay that packed the run again
+        # from its inputs would lose their rows.
+        if key.endswith(".parquet") and len(deleted) == 2:
+            raise InjectedCrash(f"injected crash before deleting {key}")
+        deleted.append(key)
+        original_delete(self, key)
+
+    deleted: list[str] = []
+
     with monkeypatch.context() as patch:
         crash_without_releasing(patch)
         if crash_point == "mid_upload":
             patch.setattr(PendingObject, "commit", crash_mid_upload)
+        elif crash_point == "mid_delete":
+            patch.setattr(ObjectStore, "delete", crash_mid_delete)
         else:
             patch.setattr(ObjectStore, "delete_many", crash_before_delete)
         with pytest.raises(BaseException, match="injected crash"):
             run_packer_cycle(settings, control, storage)
     manifests = storage.piper.list("_manifests/acme/web/")
     assert len(manifests) == 1
-    state = json.loads(storage.piper.get(manifests[0].key))["state"]
-    assert state == ("uploaded" if crash_point == "after_upload" else "planned")
+    manifest = json.loads(storage.piper.get(manifests[0].key))
+    assert manifest["state"] == "planned"
+    # The run's ledger entry is its commit point: written once its files are final.
+    ledger = storage.piper.list("_packed/acme/web/")
+    assert [o.key.rsplit("/", 1)[1] for o in ledger] == (
+        [] if crash_point == "mid_upload" else [f"{manifest['run_id']}.json"]
+    )
+    if crash_point == "mid_delete":
+        assert len(deleted) == 2  # two inputs gone before the crash
+    if crash_point == "uploaded_by_earlier_version":
+        # Earlier versions marked the manifest uploaded, then wrote the ledger entry.
+        storage.piper.delete(ledger[0].key)
+        manifest["state"] = "uploaded"
+        storage.piper.put(manifests[0].key, json.dumps(manifest).encode())
 
     time.sleep(TTL + 0.1)
     stats = run_packer_cycle(settings, control, storage)
     assert stats.counters.get("manifests_recovered") == 1
     assert ids_at_destination(settings) == Counter(range(300))
     assert not storage.piper.list("_manifests/")
+    assert not [o for o in storage.piper.list("acme/") if o.key.endswith(".parquet")]
+    assert len(storage.piper.list("_packed/acme/web/")) == 1
+
+
+def test_packer_splits_a_backlog_into_runs_of_its_budget(tmp_path: Path) -> None:
+    """A backlog larger than ``max_input_mb_per_run`` is packed in one cycle as several runs,
+    each its own commit (manifest, ledger entry), every record once."""
+    settings = fast_settings(tmp_path / "data", packer={"max_input_mb_per_run": 1})
+    storage = Storage(settings)
+    storage.ensure_buckets()
+    control = ControlStore(settings.control_db_path(), destination_for=settings.destination_for)
+    control.create_tenant(Tenant(name="acme"))
+    control.create_dataset("acme", DatasetSpec(name="web"))
+    for start in range(0, 30_000, 10_000):  # each staged object ~0.8 MB (random text)
+        lines = [
+            json.dumps({"id": i, "timestamp": "2026-02-01T00:00:00Z", "pad": os.urandom(64).hex()})
+            for i in range(start, start + 10_000)
+        ]
+        IntakeWriter(storage).write(
+            "acme", "web", "ndjson", gzip.compress("\n".join(lines).encode()), {}
+        )
+    run_piper_cycle(settings, control, storage)
+    staged = [o for o in storage.piper.list("acme/") if o.key.endswith(".parquet")]
+    assert len(staged) == 3 and all(o.size > 512 * 1024 for o in staged)
+
+    run_packer_cycle(settings, control, storage)
+    assert ids_at_destination(settings) == Counter(range(30_000))
+    assert len(storage.piper.list("_packed/acme/web/")) == 3  # one run per staged object
     assert not [o for o in storage.piper.list("acme/") if o.key.endswith(".parquet")]
