@@ -8,8 +8,10 @@ PUT (conditional with ``If-None-Match: *`` for ``put_if_absent``).
 from __future__ import annotations
 
 import builtins
+import ctypes
 import json
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,7 @@ from fsspec.implementations.local import LocalFileSystem
 from bytefreezer.errors import ConfigError, StorageError
 from bytefreezer.settings import S3Settings, Settings
 
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 _META_DIR = ".bf-meta"
 _TMP_MARK = ".bf-tmp-"
 
@@ -85,21 +88,38 @@ class ObjectStore:
         """Write ``data`` at ``key`` atomically, replacing what was there."""
         self._write(key, data, metadata, exclusive=False)
 
-    def open_write(self, key: str) -> PendingObject:
+    def open_write(self, key: str, *, durable: bool = True) -> PendingObject:
         """A file to stream ``key``'s bytes into; the object appears, whole, on ``commit()``
         (local: fsync'd temp file renamed; S3: the multipart upload completes) and never
-        appears after ``abort()``."""
+        appears after ``abort()``.
+
+        ``durable=False`` (local only) leaves durability to a later ``sync()``: the file is
+        renamed into place unsynced, and one ``sync()`` then makes all such files and their
+        new directories durable at once (one journal commit instead of two fsyncs a file, a
+        quarter of the cost of a small file). For a writer that commits a batch of files
+        before it records them, as packer does before its ledger entry."""
         path = self.path(key)
         try:
             if self.local:
                 target = Path(path)
                 tmp = _tmp_path(target)
-                return _LocalPending(self, key, target, tmp, _create(tmp))
+                file = _create(tmp, sync_dirs=durable)
+                return _LocalPending(self, key, target, tmp, file, durable=durable)
             # Parts of 8 MiB (S3's minimum is 5): many open outputs stay small in memory.
             stream = self.fs.open(path, "wb", block_size=8 * 1024 * 1024)
             return _RemotePending(self, key, stream)
         except Exception as exc:
             raise StorageError(f"cannot write {self.url}/{key}: {exc}") from exc
+
+    def sync(self) -> None:
+        """Make every object committed with ``open_write(durable=False)`` durable (local: a
+        ``syncfs`` of the store's filesystem; S3: nothing to do, a completed upload is)."""
+        if not self.local:
+            return
+        try:
+            _syncfs(self.root)
+        except OSError as exc:
+            raise StorageError(f"cannot sync {self.url}: {exc}") from exc
 
     def put_if_absent(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> bool:
         """Write ``data`` at ``key`` unless it exists; return whether this call created it."""
@@ -309,11 +329,12 @@ def _tmp_path(target: Path) -> Path:
     return target.with_name(f"{_TMP_MARK}{target.name}.{os.urandom(8).hex()}")
 
 
-def _create(path: Path) -> IO[bytes]:
+def _create(path: Path, *, sync_dirs: bool = True) -> IO[bytes]:
     """``path`` opened for writing, its missing directories made first (tried after the open
     fails, not before every write: a packer writing thousands of small files paid a mkdir and
-    its FileExistsError for each). Each directory made is fsync'd into its parent, so that a
-    new partition's files survive a crash with their directory."""
+    its FileExistsError for each). Each directory made is fsync'd into its parent (unless
+    ``sync_dirs`` is false: a later ``sync`` covers it), so that a new partition's files
+    survive a crash with their directory."""
     try:
         return open(path, "wb")
     except FileNotFoundError:
@@ -323,7 +344,7 @@ def _create(path: Path) -> IO[bytes]:
             missing.append(parent)
             parent = parent.parent
         path.parent.mkdir(parents=True, exist_ok=True)
-        for made in reversed(missing):
+        for made in reversed(missing if sync_dirs else []):
             _fsync_dir(made.parent)
         return open(path, "wb")
 
@@ -364,19 +385,29 @@ class PendingObject:
 
 class _LocalPending(PendingObject):
     def __init__(
-        self, store: ObjectStore, key: str, target: Path, tmp: Path, file: IO[bytes]
+        self,
+        store: ObjectStore,
+        key: str,
+        target: Path,
+        tmp: Path,
+        file: IO[bytes],
+        *,
+        durable: bool = True,
     ) -> None:
         super().__init__(store, key, file)
         self._target = target
         self._tmp = tmp
+        self._durable = durable
 
     def _commit(self) -> int:
         self.file.flush()
-        os.fsync(self.file.fileno())
+        if self._durable:
+            os.fsync(self.file.fileno())
         size = self.file.tell()
         self.file.close()
         os.replace(self._tmp, self._target)
-        _fsync_dir(self._target.parent)
+        if self._durable:
+            _fsync_dir(self._target.parent)
         return size
 
     def abort(self) -> None:
@@ -397,6 +428,22 @@ class _RemotePending(PendingObject):
 def _is_s3(fs: fsspec.AbstractFileSystem) -> bool:
     protocol = fs.protocol
     return bool({"s3", "s3a"} & set((protocol,) if isinstance(protocol, str) else protocol))
+
+
+def _syncfs(path: str) -> None:
+    """Flush the filesystem holding ``path`` to stable storage and wait for it: Linux's
+    ``syncfs`` (which reports write-back errors since 5.8); elsewhere ``sync``, which flushes
+    every filesystem."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _LIBC is not None and hasattr(_LIBC, "syncfs"):
+            if _LIBC.syncfs(fd) != 0:
+                errno = ctypes.get_errno()
+                raise OSError(errno, os.strerror(errno))
+        else:  # pragma: no cover - not Linux
+            os.sync()
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

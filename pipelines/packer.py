@@ -283,7 +283,7 @@ class _PackDatasetFn(ObjectFn):
         self._storage = Storage(self._settings)
         self._control: ControlClient = open_control(self._settings)
         self._tracer, self._tracer_provider = tracer_for(self._settings, "packer")
-        # Output files are committed several at a time so their fsyncs or uploads overlap, and
+        # Output files are committed several at a time so their renames or uploads overlap, and
         # partitions are encoded in parallel (pyarrow releases the GIL while it writes).
         self._committer = ThreadPoolExecutor(max_workers=8, thread_name_prefix="commit")
         self._workers = max(1, os.cpu_count() or 1)
@@ -466,7 +466,7 @@ class _PackDatasetFn(ObjectFn):
         judged = 0  # rows of the input judged on
 
         def open_file(planned: PlannedFile) -> tuple[PendingObject, pq.ParquetWriter]:
-            pending = dest.open_write(planned.path)
+            pending = dest.open_write(planned.path, durable=False)  # dest.sync() below
             self.count("files_written")
             self.count("rows_written", planned.rows)
             dictionaries = file_dictionaries(repeating, planned.rows)
@@ -531,11 +531,15 @@ class _PackDatasetFn(ObjectFn):
                 for pending in done:
                     pending.abort()
                 raise
-            # The files of this pass are complete: make them durable together (fsyncs or
-            # upload completions overlap).
+            # The files of this pass are complete: they appear together (renames or upload
+            # completions overlap).
             sizes = list(self._committer.map(lambda pending: pending.commit(), done))
             self.count("bytes_written", sum(sizes))
             done.clear()
+        # Durable before the run is recorded (the ledger entry): one sync of a local
+        # destination for all its files. A crash before the entry leaves files the replay
+        # deletes, durable or not.
+        dest.sync()
 
     def _read_ahead(
         self, step: Callable[[_In], _Out], items: Iterable[_In]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,3 +107,54 @@ def test_new_directories_are_fsynced_into_their_parents(
     store.put("year=2026/hour=06/c.bin", b"c")  # the directory exists: only the rename
     assert synced == [root / "year=2026" / "hour=06"]
     assert store.get("year=2026/hour=06/b.bin") == b"b"
+
+
+def test_objects_written_for_a_later_sync_are_made_durable_by_one_syncfs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``open_write(durable=False)``: no fsync per file or directory; the store's ``sync()``
+    is one syncfs of its filesystem (packer: before its ledger entry)."""
+    storage = Storage(fast_settings(tmp_path / "data"))
+    storage.ensure_buckets()
+    store = storage.intake
+    calls: list[str] = []
+    fsync, fsync_dir, syncfs = os.fsync, storage_module._fsync_dir, storage_module._syncfs
+
+    def recorded(name: str, original: Any) -> Any:
+        def call(arg: Any) -> None:
+            calls.append(name)
+            original(arg)
+
+        return call
+
+    monkeypatch.setattr(os, "fsync", recorded("fsync", fsync))
+    monkeypatch.setattr(storage_module, "_fsync_dir", recorded("fsync_dir", fsync_dir))
+    monkeypatch.setattr(storage_module, "_syncfs", recorded("syncfs", syncfs))
+    for hour in range(3):
+        pending = store.open_write(f"year=2026/hour={hour:02d}/part.bin", durable=False)
+        pending.file.write(b"x" * 100)
+        assert pending.commit() == 100
+    assert calls == [], "nothing synced per file"
+    assert [o.key for o in store.list("year=2026/")] == [
+        f"year=2026/hour={hour:02d}/part.bin" for hour in range(3)
+    ]
+    store.sync()  # the real syncfs, which must succeed here
+    assert calls == ["syncfs"]
+    calls.clear()
+    durable = store.open_write("year=2026/hour=09/part.bin")
+    durable.file.write(b"y")
+    durable.commit()
+    # The new directory, the file, the rename (a directory's sync is an fsync of it too).
+    assert calls == ["fsync_dir", "fsync", "fsync", "fsync_dir", "fsync"]
+
+
+def test_sync_errors_are_storage_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    storage = Storage(fast_settings(tmp_path / "data"))
+    storage.ensure_buckets()
+
+    def failing(path: str) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(storage_module, "_syncfs", failing)
+    with pytest.raises(StorageError, match=r"cannot sync .*Input/output error"):
+        storage.intake.sync()

@@ -9,6 +9,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -200,3 +201,53 @@ def test_packer_splits_a_backlog_into_runs_of_its_budget(tmp_path: Path) -> None
     assert ids_at_destination(settings) == Counter(range(30_000))
     assert len(storage.piper.list("_packed/acme/web/")) == 3  # one run per staged object
     assert not [o for o in storage.piper.list("acme/") if o.key.endswith(".parquet")]
+
+
+def test_packer_makes_its_files_durable_before_recording_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Output files are committed without an fsync each, then the destination is synced once,
+    before the ledger entry that makes the run final (and before any input is deleted)."""
+    settings, control, storage = setup_stack(tmp_path)
+    for start in range(0, 300, 50):
+        post(storage, range(start, start + 50))
+    run_piper_cycle(settings, control, storage)
+    events: list[str] = []
+    lock = threading.Lock()
+    commit, sync, put, delete = (
+        PendingObject.commit,
+        ObjectStore.sync,
+        ObjectStore.put,
+        ObjectStore.delete,
+    )
+
+    def note(event: str) -> None:
+        with lock:
+            events.append(event)
+
+    def committed(self: PendingObject) -> int:
+        note("file")
+        return commit(self)
+
+    def synced(self: ObjectStore) -> None:
+        note(f"sync {self.url}")
+        sync(self)
+
+    def written(self: ObjectStore, key: str, data: bytes, metadata: Any = None) -> None:
+        note(key.split("/")[0])
+        put(self, key, data, metadata)
+
+    def deleted(self: ObjectStore, key: str) -> None:
+        note(f"delete {key.split('/')[0]}")
+        delete(self, key)
+
+    monkeypatch.setattr(PendingObject, "commit", committed)
+    monkeypatch.setattr(ObjectStore, "sync", synced)
+    monkeypatch.setattr(ObjectStore, "put", written)
+    monkeypatch.setattr(ObjectStore, "delete", deleted)
+    run_packer_cycle(settings, control, storage)
+    assert ids_at_destination(settings) == Counter(range(300))
+    files = [i for i, e in enumerate(events) if e == "file"]
+    syncs = [i for i, e in enumerate(events) if e.startswith("sync")]
+    assert len(syncs) == 1 and events[syncs[0]].endswith("/destination/acme/web")
+    assert max(files) < syncs[0] < events.index("_packed") < events.index("delete acme")
