@@ -106,9 +106,11 @@ def _unreadable(data: bytes, reason: str) -> Decoded:
 # the column as text, and integers beyond 64 bits are EXACT_INTEGER, not doubles (text beyond 38
 # digits). pyarrow has no option for either, so the columns it types as integers in a sample of
 # the object are read as text and typed here (~+70% of a CSV read; a column pyarrow reads as
-# doubles, fractions or a plus sign in its first rows, stays doubles).
+# doubles, fractions in its first rows, stays doubles). pyarrow reads integers with a plus sign
+# as doubles (+7 as 7.0): such a column is text too, wherever the sign appears.
 _SAMPLE_BYTES = 16 * 1024
 _INTEGER_TEXT = r"^-?[0-9]+$"
+_SIGNED_INTEGER_TEXT = r"^[+-]?[0-9]+$"
 _NULLS = pa.array(pacsv.ConvertOptions().null_values, pa.string())
 _NO_TEXT = pa.scalar(None, pa.string())
 
@@ -183,9 +185,10 @@ def _exact_integers(written: pa.ChunkedArray) -> pa.ChunkedArray | None:
 
 def _late_columns(data: bytes, delimiter: str, table: pa.Table, integers: list[str]) -> pa.Table:
     """The same for integer and time columns the sample did not show (null there) and double
-    columns that integers beyond 64 bits made doubles, read again as text: rare, so a second
-    read."""
+    columns that integers beyond 64 bits or with a plus sign made doubles, read again as text:
+    rare, so a second read."""
     names = table.column_names
+    signed = b"+" in data  # no plus sign anywhere: no column of signed integers to look for
     late = [
         f.name
         for f in table.schema
@@ -194,10 +197,7 @@ def _late_columns(data: bytes, delimiter: str, table: pa.Table, integers: list[s
         and (
             pa.types.is_integer(f.type)
             or pa.types.is_temporal(f.type)
-            or (
-                pa.types.is_floating(f.type)
-                and (pc.max(pc.abs(table.column(f.name))).as_py() or 0) >= INT64_BOUND
-            )
+            or (pa.types.is_floating(f.type) and _integral(table.column(f.name), signed))
         )
     ]
     if not late:
@@ -220,9 +220,27 @@ def _late_columns(data: bytes, delimiter: str, table: pa.Table, integers: list[s
             table = table.set_column(index, name, written)
         elif pa.types.is_integer(kind):
             table = table.set_column(index, name, _typed_integers(written))
+        elif _plus_signed(written):
+            table = table.set_column(index, name, written)
         elif (exact := _exact_integers(written)) is not None:
             table = table.set_column(index, name, exact)
     return table
+
+
+def _integral(column: pa.ChunkedArray, signed: bool) -> bool:
+    """Whether a double column may hold integers pyarrow made doubles: beyond 64 bits, or (in
+    an object with a plus sign) every value a whole number."""
+    if (pc.max(pc.abs(column)).as_py() or 0) >= INT64_BOUND:
+        return True
+    return signed and bool(pc.all(pc.equal(column, pc.floor(column))).as_py())
+
+
+def _plus_signed(written: pa.ChunkedArray) -> bool:
+    """Whether every value is integer text and one has a plus sign (kept as written)."""
+    return bool(
+        pc.all(pc.match_substring_regex(written, _SIGNED_INTEGER_TEXT)).as_py()
+        and pc.any(pc.starts_with(written, "+")).as_py()
+    )
 
 
 def decode_csv(data: bytes) -> Decoded:

@@ -113,6 +113,23 @@ def test_csv_numbers_a_number_would_rewrite_stay_as_written() -> None:
     )
 
 
+def test_csv_integers_with_a_plus_sign_stay_as_written_wherever_it_appears() -> None:
+    # pyarrow read +7 as the double 7.0 when the sign was in the sampled rows, while a sign
+    # further on kept the column as text: one source gave two types.
+    assert _types_and_rows("csv", b"a,b\n+7,1\n-3,2\n") == (
+        ["string", "int64"],
+        [{"a": "+7", "b": 1}, {"a": "-3", "b": 2}],
+    )
+    many = b"a\n" + b"1\n" * 5000
+    assert _types_and_rows("csv", many + b"+7\n")[1][-1] == {"a": "+7"}
+    assert _types_and_rows("csv", b"a\n+7\n" + b"1\n" * 5000)[1][0] == {"a": "+7"}
+    # Doubles stay doubles: fractions, exponents, a sign before a fraction, whole doubles.
+    assert _types_and_rows("csv", b"a,b,c,d\n+1.5,1e3,2.0,+2\n-2.5,2e3,3.0,+4.5\n") == (
+        ["double", "double", "double", "double"],
+        [{"a": 1.5, "b": 1000.0, "c": 2.0, "d": 2.0}, {"a": -2.5, "b": 2000.0, "c": 3.0, "d": 4.5}],
+    )
+
+
 def test_csv_integer_columns_typed_beyond_the_sample_as_pyarrow_would() -> None:
     many = b"a,b\n" + b"1,x\n" * 5000  # more rows than the sample holds
     assert _types_and_rows("csv", many + b"2.5,y\n")[0] == ["double", "string"]
