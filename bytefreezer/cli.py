@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from bytefreezer import __version__
 from bytefreezer.control import ControlClient, ControlStore, open_control
 from bytefreezer.control.models import (
@@ -20,7 +22,7 @@ from bytefreezer.control.models import (
     ParquetOptions,
     Tenant,
 )
-from bytefreezer.errors import BytefreezerError
+from bytefreezer.errors import BytefreezerError, validation_problems
 from bytefreezer.settings import Settings, load_settings, settings_reference
 
 log = logging.getLogger("bytefreezer")
@@ -101,6 +103,9 @@ def cmd_datasets(args: argparse.Namespace) -> None:
         control.delete_dataset(args.tenant, args.name)
     elif args.action in ("create", "update"):
         spec: dict[str, Any] = {"name": args.name}
+        for name in ("format", "csv_delimiter"):
+            if getattr(args, name, None) is not None:
+                spec[name] = getattr(args, name)
         if args.transforms:
             spec["transforms"] = _load_json_arg(args.transforms)
         if args.timestamp_field:
@@ -404,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("tenant")
         p.add_argument("name")
         if action in ("create", "update"):
+            p.add_argument("--format", help="input format of posted bodies (default ndjson)")
+            p.add_argument("--csv-delimiter", help="value separator of csv bodies (default ,)")
             p.add_argument("--transforms", help="chain as JSON, or @file.json")
             p.add_argument("--timestamp-field")
             p.add_argument("--destination", help="fsspec URL of the Parquet destination")
@@ -451,6 +458,9 @@ def main(argv: list[str] | None = None) -> None:
         args.func(args)
     except BytefreezerError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ValidationError as exc:  # a value given on the command line
+        print(f"error: {validation_problems(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None

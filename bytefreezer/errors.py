@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class BytefreezerError(Exception):
     """Root of every error bytefreezer raises on purpose."""
@@ -48,3 +50,12 @@ class ControlUnavailable(BytefreezerError):
 
 
 InvalidName = NameError_
+
+
+def validation_problems(exc: Any, root: str = "") -> str:
+    """A pydantic ``ValidationError`` as one line: each problem's field path and why,
+    separated by semicolons (``root`` names a problem of the whole input)."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or root}: {error['msg']}"
+        for error in exc.errors()
+    )

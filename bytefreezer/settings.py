@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from bytefreezer.errors import ConfigError
+from bytefreezer.errors import ConfigError, validation_problems
 
 ENV_PREFIX = "BYTEFREEZER_"
 CONFIG_FILE_ENV = "BYTEFREEZER_CONFIG_FILE"
@@ -383,10 +383,7 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid settings: {problems}") from None
+        raise ConfigError(f"invalid settings: {validation_problems(exc)}") from None
 
 
 def settings_reference() -> str:

@@ -185,12 +185,19 @@ def choose_format(hint: str, dataset_format: str) -> str:
     return hint if hint in FORMATS else dataset_format
 
 
-def decode_object(data: bytes, fmt: str, learned: JsonFields | None = None) -> Decoded:
+def decode_object(
+    data: bytes, fmt: str, learned: JsonFields | None = None, csv_delimiter: str = ","
+) -> Decoded:
     """Decode every member of an intake object with the decoder of ``fmt`` (NDJSON: with the
-    field types ``learned`` from the source's earlier objects)."""
+    field types ``learned`` from the source's earlier objects; CSV: values separated by
+    ``csv_delimiter``)."""
     decoder = decoders()[fmt]
     if fmt == "ndjson" and learned is not None:
         decoder = functools.partial(decode_ndjson, learned=learned)
+    elif fmt == "csv" and csv_delimiter != ",":
+        from bytefreezer.pipelines.text_formats import decode_csv
+
+        decoder = functools.partial(decode_csv, delimiter=csv_delimiter)
     parts = [decoder(member) for member in gzip_members(data)]
     if len(parts) == 1:
         return parts[0]

@@ -190,7 +190,10 @@ class _ProcessIntakeFn(ObjectFn):
         dead: list[bytes] = []
         try:
             decoded = decode_object(
-                data, choose_format(key.hint, dataset.format), self._learned(dataset)
+                data,
+                choose_format(key.hint, dataset.format),
+                self._learned(dataset),
+                dataset.csv_delimiter,
             )
         except ValueError as exc:
             decoded = None

@@ -243,9 +243,9 @@ def _plus_signed(written: pa.ChunkedArray) -> bool:
     )
 
 
-def decode_csv(data: bytes) -> Decoded:
+def decode_csv(data: bytes, delimiter: str = ",") -> Decoded:
     """CSV with a header row; numbers and booleans are typed, times stay text as written."""
-    return _decode_delimited(data, ",")
+    return _decode_delimited(data, delimiter)
 
 
 def decode_tsv(data: bytes) -> Decoded:

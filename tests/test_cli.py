@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
 import pytest
 
 from bytefreezer.cli import main
+from bytefreezer.control import ControlStore
+from bytefreezer.ingress.receiver import IntakeWriter
+from bytefreezer.pipelines.packer import run_packer_cycle
+from bytefreezer.pipelines.piper import run_piper_cycle
 from bytefreezer.pipelines.runner import pipeline_options, should_spread
+from bytefreezer.storage import Storage
+from tests.conftest import fast_settings
+from tests.helpers import read_parquet_dir
 
 
 def run(capsys: pytest.CaptureFixture[str], data_dir: Path, *args: str) -> object:
@@ -73,6 +81,60 @@ def test_errors_are_one_line_not_tracebacks(
             ]
         )
     assert "step 0 (filter): condition: Field required" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a value pydantic refuses: one line, not a traceback
+        main(
+            [
+                "datasets",
+                "create",
+                "acme",
+                "web",
+                "--compression",
+                "rar",
+                "--data-dir",
+                str(tmp_path),
+            ]
+        )
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: compression: Input should be") and "\n" not in error
+
+
+def test_a_csv_dataset_with_its_own_delimiter_from_the_command_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Semicolon CSV (many spreadsheet exports): the dataset's format and delimiter, set with
+    the CLI, are what piper reads its bodies with; decimal commas stay text."""
+    data = tmp_path / "data"
+    run(capsys, data, "tenants", "create", "acme")
+    created = run(
+        capsys,
+        data,
+        "datasets",
+        "create",
+        "acme",
+        "sales",
+        "--format",
+        "csv",
+        "--csv-delimiter",
+        ";",
+    )
+    assert isinstance(created, dict)
+    assert (created["format"], created["csv_delimiter"]) == ("csv", ";")
+    settings = fast_settings(data)
+    storage = Storage(settings)
+    control = ControlStore(settings.control_db_path(), destination_for=settings.destination_for)
+    body = "timestamp;store;units;price\n2026-03-01T10:00:00Z;Lyon;3;2,50\n"
+    IntakeWriter(storage).write("acme", "sales", "csv", gzip.compress(body.encode()), {})
+    run_piper_cycle(settings, control, storage)
+    run_packer_cycle(settings, control, storage)
+    table = read_parquet_dir(data / "destination" / "acme" / "sales")
+    assert table is not None
+    row = table.select(["store", "units", "price"]).to_pylist()
+    assert row == [{"store": "Lyon", "units": 3, "price": "2,50"}]
+    with pytest.raises(SystemExit):
+        main(
+            ["datasets", "update", "acme", "sales", "--csv-delimiter", '"', "--data-dir", str(data)]
+        )
+    assert "a CSV delimiter cannot be a quote or a line break" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -74,9 +74,7 @@ def _route(
             check_request(path, method, request.path_params, body)
             result = await _in_thread(handler, store, request, body)
         except ValidationError as exc:
-            detail = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-            )
+            detail = errors.validation_problems(exc, root="body")
             return JSONResponse({"error": detail, "type": "ConfigError"}, status_code=400)
         except errors.BytefreezerError as exc:
             return error_response(exc)

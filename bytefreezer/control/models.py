@@ -74,6 +74,13 @@ class DatasetSpec(_Model):
         description="Input format of posted bodies (a request's data hint can override it): "
         "ndjson, json, csv, tsv, raw, syslog, apache, nginx, logfmt, kv, cef, gelf.",
     )
+    csv_delimiter: str = Field(
+        ",",
+        min_length=1,
+        max_length=1,
+        description="Value separator of `csv` bodies, e.g. `;` for many spreadsheet exports "
+        "(`tsv` is always a tab).",
+    )
     transforms: list[dict[str, Any]] = Field(
         default_factory=list, description="The transform chain, one mapping per step."
     )
@@ -92,6 +99,13 @@ class DatasetSpec(_Model):
     @classmethod
     def _name(cls, v: str) -> str:
         return validate_name(v, "dataset")
+
+    @field_validator("csv_delimiter")
+    @classmethod
+    def _delimiter(cls, v: str) -> str:
+        if v in ('"', "\n", "\r"):
+            raise ValueError("a CSV delimiter cannot be a quote or a line break")
+        return v
 
 
 class Dataset(DatasetSpec):

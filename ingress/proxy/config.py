@@ -8,7 +8,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from bytefreezer.errors import ConfigError
+from bytefreezer.errors import ConfigError, validation_problems
 from bytefreezer.keys import validate_name
 from bytefreezer.settings import expand_env
 
@@ -89,7 +89,5 @@ def load_proxy_config(path: Path | str) -> ProxyConfig:
     try:
         return ProxyConfig.model_validate(data or {})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
+        problems = validation_problems(exc)
         raise ConfigError(f"invalid proxy config {path}: {problems}") from None
