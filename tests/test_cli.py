@@ -105,18 +105,8 @@ def test_a_csv_dataset_with_its_own_delimiter_from_the_command_line(
     the CLI, are what piper reads its bodies with; decimal commas stay text."""
     data = tmp_path / "data"
     run(capsys, data, "tenants", "create", "acme")
-    created = run(
-        capsys,
-        data,
-        "datasets",
-        "create",
-        "acme",
-        "sales",
-        "--format",
-        "csv",
-        "--csv-delimiter",
-        ";",
-    )
+    flags = ["--format", "csv", "--csv-delimiter", ";"]
+    created = run(capsys, data, "datasets", "create", "acme", "sales", *flags)
     assert isinstance(created, dict)
     assert (created["format"], created["csv_delimiter"]) == ("csv", ";")
     settings = fast_settings(data)
