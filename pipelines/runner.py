@@ -168,8 +168,11 @@ class ObjectFn:
 # A poller runs a pipeline every cycle. Each run used to set up its instances afresh on new
 # threads, and an object's first run on a fresh thread cost 10-40 ms more than the next (a
 # new DuckDB connection's first queries, a new thread's allocator heap), a fixed cost of every
-# cycle. Set-up instances and their worker threads now last from run to run.
-IDLE_INSTANCES = 8  # set-up instances kept between runs, in all
+# cycle. Set-up instances and their worker threads now last from run to run: those of the
+# reuse keys that ran last, each key the instances its runs used (as many as their
+# concurrency). A bound on instances in all (it was 8) tore down piper's instances, and their
+# compiled chains, after every packer run once the two ran more than 8 objects at once.
+IDLE_KEYS = 4  # reuse keys whose set-up instances are kept between runs (piper and packer, twice)
 
 
 def reuse_key_for(kind: str, settings: Any) -> str:
@@ -180,8 +183,8 @@ def reuse_key_for(kind: str, settings: Any) -> str:
 
 
 class _Idle:
-    """Set-up ``ObjectFn`` instances between runs, by reuse key; the oldest beyond
-    ``IDLE_INSTANCES`` are torn down (and all of them when the process exits)."""
+    """Set-up ``ObjectFn`` instances between runs, by reuse key; the instances of keys beyond
+    the ``IDLE_KEYS`` kept last are torn down (and all of them when the process exits)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -198,7 +201,13 @@ class _Idle:
     def keep(self, key: str, instance: ObjectFn) -> None:
         with self._lock:
             self._kept.append((key, instance))
-            evicted, self._kept = self._kept[:-IDLE_INSTANCES], self._kept[-IDLE_INSTANCES:]
+            recent: list[str] = []  # keys, the one kept last first
+            for kept_key, _ in reversed(self._kept):
+                if kept_key not in recent:
+                    recent.append(kept_key)
+            stale = set(recent[IDLE_KEYS:])
+            evicted = [(k, i) for k, i in self._kept if k in stale]
+            self._kept = [(k, i) for k, i in self._kept if k not in stale]
         for _, old in evicted:
             old.teardown()
 

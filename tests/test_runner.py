@@ -14,7 +14,7 @@ import pytest
 from apache_beam.runners.worker import statesampler
 
 from bytefreezer.pipelines.runner import (
-    IDLE_INSTANCES,
+    IDLE_KEYS,
     LOCAL_SAMPLING_PERIOD_MS,
     Concurrently,
     Distributed,
@@ -187,14 +187,37 @@ def test_instances_without_a_key_or_of_another_key_are_not_reused() -> None:
     assert [event for event, _ in _Reused.events].count("setup") == 4
 
 
-def test_idle_instances_beyond_the_bound_are_torn_down() -> None:
+def test_idle_instances_of_keys_beyond_the_bound_are_torn_down() -> None:
     _Reused.events.clear()
-    for index in range(IDLE_INSTANCES):  # two instances a run: the first ones are evicted
+    for index in range(IDLE_KEYS + 2):  # two instances a run: the first two keys' are evicted
         _runs(_Reused(key=f"test-bound-{index}"), 1)
     set_up = [instance for event, instance in _Reused.events if event == "setup"]
     torn_down = [i for event, i in _Reused.events if event == "teardown" and i in set_up]
-    assert len(set_up) == 2 * IDLE_INSTANCES
-    assert torn_down == set_up[:IDLE_INSTANCES], "the oldest first"
+    assert len(set_up) == 2 * (IDLE_KEYS + 2)
+    assert torn_down == set_up[:4], "the oldest keys' first"
+
+
+class _Wide(_Reused):
+    five = threading.Barrier(5, timeout=10)  # the first five elements meet: five threads used
+
+    def process(self, element: int) -> Iterable[tuple[int, int, int]]:
+        if element < 5:
+            _Wide.five.wait()
+        yield element, self.serial, threading.get_ident()
+
+
+def test_each_key_keeps_as_many_instances_as_its_runs_use() -> None:
+    """Two workers at five objects at once each (piper and packer with max_concurrent_jobs 5):
+    all ten instances last from run to run. A bound of eight instances in all tore some down
+    after every run, and piper's compiled chains with them."""
+    _Reused.events.clear()
+    for _ in range(3):
+        for key in ("test-wide-piper", "test-wide-packer"):
+            _Wide.five.reset()
+            _run(_Wide(key=key), list(range(10)), concurrency=5)
+    set_up = {serial for event, serial in _Reused.events if event == "setup"}
+    torn_down = {serial for event, serial in _Reused.events if event == "teardown"}
+    assert len(set_up) == 10 and not set_up & torn_down  # (other tests' keys made room)
 
 
 def test_reuse_keys_differ_for_settings_that_differ_only_in_a_secret(tmp_path: Path) -> None:
