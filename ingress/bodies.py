@@ -36,6 +36,7 @@ class Body:
     member: bytes
     lines: int
     size: int  # decompressed bytes
+    records: int  # what piper reads as records: the lines, less a CSV or TSV header
 
 
 def _limit_error(limit: int) -> BodyError:
@@ -151,4 +152,8 @@ def prepare(raw: bytes, encoding: str, fmt: str, limit: int) -> Body:
         member = raw  # already gzip: store as sent
     else:
         member = gzip.compress(data, compresslevel=1)
-    return Body(member, count_lines(data), len(data))
+    lines = count_lines(data)
+    # A CSV or TSV body's first line names its columns: no record to piper. (Other formats'
+    # records are their lines; a JSON body is counted by lines too, as it is not parsed here.)
+    records = max(lines - 1, 0) if fmt in ("csv", "tsv") else lines
+    return Body(member, lines, len(data), records)

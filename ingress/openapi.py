@@ -26,11 +26,15 @@ _RETRY = {
 _NAME = {"type": "string", "pattern": f"^{NAME_PATTERN}$"}
 _STORED = {
     "type": "object",
-    "required": ["status", "key", "lines", "bytes"],
+    "required": ["status", "key", "lines", "records", "bytes"],
     "properties": {
         "status": {"type": "string", "enum": ["stored", "spooled"]},
         "key": {"type": "string"},
-        "lines": {"type": "integer"},
+        "lines": {"type": "integer", "description": "Non-blank lines of the body."},
+        "records": {
+            "type": "integer",
+            "description": "Records piper will read: the lines, less a CSV or TSV header.",
+        },
         "bytes": {"type": "integer"},
     },
 }

@@ -357,7 +357,7 @@ async def _ingest(request: Request, state: ReceiverState, traceparent: str) -> J
         except BodyError as exc:
             raise Rejected(exc.status, exc.message) from None
         telemetry = state.telemetry
-        telemetry.add("bytefreezer_records_received", body.lines, stage="ingest", tenant=tenant)
+        telemetry.add("bytefreezer_records_received", body.records, stage="ingest", tenant=tenant)
         telemetry.add(
             "bytefreezer_received_bytes",
             len(raw),
@@ -373,7 +373,7 @@ async def _ingest(request: Request, state: ReceiverState, traceparent: str) -> J
             tenant=tenant,
         )
         stored = await _store(state, (tenant, dataset, hint), body, metadata, traceparent)
-        telemetry.add("bytefreezer_records_sent", body.lines, stage="ingest", tenant=tenant)
+        telemetry.add("bytefreezer_records_sent", body.records, stage="ingest", tenant=tenant)
     except Rejected as exc:
         return _error(exc)
     finally:
@@ -383,6 +383,7 @@ async def _ingest(request: Request, state: ReceiverState, traceparent: str) -> J
             "status": "spooled" if stored.spooled else "stored",
             "key": stored.key,
             "lines": body.lines,
+            "records": body.records,
             "bytes": body.size,
         }
     )
