@@ -69,6 +69,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("bytefreezer_piper_backlog_objects", "gauge", "1", (), "Intake objects waiting."),
     MetricSpec("bytefreezer_piper_backlog_age_seconds", "gauge", "s", (), "Age of the oldest waiting intake object."),
     MetricSpec("bytefreezer_piper_lease_conflicts", "counter", "1", (), "Objects another worker held when claimed."),
+    MetricSpec("bytefreezer_piper_unowned_objects", "gauge", "1", ("reason",), "Intake objects kept, not processed: their dataset is inactive or gone (no_dataset)."),
     # Packer
     MetricSpec("bytefreezer_packer_files", "counter", "1", (), "Parquet files written."),
     MetricSpec("bytefreezer_packer_rows", "counter", "1", (), "Rows written to Parquet."),
@@ -77,6 +78,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("bytefreezer_packer_manifest_recoveries", "counter", "1", (), "Unfinished manifests replayed."),
     MetricSpec("bytefreezer_packer_late_staged_discarded", "counter", "1", (), "Staged objects already packed, rewritten late by a piper that lost its lease, deleted unpacked."),
     MetricSpec("bytefreezer_packer_backlog_objects", "gauge", "1", (), "Staged objects waiting."),
+    MetricSpec("bytefreezer_packer_unowned_objects", "gauge", "1", (), "Staged objects kept, not packed: their dataset is gone."),
     MetricSpec("bytefreezer_packer_run_seconds", "histogram", "s", (), "Duration of one pipeline run."),
 )  # fmt: skip
 _BY_NAME = {m.name: m for m in METRICS}

@@ -631,20 +631,25 @@ def run_packer_cycle(
     telemetry = telemetry or null_telemetry()
     started = time.monotonic()
     with_staged = set()
-    backlog = 0
+    staged: dict[tuple[str, str], int] = {}
     for info in storage.piper.iter():
         parts = info.key.split("/")
         if len(parts) >= 3 and not parts[0].startswith("_"):
             with_staged.add((parts[0], parts[1]))
-            backlog += 1
+            staged[parts[0], parts[1]] = staged.get((parts[0], parts[1]), 0) + 1
         elif len(parts) >= 4 and parts[0] == "_manifests":
             with_staged.add((parts[1], parts[2]))
+    known = control.list_datasets()
     datasets = {
-        packer_lease_name(d.tenant, d.name): d
-        for d in control.list_datasets()
-        if (d.tenant, d.name) in with_staged
+        packer_lease_name(d.tenant, d.name): d for d in known if (d.tenant, d.name) in with_staged
     }
-    telemetry.set("bytefreezer_packer_backlog_objects", backlog)
+    gone = with_staged - {(d.tenant, d.name) for d in known}
+    for tenant, name in sorted(gone):
+        if first_report(f"packer-unowned:{tenant}/{name}"):
+            log.warning("staged objects of %s/%s wait: the dataset is gone", tenant, name)
+    unowned = sum(staged.get(name, 0) for name in gone)
+    telemetry.set("bytefreezer_packer_backlog_objects", sum(staged.values()) - unowned)
+    telemetry.set("bytefreezer_packer_unowned_objects", unowned)
     stats = CycleStats()
     if not datasets:
         return stats

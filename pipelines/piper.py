@@ -253,9 +253,11 @@ def run_piper_cycle(
     storage = storage or Storage(settings)
     telemetry = telemetry or null_telemetry()
     started = time.monotonic()
-    datasets = {(d.tenant, d.name): d for d in control.list_datasets() if d.active}
+    every = {(d.tenant, d.name): d for d in control.list_datasets()}
+    datasets = {name: d for name, d in every.items() if d.active}
     candidates: list[tuple[int, str, Dataset]] = []
     sizes: dict[str, int] = {}
+    unowned = {"inactive": 0, "no_dataset": 0}
     for info in storage.intake.iter():
         try:
             key = IntakeKey.parse(info.key)
@@ -265,6 +267,20 @@ def run_piper_cycle(
         if found is not None:
             candidates.append((key.unixnano, info.key, found))
             sizes[info.key] = info.size
+        else:
+            # Accepted before its dataset was deactivated or deleted: kept as it is (the
+            # dataset may come back), counted and reported, never processed or dropped.
+            reason = "inactive" if (key.tenant, key.dataset) in every else "no_dataset"
+            unowned[reason] += 1
+            if first_report(f"piper-unowned:{key.tenant}/{key.dataset}"):
+                log.warning(
+                    "intake objects of %s/%s wait: the dataset is %s",
+                    key.tenant,
+                    key.dataset,
+                    "inactive" if reason == "inactive" else "gone",
+                )
+    for reason, count in unowned.items():
+        telemetry.set("bytefreezer_piper_unowned_objects", count, reason=reason)
     candidates.sort(key=lambda c: c[0])
     telemetry.set("bytefreezer_piper_backlog_objects", len(candidates))
     oldest = (time.time_ns() - candidates[0][0]) / 1e9 if candidates else 0.0

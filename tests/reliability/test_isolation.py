@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
+import urllib.request
 from pathlib import Path
 
 from bytefreezer.control.models import DatasetSpec, Destination, Tenant
 from bytefreezer.ingress.receiver import IntakeWriter
 from bytefreezer.pipelines.packer import run_packer_cycle
 from bytefreezer.pipelines.piper import run_piper_cycle
+from bytefreezer.settings import load_settings
+from bytefreezer.telemetry import Telemetry
 from tests.e2e.test_recovery import setup_stack
-from tests.helpers import read_parquet_dir
+from tests.helpers import free_port, read_parquet_dir
 from tests.transforms.test_lookups import city_database
 
 
@@ -77,3 +81,44 @@ def test_a_dataset_packer_cannot_write_fails_alone_and_is_packed_once_fixed(
     run_packer_cycle(settings, control, storage)
     assert _ids(blocker / "out") == [0, 1, 2]
     assert not [o for o in storage.piper.list() if o.key.endswith(".parquet")]
+
+
+def test_objects_of_an_inactive_or_deleted_dataset_are_kept_and_counted(tmp_path: Path) -> None:
+    """Accepted before their dataset was deactivated or deleted: neither processed nor dropped,
+    but reported (they sat in the intake uncounted), and processed once the dataset is back."""
+    settings, control, storage = setup_stack(tmp_path)
+    for name in ("off", "gone"):
+        control.create_dataset("acme", DatasetSpec(name=name))
+    writer = IntakeWriter(storage)
+    for name in ("web", "off", "gone"):
+        writer.write("acme", name, "ndjson", gzip.compress(b'{"id": 1}\n'), {})
+    spec = control.get_dataset("acme", "off").model_dump(exclude={"tenant"})
+    control.put_dataset("acme", DatasetSpec.model_validate({**spec, "active": False}))
+    run_piper_cycle(settings, control, storage)  # staged, its dataset then deleted
+    control.delete_dataset("acme", "gone")
+    writer.write("acme", "gone", "ndjson", gzip.compress(b'{"id": 2}\n'), {})
+    port = free_port()
+    monitoring = {"mode": "prometheus", "metrics_host": "127.0.0.1"}
+    telemetry = Telemetry(load_settings(monitoring=monitoring), "piper", metrics_port=port)
+    try:
+        run_piper_cycle(settings, control, storage, telemetry)
+        run_packer_cycle(settings, control, storage, telemetry)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    finally:
+        telemetry.shutdown()
+
+    def gauge(name: str, labels: str = "") -> float:
+        found = re.search(rf"^{name}\{{[^}}]*{labels}[^}}]*\}} (\S+)$", text, re.MULTILINE)
+        assert found, name
+        return float(found.group(1))
+
+    assert gauge("bytefreezer_piper_unowned_objects", 'reason="no_dataset"') == 1
+    assert gauge("bytefreezer_piper_unowned_objects", 'reason="inactive"') == 1
+    assert gauge("bytefreezer_packer_unowned_objects") == 1  # gone's staged object
+    assert sorted(o.key.split("/")[1] for o in storage.intake.list()) == ["gone", "off"]
+    assert _ids(settings.data_dir / "destination" / "acme" / "web") == [1]
+    # The dataset back: what waited is processed, each record once.
+    control.create_dataset("acme", DatasetSpec(name="gone"))
+    run_piper_cycle(settings, control, storage)
+    run_packer_cycle(settings, control, storage)
+    assert _ids(settings.data_dir / "destination" / "acme" / "gone") == [1, 2]
