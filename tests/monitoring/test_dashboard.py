@@ -92,3 +92,14 @@ def test_tenant_label_is_opt_in_and_capped() -> None:
     assert off._attributes("bytefreezer_records_received", {"tenant": "a"}) == {
         "component": "receiver"
     }
+
+
+def test_gauges_every_replica_reports_whole_are_not_summed_over_replicas() -> None:
+    """Each piper and packer replica lists the whole bucket, so its backlog gauges are the same
+    number on every replica: summed, two replicas showed twice the backlog."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    whole = ("backlog_objects", "backlog_age_seconds", "unowned_objects")
+    queried = [e for e in exprs if any(name in e for name in whole)]
+    assert len(queried) == 5
+    assert all(e.startswith("max") for e in queried), queried
