@@ -101,6 +101,10 @@ def cmd_datasets(args: argparse.Namespace) -> None:
         _print(control.get_dataset(args.tenant, args.name))
     elif args.action == "delete":
         control.delete_dataset(args.tenant, args.name)
+    elif args.action in ("activate", "deactivate"):
+        current = control.get_dataset(args.tenant, args.name).model_dump(exclude={"tenant"})
+        current["active"] = args.action == "activate"
+        _print(control.put_dataset(args.tenant, DatasetSpec.model_validate(current)))
     elif args.action in ("create", "update"):
         spec: dict[str, Any] = {"name": args.name}
         for name in ("format", "csv_delimiter"):
@@ -404,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     datasets = sub.add_parser("datasets", help="manage datasets")
     dsub = datasets.add_subparsers(dest="action", required=True)
     dsub.add_parser("list", parents=[common]).add_argument("tenant", nargs="?")
-    for action in ("show", "delete", "create", "update"):
+    for action in ("show", "delete", "create", "update", "activate", "deactivate"):
         p = dsub.add_parser(action, parents=[common])
         p.add_argument("tenant")
         p.add_argument("name")

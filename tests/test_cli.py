@@ -51,6 +51,11 @@ def test_manage_tenants_datasets_and_keys(
     updated = run(capsys, data, "datasets", "update", "acme", "web", "--compression", "snappy")
     assert isinstance(updated, dict) and updated["parquet"]["compression"] == "snappy"
     assert updated["transforms"] == json.loads(chain)
+    paused = run(capsys, data, "datasets", "deactivate", "acme", "web")
+    assert isinstance(paused, dict) and paused["active"] is False
+    assert paused["parquet"]["compression"] == "snappy", "the rest of the dataset kept"
+    resumed = run(capsys, data, "datasets", "activate", "acme", "web")
+    assert isinstance(resumed, dict) and resumed["active"] is True
     key = run(capsys, data, "keys", "create", "acme", "--dataset", "web")
     assert isinstance(key, dict) and key["key"].startswith("bfk_")
     listed = run(capsys, data, "keys", "list", "acme")
