@@ -23,7 +23,12 @@ from fsspec.implementations.local import LocalFileSystem
 from bytefreezer.errors import ConfigError, StorageError
 from bytefreezer.settings import S3Settings, Settings
 
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+# Linux's syncfs(2), looked up once; None elsewhere (``sync`` is used instead).
+_SYNCFS = (
+    getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+    if sys.platform.startswith("linux")
+    else None
+)
 _META_DIR = ".bf-meta"
 _TMP_MARK = ".bf-tmp-"
 
@@ -436,12 +441,11 @@ def _syncfs(path: str) -> None:
     every filesystem."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        if _LIBC is not None and hasattr(_LIBC, "syncfs"):
-            if _LIBC.syncfs(fd) != 0:
-                errno = ctypes.get_errno()
-                raise OSError(errno, os.strerror(errno))
-        else:  # pragma: no cover - not Linux
+        if _SYNCFS is None:  # pragma: no cover - not Linux
             os.sync()
+        elif _SYNCFS(fd) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, os.strerror(errno))
     finally:
         os.close(fd)
 

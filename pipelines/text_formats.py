@@ -188,7 +188,9 @@ def _late_columns(data: bytes, delimiter: str, table: pa.Table, integers: list[s
     columns that integers beyond 64 bits or with a plus sign made doubles, read again as text:
     rare, so a second read."""
     names = table.column_names
-    signed = b"+" in data  # no plus sign anywhere: no column of signed integers to look for
+    # Without a plus sign anywhere there is no column of signed integers to look for (the
+    # object is searched only when pyarrow read a column as doubles).
+    signed = any(pa.types.is_floating(f.type) for f in table.schema) and b"+" in data
     late = [
         f.name
         for f in table.schema
