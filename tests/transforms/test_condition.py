@@ -23,6 +23,22 @@ LITERALS = [
 ]  # fmt: skip
 
 
+TEXTS = ["a", "Z", "", "é", "3", "ab", "b", "a\nb", "a_b", "a%b", "A", "x\\y", "abc"]
+PATTERNS = [
+    "'a%'",
+    "'%b'",
+    "'_'",
+    "'a_b'",
+    "'%'",
+    "''",
+    "'é%'",
+    "'%a%b%'",
+    "'A%'",
+    "'a\\%'",
+    "'%\n%'",
+]
+
+
 def _batch(rng: random.Random, nan: bool) -> pa.Table:
     def maybe(value: object) -> object:
         return None if rng.random() < 0.2 else value
@@ -34,7 +50,7 @@ def _batch(rng: random.Random, nan: bool) -> pa.Table:
         {
             "i": pa.array([maybe(rng.randrange(-3, 9)) for _ in range(ROWS)], pa.int64()),
             "f": pa.array(floats, pa.float64()),
-            "s": pa.array([maybe(rng.choice(["a", "Z", "", "é", "3", "ab", "b"])) for _ in range(ROWS)]),
+            "s": pa.array([maybe(rng.choice(TEXTS)) for _ in range(ROWS)]),
             "b": pa.array([maybe(rng.random() < 0.5) for _ in range(ROWS)], pa.bool_()),
             "n": pa.nulls(ROWS),
             "t": pa.array([maybe(datetime(2026, 1, 1, rng.randrange(24))) for _ in range(ROWS)]),
@@ -66,7 +82,9 @@ def _expression(rng: random.Random, depth: int = 0) -> str:
         return f"{field} {rng.choice(['', 'NOT '])}IN ({values})"
     if shape < 0.87:
         return f"{field} BETWEEN {rng.choice(LITERALS)} AND {rng.choice(LITERALS)}"
-    return rng.choice(["b", "NOT b", "s", "missing", f"{field} LIKE 'a%'"])
+    if shape < 0.95:
+        return f"{field} {rng.choice(['', 'NOT '])}LIKE {rng.choice(PATTERNS + LITERALS)}"
+    return rng.choice(["b", "NOT b", "s", "missing", f"{field} ILIKE 'a%'"])
 
 
 def _duckdb_alone(expression: str, table: pa.Table) -> tuple[pa.BooleanArray, dict[int, str]]:
@@ -107,6 +125,7 @@ def test_kernels_give_duckdbs_answers_on_generated_expressions() -> None:
         "ratio > 0.5",
         "flag",
         "nothing_here = 1",
+        "path LIKE '/api/%' AND path NOT LIKE '%.png'",
     ],
 )
 def test_common_conditions_are_evaluated_by_the_kernels(expression: str) -> None:
@@ -129,7 +148,8 @@ def test_common_conditions_are_evaluated_by_the_kernels(expression: str) -> None
 @pytest.mark.parametrize(
     ("expression", "table"),
     [
-        ("path LIKE '/api/%'", pa.table({"path": ["/api/x"]})),
+        ("path ILIKE '/API/%'", pa.table({"path": ["/api/x"]})),
+        ("path LIKE '/api/\\_%'", pa.table({"path": ["/api/\\_x"]})),  # no escape in SQL
         ("lower(status) = 'ok'", pa.table({"status": ["OK"]})),
         ("code = '500'", pa.table({"code": [500]})),  # DuckDB casts the text
         ("code = 5.0", pa.table({"code": [5]})),  # an integer field, a decimal constant
