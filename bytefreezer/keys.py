@@ -82,6 +82,16 @@ class IntakeKey:
         """Where piper writes this object's rejected records in the piper bucket."""
         return f"{DEAD_LETTER_PREFIX}/{self.tenant}/{self.dataset}/{self.stem}.ndjson"
 
+    @property
+    def set_aside_staged_key(self) -> str:
+        """Where packer keeps this object's staged Parquet when it cannot read it."""
+        return f"{DEAD_LETTER_PREFIX}/{self.tenant}/{self.dataset}/{self.stem}.staged.parquet"
+
+    @property
+    def packer_dead_letter_key(self) -> str:
+        """Where packer says why it set this object's staged Parquet aside."""
+        return f"{DEAD_LETTER_PREFIX}/{self.tenant}/{self.dataset}/{self.stem}.packer.ndjson"
+
     @classmethod
     def parse(cls, key: str) -> IntakeKey:
         """Parse an intake key (or a staged key); raise ``InvalidName`` if it is not one."""

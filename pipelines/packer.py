@@ -576,12 +576,22 @@ class _PackDatasetFn(ObjectFn):
 
             def fetched(
                 item: tuple[str, int | None],
-            ) -> tuple[bytes, StagedSummary, Partitions | None]:
+            ) -> tuple[bytes, StagedSummary | str, Partitions | None]:
                 staged = piper.get(item[0], size=item[1])
-                return staged, *_summarized(item[0], staged, dataset)
+                try:
+                    return staged, *_summarized(item[0], staged, dataset)
+                except (pa.ArrowException, OSError, ValueError) as exc:  # not Parquet we can read
+                    return staged, f"{type(exc).__name__}: {exc}", None
 
             sized = [(key, self._sizes.pop(key, None)) for key in manifest["inputs"]]
-            for staged, summary, found in self._read_ahead(fetched, sized):
+            for (key_in, _), (staged, summary, found) in zip(
+                sized, self._read_ahead(fetched, sized), strict=True
+            ):
+                if isinstance(summary, str):
+                    # It would fail every run of the dataset: its bytes are set aside with the
+                    # reason, and it is deleted with the run's other inputs.
+                    self._set_aside(key_in, staged, summary)
+                    continue
                 summaries.append(summary)
                 self.count("staged_bytes", len(staged))
                 held = len(staged) + (found.codes.nbytes if found is not None else 0)
@@ -608,6 +618,17 @@ class _PackDatasetFn(ObjectFn):
         piper.delete_many(list(manifest["inputs"]))
         piper.delete(key)
         self.count("staged_objects_packed", len(manifest["inputs"]))
+
+    def _set_aside(self, key: str, data: bytes, error: str) -> None:
+        """Keep a staged object no row can be read from as it is, beside the dataset's dead
+        letters, with a dead letter that says why."""
+        intake_key = IntakeKey.parse(key)
+        log.error("packer cannot read staged object %s; it is set aside: %s", key, error)
+        piper = self._storage.piper
+        piper.put(intake_key.set_aside_staged_key, data)
+        letter = {"stage": "packer", "error": error, "line": None, "bytes": len(data)}
+        piper.put(intake_key.packer_dead_letter_key, json.dumps(letter).encode() + b"\n")
+        self.count("staged_set_aside")
 
 
 class PackDatasets(Distributed):
@@ -696,6 +717,13 @@ def record_packer_counters(telemetry: Telemetry, stats: CycleStats) -> None:
     telemetry.add(
         "bytefreezer_packer_late_staged_discarded", counters.get("late_staged_discarded", 0)
     )
+    if counters.get("staged_set_aside"):
+        telemetry.add(
+            "bytefreezer_errors",
+            counters["staged_set_aside"],
+            stage="packer",
+            error_type="staged_set_aside",
+        )
     if counters.get("dataset_errors"):
         telemetry.add(
             "bytefreezer_errors", counters["dataset_errors"], stage="packer", error_type="dataset"

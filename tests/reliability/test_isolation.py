@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bytefreezer.control.models import DatasetSpec, Destination, Tenant
 from bytefreezer.ingress.receiver import IntakeWriter
+from bytefreezer.keys import IntakeKey
 from bytefreezer.pipelines.packer import run_packer_cycle
 from bytefreezer.pipelines.piper import run_piper_cycle
 from bytefreezer.settings import load_settings
@@ -122,3 +123,46 @@ def test_objects_of_an_inactive_or_deleted_dataset_are_kept_and_counted(tmp_path
     run_piper_cycle(settings, control, storage)
     run_packer_cycle(settings, control, storage)
     assert _ids(settings.data_dir / "destination" / "acme" / "gone") == [1, 2]
+
+
+def test_a_staged_object_packer_cannot_read_is_set_aside_and_the_rest_is_packed(
+    tmp_path: Path,
+) -> None:
+    """Not Parquet packer can read (truncated, overwritten by hand): it failed every run of its
+    dataset, whose records then waited for good. It is kept as it is, with the reason, beside
+    the dataset's dead letters; the rest is packed and the next run starts clean."""
+    settings, control, storage = setup_stack(tmp_path)
+    writer = IntakeWriter(storage)
+    for i in range(3):
+        writer.write("acme", "web", "ndjson", gzip.compress(json.dumps({"id": i}).encode()), {})
+    run_piper_cycle(settings, control, storage)
+    staged = sorted(o.key for o in storage.piper.list() if not o.key.startswith("_"))
+    assert len(staged) == 3
+    broken = storage.piper.get(staged[1])[:-40]  # the footer cut off
+    storage.piper.put(staged[1], broken)
+    port = free_port()
+    monitoring = {"mode": "prometheus", "metrics_host": "127.0.0.1"}
+    telemetry = Telemetry(load_settings(monitoring=monitoring), "packer", metrics_port=port)
+    try:
+        stats = run_packer_cycle(settings, control, storage, telemetry)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    finally:
+        telemetry.shutdown()
+    assert stats.counters.get("staged_set_aside") == 1
+    assert not stats.counters.get("dataset_errors")
+    assert re.search(
+        r'^bytefreezer_errors_total\{[^}]*error_type="staged_set_aside"[^}]*\} 1\.0$',
+        text,
+        re.MULTILINE,
+    )
+    assert _ids(settings.data_dir / "destination" / "acme" / "web") == [0, 2]
+    key = IntakeKey.parse(staged[1])
+    assert storage.piper.get(key.set_aside_staged_key) == broken
+    letter = json.loads(storage.piper.get(key.packer_dead_letter_key))
+    assert letter["stage"] == "packer" and letter["bytes"] == len(broken)
+    assert "Parquet" in letter["error"]
+    assert not [o for o in storage.piper.list() if not o.key.startswith("_")]
+    # Nothing is left to fail the next run, and nothing is packed twice.
+    stats = run_packer_cycle(settings, control, storage)
+    assert not stats.claimed and not stats.counters.get("dataset_errors")
+    assert _ids(settings.data_dir / "destination" / "acme" / "web") == [0, 2]
