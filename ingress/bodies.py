@@ -1,16 +1,20 @@
 """Request bodies: decompress within caps, check framing cheaply, produce the stored gzip member.
 
-The receiver never parses records: it checks the body is not empty, decompresses it (refusing
-a decompression bomb before it grows past the cap), and looks at the first significant byte
-to tell an obviously wrong format. Piper does the parsing and dead-letters bad lines.
+The receiver does not parse line formats: it checks the body is not empty, decompresses it
+(refusing a decompression bomb before it grows past the cap), and looks at the first significant
+byte to tell an obviously wrong format. Piper does the parsing and dead-letters bad lines. A JSON
+body (an array or objects, not lines) is parsed to count its records, and refused when it is
+not JSON.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import zlib
 from dataclasses import dataclass
 
+import orjson
 import zstandard
 
 from bytefreezer.compression import InflateError
@@ -36,7 +40,7 @@ class Body:
     member: bytes
     lines: int
     size: int  # decompressed bytes
-    records: int  # what piper reads as records: the lines, less a CSV or TSV header
+    records: int  # what piper reads as records: the lines, less a CSV or TSV header; JSON values
 
 
 def _limit_error(limit: int) -> BodyError:
@@ -139,6 +143,40 @@ def count_lines(data: bytes) -> int:
     return count_nonblank_lines(data)
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
+def count_json_records(data: bytes) -> int:
+    """Records in a JSON body as piper reads them: an array's elements, one for an object, and
+    so for each value when several follow one another. ``BodyError`` 400 when it is not JSON
+    (piper could only dead-letter it; the sender can still fix it)."""
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass  # several values one after another, or not JSON
+    else:
+        return len(value) if isinstance(value, list) else 1
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BodyError(400, f"body is not valid UTF-8 JSON: {exc}") from None
+    decoder = json.JSONDecoder()
+    records, position = 0, 0
+    while True:
+        while position < len(text) and text[position] in " \t\r\n":
+            position += 1
+        if position >= len(text):
+            return records
+        try:
+            value, position = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as exc:
+            where = f"line {exc.lineno} column {exc.colno}"
+            raise BodyError(400, f"body is not valid JSON: {exc.msg} at {where}") from None
+        records += len(value) if isinstance(value, list) else 1
+
+
 def prepare(raw: bytes, encoding: str, fmt: str, limit: int) -> Body:
     """Decompress, check and package one request body."""
     if not raw:
@@ -153,7 +191,8 @@ def prepare(raw: bytes, encoding: str, fmt: str, limit: int) -> Body:
     else:
         member = gzip.compress(data, compresslevel=1)
     lines = count_lines(data)
-    # A CSV or TSV body's first line names its columns: no record to piper. (Other formats'
-    # records are their lines; a JSON body is counted by lines too, as it is not parsed here.)
-    records = max(lines - 1, 0) if fmt in ("csv", "tsv") else lines
+    if fmt == "json":
+        records = count_json_records(data)
+    else:  # a CSV or TSV body's first line names its columns: no record to piper
+        records = max(lines - 1, 0) if fmt in ("csv", "tsv") else lines
     return Body(member, lines, len(data), records)

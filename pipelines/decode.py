@@ -126,6 +126,8 @@ def decode_json(data: bytes) -> Decoded:
         return Decoded(
             pa.table({}), [(data[:1000].decode("utf-8", "replace"), f"invalid UTF-8: {exc}")], 1
         )
+    if text.startswith("\ufeff"):
+        text = text[1:]  # a byte-order mark before the first value
     decoder = json.JSONDecoder()
     rows: list[dict[str, object]] = []
     rejected: list[tuple[str, str]] = []
