@@ -90,9 +90,15 @@ PENDING_BYTES = 128 * 1024 * 1024  # decoded input rows held before a row group 
 KEPT_INPUT_BYTES = 64 * 1024 * 1024
 READ_AHEAD = 2  # staged objects read and decoded ahead of the one being written, per core
 
-# Ledger entries never change once written, so each process reads each one once.
+# Ledger entries never change once written, so each process reads each one once: per dataset
+# (its ledger prefix in its bucket), each entry's stems and when each was packed.
 _LEDGER_LOCK = threading.Lock()
-_LEDGER_CACHE: dict[str, frozenset[str]] = {}
+_LEDGER_CACHE: dict[str, dict[str, dict[str, float]]] = {}
+# A dataset's ledger entries are merged into one once there are more than this many: a run
+# every few seconds kept an hour's entries (the default retention), hundreds per dataset, and
+# every run listed and every cycle walked them (700 per dataset: 100 small datasets took 2.2 s
+# to pack instead of 0.3 s).
+LEDGER_MERGE_AT = 16
 
 
 @dataclass(frozen=True)
@@ -407,37 +413,47 @@ class _PackDatasetFn(ObjectFn):
         return keep
 
     def _packed_stems(self, dataset: Dataset) -> set[str]:
-        """The stems the dataset's ledger holds; prunes entries past their retention."""
+        """The stems the dataset's ledger holds within its retention. Prunes entries past it,
+        and merges the entries into one once there are more than ``LEDGER_MERGE_AT``."""
         piper = self._storage.piper
         prefix = packed_prefix(dataset.tenant, dataset.name)
-        horizon = time.time() - self._settings.packer.ledger_retention_seconds
-        stems: set[str] = set()
+        now = time.time()
+        horizon = now - self._settings.packer.ledger_retention_seconds
+        scope = f"{piper.url}/{prefix}"
+        with _LEDGER_LOCK:
+            cached = dict(_LEDGER_CACHE.get(scope, {}))
+        entries: dict[str, dict[str, float]] = {}
         expired: list[str] = []
-        live: set[str] = set()
         for info in piper.iter(prefix):
             if info.modified and info.modified < horizon:
                 expired.append(info.key)
                 continue
-            cache_key = f"{piper.url}/{info.key}"
-            with _LEDGER_LOCK:
-                entry = _LEDGER_CACHE.get(cache_key)
+            entry = cached.get(info.key)
             if entry is None:
                 try:
-                    entry = frozenset(json.loads(piper.get(info.key, size=info.size))["stems"])
+                    data = json.loads(piper.get(info.key, size=info.size))
                 except FileNotFoundError:
-                    continue  # pruned by another packer meanwhile
-                with _LEDGER_LOCK:
-                    _LEDGER_CACHE[cache_key] = entry
-            live.add(cache_key)
-            stems |= entry
+                    continue  # pruned or merged by another packer meanwhile
+                # A merged entry says when each stem was packed; a run's entry, by its time.
+                packed = data.get("packed") or dict.fromkeys(data["stems"], info.modified or now)
+                entry = {stem: float(at) for stem, at in packed.items()}
+            entries[info.key] = entry
         if expired:
             piper.delete_many(expired)
-        scope = f"{piper.url}/{prefix}"
+        stems = {
+            stem: at for entry in entries.values() for stem, at in entry.items() if at >= horizon
+        }
+        if len(entries) > LEDGER_MERGE_AT:
+            # The merged entry is durable before its sources go: a crash between the two
+            # leaves both, which hold the same stems.
+            key = packed_key(dataset.tenant, dataset.name, f"merged-{time.time_ns()}")
+            merged = {"run_id": None, "packed_at": now, "stems": sorted(stems), "packed": stems}
+            piper.put(key, json.dumps(merged).encode())
+            piper.delete_many(list(entries))
+            entries = {key: stems}
         with _LEDGER_LOCK:
-            for cache_key in [k for k in _LEDGER_CACHE if k.startswith(scope)]:
-                if cache_key not in live:
-                    del _LEDGER_CACHE[cache_key]
-        return stems
+            _LEDGER_CACHE[scope] = entries
+        return set(stems)
 
     def _write_files(
         self,

@@ -12,7 +12,7 @@ from bytefreezer.control import ControlStore
 from bytefreezer.control.models import Dataset, DatasetSpec, Lease, Tenant
 from bytefreezer.ingress.receiver import IntakeWriter
 from bytefreezer.keys import IntakeKey, packed_prefix, piper_lease_name
-from bytefreezer.pipelines.packer import run_packer_cycle
+from bytefreezer.pipelines.packer import LEDGER_MERGE_AT, _PackDatasetFn, run_packer_cycle
 from bytefreezer.pipelines.piper import PiperWork, _ProcessIntakeFn, run_piper_cycle
 from bytefreezer.settings import Settings
 from bytefreezer.storage import Storage
@@ -110,3 +110,47 @@ def test_the_ledger_forgets_runs_past_its_retention(tmp_path: Path) -> None:
         run_packer_cycle(settings, control, storage)
         assert len(storage.piper.list(packed_prefix("acme", "web"))) == 1
         time.sleep(0.6)  # the first run's entry expires before the second run ends
+
+
+def test_the_ledger_is_merged_and_still_fences_late_copies(tmp_path: Path) -> None:
+    """A run every few seconds kept an hour of entries, each listed by every run: merged into
+    one past ``LEDGER_MERGE_AT``, the stems they hold still discard a late copy."""
+    settings, storage, control, _ = world(tmp_path)
+    runs = LEDGER_MERGE_AT + 8
+    first: tuple[str, bytes] | None = None
+    for i in range(runs):
+        body = gzip.compress(json.dumps({"id": i}).encode())
+        key = IntakeWriter(storage).write("acme", "web", "ndjson", body, {})
+        run_piper_cycle(settings, control, storage)
+        if first is None:
+            staged_key = IntakeKey.parse(key.key).staged_key
+            first = (staged_key, storage.piper.get(staged_key))
+        run_packer_cycle(settings, control, storage)
+        assert len(storage.piper.list(packed_prefix("acme", "web"))) <= LEDGER_MERGE_AT + 1
+    assert first is not None
+    storage.piper.put(*first)  # the first object's staged copy, written late by a zombie
+    stats = run_packer_cycle(settings, control, storage)
+    assert stats.counters.get("late_staged_discarded") == 1
+    table = read_parquet_dir(settings.data_dir / "destination" / "acme" / "web")
+    assert table is not None and sorted(table.column("id").to_pylist()) == list(range(runs))
+
+
+def test_a_merged_ledger_entry_forgets_each_stem_past_its_retention(tmp_path: Path) -> None:
+    settings, storage, _, dataset = world(tmp_path, packer={"ledger_retention_seconds": 60})
+    now = time.time()
+    prefix = packed_prefix("acme", "web")
+    merged = {"stems": ["old", "new"], "packed": {"old": now - 120, "new": now - 30}}
+    storage.piper.put(f"{prefix}merged-1.json", json.dumps(merged).encode())
+    for i in range(LEDGER_MERGE_AT):  # one more than the merge threshold, with the merged one
+        run = {"run_id": f"r{i}", "stems": [f"run-{i}"]}
+        storage.piper.put(f"{prefix}r{i}.json", json.dumps(run).encode())
+    packer = _PackDatasetFn(settings)
+    packer.setup()
+    try:
+        expected = {"new", *(f"run-{i}" for i in range(LEDGER_MERGE_AT))}
+        assert packer._packed_stems(dataset) == expected
+        (entry,) = storage.piper.list(prefix)  # merged into one, without the expired stem
+        assert set(json.loads(storage.piper.get(entry.key))["packed"]) == expected
+        assert packer._packed_stems(dataset) == expected
+    finally:
+        packer.teardown()
