@@ -101,6 +101,15 @@ _LEDGER_CACHE: dict[str, dict[str, dict[str, float]]] = {}
 LEDGER_MERGE_AT = 16
 
 
+class _Unreadable(Exception):
+    """A staged object whose rows cannot be read though its footer could."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class PackWork:
     """One claimed dataset and the lease that guards it."""
@@ -499,15 +508,15 @@ class _PackDatasetFn(ObjectFn):
         def decoded(summary: StagedSummary) -> tuple[pa.Table, list[tuple[str, int, int]]]:
             """The object's rows sorted by partition, and the (partition, start, end) runs."""
             held = kept.get(summary.key)
-            if held is None:
-                data = self._storage.piper.get(summary.key, size=summary.size)
-                staged = read_parquet(data)
-                del data
-                # Partitions come from the object's own types, as in its summary; a column
-                # widened by unification (say to string) could read differently.
-                found = _partitioned(staged, summary.key, dataset)
-            else:
-                staged, found = read_parquet(held[0]), held[1]
+            raw = held[0] if held else self._storage.piper.get(summary.key, size=summary.size)
+            try:
+                staged = read_parquet(raw)
+            except (pa.ArrowException, OSError) as exc:  # damage its footer did not show
+                raise _Unreadable(summary.key, f"{type(exc).__name__}: {exc}") from None
+            del raw
+            # Partitions come from the object's own types, as in its summary (kept inputs' were
+            # worked out then); a column widened by unification could read differently.
+            found = held[1] if held else _partitioned(staged, summary.key, dataset)
             table = conform(staged, schema)
             del staged
             if found is None:
@@ -619,12 +628,27 @@ class _PackDatasetFn(ObjectFn):
             with self._tracer.start_as_current_span("packer.write_files", links=links) as span:
                 span.set_attribute("bytefreezer.dataset", f"{dataset.tenant}/{dataset.name}")
                 span.set_attribute("bytefreezer.inputs", len(summaries))
-                schema, files = plan_outputs(
-                    summaries, dataset, manifest["run_id"], self._settings.packer.max_file_size_mb
-                )
-                manifest["outputs"] = [{"path": f.path, "rows": f.rows} for f in files]
-                piper.put(key, json.dumps(manifest).encode())
-                self._write_files(summaries, schema, files, dataset, dest, kept)
+                while True:
+                    schema, files = plan_outputs(
+                        summaries,
+                        dataset,
+                        manifest["run_id"],
+                        self._settings.packer.max_file_size_mb,
+                    )
+                    manifest["outputs"] = [{"path": f.path, "rows": f.rows} for f in files]
+                    piper.put(key, json.dumps(manifest).encode())
+                    try:
+                        self._write_files(summaries, schema, files, dataset, dest, kept)
+                        break
+                    except _Unreadable as bad:
+                        # Found while writing: this run's files go (some may be in place),
+                        # the object is set aside and the run is planned again without it.
+                        dest.delete_many([f.path for f in files])
+                        read = kept.pop(bad.key, None)
+                        self._set_aside(
+                            bad.key, read[0] if read else piper.get(bad.key), bad.reason
+                        )
+                        summaries = [s for s in summaries if s.key != bad.key]
                 kept.clear()
                 span.set_attribute("bytefreezer.files", len(files))
             self._control.check_lease(lease)

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import urllib.request
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
 from bytefreezer.control.models import DatasetSpec, Destination, Tenant
 from bytefreezer.ingress.receiver import IntakeWriter
 from bytefreezer.keys import IntakeKey
+from bytefreezer.pipelines import packer
 from bytefreezer.pipelines.packer import run_packer_cycle
 from bytefreezer.pipelines.piper import run_piper_cycle
 from bytefreezer.settings import load_settings
@@ -18,6 +24,19 @@ from bytefreezer.telemetry import Telemetry
 from tests.e2e.test_recovery import setup_stack
 from tests.helpers import free_port, read_parquet_dir
 from tests.transforms.test_lookups import city_database
+
+
+def _ndjson(rows: list[dict[str, object]]) -> bytes:
+    return b"\n".join(json.dumps(row).encode() for row in rows)
+
+
+def _damaged(data: bytes, column: str) -> bytes:
+    """Parquet ``data`` with ``column``'s pages overwritten: its footer still reads."""
+    metadata = pq.ParquetFile(pa.BufferReader(data)).metadata
+    chunk = metadata.row_group(0).column(metadata.schema.names.index(column))
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    end = start + chunk.total_compressed_size
+    return data[:start] + b"\xff" * (end - start) + data[end:]
 
 
 def _ids(root: Path) -> list[int]:
@@ -166,3 +185,56 @@ def test_a_staged_object_packer_cannot_read_is_set_aside_and_the_rest_is_packed(
     stats = run_packer_cycle(settings, control, storage)
     assert not stats.claimed and not stats.counters.get("dataset_errors")
     assert _ids(settings.data_dir / "destination" / "acme" / "web") == [0, 2]
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["input-kept", "input-read-again"])
+def test_a_staged_object_damaged_past_its_footer_is_set_aside_while_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kept: bool
+) -> None:
+    """Its footer and event times read, so the run was planned with it; its rows do not.
+    The run's files go, it is set aside and the run is planned again without it."""
+    if not kept:  # read again when written, and one partition at a time
+        monkeypatch.setattr(packer, "KEPT_INPUT_BYTES", 0)
+        monkeypatch.setattr(packer, "MAX_OPEN_OUTPUTS", 1)
+    settings, control, storage = setup_stack(tmp_path)
+    writer = IntakeWriter(storage)
+    for i in range(3):
+        rows = [{"id": i * 10 + h, "timestamp": f"2026-01-01T0{h}:30:00Z"} for h in range(2)]
+        writer.write("acme", "web", "ndjson", gzip.compress(_ndjson(rows)), {})
+    run_piper_cycle(settings, control, storage)
+    staged = sorted(o.key for o in storage.piper.list() if not o.key.startswith("_"))
+    broken = _damaged(storage.piper.get(staged[1]), "id")
+    storage.piper.put(staged[1], broken)
+    stats = run_packer_cycle(settings, control, storage)
+    assert stats.counters.get("staged_set_aside") == 1
+    assert not stats.counters.get("dataset_errors")
+    assert _ids(settings.data_dir / "destination" / "acme" / "web") == [0, 1, 20, 21]
+    key = IntakeKey.parse(staged[1])
+    assert storage.piper.get(key.set_aside_staged_key) == broken
+    assert "page header" in json.loads(storage.piper.get(key.packer_dead_letter_key))["error"]
+    assert not [o for o in storage.piper.list() if not o.key.startswith("_")]
+
+
+def test_the_files_of_a_run_replanned_without_a_damaged_object_are_not_doubled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The damaged object, large per row, made the plan split the first partition into two
+    files, written in the first pass; planned again without it, the partition is one file, and
+    the second file of the first plan would hold its rows twice."""
+    monkeypatch.setattr(packer, "KEPT_INPUT_BYTES", 0)
+    monkeypatch.setattr(packer, "MAX_OPEN_OUTPUTS", 1)
+    settings, control, storage = setup_stack(tmp_path)
+    control.create_dataset(
+        "acme", DatasetSpec.model_validate({"name": "big", "parquet": {"max_file_size_mb": 1}})
+    )
+    writer = IntakeWriter(storage)
+    small = [{"id": i, "timestamp": "2026-01-01T00:30:00Z"} for i in range(600)]
+    writer.write("acme", "big", "ndjson", gzip.compress(_ndjson(small)), {})
+    large = [{"id": 1000, "timestamp": "2026-01-01T01:30:00Z", "blob": os.urandom(1 << 20).hex()}]
+    writer.write("acme", "big", "ndjson", gzip.compress(_ndjson(large)), {})
+    run_piper_cycle(settings, control, storage)
+    staged = sorted(o.key for o in storage.piper.list() if not o.key.startswith("_"))
+    storage.piper.put(staged[1], _damaged(storage.piper.get(staged[1]), "id"))
+    stats = run_packer_cycle(settings, control, storage)
+    assert stats.counters.get("staged_set_aside") == 1
+    assert _ids(settings.data_dir / "destination" / "acme" / "big") == list(range(600))
