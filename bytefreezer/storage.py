@@ -233,12 +233,18 @@ class ObjectStore:
         """Every object whose key starts with ``prefix`` (a folder-style prefix), sorted by key."""
         return sorted(self.iter(prefix), key=lambda info: info.key)
 
-    def iter(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Objects under ``prefix``, unordered."""
+    def iter(self, prefix: str = "", *, skip: tuple[str, ...] = ()) -> Iterator[ObjectInfo]:
+        """Objects under ``prefix``, unordered; of the whole store without the top-level
+        folders named in ``skip`` (not even listed: on S3 the listing jumps past them)."""
+        if skip and prefix:
+            raise ValueError("skip applies to a listing of the whole store")
         base = self.path(prefix.rstrip("/")) if prefix else self.root
         try:
             if self.local:
-                yield from self._iter_local(base)
+                yield from self._iter_local(base, skip)
+                return
+            if skip and _is_s3(self.fs):
+                yield from self._iter_s3_skipping(skip)
                 return
             self.fs.invalidate_cache(base)
             parent, _, leaf = base.rstrip("/").rpartition("/")
@@ -260,7 +266,35 @@ class ObjectStore:
             modified = info.get("LastModified") or info.get("mtime") or 0
             yield ObjectInfo(key, int(info.get("size") or 0), _timestamp(modified))
 
-    def _iter_local(self, base: str) -> Iterator[ObjectInfo]:
+    def _iter_s3_skipping(
+        self, skip: tuple[str, ...], page_size: int = 1000
+    ) -> Iterator[ObjectInfo]:
+        """The bucket's objects in key order, jumping past each folder of ``skip`` with
+        ``StartAfter`` (a folder of a million dead letters costs one request, not a thousand)."""
+        bucket, _, within = self.root.partition("/")
+        base = f"{within}/" if within else ""
+        folders = [f"{base}{name}/" for name in skip]
+        args: dict[str, Any] = {}
+        while True:
+            page = self.fs.call_s3(
+                "list_objects_v2", Bucket=bucket, Prefix=base, MaxKeys=page_size, **args
+            )
+            args = {}
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                folder = next((f for f in folders if key.startswith(f)), None)
+                if folder is not None:
+                    args = {"StartAfter": folder[:-1] + "0"}  # "0" follows "/": past them all
+                    break
+                yield ObjectInfo(
+                    key[len(base) :], int(item["Size"]), _timestamp(item["LastModified"])
+                )
+            if not args:
+                if not page.get("IsTruncated"):
+                    return
+                args = {"ContinuationToken": page["NextContinuationToken"]}
+
+    def _iter_local(self, base: str, skip: tuple[str, ...] = ()) -> Iterator[ObjectInfo]:
         start = Path(base)
         if start.is_file():
             stat = start.stat()
@@ -268,6 +302,8 @@ class ObjectStore:
             return
         for dirpath, dirnames, filenames in os.walk(start):
             dirnames[:] = [d for d in dirnames if d != _META_DIR]
+            if skip and dirpath == self.root:
+                dirnames[:] = [d for d in dirnames if d not in skip]
             for name in filenames:
                 if name.startswith(_TMP_MARK):
                     continue

@@ -48,6 +48,7 @@ from bytefreezer.control import ControlClient, open_control
 from bytefreezer.control.models import Dataset, Lease
 from bytefreezer.errors import InvalidName, LeaseLost
 from bytefreezer.keys import (
+    DEAD_LETTER_PREFIX,
     IntakeKey,
     dataset_prefix,
     manifest_key,
@@ -693,7 +694,8 @@ def run_packer_cycle(
     started = time.monotonic()
     with_staged = set()
     staged: dict[tuple[str, str], int] = {}
-    for info in storage.piper.iter():
+    # Dead letters only grow (clearing them is the operator's call): not listed every cycle.
+    for info in storage.piper.iter(skip=(DEAD_LETTER_PREFIX,)):
         parts = info.key.split("/")
         if len(parts) >= 3 and not parts[0].startswith("_"):
             with_staged.add((parts[0], parts[1]))

@@ -158,3 +158,18 @@ def test_sync_errors_are_storage_errors(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(storage_module, "_syncfs", failing)
     with pytest.raises(StorageError, match=r"cannot sync .*Input/output error"):
         storage.intake.sync()
+
+
+def test_a_whole_store_listing_skips_the_folders_named(store: ObjectStore) -> None:
+    for key in ["a/1.gz", "_packed/p.json", "z/2.gz", "_dead-letterx.json"]:
+        store.put(key, b"1")
+    for i in range(5):
+        store.put(f"_dead-letter/t/d/{i}.ndjson", b"x")
+    expected = ["_dead-letterx.json", "_packed/p.json", "a/1.gz", "z/2.gz"]
+    assert sorted(o.key for o in store.iter(skip=("_dead-letter",))) == expected
+    assert len(store.list()) == 9
+    if not store.local:  # pages of two: the jump past the folder lands mid-listing
+        listed = store._iter_s3_skipping(("_dead-letter",), page_size=2)
+        assert sorted(o.key for o in listed) == expected
+    with pytest.raises(ValueError):
+        list(store.iter("a/", skip=("_dead-letter",)))

@@ -92,3 +92,25 @@ def test_requests_per_object_and_per_file_are_bounded(
     assert packer["GET"] == objects
     assert packer["PUT"] == hours + 2
     assert packer["DELETE"] <= 2
+
+
+def test_a_listing_that_skips_dead_letters_jumps_past_them(
+    tmp_path: Path, s3_server: dict[str, str]
+) -> None:
+    """Packer's cycle lists the piper bucket without its dead letters, which only grow: the
+    listing jumps past them (``StartAfter``) instead of paging through them."""
+    suffix = uuid.uuid4().hex[:8]
+    storage = Storage(s3_settings(tmp_path, s3_server, suffix))
+    storage.ensure_buckets()
+    piper = storage.piper
+    for i in range(10):
+        piper.put(f"_dead-letter/acme/web/{i}.ndjson", b"x")
+    piper.put("acme/web/a.parquet", b"1")
+    piper.put("acme/web/b.parquet", b"2")
+    buckets = {f"piper-{suffix}"}
+    before = requests_by_type(s3_server["metrics"], buckets)
+    listed = [o.key for o in piper._iter_s3_skipping(("_dead-letter",), page_size=2)]
+    after = requests_by_type(s3_server["metrics"], buckets)
+    assert listed == ["acme/web/a.parquet", "acme/web/b.parquet"]
+    # One page of dead letters, then the jump: 2 requests where paging through takes 6.
+    assert (after - before)["LIST"] == 2
