@@ -215,7 +215,7 @@ def _dictionary_columns_of(path: Path) -> set[str]:
     }
 
 
-def test_which_text_repeats_is_judged_once_per_run_and_small_files_get_no_dictionaries(
+def test_which_text_repeats_is_judged_once_per_run_reused_a_while_and_small_files_get_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings, control, storage = setup_stack(tmp_path)
@@ -252,6 +252,28 @@ def test_which_text_repeats_is_judged_once_per_run_and_small_files_get_no_dictio
     run_piper_cycle(settings, control, storage)
     run_packer_cycle(settings, control, storage)
     assert judged == [], "a run of small files judges nothing"
+    # The next runs of the dataset, same schema: the judgment is reused for a while.
+    writer.write("acme", "web", "ndjson", gzip.compress(body([6], 1500)), {})
+    run_piper_cycle(settings, control, storage)
+    run_packer_cycle(settings, control, storage)
+    assert judged == [], "judged a run earlier, on a full sample"
+    assert (
+        _dictionary_columns_of(
+            next(p for p in root.rglob("*.parquet") if p.parent.name == "hour=06")
+        )
+        == repeating
+    )
+    monkeypatch.setattr(packer, "JUDGMENT_SECONDS", 0.0)
+    writer.write("acme", "web", "ndjson", gzip.compress(body([7], 1500)), {})
+    run_piper_cycle(settings, control, storage)
+    run_packer_cycle(settings, control, storage)
+    assert judged == [1500], "judged again once the judgment is old"
+    assert (
+        _dictionary_columns_of(
+            next(p for p in root.rglob("*.parquet") if p.parent.name == "hour=07")
+        )
+        == repeating
+    )
 
 
 def test_read_ahead_keeps_order_and_bounds_the_work_ahead() -> None:
