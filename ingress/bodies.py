@@ -144,6 +144,10 @@ def count_lines(data: bytes) -> int:
 
 
 _BOM = b"\xef\xbb\xbf"
+# JSON bodies up to this size (decompressed) are parsed to count their records: parsed, a body
+# takes about five times its size in memory for a moment (a 128 MB array: 640 MB). Larger ones
+# are counted by their lines and not checked here; piper dead-letters what does not parse.
+JSON_PARSE_MAX_BYTES = 16 * 1024 * 1024
 
 
 def count_json_records(data: bytes) -> int:
@@ -191,7 +195,7 @@ def prepare(raw: bytes, encoding: str, fmt: str, limit: int) -> Body:
     else:
         member = gzip.compress(data, compresslevel=1)
     lines = count_lines(data)
-    if fmt == "json":
+    if fmt == "json" and len(data) <= JSON_PARSE_MAX_BYTES:
         records = count_json_records(data)
     else:  # a CSV or TSV body's first line names its columns: no record to piper
         records = max(lines - 1, 0) if fmt in ("csv", "tsv") else lines

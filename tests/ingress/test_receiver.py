@@ -17,6 +17,7 @@ import zstandard
 from bytefreezer.control import HttpControl
 from bytefreezer.control.app import create_app as create_control_app
 from bytefreezer.control.models import DatasetSpec
+from bytefreezer.ingress import bodies
 from bytefreezer.pipelines.packer import run_packer_cycle
 from bytefreezer.pipelines.piper import run_piper_cycle
 from tests.conftest import fast_settings
@@ -285,3 +286,19 @@ def test_cached_key_survives_a_control_outage_in_one_receiver(tmp_path: Path) ->
             headers={"Authorization": "Bearer bfk_000000000000_x"},
         )
         assert other.status_code == 503  # unknown keys cannot be checked: retry later, not 401
+
+
+def test_a_json_body_above_the_parse_size_is_counted_by_lines_not_parsed(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parsed, a JSON body takes about five times its size in memory: above
+    ``JSON_PARSE_MAX_BYTES`` it is stored unparsed, counted by its lines, for piper to read."""
+    monkeypatch.setattr(bodies, "JSON_PARSE_MAX_BYTES", 16)
+    body = json.dumps([{"id": 1}, {"id": 2}], indent=1).encode()  # 8 lines, 2 records
+    response = post(receiver, "/acme/arr", body)
+    assert response.status_code == 200
+    assert response.json()["records"] == response.json()["lines"] == 8
+    assert post(receiver, "/acme/arr", b'[{"id": 3}, {"id": ').status_code == 200
+    stats = run_piper_cycle(receiver.settings, receiver.control, receiver.storage)
+    # The array's two records; the cut-short body cannot be framed: one dead letter says why.
+    assert (stats.counters["records_out"], stats.counters["records_dead_lettered"]) == (2, 1)
