@@ -3,8 +3,8 @@
 The receiver does not parse line formats: it checks the body is not empty, decompresses it
 (refusing a decompression bomb before it grows past the cap), and looks at the first significant
 byte to tell an obviously wrong format. Piper does the parsing and dead-letters bad lines. A JSON
-body (an array or objects, not lines) is parsed to count its records, and refused when it is
-not JSON.
+body (an array or objects, not lines) up to ``JSON_PARSE_MAX_BYTES`` is parsed to count its
+records, and refused when it is not JSON.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ _STORED = {
         "lines": {"type": "integer", "description": "Non-blank lines of the body."},
         "records": {
             "type": "integer",
-            "description": "Records piper will read: the lines, less a CSV or TSV header; a JSON body's array elements or objects.",
+            "description": "Records piper will read: the lines, less a CSV or TSV header; a JSON body's array elements or objects (up to 16 MB; a larger one by its lines).",
         },
         "bytes": {"type": "integer"},
     },
