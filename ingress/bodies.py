@@ -10,7 +10,6 @@ records, and refused when it is not JSON.
 from __future__ import annotations
 
 import gzip
-import json
 import zlib
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ import zstandard
 
 from bytefreezer.compression import InflateError
 from bytefreezer.compression import decompressobj as inflater
+from bytefreezer.json_bodies import UnframedJson, json_records
 from bytefreezer.lines import count_nonblank_lines
 
 CHUNK = 1 << 20
@@ -163,22 +163,12 @@ def count_json_records(data: bytes) -> int:
     else:
         return len(value) if isinstance(value, list) else 1
     try:
-        text = data.decode("utf-8")
+        return sum(1 for _ in json_records(data.decode("utf-8")))
     except UnicodeDecodeError as exc:
         raise BodyError(400, f"body is not valid UTF-8 JSON: {exc}") from None
-    decoder = json.JSONDecoder()
-    records, position = 0, 0
-    while True:
-        while position < len(text) and text[position] in " \t\r\n":
-            position += 1
-        if position >= len(text):
-            return records
-        try:
-            value, position = decoder.raw_decode(text, position)
-        except json.JSONDecodeError as exc:
-            where = f"line {exc.lineno} column {exc.colno}"
-            raise BodyError(400, f"body is not valid JSON: {exc.msg} at {where}") from None
-        records += len(value) if isinstance(value, list) else 1
+    except UnframedJson as exc:
+        where = f"line {exc.error.lineno} column {exc.error.colno}"
+        raise BodyError(400, f"body is not valid JSON: {exc.error.msg} at {where}") from None
 
 
 def prepare(raw: bytes, encoding: str, fmt: str, limit: int) -> Body:

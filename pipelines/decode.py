@@ -20,6 +20,7 @@ import pyarrow as pa
 from bytefreezer.compression import InflateError
 from bytefreezer.compression import decompressobj as inflater
 from bytefreezer.control.models import InputFormat
+from bytefreezer.json_bodies import UnframedJson, json_records
 from bytefreezer.pipelines.schema import unify
 from bytefreezer.transforms.tables import (
     JsonFields,
@@ -126,33 +127,18 @@ def decode_json(data: bytes) -> Decoded:
         return Decoded(
             pa.table({}), [(data[:1000].decode("utf-8", "replace"), f"invalid UTF-8: {exc}")], 1
         )
-    if text.startswith("\ufeff"):
-        text = text[1:]  # a byte-order mark before the first value
-    decoder = json.JSONDecoder()
     rows: list[dict[str, object]] = []
     rejected: list[tuple[str, str]] = []
-    position, size = 0, len(text)
-    while True:
-        while position < size and text[position] in " \t\r\n":
-            position += 1
-        if position >= size:
-            break
-        try:
-            value, end = decoder.raw_decode(text, position)
-        except json.JSONDecodeError as exc:
-            rejected.append(
-                (text[position : position + 1000], f"invalid JSON: {exc.msg} at {exc.pos}")
-            )
-            break  # the rest cannot be framed reliably
-        items = value if isinstance(value, list) else [value]
-        for item in items:
+    try:
+        for item in json_records(text):
             if isinstance(item, dict):
                 rows.append(item)
             else:
                 rejected.append(
                     (json.dumps(item)[:1000], f"not a JSON object ({type(item).__name__})")
                 )
-        position = end
+    except UnframedJson as exc:  # the rest cannot be framed reliably
+        rejected.append((exc.rest, f"invalid JSON: {exc.error.msg} at {exc.error.pos}"))
     return Decoded(rows_to_table(rows), rejected, len(rows) + len(rejected))
 
 
