@@ -83,6 +83,11 @@ class IntakeKey:
         return f"{DEAD_LETTER_PREFIX}/{self.tenant}/{self.dataset}/{self.stem}.ndjson"
 
     @property
+    def set_aside_intake_key(self) -> str:
+        """Where piper keeps this intake object as it came when it cannot read it."""
+        return f"{DEAD_LETTER_PREFIX}/{self.tenant}/{self.dataset}/{self.stem}.raw.gz"
+
+    @property
     def set_aside_staged_key(self) -> str:
         """Where packer keeps this object's staged Parquet when it cannot read it."""
         return f"{DEAD_LETTER_PREFIX}/{self.tenant}/{self.dataset}/{self.stem}.staged.parquet"

@@ -68,7 +68,7 @@ from bytefreezer.pipelines.parquet import (
     repeating_columns,
 )
 from bytefreezer.pipelines.partitioning import Partitions, event_times, partitions
-from bytefreezer.pipelines.piper import STAGED_TRACE_KEY
+from bytefreezer.pipelines.piper import STAGED_TRACE_KEY, set_aside_letter
 from bytefreezer.pipelines.runner import (
     CycleStats,
     Distributed,
@@ -686,8 +686,8 @@ class _PackDatasetFn(ObjectFn):
         log.error("packer cannot read staged object %s; it is set aside: %s", key, error)
         piper = self._storage.piper
         piper.put(intake_key.set_aside_staged_key, data)
-        letter = {"stage": "packer", "error": error, "line": None, "bytes": len(data)}
-        piper.put(intake_key.packer_dead_letter_key, json.dumps(letter).encode() + b"\n")
+        letter = set_aside_letter("packer", error, len(data))
+        piper.put(intake_key.packer_dead_letter_key, letter + b"\n")
         self.count("staged_set_aside")
 
 

@@ -60,6 +60,12 @@ class PiperWork:
     size: int | None = None  # from the listing: reading it then takes one request on S3
 
 
+def set_aside_letter(stage: str, error: str, size: int) -> bytes:
+    """The dead letter of an object set aside whole (piper's intake objects, packer's staged
+    ones): the stage, why, and its size; no line."""
+    return orjson.dumps({"stage": stage, "error": error, "line": None, "bytes": size})
+
+
 class _ProcessIntakeFn(ObjectFn):
     def __init__(self, settings: Settings) -> None:
         super().__init__()
@@ -179,8 +185,8 @@ class _ProcessIntakeFn(ObjectFn):
     def _set_aside(self, key: IntakeKey, data: bytes, stage: str, error: str) -> bytes:
         """Keep an object no record can be read from as it came (``.raw.gz`` beside its dead
         letters); the dead letter that says why."""
-        self._storage.piper.put(key.dead_letter_key[: -len(".ndjson")] + ".raw.gz", data)
-        return orjson.dumps({"stage": stage, "error": error, "line": None, "bytes": len(data)})
+        self._storage.piper.put(key.set_aside_intake_key, data)
+        return set_aside_letter(stage, error, len(data))
 
     def _stage(
         self, data: bytes, key: IntakeKey, dataset: Dataset, work: PiperWork, trace: dict[str, str]

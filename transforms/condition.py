@@ -91,7 +91,7 @@ def _constant(node: dict[str, Any]) -> bool | int | float | str:
     literal = node["literal"]
     kind, text = literal.get("kind"), str(literal.get("text", ""))
     if kind == "STRING":
-        return str(text)
+        return text
     if kind == "BOOLEAN":
         return text == "true"
     if kind == "INTEGER" and _INT64[0] <= int(text) <= _INT64[1]:
