@@ -354,6 +354,14 @@ def cmd_up(args: argparse.Namespace) -> None:
     )
     _ensure_admin_key(store, settings)
     _first_run(settings, store)
+    buffer = settings.packer
+    if buffer.buffer_seconds:
+        print(
+            f"Packer writes a dataset's Parquet once its oldest record is {buffer.buffer_seconds:g} s "
+            f"old or {buffer.buffer_mb} MB are staged (packer.buffer_seconds, packer.buffer_mb; "
+            "BYTEFREEZER_PACKER__BUFFER_SECONDS=0 writes at once).",
+            flush=True,
+        )
     # In one process the stages wake each other: a stored body starts a piper cycle, and piper
     # having drained its backlog a packer cycle; poll intervals only bound a missed wake.
     packer, _, _ = _worker(settings, store, "packer")

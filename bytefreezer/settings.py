@@ -192,6 +192,25 @@ class PackerSettings(_Section):
     max_file_size_mb: int = Field(
         128, ge=1, description="Upper bound of any Parquet file (a dataset may set a smaller one)."
     )
+    buffer_seconds: float = Field(
+        60.0,
+        ge=0,
+        le=86400,
+        description=(
+            "Longest a record waits in the piper bucket before its dataset is packed, counted "
+            "from when the receiver stored it: a dataset is packed once its oldest staged "
+            "record is this old or its staged objects reach `buffer_mb`, whichever comes "
+            "first (fewer, larger files than packing every cycle). 0 packs every cycle."
+        ),
+    )
+    buffer_mb: int = Field(
+        64,
+        ge=1,
+        description=(
+            "Staged (compressed) MB that get a dataset packed before `buffer_seconds` have "
+            "passed; staged Parquet is about the size of the files it becomes."
+        ),
+    )
     max_concurrent_jobs: int = Field(
         2,
         ge=1,

@@ -1,5 +1,10 @@
 """Packer: staged Parquet → partitioned Parquet at each dataset's destination.
 
+A cycle packs the datasets whose staged objects are due: the receiver stored the oldest
+``packer.buffer_seconds`` ago, or they add up to ``packer.buffer_mb`` (0 seconds: every
+cycle), so that a stream becomes a few large files rather than one per partition and cycle. A
+dataset with an unfinished manifest is always due. The others wait, durable, for a later cycle.
+
 Commit protocol for one dataset (under its lease):
 
 1. replay any unfinished manifest of the dataset (below);
@@ -78,7 +83,7 @@ from bytefreezer.pipelines.runner import (
     run_claimed,
 )
 from bytefreezer.pipelines.schema import conform, unified_schema
-from bytefreezer.settings import Settings
+from bytefreezer.settings import PackerSettings, Settings
 from bytefreezer.storage import ObjectInfo, ObjectStore, PendingObject, Storage
 from bytefreezer.telemetry import Telemetry, null_telemetry, span_link, tracer_for
 
@@ -700,6 +705,35 @@ class PackDatasets(Distributed):
         )
 
 
+@dataclass
+class Buffer:
+    """What a cycle's listing finds staged for one dataset, and whether it is due to be packed
+    (``packer.buffer_seconds`` and ``packer.buffer_mb``)."""
+
+    objects: int = 0
+    size: int = 0
+    oldest_ns: int = 0  # when the receiver stored the oldest (its intake key's unixnano)
+
+    def add(self, info: ObjectInfo) -> None:
+        """Count one listed object of the dataset."""
+        if not info.key.endswith(".parquet"):
+            return
+        self.objects += 1
+        self.size += info.size
+        try:
+            nano = IntakeKey.parse(info.key).unixnano
+        except InvalidName:  # never packed (see _eligible), so never due by its age
+            return
+        self.oldest_ns = min(self.oldest_ns, nano) if self.oldest_ns else nano
+
+    def due(self, packer: PackerSettings, now_ns: int) -> bool:
+        """Whether the dataset is packed this cycle: its staged objects reach ``buffer_mb``,
+        or its oldest was stored ``buffer_seconds`` ago (0: every cycle)."""
+        if packer.buffer_seconds == 0 or self.size >= packer.buffer_mb * 1024 * 1024:
+            return True
+        return bool(self.oldest_ns) and now_ns - self.oldest_ns >= packer.buffer_seconds * 1e9
+
+
 def run_packer_cycle(
     settings: Settings,
     control: ControlClient | None = None,
@@ -713,18 +747,27 @@ def run_packer_cycle(
     started = time.monotonic()
     with_staged = set()
     staged: dict[tuple[str, str], int] = {}
+    buffers: dict[tuple[str, str], Buffer] = {}
+    replays = set()
     # Dead letters only grow (clearing them is the operator's call): not listed every cycle.
     for info in storage.piper.iter(skip=(DEAD_LETTER_PREFIX,)):
         parts = info.key.split("/")
         if len(parts) >= 3 and not parts[0].startswith("_"):
-            with_staged.add((parts[0], parts[1]))
-            staged[parts[0], parts[1]] = staged.get((parts[0], parts[1]), 0) + 1
+            owner = (parts[0], parts[1])
+            with_staged.add(owner)
+            staged[owner] = staged.get(owner, 0) + 1
+            buffers.setdefault(owner, Buffer()).add(info)
         elif len(parts) >= 4 and parts[0] == "_manifests":
             with_staged.add((parts[1], parts[2]))
+            replays.add((parts[1], parts[2]))
     known = control.list_datasets()
-    datasets = {
-        packer_lease_name(d.tenant, d.name): d for d in known if (d.tenant, d.name) in with_staged
+    now_ns = time.time_ns()
+    due = {
+        owner
+        for owner in with_staged
+        if owner in replays or buffers[owner].due(settings.packer, now_ns)
     }
+    datasets = {packer_lease_name(d.tenant, d.name): d for d in known if (d.tenant, d.name) in due}
     gone = with_staged - {(d.tenant, d.name) for d in known}
     for tenant, name in sorted(gone):
         if first_report(f"packer-unowned:{tenant}/{name}"):
@@ -732,6 +775,13 @@ def run_packer_cycle(
     unowned = sum(staged.get(name, 0) for name in gone)
     telemetry.set("bytefreezer_packer_backlog_objects", sum(staged.values()) - unowned)
     telemetry.set("bytefreezer_packer_unowned_objects", unowned)
+    owned = {owner: buffer for owner, buffer in buffers.items() if owner not in gone}
+    telemetry.set(
+        "bytefreezer_packer_buffered_objects",
+        sum(buffer.objects for owner, buffer in owned.items() if owner not in due),
+    )
+    oldest = min((b.oldest_ns for b in owned.values() if b.oldest_ns), default=now_ns)
+    telemetry.set("bytefreezer_packer_oldest_staged_seconds", max(0.0, (now_ns - oldest) / 1e9))
     stats = CycleStats()
     if not datasets:
         return stats

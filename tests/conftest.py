@@ -25,7 +25,7 @@ def fast_settings(data_dir: Path, **overrides: Any) -> Settings:
         "data_dir": data_dir,
         "instance_id": "test",
         "piper": {"poll_interval_seconds": 0.2, "lease_ttl_seconds": 30},
-        "packer": {"poll_interval_seconds": 0.2, "lease_ttl_seconds": 30},
+        "packer": {"poll_interval_seconds": 0.2, "lease_ttl_seconds": 30, "buffer_seconds": 0},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):

@@ -93,6 +93,7 @@ def start_up(data_dir: Path, log: IO[bytes], port: int, **env: str) -> subproces
     short = {
         "BYTEFREEZER_PIPER__POLL_INTERVAL_SECONDS": "0.3",
         "BYTEFREEZER_PACKER__POLL_INTERVAL_SECONDS": "0.3",
+        "BYTEFREEZER_PACKER__BUFFER_SECONDS": "0",
     }
     return up_process(data_dir, log, port, **{**short, **env})
 

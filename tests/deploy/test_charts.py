@@ -255,6 +255,8 @@ def test_scaled_and_combined() -> None:
     packer_env = env_of(find(scaled, "Deployment", "bf-bytefreezer-packer"))
     assert packer_env["BYTEFREEZER_PACKER__MAX_CONCURRENT_JOBS"] == "3"
     assert packer_env["BYTEFREEZER_PACKER__LEDGER_RETENTION_SECONDS"] == "7200"  # extraEnv
+    assert packer_env["BYTEFREEZER_PACKER__BUFFER_SECONDS"] == "300"
+    assert packer_env["BYTEFREEZER_PACKER__BUFFER_MB"] == "128"
     assert find(scaled, "Service", "bf-receiver-webhook")["spec"]["type"] == "NodePort"
     combined = render(BYTEFREEZER, scenario(BYTEFREEZER, "combined.yaml"))
     receiver = find(combined, "Deployment", "bf-bytefreezer-receiver")["spec"]["template"]["spec"]

@@ -26,6 +26,7 @@ def test_two_pipers_and_two_packers(tmp_path: Path) -> None:
             "BYTEFREEZER_PIPER__POLL_INTERVAL_SECONDS": "0.2",
             "BYTEFREEZER_PIPER__MAX_OBJECTS_PER_RUN": "3",
             "BYTEFREEZER_PACKER__POLL_INTERVAL_SECONDS": "0.2",
+            "BYTEFREEZER_PACKER__BUFFER_SECONDS": "0",
             "BYTEFREEZER_PACKER__MAX_INPUT_MB_PER_RUN": "1",
             "BYTEFREEZER_PIPER__API_HOST": "127.0.0.1",
             "BYTEFREEZER_PIPER__API_PORT": str(free_port()),

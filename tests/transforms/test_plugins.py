@@ -165,7 +165,11 @@ def test_example_plugin_is_discovered_and_runs_inside_piper(
     ]
     body = gzip.compress("\n".join(json.dumps(x) for x in lines).encode())
     IntakeWriter(storage).write("acme", "logs", "ndjson", body, {})
-    env = _env(plugin_path, BYTEFREEZER_DATA_DIR=str(settings.data_dir))
+    env = _env(
+        plugin_path,
+        BYTEFREEZER_DATA_DIR=str(settings.data_dir),
+        BYTEFREEZER_PACKER__BUFFER_SECONDS="0",
+    )
     for component in ("piper", "packer"):
         done = subprocess.run(
             [sys.executable, "-m", "bytefreezer.cli", component, "--once"],

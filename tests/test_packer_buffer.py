@@ -1,0 +1,200 @@
+"""Packer's buffer: a dataset's staged objects wait, durable, until the oldest was received
+``packer.buffer_seconds`` ago or they add up to ``packer.buffer_mb``; then one run packs them
+all, so a stream becomes a few large files instead of one small file per cycle."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import re
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from bytefreezer.control import ControlStore
+from bytefreezer.control.models import DatasetSpec, Tenant
+from bytefreezer.keys import IntakeKey
+from bytefreezer.pipelines.packer import Buffer, run_packer_cycle
+from bytefreezer.pipelines.piper import run_piper_cycle
+from bytefreezer.settings import Settings, load_settings
+from bytefreezer.storage import ObjectInfo, PendingObject, Storage
+from bytefreezer.telemetry import Telemetry
+from tests.conftest import fast_settings
+from tests.helpers import free_port, read_parquet_dir
+
+MINUTE_NS = 60 * 10**9
+
+
+def stack(data_dir: Path, **packer: float) -> tuple[Settings, ControlStore, Storage]:
+    settings = fast_settings(data_dir, packer=packer)
+    storage = Storage(settings)
+    storage.ensure_buckets()
+    control = ControlStore(settings.control_db_path(), destination_for=settings.destination_for)
+    if not control.list_tenants():
+        control.create_tenant(Tenant(name="acme"))
+        control.create_dataset("acme", DatasetSpec(name="web"))
+    return settings, control, storage
+
+
+def receive(storage: Storage, ids: range, received_ns: int, pad: int = 0) -> None:
+    """An intake object as the receiver stores it, received at ``received_ns``; ``pad`` random
+    hex characters per record make its staged Parquet large."""
+    rng = random.Random(ids.start)
+    lines = [
+        json.dumps(
+            {
+                "id": i,
+                "timestamp": "2026-03-01T10:00:00Z",
+                "pad": f"{rng.getrandbits(pad * 4):0{pad}x}" if pad else "",
+            }
+        )
+        for i in ids
+    ]
+    key = IntakeKey("acme", "web", received_ns, "ndjson")
+    storage.intake.put(key.key, gzip.compress("\n".join(lines).encode()), {})
+
+
+def destination_ids(settings: Settings) -> Counter[int]:
+    table = read_parquet_dir(settings.data_dir / "destination" / "acme" / "web")
+    return Counter(table.column("id").to_pylist()) if table is not None else Counter()
+
+
+def staged_keys(storage: Storage) -> list[str]:
+    return [o.key for o in storage.piper.list("acme/web/") if o.key.endswith(".parquet")]
+
+
+def packer_gauges(
+    settings: Settings, control: ControlStore, storage: Storage
+) -> tuple[int, dict[str, float]]:
+    """One packer cycle with a Prometheus endpoint: what it claimed, and its buffer gauges."""
+    port = free_port()
+    monitoring = {"mode": "prometheus", "metrics_host": "127.0.0.1"}
+    telemetry = Telemetry(load_settings(monitoring=monitoring), "packer", metrics_port=port)
+    try:
+        stats = run_packer_cycle(settings, control, storage, telemetry)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    finally:
+        telemetry.shutdown()
+    gauges = {}
+    for name in ("buffered_objects", "oldest_staged_seconds", "backlog_objects"):
+        found = re.search(rf"^bytefreezer_packer_{name}\S* (\S+)$", text, re.MULTILINE)
+        assert found, name
+        gauges[name] = float(found.group(1))
+    return stats.claimed, gauges
+
+
+def test_a_young_small_dataset_waits_and_is_packed_whole_once_its_oldest_record_is_due(
+    tmp_path: Path,
+) -> None:
+    settings, control, storage = stack(tmp_path / "data", buffer_seconds=60, buffer_mb=64)
+    now = time.time_ns()
+    receive(storage, range(0, 10), now - 5 * 10**9)
+    receive(storage, range(10, 20), now)
+    run_piper_cycle(settings, control, storage)
+    assert len(staged_keys(storage)) == 2
+
+    claimed, gauges = packer_gauges(settings, control, storage)
+    assert claimed == 0  # not even a lease: nothing is due
+    assert destination_ids(settings) == Counter()
+    assert len(staged_keys(storage)) == 2  # still staged, nothing lost
+    assert gauges["buffered_objects"] == 2 and gauges["backlog_objects"] == 2
+    assert 5 <= gauges["oldest_staged_seconds"] < 60
+
+    # The buffer counts from when the receiver stored a record, not from when piper staged it:
+    # an object received two minutes ago (a spool's backlog, say) makes the dataset due, and
+    # the run takes every staged object, young ones too.
+    receive(storage, range(20, 30), now - 2 * MINUTE_NS)
+    run_piper_cycle(settings, control, storage)
+    claimed, gauges = packer_gauges(settings, control, storage)
+    assert claimed == 1
+    assert destination_ids(settings) == Counter(range(30))
+    assert staged_keys(storage) == []
+    files = list((settings.data_dir / "destination" / "acme" / "web").rglob("*.parquet"))
+    assert len(files) == 1  # one partition, one run: one file for the three objects
+    assert gauges["buffered_objects"] == 0
+
+
+def test_a_dataset_whose_staged_objects_reach_buffer_mb_is_packed_before_its_time(
+    tmp_path: Path,
+) -> None:
+    settings, control, storage = stack(tmp_path / "data", buffer_seconds=3600, buffer_mb=1)
+    now = time.time_ns()
+    receive(storage, range(0, 10), now)
+    run_piper_cycle(settings, control, storage)
+    assert run_packer_cycle(settings, control, storage).claimed == 0
+    receive(storage, range(10, 40_010), now + 1, pad=64)  # random text: ~1.3 MB staged
+    run_piper_cycle(settings, control, storage)
+    assert sum(o.size for o in storage.piper.list("acme/web/")) > 1024 * 1024
+    assert run_packer_cycle(settings, control, storage).claimed == 1
+    assert destination_ids(settings) == Counter(range(40_010))
+    assert staged_keys(storage) == []
+
+
+def test_buffer_zero_packs_every_cycle(tmp_path: Path) -> None:
+    settings, control, storage = stack(tmp_path / "data", buffer_seconds=0)
+    receive(storage, range(0, 10), time.time_ns())
+    run_piper_cycle(settings, control, storage)
+    assert run_packer_cycle(settings, control, storage).claimed == 1
+    assert destination_ids(settings) == Counter(range(10))
+
+
+class InjectedCrash(BaseException):
+    pass
+
+
+def test_an_unfinished_run_is_replayed_whatever_the_buffer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that crashed after its manifest has files at the destination to finish or remove:
+    its dataset is due at once even though its staged objects would still be buffered."""
+    data_dir = tmp_path / "data"
+    settings, control, storage = stack(data_dir, buffer_seconds=0, lease_ttl_seconds=0.5)
+    receive(storage, range(0, 50), time.time_ns())
+    run_piper_cycle(settings, control, storage)
+
+    def crash(self: PendingObject) -> int:
+        self.abort()
+        raise InjectedCrash("injected crash writing a file")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ControlStore, "release_leases", lambda self, leases: None)
+        patch.setattr(PendingObject, "commit", crash)
+        with pytest.raises(InjectedCrash):
+            run_packer_cycle(settings, control, storage)
+    assert storage.piper.list("_manifests/acme/web/")
+    time.sleep(0.6)  # the crashed run's lease expires
+
+    buffered, control, storage = stack(data_dir, buffer_seconds=3600, buffer_mb=64)
+    stats = run_packer_cycle(buffered, control, storage)
+    assert stats.claimed == 1 and stats.counters.get("manifests_recovered") == 1
+    assert destination_ids(settings) == Counter(range(50))
+    assert not storage.piper.list("_manifests/")
+
+
+def test_buffer_due_rules() -> None:
+    packer = load_settings(packer={"buffer_seconds": 60, "buffer_mb": 2}).packer
+    now = time.time_ns()
+
+    def buffer(*objects: tuple[int, int]) -> Buffer:
+        found = Buffer()
+        for received, size in objects:
+            key = IntakeKey("acme", "web", received, "ndjson").staged_key
+            found.add(ObjectInfo(key, size))
+        return found
+
+    assert not buffer((now - 59 * 10**9, 1000)).due(packer, now)
+    assert buffer((now - 59 * 10**9, 1000), (now - 61 * 10**9, 10)).due(packer, now)
+    assert buffer((now, 1024 * 1024), (now, 1024 * 1024)).due(packer, now)  # 2 MB staged
+    assert not buffer((now, 1024 * 1024), (now, 1024 * 1024 - 1)).due(packer, now)
+    assert not buffer((now + MINUTE_NS, 10)).due(packer, now)  # a clock ahead: not yet due
+    # A name packer cannot read is never packed, so it never makes its dataset due by age;
+    # only staged Parquet counts.
+    odd = Buffer()
+    odd.add(ObjectInfo("acme/web/not-an-intake-stem.parquet", 10))
+    odd.add(ObjectInfo("acme/web/notes.txt", 10**9))
+    assert odd.objects == 1 and not odd.due(packer, now)
+    assert odd.due(load_settings(packer={"buffer_seconds": 0}).packer, now)
