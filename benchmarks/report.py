@@ -71,6 +71,15 @@ def render(data: dict) -> str:  # type: ignore[type-arg]
             lines.append(
                 f"| peak RSS at {size} | piper {m['piper_peak_rss_mb']} MB, packer {m['packer_peak_rss_mb']} MB | | | < 1024 MB |"
             )
+    if "stream" in data:
+        st = data["stream"]
+        every, buffered = st["every_cycle"], st["buffered"]
+        lines.append(
+            f"| a stream of {st['tenants']} tenants, {st['rounds']} rounds ({st['mb']:g} MB): packer buffered vs every cycle "
+            f"| packer {buffered['packer_seconds']} s, {buffered['files']:,} files, DuckDB scan {buffered['scan_seconds'] * 1000:.1f} ms "
+            f"| packer {every['packer_seconds']} s, {every['files']:,} files, DuckDB scan {every['scan_seconds'] * 1000:.1f} ms "
+            f"| packer {st['packer_ratio']:.2f}x, scan {st['scan_ratio']:.2f}x | |"
+        )
     if "transforms" in data:
         lines += [
             "",
