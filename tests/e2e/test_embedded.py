@@ -6,6 +6,7 @@ import gzip
 import json
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,6 +141,39 @@ def test_each_stage_wakes_the_next_instead_of_waiting_for_its_poll(tmp_path: Pat
             assert table.column("id").to_pylist() == [1]
         finally:
             stop_process(process)
+
+
+def test_packer_buffers_a_stream_then_packs_it_as_one_file(tmp_path: Path) -> None:
+    """With a 3 s buffer, records posted one after another wait (no file before the first
+    one's buffer is due) and are then packed together into one file, and `up` says so."""
+    data_dir = tmp_path / "data"
+    port = free_port()
+    with open(tmp_path / "up.log", "wb") as log:
+        process = start_up(data_dir, log, port, BYTEFREEZER_PACKER__BUFFER_SECONDS="3")
+        try:
+            wait_for_port(port, timeout=60)
+            auth = {"Authorization": f"Bearer {first_run_key(data_dir)}"}
+            destination = data_dir / "destination" / "demo" / "events"
+            first_posted = time.time()
+            for i in range(5):
+                body = json.dumps({"timestamp": "2026-01-01T12:00:00Z", "id": i}) + "\n"
+                response = httpx.post(
+                    f"http://127.0.0.1:{port}/demo/events", content=body, headers=auth
+                )
+                assert response.status_code == 200, response.text
+                time.sleep(0.2)
+            while time.time() < first_posted + 2.5:
+                assert read_parquet_dir(destination) is None, "packed before the buffer was due"
+                time.sleep(0.1)
+            table = wait_for(lambda: read_parquet_dir(destination), timeout=60)
+            assert sorted(table.column("id").to_pylist()) == list(range(5))
+            assert len(list(destination.rglob("*.parquet"))) == 1
+        finally:
+            stop_process(process)
+    assert (
+        "Packer writes a dataset's Parquet once its oldest record is 3 s old"
+        in (tmp_path / "up.log").read_text()
+    )
 
 
 def test_integers_beyond_64_bits_reach_parquet_exactly(stack: dict[str, object]) -> None:
