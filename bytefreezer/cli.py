@@ -118,16 +118,18 @@ def cmd_datasets(args: argparse.Namespace) -> None:
             options = _load_json_arg(args.destination_options) if args.destination_options else {}
             spec["destination"] = Destination(url=args.destination, options=options)
         parquet: dict[str, Any] = {}
-        for name in ("compression", "partitioning", "partition_template", "max_file_size_mb"):
+        for name in ParquetOptions.model_fields:
             if getattr(args, name, None) is not None:
                 parquet[name] = getattr(args, name)
-        if parquet:
-            spec["parquet"] = ParquetOptions(**parquet)
         if args.action == "create":
+            if parquet:
+                spec["parquet"] = ParquetOptions(**parquet)
             _print(control.create_dataset(args.tenant, DatasetSpec(**spec)))
         else:
             current = control.get_dataset(args.tenant, args.name).model_dump(exclude={"tenant"})
             current.update({k: v for k, v in spec.items() if k != "name"})
+            # Options not given are kept, not reset to their defaults.
+            current["parquet"] = {**current["parquet"], **parquet}
             _print(control.put_dataset(args.tenant, DatasetSpec.model_validate(current)))
 
 
@@ -431,6 +433,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--partitioning")
             p.add_argument("--partition-template")
             p.add_argument("--max-file-size-mb", type=int)
+            p.add_argument(
+                "--buffer-seconds",
+                type=float,
+                help="longest a record waits staged before packing (default: packer's setting)",
+            )
+            p.add_argument(
+                "--buffer-mb", type=int, help="staged MB that get the dataset packed sooner"
+            )
     datasets.set_defaults(func=cmd_datasets)
 
     keys = sub.add_parser("keys", help="manage API keys")

@@ -726,12 +726,23 @@ class Buffer:
             return
         self.oldest_ns = min(self.oldest_ns, nano) if self.oldest_ns else nano
 
-    def due(self, packer: PackerSettings, now_ns: int) -> bool:
-        """Whether the dataset is packed this cycle: its staged objects reach ``buffer_mb``,
-        or its oldest was stored ``buffer_seconds`` ago (0: every cycle)."""
-        if packer.buffer_seconds == 0 or self.size >= packer.buffer_mb * 1024 * 1024:
+    def due(self, seconds: float, mb: int, now_ns: int) -> bool:
+        """Whether the dataset is packed this cycle: its staged objects reach ``mb``, or its
+        oldest was stored ``seconds`` ago (0: every cycle)."""
+        if seconds == 0 or self.size >= mb * 1024 * 1024:
             return True
-        return bool(self.oldest_ns) and now_ns - self.oldest_ns >= packer.buffer_seconds * 1e9
+        return bool(self.oldest_ns) and now_ns - self.oldest_ns >= seconds * 1e9
+
+
+def buffer_limits(packer: PackerSettings, dataset: Dataset | None) -> tuple[float, int]:
+    """A dataset's buffer (seconds, MB): its own ``parquet`` options where set, else packer's."""
+    options = dataset.parquet if dataset is not None else None
+    seconds = options.buffer_seconds if options and options.buffer_seconds is not None else None
+    mb = options.buffer_mb if options and options.buffer_mb is not None else None
+    return (
+        packer.buffer_seconds if seconds is None else seconds,
+        packer.buffer_mb if mb is None else mb,
+    )
 
 
 def run_packer_cycle(
@@ -761,11 +772,13 @@ def run_packer_cycle(
             with_staged.add((parts[1], parts[2]))
             replays.add((parts[1], parts[2]))
     known = control.list_datasets()
+    specs = {(d.tenant, d.name): d for d in known}
     now_ns = time.time_ns()
     due = {
         owner
         for owner in with_staged
-        if owner in replays or buffers[owner].due(settings.packer, now_ns)
+        if owner in replays
+        or buffers[owner].due(*buffer_limits(settings.packer, specs.get(owner)), now_ns)
     }
     datasets = {packer_lease_name(d.tenant, d.name): d for d in known if (d.tenant, d.name) in due}
     gone = with_staged - {(d.tenant, d.name) for d in known}

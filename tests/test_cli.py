@@ -50,6 +50,11 @@ def test_manage_tenants_datasets_and_keys(
     assert created["destination"]["url"].endswith("/destination/acme/web")
     updated = run(capsys, data, "datasets", "update", "acme", "web", "--compression", "snappy")
     assert isinstance(updated, dict) and updated["parquet"]["compression"] == "snappy"
+    assert updated["parquet"]["partitioning"] == "date", "options not given are kept"
+    buffered = run(capsys, data, "datasets", "update", "acme", "web", "--buffer-seconds", "0")
+    assert isinstance(buffered, dict) and buffered["parquet"]["buffer_seconds"] == 0
+    assert buffered["parquet"]["buffer_mb"] is None  # packer's setting
+    assert buffered["parquet"]["compression"] == "snappy"
     assert updated["transforms"] == json.loads(chain)
     paused = run(capsys, data, "datasets", "deactivate", "acme", "web")
     assert isinstance(paused, dict) and paused["active"] is False

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from bytefreezer.control import ControlStore
-from bytefreezer.control.models import DatasetSpec, Tenant
+from bytefreezer.control.models import Dataset, DatasetSpec, ParquetOptions, Tenant
 from bytefreezer.keys import IntakeKey
-from bytefreezer.pipelines.packer import Buffer, run_packer_cycle
+from bytefreezer.pipelines.packer import Buffer, buffer_limits, run_packer_cycle
 from bytefreezer.pipelines.piper import run_piper_cycle
 from bytefreezer.settings import Settings, load_settings
 from bytefreezer.storage import ObjectInfo, PendingObject, Storage
@@ -176,8 +176,8 @@ def test_an_unfinished_run_is_replayed_whatever_the_buffer(
 
 
 def test_buffer_due_rules() -> None:
-    packer = load_settings(packer={"buffer_seconds": 60, "buffer_mb": 2}).packer
     now = time.time_ns()
+    limits = (60.0, 2)  # seconds, MB
 
     def buffer(*objects: tuple[int, int]) -> Buffer:
         found = Buffer()
@@ -186,15 +186,45 @@ def test_buffer_due_rules() -> None:
             found.add(ObjectInfo(key, size))
         return found
 
-    assert not buffer((now - 59 * 10**9, 1000)).due(packer, now)
-    assert buffer((now - 59 * 10**9, 1000), (now - 61 * 10**9, 10)).due(packer, now)
-    assert buffer((now, 1024 * 1024), (now, 1024 * 1024)).due(packer, now)  # 2 MB staged
-    assert not buffer((now, 1024 * 1024), (now, 1024 * 1024 - 1)).due(packer, now)
-    assert not buffer((now + MINUTE_NS, 10)).due(packer, now)  # a clock ahead: not yet due
+    assert not buffer((now - 59 * 10**9, 1000)).due(*limits, now)
+    assert buffer((now - 59 * 10**9, 1000), (now - 61 * 10**9, 10)).due(*limits, now)
+    assert buffer((now, 1024 * 1024), (now, 1024 * 1024)).due(*limits, now)  # 2 MB staged
+    assert not buffer((now, 1024 * 1024), (now, 1024 * 1024 - 1)).due(*limits, now)
+    assert not buffer((now + MINUTE_NS, 10)).due(*limits, now)  # a clock ahead: not yet due
     # A name packer cannot read is never packed, so it never makes its dataset due by age;
     # only staged Parquet counts.
     odd = Buffer()
     odd.add(ObjectInfo("acme/web/not-an-intake-stem.parquet", 10))
     odd.add(ObjectInfo("acme/web/notes.txt", 10**9))
-    assert odd.objects == 1 and not odd.due(packer, now)
-    assert odd.due(load_settings(packer={"buffer_seconds": 0}).packer, now)
+    assert odd.objects == 1 and not odd.due(*limits, now)
+    assert odd.due(0, 2, now)
+
+
+def test_a_dataset_sets_its_own_buffer_over_packers() -> None:
+    packer = load_settings(packer={"buffer_seconds": 60, "buffer_mb": 64}).packer
+    spec = {"tenant": "acme", "name": "web", "destination": {"url": "file:///tmp/x"}}
+    plain = Dataset.model_validate(spec)
+    own = Dataset.model_validate({**spec, "parquet": {"buffer_seconds": 0, "buffer_mb": 8}})
+    half = Dataset.model_validate({**spec, "parquet": {"buffer_mb": 8}})
+    assert buffer_limits(packer, plain) == (60, 64)
+    assert buffer_limits(packer, own) == (0, 8)  # 0 is a setting, not "unset"
+    assert buffer_limits(packer, half) == (60, 8)
+    assert buffer_limits(packer, None) == (60, 64)  # a dataset that is gone
+
+
+def test_a_dataset_with_no_buffer_is_packed_while_another_waits(tmp_path: Path) -> None:
+    settings, control, storage = stack(tmp_path / "data", buffer_seconds=60, buffer_mb=64)
+    control.create_dataset(
+        "acme", DatasetSpec(name="alerts", parquet=ParquetOptions(buffer_seconds=0))
+    )
+    now = time.time_ns()
+    receive(storage, range(0, 10), now)
+    line = json.dumps({"id": 99, "timestamp": "2026-03-01T10:00:00Z"}).encode()
+    key = IntakeKey("acme", "alerts", now, "ndjson")
+    storage.intake.put(key.key, gzip.compress(line), {})
+    run_piper_cycle(settings, control, storage)
+    assert run_packer_cycle(settings, control, storage).claimed == 1  # alerts only
+    alerts = read_parquet_dir(settings.data_dir / "destination" / "acme" / "alerts")
+    assert alerts is not None and alerts.column("id").to_pylist() == [99]
+    assert destination_ids(settings) == Counter()  # web waits for its buffer
+    assert len(staged_keys(storage)) == 1

@@ -60,6 +60,20 @@ class ParquetOptions(_Model):
     partition_template: str = Field(
         "", description="strftime template for `custom`, e.g. `dt=%Y-%m-%d/hr=%H`."
     )
+    buffer_seconds: float | None = Field(
+        None,
+        ge=0,
+        le=86400,
+        description="Longest a record waits staged before packer writes it, counted from when "
+        "the receiver stored it (0: at once); unset: packer's `packer.buffer_seconds`.",
+    )
+    buffer_mb: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="Staged MB that get the dataset packed before `buffer_seconds` have "
+        "passed; unset: packer's `packer.buffer_mb`.",
+    )
 
 
 class DatasetSpec(_Model):
