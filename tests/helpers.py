@@ -11,10 +11,11 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -147,3 +148,23 @@ def read_parquet_dir(root: Path) -> pa.Table | None:
     from bytefreezer.pipelines.schema import unify
 
     return unify([pq.read_table(f) for f in files])
+
+
+T = TypeVar("T")
+
+
+def scraped(component: str, run: Callable[[Any], T]) -> tuple[T, str]:
+    """``run(telemetry)`` with a Prometheus-mode telemetry of ``component`` on a free port of
+    127.0.0.1: its result, and the /metrics text scraped right after."""
+    from bytefreezer.settings import load_settings
+    from bytefreezer.telemetry import Telemetry
+
+    port = free_port()
+    monitoring = {"mode": "prometheus", "metrics_host": "127.0.0.1"}
+    telemetry = Telemetry(load_settings(monitoring=monitoring), component, metrics_port=port)
+    try:
+        result = run(telemetry)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
+            return result, response.read().decode()
+    finally:
+        telemetry.shutdown()

@@ -9,7 +9,6 @@ import json
 import random
 import re
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -22,9 +21,8 @@ from bytefreezer.pipelines.packer import Buffer, buffer_limits, run_packer_cycle
 from bytefreezer.pipelines.piper import run_piper_cycle
 from bytefreezer.settings import Settings, load_settings
 from bytefreezer.storage import ObjectInfo, PendingObject, Storage
-from bytefreezer.telemetry import Telemetry
 from tests.conftest import fast_settings
-from tests.helpers import free_port, read_parquet_dir
+from tests.helpers import read_parquet_dir, scraped
 
 MINUTE_NS = 60 * 10**9
 
@@ -71,14 +69,9 @@ def packer_gauges(
     settings: Settings, control: ControlStore, storage: Storage
 ) -> tuple[int, dict[str, float]]:
     """One packer cycle with a Prometheus endpoint: what it claimed, and its buffer gauges."""
-    port = free_port()
-    monitoring = {"mode": "prometheus", "metrics_host": "127.0.0.1"}
-    telemetry = Telemetry(load_settings(monitoring=monitoring), "packer", metrics_port=port)
-    try:
-        stats = run_packer_cycle(settings, control, storage, telemetry)
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
-    finally:
-        telemetry.shutdown()
+    stats, text = scraped(
+        "packer", lambda telemetry: run_packer_cycle(settings, control, storage, telemetry)
+    )
     gauges = {}
     for name in ("buffered_objects", "oldest_staged_seconds", "backlog_objects"):
         found = re.search(rf"^bytefreezer_packer_{name}\S* (\S+)$", text, re.MULTILINE)

@@ -6,7 +6,6 @@ import gzip
 import json
 import os
 import re
-import urllib.request
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,10 +18,8 @@ from bytefreezer.keys import IntakeKey
 from bytefreezer.pipelines import packer
 from bytefreezer.pipelines.packer import run_packer_cycle
 from bytefreezer.pipelines.piper import run_piper_cycle
-from bytefreezer.settings import load_settings
-from bytefreezer.telemetry import Telemetry
 from tests.e2e.test_recovery import setup_stack
-from tests.helpers import free_port, read_parquet_dir
+from tests.helpers import read_parquet_dir, scraped
 from tests.transforms.test_lookups import city_database
 
 
@@ -117,15 +114,13 @@ def test_objects_of_an_inactive_or_deleted_dataset_are_kept_and_counted(tmp_path
     run_piper_cycle(settings, control, storage)  # staged, its dataset then deleted
     control.delete_dataset("acme", "gone")
     writer.write("acme", "gone", "ndjson", gzip.compress(b'{"id": 2}\n'), {})
-    port = free_port()
-    monitoring = {"mode": "prometheus", "metrics_host": "127.0.0.1"}
-    telemetry = Telemetry(load_settings(monitoring=monitoring), "piper", metrics_port=port)
-    try:
-        run_piper_cycle(settings, control, storage, telemetry)
-        run_packer_cycle(settings, control, storage, telemetry)
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
-    finally:
-        telemetry.shutdown()
+    _, text = scraped(
+        "piper",
+        lambda telemetry: (
+            run_piper_cycle(settings, control, storage, telemetry),
+            run_packer_cycle(settings, control, storage, telemetry),
+        ),
+    )
 
     def gauge(name: str, labels: str = "") -> float:
         found = re.search(rf"^{name}\{{[^}}]*{labels}[^}}]*\}} (\S+)$", text, re.MULTILINE)
@@ -159,14 +154,9 @@ def test_a_staged_object_packer_cannot_read_is_set_aside_and_the_rest_is_packed(
     assert len(staged) == 3
     broken = storage.piper.get(staged[1])[:-40]  # the footer cut off
     storage.piper.put(staged[1], broken)
-    port = free_port()
-    monitoring = {"mode": "prometheus", "metrics_host": "127.0.0.1"}
-    telemetry = Telemetry(load_settings(monitoring=monitoring), "packer", metrics_port=port)
-    try:
-        stats = run_packer_cycle(settings, control, storage, telemetry)
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
-    finally:
-        telemetry.shutdown()
+    stats, text = scraped(
+        "packer", lambda telemetry: run_packer_cycle(settings, control, storage, telemetry)
+    )
     assert stats.counters.get("staged_set_aside") == 1
     assert not stats.counters.get("dataset_errors")
     assert re.search(
