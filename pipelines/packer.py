@@ -745,6 +745,39 @@ def buffer_limits(packer: PackerSettings, dataset: Dataset | None) -> tuple[floa
     )
 
 
+WAITING_REPORTED = 100  # buffered datasets a cycle reports (packer's /api/v1/status), soonest due
+
+
+def _waiting(
+    buffers: dict[tuple[str, str], Buffer],
+    due: set[tuple[str, str]],
+    specs: dict[tuple[str, str], Dataset],
+    settings: Settings,
+    now_ns: int,
+) -> list[dict[str, Any]]:
+    """The buffered datasets, soonest due first: what waits, and for how long still."""
+    waiting = []
+    for (tenant, name), buffer in buffers.items():
+        if (tenant, name) in due:
+            continue
+        seconds, mb = buffer_limits(settings.packer, specs.get((tenant, name)))
+        age = (now_ns - buffer.oldest_ns) / 1e9 if buffer.oldest_ns else None
+        waiting.append(
+            {
+                "tenant": tenant,
+                "dataset": name,
+                "objects": buffer.objects,
+                "staged_bytes": buffer.size,
+                "oldest_seconds": None if age is None else round(max(0.0, age), 1),
+                "due_in_seconds": None if age is None else round(max(0.0, seconds - age), 1),
+                "buffer_seconds": seconds,
+                "buffer_mb": mb,
+            }
+        )
+    waiting.sort(key=lambda w: (w["due_in_seconds"] is None, w["due_in_seconds"] or 0.0))
+    return waiting[:WAITING_REPORTED]
+
+
 def run_packer_cycle(
     settings: Settings,
     control: ControlClient | None = None,
@@ -795,7 +828,7 @@ def run_packer_cycle(
     )
     oldest = min((b.oldest_ns for b in owned.values() if b.oldest_ns), default=now_ns)
     telemetry.set("bytefreezer_packer_oldest_staged_seconds", max(0.0, (now_ns - oldest) / 1e9))
-    stats = CycleStats()
+    stats = CycleStats(waiting=_waiting(owned, due, specs, settings, now_ns))
     if not datasets:
         return stats
     leases = control.acquire_leases(

@@ -135,6 +135,7 @@ class Poller:
                 "seconds": round(stats.seconds, 3) if stats else None,
                 "counters": stats.counters if stats else {},
                 "error": self.last_error,
+                **({"waiting": stats.waiting} if stats is not None and stats.waiting else {}),
             }
         )
         if self._report is not None:

@@ -372,6 +372,7 @@ class CycleStats:
     claimed: int = 0
     counters: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    waiting: list[dict[str, Any]] = field(default_factory=list)  # packer: datasets buffered
 
 
 def _claimed(_: bytes, work: list[Any]) -> list[Any]:

@@ -12,17 +12,20 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bytefreezer.control import ControlStore
 from bytefreezer.control.models import Dataset, DatasetSpec, ParquetOptions, Tenant
 from bytefreezer.keys import IntakeKey
+from bytefreezer.pipelines.api import create_worker_api
 from bytefreezer.pipelines.packer import Buffer, buffer_limits, run_packer_cycle
 from bytefreezer.pipelines.piper import run_piper_cycle
+from bytefreezer.pipelines.poller import Poller
 from bytefreezer.settings import Settings, load_settings
 from bytefreezer.storage import ObjectInfo, PendingObject, Storage
 from tests.conftest import fast_settings
-from tests.helpers import read_parquet_dir, scraped
+from tests.helpers import read_parquet_dir, scraped, serve_app
 
 MINUTE_NS = 60 * 10**9
 
@@ -109,6 +112,28 @@ def test_a_young_small_dataset_waits_and_is_packed_whole_once_its_oldest_record_
     files = list((settings.data_dir / "destination" / "acme" / "web").rglob("*.parquet"))
     assert len(files) == 1  # one partition, one run: one file for the three objects
     assert gauges["buffered_objects"] == 0
+
+
+def test_packers_status_api_says_what_waits_and_when_it_is_due(tmp_path: Path) -> None:
+    settings, control, storage = stack(tmp_path / "data", buffer_seconds=60, buffer_mb=64)
+    control.create_dataset("acme", DatasetSpec(name="slow", parquet=ParquetOptions(buffer_mb=8)))
+    now = time.time_ns()
+    receive(storage, range(0, 10), now - 20 * 10**9)
+    line = json.dumps({"id": 1, "timestamp": "2026-03-01T10:00:00Z"}).encode()
+    storage.intake.put(IntakeKey("acme", "slow", now, "ndjson").key, gzip.compress(line), {})
+    run_piper_cycle(settings, control, storage)
+    poller = Poller("packer", lambda: run_packer_cycle(settings, control, storage), 1)
+    assert poller.run_once() is not None
+    with serve_app(create_worker_api(settings, storage, control, poller)) as api:
+        status = httpx.get(f"{api}/api/v1/status").json()
+    waiting = status["last"]["waiting"]
+    assert [(w["tenant"], w["dataset"]) for w in waiting] == [("acme", "web"), ("acme", "slow")]
+    web, slow = waiting
+    assert web["objects"] == 1 and web["staged_bytes"] > 0
+    assert 20 <= web["oldest_seconds"] < 60 and 0 < web["due_in_seconds"] <= 40
+    assert (web["buffer_seconds"], web["buffer_mb"]) == (60, 64)
+    assert slow["due_in_seconds"] > web["due_in_seconds"]  # soonest due first
+    assert (slow["buffer_seconds"], slow["buffer_mb"]) == (60, 8)  # the dataset's own
 
 
 def test_a_dataset_whose_staged_objects_reach_buffer_mb_is_packed_before_its_time(
