@@ -9,6 +9,7 @@ duplicated; the input is deleted only after its outputs are durable and while it
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,14 @@ STAGED_COMPRESSION = "zstd"
 STAGED_TRACE_KEY = b"bytefreezer.traceparent"
 MAX_CACHED_CHAINS = 256  # compiled chains an instance keeps (datasets and their versions)
 
+# What each dataset's NDJSON fields were read as, shared by the instances of a process (one per
+# worker thread) with the same settings: an instance that had not yet seen a dataset parsed its
+# next object twice, so with two threads a hundred datasets cost some 50 extra parses a pass
+# until every instance had met every dataset. Keyed by (reuse key, tenant, dataset).
+_FIELDS: dict[tuple[str, str, str], JsonFields] = {}
+_FIELDS_LOCK = threading.Lock()
+MAX_LEARNED_DATASETS = 4096
+
 
 @dataclass(frozen=True)
 class PiperWork:
@@ -75,7 +84,7 @@ class _ProcessIntakeFn(ObjectFn):
         self._storage = Storage(self._settings)
         self._control: ControlClient = open_control(self._settings)
         self._chains: dict[tuple[int, str], Chain] = {}
-        self._json_fields: dict[tuple[str, str], JsonFields] = {}
+        self._fields_scope = self.reuse_key() or ""
         self._tracer, self._tracer_provider = tracer_for(self._settings, "piper")
 
     def finish_bundle(self) -> None:
@@ -104,13 +113,15 @@ class _ProcessIntakeFn(ObjectFn):
         return chain
 
     def _learned(self, dataset: Dataset) -> JsonFields:
-        """What the dataset's NDJSON fields were read as in earlier objects (read once, then)."""
-        key = (dataset.tenant, dataset.name)
-        learned = self._json_fields.get(key)
-        if learned is None:
-            if len(self._json_fields) >= MAX_CACHED_CHAINS:
-                self._json_fields.clear()
-            learned = self._json_fields[key] = JsonFields()
+        """What the dataset's NDJSON fields were read as in earlier objects, by any instance of
+        this process with these settings (read once, then)."""
+        key = (self._fields_scope, dataset.tenant, dataset.name)
+        with _FIELDS_LOCK:
+            learned = _FIELDS.get(key)
+            if learned is None:
+                if len(_FIELDS) >= MAX_LEARNED_DATASETS:
+                    _FIELDS.clear()
+                learned = _FIELDS[key] = JsonFields()
         return learned
 
     def _still_held(self, lease: Lease, key: str) -> bool:

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from datetime import datetime
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -423,3 +424,25 @@ def test_line_start_check_flags_null_and_whitespace_only() -> None:
     assert may_hold_non_objects(b'{"a":1}\n  {"a":2}\n')
     assert not may_hold_non_objects(b'{"a": null}\n\n{"n": "null"}\r\n{"b":1}\n')
     assert not may_hold_non_objects(b"")
+
+
+def test_learned_ndjson_fields_are_shared_by_the_worker_threads_instances(
+    tmp_path: Path,
+) -> None:
+    """Each worker thread has its own piper instance; what one learned about a dataset's fields
+    serves the others (an instance that had not seen the dataset parsed its object twice),
+    but never an instance with other settings."""
+    from bytefreezer.control.models import Dataset
+    from bytefreezer.pipelines.piper import _ProcessIntakeFn
+    from tests.conftest import fast_settings
+
+    stack = fast_settings(tmp_path / "data")
+    first, second = _ProcessIntakeFn(stack), _ProcessIntakeFn(stack)
+    other = _ProcessIntakeFn(fast_settings(tmp_path / "other"))
+    for instance in (first, second, other):
+        instance.setup()
+    dataset = Dataset(tenant="acme", name="web", destination={"url": "file:///tmp/x"})
+    learned = first._learned(dataset)
+    assert second._learned(dataset) is learned
+    assert other._learned(dataset) is not learned
+    assert first._learned(Dataset(**{**dataset.model_dump(), "name": "api"})) is not learned

@@ -13,6 +13,7 @@ from datetime import datetime
 import pyarrow as pa
 import pytest
 
+from bytefreezer.errors import ConfigError
 from bytefreezer.transforms.condition import Condition
 
 ROWS = 24
@@ -163,3 +164,15 @@ def test_other_conditions_stay_with_duckdb(expression: str, table: pa.Table) -> 
     assert condition._kernels(table) is None
     mask, failures = condition.evaluate(table)
     assert (mask.to_pylist(), failures) == ([True], {})  # each holds, as DuckDB reads it
+
+
+def test_an_expression_is_parsed_once_per_process() -> None:
+    """Every worker thread compiles each dataset's chain; the expression's check and tree come
+    from its text alone, so they are worked out once."""
+    expression = "status >= 500 AND path LIKE '/api/%'"
+    first, second = Condition(expression), Condition(f"  {expression} ")
+    assert first._tree is not None and second._tree is first._tree
+    with pytest.raises(ConfigError, match="not valid SQL"):
+        Condition("status IN (1,")
+    with pytest.raises(ConfigError, match="not valid SQL"):  # refused again, not remembered
+        Condition("status IN (1,")
