@@ -142,6 +142,11 @@ class Poller:
             details: dict[str, object] = {"cycles": self.cycles}
             if stats is not None:
                 details.update(claimed=stats.claimed, counters=stats.counters)
+                if stats.waiting:  # packer's buffer: how much waits, and the soonest due
+                    details.update(
+                        buffered_datasets=len(stats.waiting),
+                        next_due_in_seconds=stats.waiting[0]["due_in_seconds"],
+                    )
             if self.last_error:
                 details["error"] = self.last_error
             status: Literal["ok", "degraded"] = "degraded" if self.last_error else "ok"

@@ -122,8 +122,19 @@ def test_packers_status_api_says_what_waits_and_when_it_is_due(tmp_path: Path) -
     line = json.dumps({"id": 1, "timestamp": "2026-03-01T10:00:00Z"}).encode()
     storage.intake.put(IntakeKey("acme", "slow", now, "ndjson").key, gzip.compress(line), {})
     run_piper_cycle(settings, control, storage)
-    poller = Poller("packer", lambda: run_packer_cycle(settings, control, storage), 1)
+    poller = Poller(
+        "packer",
+        lambda: run_packer_cycle(settings, control, storage),
+        1,
+        report=control.report_health,
+        instance="packer-0",
+    )
     assert poller.run_once() is not None
+    # Where no packer API runs (`bytefreezer up`), the control service's component list says
+    # it too.
+    (report,) = [c for c in control.list_components() if c.component == "packer"]
+    assert report.details["buffered_datasets"] == 2
+    assert 0 < report.details["next_due_in_seconds"] <= 40
     with serve_app(create_worker_api(settings, storage, control, poller)) as api:
         status = httpx.get(f"{api}/api/v1/status").json()
     waiting = status["last"]["waiting"]
