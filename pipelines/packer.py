@@ -828,7 +828,10 @@ def run_packer_cycle(
     )
     oldest = min((b.oldest_ns for b in owned.values() if b.oldest_ns), default=now_ns)
     telemetry.set("bytefreezer_packer_oldest_staged_seconds", max(0.0, (now_ns - oldest) / 1e9))
-    stats = CycleStats(waiting=_waiting(owned, due, specs, settings, now_ns))
+    stats = CycleStats(
+        waiting=_waiting(owned, due, specs, settings, now_ns),
+        buffered=sum(1 for owner in owned if owner not in due),
+    )
     if not datasets:
         return stats
     leases = control.acquire_leases(

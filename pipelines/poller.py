@@ -144,7 +144,7 @@ class Poller:
                 details.update(claimed=stats.claimed, counters=stats.counters)
                 if stats.waiting:  # packer's buffer: how much waits, and the soonest due
                     details.update(
-                        buffered_datasets=len(stats.waiting),
+                        buffered_datasets=stats.buffered,
                         next_due_in_seconds=stats.waiting[0]["due_in_seconds"],
                     )
             if self.last_error:

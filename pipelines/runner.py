@@ -372,7 +372,8 @@ class CycleStats:
     claimed: int = 0
     counters: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
-    waiting: list[dict[str, Any]] = field(default_factory=list)  # packer: datasets buffered
+    waiting: list[dict[str, Any]] = field(default_factory=list)  # packer: soonest due first
+    buffered: int = 0  # packer: datasets its buffer holds (``waiting`` lists the first)
 
 
 def _claimed(_: bytes, work: list[Any]) -> list[Any]:

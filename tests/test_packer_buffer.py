@@ -18,6 +18,7 @@ import pytest
 from bytefreezer.control import ControlStore
 from bytefreezer.control.models import Dataset, DatasetSpec, ParquetOptions, Tenant
 from bytefreezer.keys import IntakeKey
+from bytefreezer.pipelines import packer as packer_module
 from bytefreezer.pipelines.api import create_worker_api
 from bytefreezer.pipelines.packer import Buffer, buffer_limits, run_packer_cycle
 from bytefreezer.pipelines.piper import run_piper_cycle
@@ -257,3 +258,27 @@ def test_a_dataset_with_no_buffer_is_packed_while_another_waits(tmp_path: Path) 
     assert alerts is not None and alerts.column("id").to_pylist() == [99]
     assert destination_ids(settings) == Counter()  # web waits for its buffer
     assert len(staged_keys(storage)) == 1
+
+
+def test_the_health_report_counts_every_buffered_dataset_beyond_the_listed_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, control, storage = stack(tmp_path / "data", buffer_seconds=60, buffer_mb=64)
+    control.create_dataset("acme", DatasetSpec(name="api"))
+    now = time.time_ns()
+    receive(storage, range(0, 10), now - 10 * 10**9)
+    line = json.dumps({"id": 1, "timestamp": "2026-03-01T10:00:00Z"}).encode()
+    storage.intake.put(IntakeKey("acme", "api", now, "ndjson").key, gzip.compress(line), {})
+    run_piper_cycle(settings, control, storage)
+    monkeypatch.setattr(packer_module, "WAITING_REPORTED", 1)
+    poller = Poller(
+        "packer",
+        lambda: run_packer_cycle(settings, control, storage),
+        1,
+        report=control.report_health,
+        instance="packer-0",
+    )
+    stats = poller.run_once()
+    assert stats is not None and [w["dataset"] for w in stats.waiting] == ["web"]
+    (report,) = [c for c in control.list_components() if c.component == "packer"]
+    assert report.details["buffered_datasets"] == 2
