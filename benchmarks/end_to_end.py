@@ -3,9 +3,9 @@
     python benchmarks/end_to_end.py [--mb 64] [--body-mb 1] [--clients 8]
 
 Starts `bytefreezer up` on 127.0.0.1 with its default settings but packer's buffer off
-(`packer.buffer_seconds: 0`; the stages wake each other, so no poll interval is shortened) and posts a first body of 1,000 events (the time until they are
-visible is reported as the cold start: the first cycles of a fresh process load Beam, DuckDB and
-the dataset's chain). Then, on the running stack, it posts generated security events as gzip
+(`packer.buffer_seconds: 0`; the stages wake each other, so no poll interval is shortened) and
+posts a first body of 1,000 events (the time until they are visible is reported as the cold
+start: the first cycles of a fresh process load Beam, DuckDB and the dataset's chain). Then, on the running stack, it posts generated security events as gzip
 NDJSON bodies from concurrent clients and measures from the first post until every record is
 readable in the destination's Parquet. In the same run, DuckDB converts the same NDJSON file to Parquet
 (`COPY (SELECT * FROM read_json_auto(...)) TO ... (FORMAT parquet)`), and pyarrow alone does the

@@ -356,11 +356,12 @@ def cmd_up(args: argparse.Namespace) -> None:
     )
     _ensure_admin_key(store, settings)
     _first_run(settings, store)
-    buffer = settings.packer
-    if buffer.buffer_seconds:
+    packer_settings = settings.packer
+    if packer_settings.buffer_seconds:
         print(
-            f"Packer writes a dataset's Parquet once its oldest record is {buffer.buffer_seconds:g} s "
-            f"old or {buffer.buffer_mb} MB are staged (packer.buffer_seconds, packer.buffer_mb; "
+            "Packer writes a dataset's Parquet once its oldest record is "
+            f"{packer_settings.buffer_seconds:g} s old or {packer_settings.buffer_mb} MB are "
+            "staged (packer.buffer_seconds, packer.buffer_mb; "
             "BYTEFREEZER_PACKER__BUFFER_SECONDS=0 writes at once).",
             flush=True,
         )

@@ -80,22 +80,26 @@ class IntakeKey:
     @property
     def dead_letter_key(self) -> str:
         """Where piper writes this object's rejected records in the piper bucket."""
-        return f"{DEAD_LETTER_PREFIX}/{self.tenant}/{self.dataset}/{self.stem}.ndjson"
+        return self._beside_dead_letters("ndjson")
 
     @property
     def set_aside_intake_key(self) -> str:
         """Where piper keeps this intake object as it came when it cannot read it."""
-        return f"{DEAD_LETTER_PREFIX}/{self.tenant}/{self.dataset}/{self.stem}.raw.gz"
+        return self._beside_dead_letters("raw.gz")
 
     @property
     def set_aside_staged_key(self) -> str:
         """Where packer keeps this object's staged Parquet when it cannot read it."""
-        return f"{DEAD_LETTER_PREFIX}/{self.tenant}/{self.dataset}/{self.stem}.staged.parquet"
+        return self._beside_dead_letters("staged.parquet")
 
     @property
     def packer_dead_letter_key(self) -> str:
         """Where packer says why it set this object's staged Parquet aside."""
-        return f"{DEAD_LETTER_PREFIX}/{self.tenant}/{self.dataset}/{self.stem}.packer.ndjson"
+        return self._beside_dead_letters("packer.ndjson")
+
+    def _beside_dead_letters(self, suffix: str) -> str:
+        """This object's name with ``suffix`` among its dataset's dead letters (piper bucket)."""
+        return f"{DEAD_LETTER_PREFIX}/{self.tenant}/{self.dataset}/{self.stem}.{suffix}"
 
     @classmethod
     def parse(cls, key: str) -> IntakeKey:

@@ -710,12 +710,14 @@ class Buffer:
     """What a cycle's listing finds staged for one dataset, and whether it is due to be packed
     (``packer.buffer_seconds`` and ``packer.buffer_mb``)."""
 
-    objects: int = 0
+    listed: int = 0  # every object under the dataset's prefix (the backlog gauge)
+    objects: int = 0  # staged Parquet among them
     size: int = 0
     oldest_ns: int = 0  # when the receiver stored the oldest (its intake key's unixnano)
 
     def add(self, info: ObjectInfo) -> None:
         """Count one listed object of the dataset."""
+        self.listed += 1
         if not info.key.endswith(".parquet"):
             return
         self.objects += 1
@@ -736,9 +738,8 @@ class Buffer:
 
 def buffer_limits(packer: PackerSettings, dataset: Dataset | None) -> tuple[float, int]:
     """A dataset's buffer (seconds, MB): its own ``parquet`` options where set, else packer's."""
-    options = dataset.parquet if dataset is not None else None
-    seconds = options.buffer_seconds if options and options.buffer_seconds is not None else None
-    mb = options.buffer_mb if options and options.buffer_mb is not None else None
+    seconds = dataset.parquet.buffer_seconds if dataset is not None else None
+    mb = dataset.parquet.buffer_mb if dataset is not None else None
     return (
         packer.buffer_seconds if seconds is None else seconds,
         packer.buffer_mb if mb is None else mb,
@@ -750,17 +751,14 @@ WAITING_REPORTED = 100  # buffered datasets a cycle reports (packer's /api/v1/st
 
 def _waiting(
     buffers: dict[tuple[str, str], Buffer],
-    due: set[tuple[str, str]],
-    specs: dict[tuple[str, str], Dataset],
-    settings: Settings,
+    limits: dict[tuple[str, str], tuple[float, int]],
     now_ns: int,
 ) -> list[dict[str, Any]]:
-    """The buffered datasets, soonest due first: what waits, and for how long still."""
+    """The buffered datasets (``buffers``, with their ``limits``), soonest due first: what
+    waits, and for how long still."""
     waiting = []
     for (tenant, name), buffer in buffers.items():
-        if (tenant, name) in due:
-            continue
-        seconds, mb = buffer_limits(settings.packer, specs.get((tenant, name)))
+        seconds, mb = limits[tenant, name]
         age = (now_ns - buffer.oldest_ns) / 1e9 if buffer.oldest_ns else None
         waiting.append(
             {
@@ -789,49 +787,41 @@ def run_packer_cycle(
     storage = storage or Storage(settings)
     telemetry = telemetry or null_telemetry()
     started = time.monotonic()
-    with_staged = set()
-    staged: dict[tuple[str, str], int] = {}
     buffers: dict[tuple[str, str], Buffer] = {}
     replays = set()
     # Dead letters only grow (clearing them is the operator's call): not listed every cycle.
     for info in storage.piper.iter(skip=(DEAD_LETTER_PREFIX,)):
         parts = info.key.split("/")
         if len(parts) >= 3 and not parts[0].startswith("_"):
-            owner = (parts[0], parts[1])
-            with_staged.add(owner)
-            staged[owner] = staged.get(owner, 0) + 1
-            buffers.setdefault(owner, Buffer()).add(info)
+            buffers.setdefault((parts[0], parts[1]), Buffer()).add(info)
         elif len(parts) >= 4 and parts[0] == "_manifests":
-            with_staged.add((parts[1], parts[2]))
             replays.add((parts[1], parts[2]))
+    with_staged = set(buffers) | replays
     known = control.list_datasets()
     specs = {(d.tenant, d.name): d for d in known}
+    limits = {owner: buffer_limits(settings.packer, specs.get(owner)) for owner in buffers}
     now_ns = time.time_ns()
     due = {
         owner
         for owner in with_staged
-        if owner in replays
-        or buffers[owner].due(*buffer_limits(settings.packer, specs.get(owner)), now_ns)
+        if owner in replays or buffers[owner].due(*limits[owner], now_ns)
     }
     datasets = {packer_lease_name(d.tenant, d.name): d for d in known if (d.tenant, d.name) in due}
-    gone = with_staged - {(d.tenant, d.name) for d in known}
+    gone = with_staged - set(specs)
     for tenant, name in sorted(gone):
         if first_report(f"packer-unowned:{tenant}/{name}"):
             log.warning("staged objects of %s/%s wait: the dataset is gone", tenant, name)
-    unowned = sum(staged.get(name, 0) for name in gone)
-    telemetry.set("bytefreezer_packer_backlog_objects", sum(staged.values()) - unowned)
-    telemetry.set("bytefreezer_packer_unowned_objects", unowned)
     owned = {owner: buffer for owner, buffer in buffers.items() if owner not in gone}
+    telemetry.set("bytefreezer_packer_backlog_objects", sum(b.listed for b in owned.values()))
     telemetry.set(
-        "bytefreezer_packer_buffered_objects",
-        sum(buffer.objects for owner, buffer in owned.items() if owner not in due),
+        "bytefreezer_packer_unowned_objects",
+        sum(buffers[owner].listed for owner in gone if owner in buffers),
     )
+    waiting = {owner: buffer for owner, buffer in owned.items() if owner not in due}
+    telemetry.set("bytefreezer_packer_buffered_objects", sum(b.objects for b in waiting.values()))
     oldest = min((b.oldest_ns for b in owned.values() if b.oldest_ns), default=now_ns)
     telemetry.set("bytefreezer_packer_oldest_staged_seconds", max(0.0, (now_ns - oldest) / 1e9))
-    stats = CycleStats(
-        waiting=_waiting(owned, due, specs, settings, now_ns),
-        buffered=sum(1 for owner in owned if owner not in due),
-    )
+    stats = CycleStats(waiting=_waiting(waiting, limits, now_ns), buffered=len(waiting))
     if not datasets:
         return stats
     leases = control.acquire_leases(
