@@ -3,18 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import threading
 from collections.abc import Callable
 from typing import Any
 
+import h11
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+from hypercorn.protocol.h11 import H11Protocol
 
 from bytefreezer.settings import TlsSettings
 
 log = logging.getLogger(__name__)
+
+_MALFORMED = json.dumps(
+    {"error": "malformed HTTP request: its request line, headers or framing cannot be read"}
+).encode()
+
+
+async def _send_error_with_reason(self: H11Protocol, status_code: int) -> None:
+    """Hypercorn's answer to a request h11 cannot parse (an empty Content-Length, say) before
+    any app sees it, with a JSON reason like every other 4xx of the components instead of an
+    empty body without a content type."""
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(_MALFORMED)).encode()),
+        (b"connection", b"close"),
+        *self.config.response_headers("h11"),
+    ]
+    await self._send_h11_event(h11.Response(status_code=status_code, headers=headers))
+    await self._send_h11_event(h11.Data(data=_MALFORMED))
+    await self._send_h11_event(h11.EndOfMessage())
+
+
+H11Protocol._send_error_response = _send_error_with_reason  # type: ignore[method-assign]
 
 
 def hypercorn_config(host: str, port: int, tls: TlsSettings | None = None) -> Config:
