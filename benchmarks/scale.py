@@ -4,7 +4,8 @@ same total, and the peak RSS of piper and packer processes as input grows.
     python benchmarks/scale.py [--base-mb 64] [--memory-mb 64,256]
 
 Growth takes the median of three passes at 1x and 4x (one at 16x), the tenant comparisons the
-median of three, with events over two days and again within one hour.
+median of three passes a side, one tenant's and 100 tenants' taking turns, with events over two
+days and again within one hour.
 
 Each measurement runs piper then packer over generated security events, in one process and on
 a stack whose datasets have run before (growth: one stack fed 1x, 4x and 16x after a warm-up
@@ -177,21 +178,31 @@ def main() -> None:
         for tenants in (1, 100):  # each stack's datasets have run once before they are timed
             timed_run(1, tenants, root / f"tenants-{tenants}")
 
-        def median_pass(tenants: int, span_seconds: int = 86400 * 2) -> float:
-            # The first full-size pass of a stack also grows Arrow's memory pool (1.1 s more
-            # for a 1 s piper pass here): the median of three, as for growth.
-            work = root / f"tenants-{tenants}"
-            samples = sorted(timed_run(total, tenants, work, span_seconds) for _ in range(3))
-            return samples[1]
+        def paired_passes(span_seconds: int) -> dict[str, Any]:
+            # One tenant and 100 take turns (three passes each): whatever drifts during the
+            # benchmark (page cache, the filesystem's journal, the heap) weighs on both sides
+            # alike, where three passes of one side and then three of the other compared two
+            # moments of the machine. The first full-size pass of a stack also grows Arrow's
+            # memory pool (1.1 s more for a 1 s piper pass here): each side's median.
+            samples: dict[int, list[float]] = {1: [], 100: []}
+            for _ in range(3):
+                for tenants in samples:
+                    work = root / f"tenants-{tenants}"
+                    samples[tenants].append(timed_run(total, tenants, work, span_seconds))
+            one, hundred = (sorted(samples[t])[1] for t in (1, 100))
+            pairs = [h / o for o, h in zip(samples[1], samples[100], strict=True)]
+            return {
+                "one_tenant_s": round(one, 3),
+                "hundred_tenants_s": round(hundred, 3),
+                "ratio": round(hundred / one, 3),
+                "pair_ratios": [round(r, 3) for r in pairs],
+            }
 
-        one, hundred = median_pass(1), median_pass(100)
+        two_days = paired_passes(86400 * 2)
+        one, hundred = two_days["one_tenant_s"], two_days["hundred_tenants_s"]
         # The same events within one hour, as a stream's batch holds them: one file per tenant
         # and hour instead of 48, so what remains is the cost of a tenant, not of a file.
-        one_hour = {
-            "one_tenant_s": median_pass(1, 3600),
-            "hundred_tenants_s": median_pass(100, 3600),
-        }
-        one_hour["ratio"] = round(one_hour["hundred_tenants_s"] / one_hour["one_tenant_s"], 3)
+        one_hour = paired_passes(3600)
         arrow_one, one_files = arrow_alone_files(total, 1, root / "arrow-1")
         arrow_hundred, hundred_files = arrow_alone_files(total, 100, root / "arrow-100")
         memory = {}
@@ -208,12 +219,13 @@ def main() -> None:
                 "total_mb": total,
                 "one_tenant_s": round(one, 3),
                 "hundred_tenants_s": round(hundred, 3),
-                "ratio": round(hundred / one, 3),
+                "ratio": two_days["ratio"],
+                "pair_ratios": two_days["pair_ratios"],
                 "files": {"one_tenant": one_files, "hundred_tenants": hundred_files},
                 "pyarrow_one_tenant_s": round(arrow_one, 3),
                 "pyarrow_hundred_tenants_s": round(arrow_hundred, 3),
                 "pyarrow_ratio": round(arrow_hundred / arrow_one, 3),
-                "one_hour": {k: round(v, 3) for k, v in one_hour.items()},
+                "one_hour": one_hour,
             },
             "memory": memory,
         }
@@ -224,7 +236,8 @@ def main() -> None:
             )
         print(f"per-MB cost spread: ±{spread * 100:.1f}% (target ±15%)")
         print(
-            f"{total:g} MB: 1 tenant {one:.2f} s, 100 tenants {hundred:.2f} s, ratio {hundred / one:.2f}x (target ≤ 1.25x)"
+            f"{total:g} MB: 1 tenant {one:.2f} s, 100 tenants {hundred:.2f} s, ratio {hundred / one:.2f}x (target ≤ 1.25x; "
+            f"pass by pass {', '.join(f'{r:.2f}' for r in two_days['pair_ratios'])})"
         )
         print(
             f"  pyarrow alone writing the same {one_files} vs {hundred_files} files: "
@@ -232,7 +245,8 @@ def main() -> None:
         )
         print(
             f"  events within one hour: 1 tenant {one_hour['one_tenant_s']:.2f} s, 100 tenants "
-            f"{one_hour['hundred_tenants_s']:.2f} s, ratio {one_hour['ratio']:.2f}x"
+            f"{one_hour['hundred_tenants_s']:.2f} s, ratio {one_hour['ratio']:.2f}x (pass by pass "
+            f"{', '.join(f'{r:.2f}' for r in one_hour['pair_ratios'])})"
         )
         for size, m in memory.items():
             print(
