@@ -301,6 +301,11 @@ def run_id_for(keys: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:20]
 
 
+def _ledger_scope(piper: ObjectStore, dataset: Dataset) -> str:
+    """The key of a dataset's ledger in ``_LEDGER_CACHE``."""
+    return f"{piper.url}/{packed_prefix(dataset.tenant, dataset.name)}"
+
+
 class _PackDatasetFn(ObjectFn):
     def __init__(self, settings: Settings) -> None:
         super().__init__()
@@ -440,7 +445,7 @@ class _PackDatasetFn(ObjectFn):
         prefix = packed_prefix(dataset.tenant, dataset.name)
         now = time.time()
         horizon = now - self._settings.packer.ledger_retention_seconds
-        scope = f"{piper.url}/{prefix}"
+        scope = _ledger_scope(piper, dataset)
         with _LEDGER_LOCK:
             cached = dict(_LEDGER_CACHE.get(scope, {}))
         entries: dict[str, dict[str, float]] = {}
@@ -678,10 +683,19 @@ class _PackDatasetFn(ObjectFn):
                 span.set_attribute("bytefreezer.files", len(files))
             self._control.check_lease(lease)
         stems = sorted(IntakeKey.parse(k).stem for k in manifest["inputs"])
-        ledger = {"run_id": manifest["run_id"], "packed_at": time.time(), "stems": stems}
+        packed_at = time.time()
+        ledger = {"run_id": manifest["run_id"], "packed_at": packed_at, "stems": stems}
         piper.put(ledger_key, json.dumps(ledger).encode())
-        piper.delete_many(list(manifest["inputs"]))
-        piper.delete(key)
+        # The dataset's next run here finds this entry in its listing without reading it back
+        # (a GET per run on S3).
+        with _LEDGER_LOCK:
+            _LEDGER_CACHE.setdefault(_ledger_scope(piper, dataset), {})[ledger_key] = dict.fromkeys(
+                stems, packed_at
+            )
+        # The ledger entry committed the run, so the inputs and the manifest go in one request
+        # (one batched delete on S3), in any order: an input left by a crash is discarded as a
+        # late copy of a packed stem, and a manifest left is replayed as committed and deleted.
+        piper.delete_many([*manifest["inputs"], key])
         self.count("staged_objects_packed", len(manifest["inputs"]))
 
     def _set_aside(self, key: str, data: bytes, error: str) -> None:
