@@ -86,6 +86,14 @@ def render(data: dict) -> str:  # type: ignore[type-arg]
             f"| packer {every['packer_seconds']} s, {every['files']:,} files, DuckDB scan {every['scan_seconds'] * 1000:.1f} ms "
             f"| packer {st['packer_ratio']:.2f}x, scan {st['scan_ratio']:.2f}x | |"
         )
+    if "s3_latency" in data:
+        s3 = data["s3_latency"]
+        lines.append(
+            f"| packer on S3 with {s3['rtt_ms']:g} ms round trips, {s3['tenants']} datasets ({s3['mb']:g} MB): "
+            f"{s3['jobs']} datasets at once vs the default {s3['default_jobs']} "
+            f"| {s3['more_seconds']} s, {s3['more_cpu_seconds']} CPU-s "
+            f"| {s3['default_seconds']} s, {s3['default_cpu_seconds']} CPU-s | {s3['ratio']:.2f}x | |"
+        )
     if "transforms" in data:
         lines += [
             "",

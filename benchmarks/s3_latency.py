@@ -1,0 +1,228 @@
+"""Packer on S3 with network latency: datasets packed at once, the default 2 against more.
+
+    python benchmarks/s3_latency.py [--tenants 30] [--mb 16] [--rtt-ms 20] [--jobs 8]
+
+Starts SeaweedFS on 127.0.0.1 behind a pipe that delays every byte by half the round trip each
+way (a child process of this script), so that each S3 request costs a round trip as it does
+against a provider's S3. One dataset per tenant receives its share of generated events (within
+one hour); piper stages them; packer's cycle is timed with `packer.max_concurrent_jobs` at its
+default (2, the baseline) and at `--jobs`, three passes each, taking turns, after one untimed
+pass each (a worker's first run opens its S3 clients). A dataset run makes about ten requests
+one after another, so on S3 it waits on the network more than it works. Prints seconds and CPU
+seconds of each and the ratio; merges the figures into benchmarks/results/latest.json under
+"s3_latency".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))
+from common import (
+    free_port,
+    generate,
+    merge_results,
+    split_objects,
+    stop_process,
+    upload,
+    wait_port,
+)
+
+from bytefreezer.control import ControlStore
+from bytefreezer.control.models import DatasetSpec, Tenant
+from bytefreezer.pipelines.packer import run_packer_cycle
+from bytefreezer.pipelines.piper import run_piper_cycle
+from bytefreezer.settings import Settings, load_settings
+from bytefreezer.storage import Storage
+from tests.conftest import SeaweedServer
+
+CHAIN = [{"type": "rename_field", "config": {"from": "source_ip", "to": "src_ip"}}]
+DEFAULT_JOBS = 2
+
+
+async def _delayed(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float
+) -> None:
+    """Copy ``reader`` to ``writer``, each chunk ``delay`` seconds after it arrived (a constant
+    one-way latency: chunks are not delayed one after another)."""
+    queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+    async def read() -> None:
+        while True:
+            data = await reader.read(65536)
+            queue.put_nowait((time.monotonic() + delay, data))
+            if not data:
+                return
+
+    async def write() -> None:
+        while True:
+            due, data = await queue.get()
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            if not data:
+                writer.write_eof()
+                return
+            writer.write(data)
+            await writer.drain()
+
+    try:
+        await asyncio.gather(read(), write())
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
+
+
+async def _proxy(listen: int, target: int, delay: float) -> None:
+    async def connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", target)
+        await asyncio.gather(
+            _delayed(reader, upstream_writer, delay), _delayed(upstream_reader, writer, delay)
+        )
+
+    server = await asyncio.start_server(connect, "127.0.0.1", listen)
+    async with server:
+        await server.serve_forever()
+
+
+def s3_stack(
+    work: Path, endpoint: str, credentials: dict[str, str], names: list[str]
+) -> tuple[Settings, ControlStore, Storage]:
+    suffix = uuid.uuid4().hex[:8]
+    settings = load_settings(
+        data_dir=work,
+        instance_id="bench",
+        storage={
+            "backend": "s3",
+            "s3": {
+                "endpoint": endpoint,
+                "access_key": credentials["access_key"],
+                "secret_key": credentials["secret_key"],
+            },
+        },
+        buckets={
+            "intake": f"intake-{suffix}",
+            "piper": f"piper-{suffix}",
+            "geoip": f"geo-{suffix}",
+        },
+        default_destination=f"s3://dest-{suffix}/warehouse/{{tenant}}/{{dataset}}",
+        piper={"max_objects_per_run": 10_000, "max_concurrent_jobs": DEFAULT_JOBS},
+        packer={"max_input_mb_per_run": 4096, "buffer_seconds": 0},
+    )
+    storage = Storage(settings)
+    storage.ensure_buckets()
+    control = ControlStore(settings.control_db_path(), destination_for=settings.destination_for)
+    for name in names:
+        control.create_tenant(Tenant(name=name))
+        control.create_dataset(name, DatasetSpec(name="security", transforms=CHAIN))
+    return settings, control, storage
+
+
+def with_jobs(settings: Settings, jobs: int) -> Settings:
+    return settings.model_copy(
+        update={"packer": settings.packer.model_copy(update={"max_concurrent_jobs": jobs})}
+    )
+
+
+def packer_pass(
+    settings: Settings,
+    control: ControlStore,
+    storage: Storage,
+    names: list[str],
+    mb: float,
+    jobs: int,
+) -> tuple[float, float]:
+    """Wall and CPU seconds of packer's cycles over ``mb`` MB staged for every tenant."""
+    lines = generate(int(mb * 1024 * 1024), span_seconds=3600)
+    per_tenant = max(1, len(lines) // len(names))
+    for index, name in enumerate(names):
+        chunk = lines[index * per_tenant : (index + 1) * per_tenant]
+        upload(storage, name, split_objects(chunk, 4 * 1024 * 1024))
+    while storage.intake.list():
+        run_piper_cycle(settings, control, storage)
+    packing = with_jobs(settings, jobs)
+    cpu, started = time.process_time(), time.perf_counter()
+    while run_packer_cycle(packing, control, storage).claimed:
+        pass
+    return time.perf_counter() - started, time.process_time() - cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tenants", type=int, default=30)
+    parser.add_argument("--mb", type=float, default=16)
+    parser.add_argument("--rtt-ms", type=float, default=20)
+    parser.add_argument("--jobs", type=int, default=8)
+    parser.add_argument("--proxy", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.proxy:
+        asyncio.run(_proxy(int(args.proxy[0]), int(args.proxy[1]), float(args.proxy[2])))
+        return
+    work = Path(tempfile.mkdtemp(prefix="bf-s3lat-"))
+    (work / "s3").mkdir()
+    server = SeaweedServer(work / "s3")
+    server.start()
+    proxy = None
+    try:
+        port = free_port()
+        target = int(server.endpoint.rsplit(":", 1)[1])
+        delay = args.rtt_ms / 2000
+        proxy = subprocess.Popen(
+            [sys.executable, __file__, "--proxy", str(port), str(target), str(delay)]
+        )
+        wait_port(port)
+        names = [f"t{i:03d}" for i in range(args.tenants)]
+        settings, control, storage = s3_stack(
+            work / "data", f"http://127.0.0.1:{port}", server.credentials, names
+        )
+        sides = (DEFAULT_JOBS, args.jobs)
+        for jobs in sides:  # a worker's first run opens its clients: not timed
+            packer_pass(settings, control, storage, names, 1, jobs)
+        samples: dict[int, list[tuple[float, float]]] = {jobs: [] for jobs in sides}
+        for _ in range(3):
+            for jobs in sides:
+                samples[jobs].append(packer_pass(settings, control, storage, names, args.mb, jobs))
+        result: dict[str, Any] = {
+            "tenants": args.tenants,
+            "mb": args.mb,
+            "rtt_ms": args.rtt_ms,
+            "default_jobs": DEFAULT_JOBS,
+            "jobs": args.jobs,
+        }
+        for jobs, key in zip(sides, ("default", "more"), strict=True):
+            result[f"{key}_seconds"] = round(statistics.median(s for s, _ in samples[jobs]), 3)
+            result[f"{key}_cpu_seconds"] = round(statistics.median(c for _, c in samples[jobs]), 3)
+        result["ratio"] = round(result["more_seconds"] / result["default_seconds"], 3)
+        print(
+            f"packer on S3 with {args.rtt_ms:g} ms round trips, {args.tenants} datasets, {args.mb:g} MB:"
+        )
+        for jobs, key in zip(sides, ("default", "more"), strict=True):
+            print(
+                f"  {jobs} datasets at once: {result[f'{key}_seconds']:.2f} s, "
+                f"{result[f'{key}_cpu_seconds']:.2f} CPU-s (median of 3)"
+            )
+        print(f"ratio: {result['ratio']:.2f}x the time of the default")
+        merge_results({"s3_latency": result})
+    finally:
+        if proxy is not None:
+            stop_process(proxy)
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("BYTEFREEZER_LOG_LEVEL", "WARNING")
+    main()
