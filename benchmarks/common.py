@@ -111,13 +111,22 @@ def split_objects(lines: list[bytes], object_bytes: int) -> list[bytes]:
 def stack(
     data_dir: Path, chain: list[dict[str, Any]], tenants: list[str], **overrides: Any
 ) -> tuple[Settings, ControlStore, Storage]:
-    """Settings, control and storage of a file-backed stack with one dataset per tenant."""
+    """Settings, control and storage of a stack with one dataset per tenant: file-backed unless
+    ``overrides`` (settings sections, ``piper`` and ``packer`` merged into the benchmarks'
+    own) say otherwise."""
     settings = load_settings(
         data_dir=data_dir,
         instance_id="bench",
-        piper={"max_objects_per_run": 10_000, **overrides.get("piper", {})},
-        # Packed as soon as staged: the benchmarks time the work, not the buffer's wait.
-        packer={"max_input_mb_per_run": 4096, "buffer_seconds": 0, **overrides.get("packer", {})},
+        **{
+            **overrides,
+            "piper": {"max_objects_per_run": 10_000, **overrides.get("piper", {})},
+            # Packed as soon as staged: the benchmarks time the work, not the buffer's wait.
+            "packer": {
+                "max_input_mb_per_run": 4096,
+                "buffer_seconds": 0,
+                **overrides.get("packer", {}),
+            },
+        },
     )
     storage = Storage(settings)
     storage.ensure_buckets()

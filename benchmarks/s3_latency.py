@@ -35,16 +35,16 @@ from common import (
     generate,
     merge_results,
     split_objects,
+    stack,
     stop_process,
     upload,
     wait_port,
 )
 
 from bytefreezer.control import ControlStore
-from bytefreezer.control.models import DatasetSpec, Tenant
 from bytefreezer.pipelines.packer import run_packer_cycle
 from bytefreezer.pipelines.piper import run_piper_cycle
-from bytefreezer.settings import Settings, load_settings
+from bytefreezer.settings import Settings
 from bytefreezer.storage import Storage
 from tests.conftest import SeaweedServer
 
@@ -100,9 +100,10 @@ def s3_stack(
     work: Path, endpoint: str, credentials: dict[str, str], names: list[str]
 ) -> tuple[Settings, ControlStore, Storage]:
     suffix = uuid.uuid4().hex[:8]
-    settings = load_settings(
-        data_dir=work,
-        instance_id="bench",
+    return stack(
+        work,
+        CHAIN,
+        names,
         storage={
             "backend": "s3",
             "s3": {
@@ -117,16 +118,8 @@ def s3_stack(
             "geoip": f"geo-{suffix}",
         },
         default_destination=f"s3://dest-{suffix}/warehouse/{{tenant}}/{{dataset}}",
-        piper={"max_objects_per_run": 10_000, "max_concurrent_jobs": DEFAULT_JOBS},
-        packer={"max_input_mb_per_run": 4096, "buffer_seconds": 0},
+        piper={"max_concurrent_jobs": DEFAULT_JOBS},
     )
-    storage = Storage(settings)
-    storage.ensure_buckets()
-    control = ControlStore(settings.control_db_path(), destination_for=settings.destination_for)
-    for name in names:
-        control.create_tenant(Tenant(name=name))
-        control.create_dataset(name, DatasetSpec(name="security", transforms=CHAIN))
-    return settings, control, storage
 
 
 def with_jobs(settings: Settings, jobs: int) -> Settings:
