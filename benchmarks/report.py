@@ -86,14 +86,16 @@ def render(data: dict) -> str:  # type: ignore[type-arg]
             f"| packer {every['packer_seconds']} s, {every['files']:,} files, DuckDB scan {every['scan_seconds'] * 1000:.1f} ms "
             f"| packer {st['packer_ratio']:.2f}x, scan {st['scan_ratio']:.2f}x | |"
         )
-    if "s3_latency" in data:
+    if "s3_latency" in data and "piper" in data["s3_latency"]:
         s3 = data["s3_latency"]
-        lines.append(
-            f"| packer on S3 with {s3['rtt_ms']:g} ms round trips, {s3['tenants']} datasets ({s3['mb']:g} MB): "
-            f"{s3['jobs']} datasets at once vs the default {s3['default_jobs']} "
-            f"| {s3['more_seconds']} s, {s3['more_cpu_seconds']} CPU-s "
-            f"| {s3['default_seconds']} s, {s3['default_cpu_seconds']} CPU-s | {s3['ratio']:.2f}x | |"
-        )
+        for stage in ("piper", "packer"):
+            st = s3[stage]
+            lines.append(
+                f"| {stage} on S3 with {s3['rtt_ms']:g} ms round trips, {s3['tenants']} datasets ({s3['mb']:g} MB): "
+                f"{s3['jobs']} at once vs the default {s3['default_jobs']} "
+                f"| {st['more_seconds']} s, {st['more_cpu_seconds']} CPU-s "
+                f"| {st['default_seconds']} s, {st['default_cpu_seconds']} CPU-s | {st['ratio']:.2f}x | |"
+            )
     if "transforms" in data:
         lines += [
             "",

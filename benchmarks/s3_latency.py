@@ -1,16 +1,16 @@
-"""Packer on S3 with network latency: datasets packed at once, the default 2 against more.
+"""Piper and packer on S3 with network latency: work at once, the default 2 against more.
 
     python benchmarks/s3_latency.py [--tenants 30] [--mb 16] [--rtt-ms 20] [--jobs 8]
 
 Starts SeaweedFS on 127.0.0.1 behind a pipe that delays every byte by half the round trip each
 way (a child process of this script), so that each S3 request costs a round trip as it does
 against a provider's S3. One dataset per tenant receives its share of generated events (within
-one hour); piper stages them; packer's cycle is timed with `packer.max_concurrent_jobs` at its
-default (2, the baseline) and at `--jobs`, three passes each, taking turns, after one untimed
-pass each (a worker's first run opens its S3 clients). A dataset run makes about ten requests
-one after another, so on S3 it waits on the network more than it works. Prints seconds and CPU
-seconds of each and the ratio; merges the figures into benchmarks/results/latest.json under
-"s3_latency".
+one hour, as 1 MB intake objects); piper's cycles, then packer's, are timed with
+`max_concurrent_jobs` at its default (2, the baseline) and at `--jobs`, three passes each,
+taking turns, after one untimed pass each (a worker's first run opens its S3 clients). An
+object (piper) or a dataset run (packer) makes requests one after another (three, about ten), so
+on S3 each waits on the network more than it works. Prints seconds and CPU seconds of each stage
+and the ratios; merges the figures into benchmarks/results/latest.json under "s3_latency".
 """
 
 from __future__ import annotations
@@ -123,32 +123,39 @@ def s3_stack(
 
 
 def with_jobs(settings: Settings, jobs: int) -> Settings:
+    """``settings`` with piper and packer each working on ``jobs`` objects (datasets) at once."""
     return settings.model_copy(
-        update={"packer": settings.packer.model_copy(update={"max_concurrent_jobs": jobs})}
+        update={
+            stage: getattr(settings, stage).model_copy(update={"max_concurrent_jobs": jobs})
+            for stage in ("piper", "packer")
+        }
     )
 
 
-def packer_pass(
+def one_pass(
     settings: Settings,
     control: ControlStore,
     storage: Storage,
     names: list[str],
     mb: float,
     jobs: int,
-) -> tuple[float, float]:
-    """Wall and CPU seconds of packer's cycles over ``mb`` MB staged for every tenant."""
+) -> dict[str, tuple[float, float]]:
+    """Wall and CPU seconds of piper's cycles, then packer's, over ``mb`` MB received for every
+    tenant (1 MB intake objects)."""
     lines = generate(int(mb * 1024 * 1024), span_seconds=3600)
     per_tenant = max(1, len(lines) // len(names))
     for index, name in enumerate(names):
         chunk = lines[index * per_tenant : (index + 1) * per_tenant]
-        upload(storage, name, split_objects(chunk, 4 * 1024 * 1024))
-    while storage.intake.list():
-        run_piper_cycle(settings, control, storage)
-    packing = with_jobs(settings, jobs)
-    cpu, started = time.process_time(), time.perf_counter()
-    while run_packer_cycle(packing, control, storage).claimed:
-        pass
-    return time.perf_counter() - started, time.process_time() - cpu
+        upload(storage, name, split_objects(chunk, 1024 * 1024))
+    del lines
+    settings = with_jobs(settings, jobs)
+    timed = {}
+    for stage, cycle in (("piper", run_piper_cycle), ("packer", run_packer_cycle)):
+        cpu, started = time.process_time(), time.perf_counter()
+        while cycle(settings, control, storage).claimed:
+            pass
+        timed[stage] = (time.perf_counter() - started, time.process_time() - cpu)
+    return timed
 
 
 def main() -> None:
@@ -183,11 +190,11 @@ def main() -> None:
         )
         sides = (DEFAULT_JOBS, args.jobs)
         for jobs in sides:  # a worker's first run opens its clients: not timed
-            packer_pass(settings, control, storage, names, 1, jobs)
-        samples: dict[int, list[tuple[float, float]]] = {jobs: [] for jobs in sides}
+            one_pass(settings, control, storage, names, 1, jobs)
+        samples: dict[int, list[dict[str, tuple[float, float]]]] = {jobs: [] for jobs in sides}
         for _ in range(3):
             for jobs in sides:
-                samples[jobs].append(packer_pass(settings, control, storage, names, args.mb, jobs))
+                samples[jobs].append(one_pass(settings, control, storage, names, args.mb, jobs))
         result: dict[str, Any] = {
             "tenants": args.tenants,
             "mb": args.mb,
@@ -195,19 +202,20 @@ def main() -> None:
             "default_jobs": DEFAULT_JOBS,
             "jobs": args.jobs,
         }
-        for jobs, key in zip(sides, ("default", "more"), strict=True):
-            result[f"{key}_seconds"] = round(statistics.median(s for s, _ in samples[jobs]), 3)
-            result[f"{key}_cpu_seconds"] = round(statistics.median(c for _, c in samples[jobs]), 3)
-        result["ratio"] = round(result["more_seconds"] / result["default_seconds"], 3)
-        print(
-            f"packer on S3 with {args.rtt_ms:g} ms round trips, {args.tenants} datasets, {args.mb:g} MB:"
-        )
-        for jobs, key in zip(sides, ("default", "more"), strict=True):
-            print(
-                f"  {jobs} datasets at once: {result[f'{key}_seconds']:.2f} s, "
-                f"{result[f'{key}_cpu_seconds']:.2f} CPU-s (median of 3)"
-            )
-        print(f"ratio: {result['ratio']:.2f}x the time of the default")
+        print(f"S3 with {args.rtt_ms:g} ms round trips, {args.tenants} datasets, {args.mb:g} MB:")
+        for stage in ("piper", "packer"):
+            figures: dict[str, float] = {}
+            for jobs, key in zip(sides, ("default", "more"), strict=True):
+                runs = [run[stage] for run in samples[jobs]]
+                figures[f"{key}_seconds"] = round(statistics.median(s for s, _ in runs), 3)
+                figures[f"{key}_cpu_seconds"] = round(statistics.median(c for _, c in runs), 3)
+                print(
+                    f"  {stage}, {jobs} at once: {figures[f'{key}_seconds']:.2f} s, "
+                    f"{figures[f'{key}_cpu_seconds']:.2f} CPU-s (median of 3)"
+                )
+            figures["ratio"] = round(figures["more_seconds"] / figures["default_seconds"], 3)
+            print(f"  {stage} ratio: {figures['ratio']:.2f}x the time of the default")
+            result[stage] = figures
         merge_results({"s3_latency": result})
     finally:
         if proxy is not None:
