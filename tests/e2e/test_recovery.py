@@ -15,6 +15,7 @@ import pytest
 
 from bytefreezer.control import ControlStore
 from bytefreezer.control.models import DatasetSpec, ParquetOptions, Tenant
+from bytefreezer.errors import StorageError
 from bytefreezer.ingress.receiver import IntakeWriter
 from bytefreezer.pipelines.packer import run_packer_cycle
 from bytefreezer.pipelines.piper import run_piper_cycle
@@ -235,7 +236,10 @@ def test_packer_makes_its_files_durable_before_recording_the_run(
 
     def written(self: ObjectStore, key: str, data: bytes, metadata: Any = None) -> None:
         note(key.split("/")[0])
+        if key.startswith("_manifests/"):
+            time.sleep(0.3)  # a slow PUT: the files must still wait for it
         put(self, key, data, metadata)
+        note(f"{key.split('/')[0]} written")
 
     def deleted(self: ObjectStore, key: str) -> None:
         note(f"delete {key.split('/')[0]}")
@@ -251,3 +255,32 @@ def test_packer_makes_its_files_durable_before_recording_the_run(
     syncs = [i for i, e in enumerate(events) if e.startswith("sync")]
     assert len(syncs) == 1 and events[syncs[0]].endswith("/destination/acme/web")
     assert max(files) < syncs[0] < events.index("_packed") < events.index("delete acme")
+    # The manifest that lets a replay find the files is durable before any of them appears.
+    assert events.index("_manifests written") < min(files)
+
+
+def test_packer_writes_no_file_when_its_manifest_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The manifest is written while the files are encoded; when its write fails, none of the
+    files appears and the inputs stay staged for the next cycle."""
+    settings, control, storage = setup_stack(tmp_path)
+    for start in range(0, 300, 50):
+        post(storage, range(start, start + 50))
+    run_piper_cycle(settings, control, storage)
+    put = ObjectStore.put
+
+    def refused(self: ObjectStore, key: str, data: bytes, metadata: Any = None) -> None:
+        if key.startswith("_manifests/"):
+            time.sleep(0.3)
+            raise StorageError(f"cannot write {key}: injected")
+        put(self, key, data, metadata)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ObjectStore, "put", refused)
+        stats = run_packer_cycle(settings, control, storage)
+    assert stats.counters.get("dataset_errors") == 1
+    assert not list((settings.data_dir / "destination").rglob("*.parquet"))
+    assert len([o for o in storage.piper.list("acme/") if o.key.endswith(".parquet")]) == 6
+    run_packer_cycle(settings, control, storage)
+    assert ids_at_destination(settings) == Counter(range(300))
