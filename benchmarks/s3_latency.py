@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import statistics
 import subprocess
@@ -225,5 +224,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("BYTEFREEZER_LOG_LEVEL", "WARNING")
     main()

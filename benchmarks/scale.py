@@ -99,6 +99,11 @@ def arrow_alone_files(mb: float, tenants: int, out: Path) -> tuple[float, int]:
     return time.perf_counter() - started, files
 
 
+def _pairs(comparison: dict[str, Any]) -> str:
+    """A comparison's pair-by-pair ratios, for printing."""
+    return ", ".join(f"{r:.2f}" for r in comparison["pair_ratios"])
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident set in MB. ``VmHWM`` starts afresh at exec, unlike
     ``ru_maxrss``, which keeps the high-water mark of the parent it was forked from."""
@@ -237,7 +242,7 @@ def main() -> None:
         print(f"per-MB cost spread: ±{spread * 100:.1f}% (target ±15%)")
         print(
             f"{total:g} MB: 1 tenant {one:.2f} s, 100 tenants {hundred:.2f} s, ratio {hundred / one:.2f}x (target ≤ 1.25x; "
-            f"pass by pass {', '.join(f'{r:.2f}' for r in two_days['pair_ratios'])})"
+            f"pass by pass {_pairs(two_days)})"
         )
         print(
             f"  pyarrow alone writing the same {one_files} vs {hundred_files} files: "
@@ -246,7 +251,7 @@ def main() -> None:
         print(
             f"  events within one hour: 1 tenant {one_hour['one_tenant_s']:.2f} s, 100 tenants "
             f"{one_hour['hundred_tenants_s']:.2f} s, ratio {one_hour['ratio']:.2f}x (pass by pass "
-            f"{', '.join(f'{r:.2f}' for r in one_hour['pair_ratios'])})"
+            f"{_pairs(one_hour)})"
         )
         for size, m in memory.items():
             print(
