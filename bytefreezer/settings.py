@@ -214,7 +214,10 @@ class PackerSettings(_Section):
     max_concurrent_jobs: int = Field(
         2,
         ge=1,
-        description="Datasets each Beam worker packs at once, each in its own thread.",
+        description=(
+            "Datasets each Beam worker reads and writes at once, each in its own thread; as "
+            "many more list, commit and clean up meanwhile."
+        ),
     )
     ledger_retention_seconds: float = Field(
         3600.0,

@@ -40,7 +40,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -95,6 +95,10 @@ PENDING_BYTES = 128 * 1024 * 1024  # decoded input rows held before a row group 
 # so a run that small reads each input once; larger runs read them again, one at a time.
 KEPT_INPUT_BYTES = 64 * 1024 * 1024
 READ_AHEAD = 2  # staged objects read and decoded ahead of the one being written, per core
+# Runs of a process at once per write slot: a run reads and writes its files in one of
+# ``packer.max_concurrent_jobs`` slots (the memory and CPU a run takes), and as many more runs
+# list, commit and clean up meanwhile, mostly waiting on storage (listings, fsyncs, requests).
+RUNS_PER_WRITE_SLOT = 2
 
 # Ledger entries never change once written, so each process reads each one once: per dataset
 # (its ledger prefix in its bucket), each entry's stems and when each was packed.
@@ -294,6 +298,16 @@ def read_ahead(
         for future in ahead:
             future.cancel()
         wait(ahead)
+
+
+_WRITE_SLOTS: dict[int, threading.Semaphore] = {}
+_WRITE_SLOTS_LOCK = threading.Lock()
+
+
+def write_slots(count: int) -> threading.Semaphore:
+    """The process's ``count`` write slots, shared by every run of its packers."""
+    with _WRITE_SLOTS_LOCK:
+        return _WRITE_SLOTS.setdefault(count, threading.Semaphore(count))
 
 
 def run_id_for(keys: list[str]) -> str:
@@ -588,25 +602,32 @@ class _PackDatasetFn(ObjectFn):
                 raise
             # The files of this pass are complete: they appear together (renames or upload
             # completions overlap).
-            sizes = list(self._committer.map(lambda pending: pending.commit(), done))
+            if len(done) == 1:
+                sizes = [done[0].commit()]
+            else:
+                sizes = list(self._committer.map(lambda pending: pending.commit(), done))
             self.count("bytes_written", sum(sizes))
             done.clear()
-        # Durable before the run is recorded (the ledger entry): one sync of a local
-        # destination for all its files. A crash before the entry leaves files the replay
-        # deletes, durable or not.
-        dest.sync()
 
     def _read_ahead(
-        self, step: Callable[[_In], _Out], items: Iterable[_In]
+        self, step: Callable[[_In], _Out], items: Sequence[_In]
     ) -> Generator[_Out, None, None]:
-        """``read_ahead`` on the encoders, ``READ_AHEAD`` items per core."""
+        """``read_ahead`` on the encoders, ``READ_AHEAD`` items per core (one item is read on
+        this thread: a small dataset's run hands nothing over)."""
+        if len(items) == 1:
+            return (step(item) for item in items)
         return read_ahead(self._encoders, step, items, READ_AHEAD * self._workers)
 
     def _each(
         self, outputs: Iterable[_PartitionOutput], step: Callable[[_PartitionOutput], None]
     ) -> None:
         """``step`` on every output, several at once; raises the first failure only after
-        every step has ended (so that aborting the outputs cannot race a running write)."""
+        every step has ended (so that aborting the outputs cannot race a running write). One
+        output is stepped on this thread."""
+        outputs = list(outputs)
+        if len(outputs) == 1:
+            step(outputs[0])
+            return
         futures = [self._encoders.submit(step, output) for output in outputs]
         wait(futures)
         for future in futures:
@@ -625,62 +646,15 @@ class _PackDatasetFn(ObjectFn):
         if manifest["state"] == "planned":
             if replay:
                 dest.delete_many([planned["path"] for planned in manifest["outputs"]])
-            summaries = []
-            kept: dict[str, tuple[bytes, Partitions | None]] = {}
-            kept_bytes = 0
-
-            def fetched(
-                item: tuple[str, int | None],
-            ) -> tuple[bytes, StagedSummary | str, Partitions | None]:
-                staged = piper.get(item[0], size=item[1])
-                try:
-                    return staged, *_summarized(item[0], staged, dataset)
-                except (pa.ArrowException, OSError, ValueError) as exc:  # not Parquet we can read
-                    return staged, f"{type(exc).__name__}: {exc}", None
-
-            sized = [(key, self._sizes.pop(key, None)) for key in manifest["inputs"]]
-            for (key_in, _), (staged, summary, found) in zip(
-                sized, self._read_ahead(fetched, sized), strict=True
-            ):
-                if isinstance(summary, str):
-                    # It would fail every run of the dataset: its bytes are set aside with the
-                    # reason, and it is deleted with the run's other inputs.
-                    self._set_aside(key_in, staged, summary)
-                    continue
-                summaries.append(summary)
-                self.count("staged_bytes", len(staged))
-                held = len(staged) + (found.codes.nbytes if found is not None else 0)
-                if kept_bytes + held <= KEPT_INPUT_BYTES:
-                    kept[summary.key] = (staged, found)
-                    kept_bytes += held
-                del staged, found
-            links = [link for s in summaries if (link := span_link(s.traceparent))]
-            with self._tracer.start_as_current_span("packer.write_files", links=links) as span:
-                span.set_attribute("bytefreezer.dataset", f"{dataset.tenant}/{dataset.name}")
-                span.set_attribute("bytefreezer.inputs", len(summaries))
-                while True:
-                    schema, files = plan_outputs(
-                        summaries,
-                        dataset,
-                        manifest["run_id"],
-                        self._settings.packer.max_file_size_mb,
-                    )
-                    manifest["outputs"] = [{"path": f.path, "rows": f.rows} for f in files]
-                    piper.put(key, json.dumps(manifest).encode())
-                    try:
-                        self._write_files(summaries, schema, files, dataset, dest, kept)
-                        break
-                    except _Unreadable as bad:
-                        # Found while writing: this run's files go (some may be in place),
-                        # the object is set aside and the run is planned again without it.
-                        dest.delete_many([f.path for f in files])
-                        read = kept.pop(bad.key, None)
-                        self._set_aside(
-                            bad.key, read[0] if read else piper.get(bad.key), bad.reason
-                        )
-                        summaries = [s for s in summaries if s.key != bad.key]
-                kept.clear()
-                span.set_attribute("bytefreezer.files", len(files))
+            # Reading and writing hold the run's memory and take its CPU: at most
+            # max_concurrent_jobs runs of the process do it at once (the others list, commit
+            # and clean up meanwhile).
+            with write_slots(self._settings.packer.max_concurrent_jobs):
+                self._write_run(manifest, dataset, dest, key)
+            # Durable before the run is recorded (the ledger entry): one sync of a local
+            # destination for all its files. A crash before the entry leaves files the replay
+            # deletes, durable or not.
+            dest.sync()
             self._control.check_lease(lease)
         stems = sorted(IntakeKey.parse(k).stem for k in manifest["inputs"])
         packed_at = time.time()
@@ -697,6 +671,68 @@ class _PackDatasetFn(ObjectFn):
         # late copy of a packed stem, and a manifest left is replayed as committed and deleted.
         piper.delete_many([*manifest["inputs"], key])
         self.count("staged_objects_packed", len(manifest["inputs"]))
+
+    def _write_run(
+        self, manifest: dict[str, Any], dataset: Dataset, dest: ObjectStore, key: str
+    ) -> None:
+        """Read a planned run's inputs, write its manifest (at ``key``), then its files."""
+        piper = self._storage.piper
+        summaries = []
+        kept: dict[str, tuple[bytes, Partitions | None]] = {}
+        kept_bytes = 0
+
+        def fetched(
+            item: tuple[str, int | None],
+        ) -> tuple[bytes, StagedSummary | str, Partitions | None]:
+            staged = piper.get(item[0], size=item[1])
+            try:
+                return staged, *_summarized(item[0], staged, dataset)
+            except (pa.ArrowException, OSError, ValueError) as exc:  # not Parquet we can read
+                return staged, f"{type(exc).__name__}: {exc}", None
+
+        sized = [
+            (staged_key, self._sizes.pop(staged_key, None)) for staged_key in manifest["inputs"]
+        ]
+        for (key_in, _), (staged, summary, found) in zip(
+            sized, self._read_ahead(fetched, sized), strict=True
+        ):
+            if isinstance(summary, str):
+                # It would fail every run of the dataset: its bytes are set aside with the
+                # reason, and it is deleted with the run's other inputs.
+                self._set_aside(key_in, staged, summary)
+                continue
+            summaries.append(summary)
+            self.count("staged_bytes", len(staged))
+            held = len(staged) + (found.codes.nbytes if found is not None else 0)
+            if kept_bytes + held <= KEPT_INPUT_BYTES:
+                kept[summary.key] = (staged, found)
+                kept_bytes += held
+            del staged, found
+        links = [link for s in summaries if (link := span_link(s.traceparent))]
+        with self._tracer.start_as_current_span("packer.write_files", links=links) as span:
+            span.set_attribute("bytefreezer.dataset", f"{dataset.tenant}/{dataset.name}")
+            span.set_attribute("bytefreezer.inputs", len(summaries))
+            while True:
+                schema, files = plan_outputs(
+                    summaries,
+                    dataset,
+                    manifest["run_id"],
+                    self._settings.packer.max_file_size_mb,
+                )
+                manifest["outputs"] = [{"path": f.path, "rows": f.rows} for f in files]
+                piper.put(key, json.dumps(manifest).encode())
+                try:
+                    self._write_files(summaries, schema, files, dataset, dest, kept)
+                    break
+                except _Unreadable as bad:
+                    # Found while writing: this run's files go (some may be in place),
+                    # the object is set aside and the run is planned again without it.
+                    dest.delete_many([f.path for f in files])
+                    read = kept.pop(bad.key, None)
+                    self._set_aside(bad.key, read[0] if read else piper.get(bad.key), bad.reason)
+                    summaries = [s for s in summaries if s.key != bad.key]
+            kept.clear()
+            span.set_attribute("bytefreezer.files", len(files))
 
     def _set_aside(self, key: str, data: bytes, error: str) -> None:
         """Keep a staged object no row can be read from as it is, beside the dataset's dead
@@ -854,7 +890,7 @@ def run_packer_cycle(
         control=control,
         leases=leases,
         telemetry=telemetry,
-        max_workers=settings.packer.max_concurrent_jobs,
+        max_workers=settings.packer.max_concurrent_jobs * RUNS_PER_WRITE_SLOT,
     )
     stats.seconds = time.monotonic() - started
     record_packer_counters(telemetry, stats)
