@@ -46,7 +46,7 @@ from common import generate, merge_results, split_objects, stack, upload
 
 from bytefreezer.pipelines.packer import run_packer_cycle
 from bytefreezer.pipelines.parquet import writer_options
-from bytefreezer.pipelines.piper import run_piper_cycle
+from bytefreezer.pipelines.piper import STAGED_COMPRESSION, run_piper_cycle
 from bytefreezer.transforms.builtin.geoip import open_database
 from tests.transforms.test_lookups import city_database
 
@@ -93,9 +93,8 @@ def baseline_piper(objects: list[bytes], out: Path, database: bytes) -> list[Pat
         table = table.filter(pc.invert(drop))
         table = table.append_column("env", pa.repeat("bench", table.num_rows))
         path = out / f"{i:05d}.parquet"
-        pq.write_table(
-            table, path, compression_level=1, **writer_options(table.schema, "zstd", table)
-        )
+        # Staged as piper stages (its codec, its dictionary choice)
+        pq.write_table(table, path, **writer_options(table.schema, STAGED_COMPRESSION, table))
         paths.append(path)
     return paths
 

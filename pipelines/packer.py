@@ -68,12 +68,13 @@ from bytefreezer.pipelines.parquet import (
     DICTIONARY_SAMPLE_ROWS,
     codec,
     file_dictionaries,
+    parquet_bytes,
     parquet_file,
     read_parquet,
     repeating_columns,
 )
 from bytefreezer.pipelines.partitioning import Partitions, event_times, partitions
-from bytefreezer.pipelines.piper import STAGED_TRACE_KEY, set_aside_letter
+from bytefreezer.pipelines.piper import STAGED_COMPRESSION, STAGED_TRACE_KEY, set_aside_letter
 from bytefreezer.pipelines.runner import (
     CycleStats,
     Distributed,
@@ -94,6 +95,7 @@ PENDING_BYTES = 128 * 1024 * 1024  # decoded input rows held before a row group 
 # Staged bytes read for the plan are kept for the write up to this much per run (compressed),
 # so a run that small reads each input once; larger runs read them again, one at a time.
 KEPT_INPUT_BYTES = 64 * 1024 * 1024
+OUTPUT_SAMPLE_ROWS = 16_384  # rows encoded to estimate the size of a large run's output
 READ_AHEAD = 2  # staged objects read and decoded ahead of the one being written, per core
 # Runs of a process at once per write slot: a run reads and writes its files in one of
 # ``packer.max_concurrent_jobs`` slots (the memory and CPU a run takes), and as many more runs
@@ -141,6 +143,7 @@ class StagedSummary:
     key: str
     rows: int
     size: int
+    plain_size: int  # its column chunks uncompressed, from the footer
     schema: pa.Schema
     partitions: dict[str, int]  # rows per partition path ("" when not partitioned)
     traceparent: str
@@ -183,7 +186,31 @@ def _summarized(key: str, data: bytes, dataset: Dataset) -> tuple[StagedSummary,
         counts = pc.value_counts(found.codes).to_pylist()
         by_partition = {found.names[c["values"]]: c["counts"] for c in counts}
     trace = (schema.metadata or {}).get(STAGED_TRACE_KEY, b"").decode()
-    return StagedSummary(key, rows, len(data), schema, by_partition, trace), found
+    meta = file.metadata
+    plain = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    summary = StagedSummary(key, rows, len(data), plain, schema, by_partition, trace)
+    return summary, found
+
+
+def file_size_limit(dataset: Dataset, max_file_size_mb: int | None = None) -> int:
+    """The bytes an output file of ``dataset`` may take: its ``max_file_size_mb``, or packer's
+    when that is lower."""
+    limit_mb = min(
+        dataset.parquet.max_file_size_mb, max_file_size_mb or dataset.parquet.max_file_size_mb
+    )
+    return limit_mb * 1024 * 1024
+
+
+def output_ratio(staged: bytes, compression: str) -> float:
+    """The size of a run's output relative to its staged objects, estimated on the first
+    ``OUTPUT_SAMPLE_ROWS`` rows of one of them: encoded with the destination's codec and with
+    the staged objects' own (LZ4). Uncompressed output takes two to three times the staged
+    bytes, zstd output about two thirds; planned by the staged size alone, uncompressed files
+    passed the limit and zstd ones filled half of it."""
+    batches = parquet_file(staged).iter_batches(batch_size=OUTPUT_SAMPLE_ROWS)
+    sample = pa.Table.from_batches([next(batches)])
+    as_output = parquet_bytes(sample, compression)
+    return len(as_output) / len(parquet_bytes(sample, STAGED_COMPRESSION))
 
 
 def plan_outputs(
@@ -191,20 +218,20 @@ def plan_outputs(
     dataset: Dataset,
     run_id: str,
     max_file_size_mb: int | None = None,
+    ratio: float = 1.0,
 ) -> tuple[pa.Schema, list[PlannedFile]]:
     """Deterministically plan the output files of staged objects: the unified schema, and per
-    partition (in sorted order) files of at most the size limit, rows in input order."""
+    partition (in sorted order) files of at most the size limit, rows in input order. A row
+    of output is expected to take the staged bytes per row times ``ratio`` (``output_ratio``);
+    10% of the limit is kept spare."""
     nonempty = [s for s in summaries if s.rows]
     if not nonempty:
         return pa.schema([]), []
     schema = unified_schema([s.schema for s in nonempty])
     total_rows = sum(s.rows for s in nonempty)
-    bytes_per_row = max(sum(s.size for s in summaries) / total_rows, 1.0)
-    # Staged files are zstd Parquet too, so their bytes per row predict the output; keep 10% spare.
-    limit_mb = min(
-        dataset.parquet.max_file_size_mb, max_file_size_mb or dataset.parquet.max_file_size_mb
-    )
-    rows_per_file = max(1, int(limit_mb * 1024 * 1024 * 0.9 / bytes_per_row))
+    bytes_per_row = max(sum(s.size for s in summaries) * ratio / total_rows, 1.0)
+    limit = file_size_limit(dataset, max_file_size_mb)
+    rows_per_file = max(1, int(limit * 0.9 / bytes_per_row))
     per_partition: dict[str, int] = {}
     for summary in nonempty:
         for partition, rows in summary.partitions.items():
@@ -712,12 +739,14 @@ class _PackDatasetFn(ObjectFn):
         with self._tracer.start_as_current_span("packer.write_files", links=links) as span:
             span.set_attribute("bytefreezer.dataset", f"{dataset.tenant}/{dataset.name}")
             span.set_attribute("bytefreezer.inputs", len(summaries))
+            ratio = self._output_ratio(summaries, dataset, kept)
             while True:
                 schema, files = plan_outputs(
                     summaries,
                     dataset,
                     manifest["run_id"],
                     self._settings.packer.max_file_size_mb,
+                    ratio,
                 )
                 manifest["outputs"] = [{"path": f.path, "rows": f.rows} for f in files]
                 piper.put(key, json.dumps(manifest).encode())
@@ -733,6 +762,26 @@ class _PackDatasetFn(ObjectFn):
                     summaries = [s for s in summaries if s.key != bad.key]
             kept.clear()
             span.set_attribute("bytefreezer.files", len(files))
+
+    def _output_ratio(
+        self,
+        summaries: list[StagedSummary],
+        dataset: Dataset,
+        kept: dict[str, tuple[bytes, Partitions | None]],
+    ) -> float:
+        """``output_ratio`` of a run that could fill a file (its inputs uncompressed exceed
+        half the size limit), else 1: its files are one per partition either way."""
+        limit = file_size_limit(dataset, self._settings.packer.max_file_size_mb)
+        plain = sum(s.plain_size for s in summaries)
+        first = next((s for s in summaries if s.rows), None)
+        if first is None or plain <= limit / 2:
+            return 1.0
+        held = kept.get(first.key)
+        try:
+            staged = held[0] if held else self._storage.piper.get(first.key, size=first.size)
+            return output_ratio(staged, dataset.parquet.compression)
+        except (pa.ArrowException, OSError):  # it is set aside while writing: plan uncompressed
+            return plain / max(sum(s.size for s in summaries), 1)
 
     def _set_aside(self, key: str, data: bytes, error: str) -> None:
         """Keep a staged object no row can be read from as it is, beside the dataset's dead

@@ -46,7 +46,10 @@ from bytefreezer.transforms.tables import JsonFields
 
 log = logging.getLogger(__name__)
 NAMESPACE = "piper"
-STAGED_COMPRESSION = "zstd"
+# Staged objects live minutes: LZ4 writes them in half the time zstd takes and packer reads
+# them faster, for objects about 1.6 times as large (a 1 MB NDJSON object of security events:
+# 2.2 ms and 0.22 MB against 4.3 ms and 0.14 MB at zstd level 1).
+STAGED_COMPRESSION = "lz4"
 STAGED_TRACE_KEY = b"bytefreezer.traceparent"
 MAX_CACHED_CHAINS = 256  # compiled chains an instance keeps (datasets and their versions)
 
@@ -245,7 +248,7 @@ class _ProcessIntakeFn(ObjectFn):
                 table = table.replace_schema_metadata(
                     {**(table.schema.metadata or {}), STAGED_TRACE_KEY: trace[TRACEPARENT]}
                 )
-            staged = parquet_bytes(table, STAGED_COMPRESSION, level=1)
+            staged = parquet_bytes(table, STAGED_COMPRESSION)
             rows_out = table.num_rows
         return staged, rows_in, rows_out, dead
 

@@ -16,18 +16,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bytefreezer.control.models import Dataset, DatasetSpec, Destination, ParquetOptions
+from bytefreezer.control import ControlStore
+from bytefreezer.control.models import Dataset, DatasetSpec, Destination, ParquetOptions, Tenant
 from bytefreezer.ingress.receiver import IntakeWriter
 from bytefreezer.pipelines import packer
 from bytefreezer.pipelines.packer import (
+    output_ratio,
     plan_outputs,
     read_ahead,
     run_id_for,
     run_packer_cycle,
     summarize,
 )
-from bytefreezer.pipelines.piper import run_piper_cycle
-from bytefreezer.storage import ObjectStore
+from bytefreezer.pipelines.parquet import parquet_bytes
+from bytefreezer.pipelines.piper import STAGED_COMPRESSION, run_piper_cycle
+from bytefreezer.storage import ObjectStore, Storage
+from tests.conftest import fast_settings
 from tests.e2e.test_recovery import post, setup_stack
 
 
@@ -72,6 +76,70 @@ def test_files_stay_under_max_size_and_names_are_deterministic() -> None:
     # Planned rows per file at the staged bytes per row stay under the limit (10% spare).
     assert rows_per_file * sum(s.size for s in summaries) / 180_000 <= 0.9 * 1024 * 1024
     assert plan_outputs(summaries, dataset, run_id) == (schema, files)
+
+
+def _log_lines(n: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    return [
+        json.dumps(
+            {
+                "timestamp": "2026-02-01T00:00:00Z",
+                "msg": f"login accepted from host{rng.randrange(50)} session {rng.getrandbits(40):x}",
+                "n": rng.randrange(100),
+            }
+        ).encode()
+        for _ in range(n)
+    ]
+
+
+def test_output_ratio_follows_the_destination_codec() -> None:
+    table = pa.Table.from_pylist([json.loads(line) for line in _log_lines(5_000, 1)])
+    staged = parquet_bytes(table, STAGED_COMPRESSION)
+    assert output_ratio(staged, "none") > 1.5  # uncompressed output outgrows LZ4's
+    assert output_ratio(staged, "zstd") < 0.9
+    assert output_ratio(staged, STAGED_COMPRESSION) == pytest.approx(1.0)
+    summaries = [
+        summarize(f"acme/web/acme--web--{1000 + i}--ndjson.parquet", staged, _dataset(1))
+        for i in range(100)
+    ]
+    files = plan_outputs(summaries, _dataset(1), "r")[1]
+    halved = plan_outputs(summaries, _dataset(1), "r", ratio=2.0)[1]
+    assert sum(f.rows for f in halved) == sum(f.rows for f in files) == 500_000
+    assert max(f.rows for f in halved) == pytest.approx(max(f.rows for f in files) / 2, abs=1)
+
+
+def _dataset(max_mb: int) -> Dataset:
+    return Dataset(
+        tenant="acme",
+        name="web",
+        destination=Destination(url="file:///tmp/x"),
+        parquet=ParquetOptions(max_file_size_mb=max_mb),
+    )
+
+
+@pytest.mark.parametrize("compression", ["none", "snappy", "zstd"])
+def test_packed_files_of_any_codec_fill_the_size_limit_without_passing_it(
+    tmp_path: Path, compression: str
+) -> None:
+    """Staged objects are LZ4 Parquet: planned by their size alone, uncompressed files of these
+    events took 2.8 times the limit and zstd ones half of it."""
+    settings = fast_settings(tmp_path / "data")
+    storage = Storage(settings)
+    storage.ensure_buckets()
+    control = ControlStore(settings.control_db_path(), destination_for=settings.destination_for)
+    control.create_tenant(Tenant(name="acme"))
+    spec = {"name": "web", "parquet": {"max_file_size_mb": 1, "compression": compression}}
+    control.create_dataset("acme", DatasetSpec.model_validate(spec))
+    for seed in range(6):
+        body = b"\n".join(_log_lines(30_000, seed))
+        IntakeWriter(storage).write("acme", "web", "ndjson", gzip.compress(body), {})
+    run_piper_cycle(settings, control, storage)
+    run_packer_cycle(settings, control, storage)
+    paths = sorted((settings.data_dir / "destination" / "acme" / "web").rglob("*.parquet"))
+    sizes = [path.stat().st_size / 1024 / 1024 for path in paths]
+    assert sum(pq.ParquetFile(path).metadata.num_rows for path in paths) == 180_000
+    assert len(sizes) >= 2 and max(sizes) <= 1.0, sizes
+    assert min(sorted(sizes)[1:]) >= 0.7, sizes  # one partition: all full but the rest
 
 
 def _pack(tmp_path: Path, name: str) -> tuple[dict[str, list[int]], int]:
