@@ -55,7 +55,7 @@ def render(data: dict) -> str:  # type: ignore[type-arg]
     if "scale" in data:
         sc = data["scale"]
         lines.append(
-            f"| growth ({', '.join(format(g['mb'], 'g') for g in sc['growth'].values())} MB; median of 3 passes at 1x and 4x) | per-MB cost "
+            f"| growth ({', '.join(format(g['mb'], 'g') for g in sc['growth'].values())} MB; median of {len(next(iter(sc['growth'].values()))['samples'])} passes at 1x and 4x) | per-MB cost "
             + ", ".join(f"{g['seconds_per_mb'] * 1000:.1f}" for g in sc["growth"].values())
             + f" ms/MB, spread ±{sc['per_mb_spread'] * 100:.0f}% | | | ±15% |"
         )
