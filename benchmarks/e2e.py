@@ -46,7 +46,7 @@ from common import generate, merge_results, split_objects, stack, upload
 
 from bytefreezer.pipelines.packer import run_packer_cycle
 from bytefreezer.pipelines.parquet import writer_options
-from bytefreezer.pipelines.piper import STAGED_COMPRESSION, run_piper_cycle
+from bytefreezer.pipelines.piper import STAGED_COMPRESSION, STAGED_LEVEL, run_piper_cycle
 from bytefreezer.transforms.builtin.geoip import open_database
 from tests.transforms.test_lookups import city_database
 
@@ -94,7 +94,12 @@ def baseline_piper(objects: list[bytes], out: Path, database: bytes) -> list[Pat
         table = table.append_column("env", pa.repeat("bench", table.num_rows))
         path = out / f"{i:05d}.parquet"
         # Staged as piper stages (its codec, its dictionary choice)
-        pq.write_table(table, path, **writer_options(table.schema, STAGED_COMPRESSION, table))
+        pq.write_table(
+            table,
+            path,
+            compression_level=STAGED_LEVEL,
+            **writer_options(table.schema, STAGED_COMPRESSION, table),
+        )
         paths.append(path)
     return paths
 

@@ -207,8 +207,8 @@ class PackerSettings(_Section):
         64,
         ge=1,
         description=(
-            "Staged (LZ4-compressed) MB that get a dataset packed before `buffer_seconds` "
-            "have passed; zstd files take about two thirds of their staged size."
+            "Staged (compressed) MB that get a dataset packed before `buffer_seconds` have "
+            "passed; staged Parquet is about the size of the files it becomes."
         ),
     )
     max_concurrent_jobs: int = Field(

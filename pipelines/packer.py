@@ -74,7 +74,12 @@ from bytefreezer.pipelines.parquet import (
     repeating_columns,
 )
 from bytefreezer.pipelines.partitioning import Partitions, event_times, partitions
-from bytefreezer.pipelines.piper import STAGED_COMPRESSION, STAGED_TRACE_KEY, set_aside_letter
+from bytefreezer.pipelines.piper import (
+    STAGED_COMPRESSION,
+    STAGED_LEVEL,
+    STAGED_TRACE_KEY,
+    set_aside_letter,
+)
 from bytefreezer.pipelines.runner import (
     CycleStats,
     Distributed,
@@ -203,14 +208,14 @@ def file_size_limit(dataset: Dataset, max_file_size_mb: int | None = None) -> in
 
 def output_ratio(staged: bytes, compression: str) -> float:
     """The size of a run's output relative to its staged objects, estimated on the first
-    ``OUTPUT_SAMPLE_ROWS`` rows of one of them: encoded with the destination's codec and with
-    the staged objects' own (LZ4). Uncompressed output takes two to three times the staged
-    bytes, zstd output about two thirds; planned by the staged size alone, uncompressed files
-    passed the limit and zstd ones filled half of it."""
+    ``OUTPUT_SAMPLE_ROWS`` rows of one of them: encoded with the destination's codec and as
+    they were staged (zstd level 1). Planned by the staged size alone, the files of a
+    destination that compresses less passed the size limit: 5.6 MB uncompressed and 1.6 MB with
+    snappy for a limit of 1 MB (`tests/test_packer_plan.py`)."""
     batches = parquet_file(staged).iter_batches(batch_size=OUTPUT_SAMPLE_ROWS)
     sample = pa.Table.from_batches([next(batches)])
     as_output = parquet_bytes(sample, compression)
-    return len(as_output) / len(parquet_bytes(sample, STAGED_COMPRESSION))
+    return len(as_output) / len(parquet_bytes(sample, STAGED_COMPRESSION, level=STAGED_LEVEL))
 
 
 def plan_outputs(
