@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import deque
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
 from bytefreezer.transforms.base import Context, Transform, TransformConfig
@@ -26,32 +28,103 @@ class DedupeConfig(TransformConfig):
 class Dedupe(Transform):
     """Keep the first record of each key (within a batch, and across recent batches)."""
 
+    # No per-record Python: the first record of each key within the batch is found from
+    # dictionary codes (``first_rows``), and those records' keys as text (``record_keys``) are
+    # looked up among the last ``cache_size`` kept records' keys with ``is_in``.
+
     name: ClassVar[str] = "dedupe"
     Config: ClassVar[type[TransformConfig]] = DedupeConfig
     example: ClassVar[dict[str, Any]] = {"fields": ["event_id"]}
 
     def __init__(self, config: TransformConfig, context: Context | None = None) -> None:
         super().__init__(config, context)
-        self._seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()
+        # Keys of the records kept, oldest first, in the batches' arrays (sliced at the front
+        # to hold ``cache_size``).
+        self._seen: deque[pa.Array] = deque()
+        self._remembered = 0
 
     def apply(self, table: pa.Table) -> pa.Table:
         cfg = self.config
         assert isinstance(cfg, DedupeConfig)
-        columns = []
-        for name in cfg.fields:
-            column = get_column(table, name)
-            columns.append(
-                [None] * table.num_rows if column is None else string_values(column).to_pylist()
-            )
-        keep = []
-        batch: set[tuple[Any, ...]] = set()
-        for key in zip(*columns, strict=True):
-            fresh = key not in batch and key not in self._seen
-            keep.append(fresh)
-            if fresh:
-                batch.add(key)
-                if cfg.cache_size:
-                    self._seen[key] = None
-        while len(self._seen) > cfg.cache_size:
-            self._seen.popitem(last=False)
-        return table.filter(pa.array(keep, pa.bool_()))
+        if table.num_rows == 0:
+            return table
+        keep = first_rows(table, cfg.fields)
+        if cfg.cache_size or self._seen:
+            # Keys as text (comparable across batches) only of the rows still in question, from
+            # the key fields alone.
+            rows = np.flatnonzero(keep)
+            present = {f: c for f in cfg.fields if (c := get_column(table, f)) is not None}
+            keyed = pa.table(present) if present else table
+            keys = record_keys(keyed.take(pa.array(rows)), cfg.fields)
+            if self._seen:
+                earlier = pc.is_in(keys, value_set=pa.concat_arrays(list(self._seen)))
+                fresh = ~earlier.to_numpy(zero_copy_only=False)
+                keep[rows[~fresh]] = False
+                keys = keys.filter(pa.array(fresh))
+            if cfg.cache_size:
+                self._remember(keys, cfg.cache_size)
+        return table if keep.all() else table.filter(pa.array(keep))
+
+    def _remember(self, kept: pa.Array, limit: int) -> None:
+        if len(kept) > limit:
+            kept = kept.slice(len(kept) - limit)
+        self._seen.append(kept)
+        self._remembered += len(kept)
+        while self._remembered > limit:
+            oldest = self._seen[0]
+            extra = self._remembered - limit
+            if len(oldest) <= extra:
+                self._seen.popleft()
+                self._remembered -= len(oldest)
+            else:
+                self._seen[0] = oldest.slice(extra)
+                self._remembered -= extra
+
+
+def record_keys(table: pa.Table, fields: list[str]) -> pa.Array:
+    """One text per record, equal for two records exactly when each of ``fields`` has the same
+    text in both: each value written as its length in bytes, a colon and itself (``N`` for null
+    or missing), the fields joined with ``|`` — no value can run into the next."""
+    parts: list[pa.Array] = []
+    for name in fields:
+        column = get_column(table, name)
+        if column is None:
+            parts.append(pa.array(["N"] * table.num_rows, pa.string()))
+            continue
+        text = string_values(column).combine_chunks()
+        sized = pc.binary_join_element_wise(pc.cast(pc.binary_length(text), pa.string()), text, ":")
+        parts.append(pc.coalesce(sized, pa.scalar("N")))
+    if len(parts) == 1:
+        return parts[0]
+    return pc.binary_join_element_wise(*parts, "|")
+
+
+def first_rows(table: pa.Table, fields: list[str]) -> np.ndarray:
+    """Which records of ``table`` are the first with their values of ``fields`` (as text; null
+    and missing alike), from dictionary codes: each field's, combined into one code per record
+    and encoded again, which numbers the keys in order of first appearance."""
+    combined: np.ndarray | None = None
+    for name in fields:
+        column = get_column(table, name)
+        if column is None:  # missing: the same in every record
+            continue
+        encoded = pc.dictionary_encode(string_values(column).combine_chunks())
+        width = len(encoded.dictionary) + 1
+        codes = encoded.indices.fill_null(width - 1).to_numpy(zero_copy_only=False)
+        combined = codes.astype(np.int64) if combined is None else combined * width + codes
+        combined = _first_appearance_codes(combined)  # dense again: the next product fits
+    if combined is None:
+        combined = np.zeros(table.num_rows, dtype=np.int64)
+    before = np.maximum.accumulate(np.concatenate(([-1], combined[:-1])))
+    first = combined > before
+    if not np.array_equal(combined[first], np.arange(np.count_nonzero(first))):
+        first = np.zeros(len(combined), dtype=bool)  # codes not in order of appearance
+        first[np.unique(combined, return_index=True)[1]] = True
+    return first
+
+
+def _first_appearance_codes(values: np.ndarray) -> np.ndarray:
+    codes: np.ndarray = pc.dictionary_encode(pa.array(values)).indices.to_numpy(
+        zero_copy_only=False
+    )
+    return codes.astype(np.int64)
