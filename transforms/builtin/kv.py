@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
 from bytefreezer.transforms.base import Transform, TransformConfig
-from bytefreezer.transforms.tables import get_column, rows_to_table, set_column, string_values
+from bytefreezer.transforms.tables import get_column, set_column, string_values
 
 
 class KvConfig(TransformConfig):
@@ -46,37 +48,63 @@ class Kv(Transform):
             return table
         fs, vs = re.escape(cfg.field_split), re.escape(cfg.value_split)
         # A quoted value may hold its quote escaped with a backslash (logfmt: msg="say \"hi\"").
-        pair = re.compile(
+        pairs = re.compile(
             rf"([^{fs}{vs}]+)[{vs}](\"[^\"\\]*(?:\\.[^\"\\]*)*\"|'[^'\\]*(?:\\.[^'\\]*)*'|[^{fs}]*)"
-        )
+        ).findall
         include, exclude = set(cfg.include_keys), set(cfg.exclude_keys)
-        cache: dict[str, dict[str, str]] = {}
-        rows = []
-        for text in string_values(column).to_pylist():
+        strip_key = cfg.trim_key or None  # None: whitespace
+        trim = cfg.trim_value
+        # Straight into columns: per key, the rows that have it and their values (a row's last
+        # value of a key wins, as in a dict).
+        found: dict[str, tuple[list[int], list[str]]] = {}
+        for row, text in enumerate(string_values(column).to_pylist()):
             if text is None:
-                rows.append(dict(cfg.defaults))
                 continue
-            parsed = cache.get(text)
-            if parsed is None:
-                parsed = {}
-                for key, value in pair.findall(text):
-                    key = key.strip(cfg.trim_key) if cfg.trim_key else key.strip()
-                    if (include and key not in include) or key in exclude or not key:
-                        continue
-                    parsed[cfg.prefix + key] = (
-                        _value(value, cfg.trim_value)
-                        if value[:1] in _QUOTES
-                        else value.strip(cfg.trim_value)
-                    )
-                cache[text] = parsed
-            rows.append({**cfg.defaults, **parsed})
+            for key, value in pairs(text):
+                key = key.strip(strip_key)
+                if not key or (include and key not in include) or key in exclude:
+                    continue
+                entry = found.get(key)
+                if entry is None:
+                    entry = found[key] = ([], [])
+                entry[0].append(row)
+                entry[1].append(_value(value, trim) if value[:1] in _QUOTES else value.strip(trim))
+        n = table.num_rows
+        if n == 0:
+            return set_column(table, cfg.target_field, pa.nulls(0)) if cfg.target_field else table
+        columns = {name: pa.array([value] * n, pa.string()) for name, value in cfg.defaults.items()}
+        for key, (rows, values) in found.items():
+            name = cfg.prefix + key
+            spread = _spread(rows, values, n)
+            columns[name] = pc.coalesce(spread, columns[name]) if name in columns else spread
         if cfg.target_field:
-            values = pa.array([r or None for r in rows])
-            return set_column(table, cfg.target_field, values)
-        extracted = rows_to_table(rows)
-        for name in extracted.column_names:
-            table = set_column(table, name, extracted.column(name))
+            return set_column(table, cfg.target_field, _as_objects(columns, n))
+        for name, values in columns.items():
+            table = set_column(table, name, values)
         return table
+
+
+def _spread(rows: list[int], values: list[str], n: int) -> pa.Array:
+    """``values`` at ``rows`` (ascending; of a row given twice, the last) of ``n``, null
+    elsewhere."""
+    at = np.asarray(rows, dtype=np.int64)
+    last = np.ones(len(at), dtype=bool)
+    last[:-1] = at[1:] != at[:-1]
+    index = np.full(n, -1, dtype=np.int64)
+    index[at[last]] = np.flatnonzero(last)
+    return pa.array(values, pa.string()).take(pa.array(index, mask=index < 0))
+
+
+def _as_objects(columns: dict[str, pa.Array], n: int) -> pa.Array:
+    """The pairs of each record as an object (null for a record without any)."""
+    if not columns:
+        return pa.nulls(n)
+    present = np.zeros(n, dtype=bool)
+    for values in columns.values():
+        present |= pc.is_valid(values).to_numpy(zero_copy_only=False)
+    return pa.StructArray.from_arrays(
+        list(columns.values()), list(columns), mask=pa.array(~present)
+    )
 
 
 _QUOTES = ('"', "'")
