@@ -5,13 +5,12 @@ record lacks a key, quoted values whole and unescaped, and objects under ``targe
 from __future__ import annotations
 
 import random
-import re
 from typing import Any
 
 import pyarrow as pa
 import pytest
 
-from bytefreezer.transforms.builtin.kv import _QUOTES, Kv, KvConfig, _value
+from bytefreezer.transforms.builtin.kv import _QUOTES, Kv, KvConfig, _value, pair_pattern
 from bytefreezer.transforms.tables import get_column, rows_to_table, set_column, string_values
 
 
@@ -20,10 +19,7 @@ def reference(table: pa.Table, cfg: KvConfig) -> pa.Table:
     column = get_column(table, cfg.field)
     if column is None:
         return table
-    fs, vs = re.escape(cfg.field_split), re.escape(cfg.value_split)
-    pair = re.compile(
-        rf"([^{fs}{vs}]+)[{vs}](\"[^\"\\]*(?:\\.[^\"\\]*)*\"|'[^'\\]*(?:\\.[^'\\]*)*'|[^{fs}]*)"
-    )
+    pair = pair_pattern(cfg.field_split, cfg.value_split)
     rows = []
     for text in string_values(column).to_pylist():
         parsed: dict[str, str] = {}

@@ -46,11 +46,7 @@ class Kv(Transform):
         column = get_column(table, cfg.field)
         if column is None:
             return table
-        fs, vs = re.escape(cfg.field_split), re.escape(cfg.value_split)
-        # A quoted value may hold its quote escaped with a backslash (logfmt: msg="say \"hi\"").
-        pairs = re.compile(
-            rf"([^{fs}{vs}]+)[{vs}](\"[^\"\\]*(?:\\.[^\"\\]*)*\"|'[^'\\]*(?:\\.[^'\\]*)*'|[^{fs}]*)"
-        ).findall
+        pairs = pair_pattern(cfg.field_split, cfg.value_split).findall
         include, exclude = set(cfg.include_keys), set(cfg.exclude_keys)
         strip_key = cfg.trim_key or None  # None: whitespace
         trim = cfg.trim_value
@@ -82,6 +78,15 @@ class Kv(Transform):
         for name, values in columns.items():
             table = set_column(table, name, values)
         return table
+
+
+def pair_pattern(field_split: str, value_split: str) -> re.Pattern[str]:
+    """A key and its value; a quoted value may hold its quote escaped with a backslash
+    (logfmt: ``msg="say \\"hi\\""``)."""
+    fs, vs = re.escape(field_split), re.escape(value_split)
+    return re.compile(
+        rf"([^{fs}{vs}]+)[{vs}](\"[^\"\\]*(?:\\.[^\"\\]*)*\"|'[^'\\]*(?:\\.[^'\\]*)*'|[^{fs}]*)"
+    )
 
 
 def _spread(rows: list[int], values: list[str], n: int) -> pa.Array:
