@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -38,34 +39,40 @@ class JsonValidate(Transform):
     def apply(self, table: pa.Table) -> pa.Table | Output:
         cfg = self.config
         assert isinstance(cfg, JsonValidateConfig)
-        reasons: list[str | None] = [None] * table.num_rows
+        n = table.num_rows
+        # A reason for each invalid record only (the first found: required fields, then JSON).
+        reasons: dict[int, str] = {}
         for name in cfg.required_fields:
             column = get_column(table, name)
-            missing = [True] * table.num_rows if column is None else pc.is_null(column).to_pylist()
-            for i, absent in enumerate(missing):
-                if absent and reasons[i] is None:
-                    reasons[i] = f"required field {name!r} is missing"
+            absent = (
+                range(n)
+                if column is None
+                else np.flatnonzero(pc.is_null(column).to_numpy(zero_copy_only=False)).tolist()
+            )
+            reason = f"required field {name!r} is missing"
+            for row in absent:
+                reasons.setdefault(row, reason)
         if cfg.field is not None:
             column = get_column(table, cfg.field)
-            values = (
-                [None] * table.num_rows if column is None else string_values(column).to_pylist()
-            )
-            for i, text in enumerate(values):
-                if reasons[i] is not None:
-                    continue
+            values = [None] * n if column is None else string_values(column).to_pylist()
+            loads, invalid = orjson.loads, orjson.JSONDecodeError
+            for row, text in enumerate(values):
                 if text is None:
-                    reasons[i] = f"field {cfg.field!r} is missing"
+                    reasons.setdefault(row, f"field {cfg.field!r} is missing")
                     continue
                 try:
-                    orjson.loads(text)
-                except orjson.JSONDecodeError as exc:
-                    reasons[i] = f"field {cfg.field!r} is not valid JSON: {exc}"
-        bad = pa.array([r is not None for r in reasons], pa.bool_())
-        if not pc.any(bad).as_py():
+                    loads(text)
+                except invalid as exc:
+                    reasons.setdefault(row, f"field {cfg.field!r} is not valid JSON: {exc}")
+        if not reasons:
             return table
         if cfg.on_invalid == "tag":
-            return set_column(table, cfg.tag_field, pa.array(reasons, pa.string()))
-        good = table.filter(pc.invert(bad))
+            tags = [reasons.get(row) for row in range(n)]
+            return set_column(table, cfg.tag_field, pa.array(tags, pa.string()))
+        bad_rows = sorted(reasons)
+        bad = np.zeros(n, dtype=bool)
+        bad[bad_rows] = True
+        good = table.filter(pa.array(~bad))
         if cfg.on_invalid == "drop":
             return good
-        return Output(good, table.filter(bad), [r for r in reasons if r is not None])
+        return Output(good, table.filter(pa.array(bad)), [reasons[row] for row in bad_rows])
