@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import pytest
 
 from bytefreezer.transforms import Context, Transform, TransformConfig, compile_chain
+from bytefreezer.transforms.builtin.parse_json import ParseJson, ParseJsonConfig
 from bytefreezer.transforms.registry import Registry
 from bytefreezer.transforms.testing import run_transform
 
@@ -103,3 +105,30 @@ def test_a_step_that_raises_dead_letters_its_rows_and_the_chain_goes_on() -> Non
     assert result.table.column("x").to_pylist() == [1]
     assert result.rejected.column("error").to_pylist() == ["RuntimeError: kaput"] * 2
     assert result.rejected_by == {"boom": 2}
+
+
+def test_parse_json_reads_single_line_texts_as_one_document_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Texts of one line each are joined by Arrow and read at once, across the column's chunks
+    and in their order; the text-by-text path is only for the rest (a text over several lines
+    here)."""
+    step = ParseJson(ParseJsonConfig(field="j"))
+    texts = pa.chunked_array([['{"n": 1}', '{"n": 2, "s": "a"}'], ['{"n": 3}']])
+    table = pa.table({"id": [1, 2, 3], "j": texts})
+
+    def text_by_text(self: ParseJson, values: list[str | None]) -> object:
+        raise AssertionError("the text-by-text path was taken")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ParseJson, "_parse_each", text_by_text)
+        out = step.apply(table)
+    assert isinstance(out, pa.Table)
+    assert out.select(["id", "n", "s"]).to_pylist() == [
+        {"id": 1, "n": 1, "s": None},
+        {"id": 2, "n": 2, "s": "a"},
+        {"id": 3, "n": 3, "s": None},
+    ]
+    several = step.apply(pa.table({"j": ['{"n": 1}', '{"n":\n 2}']}))
+    assert isinstance(several, pa.Table)
+    assert several.column("n").to_pylist() == [1, 2]

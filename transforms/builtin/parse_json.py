@@ -54,11 +54,16 @@ class ParseJson(Transform):
         if column is None:
             return table
         texts = string_values(column)
-        valid = pc.fill_null(pc.invert(pc.match_substring_regex(texts, r"[\n\r]")), False)
-        parsed, ok = self._parse(texts.to_pylist(), pc.and_(valid, pc.is_valid(texts)).to_pylist())
-        bad_mask = pa.array(
-            [not o and t is not None for o, t in zip(ok, texts.to_pylist(), strict=True)]
-        )
+        single = pc.fill_null(pc.invert(pc.match_substring_regex(texts, r"[\n\r]")), False)
+        lines = pc.all(pc.and_(single, pc.is_valid(texts))).as_py() and len(texts) > 0
+        parsed = self._parse_lines(texts) if lines else None
+        bad_mask = None  # every text parsed as an object
+        if parsed is None:
+            values = texts.to_pylist()
+            parsed, ok = self._parse_each(values)
+            bad_mask = pa.array(
+                [not o and t is not None for o, t in zip(ok, values, strict=True)], pa.bool_()
+            )
         if cfg.target_field:
             table = set_column(
                 table,
@@ -74,25 +79,30 @@ class ParseJson(Transform):
             and cfg.field not in parsed.column_names
         ):
             table = drop_column(table, cfg.field)
-        if cfg.on_error == "keep" or not pc.any(bad_mask).as_py():
+        if cfg.on_error == "keep" or bad_mask is None or not pc.any(bad_mask).as_py():
             return table
         bad = table.filter(bad_mask)
         reason = f"parse_json: {cfg.field!r} is not a JSON object"
         return Output(table.filter(pc.invert(bad_mask)), bad, [reason] * bad.num_rows)
 
-    def _parse(
-        self, texts: list[str | None], single_line: list[bool]
-    ) -> tuple[pa.Table, list[bool]]:
-        """Rows of objects (empty where a text does not parse) and which parsed."""
-        n = len(texts)
-        if n and all(single_line):
-            data = "\n".join(t or "" for t in texts).encode()
-            try:
-                table = read_ndjson(data, max(len(data) + 1, 1 << 20), self._learned)
-                if table.num_rows == n:
-                    return table, [True] * n
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                pass
+    def _parse_lines(self, texts: pa.ChunkedArray) -> pa.Table | None:
+        """Texts of one line each, every one non-null, as one NDJSON document through Arrow's
+        reader (joined by Arrow, without a Python string per record); None when they are not
+        all objects."""
+        text = pc.cast(texts, pa.large_string()).combine_chunks()
+        joined = pc.binary_join(
+            pa.LargeListArray.from_arrays(pa.array([0, len(text)], pa.int64()), text),
+            pa.scalar("\n", pa.large_string()),
+        )[0]
+        data = joined.as_buffer().to_pybytes()
+        try:
+            table = read_ndjson(data, max(len(data) + 1, 1 << 20), self._learned)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        return table if table.num_rows == len(texts) else None
+
+    def _parse_each(self, texts: list[str | None]) -> tuple[pa.Table, list[bool]]:
+        """Rows of objects (empty where a text does not parse) and which parsed, text by text."""
         rows: list[dict[str, Any]] = []
         ok: list[bool] = []
         for text in texts:
