@@ -86,7 +86,7 @@ def record_keys(table: pa.Table, fields: list[str]) -> pa.Array:
     for name in fields:
         column = get_column(table, name)
         if column is None:
-            parts.append(pa.array(["N"] * table.num_rows, pa.string()))
+            parts.append(pa.repeat("N", table.num_rows))
             continue
         text = string_values(column).combine_chunks()
         sized = pc.binary_join_element_wise(pc.cast(pc.binary_length(text), pa.string()), text, ":")

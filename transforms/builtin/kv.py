@@ -68,7 +68,7 @@ class Kv(Transform):
         n = table.num_rows
         if n == 0:
             return set_column(table, cfg.target_field, pa.nulls(0)) if cfg.target_field else table
-        columns = {name: pa.array([value] * n, pa.string()) for name, value in cfg.defaults.items()}
+        columns = {name: pa.repeat(value, n) for name, value in cfg.defaults.items()}
         for key, (rows, values) in found.items():
             name = cfg.prefix + key
             spread = _spread(rows, values, n)
