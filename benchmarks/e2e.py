@@ -21,10 +21,15 @@ peak RSS of the process; merges the figures into benchmarks/results/latest.json.
 
 from __future__ import annotations
 
+import os
+
+# Arrow's memory pool as the `bytefreezer` command chooses it (bytefreezer/memory.py): set in
+# the environment before pyarrow loads, since Arrow reads it once.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+
 import argparse
 import gzip
 import io
-import os
 import platform
 import resource
 import shutil

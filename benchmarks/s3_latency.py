@@ -15,6 +15,12 @@ and the ratios; merges the figures into benchmarks/results/latest.json under "s3
 
 from __future__ import annotations
 
+import os
+
+# Arrow's memory pool as the `bytefreezer` command chooses it (bytefreezer/memory.py): set in
+# the environment before pyarrow loads, since Arrow reads it once.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+
 import argparse
 import asyncio
 import shutil

@@ -16,6 +16,12 @@ benchmarks/results/latest.json under "scale".
 
 from __future__ import annotations
 
+import os
+
+# Arrow's memory pool as the `bytefreezer` command chooses it (bytefreezer/memory.py): set in
+# the environment before pyarrow loads, since Arrow reads it once.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+
 import argparse
 import gc
 import io

@@ -23,6 +23,7 @@ from bytefreezer.control.models import (
     Tenant,
 )
 from bytefreezer.errors import BytefreezerError, validation_problems
+from bytefreezer.memory import prefer_arrow_pool
 from bytefreezer.settings import Settings, load_settings, settings_reference
 
 log = logging.getLogger("bytefreezer")
@@ -472,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``bytefreezer`` command."""
+    prefer_arrow_pool()  # before anything loads pyarrow
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,

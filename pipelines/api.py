@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from bytefreezer.control import ControlClient
 from bytefreezer.errors import BytefreezerError
+from bytefreezer.memory import arrow_pool
 from bytefreezer.pipelines.poller import Poller
 from bytefreezer.settings import Settings, redacted
 from bytefreezer.storage import Storage
@@ -45,6 +46,7 @@ def create_worker_api(
                 "instance": settings.instance_id,
                 "cycles": poller.cycles,
                 "last_error": poller.last_error,
+                "arrow_memory_pool": arrow_pool(),
                 "last": history[-1] if history else None,
                 "recent": history,
             }

@@ -17,6 +17,7 @@ from typing import Literal
 
 from bytefreezer.control.models import HealthReport
 from bytefreezer.errors import BytefreezerError
+from bytefreezer.memory import arrow_pool
 from bytefreezer.pipelines.runner import CycleStats
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ class Poller:
             }
         )
         if self._report is not None:
-            details: dict[str, object] = {"cycles": self.cycles}
+            details: dict[str, object] = {"cycles": self.cycles, "arrow_memory_pool": arrow_pool()}
             if stats is not None:
                 details.update(claimed=stats.claimed, counters=stats.counters)
                 if stats.waiting:  # packer's buffer: how much waits, and the soonest due
