@@ -5,8 +5,9 @@ to the kernel within milliseconds and faults them in again as transparent huge p
 zeroed whole at its first touch: posting 64 MB to `bytefreezer up`, 16.6% of the process's CPU
 time went to the kernel clearing pages for it (perf: ``clear_page_erms`` under
 ``mi_page_free_list_extend``). Arrow's jemalloc pool keeps freed memory for reuse a while
-longer: the same run spent under 1% there, took 1.43 CPU-s instead of 1.77 (mean of four), and
-peak RSS on a 2 GiB input fell (piper 549 → 498 MB, packer 634 → 545 MB).
+longer: the same run spent under 1% there, and its CPU time fell 12-19% (1.43 CPU-s against
+1.77, means of four runs a side; 1.74 against 1.98 in eight more a side, on a busier machine).
+Peak RSS on a 2 GiB input fell too (piper 549 → 498 MB, packer 634 → 545 MB).
 
 Arrow reads its default pool from ``ARROW_DEFAULT_MEMORY_POOL`` once, when pyarrow loads;
 ``pyarrow.set_memory_pool`` would only reach allocations made through pyarrow's own calls, not
