@@ -31,7 +31,7 @@ def render(data: dict) -> str:  # type: ignore[type-arg]
         if stage in data:
             s = data[stage]
             lines.append(
-                f"| {stage} | {s['mb_per_s']} MB/s, {s['records_per_s']:,} rec/s | pyarrow alone {s['baseline_mb_per_s']} MB/s | {s['ratio']:.2f}x | {target} |"
+                f"| {stage} | {s['mb_per_s']} MB/s, {s['records_per_s']:,} rec/s | pyarrow alone {s['baseline_mb_per_s']} MB/s | {s['ratio']:.2f}x{_pass_by_pass(s)} | {target} |"
             )
     if "ingest" in data:
         i = data["ingest"]
