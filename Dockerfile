@@ -14,10 +14,10 @@ RUN useradd --uid 10001 --user-group --home-dir /data --create-home bytefreezer
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER 10001
-# Arrow allocates from jemalloc in every process of the image, Beam workers started from it too
+# Arrow allocates from the C library's malloc in every process of the image, Beam workers too
 # (the `bytefreezer` command chooses it as well; see bytefreezer/memory.py).
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp BYTEFREEZER_DATA_DIR=/data \
-    ARROW_DEFAULT_MEMORY_POOL=jemalloc
+    ARROW_DEFAULT_MEMORY_POOL=system
 WORKDIR /data
 EXPOSE 8080 8081 8082 8083 9091 9092 9093
 ENTRYPOINT ["bytefreezer"]

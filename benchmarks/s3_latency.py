@@ -19,7 +19,7 @@ import os
 
 # Arrow's memory pool as the `bytefreezer` command chooses it (bytefreezer/memory.py): set in
 # the environment before pyarrow loads, since Arrow reads it once.
-os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 import argparse
 import asyncio
