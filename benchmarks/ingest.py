@@ -94,13 +94,19 @@ async def drive(
 ) -> dict[str, Any]:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
+    errors: dict[str, int] = {}  # requests that got no answer (not counted as sent bytes)
     deadline = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
     async def one(client: httpx.AsyncClient) -> None:
         while time.monotonic() < deadline:
             started = time.perf_counter()
-            response = await client.post(url, content=body, headers=headers)
+            try:
+                response = await client.post(url, content=body, headers=headers)
+            except httpx.TransportError as exc:  # a connection the server dropped: counted
+                key = f"{type(exc).__name__}"
+                errors[key] = errors.get(key, 0) + 1
+                continue
             latencies.append(time.perf_counter() - started)
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
 
@@ -116,6 +122,7 @@ async def drive(
         "p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
         "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 1),
         "statuses": statuses,
+        **({"transport_errors": errors} if errors else {}),
     }
 
 
@@ -198,6 +205,7 @@ def main() -> None:
                     f"round {index + 1} {name:14s} {f['requests_per_s']:8.1f} req/s "
                     f"{f['mb_per_s']:8.2f} MB/s p50 {f['p50_ms']:7.1f} ms  p99 {f['p99_ms']:7.1f} ms"
                     f"  {f['statuses']}"
+                    + (f" no answer: {f['transport_errors']}" if "transport_errors" in f else "")
                 )
         middle = sorted(rounds, key=lambda r: r["ratio"])[len(rounds) // 2]
         bare, ours, ratio = middle["bare endpoint"], middle["receiver"], middle["ratio"]
