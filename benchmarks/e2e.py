@@ -23,18 +23,18 @@ process; merges the figures into benchmarks/results/latest.json.
 
 from __future__ import annotations
 
-import os
+from bytefreezer.memory import prefer_arrow_pool
 
-# Arrow's memory pool as the `bytefreezer` command chooses it (bytefreezer/memory.py): set in
-# the environment before pyarrow loads, since Arrow reads it once.
-os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+prefer_arrow_pool()  # Arrow's pool as the `bytefreezer` command chooses it, before pyarrow loads
 
 import argparse
 import gzip
 import io
+import os
 import platform
 import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -141,16 +141,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
-
-
 def _stage(
     mb: float, records: int, passes: list[float], baseline_passes: list[float]
 ) -> dict[str, Any]:
     """A stage's figures: its rates from the median pass of each side, its ratio the median of
     the pairs' ratios (a pair ran at the same moment of the machine)."""
-    seconds, baseline_seconds = _median(passes), _median(baseline_passes)
+    seconds, baseline_seconds = statistics.median(passes), statistics.median(baseline_passes)
     pairs = [b / o for o, b in zip(passes, baseline_passes, strict=True)]
     return {
         "pair_ratios": [round(r, 3) for r in pairs],
@@ -159,7 +155,7 @@ def _stage(
         "records_per_s": round(records / seconds),
         "baseline_seconds": round(baseline_seconds, 3),
         "baseline_mb_per_s": round(mb / baseline_seconds, 1),
-        "ratio": round(_median(pairs), 3),
+        "ratio": round(statistics.median(pairs), 3),
     }
 
 

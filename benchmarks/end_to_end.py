@@ -17,16 +17,16 @@ figures into benchmarks/results/latest.json under "end_to_end".
 
 from __future__ import annotations
 
-import os
+from bytefreezer.memory import prefer_arrow_pool
 
-# Arrow's memory pool as the `bytefreezer` command chooses it (bytefreezer/memory.py): set in
-# the environment before pyarrow loads, since Arrow reads it once.
-os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+prefer_arrow_pool()  # Arrow's pool as the `bytefreezer` command chooses it, before pyarrow loads
 
 import argparse
 import asyncio
 import gzip
+import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -116,10 +116,6 @@ async def post_all(url: str, key: str, bodies: list[bytes], clients: int) -> Non
         await asyncio.gather(*(worker(client) for _ in range(clients)))
 
 
-def _median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
-
-
 def duckdb_seconds(source: Path, target: Path) -> float:
     started = time.perf_counter()
     duckdb.sql(f"COPY (SELECT * FROM read_json_auto('{source}')) TO '{target}' (FORMAT parquet)")
@@ -190,7 +186,7 @@ def main() -> None:
             if visible_rows(destination) != len(lines):  # every record once, read as a dataset
                 raise SystemExit(f"{visible_rows(destination)} rows visible, {len(lines)} posted")
         duck_s, arrow_s, ours_s, posted_s = (
-            _median(seconds[k]) for k in ("duckdb", "pyarrow", "ours", "posted")
+            statistics.median(seconds[k]) for k in ("duckdb", "pyarrow", "ours", "posted")
         )
         pairs = [d / o for d, o in zip(seconds["duckdb"], seconds["ours"], strict=True)]
         result = {
@@ -203,7 +199,7 @@ def main() -> None:
             "mb_per_s": round(mb / ours_s, 1),
             "duckdb_seconds": round(duck_s, 3),
             "duckdb_mb_per_s": round(mb / duck_s, 1),
-            "ratio": round(_median(pairs), 3),
+            "ratio": round(statistics.median(pairs), 3),
             "pair_ratios": [round(r, 3) for r in pairs],
             "pyarrow_seconds": round(arrow_s, 3),
             "pyarrow_ratio": round(duck_s / arrow_s, 3),

@@ -15,11 +15,9 @@ and the ratios; merges the figures into benchmarks/results/latest.json under "s3
 
 from __future__ import annotations
 
-import os
+from bytefreezer.memory import prefer_arrow_pool
 
-# Arrow's memory pool as the `bytefreezer` command chooses it (bytefreezer/memory.py): set in
-# the environment before pyarrow loads, since Arrow reads it once.
-os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+prefer_arrow_pool()  # Arrow's pool as the `bytefreezer` command chooses it, before pyarrow loads
 
 import argparse
 import asyncio

@@ -27,18 +27,16 @@ remained). So the choice is made in the environment, before pyarrow is imported.
 from __future__ import annotations
 
 import os
-import sys
 
 ARROW_POOL = "system"
 ARROW_POOL_VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
 
 
-def prefer_arrow_pool() -> bool:
+def prefer_arrow_pool() -> None:
     """Have Arrow allocate from ``ARROW_POOL`` in this process and the processes it starts,
-    unless the operator chose a pool in ``ARROW_DEFAULT_MEMORY_POOL``. Whether the choice is
-    in effect: ``False`` when pyarrow was already loaded (too late)."""
+    unless the operator chose a pool in ``ARROW_DEFAULT_MEMORY_POOL``. Call it before anything
+    imports pyarrow: a process that has loaded it keeps the pool it started with."""
     os.environ.setdefault(ARROW_POOL_VARIABLE, ARROW_POOL)
-    return "pyarrow" not in sys.modules
 
 
 def arrow_pool() -> str:
