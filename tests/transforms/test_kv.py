@@ -9,6 +9,8 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bytefreezer.transforms.builtin.kv import _QUOTES, Kv, KvConfig, _value, pair_pattern
 from bytefreezer.transforms.tables import get_column, rows_to_table, set_column, string_values
@@ -64,6 +66,9 @@ CONFIGS: list[dict[str, Any]] = [
     {"field": "m", "exclude_keys": ["b"], "trim_key": " c", "trim_value": "'"},
     {"field": "m", "field_split": "&", "value_split": ":", "target_field": "q"},
     {"field": "m", "target_field": "q", "defaults": {"z": "0"}, "trim_value": ""},
+    # Several split characters, and a non-ASCII one: the column path without byte search.
+    {"field": "m", "field_split": ", ", "value_split": "=:"},
+    {"field": "m", "field_split": "|", "value_split": "→", "trim_value": "\"'« »"},
 ]
 
 
@@ -87,4 +92,47 @@ def test_a_later_value_of_a_key_wins_and_defaults_fill_the_rest() -> None:
         {"a": "2", "b": "none"},
         {"a": None, "b": "3"},
         {"a": None, "b": "none"},
+    ]
+
+
+# Characters that matter to the split: separators, quotes, escapes, the marks the vectorised
+# split writes (\x01, \x03), whitespace Python strips from keys, and multi-byte text.
+ALPHABET = " =:,|&\"'\\\x01\x02\x03\n\tabcé«»→\u00a0\x1c"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    texts=st.lists(st.none() | st.text(alphabet=ALPHABET, max_size=40), max_size=12),
+    config=st.sampled_from(CONFIGS),
+    trim_key=st.sampled_from(["", " a", "é"]),
+)
+def test_kv_on_any_text_finds_what_findall_finds(
+    texts: list[str | None], config: dict[str, Any], trim_key: str
+) -> None:
+    cfg = KvConfig.model_validate({**config, "trim_key": trim_key})
+    table = pa.table({"id": list(range(len(texts))), "m": pa.array(texts, pa.string())})
+    ours, theirs = Kv(cfg).apply(table), reference(table, cfg)
+    assert ours.to_pylist() == theirs.to_pylist()
+    assert ours.schema == theirs.schema
+
+
+def test_rows_holding_the_split_marks_are_split_by_the_loop() -> None:
+    cfg = KvConfig(field="m")
+    table = pa.table({"m": ["a=1 b=\x01x", 'c="\x03" d=2', "e=5"]})
+    assert Kv(cfg).apply(table).select(["a", "b", "c", "d", "e"]).to_pylist() == [
+        {"a": "1", "b": "\x01x", "c": None, "d": None, "e": None},
+        {"a": None, "b": None, "c": "\x03", "d": "2", "e": None},
+        {"a": None, "b": None, "c": None, "d": None, "e": "5"},
+    ]
+
+
+def test_a_column_of_several_chunks_keeps_its_rows() -> None:
+    cfg = KvConfig(field="m")
+    chunks = pa.chunked_array([["a=1", None], ['b="x y" a=2'], [], ["a=3 a=4"]])
+    table = pa.table({"m": chunks})
+    assert Kv(cfg).apply(table).select(["a", "b"]).to_pylist() == [
+        {"a": "1", "b": None},
+        {"a": None, "b": None},
+        {"a": "2", "b": "x y"},
+        {"a": "4", "b": None},
     ]

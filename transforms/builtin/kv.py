@@ -46,38 +46,225 @@ class Kv(Transform):
         column = get_column(table, cfg.field)
         if column is None:
             return table
-        pairs = pair_pattern(cfg.field_split, cfg.value_split).findall
-        include, exclude = set(cfg.include_keys), set(cfg.exclude_keys)
-        strip_key = cfg.trim_key or None  # None: whitespace
-        trim = cfg.trim_value
-        # Straight into columns: per key, the rows that have it and their values (a row's last
-        # value of a key wins, as in a dict).
-        found: dict[str, tuple[list[int], list[str]]] = {}
-        for row, text in enumerate(string_values(column).to_pylist()):
-            if text is None:
-                continue
-            for key, value in pairs(text):
-                key = key.strip(strip_key)
-                if not key or (include and key not in include) or key in exclude:
-                    continue
-                entry = found.get(key)
-                if entry is None:
-                    entry = found[key] = ([], [])
-                entry[0].append(row)
-                entry[1].append(_value(value, trim) if value[:1] in _QUOTES else value.strip(trim))
         n = table.num_rows
         if n == 0:
             return set_column(table, cfg.target_field, pa.nulls(0)) if cfg.target_field else table
+        rows, keys, values = pairs(string_values(column), cfg)
+        # Straight into columns: per key, the rows that have it and their values (a row's last
+        # value of a key wins, as in a dict), keys in the order they first appear.
         columns = {name: pa.repeat(value, n) for name, value in cfg.defaults.items()}
-        for key, (rows, values) in found.items():
+        for key, at in _by_key(keys, cfg).items():
             name = cfg.prefix + key
-            spread = _spread(rows, values, n)
+            spread = _spread(rows[at], values.take(pa.array(at)), n)
             columns[name] = pc.coalesce(spread, columns[name]) if name in columns else spread
         if cfg.target_field:
             return set_column(table, cfg.target_field, _as_objects(columns, n))
-        for name, values in columns.items():
-            table = set_column(table, name, values)
+        for name, column_values in columns.items():
+            table = set_column(table, name, column_values)
         return table
+
+
+# Around each pair the vectorised split writes these marks (ASCII, so never a byte inside a
+# character); text that holds them already is split by the loop instead.
+_START, _END = 0x01, 0x03
+_BACKSLASH = 0x5C
+
+
+def pairs(texts: pa.ChunkedArray, cfg: KvConfig) -> tuple[np.ndarray, pa.Array, pa.Array]:
+    """Every pair of ``texts`` as its row, key (as written) and value (trimmed, unquoted), in
+    row order, each row's pairs as they appear: what ``pair_pattern(...).findall`` finds.
+
+    Arrow's regex kernel marks every pair of a column in one pass (RE2 finds the same leftmost
+    matches as Python's ``findall``); the marks and each pair's first value separator are
+    then found in the marked text's bytes, and keys and values are cut out of it. Rows that
+    hold a mark character already are split by the per-row loop."""
+    pattern = _arrow_pair_pattern(cfg.field_split, cfg.value_split)
+    rows: list[np.ndarray] = []
+    keys: list[pa.Array] = []
+    values: list[pa.Array] = []
+    base = 0
+    for chunk in texts.chunks:
+        data, offsets = _bytes(chunk)
+        low = np.flatnonzero(data <= _END)
+        low = low[(data[low] == _START) | (data[low] == _END)]
+        looped = np.unique(np.searchsorted(offsets, low, side="right") - 1)
+        if len(looped):
+            texts_looped = chunk.take(pa.array(looped)).to_pylist()
+            mask = np.zeros(len(chunk), dtype=bool)
+            mask[looped] = True
+            chunk = pc.if_else(pa.array(mask), pa.scalar(None, pa.string()), chunk)
+        at, key, value = _split(chunk, pattern, cfg)
+        if len(looped):
+            at, key, value = _with_looped(at, key, value, looped, texts_looped, cfg)
+        rows.append(at + base)
+        keys.append(key)
+        values.append(value)
+        base += len(chunk)
+    return np.concatenate(rows), pa.concat_arrays(keys), pa.concat_arrays(values)
+
+
+def _split(texts: pa.Array, pattern: str, cfg: KvConfig) -> tuple[np.ndarray, pa.Array, pa.Array]:
+    """``pairs`` of rows without marks."""
+    marked = pc.replace_substring_regex(pc.fill_null(texts, ""), pattern, "\x01\\0\x03")
+    data, offsets = _bytes(marked)
+    low = np.flatnonzero(data <= _END)
+    starts = low[data[low] == _START] + 1
+    ends = low[data[low] == _END]
+    # Each row's pairs: the marks before its end (fewer rows than pairs to look up).
+    rows = np.repeat(np.arange(len(texts)), np.diff(np.searchsorted(starts, offsets)))
+    vs, trim = cfg.value_split, cfg.trim_value
+    if not (len(vs) == 1 and vs.isascii() and trim.isascii()):
+        found = _pieces(data, [starts, ends]).take(pa.array(np.arange(0, 2 * len(starts), 2)))
+        halves = pc.split_pattern_regex(found, f"[{_arrow_chars(vs)}]", max_splits=1)
+        return rows, pc.list_element(halves, 0), _trimmed(pc.list_element(halves, 1), trim)
+    # A key holds no value separator: a pair's first one ends its key.
+    separators = np.flatnonzero(data == ord(vs))
+    cuts = separators[np.searchsorted(separators, starts)]
+    first, last, quoted = _unquoted(data, cuts + 1, ends, trim)
+    # The marked text cut into key, separator, value, and the rest up to the next key: keys
+    # and values are every fourth piece.
+    pieces = _pieces(data, [starts, cuts, first, last])
+    key = pieces.take(pa.array(np.arange(0, 4 * len(starts), 4)))
+    value = pieces.take(pa.array(np.arange(2, 4 * len(starts), 4)))
+    backslashes = np.flatnonzero(data == _BACKSLASH)
+    if len(backslashes):  # a quoted value's escaped quotes and backslashes
+        inside = np.searchsorted(backslashes, last) - np.searchsorted(backslashes, first)
+        escaped = quoted & (inside > 0)
+        if escaped.any():
+            at = pa.array(np.flatnonzero(escaped))
+            unescaped = pc.replace_substring_regex(value.take(at), _ESCAPED.pattern, "\\1")
+            value = pc.replace_with_mask(value, pa.array(escaped), unescaped)
+    return rows, key, value
+
+
+def _unquoted(
+    data: np.ndarray, first: np.ndarray, last: np.ndarray, trim: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_value`` on the values ``data[first:last]`` (``trim`` ASCII): the bounds of what is
+    kept, and which values were quoted (their escapes still to undo)."""
+    first, last = first.copy(), last.copy()
+    some = last > first
+    head = np.where(some, data[np.minimum(first, len(data) - 1)], 0) if len(data) else first * 0
+    tail = np.where(some, data[np.maximum(last - 1, 0)], 0) if len(data) else first * 0
+    quoted = np.zeros(len(first), dtype=bool)
+    for quote in _QUOTES:
+        if quote in trim:
+            quoted |= (last - first >= 2) & (head == ord(quote)) & (tail == ord(quote))
+    first[quoted] += 1
+    last[quoted] -= 1
+    if trim:
+        trimmed = np.zeros(256, dtype=bool)
+        trimmed[list(trim.encode())] = True
+        for bound, step in ((first, 1), (last, -1)):
+            moving = np.flatnonzero(~quoted)
+            while len(moving):
+                at = bound[moving] if step == 1 else bound[moving] - 1
+                moving = moving[(first[moving] < last[moving]) & trimmed[data[at]]]
+                bound[moving] += step
+    return first, last, quoted
+
+
+def _pieces(data: np.ndarray, cuts: list[np.ndarray]) -> pa.Array:
+    """``data`` cut at the interleaved ``cuts`` (each of them ascending and the interleaving
+    too) into strings, without copying."""
+    bounds = np.empty(len(cuts) * len(cuts[0]) + 1, dtype=np.int32)
+    for i, cut in enumerate(cuts):
+        bounds[i : -1 : len(cuts)] = cut
+    bounds[-1] = bounds[-2] if len(bounds) > 1 else 0
+    return pa.StringArray.from_buffers(len(bounds) - 1, pa.py_buffer(bounds), pa.py_buffer(data))
+
+
+def _bytes(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The text of ``strings`` as bytes, and where each row starts in them (n + 1 offsets)."""
+    _, offsets_buffer, data_buffer = strings.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[
+        strings.offset : strings.offset + len(strings) + 1
+    ].astype(np.int64)
+    if data_buffer is None:
+        return np.empty(0, dtype=np.uint8), offsets - offsets[0]
+    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
+    return data, offsets - offsets[0]
+
+
+def _with_looped(
+    at: np.ndarray,
+    key: pa.Array,
+    value: pa.Array,
+    looped: np.ndarray,
+    texts: list[str | None],
+    cfg: KvConfig,
+) -> tuple[np.ndarray, pa.Array, pa.Array]:
+    """The split pairs with those of the ``looped`` rows (``texts``), in row order."""
+    findall = pair_pattern(cfg.field_split, cfg.value_split).findall
+    trim = cfg.trim_value
+    more = [
+        (row, k, _value(v, trim) if v[:1] in _QUOTES else v.strip(trim))
+        for row, text in zip(looped.tolist(), texts, strict=True)
+        if text is not None
+        for k, v in findall(text)
+    ]
+    if not more:
+        return at, key, value
+    rows = np.concatenate([at, np.array([row for row, _, _ in more], dtype=np.int64)])
+    order = np.argsort(rows, kind="stable")  # a row's pairs all come from one side
+    keys = pa.concat_arrays([key, pa.array([k for _, k, _ in more], pa.string())])
+    values = pa.concat_arrays([value, pa.array([v for _, _, v in more], pa.string())])
+    return rows[order], keys.take(pa.array(order)), values.take(pa.array(order))
+
+
+def _trimmed(values: pa.Array, trim: str) -> pa.Array:
+    """``_value`` for a column (any ``trim``): ``trim`` stripped from both ends, and a value
+    quoted with a quote in ``trim`` loses exactly its quotes and has escaped quotes and
+    backslashes unescaped."""
+    stripped = pc.utf8_trim(values, trim) if trim else values
+    quoted = None
+    for quote in _QUOTES:
+        if quote in trim:
+            both = pc.and_(pc.starts_with(values, quote), pc.ends_with(values, quote))
+            both = pc.and_(both, pc.greater_equal(pc.utf8_length(values), 2))
+            quoted = both if quoted is None else pc.or_(quoted, both)
+    if quoted is None or not pc.any(quoted).as_py():
+        return stripped
+    inner = pc.utf8_slice_codeunits(values, 1, -1)
+    escaped = pc.match_substring(inner, "\\")
+    if pc.any(pc.and_(quoted, escaped)).as_py():
+        unescaped = pc.replace_substring_regex(inner, _ESCAPED.pattern, "\\1")
+        inner = pc.if_else(escaped, unescaped, inner)
+    return pc.if_else(quoted, inner, stripped)
+
+
+def _by_key(keys: pa.Array, cfg: KvConfig) -> dict[str, np.ndarray]:
+    """Per kept key (stripped, included, not excluded), the positions of its pairs in order;
+    keys in the order they first appear. Keys are stripped and judged once per distinct key."""
+    if not len(keys):
+        return {}
+    encoded = pc.dictionary_encode(keys)
+    include, exclude = set(cfg.include_keys), set(cfg.exclude_keys)
+    strip_key = cfg.trim_key or None  # None: whitespace
+    kept: dict[str, int] = {}
+    numbers = np.full(len(encoded.dictionary), -1, dtype=np.int64)
+    for code, written in enumerate(encoded.dictionary.to_pylist()):
+        key = written.strip(strip_key)
+        if key and (not include or key in include) and key not in exclude:
+            numbers[code] = kept.setdefault(key, len(kept))
+    number = numbers[encoded.indices.to_numpy(zero_copy_only=False)]
+    order = np.argsort(number, kind="stable")  # by key, each key's pairs in row order
+    bounds = np.searchsorted(number[order], np.arange(len(kept) + 1))
+    return {key: order[bounds[k] : bounds[k + 1]] for key, k in kept.items()}
+
+
+def _arrow_chars(chars: str) -> str:
+    """``chars`` for a character class of RE2 (Arrow's regex engine)."""
+    return "".join(c if c.isascii() and c.isalnum() else f"\\x{{{ord(c):x}}}" for c in chars)
+
+
+def _arrow_pair_pattern(field_split: str, value_split: str) -> str:
+    """``pair_pattern`` for RE2, without its groups (the whole match is marked, then split)."""
+    fs, vs = _arrow_chars(field_split), _arrow_chars(value_split)
+    return (
+        rf"[^{fs}{vs}]+[{vs}]"
+        rf"(?:\"[^\"\\]*(?:\\.[^\"\\]*)*\"|'[^'\\]*(?:\\.[^'\\]*)*'|[^{fs}]*)"
+    )
 
 
 def pair_pattern(field_split: str, value_split: str) -> re.Pattern[str]:
@@ -89,15 +276,15 @@ def pair_pattern(field_split: str, value_split: str) -> re.Pattern[str]:
     )
 
 
-def _spread(rows: list[int], values: list[str], n: int) -> pa.Array:
+def _spread(rows: np.ndarray, values: pa.Array | pa.ChunkedArray, n: int) -> pa.Array:
     """``values`` at ``rows`` (ascending; of a row given twice, the last) of ``n``, null
     elsewhere."""
-    at = np.asarray(rows, dtype=np.int64)
-    last = np.ones(len(at), dtype=bool)
-    last[:-1] = at[1:] != at[:-1]
+    last = np.ones(len(rows), dtype=bool)
+    last[:-1] = rows[1:] != rows[:-1]
     index = np.full(n, -1, dtype=np.int64)
-    index[at[last]] = np.flatnonzero(last)
-    return pa.array(values, pa.string()).take(pa.array(index, mask=index < 0))
+    index[rows[last]] = np.flatnonzero(last)
+    spread = values.take(pa.array(index, mask=index < 0))
+    return spread.combine_chunks() if isinstance(spread, pa.ChunkedArray) else spread
 
 
 def _as_objects(columns: dict[str, pa.Array], n: int) -> pa.Array:
