@@ -11,6 +11,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -177,6 +178,28 @@ def test_streaming_in_passes_with_small_batches_writes_the_same_files(
     files, row_groups = _pack(tmp_path, "small")
     assert files == expected
     assert row_groups > 15
+
+
+def test_small_files_encoded_in_memory_are_the_files_streamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small output is encoded in memory and written in one call; the file is the one the
+    streaming writer writes."""
+    opened: list[object] = []
+
+    class Counted(packer._BufferedWriter):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            opened.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(packer, "_BufferedWriter", Counted)
+    buffered, buffered_groups = _pack(tmp_path, "buffered")
+    assert len(opened) == 15  # every file of this run is small
+    monkeypatch.setattr(packer, "SMALL_FILE_BYTES", 0)
+    streamed, streamed_groups = _pack(tmp_path, "streamed")
+    assert len(opened) == 15
+    assert buffered == streamed
+    assert buffered_groups == streamed_groups == 15
 
 
 def test_a_time_field_of_different_types_across_inputs_partitions_by_each_ones_value(
