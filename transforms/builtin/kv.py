@@ -49,7 +49,7 @@ class Kv(Transform):
         n = table.num_rows
         if n == 0:
             return set_column(table, cfg.target_field, pa.nulls(0)) if cfg.target_field else table
-        rows, keys, values = pairs(string_values(column), cfg)
+        rows, keys, values = _pairs(string_values(column), cfg)
         # Straight into columns: per key, the rows that have it and their values (a row's last
         # value of a key wins, as in a dict), keys in the order they first appear.
         columns = {name: pa.repeat(value, n) for name, value in cfg.defaults.items()}
@@ -70,7 +70,7 @@ _START, _END = 0x01, 0x03
 _BACKSLASH = 0x5C
 
 
-def pairs(texts: pa.ChunkedArray, cfg: KvConfig) -> tuple[np.ndarray, pa.Array, pa.Array]:
+def _pairs(texts: pa.ChunkedArray, cfg: KvConfig) -> tuple[np.ndarray, pa.Array, pa.Array]:
     """Every pair of ``texts`` as its row, key (as written) and value (trimmed, unquoted), in
     row order, each row's pairs as they appear: what ``pair_pattern(...).findall`` finds.
 
@@ -104,7 +104,7 @@ def pairs(texts: pa.ChunkedArray, cfg: KvConfig) -> tuple[np.ndarray, pa.Array, 
 
 
 def _split(texts: pa.Array, pattern: str, cfg: KvConfig) -> tuple[np.ndarray, pa.Array, pa.Array]:
-    """``pairs`` of rows without marks."""
+    """``_pairs`` of rows without marks."""
     marked = pc.replace_substring_regex(pc.fill_null(texts, ""), pattern, "\x01\\0\x03")
     data, offsets = _bytes(marked)
     low = np.flatnonzero(data <= _END)
