@@ -74,12 +74,7 @@ from bytefreezer.pipelines.parquet import (
     repeating_columns,
 )
 from bytefreezer.pipelines.partitioning import Partitions, event_times, partitions
-from bytefreezer.pipelines.piper import (
-    STAGED_COMPRESSION,
-    STAGED_LEVEL,
-    STAGED_TRACE_KEY,
-    set_aside_letter,
-)
+from bytefreezer.pipelines.piper import STAGED_TRACE_KEY, set_aside_letter, staged_parquet
 from bytefreezer.pipelines.runner import (
     CycleStats,
     Distributed,
@@ -233,7 +228,7 @@ def output_ratio(staged: bytes, compression: str) -> float:
     batches = parquet_file(staged).iter_batches(batch_size=OUTPUT_SAMPLE_ROWS)
     sample = pa.Table.from_batches([next(batches)])
     as_output = parquet_bytes(sample, compression)
-    return len(as_output) / len(parquet_bytes(sample, STAGED_COMPRESSION, level=STAGED_LEVEL))
+    return len(as_output) / len(staged_parquet(sample))
 
 
 def plan_outputs(

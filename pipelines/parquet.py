@@ -117,13 +117,19 @@ def _empty_objects_as_text(kind: pa.DataType) -> pa.DataType:
     return kind
 
 
-def parquet_bytes(table: pa.Table, compression: str, *, level: int | None = None) -> bytes:
-    """``table`` as a Parquet file (``compression`` "none" writes it uncompressed); see
-    ``writable``."""
+def parquet_bytes(
+    table: pa.Table, compression: str, *, level: int | None = None, statistics: bool = True
+) -> bytes:
+    """``table`` as a Parquet file (``compression`` "none" writes it uncompressed; column
+    statistics unless ``statistics`` is false); see ``writable``."""
     table = writable(table)
     sink = io.BytesIO()
     pq.write_table(
-        table, sink, compression_level=level, **writer_options(table.schema, compression, table)
+        table,
+        sink,
+        compression_level=level,
+        write_statistics=statistics,
+        **writer_options(table.schema, compression, table),
     )
     return sink.getvalue()
 

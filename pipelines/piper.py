@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -44,6 +44,9 @@ from bytefreezer.transforms import Chain, Context, compile_chain
 from bytefreezer.transforms.registry import registry_version
 from bytefreezer.transforms.tables import JsonFields
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 log = logging.getLogger(__name__)
 NAMESPACE = "piper"
 # Staged objects live minutes: zstd at its fastest level. LZ4 writes a 1 MB NDJSON object of
@@ -61,6 +64,12 @@ MAX_CACHED_CHAINS = 256  # compiled chains an instance keeps (datasets and their
 _FIELDS: dict[tuple[str, str, str], JsonFields] = {}
 _FIELDS_LOCK = threading.Lock()
 MAX_LEARNED_DATASETS = 4096
+
+
+def staged_parquet(table: pa.Table) -> bytes:
+    """``table`` as piper stages it: zstd at its fastest level, and no column statistics (only
+    packer reads a staged object, and whole: 12% less time to write 4 MB of security events)."""
+    return parquet_bytes(table, STAGED_COMPRESSION, level=STAGED_LEVEL, statistics=False)
 
 
 @dataclass(frozen=True)
@@ -249,7 +258,7 @@ class _ProcessIntakeFn(ObjectFn):
                 table = table.replace_schema_metadata(
                     {**(table.schema.metadata or {}), STAGED_TRACE_KEY: trace[TRACEPARENT]}
                 )
-            staged = parquet_bytes(table, STAGED_COMPRESSION, level=STAGED_LEVEL)
+            staged = staged_parquet(table)
             rows_out = table.num_rows
         return staged, rows_in, rows_out, dead
 

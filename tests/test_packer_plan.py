@@ -30,8 +30,7 @@ from bytefreezer.pipelines.packer import (
     run_packer_cycle,
     summarize,
 )
-from bytefreezer.pipelines.parquet import parquet_bytes
-from bytefreezer.pipelines.piper import STAGED_COMPRESSION, STAGED_LEVEL, run_piper_cycle
+from bytefreezer.pipelines.piper import run_piper_cycle, staged_parquet
 from bytefreezer.storage import ObjectStore, Storage
 from tests.conftest import fast_settings
 from tests.e2e.test_recovery import post, setup_stack
@@ -96,7 +95,7 @@ def _log_lines(n: int, seed: int) -> list[bytes]:
 
 def test_output_ratio_follows_the_destination_codec() -> None:
     table = pa.Table.from_pylist([json.loads(line) for line in _log_lines(5_000, 1)])
-    staged = parquet_bytes(table, STAGED_COMPRESSION, level=STAGED_LEVEL)
+    staged = staged_parquet(table)
     assert output_ratio(staged, "none") > 3  # these lines compress six times
     assert output_ratio(staged, "snappy") > 1.5
     assert output_ratio(staged, "zstd") == pytest.approx(1.0, abs=0.05)
@@ -426,3 +425,21 @@ def test_rows_already_together_by_partition_and_rows_apart_land_alike_in_input_o
         f"hour=0{hour}": [i for i, h in blocks + interleaved if h == hour] for hour in (1, 2, 3)
     }
     assert by_hour == expected
+
+
+def test_staged_objects_carry_no_statistics_and_packed_files_do(tmp_path: Path) -> None:
+    """Only packer reads a staged object, and whole: piper writes it without column statistics;
+    the files packer writes keep them for the queries that prune by them."""
+    settings, control, storage = setup_stack(tmp_path)
+    post(storage, range(100))
+    run_piper_cycle(settings, control, storage)
+    staged = [o.key for o in storage.piper.list() if o.key.endswith(".parquet")]
+    assert len(staged) == 1
+    meta = pq.ParquetFile(io.BytesIO(storage.piper.get(staged[0]))).metadata
+    assert meta.num_rows == 100
+    assert not any(meta.row_group(0).column(i).is_stats_set for i in range(meta.num_columns))
+    run_packer_cycle(settings, control, storage)
+    root = settings.data_dir / "destination" / "acme" / "web"
+    for path in root.rglob("*.parquet"):
+        column = pq.ParquetFile(path).metadata.row_group(0).column(0)
+        assert column.is_stats_set and column.statistics.has_min_max
