@@ -570,6 +570,7 @@ class _PackDatasetFn(ObjectFn):
         dataset: Dataset,
         dest: ObjectStore,
         kept: dict[str, tuple[bytes, Partitions | None]],
+        ratio: float,
     ) -> None:
         """Stream the staged objects into the planned files, one input in memory at a time
         (``kept`` holds the bytes and row partitions of inputs already read, which are not
@@ -596,8 +597,9 @@ class _PackDatasetFn(ObjectFn):
         if judge and earlier is not None and time.monotonic() - earlier[0] < JUDGMENT_SECONDS:
             repeating, judged = earlier[1], DICTIONARY_SAMPLE_ROWS
 
-        staged_bytes_per_row = sum(s.size for s in summaries) / max(
-            sum(s.rows for s in summaries), 1
+        # What a row of output takes, as plan_outputs expects it (``ratio``: ``output_ratio``).
+        bytes_per_row = (
+            sum(s.size for s in summaries) * ratio / max(sum(s.rows for s in summaries), 1)
         )
 
         def open_file(planned: PlannedFile) -> tuple[PendingObject, FileWriter]:
@@ -605,7 +607,7 @@ class _PackDatasetFn(ObjectFn):
             self.count("files_written")
             self.count("rows_written", planned.rows)
             dictionaries = file_dictionaries(repeating, planned.rows)
-            small = planned.rows * staged_bytes_per_row <= SMALL_FILE_BYTES
+            small = planned.rows * bytes_per_row <= SMALL_FILE_BYTES
             writer = (_BufferedWriter if small else pq.ParquetWriter)(
                 pending.file, schema, compression=compression, use_dictionary=dictionaries
             )
@@ -799,7 +801,7 @@ class _PackDatasetFn(ObjectFn):
                 manifest["outputs"] = [{"path": f.path, "rows": f.rows} for f in files]
                 piper.put(key, json.dumps(manifest).encode())
                 try:
-                    self._write_files(summaries, schema, files, dataset, dest, kept)
+                    self._write_files(summaries, schema, files, dataset, dest, kept, ratio)
                     break
                 except _Unreadable as bad:
                     # Found while writing: this run's files go (some may be in place),

@@ -443,3 +443,41 @@ def test_staged_objects_carry_no_statistics_and_packed_files_do(tmp_path: Path) 
     for path in root.rglob("*.parquet"):
         column = pq.ParquetFile(path).metadata.row_group(0).column(0)
         assert column.is_stats_set and column.statistics.has_min_max
+
+
+def test_a_file_is_small_by_the_bytes_its_own_codec_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same rows make a small file in zstd and a large one uncompressed: only the zstd
+    dataset's file is encoded in memory. (A run too small to fill half a file is planned at
+    its staged size: all its files together stay under half the size limit.)"""
+    opened: list[str] = []
+
+    class Counted(packer._BufferedWriter):
+        def __init__(self, file: Any, schema: pa.Schema, **options: Any) -> None:
+            opened.append(str(options["compression"]))
+            super().__init__(file, schema, **options)
+
+    settings, control, storage = setup_stack(tmp_path)
+    raw = ParquetOptions(compression="none", max_file_size_mb=1)
+    control.create_dataset("acme", DatasetSpec(name="raw", parquet=raw))
+    lines = [
+        json.dumps({"id": i, "timestamp": "2026-02-01T00:00:00Z", "pad": f"{i:08d}" * 50})
+        for i in range(2000)
+    ]
+    body = gzip.compress("\n".join(lines).encode())
+    for dataset in ("web", "raw"):
+        IntakeWriter(storage).write("acme", dataset, "ndjson", body, {})
+    run_piper_cycle(settings, control, storage)
+    staged = next(o.key for o in storage.piper.list() if o.key.startswith("acme/web/"))
+    data = storage.piper.get(staged)
+    uncompressed = output_ratio(data, "none")
+    assert uncompressed > 4  # the padding compresses well
+    # Between the zstd file's expected size and the uncompressed one's.
+    monkeypatch.setattr(packer, "SMALL_FILE_BYTES", int(len(data) * uncompressed / 2))
+    monkeypatch.setattr(packer, "_BufferedWriter", Counted)
+    run_packer_cycle(settings, control, storage)
+    assert opened == ["zstd"]
+    for dataset in ("web", "raw"):
+        root = settings.data_dir / "destination" / "acme" / dataset
+        assert sum(pq.read_table(path).num_rows for path in root.rglob("*.parquet")) == 2000
