@@ -231,6 +231,13 @@ def output_ratio(staged: bytes, compression: str) -> float:
     return len(as_output) / len(staged_parquet(sample))
 
 
+def output_bytes_per_row(summaries: list[StagedSummary], ratio: float) -> float:
+    """What a row of output is expected to take: the staged bytes per row times ``ratio``
+    (``output_ratio``)."""
+    rows = sum(s.rows for s in summaries)
+    return max(sum(s.size for s in summaries) * ratio / max(rows, 1), 1.0)
+
+
 def plan_outputs(
     summaries: list[StagedSummary],
     dataset: Dataset,
@@ -246,8 +253,7 @@ def plan_outputs(
     if not nonempty:
         return pa.schema([]), []
     schema = unified_schema([s.schema for s in nonempty])
-    total_rows = sum(s.rows for s in nonempty)
-    bytes_per_row = max(sum(s.size for s in summaries) * ratio / total_rows, 1.0)
+    bytes_per_row = output_bytes_per_row(summaries, ratio)
     limit = file_size_limit(dataset, max_file_size_mb)
     rows_per_file = max(1, int(limit * 0.9 / bytes_per_row))
     per_partition: dict[str, int] = {}
@@ -597,10 +603,7 @@ class _PackDatasetFn(ObjectFn):
         if judge and earlier is not None and time.monotonic() - earlier[0] < JUDGMENT_SECONDS:
             repeating, judged = earlier[1], DICTIONARY_SAMPLE_ROWS
 
-        # What a row of output takes, as plan_outputs expects it (``ratio``: ``output_ratio``).
-        bytes_per_row = (
-            sum(s.size for s in summaries) * ratio / max(sum(s.rows for s in summaries), 1)
-        )
+        bytes_per_row = output_bytes_per_row(summaries, ratio)  # as the plan expects it
 
         def open_file(planned: PlannedFile) -> tuple[PendingObject, FileWriter]:
             pending = dest.open_write(planned.path, durable=False)  # dest.sync() below

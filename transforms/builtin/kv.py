@@ -68,6 +68,7 @@ class Kv(Transform):
 # character); text that holds them already is split by the loop instead.
 _START, _END = 0x01, 0x03
 _BACKSLASH = 0x5C
+_NO_TEXT = pa.array([], pa.string())
 
 
 def _pairs(texts: pa.ChunkedArray, cfg: KvConfig) -> tuple[np.ndarray, pa.Array, pa.Array]:
@@ -77,23 +78,29 @@ def _pairs(texts: pa.ChunkedArray, cfg: KvConfig) -> tuple[np.ndarray, pa.Array,
     Arrow's regex kernel marks every pair of a column in one pass (RE2 finds the same leftmost
     matches as Python's ``findall``); the marks and each pair's first value separator are
     then found in the marked text's bytes, and keys and values are cut out of it. Rows that
-    hold a mark character already are split by the per-row loop."""
+    hold a mark character already are split by the per-row loop, and so is every row when the
+    value separator is not one ASCII character or the trimmed characters are not ASCII (the
+    byte search needs both)."""
+    vectorised = (
+        len(cfg.value_split) == 1 and cfg.value_split.isascii() and cfg.trim_value.isascii()
+    )
     pattern = _arrow_pair_pattern(cfg.field_split, cfg.value_split)
     rows: list[np.ndarray] = []
     keys: list[pa.Array] = []
     values: list[pa.Array] = []
     base = 0
     for chunk in texts.chunks:
-        data, offsets = _bytes(chunk)
-        low = np.flatnonzero(data <= _END)
-        low = low[(data[low] == _START) | (data[low] == _END)]
-        looped = np.unique(np.searchsorted(offsets, low, side="right") - 1)
-        if len(looped):
-            texts_looped = chunk.take(pa.array(looped)).to_pylist()
-            mask = np.zeros(len(chunk), dtype=bool)
-            mask[looped] = True
-            chunk = pc.if_else(pa.array(mask), pa.scalar(None, pa.string()), chunk)
-        at, key, value = _split(chunk, pattern, cfg)
+        if vectorised:
+            looped = _marked_rows(chunk)
+            texts_looped = chunk.take(pa.array(looped)).to_pylist() if len(looped) else []
+            if len(looped):
+                mask = np.zeros(len(chunk), dtype=bool)
+                mask[looped] = True
+                chunk = pc.if_else(pa.array(mask), pa.scalar(None, pa.string()), chunk)
+            at, key, value = _split(chunk, pattern, cfg)
+        else:
+            looped, texts_looped = np.arange(len(chunk)), chunk.to_pylist()
+            at, key, value = np.empty(0, dtype=np.int64), _NO_TEXT, _NO_TEXT
         if len(looped):
             at, key, value = _with_looped(at, key, value, looped, texts_looped, cfg)
         rows.append(at + base)
@@ -103,8 +110,16 @@ def _pairs(texts: pa.ChunkedArray, cfg: KvConfig) -> tuple[np.ndarray, pa.Array,
     return np.concatenate(rows), pa.concat_arrays(keys), pa.concat_arrays(values)
 
 
+def _marked_rows(texts: pa.Array) -> np.ndarray:
+    """The rows of ``texts`` that hold a mark character already."""
+    data, offsets = _bytes(texts)
+    low = np.flatnonzero(data <= _END)
+    low = low[(data[low] == _START) | (data[low] == _END)]
+    return np.unique(np.searchsorted(offsets, low, side="right") - 1)
+
+
 def _split(texts: pa.Array, pattern: str, cfg: KvConfig) -> tuple[np.ndarray, pa.Array, pa.Array]:
-    """``_pairs`` of rows without marks."""
+    """``_pairs`` of rows without marks, for a one-byte value separator and ASCII trim."""
     marked = pc.replace_substring_regex(pc.fill_null(texts, ""), pattern, "\x01\\0\x03")
     data, offsets = _bytes(marked)
     low = np.flatnonzero(data <= _END)
@@ -113,10 +128,6 @@ def _split(texts: pa.Array, pattern: str, cfg: KvConfig) -> tuple[np.ndarray, pa
     # Each row's pairs: the marks before its end (fewer rows than pairs to look up).
     rows = np.repeat(np.arange(len(texts)), np.diff(np.searchsorted(starts, offsets)))
     vs, trim = cfg.value_split, cfg.trim_value
-    if not (len(vs) == 1 and vs.isascii() and trim.isascii()):
-        found = _pieces(data, [starts, ends]).take(pa.array(np.arange(0, 2 * len(starts), 2)))
-        halves = pc.split_pattern_regex(found, f"[{_arrow_chars(vs)}]", max_splits=1)
-        return rows, pc.list_element(halves, 0), _trimmed(pc.list_element(halves, 1), trim)
     # A key holds no value separator: a pair's first one ends its key.
     separators = np.flatnonzero(data == ord(vs))
     cuts = separators[np.searchsorted(separators, starts)]
@@ -210,27 +221,6 @@ def _with_looped(
     keys = pa.concat_arrays([key, pa.array([k for _, k, _ in more], pa.string())])
     values = pa.concat_arrays([value, pa.array([v for _, _, v in more], pa.string())])
     return rows[order], keys.take(pa.array(order)), values.take(pa.array(order))
-
-
-def _trimmed(values: pa.Array, trim: str) -> pa.Array:
-    """``_value`` for a column (any ``trim``): ``trim`` stripped from both ends, and a value
-    quoted with a quote in ``trim`` loses exactly its quotes and has escaped quotes and
-    backslashes unescaped."""
-    stripped = pc.utf8_trim(values, trim) if trim else values
-    quoted = None
-    for quote in _QUOTES:
-        if quote in trim:
-            both = pc.and_(pc.starts_with(values, quote), pc.ends_with(values, quote))
-            both = pc.and_(both, pc.greater_equal(pc.utf8_length(values), 2))
-            quoted = both if quoted is None else pc.or_(quoted, both)
-    if quoted is None or not pc.any(quoted).as_py():
-        return stripped
-    inner = pc.utf8_slice_codeunits(values, 1, -1)
-    escaped = pc.match_substring(inner, "\\")
-    if pc.any(pc.and_(quoted, escaped)).as_py():
-        unescaped = pc.replace_substring_regex(inner, _ESCAPED.pattern, "\\1")
-        inner = pc.if_else(escaped, unescaped, inner)
-    return pc.if_else(quoted, inner, stripped)
 
 
 def _by_key(keys: pa.Array, cfg: KvConfig) -> dict[str, np.ndarray]:
