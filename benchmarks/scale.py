@@ -21,6 +21,7 @@ from bytefreezer.memory import prefer_arrow_pool
 prefer_arrow_pool()  # Arrow's pool as the `bytefreezer` command chooses it, before pyarrow loads
 
 import argparse
+import functools
 import gc
 import io
 import resource
@@ -38,7 +39,15 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import generate, merge_results, split_objects, stack, upload
+from common import (
+    forget_generated,
+    generated_ndjson,
+    gzipped,
+    merge_results,
+    stack,
+    tenant_objects,
+    upload,
+)
 
 from bytefreezer.pipelines.packer import run_packer_cycle
 from bytefreezer.pipelines.parquet import writer_options
@@ -53,9 +62,10 @@ CHAIN = [
 
 _STACKS: dict[Path, tuple[Any, Any, Any]] = {}
 GROWTH_SAMPLES = 5
+TWO_DAYS, ONE_HOUR = 86400 * 2, 3600  # the spans of event times compared
 
 
-def timed_run(mb: float, tenants: int, work: Path, span_seconds: int = 86400 * 2) -> float:
+def timed_run(mb: float, tenants: int, work: Path, span_seconds: int = TWO_DAYS) -> float:
     """Seconds piper + packer take for ``mb`` MB split evenly over ``tenants`` tenants (event
     times over ``span_seconds``), on the stack kept in ``work`` (created by the first run there,
     reused after, as a running poller keeps its datasets)."""
@@ -63,13 +73,8 @@ def timed_run(mb: float, tenants: int, work: Path, span_seconds: int = 86400 * 2
     if work not in _STACKS:
         _STACKS[work] = stack(work, CHAIN, names)
     settings, control, storage = _STACKS[work]
-    lines = generate(int(mb * 1024 * 1024), span_seconds=span_seconds)
-    per_tenant = max(1, len(lines) // tenants)
-    for index, name in enumerate(names):
-        chunk = lines[index * per_tenant : (index + 1) * per_tenant]
-        upload(storage, name, split_objects(chunk, 4 * 1024 * 1024))
-    # The generated events are the benchmark's, not the worker's: gone before the clock starts.
-    del lines, chunk
+    for name, bodies in zip(names, intake_bodies(mb, tenants, span_seconds), strict=True):
+        upload(storage, name, bodies, compressed=True)
     gc.collect()
     started = time.perf_counter()
     while storage.intake.list():
@@ -81,11 +86,23 @@ def timed_run(mb: float, tenants: int, work: Path, span_seconds: int = 86400 * 2
     return time.perf_counter() - started
 
 
+@functools.cache
+def intake_bodies(mb: float, tenants: int, span_seconds: int) -> list[list[bytes]]:
+    """Each tenant's gzip'd intake objects of ~4 MB for ``mb`` MB of events over ``tenants``
+    tenants, made once per process: the passes of a comparison upload the same bytes
+    (compressing them again was a tenth of this benchmark's time). Kept as bytes, nothing
+    for the garbage collector to scan while a pass is timed."""
+    shares = tenant_objects(
+        int(mb * 1024 * 1024), tenants, 4 * 1024 * 1024, span_seconds=span_seconds
+    )
+    return [gzipped(objects) for objects in shares]
+
+
 def arrow_alone_files(mb: float, tenants: int, out: Path) -> tuple[float, int]:
     """Seconds pyarrow alone takes to write ``mb`` MB of parsed events split over ``tenants``
     tenants as one zstd Parquet file per tenant and event hour (what packer writes), and how
     many files that is: the floor of what more, smaller files cost."""
-    table = pj.read_json(io.BytesIO(b"\n".join(generate(int(mb * 1024 * 1024)))))
+    table = pj.read_json(io.BytesIO(generated_ndjson(int(mb * 1024 * 1024))))
     hours = pc.strftime(pc.cast(table["timestamp"], pa.timestamp("s")), "%Y%m%d%H")
     per_tenant = -(-table.num_rows // tenants)
     out.mkdir(parents=True, exist_ok=True)
@@ -143,7 +160,8 @@ def main() -> None:
         work, mb = Path(args.prepare[0]), float(args.prepare[1])
         if not (work / "control.db").exists():
             _, _, storage = stack(work, CHAIN, ["mem"])
-            upload(storage, "mem", split_objects(generate(int(mb * 1024 * 1024)), 8 * 1024 * 1024))
+            (objects,) = tenant_objects(int(mb * 1024 * 1024), 1, 8 * 1024 * 1024)
+            upload(storage, "mem", objects)
         return
     if args.stage:
         stage, work = args.stage[0], Path(args.stage[1])
@@ -158,6 +176,16 @@ def main() -> None:
         return
 
     root = Path(tempfile.mkdtemp(prefix="bf-scale-"))
+    total = args.base_mb * 4
+    # Every pass's intake objects are made before the first is timed, and the generated events
+    # then dropped: the passes upload objects kept compressed, not a GiB of events besides.
+    for mb, tenants, span in [
+        *((args.base_mb * factor, 1, TWO_DAYS) for factor in (1, 4, 16)),
+        *((1, tenants, TWO_DAYS) for tenants in (1, 100)),
+        *((total, tenants, span) for tenants in (1, 100) for span in (TWO_DAYS, ONE_HOUR)),
+    ]:
+        intake_bodies(mb, tenants, span)
+    forget_generated()
     try:
         # Pipers and packers are long-lived: pay imports, the first DuckDB and Beam start-up,
         # each dataset's first run and the first growth of Arrow's memory pool once, outside
@@ -184,7 +212,6 @@ def main() -> None:
         per_mb = [g["seconds_per_mb"] for g in growth.values()]
         mean = sum(per_mb) / len(per_mb)
         spread = max(abs(v - mean) / mean for v in per_mb)
-        total = args.base_mb * 4
         for tenants in (1, 100):  # each stack's datasets have run once before they are timed
             timed_run(1, tenants, root / f"tenants-{tenants}")
 
@@ -208,11 +235,11 @@ def main() -> None:
                 "pair_ratios": [round(r, 3) for r in pairs],
             }
 
-        two_days = paired_passes(86400 * 2)
+        two_days = paired_passes(TWO_DAYS)
         one, hundred = two_days["one_tenant_s"], two_days["hundred_tenants_s"]
         # The same events within one hour, as a stream's batch holds them: one file per tenant
         # and hour instead of 48, so what remains is the cost of a tenant, not of a file.
-        one_hour = paired_passes(3600)
+        one_hour = paired_passes(ONE_HOUR)
         arrow_one, one_files = arrow_alone_files(total, 1, root / "arrow-1")
         arrow_hundred, hundred_files = arrow_alone_files(total, 100, root / "arrow-100")
         memory = {}
