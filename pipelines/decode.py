@@ -1,8 +1,9 @@
 """Decoders: raw intake bytes to an Arrow table plus the lines that could not be read.
 
-An intake object is gzip; with group commit it holds several members, one per request body,
-and each member is decoded on its own (a CSV header or a JSON array never spans two bodies).
-The decoder is chosen by the object's data hint when it names a format, else by the dataset's.
+An intake object is gzip; with group commit it holds several members, one per request body.
+The members of a line format (NDJSON, syslog, logfmt, ...) are read together as one document
+of their lines; those of other formats one by one (a CSV header or a JSON array never spans
+two bodies). The decoder is chosen by the object's data hint when it names a format, else by the dataset's.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from bytefreezer.transforms.tables import (
 )
 
 _MAX_BLOCK = 1 << 30
+_FIRST_SLICE, _LAST_SLICE = 16 << 10, 4 << 20  # compressed bytes fed to an inflater at once
 
 
 @dataclass
@@ -43,23 +45,35 @@ class Decoded:
 
 
 def gzip_members(data: bytes) -> Iterator[bytes]:
-    """The decompressed members of a gzip object (plain bytes pass through whole)."""
+    """The decompressed members of a gzip object (plain bytes pass through whole).
+
+    Each member's inflater is fed growing slices of the object (16 KiB, then twice as much
+    each time) rather than the whole rest of it: an inflater copies the input left over after
+    its member's end, and a group-committed object of 3,251 members of 1 KB copied some 3 GB
+    that way (86 ms to inflate 4 MB, 30 ms fed in slices)."""
     if data[:2] != b"\x1f\x8b":
         yield data
         return
-    rest = data
-    while rest:
+    view = memoryview(data)
+    at = 0
+    while at < len(data):
         decoder = inflater(wbits=16 + zlib.MAX_WBITS)
+        pieces = []
+        step = _FIRST_SLICE
         try:
-            out = decoder.decompress(rest)
+            while not decoder.eof:
+                if at >= len(data):
+                    raise ValueError("corrupt gzip object: truncated stream")
+                piece = view[at : at + step]
+                at += len(piece)
+                step = min(step * 2, _LAST_SLICE)
+                pieces.append(decoder.decompress(piece))
         except InflateError as exc:
             raise ValueError(f"corrupt gzip object: {exc}") from None
-        if not decoder.eof:
-            raise ValueError("corrupt gzip object: truncated stream")
-        yield out
-        rest = decoder.unused_data
-        if rest and rest[:2] != b"\x1f\x8b":
-            if rest.strip(b"\x00"):
+        at -= len(decoder.unused_data)  # the next member starts there
+        yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        if at < len(data) and data[at : at + 2] != b"\x1f\x8b":
+            if data[at:].strip(b"\x00"):
                 raise ValueError("corrupt gzip object: trailing bytes after the last member")
             return
 
@@ -96,6 +110,34 @@ def decode_ndjson(data: bytes, learned: JsonFields | None = None) -> Decoded:
             if block_size >= len(data):
                 break
     return _decode_lines(data)
+
+
+# Formats read line by line, each line on its own: the members (bodies) of an object are read
+# as one document.
+LINE_FORMATS = frozenset(
+    {"ndjson", "gelf", "raw", "syslog", "apache", "nginx", "logfmt", "kv", "cef"}
+)
+
+
+def _joined_lines(members: list[bytes], *, json_lines: bool) -> bytes | None:
+    """The lines of several members (group-committed bodies) as one document, each member's
+    last line ended: a line never spans two bodies, so the records and dead letters are those
+    of one body holding all the lines, read in one pass. Member by member, an object of 64 KB
+    NDJSON bodies read 4.7x slower, of 1 KB bodies 44x (syslog 29x). For JSON lines
+    (``json_lines``) each member's byte-order mark goes as ``decode_ndjson`` drops it, and ``None``
+    says a member starts with what may be part of one, which only its own decoding tells
+    apart."""
+    pieces = []
+    for member in members:
+        if json_lines:
+            if member.startswith(_BOM) and member[3:4] == b"{":
+                member = member[3:]
+            if member[:1] in (b"\xef", b"\xbb", b"\xbf"):
+                return None
+        pieces.append(member)
+        if member and not member.endswith(b"\n"):
+            pieces.append(b"\n")
+    return b"".join(pieces)
 
 
 def _decode_lines(data: bytes) -> Decoded:
@@ -176,8 +218,8 @@ def choose_format(hint: str, dataset_format: str) -> str:
 def decode_object(
     data: bytes, fmt: str, learned: JsonFields | None = None, csv_delimiter: str = ","
 ) -> Decoded:
-    """Decode every member of an intake object with the decoder of ``fmt`` (NDJSON: with the
-    field types ``learned`` from the source's earlier objects; CSV: values separated by
+    """Decode the members of an intake object with the decoder of ``fmt``, together when its
+    lines stand alone (``LINE_FORMATS``), else one by one (NDJSON: with the field types ``learned`` from the source's earlier objects; CSV: values separated by
     ``csv_delimiter``)."""
     decoder = decoders()[fmt]
     if fmt == "ndjson" and learned is not None:
@@ -186,7 +228,12 @@ def decode_object(
         from bytefreezer.pipelines.text_formats import decode_csv
 
         decoder = functools.partial(decode_csv, delimiter=csv_delimiter)
-    parts = [decoder(member) for member in gzip_members(data)]
+    members = list(gzip_members(data))
+    if len(members) > 1 and fmt in LINE_FORMATS:
+        lines = _joined_lines(members, json_lines=fmt in ("ndjson", "gelf"))
+        if lines is not None:
+            return decoder(lines)
+    parts = [decoder(member) for member in members]
     if len(parts) == 1:
         return parts[0]
     tables = [p.table for p in parts if p.table.num_rows]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import random
 from typing import Any
 
 import pytest
 
 from bytefreezer.ingress.proxy.records import parse_syslog
-from bytefreezer.pipelines.decode import choose_format, decode_object
+from bytefreezer.pipelines.decode import LINE_FORMATS, choose_format, decode_object, gzip_members
 from bytefreezer.transforms import compile_chain
 
 CASES: list[tuple[str, bytes, list[dict[str, Any]], list[str]]] = [
@@ -79,6 +80,59 @@ def test_each_gzip_member_is_one_body() -> None:
         {"a": 1, "b": 2, "c": None},
         {"a": 3, "b": None, "c": 4},
     ]
+
+
+LINE_CASES = [(i, c[0], c[1]) for i, c in enumerate(CASES) if c[0] in LINE_FORMATS]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "data"), [c[1:] for c in LINE_CASES], ids=[f"{c[1]}-{c[0]}" for c in LINE_CASES]
+)
+def test_a_group_committed_object_of_line_bodies_reads_as_one_body(fmt: str, data: bytes) -> None:
+    """Bodies of lines (a line each, every other one without its newline, an empty and a blank
+    one among them), committed as the members of one object, give the rows, dead letters and
+    line count of one body holding all the lines."""
+    bodies = [b"", b" \n"]
+    for i, line in enumerate(data.split(b"\n")):
+        bodies.append(line if i % 2 else line + b"\n")
+    one = decode_object(gzip.compress(data), fmt)
+    joined = decode_object(b"".join(gzip.compress(body) for body in bodies), fmt)
+    assert joined.table.schema == one.table.schema
+    assert joined.table.to_pylist() == one.table.to_pylist()
+    assert joined.rejected == one.rejected
+    assert joined.lines == one.lines
+
+
+def test_ndjson_bodies_read_together_as_one_body_would_read_them() -> None:
+    # a list of numbers and a list of text: one body reads the column as JSON text, as the
+    # bodies together do (read one by one, they were unified into a list of text)
+    bodies = [b'{"l": [1, 2]}\n', b'{"l": ["a"]}']
+    one = decode_object(gzip.compress(b"\n".join(bodies)), "ndjson")
+    joined = decode_object(b"".join(gzip.compress(b) for b in bodies), "ndjson")
+    assert joined.table.to_pylist() == one.table.to_pylist() == [{"l": "[1,2]"}, {"l": '["a"]'}]
+    # each body's byte-order mark goes, as it goes at the start of a body read alone
+    bom = b"\xef\xbb\xbf"
+    marked = [b'{"a": 1}\n', bom + b'{"a": 2}\n', bom + b'{"a": 3}']
+    decoded = decode_object(b"".join(gzip.compress(b) for b in marked), "ndjson")
+    assert decoded.table.to_pylist() == [{"a": 1}, {"a": 2}, {"a": 3}] and not decoded.rejected
+    # a body starting with a stray byte of a mark is read alone: its line is dead-lettered
+    stray = [b'{"a": 1}\n', b'\xef{"a": 2}\n']
+    decoded = decode_object(b"".join(gzip.compress(b) for b in stray), "ndjson")
+    assert decoded.table.to_pylist() == [{"a": 1}] and len(decoded.rejected) == 1
+
+
+def test_gzip_members_of_every_size_are_read_back_whole() -> None:
+    rng = random.Random(5)
+    members = [b"", b"x", rng.randbytes(5 << 20), b"line\n" * 200_000]
+    members += [rng.randbytes(rng.randrange(1, 3000)) for _ in range(300)]
+    rng.shuffle(members)
+    data = b"".join(gzip.compress(m, compresslevel=1) for m in members)
+    assert list(gzip_members(data)) == members
+    assert list(gzip_members(data + b"\x00" * 64)) == members  # zero padding after the last
+    with pytest.raises(ValueError, match="truncated"):
+        list(gzip_members(data[:-3]))
+    with pytest.raises(ValueError, match="trailing bytes"):
+        list(gzip_members(data + b"junk"))
 
 
 def test_hint_names_the_format_else_the_dataset_decides() -> None:
