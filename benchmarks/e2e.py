@@ -9,7 +9,10 @@ gzip intake objects, then times in the same run:
   a ``when`` condition, add_field), with leases and deletes, against pyarrow alone doing the same
   read → steps → staged Parquet on the same objects;
 * packer: ``run_packer_cycle`` (unify, event-time partitions, manifest, upload) against pyarrow
-  alone reading the same staged objects and writing the same partitioned Parquet.
+  alone reading the same staged objects and writing the same partitioned Parquet;
+* piper on the same events posted as small bodies (``--body-kb``, 64 by default) that group
+  commit put together: objects of the same size, each of many gzip members, against the same
+  pyarrow-alone pass.
 
 Like for like: the baselines inflate with the same ISA-L gzip, write with the same Parquet
 options (dictionaries for text columns), format each partition path once per hour and write
@@ -166,6 +169,9 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=128, help="uncompressed NDJSON to generate")
     parser.add_argument("--object-mb", type=float, default=4, help="size of one intake object")
     parser.add_argument(
+        "--body-kb", type=float, default=64, help="size of a body in the group-committed pass"
+    )
+    parser.add_argument(
         "--passes", type=int, default=3, help="passes of each side, taking turns (medians)"
     )
     args = parser.parse_args()
@@ -176,6 +182,15 @@ def main() -> None:
         objects = split_objects(lines, int(args.object_mb * 1024 * 1024))
         mb = sum(len(o) for o in objects) / 1e6
         gz_objects = [gzip.compress(o, compresslevel=1) for o in objects]
+        # The same objects as group commit stores small bodies: one gzip member per body.
+        committed = [
+            b"".join(
+                gzip.compress(body, compresslevel=1)
+                for body in split_objects(obj.splitlines(), int(args.body_kb * 1024))
+            )
+            for obj in objects
+        ]
+        bodies = sum(len(split_objects(o.splitlines(), int(args.body_kb * 1024))) for o in objects)
         records = len(lines)
         database = city_database()
         expected = sum(
@@ -190,7 +205,7 @@ def main() -> None:
         # cache, the heap, the machine's neighbours) weighs on both alike. A single pass of
         # each moved a ratio by up to 0.2 between runs of the same code; medians are reported.
         seconds: dict[str, list[float]] = {
-            k: [] for k in ("base_piper", "base_packer", "piper", "packer")
+            k: [] for k in ("base_piper", "base_packer", "piper", "packer", "piper_bodies")
         }
         for n in range(args.passes):
             base = work / f"base-{n}"
@@ -214,6 +229,14 @@ def main() -> None:
             if rows_out != expected:
                 sys.exit(f"packer wrote {rows_out} rows, expected {expected}")
 
+            upload(storage, "bench", committed, compressed=True)
+            started = time.perf_counter()
+            run_piper_cycle(settings, control, storage)
+            seconds["piper_bodies"].append(time.perf_counter() - started)
+            rows_out = run_packer_cycle(settings, control, storage).counters.get("rows_written", 0)
+            if rows_out != expected:
+                sys.exit(f"packer wrote {rows_out} rows of small bodies, expected {expected}")
+
         result = {
             "machine": {
                 "cores": os.cpu_count(),
@@ -229,6 +252,11 @@ def main() -> None:
             "passes": args.passes,
             "piper": _stage(mb, records, seconds["piper"], seconds["base_piper"]),
             "packer": _stage(mb, records, seconds["packer"], seconds["base_packer"]),
+            "piper_small_bodies": {
+                "body_kb": args.body_kb,
+                "bodies": bodies,
+                **_stage(mb, records, seconds["piper_bodies"], seconds["base_piper"]),
+            },
             "piper_counters": piper_stats.counters,
             "peak_rss_mb": round(peak_rss_mb(), 1),
         }
@@ -243,6 +271,12 @@ def main() -> None:
                 f"(median of {args.passes} pairs of passes: "
                 f"{', '.join(f'{r:.2f}' for r in s['pair_ratios'])})"
             )
+        s = result["piper_small_bodies"]
+        print(
+            f"piper, {bodies} bodies of {args.body_kb:g} KB group-committed into the same objects: "
+            f"{s['mb_per_s']:.1f} MB/s | pyarrow alone {s['baseline_mb_per_s']:.1f} MB/s | ratio "
+            f"{s['ratio']:.2f}x (pairs {', '.join(f'{r:.2f}' for r in s['pair_ratios'])})"
+        )
         print(f"peak RSS {result['peak_rss_mb']} MB")
         merge_results(result)
     finally:
