@@ -2,8 +2,8 @@
 
 An intake object is gzip; with group commit it holds several members, one per request body.
 The members of a line format (NDJSON, syslog, logfmt, ...) are read together as one document
-of their lines; those of other formats one by one (a CSV header or a JSON array never spans
-two bodies). The decoder is chosen by the object's data hint when it names a format, else by the dataset's.
+of their lines, and JSON documents body by body into one table; CSV and TSV members one by one
+(a CSV header or a JSON array never spans two bodies). The decoder is chosen by the object's data hint when it names a format, else by the dataset's.
 """
 
 from __future__ import annotations
@@ -163,24 +163,31 @@ def _decode_lines(data: bytes) -> Decoded:
 
 def decode_json(data: bytes) -> Decoded:
     """A JSON array of objects, a single object, or several of them one after another."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return Decoded(
-            pa.table({}), [(data[:1000].decode("utf-8", "replace"), f"invalid UTF-8: {exc}")], 1
-        )
+    return decode_json_bodies([data])
+
+
+def decode_json_bodies(bodies: list[bytes]) -> Decoded:
+    """The records of several JSON bodies (each framed on its own) as one table: the
+    group-committed bodies of an object, read one table per body and then unified, took 11x as
+    long for 1 KB bodies."""
     rows: list[dict[str, object]] = []
     rejected: list[tuple[str, str]] = []
-    try:
-        for item in json_records(text):
-            if isinstance(item, dict):
-                rows.append(item)
-            else:
-                rejected.append(
-                    (json.dumps(item)[:1000], f"not a JSON object ({type(item).__name__})")
-                )
-    except UnframedJson as exc:  # the rest cannot be framed reliably
-        rejected.append((exc.rest, f"invalid JSON: {exc.error.msg} at {exc.error.pos}"))
+    for data in bodies:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            rejected.append((data[:1000].decode("utf-8", "replace"), f"invalid UTF-8: {exc}"))
+            continue
+        try:
+            for item in json_records(text):
+                if isinstance(item, dict):
+                    rows.append(item)
+                else:
+                    rejected.append(
+                        (json.dumps(item)[:1000], f"not a JSON object ({type(item).__name__})")
+                    )
+        except UnframedJson as exc:  # the rest cannot be framed reliably
+            rejected.append((exc.rest, f"invalid JSON: {exc.error.msg} at {exc.error.pos}"))
     return Decoded(rows_to_table(rows), rejected, len(rows) + len(rejected))
 
 
@@ -218,8 +225,9 @@ def choose_format(hint: str, dataset_format: str) -> str:
 def decode_object(
     data: bytes, fmt: str, learned: JsonFields | None = None, csv_delimiter: str = ","
 ) -> Decoded:
-    """Decode the members of an intake object with the decoder of ``fmt``, together when its
-    lines stand alone (``LINE_FORMATS``), else one by one (NDJSON: with the field types ``learned`` from the source's earlier objects; CSV: values separated by
+    """Decode the members of an intake object with the decoder of ``fmt``: together when its
+    lines stand alone (``LINE_FORMATS``), JSON documents body by body into one table, CSV and
+    TSV one by one (NDJSON: with the field types ``learned`` from the source's earlier objects; CSV: values separated by
     ``csv_delimiter``)."""
     decoder = decoders()[fmt]
     if fmt == "ndjson" and learned is not None:
@@ -233,6 +241,8 @@ def decode_object(
         lines = _joined_lines(members, json_lines=fmt in ("ndjson", "gelf"))
         if lines is not None:
             return decoder(lines)
+    if len(members) > 1 and fmt == "json":
+        return decode_json_bodies(members)
     parts = [decoder(member) for member in members]
     if len(parts) == 1:
         return parts[0]

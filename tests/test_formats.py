@@ -121,6 +121,26 @@ def test_ndjson_bodies_read_together_as_one_body_would_read_them() -> None:
     assert decoded.table.to_pylist() == [{"a": 1}] and len(decoded.rejected) == 1
 
 
+def test_json_bodies_committed_together_read_as_one_body_of_those_documents() -> None:
+    bodies = [
+        b'[{"a": 1, "l": [1, 2]}, {"a": 2}]',
+        b'{"a": 3, "l": ["x"]}',
+        b"[4]",
+        b'{"a": 5} {broken',
+        b"\xff\xfe",
+        b"",
+    ]
+    one = decode_object(gzip.compress(b" ".join(bodies[:3])), "json")
+    joined = decode_object(b"".join(gzip.compress(b) for b in bodies), "json")
+    assert joined.table.schema == one.table.schema
+    assert joined.table.to_pylist()[:3] == one.table.to_pylist()
+    assert [row["a"] for row in joined.table.to_pylist()] == [1, 2, 3, 5]
+    reasons = [reason for _, reason in joined.rejected]
+    assert len(reasons) == 3 and "not a JSON object (int)" in reasons[0]
+    assert "invalid JSON" in reasons[1] and "invalid UTF-8" in reasons[2]
+    assert joined.lines == 7
+
+
 def test_gzip_members_of_every_size_are_read_back_whole() -> None:
     rng = random.Random(5)
     members = [b"", b"x", rng.randbytes(5 << 20), b"line\n" * 200_000]
