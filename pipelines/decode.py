@@ -2,8 +2,10 @@
 
 An intake object is gzip; with group commit it holds several members, one per request body.
 The members of a line format (NDJSON, syslog, logfmt, ...) are read together as one document
-of their lines, and JSON documents body by body into one table; CSV and TSV members one by one
-(a CSV header or a JSON array never spans two bodies). The decoder is chosen by the object's data hint when it names a format, else by the dataset's.
+of their lines, JSON documents body by body into one table, and consecutive CSV or TSV bodies
+with the same header as one body under it (a CSV header or a JSON array never spans two
+bodies). The decoder is chosen by the object's data hint when it names a format, else by the
+dataset's.
 """
 
 from __future__ import annotations
@@ -140,6 +142,54 @@ def _joined_lines(members: list[bytes], *, json_lines: bool) -> bytes | None:
     return b"".join(pieces)
 
 
+def _same_header_runs(members: list[bytes]) -> list[list[bytes]]:
+    """CSV or TSV members in runs of consecutive bodies with the same header line, each body's
+    quotes balanced (a body left inside a quoted field must not swallow the next one) and its
+    bytes UTF-8 (text that is not makes its column binary, which must not spread to the
+    other bodies' rows); a body that does not qualify is a run of its own. Read one body at a time, an object of
+    2,000 bodies of 10 rows took 155x as long as one body of them all."""
+    runs: list[list[bytes]] = []
+    header: bytes | None = None
+    for member in members:
+        head, newline, _ = member.partition(b"\n")
+        if (
+            newline
+            and member.count(b'"') % 2 == 0
+            and head.count(b'"') % 2 == 0
+            and _is_text(member)
+        ):
+            if head == header:
+                runs[-1].append(member)
+                continue
+            header = head
+        else:
+            header = None
+        runs.append([member])
+    return runs
+
+
+def _is_text(data: bytes) -> bool:
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _rows_under_one_header(run: list[bytes]) -> bytes:
+    """A run of ``_same_header_runs`` as one body: the first whole, the others' rows after it,
+    every body's last row ended."""
+    pieces = []
+    for index, member in enumerate(run):
+        rows = member if index == 0 else member.partition(b"\n")[2]
+        pieces.append(rows)
+        if rows and not rows.endswith(b"\n"):
+            pieces.append(b"\n")
+    return b"".join(pieces)
+
+
 def _decode_lines(data: bytes) -> Decoded:
     rows: list[dict[str, object]] = []
     rejected: list[tuple[str, str]] = []
@@ -227,7 +277,7 @@ def decode_object(
 ) -> Decoded:
     """Decode the members of an intake object with the decoder of ``fmt``: together when its
     lines stand alone (``LINE_FORMATS``), JSON documents body by body into one table, CSV and
-    TSV one by one (NDJSON: with the field types ``learned`` from the source's earlier objects; CSV: values separated by
+    TSV bodies under the same header as one (NDJSON: with the field types ``learned`` from the source's earlier objects; CSV: values separated by
     ``csv_delimiter``)."""
     decoder = decoders()[fmt]
     if fmt == "ndjson" and learned is not None:
@@ -243,7 +293,17 @@ def decode_object(
             return decoder(lines)
     if len(members) > 1 and fmt == "json":
         return decode_json_bodies(members)
-    parts = [decoder(member) for member in members]
+    if len(members) > 1 and fmt in ("csv", "tsv"):
+        parts: list[Decoded] = []
+        for run in _same_header_runs(members):
+            joined = decoder(_rows_under_one_header(run)) if len(run) > 1 else None
+            if joined is None or (joined.rejected and not joined.table.num_rows):
+                # unreadable together (one body's bad bytes): each body alone, as before
+                parts.extend(decoder(member) for member in run)
+            else:
+                parts.append(joined)
+    else:
+        parts = [decoder(member) for member in members]
     if len(parts) == 1:
         return parts[0]
     tables = [p.table for p in parts if p.table.num_rows]

@@ -11,6 +11,7 @@ import pytest
 
 from bytefreezer.ingress.proxy.records import parse_syslog
 from bytefreezer.pipelines.decode import LINE_FORMATS, choose_format, decode_object, gzip_members
+from bytefreezer.pipelines.schema import unify
 from bytefreezer.transforms import compile_chain
 
 CASES: list[tuple[str, bytes, list[dict[str, Any]], list[str]]] = [
@@ -139,6 +140,33 @@ def test_json_bodies_committed_together_read_as_one_body_of_those_documents() ->
     assert len(reasons) == 3 and "not a JSON object (int)" in reasons[0]
     assert "invalid JSON" in reasons[1] and "invalid UTF-8" in reasons[2]
     assert joined.lines == 7
+
+
+def test_csv_bodies_under_one_header_read_as_one_body() -> None:
+    bodies = [b"a,b\n1,x\n2,y", b"a,b\n3,z\n", b"a,b\n", b"a,b\n4,+7\n"]
+    one = decode_object(gzip.compress(b"a,b\n1,x\n2,y\n3,z\n4,+7\n"), "csv")
+    joined = decode_object(b"".join(gzip.compress(b) for b in bodies), "csv")
+    assert joined.table.schema == one.table.schema
+    assert joined.table.to_pylist() == one.table.to_pylist()
+    assert [row["a"] for row in joined.table.to_pylist()] == [1, 2, 3, 4]
+    assert joined.lines == one.lines == 4 and not joined.rejected
+    crlf = [b"a\tb\r\n1\tx\r\n", b"a\tb\r\n2\ty\r\n"]
+    tsv = decode_object(b"".join(gzip.compress(b) for b in crlf), "tsv")
+    assert tsv.table.to_pylist() == [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]
+
+
+def test_a_csv_body_that_cannot_be_read_with_others_is_read_alone() -> None:
+    # left inside a quoted field: read with the next body, it would swallow its rows
+    open_quote = [b'a,b\n1,"x\n', b"a,b\n2,y\n"]
+    decoded = decode_object(b"".join(gzip.compress(b) for b in open_quote), "csv")
+    assert {"a": 2, "b": "y"} in decoded.table.to_pylist()
+    # bytes that make the bodies unreadable together: each body alone, as if never joined
+    bad = [b"a,b\n1,x\n", b"a,b\n2,\xff\xfe\n", b"a,b\n3,z\n"]
+    together = decode_object(b"".join(gzip.compress(b) for b in bad), "csv")
+    alone = [decode_object(gzip.compress(b), "csv") for b in bad]
+    assert together.table.to_pylist() == unify([d.table for d in alone]).to_pylist()
+    assert together.rejected == [r for d in alone for r in d.rejected]
+    assert together.table.to_pylist()[0] == {"a": 1, "b": "x"}
 
 
 def test_gzip_members_of_every_size_are_read_back_whole() -> None:
