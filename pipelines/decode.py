@@ -100,18 +100,56 @@ def decode_ndjson(data: bytes, learned: JsonFields | None = None) -> Decoded:
         # pyarrow's reader skips these bytes at the start of an object as (part of) a byte-order
         # mark, and a first line of nothing else vanished without a dead letter.
         return _decode_lines(data)
-    # 1 MiB blocks parse in parallel; one block for the whole object copes with very long
-    # lines and with types that differ between blocks; line by line finds the bad lines.
+    table = _read_blocks(data, learned)
+    if table is not None:
+        return Decoded(table, [], table.num_rows)
+    return _without_bad_lines(data, learned)
+
+
+def _read_blocks(data: bytes, learned: JsonFields | None) -> pa.Table | None:
+    """``data`` read by pyarrow's reader: 1 MiB blocks parse in parallel; one block for the
+    whole object copes with very long lines and with types that differ between blocks.
+    ``None`` when a line needs reading on its own."""
     for block_size in (1 << 20, min(max(len(data) + 1, 1 << 20), _MAX_BLOCK)):
         try:
-            table = read_ndjson(data, block_size, learned)
-            return Decoded(table, [], table.num_rows)
+            return read_ndjson(data, block_size, learned)
         except NotObjectLines:
             break
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             if block_size >= len(data):
                 break
-    return _decode_lines(data)
+    return None
+
+
+def _without_bad_lines(data: bytes, learned: JsonFields | None) -> Decoded:
+    """NDJSON that pyarrow's reader refused: each line is checked with orjson, and the good
+    ones are read again by pyarrow's reader, together. A 4 MB object with one bad line took
+    142 ms when every line went through Python dicts, against 42 ms for the object without
+    it. Read line by line (``_decode_lines``) when no line is bad, or the good lines are
+    still refused."""
+    good: list[bytes] = []
+    rejected: list[tuple[str, str]] = []
+    lines = 0
+    for raw in data.split(b"\n"):
+        if not raw.strip():
+            continue
+        lines += 1
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            rejected.append((raw.decode("utf-8", "replace"), f"invalid JSON: {exc}"))
+            continue
+        if not isinstance(value, dict):
+            kind = type(value).__name__
+            rejected.append((raw.decode("utf-8", "replace"), f"not a JSON object ({kind})"))
+            continue
+        good.append(raw)
+    if not rejected:
+        return _decode_lines(data)
+    table = _read_blocks(b"\n".join(good) + b"\n", learned) if good else pa.table({})
+    if table is None:
+        return _decode_lines(data)
+    return Decoded(table, rejected, lines)
 
 
 # Formats read line by line, each line on its own: the members (bodies) of an object are read

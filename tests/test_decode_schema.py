@@ -380,10 +380,13 @@ def test_ndjson_fields_learned_from_earlier_objects_are_read_once(
         assert table.schema.field("ts").type == pa.string()
         assert table.column("s").type == pa.struct([("t", pa.string()), ("n", pa.int64())])
         assert table.column("id").to_pylist() == [18446744073709551615]
-    # Invalid JSON is no fault of the types given: read once, then line by line.
+    # Invalid JSON is no fault of the types given: the object is read once, then its good
+    # lines once more, with the same types.
     reads.clear()
     decoded = decode_ndjson(body + b'{"ts":"x",}\n', learned)
-    assert (decoded.table.num_rows, len(decoded.rejected), len(reads)) == (1, 1, 1)
+    assert (decoded.table.num_rows, len(decoded.rejected), len(reads)) == (1, 1, 2)
+    assert decoded.table.schema.field("ts").type == pa.string()
+    assert decoded.table.column("id").to_pylist() == [18446744073709551615]
     assert learned.schema is not None
     # An object whose fields are not what earlier ones were is still read as written.
     reads.clear()
@@ -446,3 +449,28 @@ def test_learned_ndjson_fields_are_shared_by_the_worker_threads_instances(
     assert second._learned(dataset) is learned
     assert other._learned(dataset) is not learned
     assert first._learned(Dataset(**{**dataset.model_dump(), "name": "api"})) is not learned
+
+
+def test_bad_lines_are_set_aside_and_the_good_ones_read_as_without_them() -> None:
+    good = [
+        b'{"ts": "2026-01-01T10:00:00Z", "n": %d, "big": 18446744073709551615, "s": {"k": "v"}}' % i
+        for i in range(3000)
+    ]
+    lines = list(good)
+    lines[10:10] = [b'{"broken": ']
+    lines[2000:2000] = [b"[1, 2]", b"   ", b'"text"']
+    decoded = decode_ndjson(b"\n".join(lines) + b"\n")
+    alone = decode_ndjson(b"\n".join(good) + b"\n")
+    assert decoded.table.schema == alone.table.schema  # the types of the good lines alone
+    assert decoded.table.schema.field("ts").type == pa.string()
+    assert decoded.table.to_pylist() == alone.table.to_pylist()
+    assert [line for line, _ in decoded.rejected] == ['{"broken": ', "[1, 2]", '"text"']
+    reasons = [reason for _, reason in decoded.rejected]
+    assert reasons[0].startswith("invalid JSON") and reasons[1:] == [
+        "not a JSON object (list)",
+        "not a JSON object (str)",
+    ]
+    assert decoded.lines == 3003
+    # good lines pyarrow still refuses (a repeated key) are read one by one, as before
+    refused = decode_ndjson(b'{"a": 1, "a": 2}\n{"a": 3}\nnope\n')
+    assert refused.table.to_pylist() == [{"a": 2}, {"a": 3}] and len(refused.rejected) == 1
