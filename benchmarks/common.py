@@ -240,7 +240,11 @@ def stack(
 
 def gzipped(objects: Iterable[bytes]) -> list[bytes]:
     """Objects gzip'd as a client posts them (level 1)."""
-    return [gzip.compress(obj, compresslevel=1) for obj in objects]
+    return [_gzip(obj) for obj in objects]
+
+
+def _gzip(obj: bytes) -> bytes:
+    return gzip.compress(obj, compresslevel=1)
 
 
 def upload(
@@ -250,5 +254,4 @@ def upload(
     receiver stores them."""
     writer = IntakeWriter(storage)
     for obj in objects:
-        body = obj if compressed else gzip.compress(obj, compresslevel=1)
-        writer.write(tenant, "security", "ndjson", body, {})
+        writer.write(tenant, "security", "ndjson", obj if compressed else _gzip(obj), {})

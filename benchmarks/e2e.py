@@ -31,7 +31,6 @@ from bytefreezer.memory import prefer_arrow_pool
 prefer_arrow_pool()  # Arrow's pool as the `bytefreezer` command chooses it, before pyarrow loads
 
 import argparse
-import gzip
 import io
 import os
 import platform
@@ -53,11 +52,11 @@ from isal import igzip
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from common import generate, merge_results, split_objects, stack, upload
+from common import generate, gzipped, merge_results, split_objects, stack, upload
 
 from bytefreezer.pipelines.packer import run_packer_cycle
 from bytefreezer.pipelines.parquet import writer_options
-from bytefreezer.pipelines.piper import STAGED_COMPRESSION, STAGED_LEVEL, run_piper_cycle
+from bytefreezer.pipelines.piper import run_piper_cycle, staged_parquet
 from bytefreezer.transforms.builtin.geoip import open_database
 from tests.transforms.test_lookups import city_database
 
@@ -104,13 +103,8 @@ def baseline_piper(objects: list[bytes], out: Path, database: bytes) -> list[Pat
         table = table.filter(pc.invert(drop))
         table = table.append_column("env", pa.repeat("bench", table.num_rows))
         path = out / f"{i:05d}.parquet"
-        # Staged as piper stages (its codec, its dictionary choice)
-        pq.write_table(
-            table,
-            path,
-            compression_level=STAGED_LEVEL,
-            **writer_options(table.schema, STAGED_COMPRESSION, table),
-        )
+        # Staged as piper stages (its codec, its dictionary choice, no column statistics)
+        path.write_bytes(staged_parquet(table))
         paths.append(path)
     return paths
 
@@ -181,16 +175,11 @@ def main() -> None:
         lines = generate(int(args.mb * 1024 * 1024))
         objects = split_objects(lines, int(args.object_mb * 1024 * 1024))
         mb = sum(len(o) for o in objects) / 1e6
-        gz_objects = [gzip.compress(o, compresslevel=1) for o in objects]
+        gz_objects = gzipped(objects)
         # The same objects as group commit stores small bodies: one gzip member per body.
-        committed = [
-            b"".join(
-                gzip.compress(body, compresslevel=1)
-                for body in split_objects(obj.splitlines(), int(args.body_kb * 1024))
-            )
-            for obj in objects
-        ]
-        bodies = sum(len(split_objects(o.splitlines(), int(args.body_kb * 1024))) for o in objects)
+        split = [split_objects(o.splitlines(), int(args.body_kb * 1024)) for o in objects]
+        committed = [b"".join(gzipped(small)) for small in split]
+        bodies = sum(len(small) for small in split)
         records = len(lines)
         database = city_database()
         expected = sum(

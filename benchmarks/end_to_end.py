@@ -42,7 +42,15 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from common import free_port, generate, merge_results, split_objects, stop_process, wait_port
+from common import (
+    free_port,
+    generate,
+    gzipped,
+    merge_results,
+    split_objects,
+    stop_process,
+    wait_port,
+)
 
 from tests.helpers import first_run_key, up_process
 
@@ -160,10 +168,7 @@ def main() -> None:
         )
         wait_port(port)
         key = first_run_key(data)
-        bodies = [
-            gzip.compress(b, compresslevel=1)
-            for b in split_objects(lines, int(args.body_mb * 1024 * 1024))
-        ]
+        bodies = gzipped(split_objects(lines, int(args.body_mb * 1024 * 1024)))
         destination = data / "destination" / "demo" / "events"
         url = f"http://127.0.0.1:{port}/demo/events"
         started = time.perf_counter()
