@@ -175,7 +175,6 @@ def main() -> None:
         print(peak_rss_mb())
         return
 
-    root = Path(tempfile.mkdtemp(prefix="bf-scale-"))
     total = args.base_mb * 4
     # Every pass's intake objects are made before the first is timed, and the generated events
     # then dropped: the passes upload objects kept compressed, not a GiB of events besides.
@@ -186,6 +185,7 @@ def main() -> None:
     ]:
         intake_bodies(mb, tenants, span)
     forget_generated()
+    root = Path(tempfile.mkdtemp(prefix="bf-scale-"))
     try:
         # Pipers and packers are long-lived: pay imports, the first DuckDB and Beam start-up,
         # each dataset's first run and the first growth of Arrow's memory pool once, outside
