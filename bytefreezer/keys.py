@@ -7,7 +7,8 @@ Layout (bucket → key):
 * piper:   ``_dead-letter/{tenant}/{dataset}/{stem}.ndjson`` (rejected records with reasons)
 * piper:   ``_manifests/{tenant}/{dataset}/{run_id}.json`` (packer's commit manifests)
 * piper:   ``_packed/{tenant}/{dataset}/{run_id}.json`` (stems packed recently: the ledger)
-* destination: ``{partition path}/part-{run_id}-{n:05d}.parquet``
+* destination: ``{partition path}/part-{run_id}-{n:05d}.parquet``, the partition path from the
+  dataset's partitioning (a custom template: ``partition_strftime``)
 
 Tenant and dataset names can never start with ``_``, so the underscore prefixes cannot collide
 with a tenant's prefix.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from bytefreezer.errors import InvalidName
+from bytefreezer.errors import ConfigError, InvalidName
 
 NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,62}"
 _NAME_RE = re.compile(rf"\A{NAME_PATTERN}\Z")
@@ -161,3 +162,98 @@ def piper_lease_name(intake_key: str) -> str:
 def packer_lease_name(tenant: str, dataset: str) -> str:
     """The lease that guards packing of one dataset."""
     return f"packer:{tenant}/{dataset}"
+
+
+# A custom partition template is strftime text. The original ByteFreezer's custom layouts name
+# their fields in braces instead; those placeholders are read too, so its dataset configurations
+# carry over (``{tenant}/{dataset}/{year}/{month}/{day}``).
+_TIME_PLACEHOLDERS = {"year": "%Y", "month": "%m", "day": "%d", "hour": "%H"}
+_PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
+# strftime fields a partition path may use (Arrow's strftime leaves others as they are, or
+# prints something else: `%-d` stays `%-d`, `%Q` prints a number): dates, times, zones, `%%`.
+_STRFTIME_FIELDS = set("aAbBcCdDeFgGhHIjmMpRrSTuUVwWxXyYzZ%")
+_STRFTIME_RE = re.compile(r"%([EO]?)(.?)")
+# A partition path's bounds: a directory name on common filesystems, and room in an S3 key (1,024
+# bytes) for the destination's prefix and the file name.
+MAX_PARTITION_SEGMENT_BYTES = 255
+MAX_PARTITION_PATH_BYTES = 512
+# Times a template is tried on before it is accepted: one- and two-digit fields, before 2000.
+_SAMPLE_MICROS = (1_704_164_645_678_901, 946_684_799_000_000, 0)
+
+
+def _quoted(template: str) -> str:
+    """A template as an error message quotes it (a long one cut short)."""
+    return repr(template if len(template) <= 120 else template[:120] + "...")
+
+
+def partition_strftime(template: str, tenant: str, dataset: str) -> str:
+    """A custom partition template as an strftime format: the placeholders ``{year}``,
+    ``{month}``, ``{day}``, ``{hour}`` become their fields and ``{tenant}``, ``{dataset}`` the
+    names (which hold no ``%``). ``ConfigError`` names any other placeholder."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in _TIME_PLACEHOLDERS:
+            return _TIME_PLACEHOLDERS[name]
+        if name in ("tenant", "dataset"):
+            return tenant if name == "tenant" else dataset
+        raise ConfigError(
+            f"partition_template {_quoted(template)}: unknown placeholder {{{name}}}; use strftime "
+            "fields (%Y, %m, %d, %H, ...) or {year}, {month}, {day}, {hour}, {tenant}, {dataset}"
+        )
+
+    return _PLACEHOLDER_RE.sub(replace, template)
+
+
+def check_partition_template(template: str, tenant: str, dataset: str) -> None:
+    """``ConfigError`` unless ``template`` (partitioning ``custom``) makes partition paths a
+    destination can hold: only known strftime fields and placeholders, and, for sample times,
+    paths of non-empty segments other than ``.`` and ``..`` without control characters.
+    Packer would otherwise fail on the dataset every run."""
+    if not template.strip():
+        raise ConfigError(
+            "partitioning 'custom' needs a partition_template, e.g. 'dt=%Y-%m-%d/hr=%H' or "
+            "'{year}/{month}/{day}'"
+        )
+    try:
+        template.encode()
+    except UnicodeEncodeError:
+        raise ConfigError(
+            f"partition_template {_quoted(template)} is not valid UTF-8 text"
+        ) from None
+    fmt = partition_strftime(template, tenant, dataset)
+    for modifier, field in _STRFTIME_RE.findall(fmt):
+        if field not in _STRFTIME_FIELDS or (modifier and field == "%"):
+            shown = f"%{modifier}{field}" if field else f"a lone %{modifier} at its end"
+            raise ConfigError(
+                f"partition_template {_quoted(template)}: {shown} is no strftime field a partition "
+                "path can use (write %% for a percent sign)"
+            )
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    samples = pa.array(_SAMPLE_MICROS, pa.timestamp("us", tz="UTC"))
+    for path in [fmt, *pc.strftime(samples, format=fmt, locale="C").to_pylist()]:
+        segments = path.split("/")
+        bad = next((s for s in segments if s in ("", ".", "..")), None)
+        if bad is not None:
+            why = (
+                "an empty segment (a leading, trailing or double '/')"
+                if bad == ""
+                else f"the segment {bad!r}"
+            )
+        elif any(ord(c) < 32 or ord(c) == 127 for c in path):
+            why = "a control character"
+        elif len(path.encode()) > MAX_PARTITION_PATH_BYTES or any(
+            len(s.encode()) > MAX_PARTITION_SEGMENT_BYTES for s in segments
+        ):
+            why = (
+                f"more than {MAX_PARTITION_PATH_BYTES} bytes, or a segment of more than "
+                f"{MAX_PARTITION_SEGMENT_BYTES}"
+            )
+        else:
+            continue
+        raise ConfigError(
+            f"partition_template {_quoted(template)} makes paths such as {_quoted(path)} with {why}: "
+            "partition paths are relative, '/'-separated directory names"
+        )

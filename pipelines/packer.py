@@ -163,7 +163,7 @@ class PlannedFile:
 
 def _partitioned(table: pa.Table, key: str, dataset: Dataset) -> Partitions | None:
     times = event_times(table, dataset.timestamp_field, IntakeKey.parse(key).unixnano)
-    return partitions(times, dataset.parquet)
+    return partitions(times, dataset.parquet, dataset.tenant, dataset.name)
 
 
 def partition_runs(codes: pa.Array, partitions: int) -> pa.RunEndEncodedArray | None:

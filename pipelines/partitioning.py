@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bytefreezer.control.models import ParquetOptions
+from bytefreezer.keys import partition_strftime
 from bytefreezer.transforms.builtin.date_parse import parse_iso
 from bytefreezer.transforms.condition import duckdb_connection
 from bytefreezer.transforms.tables import get_column
@@ -103,12 +104,15 @@ class Partitions(NamedTuple):
         return pa.array(self.names, pa.string()).take(self.codes)
 
 
-def partitions(times: pa.ChunkedArray, options: ParquetOptions) -> Partitions | None:
-    """The partition of each row, or None when the dataset is not partitioned."""
+def partitions(
+    times: pa.ChunkedArray, options: ParquetOptions, tenant: str = "", dataset: str = ""
+) -> Partitions | None:
+    """The partition of each row, or None when the dataset is not partitioned (a custom
+    template's ``{tenant}`` and ``{dataset}`` are the dataset's names)."""
     if options.partitioning == "none":
         return None
     template = (
-        options.partition_template
+        partition_strftime(options.partition_template, tenant, dataset)
         if options.partitioning == "custom"
         else _TEMPLATES[options.partitioning]
     )
@@ -128,9 +132,11 @@ def partitions(times: pa.ChunkedArray, options: ParquetOptions) -> Partitions | 
     return Partitions(codes, names)
 
 
-def partition_paths(times: pa.ChunkedArray, options: ParquetOptions) -> pa.Array | None:
+def partition_paths(
+    times: pa.ChunkedArray, options: ParquetOptions, tenant: str = "", dataset: str = ""
+) -> pa.Array | None:
     """The partition directory of each row, or None when the dataset is not partitioned."""
-    found = partitions(times, options)
+    found = partitions(times, options, tenant, dataset)
     return None if found is None else found.paths()
 
 

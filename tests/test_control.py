@@ -11,7 +11,7 @@ import pytest
 
 from bytefreezer.control import ControlClient, ControlStore, HttpControl
 from bytefreezer.control.app import create_app
-from bytefreezer.control.models import DatasetSpec, HealthReport, Tenant
+from bytefreezer.control.models import DatasetSpec, HealthReport, ParquetOptions, Tenant
 from bytefreezer.errors import (
     AuthError,
     ConfigError,
@@ -90,6 +90,33 @@ def test_dataset_chain_is_validated_on_create_and_change(control: ControlClient)
     control.create_dataset("acme", DatasetSpec(name="web"))
     with pytest.raises(ConfigError, match="unknown transform"):
         control.put_dataset("acme", DatasetSpec(name="web", transforms=[{"type": "zzz"}]))
+
+
+def test_a_custom_partition_template_is_checked_on_create_and_change(
+    control: ControlClient,
+) -> None:
+    """A template packer could not write under is refused when saved (400 over HTTP), not
+    found failing every packer run of the dataset."""
+    control.create_tenant(Tenant(name="acme"))
+
+    def custom(template: str) -> DatasetSpec:
+        options = ParquetOptions(partitioning="custom", partition_template=template)
+        return DatasetSpec(name="web", parquet=options)
+
+    with pytest.raises(ConfigError, match=r"'\.\./\.\./other/%Y' makes paths such as"):
+        control.create_dataset("acme", custom("../../other/%Y"))
+    with pytest.raises(ConfigError, match="needs a partition_template"):
+        control.create_dataset("acme", custom(""))
+    created = control.create_dataset("acme", custom("{tenant}/{year}/{month}"))
+    assert created.parquet.partition_template == "{tenant}/{year}/{month}"
+    with pytest.raises(ConfigError, match=r"unknown placeholder \{yaer\}"):
+        control.put_dataset("acme", custom("{yaer}"))
+    assert (
+        control.get_dataset("acme", "web").parquet.partition_template == "{tenant}/{year}/{month}"
+    )
+    # Only `custom` reads the template: another scheme keeps one it does not use.
+    hive = ParquetOptions(partitioning="hive", partition_template="unused/..")
+    control.put_dataset("acme", DatasetSpec(name="web", parquet=hive))
 
 
 def test_leases_fencing_and_takeover(control: ControlClient) -> None:

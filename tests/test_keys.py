@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from bytefreezer.errors import InvalidName
-from bytefreezer.keys import IntakeKey, dataset_prefix, validate_name
+from bytefreezer.errors import ConfigError, InvalidName
+from bytefreezer.keys import (
+    IntakeKey,
+    check_partition_template,
+    dataset_prefix,
+    partition_strftime,
+    validate_name,
+)
 
 
 def test_intake_key_matches_the_original_layout_and_round_trips() -> None:
@@ -35,3 +43,56 @@ def test_names_with_separators_still_parse_by_path() -> None:
 def test_foreign_keys_are_not_parsed(bad: str) -> None:
     with pytest.raises(InvalidName):
         IntakeKey.parse(bad)
+
+
+@pytest.mark.parametrize(
+    ("template", "strftime"),
+    [
+        ("dt=%Y-%m-%d/hr=%H", "dt=%Y-%m-%d/hr=%H"),
+        ("{tenant}/{dataset}/{year}/{month}/{day}/{hour}", "acme/web-logs/%Y/%m/%d/%H"),
+        ("y={year}/%j", "y=%Y/%j"),
+        ("100%%/{day}", "100%%/%d"),
+    ],
+)
+def test_custom_partition_templates_take_the_original_layouts_placeholders(
+    template: str, strftime: str
+) -> None:
+    assert partition_strftime(template, "acme", "web-logs") == strftime
+    check_partition_template(template, "acme", "web-logs")
+
+
+@pytest.mark.parametrize(
+    ("template", "reason"),
+    [
+        ("", "needs a partition_template"),
+        ("   ", "needs a partition_template"),
+        ("../other/%Y", "the segment '..'"),
+        ("x/./%Y", "the segment '.'"),
+        ("/abs/%Y", "empty segment"),
+        ("%Y//%m", "empty segment"),
+        ("%Y/", "empty segment"),
+        ("%Y/%n", "%n is no strftime field"),
+        ("%Q", "%Q is no strftime field"),
+        ("%-d", "no strftime field"),
+        ("dt=%Y%", "a lone %"),
+        ("{yaer}/%m", "unknown placeholder {yaer}"),
+        ("{}", "unknown placeholder {}"),
+        ("a\tb\x01/%Y", "control character"),
+        ("a\x00b/%Y", "control character"),
+        ("\ud800/%Y", "not valid UTF-8"),
+        ("%Y/%E", "a lone %E at its end"),
+        ("x" * 256 + "/%Y", "a segment of more than 255"),
+        ("/".join(["%Y%m%d"] * 100), "more than 512 bytes"),
+    ],
+)
+def test_custom_partition_templates_that_cannot_make_a_relative_path_are_refused(
+    template: str, reason: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(reason)):
+        check_partition_template(template, "acme", "web")
+
+
+def test_an_error_quotes_a_long_template_cut_short() -> None:
+    with pytest.raises(ConfigError) as refused:
+        check_partition_template("x" * 100_000, "acme", "web")
+    assert len(str(refused.value)) < 500

@@ -253,6 +253,34 @@ def test_a_dotted_timestamp_field_names_a_time_inside_an_object(tmp_path: Path) 
     assert by_partition["year=2026/month=01/day=01/hour=00"] == [1]
 
 
+def test_a_custom_template_with_the_original_placeholders_lays_out_the_files(
+    tmp_path: Path,
+) -> None:
+    """A dataset carried over from the original ByteFreezer keeps its custom layout."""
+    settings, control, storage = setup_stack(tmp_path)
+    layout = "{tenant}/{dataset}/{year}/{month}/{day}/h%H"
+    options = ParquetOptions(partitioning="custom", partition_template=layout)
+    control.create_dataset("acme", DatasetSpec(name="app", parquet=options))
+    rows = [{"id": i, "timestamp": f"2026-02-0{1 + i % 2}T0{i % 3}:30:00Z"} for i in range(6)]
+    body = "\n".join(json.dumps(r) for r in rows).encode()
+    IntakeWriter(storage).write("acme", "app", "ndjson", gzip.compress(body), {})
+    run_piper_cycle(settings, control, storage)
+    run_packer_cycle(settings, control, storage)
+    root = settings.data_dir / "destination" / "acme" / "app"
+    by_partition = {
+        str(path.parent.relative_to(root)): sorted(pq.read_table(path).column("id").to_pylist())
+        for path in root.rglob("*.parquet")
+    }
+    assert by_partition == {
+        "acme/app/2026/02/01/h00": [0],
+        "acme/app/2026/02/02/h01": [1],
+        "acme/app/2026/02/01/h02": [2],
+        "acme/app/2026/02/02/h00": [3],
+        "acme/app/2026/02/01/h01": [4],
+        "acme/app/2026/02/02/h02": [5],
+    }
+
+
 def test_inputs_beyond_the_kept_bytes_are_read_again_with_the_same_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -58,7 +58,10 @@ class ParquetOptions(_Model):
         "date=/hour=; `none`: no partition directories; `custom`: `partition_template`.",
     )
     partition_template: str = Field(
-        "", description="strftime template for `custom`, e.g. `dt=%Y-%m-%d/hr=%H`."
+        "",
+        description="The partition path for `custom`: strftime fields (`dt=%Y-%m-%d/hr=%H`) or "
+        "the original ByteFreezer's placeholders (`{tenant}/{dataset}/{year}/{month}/{day}/"
+        "{hour}`); checked when the dataset is saved.",
     )
     buffer_seconds: float | None = Field(
         None,

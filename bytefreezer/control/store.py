@@ -30,7 +30,7 @@ from bytefreezer.control.models import (
     Tenant,
 )
 from bytefreezer.errors import AuthError, Conflict, Forbidden, Gone, LeaseLost, NotFound
-from bytefreezer.keys import validate_name
+from bytefreezer.keys import check_partition_template, validate_name
 
 ChainValidator = Callable[[list[dict[str, Any]]], None]
 DestinationFor = Callable[[str, str], str]
@@ -158,6 +158,8 @@ class ControlStore:
     def _resolve(self, tenant: str, spec: DatasetSpec) -> Dataset:
         if self._validate_chain is not None:
             self._validate_chain(spec.transforms)
+        if spec.parquet.partitioning == "custom":
+            check_partition_template(spec.parquet.partition_template, tenant, spec.name)
         destination = spec.destination or Destination(url=self._destination_for(tenant, spec.name))
         data = spec.model_dump()
         data["destination"] = destination
