@@ -100,6 +100,11 @@ PENDING_BYTES = 128 * 1024 * 1024  # decoded input rows held before a row group 
 KEPT_INPUT_BYTES = 64 * 1024 * 1024
 OUTPUT_SAMPLE_ROWS = 16_384  # rows encoded to estimate the size of a large run's output
 READ_AHEAD = 2  # staged objects read and decoded ahead of the one being written, per core
+# A run of at most this many rows is encoded and (locally) committed on its own thread: handing
+# its files to the encoder and commit threads cost more than it gained. 100 datasets of ~8,000
+# rows (4,800 files of ~170 rows) packed in 2.29-2.41 s instead of 2.60-2.78 s, with 13,000
+# context switches instead of 40,000; concurrent runs of other datasets keep the cores busy.
+INLINE_ROWS = 32_768
 # Runs of a process at once per write slot: a run reads and writes its files in one of
 # ``packer.max_concurrent_jobs`` slots (the memory and CPU a run takes), and as many more runs
 # list, commit and clean up meanwhile, mostly waiting on storage (listings, fsyncs, requests).
@@ -616,6 +621,7 @@ class _PackDatasetFn(ObjectFn):
             )
             return pending, writer
 
+        inline = sum(planned.rows for planned in files) <= INLINE_ROWS
         by_partition: dict[str, list[PlannedFile]] = {}
         for planned in files:
             by_partition.setdefault(planned.partition, []).append(planned)
@@ -670,9 +676,9 @@ class _PackDatasetFn(ObjectFn):
                             outputs[name].add(table.slice(start, end - start))
                     pinned += table.nbytes
                     if pinned > PENDING_BYTES:
-                        self._each(outputs.values(), _PartitionOutput.flush)
+                        self._each(outputs.values(), _PartitionOutput.flush, inline)
                         pinned = 0
-                self._each(outputs.values(), _PartitionOutput.close)
+                self._each(outputs.values(), _PartitionOutput.close, inline)
             except BaseException:
                 inputs.close()  # waits for the reads ahead
                 for output in outputs.values():
@@ -681,9 +687,9 @@ class _PackDatasetFn(ObjectFn):
                     pending.abort()
                 raise
             # The files of this pass are complete: they appear together (renames or upload
-            # completions overlap).
-            if len(done) == 1:
-                sizes = [done[0].commit()]
+            # completions overlap; a small run's renames are quicker done here).
+            if len(done) == 1 or (inline and dest.local):
+                sizes = [pending.commit() for pending in done]
             else:
                 sizes = list(self._committer.map(lambda pending: pending.commit(), done))
             self.count("bytes_written", sum(sizes))
@@ -699,14 +705,18 @@ class _PackDatasetFn(ObjectFn):
         return read_ahead(self._encoders, step, items, READ_AHEAD * self._workers)
 
     def _each(
-        self, outputs: Iterable[_PartitionOutput], step: Callable[[_PartitionOutput], None]
+        self,
+        outputs: Iterable[_PartitionOutput],
+        step: Callable[[_PartitionOutput], None],
+        inline: bool = False,
     ) -> None:
         """``step`` on every output, several at once; raises the first failure only after
         every step has ended (so that aborting the outputs cannot race a running write). One
-        output is stepped on this thread."""
+        output, or the outputs of a small run (``inline``), are stepped on this thread."""
         outputs = list(outputs)
-        if len(outputs) == 1:
-            step(outputs[0])
+        if len(outputs) == 1 or inline:
+            for output in outputs:
+                step(output)
             return
         futures = [self._encoders.submit(step, output) for output in outputs]
         wait(futures)

@@ -32,6 +32,7 @@ from bytefreezer.pipelines.packer import (
 )
 from bytefreezer.pipelines.piper import run_piper_cycle, staged_parquet
 from bytefreezer.storage import ObjectStore, Storage
+from bytefreezer.storage import _LocalPending as LocalPending
 from tests.conftest import fast_settings
 from tests.e2e.test_recovery import post, setup_stack
 
@@ -177,6 +178,37 @@ def test_streaming_in_passes_with_small_batches_writes_the_same_files(
     files, row_groups = _pack(tmp_path, "small")
     assert files == expected
     assert row_groups > 15
+
+
+def test_a_small_run_writes_on_its_own_thread_the_files_the_encoders_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of at most INLINE_ROWS rows encodes and commits its files on its own thread (a
+    hand-over per file cost more than it gained); a larger one hands them to the encoders.
+    Either way the files are the same."""
+    threads: dict[str, set[str]] = {"flush": set(), "commit": set()}
+    flush, commit = packer._PartitionOutput.flush, LocalPending._commit
+
+    def flushed(self: Any) -> None:
+        threads["flush"].add(threading.current_thread().name)
+        flush(self)
+
+    def committed(self: Any) -> int:
+        threads["commit"].add(threading.current_thread().name)
+        return commit(self)
+
+    monkeypatch.setattr(packer._PartitionOutput, "flush", flushed)
+    monkeypatch.setattr(LocalPending, "_commit", committed)
+    inline, _ = _pack(tmp_path, "inline")  # 600 rows over 15 files
+    assert len(threads["flush"]) == 1 and threads["flush"] == threads["commit"]
+    assert not any(name.startswith(("encode", "commit")) for name in threads["flush"])
+    threads["flush"].clear()
+    threads["commit"].clear()
+    monkeypatch.setattr(packer, "INLINE_ROWS", 100)
+    handed_over, _ = _pack(tmp_path, "handed-over")
+    assert any(name.startswith("encode") for name in threads["flush"])
+    assert any(name.startswith("commit") for name in threads["commit"])
+    assert handed_over == inline
 
 
 def test_small_files_encoded_in_memory_are_the_files_streamed(
