@@ -183,11 +183,19 @@ def test_streaming_in_passes_with_small_batches_writes_the_same_files(
 def test_a_small_run_writes_on_its_own_thread_the_files_the_encoders_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A run of at most INLINE_ROWS rows encodes and commits its files on its own thread (a
-    hand-over per file cost more than it gained); a larger one hands them to the encoders.
-    Either way the files are the same."""
-    threads: dict[str, set[str]] = {"flush": set(), "commit": set()}
+    """A run of at most INLINE_ROWS rows (INLINE_BYTES staged) reads its inputs and encodes
+    and commits its files on its own thread (a hand-over per file cost more than it gained); a
+    larger one hands them to the encoders. Either way the files are the same."""
+    threads: dict[str, set[str]] = {"flush": set(), "commit": set(), "read": set()}
     flush, commit = packer._PartitionOutput.flush, LocalPending._commit
+    summarized, read = packer._summarized, packer.read_parquet
+
+    def reading(step: Any) -> Any:
+        def recorded(*args: Any) -> Any:
+            threads["read"].add(threading.current_thread().name)
+            return step(*args)
+
+        return recorded
 
     def flushed(self: Any) -> None:
         threads["flush"].add(threading.current_thread().name)
@@ -199,14 +207,19 @@ def test_a_small_run_writes_on_its_own_thread_the_files_the_encoders_write(
 
     monkeypatch.setattr(packer._PartitionOutput, "flush", flushed)
     monkeypatch.setattr(LocalPending, "_commit", committed)
-    inline, _ = _pack(tmp_path, "inline")  # 600 rows over 15 files
-    assert len(threads["flush"]) == 1 and threads["flush"] == threads["commit"]
+    monkeypatch.setattr(packer, "_summarized", reading(summarized))
+    monkeypatch.setattr(packer, "read_parquet", reading(read))
+    inline, _ = _pack(tmp_path, "inline")  # 6 inputs, 600 rows over 15 files
+    assert len(threads["flush"]) == 1
+    assert threads["flush"] == threads["commit"] == threads["read"]
     assert not any(name.startswith(("encode", "commit")) for name in threads["flush"])
-    threads["flush"].clear()
-    threads["commit"].clear()
+    for names in threads.values():
+        names.clear()
     monkeypatch.setattr(packer, "INLINE_ROWS", 100)
+    monkeypatch.setattr(packer, "INLINE_BYTES", 100)
     handed_over, _ = _pack(tmp_path, "handed-over")
     assert any(name.startswith("encode") for name in threads["flush"])
+    assert any(name.startswith("encode") for name in threads["read"])
     assert any(name.startswith("commit") for name in threads["commit"])
     assert handed_over == inline
 
