@@ -189,18 +189,14 @@ def _quoted(template: str) -> str:
 def partition_strftime(template: str, tenant: str, dataset: str) -> str:
     """A custom partition template as an strftime format: the placeholders ``{year}``,
     ``{month}``, ``{day}``, ``{hour}`` become their fields and ``{tenant}``, ``{dataset}`` the
-    names (which hold no ``%``). ``ConfigError`` names any other placeholder."""
+    names (which hold no ``%``). Other text in braces stays as written, as it did before
+    placeholders were read (``check_partition_template`` refuses it in a template saved now)."""
 
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
         if name in _TIME_PLACEHOLDERS:
             return _TIME_PLACEHOLDERS[name]
-        if name in ("tenant", "dataset"):
-            return tenant if name == "tenant" else dataset
-        raise ConfigError(
-            f"partition_template {_quoted(template)}: unknown placeholder {{{name}}}; use strftime "
-            "fields (%Y, %m, %d, %H, ...) or {year}, {month}, {day}, {hour}, {tenant}, {dataset}"
-        )
+        return {"tenant": tenant, "dataset": dataset}.get(name, match.group(0))
 
     return _PLACEHOLDER_RE.sub(replace, template)
 
@@ -221,6 +217,13 @@ def check_partition_template(template: str, tenant: str, dataset: str) -> None:
         raise ConfigError(
             f"partition_template {_quoted(template)} is not valid UTF-8 text"
         ) from None
+    for name in _PLACEHOLDER_RE.findall(template):
+        if name not in _TIME_PLACEHOLDERS and name not in ("tenant", "dataset"):
+            raise ConfigError(
+                f"partition_template {_quoted(template)}: unknown placeholder {{{name}}}; use "
+                "strftime fields (%Y, %m, %d, %H, ...) or {year}, {month}, {day}, {hour}, "
+                "{tenant}, {dataset}"
+            )
     fmt = partition_strftime(template, tenant, dataset)
     for modifier, field in _STRFTIME_RE.findall(fmt):
         if field not in _STRFTIME_FIELDS or (modifier and field == "%"):

@@ -92,6 +92,12 @@ def test_custom_partition_templates_that_cannot_make_a_relative_path_are_refused
         check_partition_template(template, "acme", "web")
 
 
+def test_a_stored_template_with_unknown_braces_still_formats_them_as_written() -> None:
+    """Saved before placeholders were read, such a template wrote its braces literally; packer
+    goes on doing so (only saving one now is refused)."""
+    assert partition_strftime("{env}/{year}", "acme", "web") == "{env}/%Y"
+
+
 def test_an_error_quotes_a_long_template_cut_short() -> None:
     with pytest.raises(ConfigError) as refused:
         check_partition_template("x" * 100_000, "acme", "web")
