@@ -4,6 +4,8 @@ for Kubernetes 1.25 and 1.31, and the behaviour the values promise."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,18 @@ import yaml
 
 from tests.deploy.charts import BYTEFREEZER, HELM, PROXY, env_of, find, notes, render, scenario
 
+
+def promtool() -> str:
+    binary = shutil.which("promtool")
+    if binary is None:
+        pytest.fail("`promtool` is missing: `make test` installs Debian's prometheus package")
+    return binary
+
+
 SCENARIOS = sorted(p.name for p in (BYTEFREEZER / "ci").glob("*.yaml"))
 PROXY_SCENARIOS = sorted(p.name for p in (PROXY / "ci").glob("*.yaml"))
-CRDS = {"ServiceMonitor"}
+CRDS = {"ServiceMonitor": "endpoints", "PrometheusRule": "groups"}  # kind: what its spec needs
+ALERTS = BYTEFREEZER / "files" / "bytefreezer-alerts.yaml"
 
 
 @pytest.mark.parametrize("chart", [BYTEFREEZER, PROXY], ids=["bytefreezer", "proxy"])
@@ -29,7 +40,8 @@ def test_lint_strict(chart: Path) -> None:
 def _valid(objects: list[dict[str, Any]]) -> None:
     for obj in objects:
         if obj["kind"] in CRDS:
-            assert obj["apiVersion"] == "monitoring.coreos.com/v1" and obj["spec"]["endpoints"]
+            assert obj["apiVersion"] == "monitoring.coreos.com/v1"
+            assert obj["spec"][CRDS[obj["kind"]]]
             continue
         for version in ("1.25.0", "1.31.0"):
             kubernetes_validate.validate(obj, version, strict=True)
@@ -182,6 +194,46 @@ def test_control_modes() -> None:
     }
 
 
+def test_the_bundled_prometheus_loads_the_alerting_rules(tmp_path: Path) -> None:
+    """Its configuration is the scrape jobs plus the rules file, which Prometheus's own
+    `promtool check config` accepts; without alerts it reads the scrape jobs alone."""
+    objects = render(BYTEFREEZER, scenario(BYTEFREEZER, "monitoring-prometheus.yaml"))
+    data = find(objects, "ConfigMap", "bf-bytefreezer-scrape-config")["data"]
+    assert yaml.safe_load(data["alerts.yml"]) == yaml.safe_load(ALERTS.read_text())
+    config = yaml.safe_load(data["prometheus.yml"])
+    assert config["rule_files"] == ["/etc/scrape/alerts.yml"]
+    assert config["scrape_configs"] == yaml.safe_load(data["scrape.yml"])["scrape_configs"]
+    container = find(objects, "Deployment", "bf-prometheus")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    assert "--config.file=/etc/scrape/prometheus.yml" in container["args"]
+    assert {"name": "scrape", "mountPath": "/etc/scrape"} in container["volumeMounts"]
+    # Debian's Prometheus is built without Kubernetes discovery: it checks the configuration
+    # with the discovery swapped for a static target, and the rules file as rendered.
+    (tmp_path / "alerts.yml").write_text(data["alerts.yml"])
+    config["rule_files"] = [str(tmp_path / "alerts.yml")]
+    for job in config["scrape_configs"]:
+        job.pop("kubernetes_sd_configs")
+        job["static_configs"] = [{"targets": ["127.0.0.1:9091"]}]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    checked = subprocess.run(
+        [promtool(), "check", "config", str(tmp_path / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "7 rules found" in checked.stdout + checked.stderr
+
+    values = scenario(BYTEFREEZER, "monitoring-prometheus.yaml")
+    values["monitoring"]["alerts"] = {"enabled": False}
+    quiet = render(BYTEFREEZER, values)
+    assert set(find(quiet, "ConfigMap", "bf-bytefreezer-scrape-config")["data"]) == {"scrape.yml"}
+    args = find(quiet, "Deployment", "bf-prometheus")["spec"]["template"]["spec"]["containers"][0][
+        "args"
+    ]
+    assert "--config.file=/etc/scrape/scrape.yml" in args
+
+
 def test_monitoring_options() -> None:
     objects = render(BYTEFREEZER, scenario(BYTEFREEZER, "monitoring-prometheus.yaml"))
     for name, port in (("receiver", 9091), ("piper", 9092), ("packer", 9093)):
@@ -216,6 +268,8 @@ def test_monitoring_options() -> None:
     assert "--storage.tsdb.retention.time=15d" in args
     find(objects, "PersistentVolumeClaim", "bf-bytefreezer-prometheus")
     vm = render(BYTEFREEZER, scenario(BYTEFREEZER, "monitoring-victoriametrics.yaml"))
+    vm_args = find(vm, "Deployment", "bf-victoriametrics")["spec"]["template"]["spec"]
+    assert "-promscrape.config=/etc/scrape/scrape.yml" in vm_args["containers"][0]["args"]
     assert find(vm, "Service", "bf-victoriametrics")["spec"]["ports"][0]["port"] == 8428
     monitors = render(BYTEFREEZER, scenario(BYTEFREEZER, "monitoring-servicemonitor.yaml"))
     sm = find(monitors, "ServiceMonitor", "bf-bytefreezer-piper")
@@ -224,6 +278,11 @@ def test_monitoring_options() -> None:
         and sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     )
     assert sm["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
+    rule = find(monitors, "PrometheusRule", "bf-bytefreezer-alerts")
+    assert rule["metadata"]["namespace"] == "monitoring"
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert rule["spec"] == yaml.safe_load(ALERTS.read_text())
+    assert not [o for o in objects if o["kind"] == "PrometheusRule"]  # only when asked for
     for mode, endpoint in (
         ("otlp-http", "http://otel-collector.observability:4318"),
         ("otlp-grpc", "otel-collector.observability:4317"),

@@ -20,6 +20,7 @@ from tests.helpers import (
     wait_for,
     wait_for_port,
 )
+from tests.monitoring.test_alerts import ALERTS, rules
 
 N = 25
 
@@ -34,6 +35,7 @@ def prometheus(tmp_path: Path, targets: list[str]) -> Iterator[str]:
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: [{json.dumps(str(ALERTS))}]\n"
         "scrape_configs:\n"
         f"  - job_name: bytefreezer\n    static_configs: [{{targets: {json.dumps(targets)}}}]\n"
     )
@@ -60,6 +62,18 @@ def query(base: str, promql: str) -> float | None:
     answer = httpx.get(f"{base}/api/v1/query", params={"query": promql}, timeout=10).json()
     result = answer["data"]["result"]
     return float(result[0]["value"][1]) if result else None
+
+
+def rule_health(base: str, count: int) -> dict[str, str] | None:
+    """Each loaded alert's health once all ``count`` have been evaluated, else None."""
+    answer = httpx.get(f"{base}/api/v1/rules", timeout=10).json()
+    found = {
+        rule["name"]: rule["health"]
+        for group in answer["data"]["groups"]
+        for rule in group["rules"]
+        if rule["type"] == "alerting"
+    }
+    return found if len(found) == count and "unknown" not in found.values() else None
 
 
 def test_prometheus_scrapes_the_stack(tmp_path: Path) -> None:
@@ -102,5 +116,10 @@ def test_prometheus_scrapes_the_stack(tmp_path: Path) -> None:
             }
             # Targets are scraped at different offsets: wait until every one has been.
             wait_for(lambda: all(query(base, q) == v for q, v in expected.items()), timeout=60)
+            # The shipped alerting rules evaluate against the real series, and a healthy stack
+            # sets none of them off.
+            evaluated = wait_for(lambda: rule_health(base, len(rules())), timeout=30)
+            assert evaluated == {rule["alert"]: "ok" for rule in rules()}
+            assert query(base, "count(ALERTS)") is None
     finally:
         stop_process(stack)

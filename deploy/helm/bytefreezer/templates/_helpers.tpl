@@ -227,3 +227,30 @@ securityContext:
   capabilities:
     drop: ["ALL"]
 {{- end -}}
+
+{{/* The scrape jobs of the bundled Prometheus or VictoriaMetrics: this release's services and
+their port named `metrics`, found by Kubernetes service discovery. */}}
+{{- define "bytefreezer.scrapeConfig" -}}
+global:
+  scrape_interval: 30s
+scrape_configs:
+  - job_name: bytefreezer
+    kubernetes_sd_configs:
+      - role: endpoints
+        namespaces:
+          names: [{{ .Release.Namespace | quote }}]
+    relabel_configs:
+      - source_labels: [__meta_kubernetes_service_label_app_kubernetes_io_instance]
+        regex: {{ .Release.Name | quote }}
+        action: keep
+      - source_labels: [__meta_kubernetes_service_label_app_kubernetes_io_component]
+        regex: receiver|piper|packer
+        action: keep
+      - source_labels: [__meta_kubernetes_endpoint_port_name]
+        regex: metrics
+        action: keep
+      - source_labels: [__meta_kubernetes_service_label_app_kubernetes_io_component]
+        target_label: component
+      - source_labels: [__meta_kubernetes_pod_name]
+        target_label: pod
+{{- end }}
