@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv and install bytefreezer with its dev tools
 
-system-deps: ## Debian packages the tests use (a real Prometheus server)
-	@command -v prometheus >/dev/null 2>&1 || { \
+system-deps: ## Debian packages the tests use (a real Prometheus server and its promtool)
+	@{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
