@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -168,3 +169,13 @@ def scraped(component: str, run: Callable[[Any], T]) -> tuple[T, str]:
             return result, response.read().decode()
     finally:
         telemetry.shutdown()
+
+
+def promtool() -> str:
+    """Prometheus's promtool (Debian's prometheus package, which `make test` installs)."""
+    binary = shutil.which("promtool")
+    if binary is None:
+        import pytest
+
+        pytest.fail("`promtool` is missing: `make test` installs Debian's prometheus package")
+    return binary

@@ -4,7 +4,6 @@ for Kubernetes 1.25 and 1.31, and the behaviour the values promise."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,14 +14,7 @@ import pytest
 import yaml
 
 from tests.deploy.charts import BYTEFREEZER, HELM, PROXY, env_of, find, notes, render, scenario
-
-
-def promtool() -> str:
-    binary = shutil.which("promtool")
-    if binary is None:
-        pytest.fail("`promtool` is missing: `make test` installs Debian's prometheus package")
-    return binary
-
+from tests.helpers import promtool
 
 SCENARIOS = sorted(p.name for p in (BYTEFREEZER / "ci").glob("*.yaml"))
 PROXY_SCENARIOS = sorted(p.name for p in (PROXY / "ci").glob("*.yaml"))

@@ -5,14 +5,13 @@ components expose, and each alert firing when its condition holds long enough, n
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
+from tests.helpers import promtool
 from tests.monitoring.test_dashboard import exposed_names
 
 ALERTS = (
@@ -29,13 +28,6 @@ def rules() -> list[dict[str, Any]]:
     return [
         rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]
     ]
-
-
-def promtool() -> str:
-    binary = shutil.which("promtool")
-    if binary is None:
-        pytest.fail("`promtool` is missing: `make test` installs Debian's prometheus package")
-    return binary
 
 
 def test_the_rules_file_is_valid() -> None:
