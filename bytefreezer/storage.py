@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import builtins
 import ctypes
+import glob
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,10 @@ _SYNCFS = (
 )
 _META_DIR = ".bf-meta"
 _TMP_MARK = ".bf-tmp-"
+# A local temporary file this old was left by a process that stopped mid-write (a write takes
+# seconds): a listing that meets one deletes it. The original ByteFreezer's housekeeping swept
+# orphaned files after the same 24 hours.
+ORPHANED_TMP_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +312,7 @@ class ObjectStore:
                 dirnames[:] = [d for d in dirnames if d not in skip]
             for name in filenames:
                 if name.startswith(_TMP_MARK):
+                    _remove_if_orphaned(os.path.join(dirpath, name))
                     continue
                 full = os.path.join(dirpath, name)
                 try:
@@ -328,6 +335,22 @@ class ObjectStore:
             pass
         except Exception as exc:
             raise StorageError(f"cannot delete {self.url}/{key}: {exc}") from exc
+
+    def discard_partial_writes(self, keys: Sequence[str]) -> None:
+        """Delete what a process that died while writing ``keys`` left of them (local: its
+        temporary files beside each key, whatever their age). On S3 an unfinished multipart
+        upload is invisible and is no object; a bucket lifecycle rule (abort incomplete
+        multipart uploads after a day) removes its parts."""
+        if not self.local:
+            return
+        for key in keys:
+            target = Path(self.path(key))
+            try:
+                leftovers = list(target.parent.glob(f"{glob.escape(_TMP_MARK + target.name)}.*"))
+            except OSError:
+                continue
+            for leftover in leftovers:
+                leftover.unlink(missing_ok=True)
 
     def delete_many(self, keys: Sequence[str]) -> None:
         """Delete several objects (one batched request on S3)."""
@@ -363,6 +386,16 @@ def _timestamp(value: Any) -> float:
     if hasattr(value, "timestamp"):
         return float(value.timestamp())
     return float(value or 0)
+
+
+def _remove_if_orphaned(path: str) -> None:
+    """Delete the temporary file at ``path`` if a crashed writer left it (``ORPHANED_TMP_SECONDS``
+    old); one being written, or gone already, is left alone."""
+    try:
+        if time.time() - os.stat(path).st_mtime > ORPHANED_TMP_SECONDS:
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def _tmp_path(target: Path) -> Path:

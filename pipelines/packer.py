@@ -692,7 +692,14 @@ class _PackDatasetFn(ObjectFn):
             # The files of this pass are complete: they appear together (renames or upload
             # completions overlap; a small run's renames are quicker done here).
             if len(done) == 1 or (inline and dest.local):
-                sizes = [pending.commit() for pending in done]
+                sizes = []
+                for index, pending in enumerate(done):
+                    try:
+                        sizes.append(pending.commit())
+                    except BaseException:
+                        for rest in done[index + 1 :]:  # never committed: no file left behind
+                            rest.abort()
+                        raise
             else:
                 sizes = list(self._committer.map(lambda pending: pending.commit(), done))
             self.count("bytes_written", sum(sizes))
@@ -738,7 +745,9 @@ class _PackDatasetFn(ObjectFn):
             manifest["state"] = "uploaded"  # the ledger was written: the files are final
         if manifest["state"] == "planned":
             if replay:
-                dest.delete_many([planned["path"] for planned in manifest["outputs"]])
+                planned_paths = [planned["path"] for planned in manifest["outputs"]]
+                dest.delete_many(planned_paths)
+                dest.discard_partial_writes(planned_paths)  # a killed run's temporary files
             # Reading and writing hold the run's memory and take its CPU: at most
             # max_concurrent_jobs runs of the process do it at once (the others list, commit
             # and clean up meanwhile).

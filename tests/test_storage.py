@@ -173,3 +173,32 @@ def test_a_whole_store_listing_skips_the_folders_named(store: ObjectStore) -> No
         assert sorted(o.key for o in listed) == expected
     with pytest.raises(ValueError):
         list(store.iter("a/", skip=("_dead-letter",)))
+
+
+def test_a_listing_deletes_temporary_files_a_crashed_writer_left_a_day_ago(tmp_path: Path) -> None:
+    """A local write goes through a temporary file beside its key; a process killed mid-write
+    leaves it. Listings never show one, and delete one older than ORPHANED_TMP_SECONDS."""
+    store = Storage(fast_settings(tmp_path / "data")).intake
+    store.put("acme/web/a.gz", b"x")
+    folder = Path(store.path("acme/web/a.gz")).parent
+    old = folder / f"{storage_module._TMP_MARK}b.gz.0123456789abcdef"
+    young = folder / f"{storage_module._TMP_MARK}c.gz.fedcba9876543210"
+    for leftover in (old, young):
+        leftover.write_bytes(b"partial")
+    day_ago = os.stat(old).st_mtime - storage_module.ORPHANED_TMP_SECONDS - 60
+    os.utime(old, (day_ago, day_ago))
+    assert [o.key for o in store.list("acme/")] == ["acme/web/a.gz"]
+    assert not old.exists()
+    assert young.exists()  # may be a write in progress
+
+
+def test_partial_writes_of_keys_are_discarded_whatever_their_age(tmp_path: Path) -> None:
+    store = Storage(fast_settings(tmp_path / "data")).intake
+    pending = store.open_write("p/x.parquet")
+    pending.file.write(b"half a file")  # the writer dies here: no commit, no abort
+    other = store.open_write("p/y.parquet")
+    store.discard_partial_writes(["p/x.parquet", "p/absent/z.parquet"])
+    names = sorted(p.name for p in Path(store.path("p")).iterdir())
+    assert len(names) == 1 and names[0].startswith(f"{storage_module._TMP_MARK}y.parquet.")
+    other.abort()
+    pending.file.close()

@@ -20,7 +20,9 @@ from bytefreezer.ingress.receiver import IntakeWriter
 from bytefreezer.pipelines.packer import run_packer_cycle
 from bytefreezer.pipelines.piper import run_piper_cycle
 from bytefreezer.settings import Settings
+from bytefreezer.storage import _TMP_MARK as TMP_MARK
 from bytefreezer.storage import ObjectStore, PendingObject, Storage
+from bytefreezer.storage import _LocalPending as LocalPending
 from tests.conftest import fast_settings
 from tests.helpers import read_parquet_dir
 
@@ -104,7 +106,14 @@ def test_piper_crash_between_staged_write_and_delete(
 
 
 @pytest.mark.parametrize(
-    "crash_point", ["after_upload", "mid_upload", "mid_delete", "uploaded_by_earlier_version"]
+    "crash_point",
+    [
+        "after_upload",
+        "mid_upload",
+        "killed_mid_upload",
+        "mid_delete",
+        "uploaded_by_earlier_version",
+    ],
 )
 def test_packer_crash_then_manifest_replay(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_point: str
@@ -122,7 +131,7 @@ def test_packer_crash_then_manifest_replay(
             commits.append(self.key)
             crash = len(commits) == 3
         if crash:
-            self.abort()
+            self.abort()  # killed: a no-op, the temporary files stay
             raise InjectedCrash(f"injected crash at {self.key}")
         return original_commit(self)
 
@@ -143,8 +152,10 @@ def test_packer_crash_then_manifest_replay(
 
     with monkeypatch.context() as patch:
         crash_without_releasing(patch)
-        if crash_point == "mid_upload":
+        if crash_point in ("mid_upload", "killed_mid_upload"):
             patch.setattr(PendingObject, "commit", crash_mid_upload)
+        if crash_point == "killed_mid_upload":  # a killed process cleans nothing up
+            patch.setattr(LocalPending, "abort", lambda self: None)
         elif crash_point == "mid_delete":
             patch.setattr(ObjectStore, "delete", crash_mid_delete)
         else:
@@ -158,8 +169,11 @@ def test_packer_crash_then_manifest_replay(
     # The run's ledger entry is its commit point: written once its files are final.
     ledger = storage.piper.list("_packed/acme/web/")
     assert [o.key.rsplit("/", 1)[1] for o in ledger] == (
-        [] if crash_point == "mid_upload" else [f"{manifest['run_id']}.json"]
+        [] if crash_point.endswith("mid_upload") else [f"{manifest['run_id']}.json"]
     )
+    destination = settings.data_dir / "destination" / "acme" / "web"
+    leftovers = list(destination.rglob(f"{TMP_MARK}*"))
+    assert bool(leftovers) == (crash_point == "killed_mid_upload")
     if crash_point == "mid_delete":
         assert len(deleted) == 2  # two inputs gone before the crash
     if crash_point == "uploaded_by_earlier_version":
@@ -175,6 +189,7 @@ def test_packer_crash_then_manifest_replay(
     assert not storage.piper.list("_manifests/")
     assert not [o for o in storage.piper.list("acme/") if o.key.endswith(".parquet")]
     assert len(storage.piper.list("_packed/acme/web/")) == 1
+    assert not list(destination.rglob(f"{TMP_MARK}*"))  # the killed run's partial files too
 
 
 def test_packer_splits_a_backlog_into_runs_of_its_budget(tmp_path: Path) -> None:
