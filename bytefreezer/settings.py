@@ -163,6 +163,15 @@ class PiperSettings(_Section):
         description="Objects each Beam worker processes at once, each in its own thread.",
     )
     lease_ttl_seconds: float = Field(120.0, gt=0, description="Lease TTL on each claimed object.")
+    dead_letter_retention_days: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "Days a dead letter (rejected records with their reasons, an object set aside) is "
+            "kept under `_dead-letter/` before piper deletes it, looking once an hour; 0 keeps "
+            "them until an operator removes them (the original ByteFreezer kept them 7 days)."
+        ),
+    )
     beam_args: list[str] = Field(
         default_factory=list, description="Beam pipeline options, e.g. ['--runner=FlinkRunner']."
     )

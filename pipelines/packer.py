@@ -964,7 +964,7 @@ def run_packer_cycle(
     started = time.monotonic()
     buffers: dict[tuple[str, str], Buffer] = {}
     replays = set()
-    # Dead letters only grow (clearing them is the operator's call): not listed every cycle.
+    # Dead letters only grow between piper's hourly retention sweeps: not listed every cycle.
     for info in storage.piper.iter(skip=(DEAD_LETTER_PREFIX,)):
         parts = info.key.split("/")
         if len(parts) >= 3 and not parts[0].startswith("_"):

@@ -19,7 +19,7 @@ import orjson
 from bytefreezer.control import ControlClient, open_control
 from bytefreezer.control.models import Dataset, Lease
 from bytefreezer.errors import BytefreezerError, ConfigError, InvalidName, LeaseLost, StorageError
-from bytefreezer.keys import IntakeKey, piper_lease_name
+from bytefreezer.keys import DEAD_LETTER_PREFIX, IntakeKey, piper_lease_name
 from bytefreezer.pipelines.decode import choose_format, decode_object
 from bytefreezer.pipelines.parquet import parquet_bytes
 from bytefreezer.pipelines.runner import (
@@ -31,7 +31,7 @@ from bytefreezer.pipelines.runner import (
     run_claimed,
 )
 from bytefreezer.settings import Settings
-from bytefreezer.storage import BucketObjects, Storage
+from bytefreezer.storage import BucketObjects, ObjectStore, Storage
 from bytefreezer.telemetry import (
     TRACEPARENT,
     Telemetry,
@@ -272,6 +272,48 @@ class ProcessIntake(Distributed):
         )
 
 
+# A piper process looks for expired dead letters at most this often (a listing of the
+# dead-letter prefix, which only grows between sweeps).
+DEAD_LETTER_SWEEP_SECONDS = 3600.0
+_SWEPT: dict[str, float] = {}  # piper bucket URL -> when this process last swept it
+_SWEPT_LOCK = threading.Lock()
+
+
+def expire_dead_letters(store: ObjectStore, retention_days: float, now: float | None = None) -> int:
+    """Delete the dead letters under ``_dead-letter/`` of ``store`` last written more than
+    ``retention_days`` ago; how many. Several pipers may sweep at once: a delete of an object
+    already gone is fine."""
+    cutoff = (time.time() if now is None else now) - retention_days * 86400
+    expired = [
+        info.key
+        for info in store.iter(f"{DEAD_LETTER_PREFIX}/")
+        if info.modified and info.modified < cutoff
+    ]
+    for start in range(0, len(expired), 1000):  # S3 deletes at most 1,000 keys per request
+        store.delete_many(expired[start : start + 1000])
+    if expired:
+        log.info("deleted %d dead letters older than %g days", len(expired), retention_days)
+    return len(expired)
+
+
+def _sweep_dead_letters(settings: Settings, storage: Storage) -> None:
+    """``expire_dead_letters`` once per ``DEAD_LETTER_SWEEP_SECONDS`` per bucket and process,
+    when a retention is set; a failure is logged and tried again at the next sweep."""
+    days = settings.piper.dead_letter_retention_days
+    if not days:
+        return
+    now = time.monotonic()
+    with _SWEPT_LOCK:
+        last = _SWEPT.get(storage.piper.url)
+        if last is not None and now - last < DEAD_LETTER_SWEEP_SECONDS:
+            return
+        _SWEPT[storage.piper.url] = now
+    try:
+        expire_dead_letters(storage.piper, days)
+    except StorageError as exc:
+        log.warning("expired dead letters were not deleted: %s", exc)
+
+
 def run_piper_cycle(
     settings: Settings,
     control: ControlClient | None = None,
@@ -283,6 +325,7 @@ def run_piper_cycle(
     storage = storage or Storage(settings)
     telemetry = telemetry or null_telemetry()
     started = time.monotonic()
+    _sweep_dead_letters(settings, storage)
     every = {(d.tenant, d.name): d for d in control.list_datasets()}
     datasets = {name: d for name, d in every.items() if d.active}
     candidates: list[tuple[int, str, Dataset]] = []
