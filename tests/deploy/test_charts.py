@@ -291,6 +291,10 @@ def test_monitoring_options() -> None:
 def test_scaled_and_combined() -> None:
     scaled = render(BYTEFREEZER, scenario(BYTEFREEZER, "scaled.yaml"))
     assert find(scaled, "Deployment", "bf-bytefreezer-piper")["spec"]["replicas"] == 4
+    piper_env = env_of(find(scaled, "Deployment", "bf-bytefreezer-piper"))
+    assert piper_env["BYTEFREEZER_PIPER__DEAD_LETTER_RETENTION_DAYS"] == "7"
+    defaults = env_of(find(render(BYTEFREEZER), "Deployment", "bf-bytefreezer-piper"))
+    assert defaults["BYTEFREEZER_PIPER__DEAD_LETTER_RETENTION_DAYS"] == "0"
     assert (
         env_of(find(scaled, "Deployment", "bf-bytefreezer-piper"))[
             "BYTEFREEZER_PIPER__MAX_CONCURRENT_JOBS"
