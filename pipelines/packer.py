@@ -795,9 +795,10 @@ class _PackDatasetFn(ObjectFn):
         sized = [
             (staged_key, self._sizes.pop(staged_key, None)) for staged_key in manifest["inputs"]
         ]
-        small = sum(size if size is not None else INLINE_BYTES + 1 for _, size in sized)
+        sizes = [size for _, size in sized]
+        small = None not in sizes and sum(s for s in sizes if s is not None) <= INLINE_BYTES
         for (key_in, _), (staged, summary, found) in zip(
-            sized, self._read_ahead(fetched, sized, small <= INLINE_BYTES), strict=True
+            sized, self._read_ahead(fetched, sized, small), strict=True
         ):
             if isinstance(summary, str):
                 # It would fail every run of the dataset: its bytes are set aside with the

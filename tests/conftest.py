@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from bytefreezer.settings import Settings, load_settings
+from bytefreezer.storage import Storage
 from tests.helpers import free_port, wait_for
 
 S3_ACCESS_KEY = "bftestaccess"
@@ -33,6 +35,31 @@ def fast_settings(data_dir: Path, **overrides: Any) -> Settings:
         else:
             base[key] = value
     return load_settings(**base)
+
+
+def file_or_s3_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    """Storage with its buckets made, for a fixture parametrized ``file`` (under ``tmp_path``)
+    or ``s3`` (the session's SeaweedFS, with buckets of this test's own)."""
+    if request.param == "file":
+        settings = fast_settings(tmp_path / "data")
+    else:
+        server = request.getfixturevalue("s3_server")
+        suffix = uuid.uuid4().hex[:10]
+        settings = fast_settings(
+            tmp_path / "data",
+            storage={
+                "backend": "s3",
+                "s3": {
+                    "endpoint": server["endpoint"].removeprefix("http://"),
+                    "access_key": server["access_key"],
+                    "secret_key": server["secret_key"],
+                },
+            },
+            buckets={"intake": f"in-{suffix}", "piper": f"pi-{suffix}"},
+        )
+    storage = Storage(settings)
+    storage.ensure_buckets()
+    return storage
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -13,9 +12,8 @@ import pytest
 from bytefreezer.control import ControlStore
 from bytefreezer.pipelines import piper
 from bytefreezer.pipelines.piper import expire_dead_letters, run_piper_cycle
-from bytefreezer.settings import Settings
 from bytefreezer.storage import ObjectStore, Storage
-from tests.conftest import fast_settings
+from tests.conftest import fast_settings, file_or_s3_storage
 
 DEAD = ["_dead-letter/acme/web/a.ndjson", "_dead-letter/acme/web/b.raw.gz"]
 KEPT = ["acme/web/acme--web--1--ndjson.parquet", "_packed/acme/web/run.json"]
@@ -23,24 +21,7 @@ KEPT = ["acme/web/acme--web--1--ndjson.parquet", "_packed/acme/web/run.json"]
 
 @pytest.fixture(params=["file", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
-    if request.param == "file":
-        settings: Settings = fast_settings(tmp_path / "data")
-    else:
-        server = request.getfixturevalue("s3_server")
-        settings = fast_settings(
-            tmp_path / "data",
-            storage={
-                "backend": "s3",
-                "s3": {
-                    "endpoint": server["endpoint"].removeprefix("http://"),
-                    "access_key": server["access_key"],
-                    "secret_key": server["secret_key"],
-                },
-            },
-            buckets={"piper": f"dl-{uuid.uuid4().hex[:10]}"},
-        )
-    storage = Storage(settings)
-    storage.ensure_buckets()
+    storage = file_or_s3_storage(request, tmp_path)
     for key in DEAD + KEPT:
         storage.piper.put(key, b"x")
     return storage.piper

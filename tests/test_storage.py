@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -11,32 +10,13 @@ import pytest
 
 from bytefreezer import storage as storage_module
 from bytefreezer.errors import StorageError
-from bytefreezer.settings import Settings
 from bytefreezer.storage import ObjectStore, Storage
-from tests.conftest import fast_settings
+from tests.conftest import fast_settings, file_or_s3_storage
 
 
 @pytest.fixture(params=["file", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
-    if request.param == "file":
-        settings: Settings = fast_settings(tmp_path / "data")
-    else:
-        server = request.getfixturevalue("s3_server")
-        settings = fast_settings(
-            tmp_path / "data",
-            storage={
-                "backend": "s3",
-                "s3": {
-                    "endpoint": server["endpoint"].removeprefix("http://"),
-                    "access_key": server["access_key"],
-                    "secret_key": server["secret_key"],
-                },
-            },
-            buckets={"intake": f"st-{uuid.uuid4().hex[:10]}"},
-        )
-    storage = Storage(settings)
-    storage.ensure_buckets()
-    return storage.intake
+    return file_or_s3_storage(request, tmp_path).intake
 
 
 def test_put_get_list_delete(store: ObjectStore) -> None:
