@@ -102,6 +102,13 @@ def cmd_datasets(args: argparse.Namespace) -> None:
         _print(control.get_dataset(args.tenant, args.name))
     elif args.action == "delete":
         control.delete_dataset(args.tenant, args.name)
+    elif args.action == "status":
+        if args.name is not None:
+            _print(control.get_dataset_status(args.tenant, args.name))
+        else:
+            _print(control.list_dataset_statuses(args.tenant, "failing" if args.failing else None))
+    elif args.action == "retry":
+        control.clear_dataset_status(args.tenant, args.name)
     elif args.action in ("activate", "deactivate"):
         current = control.get_dataset(args.tenant, args.name).model_dump(exclude={"tenant"})
         current["active"] = args.action == "activate"
@@ -420,7 +427,15 @@ def build_parser() -> argparse.ArgumentParser:
     datasets = sub.add_parser("datasets", help="manage datasets")
     dsub = datasets.add_subparsers(dest="action", required=True)
     dsub.add_parser("list", parents=[common]).add_argument("tenant", nargs="?")
-    for action in ("show", "delete", "create", "update", "activate", "deactivate"):
+    p = dsub.add_parser(
+        "status",
+        parents=[common],
+        help="how packer's latest runs went: one dataset's status, or every reported one",
+    )
+    p.add_argument("tenant", nargs="?")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--failing", action="store_true", help="only datasets whose last run failed")
+    for action in ("show", "delete", "retry", "create", "update", "activate", "deactivate"):
         p = dsub.add_parser(action, parents=[common])
         p.add_argument("tenant")
         p.add_argument("name")

@@ -10,6 +10,7 @@ import pytest
 
 from bytefreezer.cli import main
 from bytefreezer.control import ControlStore
+from bytefreezer.control.models import DatasetStatus
 from bytefreezer.ingress.receiver import IntakeWriter
 from bytefreezer.pipelines.packer import run_packer_cycle
 from bytefreezer.pipelines.piper import run_piper_cycle
@@ -65,6 +66,19 @@ def test_manage_tenants_datasets_and_keys(
     assert isinstance(key, dict) and key["key"].startswith("bfk_")
     listed = run(capsys, data, "keys", "list", "acme")
     assert isinstance(listed, list) and [k["dataset"] for k in listed] == ["web"]
+    status = run(capsys, data, "datasets", "status", "acme", "web")
+    assert isinstance(status, dict) and status["state"] == "unknown"
+    control = ControlStore(data / "control.db")
+    control.report_dataset_status(
+        DatasetStatus(tenant="acme", dataset="web", state="failing", error="refused", failures=1)
+    )
+    control.close()
+    failing = run(capsys, data, "datasets", "status", "--failing")
+    assert isinstance(failing, list) and [(f["dataset"], f["error"]) for f in failing] == [
+        ("web", "refused")
+    ]
+    assert run(capsys, data, "datasets", "retry", "acme", "web") is None
+    assert run(capsys, data, "datasets", "status", "acme") == []
     run(capsys, data, "tenants", "deactivate", "acme")
     assert run(capsys, data, "tenants", "list") == [{"name": "acme", "active": False}]
 

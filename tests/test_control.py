@@ -11,7 +11,14 @@ import pytest
 
 from bytefreezer.control import ControlClient, ControlStore, HttpControl
 from bytefreezer.control.app import create_app
-from bytefreezer.control.models import DatasetSpec, HealthReport, ParquetOptions, Tenant
+from bytefreezer.control.models import (
+    DatasetSpec,
+    DatasetStatus,
+    Destination,
+    HealthReport,
+    ParquetOptions,
+    Tenant,
+)
 from bytefreezer.errors import (
     AuthError,
     ConfigError,
@@ -144,6 +151,69 @@ def test_health_reports_list_components_with_age(control: ControlClient) -> None
     (report,) = control.list_components()
     assert (report.component, report.instance, report.details) == ("piper", "pod-1", {"n": 1})
     assert report.age_seconds is not None and 0 <= report.age_seconds < 5
+
+
+def test_dataset_status_is_reported_listed_cleared_and_reset_by_saving(
+    control: ControlClient,
+) -> None:
+    control.create_tenant(Tenant(name="acme"))
+    for name in ("web", "app"):
+        control.create_dataset("acme", DatasetSpec(name=name))
+    assert control.get_dataset_status("acme", "web").state == "unknown"
+    assert control.list_dataset_statuses() == []
+    failing = DatasetStatus(
+        tenant="acme",
+        dataset="web",
+        state="failing",
+        error="StorageError: cannot write s3://bucket/x: AccessDenied",
+        failures=2,
+        failing_since=100.0,
+        retry_at=time.time() + 60,
+        instance="packer-1",
+    )
+    stored = control.report_dataset_status(failing)
+    assert stored.reported_at > 0 and stored.model_copy(update={"reported_at": 0.0}) == failing
+    control.report_dataset_status(
+        DatasetStatus(tenant="acme", dataset="app", state="ok", last_success_at=5.0)
+    )
+    assert control.get_dataset_status("acme", "web") == stored
+    assert [s.dataset for s in control.list_dataset_statuses()] == ["app", "web"]
+    assert [s.dataset for s in control.list_dataset_statuses("acme", "failing")] == ["web"]
+    with pytest.raises(NotFound):
+        control.report_dataset_status(failing.model_copy(update={"dataset": "nope"}))
+    with pytest.raises(NotFound):
+        control.get_dataset_status("acme", "nope")
+    with pytest.raises(NotFound):
+        control.list_dataset_statuses("nobody")
+
+    control.clear_dataset_status("acme", "web")  # an operator's retry
+    assert control.get_dataset_status("acme", "web").state == "unknown"
+    control.report_dataset_status(failing)
+    # Saving the dataset (a new destination, say) clears its status; deleting it removes it.
+    control.put_dataset(
+        "acme", DatasetSpec(name="web", destination=Destination(url="file:///tmp/fixed"))
+    )
+    assert control.get_dataset_status("acme", "web").state == "unknown"
+    control.delete_dataset("acme", "app")
+    assert control.list_dataset_statuses() == []
+
+
+def test_dataset_status_requests_are_checked(store: ControlStore) -> None:
+    store.create_tenant(Tenant(name="acme"))
+    store.create_dataset("acme", DatasetSpec(name="web"))
+    admin = {"Authorization": f"Bearer {store.create_key(None, role='admin').key}"}
+    with serve_app(create_app(store)) as url:
+        api = f"{url}/api/v1"
+        other = {"tenant": "acme", "dataset": "app", "state": "ok"}
+        moved = httpx.put(f"{api}/tenants/acme/datasets/web/status", json=other, headers=admin)
+        assert moved.status_code == 400 and "acme/app" in moved.json()["error"]
+        odd = {"tenant": "acme", "dataset": "web", "state": "fine"}
+        state = httpx.put(f"{api}/tenants/acme/datasets/web/status", json=odd, headers=admin)
+        assert state.status_code == 400 and "state" in state.json()["error"]
+        query = httpx.get(f"{api}/dataset-status", params={"state": "bad"}, headers=admin)
+        assert query.status_code == 400 and "ok, failing, unknown" in query.json()["error"]
+        anonymous = httpx.get(f"{api}/dataset-status")
+        assert anonymous.status_code == 401
 
 
 def test_management_api_needs_the_admin_key(store: ControlStore) -> None:

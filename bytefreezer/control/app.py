@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bytefreezer import errors
-from bytefreezer.control.models import DatasetSpec, HealthReport, Lease, Tenant
+from bytefreezer.control.models import DatasetSpec, DatasetStatus, HealthReport, Lease, Tenant
 from bytefreezer.control.store import ControlStore
 from bytefreezer.control.validation import check_request
 
@@ -152,6 +152,26 @@ def _put_dataset(s: ControlStore, r: Request, b: Any) -> Any:
     return s.put_dataset(_p(r, "tenant"), DatasetSpec.model_validate(body))
 
 
+def _put_status(s: ControlStore, r: Request, b: Any) -> Any:
+    status = DatasetStatus.model_validate(_obj(b))
+    path = (_p(r, "tenant"), _p(r, "dataset"))
+    if (status.tenant, status.dataset) != path:
+        raise errors.ConfigError(
+            f"the status of {status.tenant}/{status.dataset} sent to {path[0]}/{path[1]}'s path"
+        )
+    return s.report_dataset_status(status)
+
+
+STATES = ("ok", "failing", "unknown")
+
+
+def _statuses(s: ControlStore, r: Request, b: Any) -> Any:
+    state = r.query_params.get("state")
+    if state is not None and state not in STATES:
+        raise errors.ConfigError(f"state must be one of {', '.join(STATES)}, not {state!r}")
+    return s.list_dataset_statuses(r.path_params.get("tenant"), state)
+
+
 def _acquire(s: ControlStore, r: Request, b: Any) -> Any:
     body = _obj(b)
     return s.acquire_leases(list(body["names"]), str(body["owner"]), float(body["ttl"]))
@@ -241,6 +261,19 @@ ROUTES = [
         lambda s, r, b: s.report_health(HealthReport.model_validate(b)),
     ),
     _route("/api/v1/components", "GET", lambda s, r, b: s.list_components()),
+    _route("/api/v1/dataset-status", "GET", _statuses),
+    _route("/api/v1/tenants/{tenant}/dataset-status", "GET", _statuses),
+    _route(
+        "/api/v1/tenants/{tenant}/datasets/{dataset}/status",
+        "GET",
+        lambda s, r, b: s.get_dataset_status(_p(r, "tenant"), _p(r, "dataset")),
+    ),
+    _route("/api/v1/tenants/{tenant}/datasets/{dataset}/status", "PUT", _put_status),
+    _route(
+        "/api/v1/tenants/{tenant}/datasets/{dataset}/status",
+        "DELETE",
+        lambda s, r, b: s.clear_dataset_status(_p(r, "tenant"), _p(r, "dataset")),
+    ),
 ]
 
 

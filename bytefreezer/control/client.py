@@ -11,6 +11,7 @@ from bytefreezer.control.models import (
     ApiKeyInfo,
     Dataset,
     DatasetSpec,
+    DatasetStatus,
     HealthReport,
     KeyScope,
     Lease,
@@ -50,6 +51,12 @@ class ControlClient(Protocol):
     def release_leases(self, leases: list[Lease]) -> None: ...
     def report_health(self, report: HealthReport) -> None: ...
     def list_components(self) -> list[HealthReport]: ...
+    def report_dataset_status(self, status: DatasetStatus) -> DatasetStatus: ...
+    def get_dataset_status(self, tenant: str, name: str) -> DatasetStatus: ...
+    def list_dataset_statuses(
+        self, tenant: str | None = None, state: str | None = None
+    ) -> list[DatasetStatus]: ...
+    def clear_dataset_status(self, tenant: str, name: str) -> None: ...
     def ping(self) -> None: ...
 
 
@@ -177,6 +184,23 @@ class HttpControl:
 
     def list_components(self) -> list[HealthReport]:
         return [HealthReport.model_validate(x) for x in self._call("GET", "/components")]
+
+    def report_dataset_status(self, status: DatasetStatus) -> DatasetStatus:
+        path = f"/tenants/{status.tenant}/datasets/{status.dataset}/status"
+        return DatasetStatus.model_validate(self._call("PUT", path, status.model_dump()))
+
+    def get_dataset_status(self, tenant: str, name: str) -> DatasetStatus:
+        path = f"/tenants/{tenant}/datasets/{name}/status"
+        return DatasetStatus.model_validate(self._call("GET", path))
+
+    def list_dataset_statuses(
+        self, tenant: str | None = None, state: str | None = None
+    ) -> list[DatasetStatus]:
+        path = "/dataset-status" if tenant is None else f"/tenants/{tenant}/dataset-status"
+        return [DatasetStatus.model_validate(x) for x in self._call("GET", path, state=state)]
+
+    def clear_dataset_status(self, tenant: str, name: str) -> None:
+        self._call("DELETE", f"/tenants/{tenant}/datasets/{name}/status")
 
     def ping(self) -> None:
         self._call("GET", "/health")

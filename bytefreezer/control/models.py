@@ -173,6 +173,34 @@ class Lease(_Model):
     expires_at: float
 
 
+class DatasetStatus(_Model):
+    """How packer's latest runs of a dataset went: its Parquet written to its destination
+    (``ok``), or failing (the destination refuses writes, say), retried with a growing wait
+    while its data stays staged."""
+
+    tenant: str
+    dataset: str
+    state: Literal["ok", "failing", "unknown"] = Field(
+        description="`ok`: the last run wrote its files; `failing`: the last run failed "
+        "(`error` says why); `unknown`: no packer run has reported yet."
+    )
+    error: str = Field("", description="Why the last run failed (empty when ok).")
+    failures: int = Field(0, ge=0, description="Runs failed in a row.")
+    failing_since: float | None = Field(
+        None, description="When the first of these failed runs ended (Unix seconds)."
+    )
+    last_success_at: float | None = Field(
+        None, description="When a run last wrote the dataset's files (Unix seconds)."
+    )
+    retry_at: float | None = Field(
+        None,
+        description="Packers leave a failing dataset alone until then (Unix seconds); saving "
+        "the dataset or clearing its status retries it at once.",
+    )
+    instance: str = Field("", description="The packer instance that reported.")
+    reported_at: float = Field(0.0, description="When control stored the report.")
+
+
 class HealthReport(_Model):
     """One component instance's latest report."""
 

@@ -11,6 +11,7 @@ from bytefreezer.control.models import (
     ApiKeyInfo,
     Dataset,
     DatasetSpec,
+    DatasetStatus,
     HealthReport,
     KeyScope,
     Lease,
@@ -86,6 +87,7 @@ def control_openapi() -> dict[str, Any]:
         KeyScope,
         Lease,
         HealthReport,
+        DatasetStatus,
     ):
         schema = model.model_json_schema(ref_template=_REF)
         schemas.update(schema.pop("$defs", {}))
@@ -183,6 +185,39 @@ def control_openapi() -> dict[str, Any]:
                     params=d,
                     body=lines,
                 ),
+            },
+            "/api/v1/tenants/{tenant}/datasets/{dataset}/status": {
+                "get": _op(
+                    "How packer's latest runs of a dataset went",
+                    _json(_ref(DatasetStatus)),
+                    params=d,
+                ),
+                "put": _op(
+                    "Report a packer run's outcome (packers do)",
+                    _json(_ref(DatasetStatus)),
+                    params=d,
+                    body=_ref(DatasetStatus),
+                ),
+                "delete": _op(
+                    "Forget the status: a failing dataset is packed again at once",
+                    None,
+                    status="204",
+                    params=d,
+                ),
+            },
+            "/api/v1/dataset-status": {
+                "get": _op(
+                    "Every reported dataset status (`?state=failing` for the failing ones)",
+                    _json({"type": "array", "items": _ref(DatasetStatus)}),
+                    errors=("400",),
+                )
+            },
+            "/api/v1/tenants/{tenant}/dataset-status": {
+                "get": _op(
+                    "A tenant's reported dataset statuses (`?state=` as above)",
+                    _json({"type": "array", "items": _ref(DatasetStatus)}),
+                    params=t,
+                )
             },
             "/api/v1/tenants/{tenant}/keys": {
                 "get": _op(

@@ -22,6 +22,7 @@ from bytefreezer.control.models import (
     ApiKeyInfo,
     Dataset,
     DatasetSpec,
+    DatasetStatus,
     Destination,
     HealthReport,
     KeyScope,
@@ -51,6 +52,10 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 CREATE TABLE IF NOT EXISTS health (
     component TEXT NOT NULL, instance TEXT NOT NULL, status TEXT NOT NULL, details TEXT NOT NULL,
     reported_at REAL NOT NULL, PRIMARY KEY (component, instance));
+CREATE TABLE IF NOT EXISTS dataset_status (
+    tenant TEXT NOT NULL, dataset TEXT NOT NULL, status TEXT NOT NULL,
+    PRIMARY KEY (tenant, dataset),
+    FOREIGN KEY (tenant, dataset) REFERENCES datasets(tenant, name) ON DELETE CASCADE);
 """
 
 KEY_PREFIX = "bfk"
@@ -181,7 +186,8 @@ class ControlStore:
         return dataset
 
     def put_dataset(self, tenant: str, spec: DatasetSpec) -> Dataset:
-        """Replace a dataset's spec (create it when absent)."""
+        """Replace a dataset's spec (create it when absent). Its status is cleared: a failing
+        dataset (a destination fixed by this change, say) is packed again at once."""
         dataset = self._resolve(tenant, spec)
         with self._tx() as db:
             if db.execute("SELECT 1 FROM tenants WHERE name=?", (tenant,)).fetchone() is None:
@@ -190,6 +196,9 @@ class ControlStore:
                 "INSERT INTO datasets VALUES (?, ?, ?, ?) ON CONFLICT(tenant, name) "
                 "DO UPDATE SET spec=excluded.spec",
                 (tenant, spec.name, dataset.model_dump_json(), self._clock()),
+            )
+            db.execute(
+                "DELETE FROM dataset_status WHERE tenant=? AND dataset=?", (tenant, spec.name)
             )
         return dataset
 
@@ -430,6 +439,55 @@ class ControlStore:
             )
             for r in rows
         ]
+
+    # Dataset status ----------------------------------------------------------------------
+
+    def report_dataset_status(self, status: DatasetStatus) -> DatasetStatus:
+        """Record how packer's latest run of a dataset went; ``NotFound`` for an unknown one."""
+        stored = status.model_copy(update={"reported_at": self._clock()})
+        with self._tx() as db:
+            known = db.execute(
+                "SELECT 1 FROM datasets WHERE tenant=? AND name=?", (status.tenant, status.dataset)
+            ).fetchone()
+            if known is None:
+                raise NotFound(f"dataset {status.tenant}/{status.dataset} not found")
+            db.execute(
+                "INSERT INTO dataset_status VALUES (?, ?, ?) ON CONFLICT(tenant, dataset) "
+                "DO UPDATE SET status=excluded.status",
+                (status.tenant, status.dataset, stored.model_dump_json()),
+            )
+        return stored
+
+    def get_dataset_status(self, tenant: str, name: str) -> DatasetStatus:
+        """A dataset's latest status (``unknown`` before any report); ``NotFound`` when it or
+        its tenant is absent."""
+        row = self._conn.execute(
+            "SELECT status FROM dataset_status WHERE tenant=? AND dataset=?", (tenant, name)
+        ).fetchone()
+        if row is None:
+            self.get_dataset(tenant, name)
+            return DatasetStatus(tenant=tenant, dataset=name, state="unknown")
+        return DatasetStatus.model_validate_json(row[0])
+
+    def list_dataset_statuses(
+        self, tenant: str | None = None, state: str | None = None
+    ) -> list[DatasetStatus]:
+        """The reported statuses of one tenant's datasets or of all, in ``state`` if given."""
+        if tenant is not None:
+            self.get_tenant(tenant)
+        rows = self._conn.execute(
+            "SELECT status FROM dataset_status WHERE (?1 IS NULL OR tenant=?1) "
+            "ORDER BY tenant, dataset",
+            (tenant,),
+        ).fetchall()
+        statuses = [DatasetStatus.model_validate_json(r[0]) for r in rows]
+        return [s for s in statuses if state is None or s.state == state]
+
+    def clear_dataset_status(self, tenant: str, name: str) -> None:
+        """Forget a dataset's status: a failing dataset is packed again at the next cycle."""
+        self.get_dataset(tenant, name)
+        with self._tx() as db:
+            db.execute("DELETE FROM dataset_status WHERE tenant=? AND dataset=?", (tenant, name))
 
     def ping(self) -> None:
         """Raise unless the store answers."""
