@@ -453,7 +453,9 @@ class _PackDatasetFn(ObjectFn):
                     "run_id": run_id_for(inputs),
                     "tenant": dataset.tenant,
                     "dataset": dataset.name,
-                    "destination": dataset.destination.model_dump(),
+                    # The URL alone: a replay writes with the dataset's options as they are then
+                    # (rotated credentials), and no secret is kept in the piper bucket.
+                    "destination": {"url": dataset.destination.url},
                     "inputs": inputs,
                     "outputs": [],
                     "state": "planned",
@@ -738,16 +740,21 @@ class _PackDatasetFn(ObjectFn):
     ) -> None:
         piper = self._storage.piper
         key = manifest_key(dataset.tenant, dataset.name, manifest["run_id"])
-        destination = manifest["destination"]
-        dest = self._storage.destination(destination["url"], destination.get("options"))
+        planned_at = manifest["destination"]
+        current = dataset.destination
+        dest = self._storage.destination(current.url, current.options)
         ledger_key = packed_key(dataset.tenant, dataset.name, manifest["run_id"])
         if replay and manifest["state"] == "planned" and piper.exists(ledger_key):
             manifest["state"] = "uploaded"  # the ledger was written: the files are final
         if manifest["state"] == "planned":
             if replay:
                 planned_paths = [planned["path"] for planned in manifest["outputs"]]
-                dest.delete_many(planned_paths)
-                dest.discard_partial_writes(planned_paths)  # a killed run's temporary files
+                if planned_at["url"] == current.url:
+                    dest.delete_many(planned_paths)
+                    dest.discard_partial_writes(planned_paths)  # a killed run's temporary files
+                else:
+                    self._clean_moved(dataset, manifest["run_id"], planned_at, planned_paths)
+                manifest["destination"] = {"url": current.url}
             # Reading and writing hold the run's memory and take its CPU: at most
             # max_concurrent_jobs runs of the process do it at once (the others list, commit
             # and clean up meanwhile).
@@ -773,6 +780,34 @@ class _PackDatasetFn(ObjectFn):
         # late copy of a packed stem, and a manifest left is replayed as committed and deleted.
         piper.delete_many([*manifest["inputs"], key])
         self.count("staged_objects_packed", len(manifest["inputs"]))
+
+    def _clean_moved(
+        self, dataset: Dataset, run_id: str, planned_at: dict[str, Any], paths: list[str]
+    ) -> None:
+        """Remove what an unfinished run may have written at the destination the dataset had
+        when the run was planned (the run is written again at its current one); a destination
+        that cannot be reached any more is logged, with what may be left there."""
+        url, current = planned_at["url"], dataset.destination
+        options = planned_at.get("options")  # kept by manifests written before URLs alone
+        if options is None:
+            same_kind = url.split("://")[0] == current.url.split("://")[0]
+            options = current.options if same_kind else {}
+        try:
+            old = self._storage.destination(url, options)
+            old.delete_many(paths)
+            old.discard_partial_writes(paths)
+        except Exception as exc:
+            log.warning(
+                "packer writes %s/%s's unfinished run %s to its new destination %s; files of it "
+                "may be left at its old destination %s (%s): %s",
+                dataset.tenant,
+                dataset.name,
+                run_id,
+                current.url,
+                url,
+                exc,
+                ", ".join(paths) or "none planned yet",
+            )
 
     def _write_run(
         self, manifest: dict[str, Any], dataset: Dataset, dest: ObjectStore, key: str

@@ -110,6 +110,7 @@ def test_piper_crash_between_staged_write_and_delete(
     [
         "after_upload",
         "mid_upload",
+        "mid_upload_then_moved",
         "killed_mid_upload",
         "mid_delete",
         "uploaded_by_earlier_version",
@@ -152,7 +153,7 @@ def test_packer_crash_then_manifest_replay(
 
     with monkeypatch.context() as patch:
         crash_without_releasing(patch)
-        if crash_point in ("mid_upload", "killed_mid_upload"):
+        if crash_point in ("mid_upload", "mid_upload_then_moved", "killed_mid_upload"):
             patch.setattr(PendingObject, "commit", crash_mid_upload)
         if crash_point == "killed_mid_upload":  # a killed process cleans nothing up
             patch.setattr(LocalPending, "abort", lambda self: None)
@@ -166,10 +167,11 @@ def test_packer_crash_then_manifest_replay(
     assert len(manifests) == 1
     manifest = json.loads(storage.piper.get(manifests[0].key))
     assert manifest["state"] == "planned"
+    assert manifest["destination"] == {"url": control.get_dataset("acme", "web").destination.url}
     # The run's ledger entry is its commit point: written once its files are final.
     ledger = storage.piper.list("_packed/acme/web/")
     assert [o.key.rsplit("/", 1)[1] for o in ledger] == (
-        [] if crash_point.endswith("mid_upload") else [f"{manifest['run_id']}.json"]
+        [] if "mid_upload" in crash_point else [f"{manifest['run_id']}.json"]
     )
     destination = settings.data_dir / "destination" / "acme" / "web"
     leftovers = list(destination.rglob(f"{TMP_MARK}*"))
@@ -182,10 +184,24 @@ def test_packer_crash_then_manifest_replay(
         manifest["state"] = "uploaded"
         storage.piper.put(manifests[0].key, json.dumps(manifest).encode())
 
+    moved = tmp_path / "moved"
+    if crash_point == "mid_upload_then_moved":
+        # The dataset gets a new destination before the replay: the run is written there, and
+        # the files the crashed run committed at the old one are removed.
+        assert list(destination.rglob("*.parquet"))
+        spec = control.get_dataset("acme", "web").model_dump(exclude={"tenant"})
+        spec["destination"] = {"url": f"file://{moved}"}
+        control.put_dataset("acme", DatasetSpec.model_validate(spec))
+
     time.sleep(TTL + 0.1)
     stats = run_packer_cycle(settings, control, storage)
     assert stats.counters.get("manifests_recovered") == 1
-    assert ids_at_destination(settings) == Counter(range(300))
+    if crash_point == "mid_upload_then_moved":
+        assert not list(destination.rglob("*.parquet"))
+        table = read_parquet_dir(moved)
+        assert table is not None and Counter(table.column("id").to_pylist()) == Counter(range(300))
+    else:
+        assert ids_at_destination(settings) == Counter(range(300))
     assert not storage.piper.list("_manifests/")
     assert not [o for o in storage.piper.list("acme/") if o.key.endswith(".parquet")]
     assert len(storage.piper.list("_packed/acme/web/")) == 1
