@@ -237,6 +237,20 @@ class PackerSettings(_Section):
             "packed twice."
         ),
     )
+    retry_backoff_seconds: float = Field(
+        15.0,
+        gt=0,
+        description=(
+            "Wait before packing a dataset again after a failed run (its destination refuses "
+            "writes, say), doubled after each failure in a row up to "
+            "`retry_backoff_max_seconds`; its data stays staged meanwhile and other datasets "
+            "are packed as usual. Saving the dataset or `bytefreezer datasets retry` ends the "
+            "wait."
+        ),
+    )
+    retry_backoff_max_seconds: float = Field(
+        600.0, gt=0, description="Longest wait between two runs of a failing dataset."
+    )
     beam_args: list[str] = Field(default_factory=list, description="Beam pipeline options.")
     api_host: str = Field("0.0.0.0", description="Listen address of packer's API.")
     api_port: int = Field(

@@ -80,6 +80,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("bytefreezer_packer_backlog_objects", "gauge", "1", (), "Staged objects waiting."),
     MetricSpec("bytefreezer_packer_unowned_objects", "gauge", "1", (), "Staged objects kept, not packed: their dataset is gone."),
     MetricSpec("bytefreezer_packer_buffered_objects", "gauge", "1", (), "Staged objects waiting for their dataset's buffer to fill or age (packer.buffer_mb, packer.buffer_seconds)."),
+    MetricSpec("bytefreezer_packer_failing_datasets", "gauge", "1", (), "Datasets whose last packer run failed (their destination refuses writes, say): their data stays staged, retried with a growing wait (`bytefreezer datasets status`)."),
     MetricSpec("bytefreezer_packer_oldest_staged_seconds", "gauge", "s", (), "Age of the oldest staged object of a dataset that exists, since the receiver stored it."),
     MetricSpec("bytefreezer_packer_run_seconds", "histogram", "s", (), "Duration of one pipeline run."),
 )  # fmt: skip

@@ -50,7 +50,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bytefreezer.control import ControlClient, open_control
-from bytefreezer.control.models import Dataset, Lease
+from bytefreezer.control.models import Dataset, DatasetStatus, Lease
 from bytefreezer.errors import InvalidName, LeaseLost
 from bytefreezer.keys import (
     DEAD_LETTER_PREFIX,
@@ -62,6 +62,12 @@ from bytefreezer.keys import (
     packed_key,
     packed_prefix,
     packer_lease_name,
+)
+from bytefreezer.pipelines.failures import (
+    failing_list,
+    failure_text,
+    next_status,
+    waiting_to_retry,
 )
 from bytefreezer.pipelines.parquet import (
     DICTIONARY_MIN_ROWS,
@@ -141,10 +147,11 @@ class _Unreadable(Exception):
 
 @dataclass(frozen=True)
 class PackWork:
-    """One claimed dataset and the lease that guards it."""
+    """One claimed dataset, the lease that guards it, and its status when it was claimed."""
 
     dataset_json: str
     lease_json: str
+    status_json: str = ""  # its DatasetStatus, if control had one
 
 
 @dataclass(frozen=True)
@@ -465,13 +472,49 @@ class _PackDatasetFn(ObjectFn):
         except LeaseLost:
             self.count("lease_lost")
             log.warning("packer lease on %s/%s lost; stopping", dataset.tenant, dataset.name)
-        except Exception:
+        except Exception as exc:
             # One dataset's failure (its destination refuses writes, say) is not the others':
-            # they are packed; this one's manifest, if any, is replayed by a later run.
+            # they are packed; this one's manifest, if any, is replayed by a later run, once
+            # its wait has passed (see failures.py).
             self.count("dataset_errors")
             if first_report(f"packer:{dataset.tenant}/{dataset.name}"):
                 log.exception("packer cannot pack %s/%s", dataset.tenant, dataset.name)
+            self._report_status(dataset, work, failure_text(exc))
+        else:
+            self._report_status(dataset, work, None)
         return done
+
+    def _report_status(self, dataset: Dataset, work: PackWork, error: str | None) -> None:
+        """Tell control how this run of ``dataset`` went (a failure, or a success that ends
+        one or refreshes an old ok); a control that cannot be told is logged, not raised."""
+        previous = DatasetStatus.model_validate_json(work.status_json) if work.status_json else None
+        status = next_status(
+            previous,
+            dataset.tenant,
+            dataset.name,
+            error,
+            now=time.time(),
+            packer=self._settings.packer,
+            instance=self._settings.instance_id,
+        )
+        if status is None:
+            return
+        if status.state == "failing":
+            log.warning(
+                "packer leaves %s/%s for %.0f s after %d failed run(s): %s",
+                dataset.tenant,
+                dataset.name,
+                (status.retry_at or 0.0) - time.time(),
+                status.failures,
+                status.error,
+            )
+        try:
+            self._control.report_dataset_status(status)
+        except Exception as exc:  # its data is staged either way; the next run reports again
+            if first_report(f"packer-status:{dataset.tenant}/{dataset.name}"):
+                log.warning(
+                    "packer cannot report %s/%s's status: %s", dataset.tenant, dataset.name, exc
+                )
 
     def _eligible(self, dataset: Dataset) -> tuple[list[str], bool]:
         """The inputs of the dataset's next run, and whether ``max_input_mb_per_run`` left
@@ -1011,11 +1054,23 @@ def run_packer_cycle(
     known = control.list_datasets()
     specs = {(d.tenant, d.name): d for d in known}
     limits = {owner: buffer_limits(settings.packer, specs.get(owner)) for owner in buffers}
+    reported = control.list_dataset_statuses()
+    statuses = {(s.tenant, s.dataset): s for s in reported}
     now_ns = time.time_ns()
     due = {
         owner
         for owner in with_staged
-        if owner in replays or buffers[owner].due(*limits[owner], now_ns)
+        if (owner in replays or buffers[owner].due(*limits[owner], now_ns))
+        and not waiting_to_retry(statuses.get(owner), now_ns / 1e9)
+    }
+    # A failing dataset whose wait is over runs even with nothing staged (an operator removed
+    # it, say): an empty run that succeeds reports it ok.
+    due |= {
+        owner
+        for owner, status in statuses.items()
+        if status.state == "failing"
+        and owner in specs
+        and not waiting_to_retry(status, now_ns / 1e9)
     }
     datasets = {packer_lease_name(d.tenant, d.name): d for d in known if (d.tenant, d.name) in due}
     gone = with_staged - set(specs)
@@ -1032,7 +1087,11 @@ def run_packer_cycle(
     telemetry.set("bytefreezer_packer_buffered_objects", sum(b.objects for b in waiting.values()))
     oldest = min((b.oldest_ns for b in owned.values() if b.oldest_ns), default=now_ns)
     telemetry.set("bytefreezer_packer_oldest_staged_seconds", max(0.0, (now_ns - oldest) / 1e9))
-    stats = CycleStats(waiting=_waiting(waiting, limits, now_ns), buffered=len(waiting))
+    failing = failing_list(reported, now_ns / 1e9)
+    telemetry.set("bytefreezer_packer_failing_datasets", len(failing))
+    stats = CycleStats(
+        waiting=_waiting(waiting, limits, now_ns), buffered=len(waiting), failing=failing
+    )
     if not datasets:
         return stats
     leases = control.acquire_leases(
@@ -1041,7 +1100,17 @@ def run_packer_cycle(
     stats.claimed = len(leases)
     if not leases:
         return stats
-    work = [PackWork(datasets[x.name].model_dump_json(), x.model_dump_json()) for x in leases]
+    work = []
+    for lease in leases:
+        dataset = datasets[lease.name]
+        status = statuses.get((dataset.tenant, dataset.name))
+        work.append(
+            PackWork(
+                dataset.model_dump_json(),
+                lease.model_dump_json(),
+                status.model_dump_json() if status is not None else "",
+            )
+        )
     stats.counters = run_claimed(
         settings.packer.beam_args,
         work,

@@ -137,6 +137,7 @@ class Poller:
                 "counters": stats.counters if stats else {},
                 "error": self.last_error,
                 **({"waiting": stats.waiting} if stats is not None and stats.waiting else {}),
+                **({"failing": stats.failing} if stats is not None and stats.failing else {}),
             }
         )
         if self._report is not None:
@@ -148,6 +149,8 @@ class Poller:
                         buffered_datasets=stats.buffered,
                         next_due_in_seconds=stats.waiting[0]["due_in_seconds"],
                     )
+                if stats.failing:  # packer: datasets whose last run failed, retried later
+                    details.update(failing_datasets=len(stats.failing))
             if self.last_error:
                 details["error"] = self.last_error
             status: Literal["ok", "degraded"] = "degraded" if self.last_error else "ok"

@@ -374,6 +374,7 @@ class CycleStats:
     seconds: float = 0.0
     waiting: list[dict[str, Any]] = field(default_factory=list)  # packer: soonest due first
     buffered: int = 0  # packer: datasets its buffer holds (``waiting`` lists the first)
+    failing: list[dict[str, Any]] = field(default_factory=list)  # packer: left until retry_at
 
 
 def _claimed(_: bytes, work: list[Any]) -> list[Any]:

@@ -27,7 +27,13 @@ def fast_settings(data_dir: Path, **overrides: Any) -> Settings:
         "data_dir": data_dir,
         "instance_id": "test",
         "piper": {"poll_interval_seconds": 0.2, "lease_ttl_seconds": 30},
-        "packer": {"poll_interval_seconds": 0.2, "lease_ttl_seconds": 30, "buffer_seconds": 0},
+        # A failed dataset run is retried at the next cycle unless a test sets a wait.
+        "packer": {
+            "poll_interval_seconds": 0.2,
+            "lease_ttl_seconds": 30,
+            "buffer_seconds": 0,
+            "retry_backoff_seconds": 0.001,
+        },
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
