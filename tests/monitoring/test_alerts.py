@@ -102,6 +102,16 @@ CASES: dict[str, dict[str, Any]] = {
         "labels": {"severity": "warning", "stage": "piper", "error_type": "config"},
         "summary": "piper reports config errors",
     },
+    "BytefreezerDatasetsFailing": {
+        "series": {
+            'bytefreezer_packer_failing_datasets{component="packer",instance="a"}': "0x10 2x40",
+            'bytefreezer_packer_failing_datasets{component="packer",instance="b"}': "0x60",
+        },
+        "quiet": "20m",
+        "firing": "35m",
+        "labels": {"severity": "critical"},
+        "summary": "2 dataset(s) cannot be packed",
+    },
     "BytefreezerUnownedObjects": {
         "series": {
             'bytefreezer_piper_unowned_objects{component="piper",reason="no_dataset"}': "0x10 2x120"
