@@ -313,6 +313,10 @@ def test_scaled_and_combined() -> None:
     assert packer_env["BYTEFREEZER_PACKER__LEDGER_RETENTION_SECONDS"] == "7200"  # extraEnv
     assert packer_env["BYTEFREEZER_PACKER__BUFFER_SECONDS"] == "300"
     assert packer_env["BYTEFREEZER_PACKER__BUFFER_MB"] == "128"
+    assert packer_env["BYTEFREEZER_PACKER__RETRY_BACKOFF_SECONDS"] == "30"
+    assert packer_env["BYTEFREEZER_PACKER__RETRY_BACKOFF_MAX_SECONDS"] == "1800"
+    packer_defaults = env_of(find(render(BYTEFREEZER), "Deployment", "bf-bytefreezer-packer"))
+    assert packer_defaults["BYTEFREEZER_PACKER__RETRY_BACKOFF_SECONDS"] == "15"
     assert find(scaled, "Service", "bf-receiver-webhook")["spec"]["type"] == "NodePort"
     combined = render(BYTEFREEZER, scenario(BYTEFREEZER, "combined.yaml"))
     receiver = find(combined, "Deployment", "bf-bytefreezer-receiver")["spec"]["template"]["spec"]
