@@ -104,11 +104,13 @@ def cmd_datasets(args: argparse.Namespace) -> None:
         control.delete_dataset(args.tenant, args.name)
     elif args.action == "status":
         if args.name is not None:
-            _print(control.get_dataset_status(args.tenant, args.name))
+            found = control.get_dataset_status(args.tenant, args.name)
+            _print([s for s in found if args.stage is None or s.stage == args.stage])
         else:
-            _print(control.list_dataset_statuses(args.tenant, "failing" if args.failing else None))
+            state = "failing" if args.failing else None
+            _print(control.list_dataset_statuses(args.tenant, state, args.stage))
     elif args.action == "retry":
-        control.clear_dataset_status(args.tenant, args.name)
+        control.clear_dataset_status(args.tenant, args.name, args.stage)
     elif args.action in ("activate", "deactivate"):
         current = control.get_dataset(args.tenant, args.name).model_dump(exclude={"tenant"})
         current["active"] = args.action == "activate"
@@ -430,15 +432,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = dsub.add_parser(
         "status",
         parents=[common],
-        help="how packer's latest runs went: one dataset's status, or every reported one",
+        help="how piper's and packer's latest runs went: one dataset's, or every reported one",
     )
     p.add_argument("tenant", nargs="?")
     p.add_argument("name", nargs="?")
     p.add_argument("--failing", action="store_true", help="only datasets whose last run failed")
+    p.add_argument("--stage", choices=["piper", "packer"], help="one stage's status only")
     for action in ("show", "delete", "retry", "create", "update", "activate", "deactivate"):
         p = dsub.add_parser(action, parents=[common])
         p.add_argument("tenant")
         p.add_argument("name")
+        if action == "retry":
+            p.add_argument(
+                "--stage",
+                choices=["piper", "packer"],
+                help="retry at one stage only (default both)",
+            )
         if action in ("create", "update"):
             p.add_argument("--format", help="input format of posted bodies (default ndjson)")
             p.add_argument("--csv-delimiter", help="value separator of csv bodies (default ,)")

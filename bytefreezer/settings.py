@@ -163,6 +163,20 @@ class PiperSettings(_Section):
         description="Objects each Beam worker processes at once, each in its own thread.",
     )
     lease_ttl_seconds: float = Field(120.0, gt=0, description="Lease TTL on each claimed object.")
+    retry_backoff_seconds: float = Field(
+        15.0,
+        gt=0,
+        description=(
+            "Wait before piper takes a dataset's objects again after its chain could not run "
+            "(a GeoIP database not uploaded yet, a plugin missing), doubled after each failure "
+            "in a row up to `retry_backoff_max_seconds`; its objects wait in the intake "
+            "meanwhile and other datasets' objects go on. Saving the dataset or `bytefreezer "
+            "datasets retry` ends the wait."
+        ),
+    )
+    retry_backoff_max_seconds: float = Field(
+        120.0, gt=0, description="Longest wait between two tries of a failing dataset."
+    )
     dead_letter_retention_days: float = Field(
         0.0,
         ge=0,

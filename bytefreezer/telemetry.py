@@ -70,6 +70,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("bytefreezer_piper_backlog_age_seconds", "gauge", "s", (), "Age of the oldest waiting intake object."),
     MetricSpec("bytefreezer_piper_lease_conflicts", "counter", "1", (), "Objects another worker held when claimed."),
     MetricSpec("bytefreezer_piper_unowned_objects", "gauge", "1", ("reason",), "Intake objects kept, not processed: their dataset is inactive or gone (no_dataset)."),
+    MetricSpec("bytefreezer_piper_failing_datasets", "gauge", "1", (), "Datasets whose chain could not run at piper's last try (a GeoIP database missing, say): their objects wait in the intake, tried again with a growing wait (`bytefreezer datasets status`)."),
     # Packer
     MetricSpec("bytefreezer_packer_files", "counter", "1", (), "Parquet files written."),
     MetricSpec("bytefreezer_packer_rows", "counter", "1", (), "Rows written to Parquet."),

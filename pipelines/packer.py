@@ -66,7 +66,8 @@ from bytefreezer.keys import (
 from bytefreezer.pipelines.failures import (
     failing_list,
     failure_text,
-    next_status,
+    report_outcome,
+    stage_statuses,
     waiting_to_retry,
 )
 from bytefreezer.pipelines.parquet import (
@@ -486,35 +487,18 @@ class _PackDatasetFn(ObjectFn):
 
     def _report_status(self, dataset: Dataset, work: PackWork, error: str | None) -> None:
         """Tell control how this run of ``dataset`` went (a failure, or a success that ends
-        one or refreshes an old ok); a control that cannot be told is logged, not raised."""
+        one or refreshes an old ok)."""
         previous = DatasetStatus.model_validate_json(work.status_json) if work.status_json else None
-        status = next_status(
+        report_outcome(
+            self._control,
             previous,
             dataset.tenant,
             dataset.name,
+            "packer",
             error,
-            now=time.time(),
-            packer=self._settings.packer,
+            retry=self._settings.packer,
             instance=self._settings.instance_id,
         )
-        if status is None:
-            return
-        if status.state == "failing":
-            log.warning(
-                "packer leaves %s/%s for %.0f s after %d failed run(s): %s",
-                dataset.tenant,
-                dataset.name,
-                (status.retry_at or 0.0) - time.time(),
-                status.failures,
-                status.error,
-            )
-        try:
-            self._control.report_dataset_status(status)
-        except Exception as exc:  # its data is staged either way; the next run reports again
-            if first_report(f"packer-status:{dataset.tenant}/{dataset.name}"):
-                log.warning(
-                    "packer cannot report %s/%s's status: %s", dataset.tenant, dataset.name, exc
-                )
 
     def _eligible(self, dataset: Dataset) -> tuple[list[str], bool]:
         """The inputs of the dataset's next run, and whether ``max_input_mb_per_run`` left
@@ -1054,8 +1038,7 @@ def run_packer_cycle(
     known = control.list_datasets()
     specs = {(d.tenant, d.name): d for d in known}
     limits = {owner: buffer_limits(settings.packer, specs.get(owner)) for owner in buffers}
-    reported = control.list_dataset_statuses()
-    statuses = {(s.tenant, s.dataset): s for s in reported}
+    statuses = stage_statuses(control, "packer")
     now_ns = time.time_ns()
     due = {
         owner
@@ -1087,7 +1070,7 @@ def run_packer_cycle(
     telemetry.set("bytefreezer_packer_buffered_objects", sum(b.objects for b in waiting.values()))
     oldest = min((b.oldest_ns for b in owned.values() if b.oldest_ns), default=now_ns)
     telemetry.set("bytefreezer_packer_oldest_staged_seconds", max(0.0, (now_ns - oldest) / 1e9))
-    failing = failing_list(reported, now_ns / 1e9)
+    failing = failing_list(list(statuses.values()), now_ns / 1e9)
     telemetry.set("bytefreezer_packer_failing_datasets", len(failing))
     stats = CycleStats(
         waiting=_waiting(waiting, limits, now_ns), buffered=len(waiting), failing=failing

@@ -17,10 +17,17 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from bytefreezer.control import ControlClient, open_control
-from bytefreezer.control.models import Dataset, Lease
+from bytefreezer.control.models import Dataset, DatasetStatus, Lease
 from bytefreezer.errors import BytefreezerError, ConfigError, InvalidName, LeaseLost, StorageError
 from bytefreezer.keys import DEAD_LETTER_PREFIX, IntakeKey, piper_lease_name
 from bytefreezer.pipelines.decode import choose_format, decode_object
+from bytefreezer.pipelines.failures import (
+    failing_list,
+    failure_text,
+    report_outcome,
+    stage_statuses,
+    waiting_to_retry,
+)
 from bytefreezer.pipelines.parquet import parquet_bytes
 from bytefreezer.pipelines.runner import (
     CycleStats,
@@ -80,6 +87,7 @@ class PiperWork:
     dataset_json: str
     lease_json: str
     size: int | None = None  # from the listing: reading it then takes one request on S3
+    status_json: str = ""  # its dataset's piper DatasetStatus, if control had one
 
 
 def set_aside_letter(stage: str, error: str, size: int) -> bytes:
@@ -97,6 +105,7 @@ class _ProcessIntakeFn(ObjectFn):
         self._storage = Storage(self._settings)
         self._control: ControlClient = open_control(self._settings)
         self._chains: dict[tuple[int, str], Chain] = {}
+        self._outcomes: dict[tuple[str, str], tuple[str, bool]] = {}  # reported per run
         self._fields_scope = self.reuse_key() or ""
         self._tracer, self._tracer_provider = tracer_for(self._settings, "piper")
 
@@ -172,11 +181,13 @@ class _ProcessIntakeFn(ObjectFn):
             staged, rows_in, rows_out, dead = self._stage(data, key, dataset, work, trace)
         except ConfigError as exc:
             # This dataset's chain cannot run (a GeoIP database not uploaded yet, a plugin not
-            # installed): its objects wait for the fix, the other datasets' objects go on.
+            # installed): its objects wait for the fix, left alone for a growing wait (see
+            # failures.py), and the other datasets' objects go on.
             self.count("errors:config")
             if first_report(f"piper-config:{dataset.tenant}/{dataset.name}"):
                 name = f"{dataset.tenant}/{dataset.name}"
                 log.error("dataset %s cannot be processed, its objects wait: %s", name, exc)
+            self._report_outcome(dataset, work, failure_text(exc))
             return None
         except (BytefreezerError, MemoryError):
             raise  # storage, control or memory: a later cycle tries it again
@@ -200,11 +211,31 @@ class _ProcessIntakeFn(ObjectFn):
         if not self._still_held(lease, work.key):
             return None
         intake.delete(work.key)
+        self._report_outcome(dataset, work, None)
         self.count("objects_processed")
         self.count("records_in", rows_in)
         self.count("records_out", rows_out)
         self.count("records_dead_lettered", len(dead))
         return work.key
+
+    def _report_outcome(self, dataset: Dataset, work: PiperWork, error: str | None) -> None:
+        """Tell control how the dataset's objects fare, once per run and outcome: the objects of
+        one run share the status they were claimed with."""
+        owner = (dataset.tenant, dataset.name)
+        if self._outcomes.get(owner) == (work.status_json, error is None):
+            return
+        self._outcomes[owner] = (work.status_json, error is None)
+        previous = DatasetStatus.model_validate_json(work.status_json) if work.status_json else None
+        report_outcome(
+            self._control,
+            previous,
+            dataset.tenant,
+            dataset.name,
+            "piper",
+            error,
+            retry=self._settings.piper,
+            instance=self._settings.instance_id,
+        )
 
     def _set_aside(self, key: IntakeKey, data: bytes, stage: str, error: str) -> bytes:
         """Keep an object no record can be read from as it came (``.raw.gz`` beside its dead
@@ -328,6 +359,13 @@ def run_piper_cycle(
     _sweep_dead_letters(settings, storage)
     every = {(d.tenant, d.name): d for d in control.list_datasets()}
     datasets = {name: d for name, d in every.items() if d.active}
+    statuses = stage_statuses(control, "piper")
+    now = time.time()
+    # A dataset whose chain could not run waits out its retry time: its objects, oldest first,
+    # would otherwise fill every run while the other datasets' objects waited.
+    held = {owner for owner, status in statuses.items() if waiting_to_retry(status, now)}
+    waiting_objects: dict[tuple[str, str], int] = {}
+    oldest_waiting = 0
     candidates: list[tuple[int, str, Dataset]] = []
     sizes: dict[str, int] = {}
     unowned = {"inactive": 0, "no_dataset": 0}
@@ -337,7 +375,11 @@ def run_piper_cycle(
         except InvalidName:
             continue
         found = datasets.get((key.tenant, key.dataset))
-        if found is not None:
+        if found is not None and (key.tenant, key.dataset) in held:
+            owner = (key.tenant, key.dataset)
+            waiting_objects[owner] = waiting_objects.get(owner, 0) + 1
+            oldest_waiting = min(oldest_waiting or key.unixnano, key.unixnano)
+        elif found is not None:
             candidates.append((key.unixnano, info.key, found))
             sizes[info.key] = info.size
         else:
@@ -355,8 +397,18 @@ def run_piper_cycle(
     for reason, count in unowned.items():
         telemetry.set("bytefreezer_piper_unowned_objects", count, reason=reason)
     candidates.sort(key=lambda c: c[0])
-    telemetry.set("bytefreezer_piper_backlog_objects", len(candidates))
-    oldest = (time.time_ns() - candidates[0][0]) / 1e9 if candidates else 0.0
+    with_objects = {(d.tenant, d.name) for _, _, d in candidates} | set(waiting_objects)
+    for owner, status in statuses.items():
+        if status.state == "failing" and owner not in with_objects and owner in every:
+            # Nothing of it waits any more (an operator removed its objects): nothing fails.
+            control.clear_dataset_status(*owner, stage="piper")
+    failing = failing_list([s for owner, s in statuses.items() if owner in with_objects], now)
+    telemetry.set("bytefreezer_piper_failing_datasets", len(failing))
+    telemetry.set(
+        "bytefreezer_piper_backlog_objects", len(candidates) + sum(waiting_objects.values())
+    )
+    firsts = [c[0] for c in candidates[:1]] + ([oldest_waiting] if oldest_waiting else [])
+    oldest = (time.time_ns() - min(firsts)) / 1e9 if firsts else 0.0
     telemetry.set("bytefreezer_piper_backlog_age_seconds", max(oldest, 0.0))
     limit = settings.piper.max_objects_per_run
     claimed: list[tuple[str, Dataset, Lease]] = []
@@ -375,13 +427,21 @@ def run_piper_cycle(
     extra, claimed = claimed[limit:], claimed[:limit]
     if extra:
         control.release_leases([lease for _, _, lease in extra])
-    stats = CycleStats(claimed=len(claimed))
+    stats = CycleStats(claimed=len(claimed), failing=failing)
     if not claimed:
         return stats
-    work = [
-        PiperWork(key, dataset.model_dump_json(), lease.model_dump_json(), sizes[key])
-        for key, dataset, lease in claimed
-    ]
+    work = []
+    for claimed_key, dataset, lease in claimed:
+        known = statuses.get((dataset.tenant, dataset.name))
+        work.append(
+            PiperWork(
+                claimed_key,
+                dataset.model_dump_json(),
+                lease.model_dump_json(),
+                sizes[claimed_key],
+                known.model_dump_json() if known is not None else "",
+            )
+        )
     stats.counters = run_claimed(
         settings.piper.beam_args,
         work,

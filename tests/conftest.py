@@ -23,11 +23,16 @@ S3_SECRET_KEY = "bftestsecret-0123456789"
 
 def fast_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Settings for a test stack under ``data_dir`` with short intervals."""
+    # A dataset that failed (a chain that cannot run, a destination that refuses writes) is
+    # tried again at the next cycle unless a test sets a wait.
     base: dict[str, Any] = {
         "data_dir": data_dir,
         "instance_id": "test",
-        "piper": {"poll_interval_seconds": 0.2, "lease_ttl_seconds": 30},
-        # A failed dataset run is retried at the next cycle unless a test sets a wait.
+        "piper": {
+            "poll_interval_seconds": 0.2,
+            "lease_ttl_seconds": 30,
+            "retry_backoff_seconds": 0.001,
+        },
         "packer": {
             "poll_interval_seconds": 0.2,
             "lease_ttl_seconds": 30,

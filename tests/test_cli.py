@@ -67,16 +67,25 @@ def test_manage_tenants_datasets_and_keys(
     listed = run(capsys, data, "keys", "list", "acme")
     assert isinstance(listed, list) and [k["dataset"] for k in listed] == ["web"]
     status = run(capsys, data, "datasets", "status", "acme", "web")
-    assert isinstance(status, dict) and status["state"] == "unknown"
-    control = ControlStore(data / "control.db")
-    control.report_dataset_status(
-        DatasetStatus(tenant="acme", dataset="web", state="failing", error="refused", failures=1)
-    )
-    control.close()
-    failing = run(capsys, data, "datasets", "status", "--failing")
-    assert isinstance(failing, list) and [(f["dataset"], f["error"]) for f in failing] == [
-        ("web", "refused")
+    assert isinstance(status, list)
+    assert [(s["stage"], s["state"]) for s in status] == [
+        ("piper", "unknown"),
+        ("packer", "unknown"),
     ]
+    control = ControlStore(data / "control.db")
+    for stage in ("piper", "packer"):
+        control.report_dataset_status(
+            DatasetStatus(
+                tenant="acme", dataset="web", stage=stage, state="failing", error=f"{stage} failed"
+            )
+        )
+    control.close()
+    failing = run(capsys, data, "datasets", "status", "--failing", "--stage", "packer")
+    assert isinstance(failing, list)
+    assert [(f["dataset"], f["error"]) for f in failing] == [("web", "packer failed")]
+    assert run(capsys, data, "datasets", "retry", "acme", "web", "--stage", "piper") is None
+    left = run(capsys, data, "datasets", "status", "acme")
+    assert isinstance(left, list) and [s["stage"] for s in left] == ["packer"]
     assert run(capsys, data, "datasets", "retry", "acme", "web") is None
     assert run(capsys, data, "datasets", "status", "acme") == []
     run(capsys, data, "tenants", "deactivate", "acme")

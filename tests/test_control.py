@@ -159,11 +159,13 @@ def test_dataset_status_is_reported_listed_cleared_and_reset_by_saving(
     control.create_tenant(Tenant(name="acme"))
     for name in ("web", "app"):
         control.create_dataset("acme", DatasetSpec(name=name))
-    assert control.get_dataset_status("acme", "web").state == "unknown"
+    unknown = control.get_dataset_status("acme", "web")
+    assert [(s.stage, s.state) for s in unknown] == [("piper", "unknown"), ("packer", "unknown")]
     assert control.list_dataset_statuses() == []
     failing = DatasetStatus(
         tenant="acme",
         dataset="web",
+        stage="packer",
         state="failing",
         error="StorageError: cannot write s3://bucket/x: AccessDenied",
         failures=2,
@@ -173,12 +175,19 @@ def test_dataset_status_is_reported_listed_cleared_and_reset_by_saving(
     )
     stored = control.report_dataset_status(failing)
     assert stored.reported_at > 0 and stored.model_copy(update={"reported_at": 0.0}) == failing
-    control.report_dataset_status(
-        DatasetStatus(tenant="acme", dataset="app", state="ok", last_success_at=5.0)
+    piper_ok = control.report_dataset_status(
+        DatasetStatus(tenant="acme", dataset="web", stage="piper", state="ok", last_success_at=5.0)
     )
-    assert control.get_dataset_status("acme", "web") == stored
-    assert [s.dataset for s in control.list_dataset_statuses()] == ["app", "web"]
+    control.report_dataset_status(
+        DatasetStatus(tenant="acme", dataset="app", stage="packer", state="ok")
+    )
+    assert control.get_dataset_status("acme", "web") == [piper_ok, stored]
+    listed = control.list_dataset_statuses()
+    assert [(s.dataset, s.stage) for s in listed] == [
+        ("app", "packer"), ("web", "packer"), ("web", "piper"),
+    ]  # fmt: skip
     assert [s.dataset for s in control.list_dataset_statuses("acme", "failing")] == ["web"]
+    assert [s.dataset for s in control.list_dataset_statuses(stage="piper")] == ["web"]
     with pytest.raises(NotFound):
         control.report_dataset_status(failing.model_copy(update={"dataset": "nope"}))
     with pytest.raises(NotFound):
@@ -186,14 +195,17 @@ def test_dataset_status_is_reported_listed_cleared_and_reset_by_saving(
     with pytest.raises(NotFound):
         control.list_dataset_statuses("nobody")
 
-    control.clear_dataset_status("acme", "web")  # an operator's retry
-    assert control.get_dataset_status("acme", "web").state == "unknown"
+    control.clear_dataset_status("acme", "web", "packer")  # an operator's retry at one stage
+    assert [s.state for s in control.get_dataset_status("acme", "web")] == ["ok", "unknown"]
+    control.report_dataset_status(failing)
+    control.clear_dataset_status("acme", "web")  # at both
+    assert [s.state for s in control.get_dataset_status("acme", "web")] == ["unknown"] * 2
     control.report_dataset_status(failing)
     # Saving the dataset (a new destination, say) clears its status; deleting it removes it.
     control.put_dataset(
         "acme", DatasetSpec(name="web", destination=Destination(url="file:///tmp/fixed"))
     )
-    assert control.get_dataset_status("acme", "web").state == "unknown"
+    assert [s.state for s in control.get_dataset_status("acme", "web")] == ["unknown"] * 2
     control.delete_dataset("acme", "app")
     assert control.list_dataset_statuses() == []
 
@@ -204,14 +216,20 @@ def test_dataset_status_requests_are_checked(store: ControlStore) -> None:
     admin = {"Authorization": f"Bearer {store.create_key(None, role='admin').key}"}
     with serve_app(create_app(store)) as url:
         api = f"{url}/api/v1"
-        other = {"tenant": "acme", "dataset": "app", "state": "ok"}
-        moved = httpx.put(f"{api}/tenants/acme/datasets/web/status", json=other, headers=admin)
+        path = f"{api}/tenants/acme/datasets/web/status"
+        other = {"tenant": "acme", "dataset": "app", "stage": "packer", "state": "ok"}
+        moved = httpx.put(f"{path}/packer", json=other, headers=admin)
         assert moved.status_code == 400 and "acme/app" in moved.json()["error"]
-        odd = {"tenant": "acme", "dataset": "web", "state": "fine"}
-        state = httpx.put(f"{api}/tenants/acme/datasets/web/status", json=odd, headers=admin)
+        piper = {**other, "dataset": "web", "stage": "piper"}
+        staged = httpx.put(f"{path}/packer", json=piper, headers=admin)
+        assert staged.status_code == 400 and "piper status" in staged.json()["error"]
+        odd = {**other, "dataset": "web", "state": "fine"}
+        state = httpx.put(f"{path}/packer", json=odd, headers=admin)
         assert state.status_code == 400 and "state" in state.json()["error"]
         query = httpx.get(f"{api}/dataset-status", params={"state": "bad"}, headers=admin)
         assert query.status_code == 400 and "ok, failing, unknown" in query.json()["error"]
+        stage = httpx.delete(path, params={"stage": "receiver"}, headers=admin)
+        assert stage.status_code == 400 and "piper, packer" in stage.json()["error"]
         anonymous = httpx.get(f"{api}/dataset-status")
         assert anonymous.status_code == 401
 

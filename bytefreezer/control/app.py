@@ -17,7 +17,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bytefreezer import errors
-from bytefreezer.control.models import DatasetSpec, DatasetStatus, HealthReport, Lease, Tenant
+from bytefreezer.control.models import (
+    STAGES,
+    DatasetSpec,
+    DatasetStatus,
+    HealthReport,
+    Lease,
+    Tenant,
+)
 from bytefreezer.control.store import ControlStore
 from bytefreezer.control.validation import check_request
 
@@ -154,10 +161,11 @@ def _put_dataset(s: ControlStore, r: Request, b: Any) -> Any:
 
 def _put_status(s: ControlStore, r: Request, b: Any) -> Any:
     status = DatasetStatus.model_validate(_obj(b))
-    path = (_p(r, "tenant"), _p(r, "dataset"))
-    if (status.tenant, status.dataset) != path:
+    path = (_p(r, "tenant"), _p(r, "dataset"), _p(r, "stage"))
+    if (status.tenant, status.dataset, status.stage) != path:
         raise errors.ConfigError(
-            f"the status of {status.tenant}/{status.dataset} sent to {path[0]}/{path[1]}'s path"
+            f"the {status.stage} status of {status.tenant}/{status.dataset} sent to the path of "
+            f"{path[0]}/{path[1]}'s {path[2]} status"
         )
     return s.report_dataset_status(status)
 
@@ -165,11 +173,21 @@ def _put_status(s: ControlStore, r: Request, b: Any) -> Any:
 STATES = ("ok", "failing", "unknown")
 
 
+def _one_of(r: Request, name: str, allowed: tuple[str, ...]) -> str | None:
+    value = r.query_params.get(name)
+    if value is not None and value not in allowed:
+        raise errors.ConfigError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
 def _statuses(s: ControlStore, r: Request, b: Any) -> Any:
-    state = r.query_params.get("state")
-    if state is not None and state not in STATES:
-        raise errors.ConfigError(f"state must be one of {', '.join(STATES)}, not {state!r}")
-    return s.list_dataset_statuses(r.path_params.get("tenant"), state)
+    return s.list_dataset_statuses(
+        r.path_params.get("tenant"), _one_of(r, "state", STATES), _one_of(r, "stage", STAGES)
+    )
+
+
+def _clear_status(s: ControlStore, r: Request, b: Any) -> Any:
+    s.clear_dataset_status(_p(r, "tenant"), _p(r, "dataset"), _one_of(r, "stage", STAGES))
 
 
 def _acquire(s: ControlStore, r: Request, b: Any) -> Any:
@@ -268,12 +286,8 @@ ROUTES = [
         "GET",
         lambda s, r, b: s.get_dataset_status(_p(r, "tenant"), _p(r, "dataset")),
     ),
-    _route("/api/v1/tenants/{tenant}/datasets/{dataset}/status", "PUT", _put_status),
-    _route(
-        "/api/v1/tenants/{tenant}/datasets/{dataset}/status",
-        "DELETE",
-        lambda s, r, b: s.clear_dataset_status(_p(r, "tenant"), _p(r, "dataset")),
-    ),
+    _route("/api/v1/tenants/{tenant}/datasets/{dataset}/status", "DELETE", _clear_status),
+    _route("/api/v1/tenants/{tenant}/datasets/{dataset}/status/{stage}", "PUT", _put_status),
 ]
 
 

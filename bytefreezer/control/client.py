@@ -52,11 +52,11 @@ class ControlClient(Protocol):
     def report_health(self, report: HealthReport) -> None: ...
     def list_components(self) -> list[HealthReport]: ...
     def report_dataset_status(self, status: DatasetStatus) -> DatasetStatus: ...
-    def get_dataset_status(self, tenant: str, name: str) -> DatasetStatus: ...
+    def get_dataset_status(self, tenant: str, name: str) -> list[DatasetStatus]: ...
     def list_dataset_statuses(
-        self, tenant: str | None = None, state: str | None = None
+        self, tenant: str | None = None, state: str | None = None, stage: str | None = None
     ) -> list[DatasetStatus]: ...
-    def clear_dataset_status(self, tenant: str, name: str) -> None: ...
+    def clear_dataset_status(self, tenant: str, name: str, stage: str | None = None) -> None: ...
     def ping(self) -> None: ...
 
 
@@ -186,21 +186,22 @@ class HttpControl:
         return [HealthReport.model_validate(x) for x in self._call("GET", "/components")]
 
     def report_dataset_status(self, status: DatasetStatus) -> DatasetStatus:
-        path = f"/tenants/{status.tenant}/datasets/{status.dataset}/status"
+        path = f"/tenants/{status.tenant}/datasets/{status.dataset}/status/{status.stage}"
         return DatasetStatus.model_validate(self._call("PUT", path, status.model_dump()))
 
-    def get_dataset_status(self, tenant: str, name: str) -> DatasetStatus:
+    def get_dataset_status(self, tenant: str, name: str) -> list[DatasetStatus]:
         path = f"/tenants/{tenant}/datasets/{name}/status"
-        return DatasetStatus.model_validate(self._call("GET", path))
+        return [DatasetStatus.model_validate(x) for x in self._call("GET", path)]
 
     def list_dataset_statuses(
-        self, tenant: str | None = None, state: str | None = None
+        self, tenant: str | None = None, state: str | None = None, stage: str | None = None
     ) -> list[DatasetStatus]:
         path = "/dataset-status" if tenant is None else f"/tenants/{tenant}/dataset-status"
-        return [DatasetStatus.model_validate(x) for x in self._call("GET", path, state=state)]
+        found = self._call("GET", path, state=state, stage=stage)
+        return [DatasetStatus.model_validate(x) for x in found]
 
-    def clear_dataset_status(self, tenant: str, name: str) -> None:
-        self._call("DELETE", f"/tenants/{tenant}/datasets/{name}/status")
+    def clear_dataset_status(self, tenant: str, name: str, stage: str | None = None) -> None:
+        self._call("DELETE", f"/tenants/{tenant}/datasets/{name}/status", stage=stage)
 
     def ping(self) -> None:
         self._call("GET", "/health")

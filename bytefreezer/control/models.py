@@ -173,16 +173,21 @@ class Lease(_Model):
     expires_at: float
 
 
+Stage = Literal["piper", "packer"]
+STAGES: tuple[Stage, ...] = ("piper", "packer")
+
+
 class DatasetStatus(_Model):
-    """How packer's latest runs of a dataset went: its Parquet written to its destination
-    (``ok``), or failing (the destination refuses writes, say), retried with a growing wait
-    while its data stays staged."""
+    """How one stage's latest runs of a dataset went: ``ok``, or ``failing`` (piper: its chain
+    cannot run, a GeoIP database missing, say; packer: its destination refuses writes), retried
+    with a growing wait while its data waits, durable, in the bucket before the stage."""
 
     tenant: str
     dataset: str
+    stage: Stage = Field(description="`piper` or `packer`.")
     state: Literal["ok", "failing", "unknown"] = Field(
-        description="`ok`: the last run wrote its files; `failing`: the last run failed "
-        "(`error` says why); `unknown`: no packer run has reported yet."
+        description="`ok`: the last run went through; `failing`: the last run failed "
+        "(`error` says why); `unknown`: no run of the stage has reported yet."
     )
     error: str = Field("", description="Why the last run failed (empty when ok).")
     failures: int = Field(0, ge=0, description="Runs failed in a row.")
@@ -190,14 +195,14 @@ class DatasetStatus(_Model):
         None, description="When the first of these failed runs ended (Unix seconds)."
     )
     last_success_at: float | None = Field(
-        None, description="When a run last wrote the dataset's files (Unix seconds)."
+        None, description="When a run last went through (Unix seconds)."
     )
     retry_at: float | None = Field(
         None,
-        description="Packers leave a failing dataset alone until then (Unix seconds); saving "
-        "the dataset or clearing its status retries it at once.",
+        description="The stage leaves a failing dataset alone until then (Unix seconds); "
+        "saving the dataset or clearing its status retries it at once.",
     )
-    instance: str = Field("", description="The packer instance that reported.")
+    instance: str = Field("", description="The instance that reported.")
     reported_at: float = Field(0.0, description="When control stored the report.")
 
 

@@ -188,26 +188,30 @@ def control_openapi() -> dict[str, Any]:
             },
             "/api/v1/tenants/{tenant}/datasets/{dataset}/status": {
                 "get": _op(
-                    "How packer's latest runs of a dataset went",
-                    _json(_ref(DatasetStatus)),
+                    "How piper's and packer's latest runs of a dataset went",
+                    _json({"type": "array", "items": _ref(DatasetStatus)}),
                     params=d,
-                ),
-                "put": _op(
-                    "Report a packer run's outcome (packers do)",
-                    _json(_ref(DatasetStatus)),
-                    params=d,
-                    body=_ref(DatasetStatus),
                 ),
                 "delete": _op(
-                    "Forget the status: a failing dataset is packed again at once",
+                    "Forget the status (`?stage=`: one stage's); a failing dataset is tried "
+                    "again at once",
                     None,
                     status="204",
                     params=d,
                 ),
             },
+            "/api/v1/tenants/{tenant}/datasets/{dataset}/status/{stage}": {
+                "put": _op(
+                    "Report a run's outcome (pipers and packers do)",
+                    _json(_ref(DatasetStatus)),
+                    params=[*d, "stage"],
+                    body=_ref(DatasetStatus),
+                ),
+            },
             "/api/v1/dataset-status": {
                 "get": _op(
-                    "Every reported dataset status (`?state=failing` for the failing ones)",
+                    "Every reported dataset status (`?state=failing` for the failing ones, "
+                    "`?stage=piper` or `packer` for one stage's)",
                     _json({"type": "array", "items": _ref(DatasetStatus)}),
                     errors=("400",),
                 )

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bytefreezer.control.models import (
+    STAGES,
     ApiKeyInfo,
     Dataset,
     DatasetSpec,
@@ -53,8 +54,8 @@ CREATE TABLE IF NOT EXISTS health (
     component TEXT NOT NULL, instance TEXT NOT NULL, status TEXT NOT NULL, details TEXT NOT NULL,
     reported_at REAL NOT NULL, PRIMARY KEY (component, instance));
 CREATE TABLE IF NOT EXISTS dataset_status (
-    tenant TEXT NOT NULL, dataset TEXT NOT NULL, status TEXT NOT NULL,
-    PRIMARY KEY (tenant, dataset),
+    tenant TEXT NOT NULL, dataset TEXT NOT NULL, stage TEXT NOT NULL, status TEXT NOT NULL,
+    PRIMARY KEY (tenant, dataset, stage),
     FOREIGN KEY (tenant, dataset) REFERENCES datasets(tenant, name) ON DELETE CASCADE);
 """
 
@@ -443,7 +444,7 @@ class ControlStore:
     # Dataset status ----------------------------------------------------------------------
 
     def report_dataset_status(self, status: DatasetStatus) -> DatasetStatus:
-        """Record how packer's latest run of a dataset went; ``NotFound`` for an unknown one."""
+        """Record how a stage's latest run of a dataset went; ``NotFound`` for an unknown one."""
         stored = status.model_copy(update={"reported_at": self._clock()})
         with self._tx() as db:
             known = db.execute(
@@ -452,42 +453,50 @@ class ControlStore:
             if known is None:
                 raise NotFound(f"dataset {status.tenant}/{status.dataset} not found")
             db.execute(
-                "INSERT INTO dataset_status VALUES (?, ?, ?) ON CONFLICT(tenant, dataset) "
-                "DO UPDATE SET status=excluded.status",
-                (status.tenant, status.dataset, stored.model_dump_json()),
+                "INSERT INTO dataset_status VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(tenant, dataset, stage) DO UPDATE SET status=excluded.status",
+                (status.tenant, status.dataset, status.stage, stored.model_dump_json()),
             )
         return stored
 
-    def get_dataset_status(self, tenant: str, name: str) -> DatasetStatus:
-        """A dataset's latest status (``unknown`` before any report); ``NotFound`` when it or
-        its tenant is absent."""
-        row = self._conn.execute(
-            "SELECT status FROM dataset_status WHERE tenant=? AND dataset=?", (tenant, name)
-        ).fetchone()
-        if row is None:
-            self.get_dataset(tenant, name)
-            return DatasetStatus(tenant=tenant, dataset=name, state="unknown")
-        return DatasetStatus.model_validate_json(row[0])
+    def get_dataset_status(self, tenant: str, name: str) -> list[DatasetStatus]:
+        """A dataset's latest status at each stage, piper then packer (``unknown`` before a
+        stage reports); ``NotFound`` when it or its tenant is absent."""
+        self.get_dataset(tenant, name)
+        rows = self._conn.execute(
+            "SELECT stage, status FROM dataset_status WHERE tenant=? AND dataset=?", (tenant, name)
+        ).fetchall()
+        stored = {r[0]: DatasetStatus.model_validate_json(r[1]) for r in rows}
+        return [
+            stored.get(stage)
+            or DatasetStatus(tenant=tenant, dataset=name, stage=stage, state="unknown")
+            for stage in STAGES
+        ]
 
     def list_dataset_statuses(
-        self, tenant: str | None = None, state: str | None = None
+        self, tenant: str | None = None, state: str | None = None, stage: str | None = None
     ) -> list[DatasetStatus]:
-        """The reported statuses of one tenant's datasets or of all, in ``state`` if given."""
+        """The reported statuses of one tenant's datasets or of all, in ``state`` and of
+        ``stage`` if given."""
         if tenant is not None:
             self.get_tenant(tenant)
         rows = self._conn.execute(
             "SELECT status FROM dataset_status WHERE (?1 IS NULL OR tenant=?1) "
-            "ORDER BY tenant, dataset",
-            (tenant,),
+            "AND (?2 IS NULL OR stage=?2) ORDER BY tenant, dataset, stage",
+            (tenant, stage),
         ).fetchall()
         statuses = [DatasetStatus.model_validate_json(r[0]) for r in rows]
         return [s for s in statuses if state is None or s.state == state]
 
-    def clear_dataset_status(self, tenant: str, name: str) -> None:
-        """Forget a dataset's status: a failing dataset is packed again at the next cycle."""
+    def clear_dataset_status(self, tenant: str, name: str, stage: str | None = None) -> None:
+        """Forget a dataset's status (at one ``stage``, or at both): a failing dataset is
+        tried again at the stage's next cycle."""
         self.get_dataset(tenant, name)
         with self._tx() as db:
-            db.execute("DELETE FROM dataset_status WHERE tenant=? AND dataset=?", (tenant, name))
+            db.execute(
+                "DELETE FROM dataset_status WHERE tenant=? AND dataset=? AND (?3 IS NULL OR stage=?3)",
+                (tenant, name, stage),
+            )
 
     def ping(self) -> None:
         """Raise unless the store answers."""

@@ -296,6 +296,9 @@ def test_scaled_and_combined() -> None:
     assert piper_env["BYTEFREEZER_PIPER__DEAD_LETTER_RETENTION_DAYS"] == "7"
     defaults = env_of(find(render(BYTEFREEZER), "Deployment", "bf-bytefreezer-piper"))
     assert defaults["BYTEFREEZER_PIPER__DEAD_LETTER_RETENTION_DAYS"] == "0"
+    assert piper_env["BYTEFREEZER_PIPER__RETRY_BACKOFF_SECONDS"] == "5"
+    assert piper_env["BYTEFREEZER_PIPER__RETRY_BACKOFF_MAX_SECONDS"] == "60"
+    assert defaults["BYTEFREEZER_PIPER__RETRY_BACKOFF_MAX_SECONDS"] == "120"
     assert (
         env_of(find(scaled, "Deployment", "bf-bytefreezer-piper"))[
             "BYTEFREEZER_PIPER__MAX_CONCURRENT_JOBS"

@@ -106,11 +106,12 @@ CASES: dict[str, dict[str, Any]] = {
         "series": {
             'bytefreezer_packer_failing_datasets{component="packer",instance="a"}': "0x10 2x40",
             'bytefreezer_packer_failing_datasets{component="packer",instance="b"}': "0x60",
+            'bytefreezer_piper_failing_datasets{component="piper",instance="c"}': "0x60",
         },
         "quiet": "20m",
         "firing": "35m",
         "labels": {"severity": "critical"},
-        "summary": "2 dataset(s) cannot be packed",
+        "summary": "2 dataset(s) cannot be processed or packed",
     },
     "BytefreezerUnownedObjects": {
         "series": {

@@ -1,6 +1,7 @@
-"""A dataset packer cannot pack (its destination refuses writes) is reported to control and
-left alone for a growing wait, its data staged, while the other datasets are packed; saving the
-dataset or clearing its status has it packed at once, each record exactly once."""
+"""A dataset piper cannot process (its chain cannot run) or packer cannot pack (its destination
+refuses writes) is reported to control and left alone for a growing wait, its data kept, while
+the other datasets go on; saving the dataset or clearing its status has it tried at once, each
+record exactly once."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from bytefreezer.settings import PackerSettings, Settings
 from bytefreezer.storage import Storage
 from tests.conftest import fast_settings
 from tests.helpers import read_parquet_dir, scraped, serve_app
+from tests.transforms.test_lookups import city_database
 
 
 def stack(settings: Settings, bad: Destination) -> tuple[ControlStore, Storage]:
@@ -65,6 +67,11 @@ def ids_in(root: Path) -> Counter[int]:
     return Counter(table.column("id").to_pylist()) if table is not None else Counter()
 
 
+def packer_status(control: ControlStore, dataset: str) -> DatasetStatus:
+    (status,) = [s for s in control.get_dataset_status("acme", dataset) if s.stage == "packer"]
+    return status
+
+
 def blocked(tmp_path: Path) -> Destination:
     """A local destination no file can be written under: its parent is a regular file."""
     (tmp_path / "blocker").write_text("not a directory")
@@ -84,13 +91,13 @@ def test_a_failing_destination_waits_its_data_staged_while_the_others_are_packed
     good_root = settings.data_dir / "destination" / "acme" / "good"
     assert ids_in(good_root) == Counter(range(100))
     assert staged(storage, "bad") == 1
-    status = control.get_dataset_status("acme", "bad")
+    status = packer_status(control, "bad")
     assert status.state == "failing" and status.failures == 1
     assert "blocker" in status.error and "Error" in status.error.split(":")[0]
     assert status.failing_since is not None and status.failing_since >= started
     assert status.retry_at is not None and 59 <= status.retry_at - started <= 61 + time.time()
     assert status.instance == "test" and status.last_success_at is None
-    good = control.get_dataset_status("acme", "good")
+    good = packer_status(control, "good")
     assert good.state == "ok" and good.last_success_at is not None and good.failures == 0
 
     # Within the wait no packer claims it, so the poller sleeps instead of re-encoding it.
@@ -110,7 +117,7 @@ def test_a_failing_destination_waits_its_data_staged_while_the_others_are_packed
     assert [(f["dataset"], f["error"]) for f in listed] == [("bad", status.error)]
     assert [(f["dataset"], f["failures"]) for f in again.failing] == [("bad", 1)]
     assert 0 < float(str(again.failing[0]["retry_in_seconds"])) <= 60
-    assert control.get_dataset_status("acme", "bad").failures == 1
+    assert packer_status(control, "bad").failures == 1
     assert staged(storage, "bad") == 1
 
     # More data for both: the good dataset is packed, the failing one keeps waiting.
@@ -124,11 +131,11 @@ def test_a_failing_destination_waits_its_data_staged_while_the_others_are_packed
     control.put_dataset(
         "acme", DatasetSpec(name="bad", destination=Destination(url=f"file://{fixed}"))
     )
-    assert control.get_dataset_status("acme", "bad").state == "unknown"
+    assert packer_status(control, "bad").state == "unknown"
     assert run_packer_cycle(settings, control, storage).claimed == 1
     assert ids_in(fixed) == Counter(range(150))
     assert staged(storage, "bad") == 0
-    recovered = control.get_dataset_status("acme", "bad")
+    recovered = packer_status(control, "bad")
     assert recovered.state == "ok" and recovered.error == "" and recovered.retry_at is None
 
 
@@ -142,12 +149,12 @@ def test_the_wait_doubles_with_each_failure_until_its_cap_and_retry_ends_it(
     stage(settings, control, storage, range(20))
     waits = []
     for failures in (1, 2, 3):
-        status = control.get_dataset_status("acme", "bad")
+        status = packer_status(control, "bad")
         if status.retry_at is not None:
             time.sleep(max(0.0, status.retry_at - time.time()) + 0.05)
         before = time.time()
         stats, text = scraped("packer", lambda t: run_packer_cycle(settings, control, storage, t))
-        status = control.get_dataset_status("acme", "bad")
+        status = packer_status(control, "bad")
         assert stats.claimed >= 1 and status.failures == failures
         waits.append(round((status.retry_at or 0) - before, 1))
     assert waits[0] == pytest.approx(0.4, abs=0.15)
@@ -160,7 +167,7 @@ def test_the_wait_doubles_with_each_failure_until_its_cap_and_retry_ends_it(
     # destination still refuses, so it fails again and waits the first wait again.
     control.clear_dataset_status("acme", "bad")
     assert run_packer_cycle(settings, control, storage).claimed == 1
-    assert control.get_dataset_status("acme", "bad").failures == 1
+    assert packer_status(control, "bad").failures == 1
 
 
 def test_a_failing_dataset_whose_staged_data_was_removed_is_reported_ok_after_its_wait(
@@ -170,13 +177,13 @@ def test_a_failing_dataset_whose_staged_data_was_removed_is_reported_ok_after_it
     control, storage = stack(settings, blocked(tmp_path))
     stage(settings, control, storage, range(5))
     run_packer_cycle(settings, control, storage)
-    assert control.get_dataset_status("acme", "bad").state == "failing"
+    assert packer_status(control, "bad").state == "failing"
     for prefix in ("acme/bad/", "_manifests/acme/bad/"):  # an operator removes them
         for info in storage.piper.list(prefix):
             storage.piper.delete(info.key)
     time.sleep(0.3)
     run_packer_cycle(settings, control, storage)
-    assert control.get_dataset_status("acme", "bad").state == "ok"
+    assert packer_status(control, "bad").state == "ok"
 
 
 @pytest.mark.s3
@@ -204,7 +211,7 @@ def test_an_s3_destination_refusing_the_credentials_fails_until_they_are_fixed(
     control, storage = stack(settings, destination("not-the-secret"))
     stage(settings, control, storage, range(40))
     run_packer_cycle(settings, control, storage)
-    status = control.get_dataset_status("acme", "bad")
+    status = packer_status(control, "bad")
     assert status.state == "failing", status
     assert "not-the-secret" not in status.error
     assert run_packer_cycle(settings, control, storage).claimed == 0
@@ -213,7 +220,7 @@ def test_an_s3_destination_refusing_the_credentials_fails_until_they_are_fixed(
         "acme", DatasetSpec(name="bad", destination=destination(s3_server["secret_key"]))
     )
     assert run_packer_cycle(settings, control, storage).claimed == 1
-    assert control.get_dataset_status("acme", "bad").state == "ok"
+    assert packer_status(control, "bad").state == "ok"
     written = Storage(settings).destination(**destination(s3_server["secret_key"]).model_dump())
     keys = [o.key for o in written.list("")]
     assert keys and all(k.endswith(".parquet") for k in keys)
@@ -226,7 +233,9 @@ def test_next_status_counts_failures_keeps_their_start_and_refreshes_ok() -> Non
     def after(
         previous: DatasetStatus | None, error: str | None, now: float
     ) -> DatasetStatus | None:
-        return next_status(previous, "t", "d", error, now=now, packer=packer, instance="p1")
+        return next_status(
+            previous, "t", "d", "packer", error, now=now, retry=packer, instance="p1"
+        )
 
     first = after(None, None, 100.0)
     assert first is not None and first.state == "ok" and first.last_success_at == 100.0
@@ -249,3 +258,78 @@ def test_next_status_counts_failures_keeps_their_start_and_refreshes_ok() -> Non
 
     long = failure_text(OSError("x" * 5000))
     assert long.startswith("OSError: xxx") and len(long) == 1000 and long.endswith("...")
+
+
+def piper_status(control: ControlStore, tenant: str, dataset: str) -> DatasetStatus:
+    (status,) = [s for s in control.get_dataset_status(tenant, dataset) if s.stage == "piper"]
+    return status
+
+
+def test_a_dataset_whose_chain_cannot_run_does_not_hold_up_the_others_objects(
+    tmp_path: Path,
+) -> None:
+    # Claimed oldest first, a failing dataset's backlog filled every piper run: a tenant whose
+    # GeoIP database was missing stopped every other tenant's records.
+    settings = fast_settings(
+        tmp_path / "data", piper={"max_objects_per_run": 4, "retry_backoff_seconds": 60}
+    )
+    storage = Storage(settings)
+    storage.ensure_buckets()
+    control = ControlStore(settings.control_db_path(), destination_for=settings.destination_for)
+    for tenant in ("acme", "geo"):
+        control.create_tenant(Tenant(name=tenant))
+    control.create_dataset("acme", DatasetSpec(name="web"))
+    step = {"type": "geoip", "config": {"source_field": "ip"}}
+    control.create_dataset("geo", DatasetSpec(name="web", transforms=[step]))
+    received = time.time_ns() - 10**9
+    for i in range(9):  # the failing dataset's six objects are the oldest
+        tenant = "geo" if i < 6 else "acme"
+        line = json.dumps({"id": i, "ip": "81.2.69.142", "timestamp": "2026-03-01T10:00:00Z"})
+        key = IntakeKey(tenant, "web", received + i, "ndjson").key
+        storage.intake.put(key, gzip.compress(line.encode()), {})
+
+    first = run_piper_cycle(settings, control, storage)
+    assert first.claimed == 4 and first.counters.get("errors:config") == 4
+    status = piper_status(control, "geo", "web")
+    assert status.state == "failing" and status.failures == 1 and "GeoLite2" in status.error
+    stats, text = scraped("piper", lambda t: run_piper_cycle(settings, control, storage, t))
+    assert stats.claimed == 3 and not stats.counters.get("errors:config")
+    assert [(f["tenant"], f["failures"]) for f in stats.failing] == [("geo", 1)]
+    for gauge, value in (("failing_datasets", 1.0), ("backlog_objects", 9.0)):  # as listed
+        found = re.search(rf"^bytefreezer_piper_{gauge}\{{[^}}]*\}} (\S+)$", text, re.M)
+        assert found and float(found.group(1)) == value, gauge
+    age = re.search(r"^bytefreezer_piper_backlog_age_seconds\{[^}]*\} (\S+)$", text, re.M)
+    assert age and float(age.group(1)) >= 1.0  # the waiting objects still count as waiting
+    assert piper_status(control, "acme", "web").state == "ok"
+    assert {o.key.split("/")[0] for o in storage.intake.list()} == {"geo"}
+    assert run_piper_cycle(settings, control, storage).claimed == 0  # still waiting
+
+    # The database uploaded and the dataset retried: its objects go through, each once.
+    storage.bucket(settings.buckets.geoip).put("GeoLite2-City.mmdb", city_database())
+    control.clear_dataset_status("geo", "web", "piper")
+    while storage.intake.list():
+        assert run_piper_cycle(settings, control, storage).claimed
+    assert piper_status(control, "geo", "web").state == "ok"
+    run_packer_cycle(settings, control, storage)
+    out = settings.data_dir / "destination"
+    assert ids_in(out / "geo" / "web") == Counter(range(6))
+    assert ids_in(out / "acme" / "web") == Counter(range(6, 9))
+
+
+def test_a_failing_dataset_whose_objects_were_removed_is_no_longer_failing(
+    tmp_path: Path,
+) -> None:
+    settings = fast_settings(tmp_path / "data", piper={"retry_backoff_seconds": 0.2})
+    storage = Storage(settings)
+    storage.ensure_buckets()
+    control = ControlStore(settings.control_db_path(), destination_for=settings.destination_for)
+    control.create_tenant(Tenant(name="geo"))
+    step = {"type": "geoip", "config": {"source_field": "ip"}}
+    control.create_dataset("geo", DatasetSpec(name="web", transforms=[step]))
+    key = IntakeKey("geo", "web", time.time_ns(), "ndjson").key
+    storage.intake.put(key, gzip.compress(b'{"ip": "81.2.69.142"}'), {})
+    run_piper_cycle(settings, control, storage)
+    assert piper_status(control, "geo", "web").state == "failing"
+    storage.intake.delete(key)  # an operator removes it
+    stats = run_piper_cycle(settings, control, storage)
+    assert stats.failing == [] and piper_status(control, "geo", "web").state == "unknown"
