@@ -21,8 +21,9 @@ import time
 from typing import Protocol
 
 from bytefreezer.control import ControlClient
-from bytefreezer.control.models import DatasetStatus, Stage
+from bytefreezer.control.models import Dataset, DatasetStatus, Stage
 from bytefreezer.pipelines.runner import first_report
+from bytefreezer.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -130,21 +131,23 @@ def failing_list(statuses: list[DatasetStatus], now: float) -> list[dict[str, ob
 
 def report_outcome(
     control: ControlClient,
-    previous: DatasetStatus | None,
-    tenant: str,
-    dataset: str,
+    settings: Settings,
     stage: Stage,
+    dataset: Dataset,
+    claimed_with: str,
     error: str | None,
-    *,
-    retry: RetrySettings,
-    instance: str,
 ) -> DatasetStatus | None:
-    """Tell control how ``stage``'s run of ``tenant/dataset`` went (see ``next_status``) and
-    return what was reported; a control that cannot be told is logged, not raised: the data
-    waits either way, and the next run reports again."""
+    """Tell control how ``stage``'s run of ``dataset`` went (see ``next_status``), given the
+    status JSON it was claimed with (empty: none), and return what was reported; a control
+    that cannot be told is logged, not raised: the data waits either way, and the next run
+    reports again."""
+    previous = DatasetStatus.model_validate_json(claimed_with) if claimed_with else None
+    tenant, name = dataset.tenant, dataset.name
+    retry: RetrySettings = settings.piper if stage == "piper" else settings.packer
     status = next_status(
-        previous, tenant, dataset, stage, error, now=time.time(), retry=retry, instance=instance
-    )
+        previous, tenant, name, stage, error, now=time.time(), retry=retry,
+        instance=settings.instance_id,
+    )  # fmt: skip
     if status is None:
         return None
     if status.state == "failing":
@@ -152,7 +155,7 @@ def report_outcome(
             "%s leaves %s/%s for %.0f s after %d failed run(s): %s",
             stage,
             tenant,
-            dataset,
+            name,
             (status.retry_at or 0.0) - time.time(),
             status.failures,
             status.error,
@@ -160,8 +163,8 @@ def report_outcome(
     try:
         control.report_dataset_status(status)
     except Exception as exc:
-        if first_report(f"{stage}-status:{tenant}/{dataset}"):
-            log.warning("%s cannot report %s/%s's status: %s", stage, tenant, dataset, exc)
+        if first_report(f"{stage}-status:{tenant}/{name}"):
+            log.warning("%s cannot report %s/%s's status: %s", stage, tenant, name, exc)
     return status
 
 

@@ -50,7 +50,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bytefreezer.control import ControlClient, open_control
-from bytefreezer.control.models import Dataset, DatasetStatus, Lease
+from bytefreezer.control.models import Dataset, Lease
 from bytefreezer.errors import InvalidName, LeaseLost
 from bytefreezer.keys import (
     DEAD_LETTER_PREFIX,
@@ -488,17 +488,7 @@ class _PackDatasetFn(ObjectFn):
     def _report_status(self, dataset: Dataset, work: PackWork, error: str | None) -> None:
         """Tell control how this run of ``dataset`` went (a failure, or a success that ends
         one or refreshes an old ok)."""
-        previous = DatasetStatus.model_validate_json(work.status_json) if work.status_json else None
-        report_outcome(
-            self._control,
-            previous,
-            dataset.tenant,
-            dataset.name,
-            "packer",
-            error,
-            retry=self._settings.packer,
-            instance=self._settings.instance_id,
-        )
+        report_outcome(self._control, self._settings, "packer", dataset, work.status_json, error)
 
     def _eligible(self, dataset: Dataset) -> tuple[list[str], bool]:
         """The inputs of the dataset's next run, and whether ``max_input_mb_per_run`` left

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from bytefreezer.control import ControlClient, open_control
-from bytefreezer.control.models import Dataset, DatasetStatus, Lease
+from bytefreezer.control.models import Dataset, Lease
 from bytefreezer.errors import BytefreezerError, ConfigError, InvalidName, LeaseLost, StorageError
 from bytefreezer.keys import DEAD_LETTER_PREFIX, IntakeKey, piper_lease_name
 from bytefreezer.pipelines.decode import choose_format, decode_object
@@ -225,17 +225,7 @@ class _ProcessIntakeFn(ObjectFn):
         if self._outcomes.get(owner) == (work.status_json, error is None):
             return
         self._outcomes[owner] = (work.status_json, error is None)
-        previous = DatasetStatus.model_validate_json(work.status_json) if work.status_json else None
-        report_outcome(
-            self._control,
-            previous,
-            dataset.tenant,
-            dataset.name,
-            "piper",
-            error,
-            retry=self._settings.piper,
-            instance=self._settings.instance_id,
-        )
+        report_outcome(self._control, self._settings, "piper", dataset, work.status_json, error)
 
     def _set_aside(self, key: IntakeKey, data: bytes, stage: str, error: str) -> bytes:
         """Keep an object no record can be read from as it came (``.raw.gz`` beside its dead

@@ -67,8 +67,10 @@ def ids_in(root: Path) -> Counter[int]:
     return Counter(table.column("id").to_pylist()) if table is not None else Counter()
 
 
-def packer_status(control: ControlStore, dataset: str) -> DatasetStatus:
-    (status,) = [s for s in control.get_dataset_status("acme", dataset) if s.stage == "packer"]
+def status_of(
+    control: ControlStore, dataset: str, stage: str = "packer", tenant: str = "acme"
+) -> DatasetStatus:
+    (status,) = [s for s in control.get_dataset_status(tenant, dataset) if s.stage == stage]
     return status
 
 
@@ -91,13 +93,15 @@ def test_a_failing_destination_waits_its_data_staged_while_the_others_are_packed
     good_root = settings.data_dir / "destination" / "acme" / "good"
     assert ids_in(good_root) == Counter(range(100))
     assert staged(storage, "bad") == 1
-    status = packer_status(control, "bad")
+    status = status_of(control, "bad")
     assert status.state == "failing" and status.failures == 1
     assert "blocker" in status.error and "Error" in status.error.split(":")[0]
     assert status.failing_since is not None and status.failing_since >= started
-    assert status.retry_at is not None and 59 <= status.retry_at - started <= 61 + time.time()
+    assert status.retry_at is not None and 59 <= status.retry_at - started <= 61 + (
+        time.time() - started
+    )
     assert status.instance == "test" and status.last_success_at is None
-    good = packer_status(control, "good")
+    good = status_of(control, "good")
     assert good.state == "ok" and good.last_success_at is not None and good.failures == 0
 
     # Within the wait no packer claims it, so the poller sleeps instead of re-encoding it.
@@ -117,7 +121,7 @@ def test_a_failing_destination_waits_its_data_staged_while_the_others_are_packed
     assert [(f["dataset"], f["error"]) for f in listed] == [("bad", status.error)]
     assert [(f["dataset"], f["failures"]) for f in again.failing] == [("bad", 1)]
     assert 0 < float(str(again.failing[0]["retry_in_seconds"])) <= 60
-    assert packer_status(control, "bad").failures == 1
+    assert status_of(control, "bad").failures == 1
     assert staged(storage, "bad") == 1
 
     # More data for both: the good dataset is packed, the failing one keeps waiting.
@@ -131,11 +135,11 @@ def test_a_failing_destination_waits_its_data_staged_while_the_others_are_packed
     control.put_dataset(
         "acme", DatasetSpec(name="bad", destination=Destination(url=f"file://{fixed}"))
     )
-    assert packer_status(control, "bad").state == "unknown"
+    assert status_of(control, "bad").state == "unknown"
     assert run_packer_cycle(settings, control, storage).claimed == 1
     assert ids_in(fixed) == Counter(range(150))
     assert staged(storage, "bad") == 0
-    recovered = packer_status(control, "bad")
+    recovered = status_of(control, "bad")
     assert recovered.state == "ok" and recovered.error == "" and recovered.retry_at is None
 
 
@@ -149,12 +153,12 @@ def test_the_wait_doubles_with_each_failure_until_its_cap_and_retry_ends_it(
     stage(settings, control, storage, range(20))
     waits = []
     for failures in (1, 2, 3):
-        status = packer_status(control, "bad")
+        status = status_of(control, "bad")
         if status.retry_at is not None:
             time.sleep(max(0.0, status.retry_at - time.time()) + 0.05)
         before = time.time()
         stats, text = scraped("packer", lambda t: run_packer_cycle(settings, control, storage, t))
-        status = packer_status(control, "bad")
+        status = status_of(control, "bad")
         assert stats.claimed >= 1 and status.failures == failures
         waits.append(round((status.retry_at or 0) - before, 1))
     assert waits[0] == pytest.approx(0.4, abs=0.15)
@@ -167,7 +171,7 @@ def test_the_wait_doubles_with_each_failure_until_its_cap_and_retry_ends_it(
     # destination still refuses, so it fails again and waits the first wait again.
     control.clear_dataset_status("acme", "bad")
     assert run_packer_cycle(settings, control, storage).claimed == 1
-    assert packer_status(control, "bad").failures == 1
+    assert status_of(control, "bad").failures == 1
 
 
 def test_a_failing_dataset_whose_staged_data_was_removed_is_reported_ok_after_its_wait(
@@ -177,13 +181,13 @@ def test_a_failing_dataset_whose_staged_data_was_removed_is_reported_ok_after_it
     control, storage = stack(settings, blocked(tmp_path))
     stage(settings, control, storage, range(5))
     run_packer_cycle(settings, control, storage)
-    assert packer_status(control, "bad").state == "failing"
+    assert status_of(control, "bad").state == "failing"
     for prefix in ("acme/bad/", "_manifests/acme/bad/"):  # an operator removes them
         for info in storage.piper.list(prefix):
             storage.piper.delete(info.key)
     time.sleep(0.3)
     run_packer_cycle(settings, control, storage)
-    assert packer_status(control, "bad").state == "ok"
+    assert status_of(control, "bad").state == "ok"
 
 
 @pytest.mark.s3
@@ -211,7 +215,7 @@ def test_an_s3_destination_refusing_the_credentials_fails_until_they_are_fixed(
     control, storage = stack(settings, destination("not-the-secret"))
     stage(settings, control, storage, range(40))
     run_packer_cycle(settings, control, storage)
-    status = packer_status(control, "bad")
+    status = status_of(control, "bad")
     assert status.state == "failing", status
     assert "not-the-secret" not in status.error
     assert run_packer_cycle(settings, control, storage).claimed == 0
@@ -220,7 +224,7 @@ def test_an_s3_destination_refusing_the_credentials_fails_until_they_are_fixed(
         "acme", DatasetSpec(name="bad", destination=destination(s3_server["secret_key"]))
     )
     assert run_packer_cycle(settings, control, storage).claimed == 1
-    assert packer_status(control, "bad").state == "ok"
+    assert status_of(control, "bad").state == "ok"
     written = Storage(settings).destination(**destination(s3_server["secret_key"]).model_dump())
     keys = [o.key for o in written.list("")]
     assert keys and all(k.endswith(".parquet") for k in keys)
@@ -260,11 +264,6 @@ def test_next_status_counts_failures_keeps_their_start_and_refreshes_ok() -> Non
     assert long.startswith("OSError: xxx") and len(long) == 1000 and long.endswith("...")
 
 
-def piper_status(control: ControlStore, tenant: str, dataset: str) -> DatasetStatus:
-    (status,) = [s for s in control.get_dataset_status(tenant, dataset) if s.stage == "piper"]
-    return status
-
-
 def test_a_dataset_whose_chain_cannot_run_does_not_hold_up_the_others_objects(
     tmp_path: Path,
 ) -> None:
@@ -290,7 +289,7 @@ def test_a_dataset_whose_chain_cannot_run_does_not_hold_up_the_others_objects(
 
     first = run_piper_cycle(settings, control, storage)
     assert first.claimed == 4 and first.counters.get("errors:config") == 4
-    status = piper_status(control, "geo", "web")
+    status = status_of(control, "web", "piper", "geo")
     assert status.state == "failing" and status.failures == 1 and "GeoLite2" in status.error
     stats, text = scraped("piper", lambda t: run_piper_cycle(settings, control, storage, t))
     assert stats.claimed == 3 and not stats.counters.get("errors:config")
@@ -300,7 +299,7 @@ def test_a_dataset_whose_chain_cannot_run_does_not_hold_up_the_others_objects(
         assert found and float(found.group(1)) == value, gauge
     age = re.search(r"^bytefreezer_piper_backlog_age_seconds\{[^}]*\} (\S+)$", text, re.M)
     assert age and float(age.group(1)) >= 1.0  # the waiting objects still count as waiting
-    assert piper_status(control, "acme", "web").state == "ok"
+    assert status_of(control, "web", "piper", "acme").state == "ok"
     assert {o.key.split("/")[0] for o in storage.intake.list()} == {"geo"}
     assert run_piper_cycle(settings, control, storage).claimed == 0  # still waiting
 
@@ -309,7 +308,7 @@ def test_a_dataset_whose_chain_cannot_run_does_not_hold_up_the_others_objects(
     control.clear_dataset_status("geo", "web", "piper")
     while storage.intake.list():
         assert run_piper_cycle(settings, control, storage).claimed
-    assert piper_status(control, "geo", "web").state == "ok"
+    assert status_of(control, "web", "piper", "geo").state == "ok"
     run_packer_cycle(settings, control, storage)
     out = settings.data_dir / "destination"
     assert ids_in(out / "geo" / "web") == Counter(range(6))
@@ -329,7 +328,7 @@ def test_a_failing_dataset_whose_objects_were_removed_is_no_longer_failing(
     key = IntakeKey("geo", "web", time.time_ns(), "ndjson").key
     storage.intake.put(key, gzip.compress(b'{"ip": "81.2.69.142"}'), {})
     run_piper_cycle(settings, control, storage)
-    assert piper_status(control, "geo", "web").state == "failing"
+    assert status_of(control, "web", "piper", "geo").state == "failing"
     storage.intake.delete(key)  # an operator removes it
     stats = run_piper_cycle(settings, control, storage)
-    assert stats.failing == [] and piper_status(control, "geo", "web").state == "unknown"
+    assert stats.failing == [] and status_of(control, "web", "piper", "geo").state == "unknown"
