@@ -60,8 +60,23 @@ def _preview(settings: Settings) -> Any:
     return preview
 
 
+def _destination_checker(settings: Settings) -> Any:
+    """The control service's destination check: a probe written and deleted through this
+    process's storage settings (a dataset's `s3://` URL without options uses them)."""
+    from bytefreezer.storage import Storage
+
+    storage = Storage(settings)
+
+    def check(destination: Destination) -> None:
+        storage.check_destination(destination.url, destination.options)
+
+    return check
+
+
 def _control(settings: Settings) -> ControlClient:
-    return open_control(settings, validate_chain=_validator())
+    return open_control(
+        settings, validate_chain=_validator(), check_destination=_destination_checker(settings)
+    )
 
 
 def _print(value: Any) -> None:
@@ -111,6 +126,11 @@ def cmd_datasets(args: argparse.Namespace) -> None:
             _print(control.list_dataset_statuses(args.tenant, state, args.stage))
     elif args.action == "retry":
         control.clear_dataset_status(args.tenant, args.name, args.stage)
+    elif args.action == "check":
+        checked = control.check_destination(args.tenant, args.name)
+        _print(checked)
+        if not checked.ok:
+            raise SystemExit(1)
     elif args.action in ("activate", "deactivate"):
         current = control.get_dataset(args.tenant, args.name).model_dump(exclude={"tenant"})
         current["active"] = args.action == "activate"
@@ -316,6 +336,7 @@ def cmd_control(args: argparse.Namespace) -> None:
         settings.control_db_path(),
         destination_for=settings.destination_for,
         validate_chain=_validator(),
+        check_destination=_destination_checker(settings),
     )
     _ensure_admin_key(store, settings)
     app = create_app(store, preview=_preview(settings))
@@ -363,6 +384,7 @@ def cmd_up(args: argparse.Namespace) -> None:
         settings.control_db_path(),
         destination_for=settings.destination_for,
         validate_chain=_validator(),
+        check_destination=_destination_checker(settings),
     )
     _ensure_admin_key(store, settings)
     _first_run(settings, store)
@@ -438,7 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("--failing", action="store_true", help="only datasets whose last run failed")
     p.add_argument("--stage", choices=["piper", "packer"], help="one stage's status only")
-    for action in ("show", "delete", "retry", "create", "update", "activate", "deactivate"):
+    for action in (
+        "show", "delete", "retry", "check", "create", "update", "activate", "deactivate",
+    ):  # fmt: skip
         p = dsub.add_parser(action, parents=[common])
         p.add_argument("tenant")
         p.add_argument("name")

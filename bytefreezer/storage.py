@@ -14,7 +14,10 @@ import json
 import os
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
@@ -37,6 +40,9 @@ _TMP_MARK = ".bf-tmp-"
 # seconds): a listing that meets one deletes it. The original ByteFreezer's housekeeping swept
 # orphaned files after the same 24 hours.
 ORPHANED_TMP_SECONDS = 24 * 3600
+# The object `check_destination` writes and deletes at a destination's root; a leading dot
+# keeps table readers (Spark, Hive, Athena, DuckDB globs of *.parquet) from reading it.
+PROBE_PREFIX = ".bytefreezer-write-test-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -616,6 +622,31 @@ class Storage:
         except (ImportError, ValueError, TypeError) as exc:
             raise ConfigError(f"cannot open destination {url!r}: {exc}") from exc
         return ObjectStore(fs, root)
+
+    def check_destination(
+        self, url: str, options: dict[str, Any] | None = None, *, timeout: float = 20.0
+    ) -> None:
+        """Raise ``StorageError`` (or ``ConfigError``) saying why packer could not write at a
+        destination: writes and deletes a small probe object at its root, within ``timeout``
+        seconds. The probe's name starts with a dot, which table readers skip."""
+        key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+
+        def probe() -> None:
+            store = self.destination(url, options)
+            store.put(key, b"bytefreezer destination check: safe to delete\n")
+            store.delete(key)
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="destination-check")
+        try:
+            pool.submit(probe).result(timeout=timeout)
+        except FutureTimeout:
+            raise StorageError(f"no answer from {url} within {timeout:g} s") from None
+        except (StorageError, ConfigError):
+            raise
+        except Exception as exc:
+            raise StorageError(f"cannot write at {url}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            pool.shutdown(wait=False)
 
     def ping(self) -> None:
         """Raise ``StorageError`` unless the intake bucket can be listed."""

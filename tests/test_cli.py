@@ -88,6 +88,24 @@ def test_manage_tenants_datasets_and_keys(
     assert isinstance(left, list) and [s["stage"] for s in left] == ["packer"]
     assert run(capsys, data, "datasets", "retry", "acme", "web") is None
     assert run(capsys, data, "datasets", "status", "acme") == []
+    checked = run(capsys, data, "datasets", "check", "acme", "web")
+    assert isinstance(checked, dict) and checked["ok"] is True and checked["error"] == ""
+    (tmp_path / "blocker").write_text("a file where a directory should be")
+    run(
+        capsys,
+        data,
+        "datasets",
+        "update",
+        "acme",
+        "web",
+        "--destination",
+        f"file://{tmp_path}/blocker/x",
+    )
+    with pytest.raises(SystemExit) as failed:  # a script can tell
+        main(["datasets", "check", "--data-dir", str(data), "acme", "web"])
+    assert failed.value.code == 1
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["ok"] is False and "blocker" in printed["error"]
     run(capsys, data, "tenants", "deactivate", "acme")
     assert run(capsys, data, "tenants", "list") == [{"name": "acme", "active": False}]
 

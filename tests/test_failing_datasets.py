@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import socket
 import time
 import uuid
 from collections import Counter
@@ -18,8 +19,10 @@ import boto3
 import httpx
 import pytest
 
-from bytefreezer.control import ControlStore
+from bytefreezer.control import ControlStore, HttpControl
+from bytefreezer.control.app import create_app
 from bytefreezer.control.models import DatasetSpec, DatasetStatus, Destination, Tenant
+from bytefreezer.errors import ConfigError, NotFound, StorageError
 from bytefreezer.keys import IntakeKey
 from bytefreezer.pipelines.api import create_worker_api
 from bytefreezer.pipelines.failures import (
@@ -332,3 +335,83 @@ def test_a_failing_dataset_whose_objects_were_removed_is_no_longer_failing(
     storage.intake.delete(key)  # an operator removes it
     stats = run_piper_cycle(settings, control, storage)
     assert stats.failing == [] and status_of(control, "web", "piper", "geo").state == "unknown"
+
+
+def checking_store(settings: Settings) -> ControlStore:
+    storage = Storage(settings)
+    return ControlStore(
+        settings.control_db_path(),
+        destination_for=settings.destination_for,
+        check_destination=lambda d: storage.check_destination(d.url, d.options),
+    )
+
+
+def test_a_destination_is_checked_on_demand_with_a_probe_it_does_not_keep(tmp_path: Path) -> None:
+    settings = fast_settings(tmp_path / "data")
+    store = checking_store(settings)
+    store.create_tenant(Tenant(name="acme"))
+    store.create_dataset("acme", DatasetSpec(name="good"))
+    store.create_dataset("acme", DatasetSpec(name="bad", destination=blocked(tmp_path)))
+    admin = store.create_key(None, role="admin").key
+    with serve_app(create_app(store)) as url:
+        for control in (store, HttpControl(url, admin, timeout=30)):
+            good = control.check_destination("acme", "good")
+            assert good.ok and good.error == "" and good.url.endswith("/destination/acme/good")
+            root = settings.data_dir / "destination" / "acme" / "good"
+            assert root.is_dir() and not list(root.iterdir())  # the probe is gone
+            bad = control.check_destination("acme", "bad")
+            assert not bad.ok and "blocker" in bad.error and bad.seconds < 20
+    unchecked = ControlStore(tmp_path / "other.db")
+    unchecked.create_tenant(Tenant(name="acme"))
+    unchecked.create_dataset("acme", DatasetSpec(name="web"))
+    with pytest.raises(ConfigError, match="without destination checks"):
+        unchecked.check_destination("acme", "web")
+    with pytest.raises(NotFound):
+        store.check_destination("acme", "nope")
+
+
+def test_a_destination_that_never_answers_fails_its_check_in_time(tmp_path: Path) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()  # accepts connections (the kernel does) and never answers
+    try:
+        port = listener.getsockname()[1]
+        options = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "k", "secret": "s"}
+        storage = Storage(fast_settings(tmp_path / "data"))
+        started = time.monotonic()
+        with pytest.raises(StorageError, match="no answer from s3://bucket/out within 1 s"):
+            storage.check_destination("s3://bucket/out", options, timeout=1)
+        assert time.monotonic() - started < 5
+    finally:
+        listener.close()
+
+
+@pytest.mark.s3
+def test_an_s3_destination_check_tells_a_wrong_secret_from_a_working_one(
+    tmp_path: Path, s3_server: dict[str, str]
+) -> None:
+    bucket = f"check-{uuid.uuid4().hex[:10]}"
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_server["endpoint"],
+        aws_access_key_id=s3_server["access_key"],
+        aws_secret_access_key=s3_server["secret_key"],
+        region_name="us-east-1",
+    )
+    s3.create_bucket(Bucket=bucket)
+    settings = fast_settings(tmp_path / "data")
+    store = checking_store(settings)
+    store.create_tenant(Tenant(name="acme"))
+    for name, secret in (("wrong", "not-the-secret"), ("right", s3_server["secret_key"])):
+        options = {
+            "endpoint_url": s3_server["endpoint"],
+            "key": s3_server["access_key"],
+            "secret": secret,
+        }
+        destination = Destination(url=f"s3://{bucket}/{name}", options=options)
+        store.create_dataset("acme", DatasetSpec(name=name, destination=destination))
+    wrong = store.check_destination("acme", "wrong")
+    assert not wrong.ok and "signature" in wrong.error.lower()
+    assert "not-the-secret" not in wrong.error
+    assert store.check_destination("acme", "right").ok
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0  # no probe left

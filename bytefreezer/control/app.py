@@ -287,6 +287,11 @@ ROUTES = [
         lambda s, r, b: s.get_dataset_status(_p(r, "tenant"), _p(r, "dataset")),
     ),
     _route("/api/v1/tenants/{tenant}/datasets/{dataset}/status", "DELETE", _clear_status),
+    _route(
+        "/api/v1/tenants/{tenant}/datasets/{dataset}/destination/check",
+        "POST",
+        lambda s, r, b: s.check_destination(_p(r, "tenant"), _p(r, "dataset")),
+    ),
     _route("/api/v1/tenants/{tenant}/datasets/{dataset}/status/{stage}", "PUT", _put_status),
 ]
 

@@ -12,6 +12,7 @@ from bytefreezer.control.models import (
     Dataset,
     DatasetSpec,
     DatasetStatus,
+    DestinationCheck,
     HealthReport,
     KeyScope,
     Lease,
@@ -57,6 +58,7 @@ class ControlClient(Protocol):
         self, tenant: str | None = None, state: str | None = None, stage: str | None = None
     ) -> list[DatasetStatus]: ...
     def clear_dataset_status(self, tenant: str, name: str, stage: str | None = None) -> None: ...
+    def check_destination(self, tenant: str, name: str) -> DestinationCheck: ...
     def ping(self) -> None: ...
 
 
@@ -202,6 +204,10 @@ class HttpControl:
 
     def clear_dataset_status(self, tenant: str, name: str, stage: str | None = None) -> None:
         self._call("DELETE", f"/tenants/{tenant}/datasets/{name}/status", stage=stage)
+
+    def check_destination(self, tenant: str, name: str) -> DestinationCheck:
+        path = f"/tenants/{tenant}/datasets/{name}/destination/check"
+        return DestinationCheck.model_validate(self._call("POST", path))
 
     def ping(self) -> None:
         self._call("GET", "/health")

@@ -206,6 +206,19 @@ class DatasetStatus(_Model):
     reported_at: float = Field(0.0, description="When control stored the report.")
 
 
+class DestinationCheck(_Model):
+    """Whether a dataset's destination takes writes now: a probe object written and deleted at
+    its root by the control service."""
+
+    tenant: str
+    dataset: str
+    url: str
+    ok: bool
+    error: str = Field("", description="Why the probe failed (empty when ok).")
+    seconds: float = Field(description="How long the probe took.")
+    checked_at: float
+
+
 class HealthReport(_Model):
     """One component instance's latest report."""
 

@@ -12,6 +12,7 @@ from bytefreezer.control.models import (
     Dataset,
     DatasetSpec,
     DatasetStatus,
+    DestinationCheck,
     HealthReport,
     KeyScope,
     Lease,
@@ -88,6 +89,7 @@ def control_openapi() -> dict[str, Any]:
         Lease,
         HealthReport,
         DatasetStatus,
+        DestinationCheck,
     ):
         schema = model.model_json_schema(ref_template=_REF)
         schemas.update(schema.pop("$defs", {}))
@@ -197,6 +199,14 @@ def control_openapi() -> dict[str, Any]:
                     "again at once",
                     None,
                     status="204",
+                    params=d,
+                ),
+            },
+            "/api/v1/tenants/{tenant}/datasets/{dataset}/destination/check": {
+                "post": _op(
+                    "Write and delete a probe object at the dataset's destination: does it take "
+                    "writes now",
+                    _json(_ref(DestinationCheck)),
                     params=d,
                 ),
             },

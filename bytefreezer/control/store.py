@@ -25,17 +25,28 @@ from bytefreezer.control.models import (
     DatasetSpec,
     DatasetStatus,
     Destination,
+    DestinationCheck,
     HealthReport,
     KeyScope,
     Lease,
     NewApiKey,
     Tenant,
 )
-from bytefreezer.errors import AuthError, Conflict, Forbidden, Gone, LeaseLost, NotFound
+from bytefreezer.errors import (
+    AuthError,
+    BytefreezerError,
+    ConfigError,
+    Conflict,
+    Forbidden,
+    Gone,
+    LeaseLost,
+    NotFound,
+)
 from bytefreezer.keys import check_partition_template, validate_name
 
 ChainValidator = Callable[[list[dict[str, Any]]], None]
 DestinationFor = Callable[[str, str], str]
+DestinationChecker = Callable[[Destination], None]  # raises, saying why it takes no writes
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tenants (
@@ -83,6 +94,7 @@ class ControlStore:
         *,
         destination_for: DestinationFor | None = None,
         validate_chain: ChainValidator | None = None,
+        check_destination: DestinationChecker | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = str(path)
@@ -98,6 +110,7 @@ class ControlStore:
             lambda t, d: f"file://{Path('data/destination').resolve()}/{t}/{d}"
         )
         self._validate_chain = validate_chain
+        self._check_destination = check_destination
         self._clock = clock
 
     def close(self) -> None:
@@ -440,6 +453,28 @@ class ControlStore:
             )
             for r in rows
         ]
+
+    def check_destination(self, tenant: str, name: str) -> DestinationCheck:
+        """Whether the dataset's destination takes writes now (a probe object written and
+        deleted); ``ConfigError`` when this control service was set up without storage."""
+        dataset = self.get_dataset(tenant, name)
+        if self._check_destination is None:
+            raise ConfigError("this control service was started without destination checks")
+        started = time.monotonic()
+        error = ""
+        try:
+            self._check_destination(dataset.destination)
+        except BytefreezerError as exc:
+            error = str(exc)
+        return DestinationCheck(
+            tenant=tenant,
+            dataset=name,
+            url=dataset.destination.url,
+            ok=not error,
+            error=error,
+            seconds=round(time.monotonic() - started, 3),
+            checked_at=self._clock(),
+        )
 
     # Dataset status ----------------------------------------------------------------------
 
