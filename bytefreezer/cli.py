@@ -137,7 +137,7 @@ def cmd_datasets(args: argparse.Namespace) -> None:
         _print(control.put_dataset(args.tenant, DatasetSpec.model_validate(current)))
     elif args.action in ("create", "update"):
         spec: dict[str, Any] = {"name": args.name}
-        for name in ("format", "csv_delimiter"):
+        for name in ("format", "csv_delimiter", "keep_raw"):
             if getattr(args, name, None) is not None:
                 spec[name] = getattr(args, name)
         if args.transforms:
@@ -475,6 +475,12 @@ def build_parser() -> argparse.ArgumentParser:
         if action in ("create", "update"):
             p.add_argument("--format", help="input format of posted bodies (default ndjson)")
             p.add_argument("--csv-delimiter", help="value separator of csv bodies (default ,)")
+            p.add_argument(
+                "--keep-raw",
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help="also keep intake objects as received at the destination under _raw/",
+            )
             p.add_argument("--transforms", help="chain as JSON, or @file.json")
             p.add_argument("--timestamp-field")
             p.add_argument("--destination", help="fsspec URL of the Parquet destination")

@@ -17,6 +17,7 @@ with a tenant's prefix.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 
 from bytefreezer.errors import ConfigError, InvalidName
@@ -26,6 +27,7 @@ _NAME_RE = re.compile(rf"\A{NAME_PATTERN}\Z")
 _HINT_RE = re.compile(r"\A[a-z0-9][a-z0-9_.-]{0,62}\Z")
 
 DEAD_LETTER_PREFIX = "_dead-letter"
+RAW_PREFIX = "_raw"  # at a destination: intake objects kept as received (keep_raw)
 MANIFEST_PREFIX = "_manifests"
 PACKED_PREFIX = "_packed"
 
@@ -92,6 +94,14 @@ class IntakeKey:
     def set_aside_staged_key(self) -> str:
         """Where packer keeps this object's staged Parquet when it cannot read it."""
         return self._beside_dead_letters("staged.parquet")
+
+    @property
+    def raw_copy_key(self) -> str:
+        """Where piper keeps this object as received, at a destination of a dataset with
+        ``keep_raw``: under ``_raw/`` (which table readers skip), by the UTC day the receiver
+        stored it, named as in the intake."""
+        day = time.strftime("%Y-%m-%d", time.gmtime(self.unixnano // 1_000_000_000))
+        return f"{RAW_PREFIX}/date={day}/{self.stem}.gz"
 
     @property
     def packer_dead_letter_key(self) -> str:

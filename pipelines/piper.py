@@ -8,6 +8,7 @@ duplicated; the input is deleted only after its outputs are durable and while it
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -106,6 +107,7 @@ class _ProcessIntakeFn(ObjectFn):
         self._control: ControlClient = open_control(self._settings)
         self._chains: dict[tuple[int, str], Chain] = {}
         self._outcomes: dict[tuple[str, str], tuple[str, bool]] = {}  # reported per run
+        self._destinations: dict[tuple[str, str], ObjectStore] = {}  # raw copies (keep_raw)
         self._fields_scope = self.reuse_key() or ""
         self._tracer, self._tracer_provider = tracer_for(self._settings, "piper")
 
@@ -198,6 +200,8 @@ class _ProcessIntakeFn(ObjectFn):
             self.count("dead_lettered:internal")
             staged, rows_in, rows_out = b"", 0, 0
             dead = [self._set_aside(key, data, "piper", f"{type(exc).__name__}: {exc}")]
+        if dataset.keep_raw and not self._keep_raw_copy(dataset, key, data, work):
+            return None  # its destination refuses the copy: the object waits (failures.py)
         self.count("bytes_in", len(data))
         # Fencing: a worker that was paused past its lease writes nothing. The same check
         # before the delete covers a pause during the writes.
@@ -217,6 +221,29 @@ class _ProcessIntakeFn(ObjectFn):
         self.count("records_out", rows_out)
         self.count("records_dead_lettered", len(dead))
         return work.key
+
+    def _keep_raw_copy(
+        self, dataset: Dataset, key: IntakeKey, data: bytes, work: PiperWork
+    ) -> bool:
+        """Write the object as received at its dataset's destination (``keep_raw``), before the
+        intake copy can go; whether it was written. The key is the object's own, so a rerun
+        after a crash rewrites the same bytes, and so would a worker that lost its lease."""
+        destination = dataset.destination
+        scope = (destination.url, json.dumps(destination.options, sort_keys=True, default=str))
+        try:
+            store = self._destinations.get(scope)
+            if store is None:
+                store = self._storage.destination(destination.url, destination.options)
+                self._destinations[scope] = store
+            store.put(key.raw_copy_key, data)
+        except (StorageError, ConfigError, OSError) as exc:
+            self.count("errors:raw_copy")
+            if first_report(f"piper-raw:{dataset.tenant}/{dataset.name}"):
+                name = f"{dataset.tenant}/{dataset.name}"
+                log.error("dataset %s keeps raw copies, which cannot be written: %s", name, exc)
+            self._report_outcome(dataset, work, failure_text(exc))
+            return False
+        return True
 
     def _report_outcome(self, dataset: Dataset, work: PiperWork, error: str | None) -> None:
         """Tell control how the dataset's objects fare, once per run and outcome: the objects of

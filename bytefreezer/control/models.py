@@ -110,6 +110,12 @@ class DatasetSpec(_Model):
         None, description="Parquet destination; the stack's default destination when omitted."
     )
     parquet: ParquetOptions = Field(default_factory=ParquetOptions, description="Parquet options.")
+    keep_raw: bool = Field(
+        False,
+        description="Also keep every intake object as received (its bodies, gzip) at the "
+        "destination under `_raw/date=YYYY-MM-DD/`, for audit and replay; piper deletes an "
+        "object from the intake only once its copy is written.",
+    )
     active: bool = Field(True, description="Inactive datasets are refused with 410.")
 
     @field_validator("name")
