@@ -22,6 +22,7 @@ from typing import Protocol
 
 from bytefreezer.control import ControlClient
 from bytefreezer.control.models import Dataset, DatasetStatus, Stage
+from bytefreezer.errors import BytefreezerError
 from bytefreezer.pipelines.runner import first_report
 from bytefreezer.settings import Settings
 
@@ -169,5 +170,17 @@ def report_outcome(
 
 
 def stage_statuses(control: ControlClient, stage: Stage) -> dict[tuple[str, str], DatasetStatus]:
-    """The reported statuses of ``stage``, by (tenant, dataset): one call a cycle."""
-    return {(s.tenant, s.dataset): s for s in control.list_dataset_statuses(stage=stage)}
+    """The reported statuses of ``stage``, by (tenant, dataset): one call a cycle. A control
+    service that keeps none (one older than this worker, during a rolling upgrade) gives none:
+    its failing datasets are tried every cycle, as they were, rather than this stage stopping."""
+    try:
+        return {(s.tenant, s.dataset): s for s in control.list_dataset_statuses(stage=stage)}
+    except BytefreezerError as exc:
+        if first_report(f"{stage}-statuses"):
+            log.warning(
+                "%s cannot read dataset statuses from the control service (%s): failing "
+                "datasets are tried every cycle until it can",
+                stage,
+                exc,
+            )
+        return {}

@@ -415,3 +415,27 @@ def test_an_s3_destination_check_tells_a_wrong_secret_from_a_working_one(
     assert "not-the-secret" not in wrong.error
     assert store.check_destination("acme", "right").ok
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0  # no probe left
+
+
+def test_a_control_service_without_statuses_leaves_the_stages_working(tmp_path: Path) -> None:
+    """One older than the workers (a rolling upgrade): no status to read or report, so failing
+    datasets are tried every cycle as before, and the others' data still flows."""
+
+    class OlderControl(ControlStore):
+        def list_dataset_statuses(self, *args: Any, **kwargs: Any) -> list[DatasetStatus]:
+            raise NotFound("Not Found")
+
+        def report_dataset_status(self, status: DatasetStatus) -> DatasetStatus:
+            raise NotFound("Not Found")
+
+    settings = fast_settings(tmp_path / "data", packer={"retry_backoff_seconds": 60})
+    storage = Storage(settings)
+    storage.ensure_buckets()
+    control = OlderControl(settings.control_db_path(), destination_for=settings.destination_for)
+    control.create_tenant(Tenant(name="acme"))
+    control.create_dataset("acme", DatasetSpec(name="good"))
+    control.create_dataset("acme", DatasetSpec(name="bad", destination=blocked(tmp_path)))
+    stage(settings, control, storage, range(10))
+    assert run_packer_cycle(settings, control, storage).claimed == 2
+    assert ids_in(settings.data_dir / "destination" / "acme" / "good") == Counter(range(10))
+    assert run_packer_cycle(settings, control, storage).claimed == 1  # no wait known
