@@ -43,6 +43,16 @@ class S3Settings(_Section):
         2.0, gt=0, description="Connection timeout; a store that is down is noticed this fast."
     )
     read_timeout_seconds: float = Field(60.0, description="Timeout of one request's response.")
+    request_timeout_seconds: float = Field(
+        300.0,
+        gt=0,
+        description=(
+            "Longest one request may take in all. It bounds what the connect and read "
+            "timeouts do not: an upload to a peer that takes the request and never answers "
+            "(botocore asks for `100 Continue` before sending a body, and nothing else times "
+            "that wait)."
+        ),
+    )
     max_attempts: int = Field(
         2, ge=1, description="Attempts per request before a failure is reported (spool takes over)."
     )

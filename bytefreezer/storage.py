@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import ctypes
+import functools
 import glob
 import json
 import os
@@ -55,6 +56,38 @@ class ObjectInfo:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+@functools.cache
+def bounded_http_session(total_seconds: float) -> type:
+    """aiobotocore's HTTP session with every request bounded to ``total_seconds`` in all.
+
+    aiobotocore sets aiohttp's connect and read timeouts only. botocore sends uploads with
+    `Expect: 100-continue`, and aiohttp waits for the interim answer before the body with no
+    read in flight, so a peer that takes the headers and never answers held an upload (and
+    its thread) forever, whatever the read timeout."""
+    import aiohttp
+    from aiobotocore.httpsession import AIOHTTPSession
+
+    class BoundedAIOHTTPSession(AIOHTTPSession):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            bounds = self._timeout  # type: ignore[has-type]
+            self._timeout = aiohttp.ClientTimeout(
+                total=total_seconds,
+                sock_connect=bounds.sock_connect,
+                sock_read=bounds.sock_read,
+            )
+
+    BoundedAIOHTTPSession.__qualname__ = f"BoundedAIOHTTPSession[{total_seconds:g}s]"
+    return BoundedAIOHTTPSession
+
+
+def _bounded(options: dict[str, Any], total_seconds: float) -> dict[str, Any]:
+    """``options`` (s3fs's) whose requests take at most ``total_seconds`` unless they say."""
+    config = dict(options.get("config_kwargs") or {})
+    config.setdefault("http_session_cls", bounded_http_session(total_seconds))
+    return {**options, "config_kwargs": config}
+
+
 def s3_options(s3: S3Settings) -> dict[str, Any]:
     """fsspec/s3fs options for the configured S3 endpoint and credentials."""
     options: dict[str, Any] = {
@@ -63,6 +96,7 @@ def s3_options(s3: S3Settings) -> dict[str, Any]:
             "connect_timeout": s3.connect_timeout_seconds,
             "read_timeout": s3.read_timeout_seconds,
             "retries": {"max_attempts": s3.max_attempts, "mode": "standard"},
+            "http_session_cls": bounded_http_session(s3.request_timeout_seconds),
         },
     }
     if url := s3.endpoint_url():
@@ -615,8 +649,9 @@ class Storage:
         """A store for a dataset's destination URL (any fsspec URL with its options)."""
         options = dict(options or {})
         protocol = url.split("://", 1)[0] if "://" in url else "file"
-        if protocol in ("s3", "s3a") and not options:
-            options = s3_options(self.settings.storage.s3)
+        if protocol in ("s3", "s3a"):
+            s3 = self.settings.storage.s3
+            options = _bounded(options, s3.request_timeout_seconds) if options else s3_options(s3)
         try:
             fs, root = fsspec.core.url_to_fs(url, **options)
         except (ImportError, ValueError, TypeError) as exc:
@@ -630,9 +665,24 @@ class Storage:
         destination: writes and deletes a small probe object at its root, within ``timeout``
         seconds. The probe's name starts with a dot, which table readers skip."""
         key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+        options = dict(options or {})
+        if url.split("://", 1)[0] in ("s3", "s3a"):
+            # One attempt within the check's time, on a client of its own: a probe left
+            # waiting on a silent endpoint ends soon after the check gives up on it.
+            options = options or s3_options(self.settings.storage.s3)
+            options["config_kwargs"] = {
+                **options.get("config_kwargs", {}),
+                "connect_timeout": timeout,
+                "read_timeout": timeout,
+                "retries": {"max_attempts": 1, "mode": "standard"},
+                "http_session_cls": bounded_http_session(timeout),
+            }
+            options["skip_instance_cache"] = True
 
         def probe() -> None:
             store = self.destination(url, options)
+            if hasattr(store.fs, "retries"):
+                store.fs.retries = 1  # s3fs's own retries, on top of botocore's
             store.put(key, b"bytefreezer destination check: safe to delete\n")
             store.delete(key)
 

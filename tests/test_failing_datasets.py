@@ -9,6 +9,7 @@ import gzip
 import json
 import re
 import socket
+import threading
 import time
 import uuid
 from collections import Counter
@@ -37,7 +38,7 @@ from bytefreezer.pipelines.poller import Poller
 from bytefreezer.settings import PackerSettings, Settings
 from bytefreezer.storage import Storage
 from tests.conftest import fast_settings
-from tests.helpers import read_parquet_dir, scraped, serve_app
+from tests.helpers import read_parquet_dir, scraped, serve_app, wait_for
 from tests.transforms.test_lookups import city_database
 
 
@@ -382,6 +383,12 @@ def test_a_destination_that_never_answers_fails_its_check_in_time(tmp_path: Path
         with pytest.raises(StorageError, match="no answer from s3://bucket/out within 1 s"):
             storage.check_destination("s3://bucket/out", options, timeout=1)
         assert time.monotonic() - started < 5
+        # The probe itself gives up soon after (one attempt, the check's timeout): no thread
+        # is left retrying.
+        assert wait_for(
+            lambda: not [t for t in threading.enumerate() if t.name.startswith("destination")],
+            timeout=10,
+        )
     finally:
         listener.close()
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +184,52 @@ def test_partial_writes_of_keys_are_discarded_whatever_their_age(tmp_path: Path)
     assert len(names) == 1 and names[0].startswith(f"{storage_module._TMP_MARK}y.parquet.")
     other.abort()
     pending.file.close()
+
+
+@pytest.mark.parametrize("where", ["bucket", "destination with its own options"])
+def test_an_upload_to_a_peer_that_never_answers_fails_in_bounded_time(
+    tmp_path: Path, where: str
+) -> None:
+    # botocore asks for `100 Continue` before an upload's body; aiohttp's read timeout does
+    # not cover that wait, so such an upload used to hang its thread forever.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()  # the kernel accepts; nothing ever answers
+    endpoint = f"127.0.0.1:{listener.getsockname()[1]}"
+    settings = fast_settings(
+        tmp_path / "data",
+        storage={
+            "backend": "s3",
+            "s3": {
+                "endpoint": endpoint,
+                "access_key": "k",
+                "secret_key": "s",
+                "max_attempts": 1,
+                "read_timeout_seconds": 1,
+                "request_timeout_seconds": 2,
+            },
+        },
+    )
+    storage = Storage(settings)
+    if where == "bucket":
+        store = storage.intake
+    else:
+        options = {"endpoint_url": f"http://{endpoint}", "key": "k", "secret": "s"}
+        store = storage.destination("s3://lake/out", options)  # botocore's own retries
+    store.fs.retries = 1  # s3fs's retries, on top of botocore's
+    outcome: list[BaseException] = []
+
+    def upload() -> None:
+        try:
+            store.put("key.gz", b"data")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=upload, daemon=True)
+    worker.start()
+    worker.join(timeout=45)  # 2 s a request, botocore's attempts and backoff
+    try:
+        assert not worker.is_alive(), "the upload still waits on a silent peer"
+        assert outcome and isinstance(outcome[0], StorageError)
+    finally:
+        listener.close()
