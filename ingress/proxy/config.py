@@ -21,7 +21,10 @@ class InputConfig(_Config):
     """One listener and where its data goes."""
 
     name: str = Field(description="Name of the input (in stats and dead letters).")
-    type: Literal["udp", "tcp", "syslog", "http"] = Field(description="Listener kind.")
+    type: Literal["udp", "tcp", "syslog", "http", "netflow"] = Field(
+        description="Listener kind; `netflow` takes NetFlow v5, v9 and IPFIX export packets "
+        "over UDP, a JSON record per flow."
+    )
     protocol: Literal["udp", "tcp"] = Field("udp", description="Transport of a `syslog` input.")
     host: str = Field("0.0.0.0", description="Listen address.")
     port: int = Field(ge=0, le=65535, description="Listen port (0 picks a free one).")

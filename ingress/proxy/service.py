@@ -16,6 +16,7 @@ from starlette.routing import Route
 from bytefreezer.ingress.bodies import BodyError, decompress
 from bytefreezer.ingress.proxy.config import InputConfig, ProxyConfig
 from bytefreezer.ingress.proxy.delivery import Batcher, DeadLetters, Forwarder, ProxyStats
+from bytefreezer.ingress.proxy.netflow import NetflowDecoder
 from bytefreezer.ingress.proxy.records import split_lines, syslog_record, wrap_line
 from bytefreezer.ingress.spool import Spool, SpoolFull
 from bytefreezer.lines import is_blank
@@ -29,6 +30,10 @@ class _Datagrams(asyncio.DatagramProtocol):
         self._source = source
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        decoder = self._service.decoders.get(self._source.name)
+        if decoder is not None:
+            self._service.accept_records(self._source, decoder.decode(data, addr[0]))
+            return
         text = data[: self._source.max_line_bytes].decode("utf-8", "replace")
         if self._source.type == "syslog":
             self._service.accept(self._source, [text.rstrip("\r\n")], addr[0])
@@ -46,6 +51,7 @@ class ProxyService:
         self.dead = DeadLetters(config.dead_letter_dir, config.dead_letter_max_bytes, self.stats)
         self.forwarder = Forwarder(config, self.spool, self.dead, self.stats)
         self.batchers = {i.name: Batcher(config, i, self.spool, self.stats) for i in config.inputs}
+        self.decoders = {i.name: NetflowDecoder() for i in config.inputs if i.type == "netflow"}
         self.ports: dict[str, int] = {}
         self._stop = asyncio.Event()
         self._closers: list[Any] = []
@@ -68,6 +74,17 @@ class ProxyService:
             )
             ok = batcher.add(record) and ok
         if ok:
+            self.forwarder.wake.set()
+        return ok
+
+    def accept_records(self, source: InputConfig, records: list[bytes]) -> bool:
+        """Queue JSON records one input made itself (NetFlow's flows); False when some were
+        refused (spool full)."""
+        batcher = self.batchers[source.name]
+        ok = True
+        for record in records:
+            ok = batcher.add(record) and ok
+        if records:
             self.forwarder.wake.set()
         return ok
 
@@ -139,6 +156,9 @@ class ProxyService:
 
     async def _flush_due(self) -> None:
         while not self._stop.is_set():
+            for name, decoder in self.decoders.items():
+                if expired := decoder.expired():  # packets whose template never came
+                    self.accept_records(self._source(name), expired)
             for batcher in self.batchers.values():
                 if batcher.due():
                     await asyncio.to_thread(batcher.flush)
@@ -149,10 +169,16 @@ class ProxyService:
         """Close listeners, spool what is batched, stop delivery (the spool keeps the rest)."""
         for closer in self._closers:
             closer.close()
+        for name, decoder in self.decoders.items():
+            left = decoder.drain("the proxy stopped before a template arrived")
+            self.accept_records(self._source(name), left)
         for batcher in self.batchers.values():
             batcher.flush()
         self._stop.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _source(self, name: str) -> InputConfig:
+        return next(i for i in self.config.inputs if i.name == name)
 
     # HTTP apps ----------------------------------------------------------------------------
 
@@ -263,6 +289,10 @@ class ProxyService:
                     "spool": dataclasses.asdict(self.spool.stats()),
                     "dead_letters": len(self.dead.list()),
                     "ports": self.ports,
+                    "netflow": {
+                        name: {"flows": d.flows, "undecoded": d.undecoded}
+                        for name, d in self.decoders.items()
+                    },
                 }
             )
 

@@ -373,7 +373,7 @@ def test_proxy_chart() -> None:
     objects = render(PROXY, scenario(PROXY, "syslog-and-http.yaml"), release="edge")
     service = find(objects, "Service", "edge-proxy")
     ports = {(p["port"], p["protocol"]) for p in service["spec"]["ports"]}
-    assert ports == {(5514, "UDP"), (6514, "TCP"), (5170, "TCP"), (8088, "TCP")}
+    assert ports == {(5514, "UDP"), (6514, "TCP"), (5170, "TCP"), (8088, "TCP"), (2055, "UDP")}
     deployment = find(objects, "Deployment", "edge-proxy")
     env = env_of(deployment)
     assert env["BYTEFREEZER_PROXY_KEY_SYSLOG_TCP"] == {
