@@ -2,7 +2,7 @@
 
 One record per flow: ``timestamp`` (the export time of its packet), ``exporter`` (the sending
 address), ``netflow_version`` and the flow's fields, lower-cased (``ipv4_src_addr``,
-``l4_dst_port``, ``in_bytes``, ...; v5's addresses as dotted text, as v9's are).
+``l4_dst_port``, ``in_bytes``, ...; IPFIX's ``sourceipv4address``, ...), addresses as text.
 
 v9 and IPFIX describe their records by templates the exporter sends every so often. Templates
 are kept per exporter and observation domain, since two exporters may number different layouts
@@ -32,6 +32,7 @@ from bytefreezer.ingress.proxy.records import now_rfc3339
 PENDING_PACKETS = 256  # per exporter and observation domain
 PENDING_SECONDS = 60.0
 _V5_ADDRESSES = ("IPV4_SRC_ADDR", "IPV4_DST_ADDR", "NEXT_HOP")
+_ADDRESS_ENDINGS = ("addr", "address", "hop", "prefix")  # not ipv4_ident, a counter
 _NO_TEMPLATE = (V9TemplateNotRecognized, IPFIXTemplateNotRecognized)
 
 
@@ -45,9 +46,18 @@ def _domain(data: bytes) -> tuple[int, int]:
     return version, 0
 
 
-def _value(value: Any) -> Any:
+def _value(name: str, value: Any) -> Any:
+    """A field's value for JSON: addresses as text (v5 and IPFIX give them as integers), other
+    bytes as hex."""
     if isinstance(value, bytes | bytearray):
         return value.hex()
+    if isinstance(value, int) and not isinstance(value, bool):
+        lowered = name.lower()
+        is_address = name in _V5_ADDRESSES or lowered.endswith(_ADDRESS_ENDINGS)
+        if is_address and "ipv6" in lowered and 0 <= value < 2**128:
+            return str(ipaddress.IPv6Address(value))
+        if is_address and (name in _V5_ADDRESSES or "ipv4" in lowered) and 0 <= value < 2**32:
+            return str(ipaddress.IPv4Address(value))
     return value
 
 
@@ -132,17 +142,15 @@ class NetflowDecoder:
     def _records(self, packet: Any, exporter: str) -> list[bytes]:
         header = packet.header
         version = int(header.version)
-        stamp = datetime.fromtimestamp(int(header.timestamp), UTC)
+        # The export time: v5's and v9's `timestamp`; IPFIX's the package calls `export_uptime`,
+        # though RFC 7011 makes it seconds since the epoch like the others.
+        seconds = header.export_uptime if version == 10 else header.timestamp
+        stamp = datetime.fromtimestamp(int(seconds), UTC)
         timestamp = stamp.isoformat().replace("+00:00", "Z")
         out = []
         for flow in packet.flows:
-            fields = dict(flow.data)
-            if version == 5:
-                for name in _V5_ADDRESSES:
-                    if isinstance(fields.get(name), int):
-                        fields[name] = str(ipaddress.IPv4Address(fields[name]))
             record = {"timestamp": timestamp, "exporter": exporter, "netflow_version": version}
-            record.update({name.lower(): _value(value) for name, value in fields.items()})
+            record.update({name.lower(): _value(name, v) for name, v in flow.data.items()})
             out.append(orjson.dumps(record))
         self.flows += len(out)
         return out

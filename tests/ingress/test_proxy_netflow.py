@@ -163,3 +163,39 @@ def test_netflow_through_proxy_receiver_piper_packer(receiver: Receiver, tmp_pat
         for p in (receiver.settings.data_dir / "destination" / "acme" / "flows").rglob("*.parquet")
     }
     assert "day=04/hour=04" in partitions  # by the packets' export time
+
+
+def ipfix_packet(flows: list[tuple[str, str, int, int, int]], domain: int = 3) -> bytes:
+    """An IPFIX message with template 300 (sourceIPv4Address, destinationIPv4Address,
+    sourceTransportPort, destinationTransportPort, protocolIdentifier, octetDeltaCount) and
+    its data set."""
+    fields = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (1, 8)]
+    body = struct.pack("!HH", 300, len(fields)) + b"".join(struct.pack("!HH", *f) for f in fields)
+    template = struct.pack("!HH", 2, 4 + len(body)) + body
+    data = b"".join(
+        socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!HHBQ", sport, dport, 17, n)
+        for src, dst, sport, dport, n in flows
+    )
+    records = struct.pack("!HH", 300, 4 + len(data)) + data
+    sets = template + records
+    return struct.pack("!HHIII", 10, 16 + len(sets), EXPORTED, 1, domain) + sets
+
+
+def test_ipfix_flows_become_records() -> None:
+    decoder = NetflowDecoder()
+    packet = ipfix_packet(
+        [("192.168.1.10", "8.8.8.8", 53000, 53, 76), ("10.0.0.7", "1.1.1.1", 1, 2, 3)]
+    )
+    flows = decoded(decoder.decode(packet, "198.51.100.4"))
+    assert [f["netflow_version"] for f in flows] == [10, 10]
+    first = flows[0]
+    assert first["timestamp"] == "2026-03-04T04:53:20Z" and first["exporter"] == "198.51.100.4"
+    assert {k: v for k, v in first.items() if k not in ("timestamp", "exporter")} == {
+        "netflow_version": 10,
+        "sourceipv4address": "192.168.1.10",
+        "destinationipv4address": "8.8.8.8",
+        "sourcetransportport": 53000,
+        "destinationtransportport": 53,
+        "protocolidentifier": 17,
+        "octetdeltacount": 76,
+    }
