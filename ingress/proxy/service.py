@@ -276,6 +276,19 @@ class ProxyService:
             "Batches waiting in the spool.",
             [("", spool.objects)],
         )
+        if self.decoders:
+            metric(
+                "bytefreezer_proxy_netflow_flows_total",
+                "counter",
+                "Flows decoded by a netflow input.",
+                per_input({name: d.flows for name, d in self.decoders.items()}),
+            )
+            metric(
+                "bytefreezer_proxy_netflow_undecoded_total",
+                "counter",
+                "Packets a netflow input forwarded undecoded (no template, not NetFlow).",
+                per_input({name: d.undecoded for name, d in self.decoders.items()}),
+            )
         return "\n".join(lines) + "\n"
 
     def _api_app(self) -> Starlette:

@@ -11,6 +11,8 @@ import socket
 import struct
 from pathlib import Path
 
+import httpx
+
 from bytefreezer.control.models import DatasetSpec
 from bytefreezer.ingress.proxy import netflow as netflow_module
 from bytefreezer.ingress.proxy.netflow import NetflowDecoder
@@ -142,6 +144,13 @@ def test_netflow_through_proxy_receiver_piper_packer(receiver: Receiver, tmp_pat
                     and not service.spool.paths()
                 )
             )
+            api = f"http://127.0.0.1:{service.ports['api']}"
+            async with httpx.AsyncClient() as client:
+                stats = (await client.get(f"{api}/api/v1/stats")).json()
+                exposition = (await client.get(f"{api}/metrics")).text
+            assert stats["netflow"] == {"nf": {"flows": 7, "undecoded": 1}}
+            assert 'bytefreezer_proxy_netflow_flows_total{input="nf"} 7' in exposition
+            assert 'bytefreezer_proxy_netflow_undecoded_total{input="nf"} 1' in exposition
         finally:
             await service.stop()
 
