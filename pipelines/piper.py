@@ -185,11 +185,7 @@ class _ProcessIntakeFn(ObjectFn):
             # This dataset's chain cannot run (a GeoIP database not uploaded yet, a plugin not
             # installed): its objects wait for the fix, left alone for a growing wait (see
             # failures.py), and the other datasets' objects go on.
-            self.count("errors:config")
-            if first_report(f"piper-config:{dataset.tenant}/{dataset.name}"):
-                name = f"{dataset.tenant}/{dataset.name}"
-                log.error("dataset %s cannot be processed, its objects wait: %s", name, exc)
-            self._report_outcome(dataset, work, failure_text(exc))
+            self._dataset_waits(dataset, work, "config", "cannot be processed", exc)
             return None
         except (BytefreezerError, MemoryError):
             raise  # storage, control or memory: a later cycle tries it again
@@ -237,13 +233,22 @@ class _ProcessIntakeFn(ObjectFn):
                 self._destinations[scope] = store
             store.put(key.raw_copy_key, data)
         except (StorageError, ConfigError, OSError) as exc:
-            self.count("errors:raw_copy")
-            if first_report(f"piper-raw:{dataset.tenant}/{dataset.name}"):
-                name = f"{dataset.tenant}/{dataset.name}"
-                log.error("dataset %s keeps raw copies, which cannot be written: %s", name, exc)
-            self._report_outcome(dataset, work, failure_text(exc))
+            self._dataset_waits(
+                dataset, work, "raw_copy", "cannot have its raw copies written", exc
+            )
             return False
         return True
+
+    def _dataset_waits(
+        self, dataset: Dataset, work: PiperWork, kind: str, what: str, exc: Exception
+    ) -> None:
+        """A failure that keeps all of the dataset's objects waiting: counted as
+        ``errors:{kind}``, logged once a minute, reported to control (its growing wait)."""
+        self.count(f"errors:{kind}")
+        name = f"{dataset.tenant}/{dataset.name}"
+        if first_report(f"piper-{kind}:{name}"):
+            log.error("dataset %s %s, its objects wait: %s", name, what, exc)
+        self._report_outcome(dataset, work, failure_text(exc))
 
     def _report_outcome(self, dataset: Dataset, work: PiperWork, error: str | None) -> None:
         """Tell control how the dataset's objects fare, once per run and outcome: the objects of

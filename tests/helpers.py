@@ -179,3 +179,16 @@ def promtool() -> str:
 
         pytest.fail("`promtool` is missing: `make test` installs Debian's prometheus package")
     return binary
+
+
+def s3_client(server: dict[str, str]) -> Any:
+    """A boto3 S3 client of the tests' SeaweedFS server, with its endpoint and keys."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=server["endpoint"],
+        aws_access_key_id=server["access_key"],
+        aws_secret_access_key=server["secret_key"],
+        region_name="us-east-1",
+    )

@@ -16,7 +16,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
@@ -38,7 +37,7 @@ from bytefreezer.pipelines.poller import Poller
 from bytefreezer.settings import PackerSettings, Settings
 from bytefreezer.storage import Storage
 from tests.conftest import fast_settings
-from tests.helpers import read_parquet_dir, scraped, serve_app, wait_for
+from tests.helpers import read_parquet_dir, s3_client, scraped, serve_app, wait_for
 from tests.transforms.test_lookups import city_database
 
 
@@ -199,13 +198,7 @@ def test_an_s3_destination_refusing_the_credentials_fails_until_they_are_fixed(
     tmp_path: Path, s3_server: dict[str, str]
 ) -> None:
     bucket = f"dest-{uuid.uuid4().hex[:10]}"
-    boto3.client(
-        "s3",
-        endpoint_url=s3_server["endpoint"],
-        aws_access_key_id=s3_server["access_key"],
-        aws_secret_access_key=s3_server["secret_key"],
-        region_name="us-east-1",
-    ).create_bucket(Bucket=bucket)
+    s3_client(s3_server).create_bucket(Bucket=bucket)
 
     def destination(secret: str) -> Destination:
         options: dict[str, Any] = {
@@ -398,13 +391,7 @@ def test_an_s3_destination_check_tells_a_wrong_secret_from_a_working_one(
     tmp_path: Path, s3_server: dict[str, str]
 ) -> None:
     bucket = f"check-{uuid.uuid4().hex[:10]}"
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_server["endpoint"],
-        aws_access_key_id=s3_server["access_key"],
-        aws_secret_access_key=s3_server["secret_key"],
-        region_name="us-east-1",
-    )
+    s3 = s3_client(s3_server)
     s3.create_bucket(Bucket=bucket)
     settings = fast_settings(tmp_path / "data")
     store = checking_store(settings)

@@ -11,7 +11,6 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-import boto3
 import duckdb
 import pytest
 
@@ -20,13 +19,13 @@ from bytefreezer.ingress.receiver import IntakeWriter
 from bytefreezer.keys import IntakeKey
 from bytefreezer.pipelines.packer import run_packer_cycle
 from bytefreezer.pipelines.piper import run_piper_cycle
-from bytefreezer.storage import ObjectStore
 from tests.e2e.test_recovery import (
     TTL,
-    InjectedCrash,
+    crash_on_intake_delete,
     crash_without_releasing,
     setup_stack,
 )
+from tests.helpers import s3_client
 
 
 def body(ids: range) -> bytes:
@@ -82,15 +81,8 @@ def test_a_crash_after_the_copy_leaves_one_copy_and_each_record_once(
     settings, control, storage = setup_stack(tmp_path)
     control.create_dataset("acme", DatasetSpec(name="kept", keep_raw=True))
     IntakeWriter(storage).write("acme", "kept", "ndjson", body(range(30)), {})
-    original_delete = ObjectStore.delete
-
-    def crash_on_intake_delete(self: ObjectStore, key: str) -> None:
-        if key.endswith(".gz") and self.root.endswith("/intake"):
-            raise InjectedCrash(f"injected crash at {key}")
-        original_delete(self, key)
-
     with monkeypatch.context() as patch:
-        patch.setattr(ObjectStore, "delete", crash_on_intake_delete)
+        crash_on_intake_delete(patch)
         crash_without_releasing(patch)
         with pytest.raises(BaseException, match="injected crash"):
             run_piper_cycle(settings, control, storage)
@@ -131,13 +123,7 @@ def test_a_destination_refusing_the_copy_keeps_the_object_waiting(tmp_path: Path
 @pytest.mark.s3
 def test_raw_copies_on_an_s3_destination(tmp_path: Path, s3_server: dict[str, str]) -> None:
     bucket = f"raw-{uuid.uuid4().hex[:10]}"
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_server["endpoint"],
-        aws_access_key_id=s3_server["access_key"],
-        aws_secret_access_key=s3_server["secret_key"],
-        region_name="us-east-1",
-    )
+    s3 = s3_client(s3_server)
     s3.create_bucket(Bucket=bucket)
     options = {
         "endpoint_url": s3_server["endpoint"],

@@ -13,12 +13,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import boto3
 import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers import free_port, stop_process, wait_for, wait_for_port
+from tests.helpers import free_port, s3_client, stop_process, wait_for, wait_for_port
 
 pytestmark = pytest.mark.s3
 ADMIN_KEY = "bfk_0123456789ab_components-test-admin-secret"
@@ -83,13 +82,7 @@ def test_components_alone_against_s3_and_remote_control(
         "BYTEFREEZER_RECEIVER__API_HOST": "127.0.0.1",
         "BYTEFREEZER_RECEIVER__API_PORT": str(free_port()),
     }
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_server["endpoint"],
-        aws_access_key_id=s3_server["access_key"],
-        aws_secret_access_key=s3_server["secret_key"],
-        region_name="us-east-1",
-    )
+    s3 = s3_client(s3_server)
     for bucket in ("in", "pp", "out"):
         s3.create_bucket(Bucket=f"{bucket}-{suffix}")
 

@@ -66,6 +66,18 @@ def ids_at_destination(settings: Settings) -> Counter[int]:
     return Counter(table.column("id").to_pylist()) if table is not None else Counter()
 
 
+def crash_on_intake_delete(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Piper dies after writing an object's outputs, before deleting the intake object."""
+    original_delete = ObjectStore.delete
+
+    def delete(self: ObjectStore, key: str) -> None:
+        if key.endswith(".gz") and self.root.endswith("/intake"):
+            raise InjectedCrash(f"injected crash at {key}")
+        original_delete(self, key)
+
+    monkeypatch.setattr(ObjectStore, "delete", delete)
+
+
 def crash_without_releasing(monkeypatch: pytest.MonkeyPatch) -> None:
     """A crashed process releases nothing: its leases must expire."""
     monkeypatch.setattr(ControlStore, "release_leases", lambda self, leases: None)
@@ -77,15 +89,8 @@ def test_piper_crash_between_staged_write_and_delete(
     settings, control, storage = setup_stack(tmp_path)
     post(storage, range(0, 50))
     post(storage, range(50, 100))
-    original_delete = ObjectStore.delete
-
-    def crash_on_intake_delete(self: ObjectStore, key: str) -> None:
-        if key.endswith(".gz") and self.root.endswith("/intake"):
-            raise InjectedCrash(f"injected crash at {key}")
-        original_delete(self, key)
-
     with monkeypatch.context() as patch:
-        patch.setattr(ObjectStore, "delete", crash_on_intake_delete)
+        crash_on_intake_delete(patch)
         crash_without_releasing(patch)
         with pytest.raises(BaseException, match="injected crash"):
             run_piper_cycle(settings, control, storage)

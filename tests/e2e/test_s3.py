@@ -9,7 +9,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pyarrow.parquet as pq
 import pytest
@@ -23,7 +22,7 @@ from bytefreezer.pipelines.piper import run_piper_cycle
 from bytefreezer.settings import Settings
 from bytefreezer.storage import Storage
 from tests.conftest import fast_settings
-from tests.helpers import serve_app
+from tests.helpers import s3_client, serve_app
 
 pytestmark = pytest.mark.s3
 
@@ -54,13 +53,7 @@ def test_post_to_parquet_on_s3(tmp_path: Path, s3_server: dict[str, str]) -> Non
     settings = s3_settings(tmp_path, s3_server, suffix)
     storage = Storage(settings)
     storage.ensure_buckets()
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_server["endpoint"],
-        aws_access_key_id=s3_server["access_key"],
-        aws_secret_access_key=s3_server["secret_key"],
-        region_name="us-east-1",
-    )
+    s3 = s3_client(s3_server)
     s3.create_bucket(Bucket=f"dest-{suffix}")
     control = ControlStore(settings.control_db_path(), destination_for=settings.destination_for)
     control.create_tenant(Tenant(name="acme"))

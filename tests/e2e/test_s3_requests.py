@@ -10,7 +10,6 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-import boto3
 import httpx
 import pytest
 
@@ -21,6 +20,7 @@ from bytefreezer.pipelines.packer import run_packer_cycle
 from bytefreezer.pipelines.piper import run_piper_cycle
 from bytefreezer.storage import Storage
 from tests.e2e.test_s3 import s3_settings
+from tests.helpers import s3_client
 
 pytestmark = pytest.mark.s3
 
@@ -49,13 +49,7 @@ def test_requests_per_object_and_per_file_are_bounded(
     settings = s3_settings(tmp_path, s3_server, suffix)
     storage = Storage(settings)
     storage.ensure_buckets()
-    boto3.client(
-        "s3",
-        endpoint_url=s3_server["endpoint"],
-        aws_access_key_id=s3_server["access_key"],
-        aws_secret_access_key=s3_server["secret_key"],
-        region_name="us-east-1",
-    ).create_bucket(Bucket=f"dest-{suffix}")
+    s3_client(s3_server).create_bucket(Bucket=f"dest-{suffix}")
     control = ControlStore(settings.control_db_path(), destination_for=settings.destination_for)
     control.create_tenant(Tenant(name="acme"))
     control.create_dataset("acme", DatasetSpec(name="web"))
