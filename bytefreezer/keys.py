@@ -8,7 +8,8 @@ Layout (bucket → key):
 * piper:   ``_manifests/{tenant}/{dataset}/{run_id}.json`` (packer's commit manifests)
 * piper:   ``_packed/{tenant}/{dataset}/{run_id}.json`` (stems packed recently: the ledger)
 * destination: ``{partition path}/part-{run_id}-{n:05d}.parquet``, the partition path from the
-  dataset's partitioning (a custom template: ``partition_strftime``)
+  dataset's partitioning (a custom template: ``partition_strftime``, its record fields'
+  values escaped by ``escape_partition_value``)
 
 Tenant and dataset names can never start with ``_``, so the underscore prefixes cannot collide
 with a tenant's prefix.
@@ -16,6 +17,7 @@ with a tenant's prefix.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from dataclasses import dataclass
@@ -179,6 +181,19 @@ def packer_lease_name(tenant: str, dataset: str) -> str:
 # carry over (``{tenant}/{dataset}/{year}/{month}/{day}``).
 _TIME_PLACEHOLDERS = {"year": "%Y", "month": "%m", "day": "%d", "hour": "%H"}
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
+# ``{field:NAME}`` partitions by a record's value of field NAME (a dotted path names a field
+# inside an object), as Firehose's dynamic partitioning and Vector's key templates do. In the
+# strftime format a field stands as ``{field:N}``, N its place in ``partition_fields``.
+_FIELD_PREFIX = "field:"
+_FIELD_SLOT_RE = re.compile(r"\{field:(\d+)\}")
+# The directory name of a missing, null or empty value: what Hive, Spark, DuckDB and pyarrow read
+# back as null.
+NULL_PARTITION_VALUE = "__HIVE_DEFAULT_PARTITION__"
+# A value longer than this once escaped is cut, with a hash of the whole value kept distinct.
+MAX_PARTITION_VALUE_BYTES = 100
+# Characters a value holds escaped as %XX, as Hive and Spark escape partition values (readers
+# URI-decode them back), and braces; control characters too.
+_ESCAPED = frozenset("\"#%'*/:=?\\{}[]^") | {chr(c) for c in range(32)} | {"\x7f"}
 # strftime fields a partition path may use (Arrow's strftime leaves others as they are, or
 # prints something else: `%-d` stays `%-d`, `%Q` prints a number): dates, times, zones, `%%`.
 _STRFTIME_FIELDS = set("aAbBcCdDeFgGhHIjmMpRrSTuUVwWxXyYzZ%")
@@ -196,25 +211,69 @@ def _quoted(template: str) -> str:
     return repr(template if len(template) <= 120 else template[:120] + "...")
 
 
+def partition_fields(template: str) -> list[str]:
+    """The record fields a custom partition template names (``{field:NAME}``), each once, in
+    the order they first appear."""
+    names: list[str] = []
+    for inner in _PLACEHOLDER_RE.findall(template):
+        if inner.startswith(_FIELD_PREFIX) and inner[len(_FIELD_PREFIX) :] not in names:
+            names.append(inner[len(_FIELD_PREFIX) :])
+    return names
+
+
 def partition_strftime(template: str, tenant: str, dataset: str) -> str:
     """A custom partition template as an strftime format: the placeholders ``{year}``,
     ``{month}``, ``{day}``, ``{hour}`` become their fields and ``{tenant}``, ``{dataset}`` the
-    names (which hold no ``%``). Other text in braces stays as written, as it did before
-    placeholders were read (``check_partition_template`` refuses it in a template saved now)."""
+    names (which hold no ``%``); ``{field:NAME}`` becomes ``{field:N}``, N the field's place in
+    ``partition_fields`` (``fill_partition_fields`` puts the values in after formatting). Other
+    text in braces stays as written, as it did before placeholders were read
+    (``check_partition_template`` refuses it in a template saved now)."""
+    fields = partition_fields(template)
 
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
         if name in _TIME_PLACEHOLDERS:
             return _TIME_PLACEHOLDERS[name]
+        if name.startswith(_FIELD_PREFIX):
+            return f"{{field:{fields.index(name[len(_FIELD_PREFIX) :])}}}"
         return {"tenant": tenant, "dataset": dataset}.get(name, match.group(0))
 
     return _PLACEHOLDER_RE.sub(replace, template)
 
 
+def fill_partition_fields(path: str, values: list[str]) -> str:
+    """A formatted partition path with each ``{field:N}`` replaced by ``values[N]`` (escaped
+    values, ``escape_partition_value``)."""
+    return _FIELD_SLOT_RE.sub(lambda match: values[int(match.group(1))], path)
+
+
+def escape_partition_value(value: str | None) -> str:
+    """A record's value as a partition directory name, the way Hive and Spark write one:
+    missing, null or empty is ``NULL_PARTITION_VALUE``; ``/``, ``=``, ``%``, quotes, control
+    characters and the like are ``%XX``, as is a leading ``.`` or ``_`` (readers skip
+    directories that start with one, and ``..`` must not climb). Readers with Hive
+    partitioning URI-decode the name back to the value. A name that would pass
+    ``MAX_PARTITION_VALUE_BYTES`` is cut, with a hash of the whole value so that values with a
+    common start stay apart."""
+    if not value:
+        return NULL_PARTITION_VALUE
+    escaped = "".join(f"%{ord(c):02X}" if c in _ESCAPED else c for c in value)
+    if escaped[0] in "._":
+        escaped = f"%{ord(escaped[0]):02X}{escaped[1:]}"
+    if len(escaped.encode()) <= MAX_PARTITION_VALUE_BYTES:
+        return escaped
+    digest = hashlib.blake2b(value.encode(errors="surrogatepass"), digest_size=8).hexdigest()
+    room = MAX_PARTITION_VALUE_BYTES - len(digest) - 1
+    kept = escaped.encode()[:room].decode(errors="ignore")  # no character cut in two
+    cut = kept.rfind("%", len(kept) - 2)  # nor an escape
+    return f"{kept[:cut] if cut >= 0 else kept}~{digest}"
+
+
 def check_partition_template(template: str, tenant: str, dataset: str) -> None:
     """``ConfigError`` unless ``template`` (partitioning ``custom``) makes partition paths a
-    destination can hold: only known strftime fields and placeholders, and, for sample times,
-    paths of non-empty segments other than ``.`` and ``..`` without control characters.
+    destination can hold: only known strftime fields and placeholders, and, for sample times
+    and the longest field values, paths of non-empty segments other than ``.`` and ``..``
+    without control characters, within ``MAX_PARTITION_PATH_BYTES``.
     Packer would otherwise fail on the dataset every run."""
     if not template.strip():
         raise ConfigError(
@@ -228,11 +287,17 @@ def check_partition_template(template: str, tenant: str, dataset: str) -> None:
             f"partition_template {_quoted(template)} is not valid UTF-8 text"
         ) from None
     for name in _PLACEHOLDER_RE.findall(template):
-        if name not in _TIME_PLACEHOLDERS and name not in ("tenant", "dataset"):
+        if name.startswith(_FIELD_PREFIX):
+            if not name[len(_FIELD_PREFIX) :].strip():
+                raise ConfigError(
+                    f"partition_template {_quoted(template)}: {{{name}}} names no field; write "
+                    "{field:NAME}, e.g. {field:event_type} or {field:event.kind}"
+                )
+        elif name not in _TIME_PLACEHOLDERS and name not in ("tenant", "dataset"):
             raise ConfigError(
                 f"partition_template {_quoted(template)}: unknown placeholder {{{name}}}; use "
                 "strftime fields (%Y, %m, %d, %H, ...) or {year}, {month}, {day}, {hour}, "
-                "{tenant}, {dataset}"
+                "{tenant}, {dataset}, {field:NAME}"
             )
     fmt = partition_strftime(template, tenant, dataset)
     for modifier, field in _STRFTIME_RE.findall(fmt):
@@ -246,7 +311,9 @@ def check_partition_template(template: str, tenant: str, dataset: str) -> None:
     import pyarrow.compute as pc
 
     samples = pa.array(_SAMPLE_MICROS, pa.timestamp("us", tz="UTC"))
-    for path in [fmt, *pc.strftime(samples, format=fmt, locale="C").to_pylist()]:
+    longest = ["x" * MAX_PARTITION_VALUE_BYTES] * len(partition_fields(template))
+    for formatted in [fmt, *pc.strftime(samples, format=fmt, locale="C").to_pylist()]:
+        path = fill_partition_fields(formatted, longest)
         segments = path.split("/")
         bad = next((s for s in segments if s in ("", ".", "..")), None)
         if bad is not None:

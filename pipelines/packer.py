@@ -62,6 +62,7 @@ from bytefreezer.keys import (
     packed_key,
     packed_prefix,
     packer_lease_name,
+    partition_fields,
 )
 from bytefreezer.pipelines.failures import (
     failing_list,
@@ -179,7 +180,18 @@ class PlannedFile:
 
 def _partitioned(table: pa.Table, key: str, dataset: Dataset) -> Partitions | None:
     times = event_times(table, dataset.timestamp_field, IntakeKey.parse(key).unixnano)
-    return partitions(times, dataset.parquet, dataset.tenant, dataset.name)
+    return partitions(times, dataset.parquet, dataset.tenant, dataset.name, table)
+
+
+def _partition_columns(dataset: Dataset, names: list[str]) -> list[str]:
+    """The columns of a staged object (``names``) that its rows' partitions are read from: the
+    timestamp field's and any a custom template's ``{field:NAME}`` names (``event.time``: the
+    column ``event``)."""
+    fields = [dataset.timestamp_field]
+    if dataset.parquet.partitioning == "custom":
+        fields += partition_fields(dataset.parquet.partition_template)
+    wanted = [f if f in names else f.partition(".")[0] for f in fields]
+    return [c for c in dict.fromkeys(wanted) if c in names]
 
 
 def partition_runs(codes: pa.Array, partitions: int) -> pa.RunEndEncodedArray | None:
@@ -209,10 +221,8 @@ def _summarized(key: str, data: bytes, dataset: Dataset) -> tuple[StagedSummary,
     file = parquet_file(data)
     schema = file.schema_arrow
     rows = file.metadata.num_rows
-    field = dataset.timestamp_field
-    column = field if field in schema.names else field.partition(".")[0]  # event.time: event
-    present = column in schema.names
-    table = file.read(columns=[column]) if present else pa.table({"_": pa.nulls(rows)})
+    columns = _partition_columns(dataset, schema.names)
+    table = file.read(columns=columns) if columns else pa.table({"_": pa.nulls(rows)})
     found = _partitioned(table, key, dataset)
     if found is None:
         by_partition = {"": rows} if rows else {}

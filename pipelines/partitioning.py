@@ -15,7 +15,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bytefreezer.control.models import ParquetOptions
-from bytefreezer.keys import partition_strftime
+from bytefreezer.keys import (
+    NULL_PARTITION_VALUE,
+    escape_partition_value,
+    fill_partition_fields,
+    partition_fields,
+    partition_strftime,
+)
 from bytefreezer.transforms.builtin.date_parse import parse_iso
 from bytefreezer.transforms.condition import duckdb_connection
 from bytefreezer.transforms.tables import get_column
@@ -105,38 +111,100 @@ class Partitions(NamedTuple):
 
 
 def partitions(
-    times: pa.ChunkedArray, options: ParquetOptions, tenant: str = "", dataset: str = ""
+    times: pa.ChunkedArray,
+    options: ParquetOptions,
+    tenant: str = "",
+    dataset: str = "",
+    table: pa.Table | None = None,
 ) -> Partitions | None:
     """The partition of each row, or None when the dataset is not partitioned (a custom
-    template's ``{tenant}`` and ``{dataset}`` are the dataset's names)."""
+    template's ``{tenant}`` and ``{dataset}`` are the dataset's names, its ``{field:NAME}`` the
+    row's value of that field in ``table``)."""
     if options.partitioning == "none":
         return None
-    template = (
-        partition_strftime(options.partition_template, tenant, dataset)
-        if options.partitioning == "custom"
-        else _TEMPLATES[options.partitioning]
-    )
+    if options.partitioning == "custom":
+        template = partition_strftime(options.partition_template, tenant, dataset)
+        fields = partition_fields(options.partition_template)
+    else:
+        template, fields = _TEMPLATES[options.partitioning], []
     if not template:
         return None
+    found = _time_partitions(times, template)
+    for name in fields:
+        found = _with_field(found, _field_values(table, name, len(times)))
+    if fields:
+        names = [fill_partition_fields(path, values) for path, *values in found.names]
+        return Partitions(found.codes, names)
+    return Partitions(found.codes, [path for (path,) in found.names])
+
+
+class _Combined(NamedTuple):
+    codes: pa.Array  # int32, one per row, into names
+    names: list[tuple[str, ...]]  # the formatted time path, then each field's value so far
+
+
+def _time_partitions(times: pa.ChunkedArray, template: str) -> _Combined:
     unit = _coarsest_unit(template)
     if unit is None:
         encoded = pc.strftime(times, format=template, locale="C").combine_chunks()
         encoded = encoded.dictionary_encode()
-        return Partitions(encoded.indices.cast(pa.int32()), encoded.dictionary.to_pylist())
+        names: list[tuple[str, ...]] = [(path,) for path in encoded.dictionary.to_pylist()]
+        return _Combined(encoded.indices.cast(pa.int32()), names)
     # Format each distinct hour (or day) once instead of every row: a template that names no
     # finer field than that gives every row of the hour the same path.
     floored = pc.floor_temporal(times, unit=unit)
     distinct = pc.unique(floored)
-    names = pc.strftime(distinct, format=template, locale="C").to_pylist()
+    formatted = pc.strftime(distinct, format=template, locale="C").to_pylist()
+    names = [(path,) for path in formatted]
     codes = pc.index_in(floored, value_set=distinct).combine_chunks().cast(pa.int32())
-    return Partitions(codes, names)
+    return _Combined(codes, names)
+
+
+def _field_values(table: pa.Table | None, name: str, rows: int) -> tuple[pa.Array, list[str]]:
+    """Each row's value of field ``name`` as a code into directory names (escaped, once per
+    distinct value). A row without the field, or whose value is an object or a list, has
+    ``NULL_PARTITION_VALUE``."""
+    found = None if table is None else get_column(table, name)
+    if isinstance(found, pa.ChunkedArray):
+        found = found.combine_chunks()
+    if found is not None and pa.types.is_dictionary(found.type):
+        found = found.dictionary_decode()
+    text: pa.Array | None = None
+    if found is not None and not pa.types.is_nested(found.type):
+        try:
+            text = found.cast(pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # bytes that are not UTF-8
+            text = None
+    if text is None:
+        return pa.array([0] * rows, pa.int32()), [NULL_PARTITION_VALUE]
+    encoded = text.dictionary_encode(null_encoding="encode")
+    escaped = [escape_partition_value(v) for v in encoded.dictionary.to_pylist()]
+    names = list(dict.fromkeys(escaped))  # null and "" (or two cut values) may share a name
+    remap = pa.array([names.index(e) for e in escaped], pa.int32())
+    return remap.take(encoded.indices), names
+
+
+def _with_field(found: _Combined, field: tuple[pa.Array, list[str]]) -> _Combined:
+    codes, names = field
+    pairs = pc.add(
+        pc.multiply(found.codes.cast(pa.int64()), len(names)), codes.cast(pa.int64())
+    ).dictionary_encode()
+    combined = [
+        (*found.names[pair // len(names)], names[pair % len(names)])
+        for pair in pairs.dictionary.to_pylist()
+    ]
+    return _Combined(pairs.indices.cast(pa.int32()), combined)
 
 
 def partition_paths(
-    times: pa.ChunkedArray, options: ParquetOptions, tenant: str = "", dataset: str = ""
+    times: pa.ChunkedArray,
+    options: ParquetOptions,
+    tenant: str = "",
+    dataset: str = "",
+    table: pa.Table | None = None,
 ) -> pa.Array | None:
     """The partition directory of each row, or None when the dataset is not partitioned."""
-    found = partitions(times, options, tenant, dataset)
+    found = partitions(times, options, tenant, dataset, table)
     return None if found is None else found.paths()
 
 

@@ -118,6 +118,8 @@ def test_a_custom_partition_template_is_checked_on_create_and_change(
     assert created.parquet.partition_template == "{tenant}/{year}/{month}"
     with pytest.raises(ConfigError, match=r"unknown placeholder \{yaer\}"):
         control.put_dataset("acme", custom("{yaer}"))
+    with pytest.raises(ConfigError, match=r"\{field:\} names no field"):
+        control.put_dataset("acme", custom("kind={field:}/{year}"))
     assert (
         control.get_dataset("acme", "web").parquet.partition_template == "{tenant}/{year}/{month}"
     )

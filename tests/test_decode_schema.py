@@ -16,6 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bytefreezer.control.models import ParquetOptions
+from bytefreezer.keys import (
+    escape_partition_value,
+    fill_partition_fields,
+    partition_fields,
+    partition_strftime,
+)
 from bytefreezer.pipelines.decode import decode_json, decode_ndjson, gunzip
 from bytefreezer.pipelines.partitioning import event_times, partition_paths
 from bytefreezer.pipelines.schema import unified_schema, unify
@@ -230,6 +236,81 @@ def test_partition_paths_match_formatting_every_row(micros: list[int], template:
     paths = partition_paths(times, options)
     assert paths is not None
     assert paths.to_pylist() == pc.strftime(times, format=template, locale="C").to_pylist()
+
+
+def test_custom_partitions_by_record_fields() -> None:
+    table = pa.table(
+        {
+            "timestamp": ["2024-01-02T03:04:05Z"] * 6 + ["2024-01-03T00:00:00Z"],
+            "event": [{"kind": k} for k in ["login", "a/b", None, "", "login", "..", "login"]],
+            "port": pa.array([443, 80, None, 443, 443, 1, 443], pa.int64()),
+            "tags": [["x"]] * 7,
+        }
+    )
+    options = ParquetOptions(
+        partitioning="custom",
+        partition_template="kind={field:event.kind}/port={field:port}/{year}{month}{day}",
+    )
+    paths = partition_paths(event_times(table, "timestamp", 0), options, table=table)
+    assert paths is not None and paths.to_pylist() == [
+        "kind=login/port=443/20240102",
+        "kind=a%2Fb/port=80/20240102",
+        "kind=__HIVE_DEFAULT_PARTITION__/port=__HIVE_DEFAULT_PARTITION__/20240102",
+        "kind=__HIVE_DEFAULT_PARTITION__/port=443/20240102",
+        "kind=login/port=443/20240102",
+        "kind=%2E./port=1/20240102",
+        "kind=login/port=443/20240103",
+    ]
+    # A field the object lacks, or one holding a list, is the null partition for every row.
+    for template in ("{field:missing}", "{field:tags}"):
+        options = ParquetOptions(partitioning="custom", partition_template=template)
+        paths = partition_paths(event_times(table, "timestamp", 0), options, table=table)
+        assert paths is not None and set(paths.to_pylist()) == {"__HIVE_DEFAULT_PARTITION__"}
+    # Dictionary-encoded and boolean columns read as their values.
+    flags = pa.table({"f": [True, False, None], "d": pa.array(["p", "q", "p"]).dictionary_encode()})
+    options = ParquetOptions(partitioning="custom", partition_template="{field:d}/{field:f}")
+    paths = partition_paths(event_times(flags, "timestamp", 0), options, table=flags)
+    assert paths is not None
+    assert paths.to_pylist() == ["p/true", "q/false", "p/__HIVE_DEFAULT_PARTITION__"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=4 * 10**14),
+            st.sampled_from([None, "", "a", "b/c", "..", "_x", "%", "é"]),
+            st.sampled_from([None, 1, 2, -7]),
+        ),
+        min_size=1,
+        max_size=200,
+    ),
+    template=st.sampled_from(
+        [
+            "k={field:kind}/n={field:n}/h=%H",
+            "{field:n}/%Y%m%d/{field:kind}",
+            "m=%M/{field:kind}",  # finer than an hour
+            "{field:kind}",
+        ]
+    ),
+)
+def test_field_partitions_match_formatting_every_row(
+    rows: list[tuple[int, str | None, int | None]], template: str
+) -> None:
+    micros, kinds, numbers = zip(*rows, strict=True)
+    times = pa.chunked_array([pa.array(micros, pa.timestamp("us", tz="UTC"))])
+    table = pa.table({"kind": pa.array(kinds, pa.string()), "n": pa.array(numbers, pa.int64())})
+    options = ParquetOptions(partitioning="custom", partition_template=template)
+    paths = partition_paths(times, options, table=table)
+    assert paths is not None
+    fmt = partition_strftime(template, "", "")
+    formatted = pc.strftime(times, format=fmt, locale="C").to_pylist()
+    expected = []
+    for path, kind, number in zip(formatted, kinds, numbers, strict=True):
+        row = {"kind": kind, "n": None if number is None else str(number)}
+        values = [escape_partition_value(row[f]) for f in partition_fields(template)]
+        expected.append(fill_partition_fields(path, values))
+    assert paths.to_pylist() == expected
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
@@ -324,6 +325,45 @@ def test_a_custom_template_with_the_original_placeholders_lays_out_the_files(
         "acme/app/2026/02/01/h01": [4],
         "acme/app/2026/02/02/h02": [5],
     }
+
+
+def test_a_template_with_record_fields_partitions_by_their_values_and_readers_decode_them(
+    tmp_path: Path,
+) -> None:
+    """`{field:NAME}` puts each record under its value, escaped as Hive escapes it: Hive-style
+    readers (pyarrow here) give back every value as posted, null where it had none."""
+    settings, control, storage = setup_stack(tmp_path)
+    layout = "k={field:event.kind}/day={year}{month}{day}"
+    options = ParquetOptions(partitioning="custom", partition_template=layout)
+    control.create_dataset("acme", DatasetSpec(name="app", parquet=options))
+    kinds = ["login", "a/b", "..", "_hidden", "50% off", "k=v", "über", None, ""]
+    first = [
+        {"id": i, "timestamp": f"2026-02-0{1 + i % 2}T00:30:00Z", "event": {"kind": kind}}
+        for i, kind in enumerate(kinds)
+    ]
+    # An object whose kinds are numbers, and one without the field.
+    kinds += [7, 8]
+    second = [
+        {"id": 9 + i, "timestamp": "2026-02-01T05:00:00Z", "event": {"kind": 7 + i}}
+        for i in range(2)
+    ]
+    third = [{"id": 100 + i, "timestamp": "2026-02-01T05:00:00Z"} for i in range(3)]
+    for rows in (first, second, third):
+        body = "\n".join(json.dumps(r) for r in rows).encode()
+        IntakeWriter(storage).write("acme", "app", "ndjson", gzip.compress(body), {})
+    run_piper_cycle(settings, control, storage)
+    run_packer_cycle(settings, control, storage)
+    root = settings.data_dir / "destination" / "acme" / "app"
+    assert {p.parent.parent.name for p in root.rglob("*.parquet")} >= {"k=a%2Fb", "k=%2E."}
+    read = ds.dataset(
+        root, format="parquet", partitioning=ds.partitioning(flavor="hive")
+    ).to_table()
+    got = sorted(zip(read.column("id").to_pylist(), read.column("k").to_pylist(), strict=True))
+    expected = [(i, None if k in (None, "") else str(k)) for i, k in enumerate(kinds)]
+    expected += [(100 + i, None) for i in range(3)]
+    assert got == sorted(expected)
+    days = {p.parent.name for p in root.rglob("*.parquet")}
+    assert days == {"day=20260201", "day=20260202"}
 
 
 def test_inputs_beyond_the_kept_bytes_are_read_again_with_the_same_files(

@@ -61,7 +61,9 @@ class ParquetOptions(_Model):
         "",
         description="The partition path for `custom`: strftime fields (`dt=%Y-%m-%d/hr=%H`) or "
         "the original ByteFreezer's placeholders (`{tenant}/{dataset}/{year}/{month}/{day}/"
-        "{hour}`); checked when the dataset is saved.",
+        "{hour}`), and `{field:NAME}` for each record's value of a field, escaped as Hive "
+        "escapes partition values (`kind={field:event.kind}/{year}`); checked when the "
+        "dataset is saved.",
     )
     buffer_seconds: float | None = Field(
         None,
