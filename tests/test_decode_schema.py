@@ -238,6 +238,30 @@ def test_partition_paths_match_formatting_every_row(micros: list[int], template:
     assert paths.to_pylist() == pc.strftime(times, format=template, locale="C").to_pylist()
 
 
+def test_an_object_whose_members_conflict_keeps_the_others_readable_by_path() -> None:
+    """One member of `event` is a number in one record and text in the next: that member
+    becomes text, and `event.created` still gives the time (the whole object was JSON text,
+    and its records fell back to their ingest time)."""
+    lines = [
+        {"event": {"kind": "login", "created": "2024-01-02T03:04:05Z", "n": {"x": 1}}},
+        {"event": {"kind": 7, "created": "2024-01-02T04:00:00Z", "n": {"x": "s"}}},
+        {"event": None},
+        {"other": 1},
+    ]
+    table = decode_ndjson("\n".join(json.dumps(line) for line in lines).encode()).table
+    assert table.column("event").to_pylist() == [
+        {"kind": "login", "created": "2024-01-02T03:04:05Z", "n": {"x": "1"}},
+        {"kind": "7", "created": "2024-01-02T04:00:00Z", "n": {"x": "s"}},
+        None,
+        None,
+    ]
+    paths = partition_paths(event_times(table, "event.created", 0), ParquetOptions())
+    assert paths is not None and paths.to_pylist()[:2] == [
+        "year=2024/month=01/day=02/hour=03",
+        "year=2024/month=01/day=02/hour=04",
+    ]
+
+
 def test_custom_partitions_by_record_fields() -> None:
     table = pa.table(
         {

@@ -336,17 +336,18 @@ def test_a_template_with_record_fields_partitions_by_their_values_and_readers_de
     layout = "k={field:event.kind}/day={year}{month}{day}"
     options = ParquetOptions(partitioning="custom", partition_template=layout)
     control.create_dataset("acme", DatasetSpec(name="app", parquet=options))
-    kinds = ["login", "a/b", "..", "_hidden", "50% off", "k=v", "über", None, ""]
+    # A number among the text: the object's `kind` is text, the rest of `event` stays a struct.
+    kinds: list[object] = ["login", "a/b", "..", "_hidden", "50% off", "k=v", "über", None, "", 7]
     first = [
         {"id": i, "timestamp": f"2026-02-0{1 + i % 2}T00:30:00Z", "event": {"kind": kind}}
         for i, kind in enumerate(kinds)
     ]
-    # An object whose kinds are numbers, and one without the field.
-    kinds += [7, 8]
+    # An object whose kinds are all numbers, and one without the field.
     second = [
-        {"id": 9 + i, "timestamp": "2026-02-01T05:00:00Z", "event": {"kind": 7 + i}}
+        {"id": len(kinds) + i, "timestamp": "2026-02-01T05:00:00Z", "event": {"kind": 8 + i}}
         for i in range(2)
     ]
+    kinds += [8, 9]
     third = [{"id": 100 + i, "timestamp": "2026-02-01T05:00:00Z"} for i in range(3)]
     for rows in (first, second, third):
         body = "\n".join(json.dumps(r) for r in rows).encode()

@@ -221,7 +221,9 @@ def string_values(column: Column) -> pa.ChunkedArray:
 
 
 def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """A table from Python rows; a field with conflicting types becomes a string column."""
+    """A table from Python rows; a field with conflicting types becomes a string column, and
+    an object field whose members conflict keeps its other members (as ``unify`` widens
+    across objects)."""
     if not rows:
         return pa.table({})
     names: dict[str, None] = {}
@@ -229,16 +231,30 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
         names.update(dict.fromkeys(row))
     if not names:  # only empty objects: keep their count, with no columns
         return pa.table({"_": pa.nulls(len(rows))}).drop_columns(["_"])
-    columns: dict[str, pa.Array] = {}
-    for name in names:
-        values = [row.get(name) for row in rows]
-        try:
-            columns[name] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            columns[name] = _exact_integers(values) or pa.array(
-                [None if v is None else stringify(v) for v in values], pa.string()
-            )
-    return pa.table(columns)
+    return pa.table({name: _values_column([row.get(name) for row in rows]) for name in names})
+
+
+def _values_column(values: list[Any]) -> pa.Array:
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        pass
+    exact = _exact_integers(values)
+    if exact is not None:
+        return exact
+    if all(v is None or isinstance(v, dict) for v in values):
+        # Objects whose members conflict: only the conflicting members widen, so a time or a
+        # partition field beside them stays readable by its dotted path.
+        names: dict[str, None] = {}
+        for value in values:
+            if value is not None:
+                names.update(dict.fromkeys(value))
+        members = [
+            _values_column([None if v is None else v.get(name) for v in values]) for name in names
+        ]
+        missing = pa.array([v is None for v in values], pa.bool_())
+        return pa.StructArray.from_arrays(members, names=list(names), mask=missing)
+    return pa.array([None if v is None else stringify(v) for v in values], pa.string())
 
 
 def _exact_integers(values: list[Any]) -> pa.Array | None:
