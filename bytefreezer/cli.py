@@ -22,7 +22,7 @@ from bytefreezer.control.models import (
     ParquetOptions,
     Tenant,
 )
-from bytefreezer.errors import BytefreezerError, validation_problems
+from bytefreezer.errors import BytefreezerError, ConfigError, validation_problems
 from bytefreezer.memory import prefer_arrow_pool
 from bytefreezer.settings import Settings, load_settings, settings_reference
 
@@ -68,7 +68,7 @@ def _destination_checker(settings: Settings) -> Any:
     storage = Storage(settings)
 
     def check(destination: Destination) -> None:
-        storage.check_destination(destination.url, destination.options)
+        storage.check_destination(**destination.model_dump())
 
     return check
 
@@ -144,9 +144,22 @@ def cmd_datasets(args: argparse.Namespace) -> None:
             spec["transforms"] = _load_json_arg(args.transforms)
         if args.timestamp_field:
             spec["timestamp_field"] = args.timestamp_field
+        encryption: dict[str, Any] = {}
+        if args.server_side_encryption is not None:
+            sse = args.server_side_encryption
+            encryption["server_side_encryption"] = "" if sse == "none" else sse
+        if args.kms_key_id is not None:
+            encryption["kms_key_id"] = args.kms_key_id
         if args.destination:
             options = _load_json_arg(args.destination_options) if args.destination_options else {}
-            spec["destination"] = Destination(url=args.destination, options=options)
+            spec["destination"] = Destination(url=args.destination, options=options, **encryption)
+        elif encryption and args.action == "create":
+            raise ConfigError("--server-side-encryption and --kms-key-id go with --destination")
+        elif encryption:  # the dataset's destination as it is, encrypted as asked
+            current_destination = control.get_dataset(args.tenant, args.name).destination
+            spec["destination"] = Destination.model_validate(
+                {**current_destination.model_dump(), **encryption}
+            )
         parquet: dict[str, Any] = {}
         for name in ParquetOptions.model_fields:
             if getattr(args, name, None) is not None:
@@ -485,6 +498,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--timestamp-field")
             p.add_argument("--destination", help="fsspec URL of the Parquet destination")
             p.add_argument("--destination-options", help="fsspec options as JSON, or @file")
+            p.add_argument(
+                "--server-side-encryption",
+                choices=["AES256", "aws:kms", "aws:kms:dsse", "none"],
+                help="S3 encryption of the destination's objects (default: the stack's setting "
+                "for a destination without options)",
+            )
+            p.add_argument("--kms-key-id", help="KMS key for aws:kms (id, ARN or alias)")
             p.add_argument("--compression")
             p.add_argument("--partitioning")
             p.add_argument("--partition-template")

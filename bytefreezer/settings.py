@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -26,6 +26,20 @@ CONFIG_FILE_ENV = "BYTEFREEZER_CONFIG_FILE"
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# S3 server-side encryption of the objects written: none (the bucket's default), S3-managed keys,
+# KMS keys, or dual-layer KMS.
+ServerSideEncryption = Literal["", "AES256", "aws:kms", "aws:kms:dsse"]
+
+
+def check_kms_key(encryption: str | None, kms_key_id: str) -> None:
+    """``ValueError`` for a KMS key given without KMS encryption (it would be ignored)."""
+    if kms_key_id and not (encryption or "").startswith("aws:kms"):
+        raise ValueError(
+            f"a KMS key id is used with server_side_encryption 'aws:kms' or 'aws:kms:dsse', "
+            f"not {encryption or 'none'!r}"
+        )
 
 
 class S3Settings(_Section):
@@ -56,6 +70,25 @@ class S3Settings(_Section):
     max_attempts: int = Field(
         2, ge=1, description="Attempts per request before a failure is reported (spool takes over)."
     )
+    server_side_encryption: ServerSideEncryption = Field(
+        "",
+        description=(
+            "Server-side encryption asked for on every object written to the buckets, and to "
+            "destinations that use these settings: `AES256` (S3-managed keys), `aws:kms`, "
+            "`aws:kms:dsse`; empty leaves it to the bucket's default encryption. Needed where a "
+            "bucket policy refuses writes that do not ask for it."
+        ),
+    )
+    kms_key_id: str = Field(
+        "",
+        description="KMS key (id, ARN or alias) for `aws:kms` / `aws:kms:dsse`; empty: the "
+        "account's AWS-managed key.",
+    )
+
+    @model_validator(mode="after")
+    def _kms(self) -> S3Settings:
+        check_kms_key(self.server_side_encryption, self.kms_key_id)
+        return self
 
     def endpoint_url(self) -> str | None:
         """The endpoint as a URL, or None for AWS's default endpoints."""

@@ -106,7 +106,30 @@ def s3_options(s3: S3Settings) -> dict[str, Any]:
         if key or secret:
             options["key"], options["secret"] = key, secret
     options["use_ssl"] = s3.use_ssl or (url or "https:").startswith("https:")
+    if encryption := sse_kwargs(s3.server_side_encryption, s3.kms_key_id):
+        options["s3_additional_kwargs"] = encryption
     return options
+
+
+def sse_kwargs(encryption: str, kms_key_id: str = "") -> dict[str, str]:
+    """The request parameters asking S3 to encrypt an object written (s3fs adds them to every
+    upload and multipart upload it starts); none for ``""``."""
+    if not encryption:
+        return {}
+    kwargs = {"ServerSideEncryption": encryption}
+    if kms_key_id:
+        kwargs["SSEKMSKeyId"] = kms_key_id
+    return kwargs
+
+
+def _encrypted(options: dict[str, Any], encryption: str, kms_key_id: str) -> dict[str, Any]:
+    """s3fs ``options`` whose writes ask for ``encryption`` instead of what they asked for."""
+    extra = {
+        name: value
+        for name, value in (options.get("s3_additional_kwargs") or {}).items()
+        if name not in ("ServerSideEncryption", "SSEKMSKeyId")
+    }
+    return {**options, "s3_additional_kwargs": {**extra, **sse_kwargs(encryption, kms_key_id)}}
 
 
 class ObjectStore:
@@ -645,13 +668,25 @@ class Storage:
             except Exception as exc:
                 raise StorageError(f"cannot create bucket {name!r}: {exc}") from exc
 
-    def destination(self, url: str, options: dict[str, Any] | None = None) -> ObjectStore:
-        """A store for a dataset's destination URL (any fsspec URL with its options)."""
+    def destination(
+        self,
+        url: str,
+        options: dict[str, Any] | None = None,
+        *,
+        server_side_encryption: str | None = None,
+        kms_key_id: str = "",
+    ) -> ObjectStore:
+        """A store for a dataset's destination URL (any fsspec URL with its options; the
+        arguments are a ``Destination``'s fields). On S3, ``server_side_encryption`` (the
+        destination's own) replaces what its options, or the stack's S3 settings when it has
+        none, ask for; ``None`` keeps that."""
         options = dict(options or {})
         protocol = url.split("://", 1)[0] if "://" in url else "file"
         if protocol in ("s3", "s3a"):
             s3 = self.settings.storage.s3
             options = _bounded(options, s3.request_timeout_seconds) if options else s3_options(s3)
+            if server_side_encryption is not None:
+                options = _encrypted(options, server_side_encryption, kms_key_id)
         try:
             fs, root = fsspec.core.url_to_fs(url, **options)
         except (ImportError, ValueError, TypeError) as exc:
@@ -659,11 +694,18 @@ class Storage:
         return ObjectStore(fs, root)
 
     def check_destination(
-        self, url: str, options: dict[str, Any] | None = None, *, timeout: float = 20.0
+        self,
+        url: str,
+        options: dict[str, Any] | None = None,
+        *,
+        server_side_encryption: str | None = None,
+        kms_key_id: str = "",
+        timeout: float = 20.0,
     ) -> None:
         """Raise ``StorageError`` (or ``ConfigError``) saying why packer could not write at a
         destination: writes and deletes a small probe object at its root, within ``timeout``
-        seconds. The probe's name starts with a dot, which table readers skip."""
+        seconds, asking for the encryption packer's writes ask for (``destination``). The
+        probe's name starts with a dot, which table readers skip."""
         key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
         options = dict(options or {})
         if url.split("://", 1)[0] in ("s3", "s3a"):
@@ -680,7 +722,12 @@ class Storage:
             options["skip_instance_cache"] = True
 
         def probe() -> None:
-            store = self.destination(url, options)
+            store = self.destination(
+                url,
+                options,
+                server_side_encryption=server_side_encryption,
+                kms_key_id=kms_key_id,
+            )
             if hasattr(store.fs, "retries"):
                 store.fs.retries = 1  # s3fs's own retries, on top of botocore's
             store.put(key, b"bytefreezer destination check: safe to delete\n")

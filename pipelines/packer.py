@@ -769,7 +769,7 @@ class _PackDatasetFn(ObjectFn):
         key = manifest_key(dataset.tenant, dataset.name, manifest["run_id"])
         planned_at = manifest["destination"]
         current = dataset.destination
-        dest = self._storage.destination(current.url, current.options)
+        dest = self._storage.destination(**current.model_dump())
         ledger_key = packed_key(dataset.tenant, dataset.name, manifest["run_id"])
         if replay and manifest["state"] == "planned" and piper.exists(ledger_key):
             manifest["state"] = "uploaded"  # the ledger was written: the files are final

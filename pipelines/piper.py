@@ -107,7 +107,7 @@ class _ProcessIntakeFn(ObjectFn):
         self._control: ControlClient = open_control(self._settings)
         self._chains: dict[tuple[int, str], Chain] = {}
         self._outcomes: dict[tuple[str, str], tuple[str, bool]] = {}  # reported per run
-        self._destinations: dict[tuple[str, str], ObjectStore] = {}  # raw copies (keep_raw)
+        self._destinations: dict[str, ObjectStore] = {}  # raw copies (keep_raw)
         self._fields_scope = self.reuse_key() or ""
         self._tracer, self._tracer_provider = tracer_for(self._settings, "piper")
 
@@ -225,11 +225,11 @@ class _ProcessIntakeFn(ObjectFn):
         intake copy can go; whether it was written. The key is the object's own, so a rerun
         after a crash rewrites the same bytes, and so would a worker that lost its lease."""
         destination = dataset.destination
-        scope = (destination.url, json.dumps(destination.options, sort_keys=True, default=str))
+        scope = json.dumps(destination.model_dump(mode="json"), sort_keys=True, default=str)
         try:
             store = self._destinations.get(scope)
             if store is None:
-                store = self._storage.destination(destination.url, destination.options)
+                store = self._storage.destination(**destination.model_dump())
                 self._destinations[scope] = store
             store.put(key.raw_copy_key, data)
         except (StorageError, ConfigError, OSError) as exc:

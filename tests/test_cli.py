@@ -243,3 +243,60 @@ def test_proxy_config_takes_secrets_from_the_environment(
         load_proxy_config(config)
     monkeypatch.setenv("SYSLOG_KEY", "bfk_abc_def")
     assert load_proxy_config(config).inputs[0].api_key.get_secret_value() == "bfk_abc_def"
+
+
+def test_a_destinations_encryption_from_the_command_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Set with the destination, or later on the destination as it is; refused, in one line,
+    where it cannot apply."""
+    data = tmp_path / "data"
+    run(capsys, data, "tenants", "create", "acme")
+    flags = ["--destination", "s3://acme-lake/events", "--server-side-encryption", "AES256"]
+    created = run(capsys, data, "datasets", "create", "acme", "events", *flags)
+    assert isinstance(created, dict)
+    assert created["destination"]["server_side_encryption"] == "AES256"
+    kms = ["--server-side-encryption", "aws:kms", "--kms-key-id", "alias/acme"]
+    updated = run(capsys, data, "datasets", "update", "acme", "events", *kms)
+    assert isinstance(updated, dict)
+    assert updated["destination"] == {
+        "url": "s3://acme-lake/events",
+        "options": {},
+        "server_side_encryption": "aws:kms",
+        "kms_key_id": "alias/acme",
+    }
+    cleared = run(
+        capsys,
+        data,
+        "datasets",
+        "update",
+        "acme",
+        "events",
+        "--server-side-encryption",
+        "none",
+        "--kms-key-id",
+        "",
+    )
+    assert isinstance(cleared, dict)
+    assert cleared["destination"]["server_side_encryption"] == ""
+    refused = [
+        (["create", "acme", "other", "--kms-key-id", "k"], "go with --destination"),
+        (
+            [
+                "create",
+                "acme",
+                "local",
+                "--destination",
+                "file:///tmp/x",
+                "--server-side-encryption",
+                "AES256",
+            ],
+            "applies to s3:// destinations",
+        ),
+        (["update", "acme", "events", "--kms-key-id", "k"], "KMS key id is used with"),
+    ]
+    for args, reason in refused:
+        with pytest.raises(SystemExit):
+            main(["datasets", *args, "--data-dir", str(data)])
+        error = capsys.readouterr().err.strip()
+        assert reason in error and "\n" not in error, error

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bytefreezer.keys import NAME_PATTERN, validate_name
+from bytefreezer.settings import ServerSideEncryption, check_kms_key
 
 Partitioning = Literal["hive", "date", "date_hour", "none", "custom"]
 InputFormat = Literal[
@@ -43,6 +44,23 @@ class Destination(_Model):
         description="fsspec options (endpoint_url, key, secret, ...); for `s3://` an empty "
         "mapping means the stack's own S3 settings.",
     )
+    server_side_encryption: ServerSideEncryption | None = Field(
+        None,
+        description="S3 server-side encryption of every object written here: `AES256`, "
+        '`aws:kms` (with `kms_key_id`, e.g. a tenant\'s own key), `aws:kms:dsse`, or `""` '
+        "for none; unset: the stack's `storage.s3.server_side_encryption` when `options` is "
+        "empty, else what `options` ask for.",
+    )
+    kms_key_id: str = Field(
+        "", description="KMS key (id, ARN or alias) for `aws:kms`; empty: the AWS-managed key."
+    )
+
+    @model_validator(mode="after")
+    def _encryption(self) -> Destination:
+        if self.server_side_encryption and self.url.split("://", 1)[0] not in ("s3", "s3a"):
+            raise ValueError("server_side_encryption applies to s3:// destinations")
+        check_kms_key(self.server_side_encryption, self.kms_key_id)
+        return self
 
 
 class ParquetOptions(_Model):

@@ -122,7 +122,8 @@ def readme_table(chart: Path) -> str:
                 "| --- | --- | --- |",
             ]
         default = json.dumps(_lookup(values, param["path"]))
-        enum = f" (one of: {', '.join(param['enum'])})" if param["enum"] else ""
+        choices = ", ".join(e or '""' for e in param["enum"] or [])
+        enum = f" (one of: {choices})" if param["enum"] else ""
         lines.append(f"| `{param['path']}` | {param['description']}{enum} | `{default}` |")
     return "\n".join(lines).strip() + "\n"
 

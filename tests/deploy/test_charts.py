@@ -152,6 +152,12 @@ def test_s3_credentials_modes() -> None:
         and env["BYTEFREEZER_STORAGE__S3__USE_IAM_ROLE"] == "true"
     )
     assert not [o for o in role if o["kind"] == "Secret" and o["metadata"]["name"].endswith("-s3")]
+    for component in ("receiver", "piper", "packer", "control"):
+        env = env_of(find(role, "Deployment", f"bf-bytefreezer-{component}"))
+        assert env["BYTEFREEZER_STORAGE__S3__SERVER_SIDE_ENCRYPTION"] == "aws:kms"
+        assert env["BYTEFREEZER_STORAGE__S3__KMS_KEY_ID"] == "alias/bytefreezer"
+    plain = env_of(find(keys, "Deployment", "bf-bytefreezer-packer"))
+    assert not {k for k in plain if "ENCRYPTION" in k or "KMS" in k}
     existing = render(BYTEFREEZER, scenario(BYTEFREEZER, "existing-secrets.yaml"))
     env = env_of(find(existing, "Deployment", "bf-bytefreezer-packer"))
     assert env["BYTEFREEZER_STORAGE__S3__ACCESS_KEY"] == {
@@ -346,6 +352,11 @@ def test_scaled_and_combined() -> None:
         ({"monitoring": {"mode": "statsd"}}, "must be one of"),
         ({"global": {"deploymentType": "cloud"}}, "must be one of"),
         ({"s3": {"useSSL": "yes"}}, "/s3/useSSL"),
+        ({"s3": {"serverSideEncryption": "aes"}}, "must be one of"),
+        (
+            {"s3": {"serverSideEncryption": "AES256", "kmsKeyId": "alias/x"}},
+            "s3.kmsKeyId is used with s3.serverSideEncryption=aws:kms",
+        ),
         (
             {"s3": {"endpoint": "s3.example.com"}},
             'external S3 at "s3.example.com" has no credentials',

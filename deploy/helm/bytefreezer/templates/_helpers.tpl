@@ -107,6 +107,9 @@ storageClassName: {{ . | quote }}
 {{- if and .Values.s3.useIAMRole (or .Values.s3.accessKey .Values.s3.existingSecret) -}}
 {{- $problems = append $problems "s3.useIAMRole=true ignores keys: unset s3.accessKey/s3.secretKey/s3.existingSecret, or set s3.useIAMRole=false" -}}
 {{- end -}}
+{{- if and .Values.s3.kmsKeyId (not (hasPrefix "aws:kms" .Values.s3.serverSideEncryption)) -}}
+{{- $problems = append $problems "s3.kmsKeyId is used with s3.serverSideEncryption=aws:kms (or aws:kms:dsse): set it, or unset s3.kmsKeyId" -}}
+{{- end -}}
 {{- if and (eq .Values.global.deploymentType "managed") (not .Values.controlService.url) -}}
 {{- $problems = append $problems "global.deploymentType=managed needs controlService.url (and controlService.apiKey or controlService.existingSecret)" -}}
 {{- end -}}
@@ -149,6 +152,14 @@ storageClassName: {{ . | quote }}
   value: {{ .Values.s3.useSSL | quote }}
 - name: BYTEFREEZER_STORAGE__S3__USE_IAM_ROLE
   value: {{ .Values.s3.useIAMRole | quote }}
+{{- with .Values.s3.serverSideEncryption }}
+- name: BYTEFREEZER_STORAGE__S3__SERVER_SIDE_ENCRYPTION
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.s3.kmsKeyId }}
+- name: BYTEFREEZER_STORAGE__S3__KMS_KEY_ID
+  value: {{ . | quote }}
+{{- end }}
 {{- if include "bytefreezer.s3UsesKeys" . }}
 - name: BYTEFREEZER_STORAGE__S3__ACCESS_KEY
   valueFrom:
