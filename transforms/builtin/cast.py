@@ -45,6 +45,7 @@ class Cast(Transform):
     def apply(self, table: pa.Table) -> pa.Table | Output:
         cfg = self.config
         assert isinstance(cfg, CastConfig)
+        received = table  # a dead letter keeps the value that did not convert
         failed_any = pa.repeat(False, table.num_rows)
         reasons: dict[str, str] = {}
         for name, type_name in cfg.fields.items():
@@ -62,7 +63,7 @@ class Cast(Transform):
         if cfg.on_error != "dead_letter" or not pc.any(failed_any).as_py():
             return table
         reason = "cannot cast " + ", ".join(f"{k} to {v}" for k, v in reasons.items())
-        bad = table.filter(failed_any)
+        bad = received.filter(failed_any)
         return Output(table.filter(pc.invert(failed_any)), bad, [reason] * bad.num_rows)
 
     def _convert(self, column: pa.ChunkedArray, type_name: str) -> pa.ChunkedArray:
