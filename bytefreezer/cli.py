@@ -191,6 +191,29 @@ def cmd_keys(args: argparse.Namespace) -> None:
         control.revoke_key(args.key_id)
 
 
+def cmd_dead_letters(args: argparse.Namespace) -> None:
+    """Read a dataset's dead letters in the piper bucket, or replay them (this process's storage
+    settings reach the buckets)."""
+    from bytefreezer.pipelines import dead_letters
+    from bytefreezer.storage import Storage
+
+    settings = _settings(args)
+    dataset = _control(settings).get_dataset(args.tenant, args.dataset)  # NotFound: one line
+    storage = Storage(settings)
+    if args.action == "list":
+        groups = dead_letters.list_dead_letters(storage, dataset.tenant, dataset.name)
+        print(json.dumps([g.as_json() for g in groups[-args.limit :]], indent=2))
+    elif args.action == "show":
+        letters = dead_letters.read_dead_letters(storage, dataset.tenant, dataset.name)
+        for number, letter in enumerate(letters):
+            if number >= args.limit:
+                break
+            print(json.dumps(letter, ensure_ascii=False))
+    else:
+        report = dead_letters.replay_dead_letters(storage, dataset)
+        print(json.dumps(report.as_json(), indent=2))
+
+
 def cmd_transforms(args: argparse.Namespace) -> None:
     from bytefreezer.transforms.reference import describe, render_reference
     from bytefreezer.transforms.registry import load_registry
@@ -529,6 +552,22 @@ def build_parser() -> argparse.ArgumentParser:
     ksub.add_parser("list", parents=[common]).add_argument("tenant", nargs="?")
     ksub.add_parser("revoke", parents=[common]).add_argument("key_id")
     keys.set_defaults(func=cmd_keys)
+
+    letters = sub.add_parser(
+        "dead-letters", help="read a dataset's dead letters, or replay them once fixed"
+    )
+    lsub = letters.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("list", "dead letters by intake object, counted by reason (the newest --limit)"),
+        ("show", "the dead letters themselves, one JSON object a line (the oldest --limit)"),
+        ("replay", "give objects set aside and rejected lines another go"),
+    ):
+        p = lsub.add_parser(action, parents=[common], help=text)
+        p.add_argument("tenant")
+        p.add_argument("dataset")
+        if action != "replay":
+            p.add_argument("--limit", type=int, default=100)
+    letters.set_defaults(func=cmd_dead_letters)
 
     transforms = sub.add_parser("transforms", help="list and describe transforms")
     trsub = transforms.add_subparsers(dest="action", required=True)

@@ -2,7 +2,8 @@
 
 Layout (bucket → key):
 
-* intake:  ``{tenant}/{dataset}/{tenant}--{dataset}--{unixnano}--{hint}.gz`` (the original layout)
+* intake:  ``{tenant}/{dataset}/{tenant}--{dataset}--{unixnano}--{hint}.gz`` (the original layout;
+  a replay of dead letters: the hint with ``.replayN``, ``IntakeKey.replayed``)
 * piper:   ``{tenant}/{dataset}/{tenant}--{dataset}--{unixnano}--{hint}.parquet`` (staged rows)
 * piper:   ``_dead-letter/{tenant}/{dataset}/{stem}.ndjson`` (rejected records with reasons)
 * piper:   ``_manifests/{tenant}/{dataset}/{run_id}.json`` (packer's commit manifests)
@@ -29,6 +30,7 @@ _NAME_RE = re.compile(rf"\A{NAME_PATTERN}\Z")
 _HINT_RE = re.compile(r"\A[a-z0-9][a-z0-9_.-]{0,62}\Z")
 
 DEAD_LETTER_PREFIX = "_dead-letter"
+_REPLAY_RE = re.compile(r"\.replay(\d+)\Z")
 RAW_PREFIX = "_raw"  # at a destination: intake objects kept as received (keep_raw)
 MANIFEST_PREFIX = "_manifests"
 PACKED_PREFIX = "_packed"
@@ -66,6 +68,22 @@ class IntakeKey:
         validate_name(self.tenant, "tenant")
         validate_name(self.dataset, "dataset")
         validate_hint(self.hint)
+
+    @property
+    def format_hint(self) -> str:
+        """The hint as the format it may name: without the ``.replayN`` a replay adds."""
+        return _REPLAY_RE.sub("", self.hint)
+
+    def replayed(self) -> IntakeKey:
+        """The key a replay of this object's dead letters is written under: the same tenant,
+        dataset and time (records without a time keep their ingest time), the hint marked
+        ``.replay1`` (``.replay2`` for a replay of a replay), so the stem is new to piper and
+        packer's ledger and the same every time this object is replayed."""
+        found = _REPLAY_RE.search(self.hint)
+        generation = int(found.group(1)) + 1 if found else 1
+        suffix = f".replay{generation}"
+        base = self.format_hint[: 63 - len(suffix)].rstrip("._-")  # a long hint names no format
+        return IntakeKey(self.tenant, self.dataset, self.unixnano, f"{base}{suffix}")
 
     @property
     def stem(self) -> str:

@@ -274,7 +274,7 @@ class _ProcessIntakeFn(ObjectFn):
         try:
             decoded = decode_object(
                 data,
-                choose_format(key.hint, dataset.format),
+                choose_format(key.format_hint, dataset.format),
                 self._learned(dataset),
                 dataset.csv_delimiter,
             )
