@@ -101,6 +101,13 @@ def render(data: dict) -> str:  # type: ignore[type-arg]
                 f"| {st['more_seconds']} s, {st['more_cpu_seconds']} CPU-s "
                 f"| {st['default_seconds']} s, {st['default_cpu_seconds']} CPU-s | {st['ratio']:.2f}x | |"
             )
+    if "otlp_logs" in data:
+        o = data["otlp_logs"]
+        lines.append(
+            f"| piper decoding OTLP logs ({o['records']:,} records, {o['request_mb']:g} MB of protobuf) "
+            f"| {o['records_per_s']:,} rec/s | protobuf's MessageToDict alone {o['message_to_dict_records_per_s']:,} rec/s "
+            f"| {o['ratio']:.2f}x (the same records as NDJSON: {o['ndjson_records_per_s']:,} rec/s) | |"
+        )
     if "transforms" in data:
         lines += [
             "",

@@ -55,6 +55,11 @@ def validate_hint(value: str) -> str:
     return value
 
 
+def format_hint(hint: str) -> str:
+    """A data hint as the format it may name: without the ``.replayN`` a replay adds."""
+    return _REPLAY_RE.sub("", hint)
+
+
 @dataclass(frozen=True, slots=True)
 class IntakeKey:
     """The key of one raw object in the intake bucket."""
@@ -72,7 +77,7 @@ class IntakeKey:
     @property
     def format_hint(self) -> str:
         """The hint as the format it may name: without the ``.replayN`` a replay adds."""
-        return _REPLAY_RE.sub("", self.hint)
+        return format_hint(self.hint)
 
     def replayed(self) -> IntakeKey:
         """The key a replay of this object's dead letters is written under: the same tenant,

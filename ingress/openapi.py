@@ -98,6 +98,58 @@ def _ingest(summary: str) -> dict[str, Any]:
     }
 
 
+_BINARY = {"type": "string", "format": "binary"}
+_STATUS_MESSAGE = {
+    "description": "Refused: a google.rpc.Status with the reason, in the request's encoding.",
+    "content": {
+        "application/x-protobuf": {"schema": _BINARY},
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"code": {"type": "integer"}, "message": {"type": "string"}},
+            }
+        },
+    },
+}
+
+
+def _otlp_logs() -> dict[str, Any]:
+    retry = {
+        **_STATUS_MESSAGE,
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    }
+    return {
+        "post": {
+            "summary": "Ingest OTLP/HTTP logs (an ExportLogsServiceRequest; webhook port 8080)",
+            "parameters": [
+                {"name": "tenant", "in": "path", "required": True, "schema": _NAME},
+                {"name": "dataset", "in": "path", "required": True, "schema": _NAME},
+            ],
+            "security": [{"bearer": []}],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/x-protobuf": {"schema": _BINARY},
+                    "application/json": {"schema": {"type": "object"}},
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "Durable: an empty ExportLogsServiceResponse.",
+                    "content": {
+                        "application/x-protobuf": {"schema": _BINARY},
+                        "application/json": {"schema": {"type": "object"}},
+                    },
+                },
+                **{code: _STATUS_MESSAGE for code in ("400", "401", "403", "404", "410")},
+                **{code: _STATUS_MESSAGE for code in ("413", "415")},
+                "429": retry,
+                "503": retry,
+            },
+        }
+    }
+
+
 def _get(summary: str, schema: dict[str, Any], *extra: str) -> dict[str, Any]:
     responses: dict[str, Any] = {
         "200": {"description": "OK", "content": {"application/json": {"schema": schema}}}
@@ -119,6 +171,7 @@ def receiver_openapi() -> dict[str, Any]:
         "paths": {
             "/webhook/{tenant}/{dataset}": _ingest("Ingest a body (webhook port 8080)"),
             "/{tenant}/{dataset}": _ingest("Ingest a body (webhook port 8080, original path)"),
+            "/otlp/{tenant}/{dataset}/v1/logs": _otlp_logs(),
             "/health": _get("Liveness of the webhook port", _STATUS),
             "/api/v1/health": _get("Liveness (API port 8081)", _STATUS),
             "/api/v1/ready": _get("Storage and control reachable", {"type": "object"}, "503"),

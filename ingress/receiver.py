@@ -22,7 +22,7 @@ from typing import Literal, get_args
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bytefreezer.control import ControlClient
@@ -40,8 +40,10 @@ from bytefreezer.errors import (
 from bytefreezer.ingress.bodies import Body, BodyError, prepare
 from bytefreezer.ingress.group_commit import GroupCommitter, GroupKey, Stored
 from bytefreezer.ingress.headers import proxy_metadata
+from bytefreezer.ingress.otlp import OTLP_HINT, otlp_error, otlp_success, prepare_otlp
 from bytefreezer.ingress.spool import Spool, SpoolFull
 from bytefreezer.keys import IntakeKey, validate_hint, validate_name
+from bytefreezer.keys import format_hint as _format_hint
 from bytefreezer.settings import Settings
 from bytefreezer.storage import Storage
 from bytefreezer.telemetry import TRACEPARENT, Telemetry, inject_traceparent, null_telemetry
@@ -287,15 +289,25 @@ def _authorize(state: ReceiverState, key: str, tenant: str, dataset: str) -> Key
         raise Rejected(503, "control service unavailable, retry later", retry) from None
 
 
-async def ingest(request: Request) -> JSONResponse:
+async def ingest(request: Request) -> Response:
     """Authenticate, check and durably store one request body; count what happened."""
+    return await _counted(request, otlp=False)
+
+
+async def ingest_otlp(request: Request) -> Response:
+    """The same for an OTLP/HTTP logs request (``bytefreezer.ingress.otlp``)."""
+    return await _counted(request, otlp=True)
+
+
+async def _counted(request: Request, *, otlp: bool) -> Response:
     state: ReceiverState = request.app.state.receiver
     state.requests += 1
     started = time.perf_counter()
     with state.telemetry.tracer().start_as_current_span("receiver.request") as span:
         span.set_attribute("bytefreezer.tenant", request.path_params.get("tenant", ""))
         span.set_attribute("bytefreezer.dataset", request.path_params.get("dataset", ""))
-        response = await _ingest(request, state, inject_traceparent(span).get(TRACEPARENT, ""))
+        traceparent = inject_traceparent(span).get(TRACEPARENT, "")
+        response = await _ingest(request, state, traceparent, otlp)
         span.set_attribute("http.response.status_code", response.status_code)
     telemetry = state.telemetry
     telemetry.add("bytefreezer_receiver_requests", status_class=f"{response.status_code // 100}xx")
@@ -326,8 +338,9 @@ _ERROR_TYPES = {
 }
 
 
-async def _ingest(request: Request, state: ReceiverState, traceparent: str) -> JSONResponse:
+async def _ingest(request: Request, state: ReceiverState, traceparent: str, otlp: bool) -> Response:
     reserved = 0
+    content_type = request.headers.get("content-type", "")
     try:
         bearer = _bearer(request)  # no key at all: 401 before anything else is looked at
         tenant = request.path_params["tenant"]
@@ -336,7 +349,9 @@ async def _ingest(request: Request, state: ReceiverState, traceparent: str) -> J
             validate_name(tenant, "tenant")
             validate_name(dataset, "dataset")
             given = request.headers.get("x-proxy-data-hint") or request.query_params.get("format")
-            hint = validate_hint((given or "auto").lower())
+            hint = OTLP_HINT if otlp else validate_hint((given or "auto").lower())
+            if not otlp and _format_hint(hint) == OTLP_HINT:
+                raise Rejected(400, f"post OTLP logs to /otlp/{tenant}/{dataset}/v1/logs")
             metadata = proxy_metadata(dict(request.headers), tenant, dataset)
         except (InvalidName, BodyError) as exc:
             raise Rejected(400, getattr(exc, "message", str(exc))) from None
@@ -353,7 +368,10 @@ async def _ingest(request: Request, state: ReceiverState, traceparent: str) -> J
         encoding = request.headers.get("content-encoding", "")
         limit = state.settings.receiver.max_decompressed_bytes
         try:
-            body: Body = await run_in_threadpool(prepare, raw, encoding, fmt, limit)
+            if otlp:
+                body = await run_in_threadpool(prepare_otlp, raw, encoding, content_type, limit)
+            else:
+                body = await run_in_threadpool(prepare, raw, encoding, fmt, limit)
         except BodyError as exc:
             raise Rejected(exc.status, exc.message) from None
         telemetry = state.telemetry
@@ -372,12 +390,18 @@ async def _ingest(request: Request, state: ReceiverState, traceparent: str) -> J
             encoding="decompressed",
             tenant=tenant,
         )
+        if otlp and not body.records:
+            return otlp_success(content_type)  # nothing to keep
         stored = await _store(state, (tenant, dataset, hint), body, metadata, traceparent)
         telemetry.add("bytefreezer_records_sent", body.records, stage="ingest", tenant=tenant)
     except Rejected as exc:
+        if otlp:
+            return otlp_error(exc.status, exc.message, content_type, exc.retry_after)
         return _error(exc)
     finally:
         state.budget.give(reserved)
+    if otlp:
+        return otlp_success(content_type)
     return JSONResponse(
         {
             "status": "spooled" if stored.spooled else "stored",
@@ -524,6 +548,7 @@ def create_app(
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/webhook/{tenant}/{dataset}", ingest, methods=["POST"]),
+        Route("/otlp/{tenant}/{dataset}/v1/logs", ingest_otlp, methods=["POST"]),
         Route("/{tenant}/{dataset}", ingest, methods=["POST"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -288,6 +288,7 @@ Decoder = Callable[[bytes], Decoded]
 def decoders() -> dict[str, Decoder]:
     """Every format by name."""
     from bytefreezer.pipelines import text_formats
+    from bytefreezer.pipelines.otlp_logs import decode_otlp_logs
 
     return {
         "ndjson": decode_ndjson,
@@ -302,15 +303,19 @@ def decoders() -> dict[str, Decoder]:
         "logfmt": text_formats.decode_logfmt,
         "kv": text_formats.decode_logfmt,
         "cef": text_formats.decode_cef,
+        OTLP_LOGS: decode_otlp_logs,
     }
 
 
 FORMATS: tuple[str, ...] = get_args(InputFormat)
+# Objects the receiver stored from its OTLP logs endpoint (hint ``otlp``): a dataset is not
+# declared in this format, its OTLP requests say it.
+OTLP_LOGS = "otlp"
 
 
 def choose_format(hint: str, dataset_format: str) -> str:
     """The format an object is decoded with: its hint when that names one, else the dataset's."""
-    return hint if hint in FORMATS else dataset_format
+    return hint if hint in FORMATS or hint == OTLP_LOGS else dataset_format
 
 
 def decode_object(

@@ -1,0 +1,111 @@
+"""OTLP/HTTP logs in: ``POST /otlp/{tenant}/{dataset}/v1/logs``, what an OpenTelemetry
+Collector's ``otlphttp`` exporter or an SDK's OTLP log exporter sends.
+
+The body is an ``ExportLogsServiceRequest``, binary protobuf (``application/x-protobuf``) or
+OTLP/JSON (``application/json``, trace and span ids in hex as the OTLP spec has them), gzip or
+not. The receiver parses it to refuse what is not one (400) and to count its log records, and
+stores it as binary protobuf under the hint ``otlp``: piper turns each log record into a row.
+Answers follow OTLP/HTTP: the response in the request's encoding, an error as a ``google.rpc.Status``,
+429 and 503 with ``Retry-After`` (exporters retry those).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from starlette.responses import Response
+
+from bytefreezer.ingress.bodies import Body, BodyError, decompress
+
+OTLP_HINT = "otlp"
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+# gRPC status codes of the HTTP statuses an OTLP error answers with.
+_GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 410: 9, 413: 8, 415: 3, 429: 8, 503: 14}
+
+
+def wants_json(content_type: str) -> bool:
+    """Whether a request (and so its response) is OTLP/JSON rather than binary protobuf."""
+    return content_type.split(";", 1)[0].strip().lower() == JSON
+
+
+def prepare_otlp(raw: bytes, encoding: str, content_type: str, limit: int) -> Body:
+    """Decompress and parse an OTLP logs request; the stored member is its binary protobuf,
+    gzip-compressed, and its counts are the log records. ``BodyError`` 400/413/415."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if kind not in (PROTOBUF, JSON):
+        raise BodyError(415, f"OTLP logs are {PROTOBUF} or {JSON}, not {kind or 'unnamed'!r}")
+    data = decompress(raw, encoding, limit)
+    request = ExportLogsServiceRequest()
+    try:
+        if kind == JSON:
+            json_format.ParseDict(_ids_as_base64(json.loads(data)), request)
+        else:
+            request.ParseFromString(data)
+    except (DecodeError, json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        raise BodyError(400, f"not an OTLP ExportLogsServiceRequest: {exc}") from None
+    records = sum(
+        len(scope.log_records)
+        for resource in request.resource_logs
+        for scope in resource.scope_logs
+    )
+    if kind == JSON:
+        data = request.SerializeToString()
+        member = gzip.compress(data, compresslevel=1)
+    elif encoding.strip().lower() in ("gzip", "x-gzip"):
+        member = raw  # already gzip: stored as sent
+    else:
+        member = gzip.compress(data, compresslevel=1)
+    return Body(member, records, len(data), records)
+
+
+def _ids_as_base64(document: Any) -> Any:
+    """OTLP/JSON writes trace and span ids in hex where protobuf's JSON mapping reads base64."""
+    if not isinstance(document, dict):
+        raise ValueError("the body is not a JSON object")
+    # Shapes other than the spec's are left for the parser to refuse with its own message.
+    for resource in _items(document, "resourceLogs"):
+        for scope in _items(resource, "scopeLogs"):
+            for record in _items(scope, "logRecords"):
+                for name in ("traceId", "spanId"):
+                    value = record.get(name)
+                    if isinstance(value, str) and value:
+                        record[name] = base64.b64encode(bytes.fromhex(value)).decode()
+    return document
+
+
+def _items(parent: Any, name: str) -> list[dict[str, Any]]:
+    """The objects of the list ``parent[name]``, when it is one."""
+    found = parent.get(name) if isinstance(parent, dict) else None
+    return [item for item in found if isinstance(item, dict)] if isinstance(found, list) else []
+
+
+def otlp_success(content_type: str) -> Response:
+    """An empty ``ExportLogsServiceResponse``: every record accepted."""
+    if wants_json(content_type):
+        return Response(b"{}", media_type=JSON)
+    return Response(ExportLogsServiceResponse().SerializeToString(), media_type=PROTOBUF)
+
+
+def otlp_error(
+    status: int, message: str, content_type: str, retry_after: int | None = None
+) -> Response:
+    """An OTLP/HTTP error: a ``google.rpc.Status`` with the message, in the request's encoding."""
+    error = status_pb2.Status(code=_GRPC_CODES.get(status, 2), message=message)
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    if wants_json(content_type):
+        body = json_format.MessageToJson(error).encode()
+        return Response(body, status_code=status, media_type=JSON, headers=headers)
+    return Response(
+        error.SerializeToString(), status_code=status, media_type=PROTOBUF, headers=headers
+    )
