@@ -94,7 +94,13 @@ def cmd_tenants(args: argparse.Namespace) -> None:
     if args.action == "list":
         _print(control.list_tenants())
     elif args.action == "create":
-        _print(control.create_tenant(Tenant(name=args.name)))
+        _print(control.create_tenant(Tenant(name=args.name, daily_ingest_mb=args.daily_ingest_mb)))
+    elif args.action == "limit":
+        _print(
+            control.set_daily_ingest_limit(args.name, None if args.none else args.daily_ingest_mb)
+        )
+    elif args.action == "usage":
+        _print(control.list_usage(args.name, args.days))
     elif args.action in ("activate", "deactivate"):
         _print(control.update_tenant(args.name, active=args.action == "activate"))
     elif args.action == "delete":
@@ -481,7 +487,20 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = tenants.add_subparsers(dest="action", required=True)
     tsub.add_parser("list", parents=[common])
     for action in ("create", "delete", "activate", "deactivate"):
-        tsub.add_parser(action, parents=[common]).add_argument("name")
+        p = tsub.add_parser(action, parents=[common])
+        p.add_argument("name")
+        if action == "create":
+            p.add_argument("--daily-ingest-mb", type=int, help="daily ingest limit (default none)")
+    p = tsub.add_parser("limit", parents=[common], help="set or remove the daily ingest limit")
+    p.add_argument("name")
+    limit = p.add_mutually_exclusive_group(required=True)
+    limit.add_argument("--daily-ingest-mb", type=int, help="decompressed MB a UTC day")
+    limit.add_argument("--none", action="store_true", help="remove the limit")
+    p = tsub.add_parser(
+        "usage", parents=[common], help="what the receivers accepted, per dataset and UTC day"
+    )
+    p.add_argument("name", nargs="?", help="one tenant (default every tenant)")
+    p.add_argument("--days", type=int, default=7, help="the last N UTC days, today included")
     tenants.set_defaults(func=cmd_tenants)
 
     datasets = sub.add_parser("datasets", help="manage datasets")

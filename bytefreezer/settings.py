@@ -157,7 +157,15 @@ class ReceiverSettings(_Section):
         description="Largest body accepted after decompression (413 above).",
     )
     auth_cache_seconds: float = Field(
-        60.0, description="How long a verified key is trusted without asking control again."
+        60.0,
+        description="How long a verified key is trusted without asking control again (and, for "
+        "a tenant with a daily ingest limit, how old its total may be).",
+    )
+    usage_report_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How often the receiver adds what it accepted to the control service's "
+        "usage counts (`bytefreezer tenants usage`).",
     )
     api_host: str = Field("0.0.0.0", description="Listen address of the API port.")
     api_port: int = Field(

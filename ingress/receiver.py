@@ -42,6 +42,7 @@ from bytefreezer.ingress.group_commit import GroupCommitter, GroupKey, Stored
 from bytefreezer.ingress.headers import proxy_metadata
 from bytefreezer.ingress.otlp import OTLP_HINT, otlp_error, otlp_success, prepare_otlp
 from bytefreezer.ingress.spool import Spool, SpoolFull
+from bytefreezer.ingress.usage import UsageMeter, seconds_to_next_day
 from bytefreezer.keys import IntakeKey, validate_hint, validate_name
 from bytefreezer.keys import format_hint as _format_hint
 from bytefreezer.settings import Settings
@@ -74,9 +75,15 @@ class KeyCache:
     through a control outage.
     """
 
-    def __init__(self, control: ControlClient, ttl: float) -> None:
+    def __init__(
+        self,
+        control: ControlClient,
+        ttl: float,
+        on_verified: Callable[[str, KeyScope], None] | None = None,
+    ) -> None:
         self._control = control
         self._ttl = ttl
+        self._on_verified = on_verified  # (tenant, scope) of each answer control gives
         self._entries: dict[str, tuple[float, KeyScope]] = {}
         self._lock = threading.Lock()
 
@@ -112,6 +119,8 @@ class KeyCache:
             raise
         with self._lock:
             self._entries[digest] = (now, scope)
+        if self._on_verified is not None:
+            self._on_verified(tenant, scope)
         return scope
 
 
@@ -229,6 +238,7 @@ class ReceiverState:
     storage: Storage
     control: ControlClient
     telemetry: Telemetry
+    usage: UsageMeter
     requests: int = 0
 
 
@@ -363,6 +373,15 @@ async def _ingest(request: Request, state: ReceiverState, traceparent: str, otlp
             raise Rejected(
                 429, "rate limit of this API key exceeded, retry later", max(1, math.ceil(wait))
             )
+        if state.usage.over_limit(tenant, scope):
+            state.telemetry.add("bytefreezer_receiver_quota_rejections", tenant=tenant)
+            limit_mb = (scope.daily_ingest_bytes or 0) // (1024 * 1024)
+            raise Rejected(
+                429,
+                f"tenant {tenant!r} has reached its daily ingest limit of {limit_mb} MB; "
+                "accepted again from 00:00 UTC",
+                seconds_to_next_day(),
+            )
         raw, reserved = await _read_body(request, state)
         fmt = hint if hint in FORMATS else scope.format
         encoding = request.headers.get("content-encoding", "")
@@ -393,6 +412,7 @@ async def _ingest(request: Request, state: ReceiverState, traceparent: str, otlp
         if otlp and not body.records:
             return otlp_success(content_type)  # nothing to keep
         stored = await _store(state, (tenant, dataset, hint), body, metadata, traceparent)
+        state.usage.add(tenant, dataset, body.records, body.size, len(raw))
         telemetry.add("bytefreezer_records_sent", body.records, stage="ingest", tenant=tenant)
     except Rejected as exc:
         if otlp:
@@ -480,6 +500,26 @@ async def _report_health(state: ReceiverState, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), timeout=interval)
 
 
+async def _report_usage(state: ReceiverState, stop: asyncio.Event) -> None:
+    """Send what was accepted to control every ``receiver.usage_report_seconds``, and once
+    more on the way out; a report that fails goes with the next."""
+    interval = state.settings.receiver.usage_report_seconds
+    while True:
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        reports = state.usage.take()
+        if reports:
+            try:
+                await run_in_threadpool(state.control.report_usage, reports)
+            except BytefreezerError as exc:
+                state.usage.give_back(reports)
+                log.warning("usage report to control failed (sent with the next): %s", exc)
+            else:
+                state.usage.reported(reports)
+        if stop.is_set():
+            return
+
+
 def build_state(
     settings: Settings,
     control: ControlClient,
@@ -503,9 +543,10 @@ def build_state(
         settings.receiver.group_commit_max_age_ms / 1000,
         tracer=telemetry.tracer() if tracing else None,
     )
+    usage = UsageMeter()
     return ReceiverState(
         settings=settings,
-        keys=KeyCache(control, settings.receiver.auth_cache_seconds),
+        keys=KeyCache(control, settings.receiver.auth_cache_seconds, usage.verified),
         writer=writer,
         spool=spool,
         committer=committer,
@@ -516,6 +557,7 @@ def build_state(
         storage=storage,
         control=control,
         telemetry=telemetry,
+        usage=usage,
     )
 
 
@@ -537,6 +579,7 @@ def create_app(
         tasks = [
             asyncio.create_task(_drain_spool(shared, stop)),
             asyncio.create_task(_report_health(shared, stop)),
+            asyncio.create_task(_report_usage(shared, stop)),
         ]
         try:
             yield

@@ -30,7 +30,8 @@ def test_manage_tenants_datasets_and_keys(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
-    assert run(capsys, data, "tenants", "create", "acme") == {"name": "acme", "active": True}
+    created_tenant = run(capsys, data, "tenants", "create", "acme")
+    assert created_tenant == {"name": "acme", "active": True, "daily_ingest_mb": None}
     chain = '[{"type": "filter", "config": {"condition": "status >= 400"}}]'
     created = run(
         capsys,
@@ -107,7 +108,8 @@ def test_manage_tenants_datasets_and_keys(
     printed = json.loads(capsys.readouterr().out)
     assert printed["ok"] is False and "blocker" in printed["error"]
     run(capsys, data, "tenants", "deactivate", "acme")
-    assert run(capsys, data, "tenants", "list") == [{"name": "acme", "active": False}]
+    listed = run(capsys, data, "tenants", "list")
+    assert listed == [{"name": "acme", "active": False, "daily_ingest_mb": None}]
 
 
 def test_errors_are_one_line_not_tracebacks(
@@ -300,3 +302,20 @@ def test_a_destinations_encryption_from_the_command_line(
             main(["datasets", *args, "--data-dir", str(data)])
         error = capsys.readouterr().err.strip()
         assert reason in error and "\n" not in error, error
+
+
+def test_tenant_limits_from_the_command_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    created = run(capsys, data, "tenants", "create", "acme", "--daily-ingest-mb", "200")
+    assert created == {"name": "acme", "active": True, "daily_ingest_mb": 200}
+    limited = run(capsys, data, "tenants", "limit", "acme", "--daily-ingest-mb", "50")
+    assert isinstance(limited, dict) and limited["daily_ingest_mb"] == 50
+    removed = run(capsys, data, "tenants", "limit", "acme", "--none")
+    assert isinstance(removed, dict) and removed["daily_ingest_mb"] is None
+    assert run(capsys, data, "tenants", "usage") == []
+    with pytest.raises(SystemExit):
+        main(["tenants", "limit", "acme", "--daily-ingest-mb", "0", "--data-dir", str(data)])
+    error = capsys.readouterr().err.strip()
+    assert "daily_ingest_mb" in error and "\n" not in error

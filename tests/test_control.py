@@ -248,7 +248,8 @@ def test_management_api_needs_the_admin_key(store: ControlStore) -> None:
         forbidden = httpx.get(f"{api}/tenants", headers={"Authorization": f"Bearer {ingest_key}"})
         assert forbidden.status_code == 403
         ok = httpx.get(f"{api}/tenants", headers={"Authorization": f"Bearer {admin_key}"})
-        assert ok.status_code == 200 and ok.json() == [{"name": "acme", "active": True}]
+        assert ok.status_code == 200
+        assert ok.json() == [{"name": "acme", "active": True, "daily_ingest_mb": None}]
         bad = httpx.post(
             f"{api}/tenants",
             json={"name": "../etc"},

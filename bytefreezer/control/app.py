@@ -24,6 +24,7 @@ from bytefreezer.control.models import (
     HealthReport,
     Lease,
     Tenant,
+    Usage,
 )
 from bytefreezer.control.store import ControlStore
 from bytefreezer.control.validation import check_request
@@ -190,6 +191,32 @@ def _clear_status(s: ControlStore, r: Request, b: Any) -> Any:
     s.clear_dataset_status(_p(r, "tenant"), _p(r, "dataset"), _one_of(r, "stage", STAGES))
 
 
+def _patch_tenant(s: ControlStore, r: Request, b: Any) -> Any:
+    """``{"active": bool}`` and/or ``{"daily_ingest_mb": int | null}``."""
+    body, name = _obj(b), _p(r, "tenant")
+    if not body.keys() & {"active", "daily_ingest_mb"}:
+        raise errors.ConfigError("give active and/or daily_ingest_mb")
+    found = s.get_tenant(name)
+    if "daily_ingest_mb" in body:
+        found = s.set_daily_ingest_limit(name, body["daily_ingest_mb"])
+    if "active" in body:
+        found = s.update_tenant(name, active=bool(body["active"]))
+    return found
+
+
+def _usage(s: ControlStore, r: Request, b: Any) -> Any:
+    days = r.query_params.get("days", "7")
+    if not days.isdigit() or not 1 <= int(days) <= 366:
+        raise errors.ConfigError("days is a whole number from 1 to 366")
+    return s.list_usage(r.path_params.get("tenant"), int(days))
+
+
+def _report_usage(s: ControlStore, r: Request, b: Any) -> Any:
+    if not isinstance(b, list):
+        raise errors.ConfigError("a usage report is a list of usage entries")
+    s.report_usage([Usage.model_validate(entry) for entry in b])
+
+
 def _acquire(s: ControlStore, r: Request, b: Any) -> Any:
     body = _obj(b)
     return s.acquire_leases(list(body["names"]), str(body["owner"]), float(body["ttl"]))
@@ -229,11 +256,10 @@ ROUTES = [
         status=201,
     ),
     _route("/api/v1/tenants/{tenant}", "GET", lambda s, r, b: s.get_tenant(_p(r, "tenant"))),
-    _route(
-        "/api/v1/tenants/{tenant}",
-        "PATCH",
-        lambda s, r, b: s.update_tenant(_p(r, "tenant"), active=bool(_obj(b)["active"])),
-    ),
+    _route("/api/v1/tenants/{tenant}", "PATCH", _patch_tenant),
+    _route("/api/v1/tenants/{tenant}/usage", "GET", _usage),
+    _route("/api/v1/usage", "GET", _usage),
+    _route("/api/v1/usage", "POST", _report_usage, status=204),
     _route("/api/v1/tenants/{tenant}", "DELETE", lambda s, r, b: s.delete_tenant(_p(r, "tenant"))),
     _route("/api/v1/datasets", "GET", lambda s, r, b: s.list_datasets()),
     _route(

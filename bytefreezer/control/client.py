@@ -18,6 +18,7 @@ from bytefreezer.control.models import (
     Lease,
     NewApiKey,
     Tenant,
+    Usage,
 )
 from bytefreezer.errors import BytefreezerError, ControlUnavailable
 
@@ -29,6 +30,7 @@ class ControlClient(Protocol):
     def get_tenant(self, name: str) -> Tenant: ...
     def list_tenants(self) -> list[Tenant]: ...
     def update_tenant(self, name: str, *, active: bool) -> Tenant: ...
+    def set_daily_ingest_limit(self, name: str, daily_ingest_mb: int | None) -> Tenant: ...
     def delete_tenant(self, name: str) -> None: ...
     def create_dataset(self, tenant: str, spec: DatasetSpec) -> Dataset: ...
     def put_dataset(self, tenant: str, spec: DatasetSpec) -> Dataset: ...
@@ -51,6 +53,8 @@ class ControlClient(Protocol):
     def check_lease(self, lease: Lease) -> None: ...
     def release_leases(self, leases: list[Lease]) -> None: ...
     def report_health(self, report: HealthReport) -> None: ...
+    def report_usage(self, reports: list[Usage]) -> None: ...
+    def list_usage(self, tenant: str | None = None, days: int = 7) -> list[Usage]: ...
     def list_components(self) -> list[HealthReport]: ...
     def report_dataset_status(self, status: DatasetStatus) -> DatasetStatus: ...
     def get_dataset_status(self, tenant: str, name: str) -> list[DatasetStatus]: ...
@@ -124,6 +128,10 @@ class HttpControl:
     def update_tenant(self, name: str, *, active: bool) -> Tenant:
         return Tenant.model_validate(self._call("PATCH", f"/tenants/{name}", {"active": active}))
 
+    def set_daily_ingest_limit(self, name: str, daily_ingest_mb: int | None) -> Tenant:
+        body = {"daily_ingest_mb": daily_ingest_mb}
+        return Tenant.model_validate(self._call("PATCH", f"/tenants/{name}", body))
+
     def delete_tenant(self, name: str) -> None:
         self._call("DELETE", f"/tenants/{name}")
 
@@ -183,6 +191,13 @@ class HttpControl:
 
     def report_health(self, report: HealthReport) -> None:
         self._call("POST", "/health/reports", report.model_dump())
+
+    def report_usage(self, reports: list[Usage]) -> None:
+        self._call("POST", "/usage", [u.model_dump() for u in reports])
+
+    def list_usage(self, tenant: str | None = None, days: int = 7) -> list[Usage]:
+        path = "/usage" if tenant is None else f"/tenants/{tenant}/usage"
+        return [Usage.model_validate(x) for x in self._call("GET", path, days=days)]
 
     def list_components(self) -> list[HealthReport]:
         return [HealthReport.model_validate(x) for x in self._call("GET", "/components")]

@@ -28,6 +28,14 @@ class Tenant(_Model):
         json_schema_extra={"pattern": f"^{NAME_PATTERN}$"},
     )
     active: bool = Field(True, description="Inactive tenants are refused with 410.")
+    daily_ingest_mb: int | None = Field(
+        None,
+        ge=1,
+        description="Decompressed MB a UTC day the receivers accept for the tenant; beyond it "
+        "429 with `Retry-After` until the next day (the receivers see each other's counts "
+        "within `receiver.auth_cache_seconds`, so the limit is approximate by that much). "
+        "Unset: no limit.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -184,6 +192,9 @@ class KeyScope(_Model):
     tenant: str | None
     dataset: str | None
     format: str = "ndjson"
+    daily_ingest_bytes: int | None = None  # the tenant's daily limit (ingest checks)
+    ingested_today_bytes: int = 0  # what the tenant's receivers had reported for today then
+    day: str = ""  # the UTC day of ingested_today_bytes
 
 
 class Lease(_Model):
@@ -243,6 +254,42 @@ class DestinationCheck(_Model):
     error: str = Field("", description="Why the probe failed (empty when ok).")
     seconds: float = Field(description="How long the probe took.")
     checked_at: float
+
+
+def utc_day(at: float | None = None) -> str:
+    """The UTC day of ``at`` (now) as usage is counted by: YYYY-MM-DD."""
+    import time
+
+    return time.strftime("%Y-%m-%d", time.gmtime(time.time() if at is None else at))
+
+
+class Usage(_Model):
+    """What the receivers accepted for one dataset on one UTC day (report: what one receiver
+    accepted since its last report; stored: the day's totals)."""
+
+    tenant: str = Field(json_schema_extra={"pattern": f"^{NAME_PATTERN}$"})
+    dataset: str = Field(json_schema_extra={"pattern": f"^{NAME_PATTERN}$"})
+    day: str = Field(
+        description="UTC day, YYYY-MM-DD.",
+        json_schema_extra={"pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+    )
+    requests: int = Field(0, ge=0, description="Requests stored.")
+    records: int = Field(0, ge=0, description="Records in them, as piper will read them.")
+    bytes: int = Field(0, ge=0, description="Their bodies, decompressed.")
+    compressed_bytes: int = Field(0, ge=0, description="Their bodies as sent.")
+
+    @field_validator("tenant", "dataset")
+    @classmethod
+    def _names(cls, v: str) -> str:
+        return validate_name(v)
+
+    @field_validator("day")
+    @classmethod
+    def _day(cls, v: str) -> str:
+        import datetime
+
+        datetime.date.fromisoformat(v)
+        return v
 
 
 class HealthReport(_Model):

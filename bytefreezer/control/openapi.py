@@ -18,6 +18,7 @@ from bytefreezer.control.models import (
     Lease,
     NewApiKey,
     Tenant,
+    Usage,
 )
 from bytefreezer.keys import NAME_PATTERN
 
@@ -90,6 +91,7 @@ def control_openapi() -> dict[str, Any]:
         HealthReport,
         DatasetStatus,
         DestinationCheck,
+        Usage,
     ):
         schema = model.model_json_schema(ref_template=_REF)
         schemas.update(schema.pop("$defs", {}))
@@ -142,13 +144,19 @@ def control_openapi() -> dict[str, Any]:
             "/api/v1/tenants/{tenant}": {
                 "get": _op("One tenant", _json(_ref(Tenant)), params=t),
                 "patch": _op(
-                    "Activate or deactivate",
+                    "Activate or deactivate; set or remove (null) the daily ingest limit",
                     _json(_ref(Tenant)),
                     params=t,
                     body={
                         "type": "object",
-                        "required": ["active"],
-                        "properties": {"active": {"type": "boolean"}},
+                        "minProperties": 1,
+                        "additionalProperties": False,
+                        "properties": {
+                            "active": {"type": "boolean"},
+                            "daily_ingest_mb": {
+                                "anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]
+                            },
+                        },
                     },
                 ),
                 "delete": _op("Delete a tenant", None, status="204", params=t),
@@ -230,6 +238,27 @@ def control_openapi() -> dict[str, Any]:
                 "get": _op(
                     "A tenant's reported dataset statuses (`?state=` as above)",
                     _json({"type": "array", "items": _ref(DatasetStatus)}),
+                    params=t,
+                )
+            },
+            "/api/v1/usage": {
+                "get": _op(
+                    "What the receivers accepted, per dataset and UTC day (`?days=7`)",
+                    _json({"type": "array", "items": _ref(Usage)}),
+                    errors=("400",),
+                ),
+                "post": _op(
+                    "Add a receiver's counts since its last report",
+                    None,
+                    status="204",
+                    body={"type": "array", "items": _ref(Usage), "maxItems": 10000},
+                    errors=("400",),
+                ),
+            },
+            "/api/v1/tenants/{tenant}/usage": {
+                "get": _op(
+                    "A tenant's usage per dataset and UTC day (`?days=7`)",
+                    _json({"type": "array", "items": _ref(Usage)}),
                     params=t,
                 )
             },

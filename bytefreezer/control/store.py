@@ -31,6 +31,8 @@ from bytefreezer.control.models import (
     Lease,
     NewApiKey,
     Tenant,
+    Usage,
+    utc_day,
 )
 from bytefreezer.errors import (
     AuthError,
@@ -68,7 +70,15 @@ CREATE TABLE IF NOT EXISTS dataset_status (
     tenant TEXT NOT NULL, dataset TEXT NOT NULL, stage TEXT NOT NULL, status TEXT NOT NULL,
     PRIMARY KEY (tenant, dataset, stage),
     FOREIGN KEY (tenant, dataset) REFERENCES datasets(tenant, name) ON DELETE CASCADE);
+CREATE TABLE IF NOT EXISTS usage (
+    tenant TEXT NOT NULL REFERENCES tenants(name) ON DELETE CASCADE,
+    dataset TEXT NOT NULL, day TEXT NOT NULL, requests INTEGER NOT NULL,
+    records INTEGER NOT NULL, bytes INTEGER NOT NULL, compressed_bytes INTEGER NOT NULL,
+    PRIMARY KEY (tenant, dataset, day));
 """
+# Columns added after a table was first created, added to a database made before them.
+_ADDED_COLUMNS = {"tenants": {"daily_ingest_mb": "INTEGER"}}
+
 
 KEY_PREFIX = "bfk"
 
@@ -85,8 +95,15 @@ def _split_key(key: str) -> tuple[str, str]:
     return parts[1], parts[2]
 
 
+_TENANT_COLUMNS = "name, active, daily_ingest_mb"
+
+
+def _tenant(row: tuple[Any, ...]) -> Tenant:
+    return Tenant(name=row[0], active=bool(row[1]), daily_ingest_mb=row[2])
+
+
 class ControlStore:
-    """Tenants, datasets, keys, leases and health in one SQLite file."""
+    """Tenants, datasets, keys, leases, health and usage in one SQLite file."""
 
     def __init__(
         self,
@@ -105,6 +122,11 @@ class ControlStore:
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.execute("PRAGMA busy_timeout=10000")
         self._conn.executescript(_SCHEMA)
+        for table, columns in _ADDED_COLUMNS.items():
+            present = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+            for column, kind in columns.items():
+                if column not in present:
+                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         self._lock = threading.RLock()
         self._destination_for = destination_for or (
             lambda t, d: f"file://{Path('data/destination').resolve()}/{t}/{d}"
@@ -135,8 +157,9 @@ class ControlStore:
         with self._tx() as db:
             try:
                 db.execute(
-                    "INSERT INTO tenants VALUES (?, ?, ?)",
-                    (tenant.name, int(tenant.active), self._clock()),
+                    "INSERT INTO tenants (name, active, created_at, daily_ingest_mb) "
+                    "VALUES (?, ?, ?, ?)",
+                    (tenant.name, int(tenant.active), self._clock(), tenant.daily_ingest_mb),
                 )
             except sqlite3.IntegrityError:
                 raise Conflict(f"tenant {tenant.name!r} exists") from None
@@ -145,16 +168,16 @@ class ControlStore:
     def get_tenant(self, name: str) -> Tenant:
         """One tenant; ``NotFound`` when absent."""
         row = self._conn.execute(
-            "SELECT name, active FROM tenants WHERE name=?", (name,)
+            f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE name=?", (name,)
         ).fetchone()
         if row is None:
             raise NotFound(f"tenant {name!r} not found")
-        return Tenant(name=row[0], active=bool(row[1]))
+        return _tenant(row)
 
     def list_tenants(self) -> list[Tenant]:
         """Every tenant, by name."""
-        rows = self._conn.execute("SELECT name, active FROM tenants ORDER BY name").fetchall()
-        return [Tenant(name=r[0], active=bool(r[1])) for r in rows]
+        rows = self._conn.execute(f"SELECT {_TENANT_COLUMNS} FROM tenants ORDER BY name")
+        return [_tenant(r) for r in rows.fetchall()]
 
     def update_tenant(self, name: str, *, active: bool) -> Tenant:
         """Activate or deactivate a tenant."""
@@ -162,7 +185,19 @@ class ControlStore:
             cur = db.execute("UPDATE tenants SET active=? WHERE name=?", (int(active), name))
             if cur.rowcount == 0:
                 raise NotFound(f"tenant {name!r} not found")
-        return Tenant(name=name, active=active)
+        return self.get_tenant(name)
+
+    def set_daily_ingest_limit(self, name: str, daily_ingest_mb: int | None) -> Tenant:
+        """Set (or, with None, remove) a tenant's daily ingest limit."""
+        checked = Tenant(name=name, daily_ingest_mb=daily_ingest_mb)  # the same bounds
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE tenants SET daily_ingest_mb=? WHERE name=?",
+                (checked.daily_ingest_mb, name),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"tenant {name!r} not found")
+        return self.get_tenant(name)
 
     def delete_tenant(self, name: str) -> None:
         """Delete a tenant with its datasets and keys."""
@@ -339,11 +374,23 @@ class ControlStore:
         ):
             raise Forbidden(f"this key may not write to {tenant}/{dataset}")
         found = self.get_dataset(tenant, dataset)
-        if not self.get_tenant(tenant).active:
+        owner = self.get_tenant(tenant)
+        if not owner.active:
             raise Gone(f"tenant {tenant!r} is inactive")
         if not found.active:
             raise Gone(f"dataset {tenant}/{dataset} is inactive")
-        return scope.model_copy(update={"format": found.format})
+        update: dict[str, Any] = {"format": found.format}
+        if owner.daily_ingest_mb is not None:
+            day = utc_day(self._clock())
+            row = self._conn.execute(
+                "SELECT COALESCE(SUM(bytes), 0) FROM usage WHERE tenant=? AND day=?", (tenant, day)
+            ).fetchone()
+            update.update(
+                daily_ingest_bytes=owner.daily_ingest_mb * 1024 * 1024,
+                ingested_today_bytes=int(row[0]),
+                day=day,
+            )
+        return scope.model_copy(update=update)
 
     # Leases ------------------------------------------------------------------------------
 
@@ -418,6 +465,46 @@ class ControlStore:
         return [Lease(name=r[0], owner=r[1], token=r[2], expires_at=r[3]) for r in rows]
 
     # Health ------------------------------------------------------------------------------
+
+    # Usage -------------------------------------------------------------------------------
+
+    def report_usage(self, reports: list[Usage]) -> None:
+        """Add what a receiver accepted since its last report to each day's totals (a tenant
+        deleted meanwhile is skipped)."""
+        with self._tx() as db:
+            for u in reports:
+                db.execute(
+                    "INSERT INTO usage SELECT ?, ?, ?, ?, ?, ?, ? "
+                    "WHERE EXISTS (SELECT 1 FROM tenants WHERE name=?) "
+                    "ON CONFLICT(tenant, dataset, day) DO UPDATE SET "
+                    "requests=requests+excluded.requests, records=records+excluded.records, "
+                    "bytes=bytes+excluded.bytes, "
+                    "compressed_bytes=compressed_bytes+excluded.compressed_bytes",
+                    (
+                        u.tenant,
+                        u.dataset,
+                        u.day,
+                        u.requests,
+                        u.records,
+                        u.bytes,
+                        u.compressed_bytes,
+                        u.tenant,
+                    ),
+                )
+
+    def list_usage(self, tenant: str | None = None, days: int = 7) -> list[Usage]:
+        """Each dataset's totals for the last ``days`` UTC days (today included), newest day
+        first; one tenant's (``NotFound`` if there is no such tenant) or everyone's."""
+        if tenant is not None:
+            self.get_tenant(tenant)
+        since = utc_day(self._clock() - 86400 * (max(days, 1) - 1))
+        rows = self._conn.execute(
+            "SELECT tenant, dataset, day, requests, records, bytes, compressed_bytes FROM usage "
+            "WHERE day >= ? AND (? IS NULL OR tenant = ?) ORDER BY day DESC, tenant, dataset",
+            (since, tenant, tenant),
+        ).fetchall()
+        names = ("tenant", "dataset", "day", "requests", "records", "bytes", "compressed_bytes")
+        return [Usage(**dict(zip(names, row, strict=True))) for row in rows]
 
     def report_health(self, report: HealthReport) -> None:
         """Record a component instance's latest report."""
