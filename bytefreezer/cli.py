@@ -185,11 +185,19 @@ def cmd_datasets(args: argparse.Namespace) -> None:
 def cmd_keys(args: argparse.Namespace) -> None:
     control = _control(_settings(args))
     if args.action == "create":
-        created = control.create_key(args.tenant, args.dataset, description=args.description)
+        created = control.create_key(
+            args.tenant,
+            args.dataset,
+            description=args.description,
+            expires_in_days=args.expires_in_days,
+        )
         _print(created)
         print("Store this key now: it is shown only once.", file=sys.stderr)
     elif args.action == "create-admin":
-        _print(control.create_key(None, role="admin", description=args.description))
+        admin = control.create_key(
+            None, role="admin", description=args.description, expires_in_days=args.expires_in_days
+        )
+        _print(admin)
         print("Store this key now: it is shown only once.", file=sys.stderr)
     elif args.action == "list":
         _print(control.list_keys(args.tenant))
@@ -567,7 +575,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tenant")
     p.add_argument("--dataset", help="limit the key to one dataset")
     p.add_argument("--description", default="")
-    ksub.add_parser("create-admin", parents=[common]).add_argument("--description", default="")
+    expiry = "the key stops working this many days from now (default: never)"
+    p.add_argument("--expires-in-days", type=float, help=expiry)
+    p = ksub.add_parser("create-admin", parents=[common])
+    p.add_argument("--description", default="")
+    p.add_argument("--expires-in-days", type=float, help=expiry)
     ksub.add_parser("list", parents=[common]).add_argument("tenant", nargs="?")
     ksub.add_parser("revoke", parents=[common]).add_argument("key_id")
     keys.set_defaults(func=cmd_keys)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -319,3 +320,15 @@ def test_tenant_limits_from_the_command_line(
         main(["tenants", "limit", "acme", "--daily-ingest-mb", "0", "--data-dir", str(data)])
     error = capsys.readouterr().err.strip()
     assert "daily_ingest_mb" in error and "\n" not in error
+
+
+def test_keys_with_an_expiry_from_the_command_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    run(capsys, data, "tenants", "create", "acme")
+    created = run(capsys, data, "keys", "create", "acme", "--expires-in-days", "90")
+    assert isinstance(created, dict)
+    assert created["info"]["expires_at"] == pytest.approx(time.time() + 90 * 86400, abs=60)
+    (listed,) = run(capsys, data, "keys", "list", "acme")  # type: ignore[misc]
+    assert listed["expires_at"] == created["info"]["expires_at"]

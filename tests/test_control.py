@@ -279,3 +279,41 @@ def test_management_api_needs_the_admin_key(store: ControlStore) -> None:
         huge = {"name": "n", "owner": "o", "token": 2**63, "expires_at": 0}
         token = httpx.post(f"{api}/leases/release", json={"leases": [huge]}, headers=admin)
         assert token.status_code == 400 and "body['leases'][0]['token']" in token.json()["error"]
+
+
+def test_keys_may_expire(control: ControlClient, store: ControlStore) -> None:
+    """A key made to expire works until then and is refused after (401, saying when), over
+    either client; a key without expiry keeps working."""
+    control.create_tenant(Tenant(name="acme"))
+    control.create_dataset("acme", DatasetSpec(name="web"))
+    lasting = control.create_key("acme")
+    expiring = control.create_key("acme", expires_in_days=0.5)
+    assert lasting.info.expires_at is None
+    assert expiring.info.expires_at == pytest.approx(time.time() + 43_200, abs=60)
+    listed = {k.id: k.expires_at for k in control.list_keys("acme")}
+    assert listed[expiring.info.id] == expiring.info.expires_at
+    assert control.verify_ingest(expiring.key, "acme", "web").tenant == "acme"
+    later = time.time() + 43_300
+    store._clock = lambda: later  # half a day and a bit on
+    with pytest.raises(AuthError, match=rf"API key {expiring.info.id} expired at 20\d\d-"):
+        control.verify_ingest(expiring.key, "acme", "web")
+    assert control.verify_ingest(lasting.key, "acme", "web").tenant == "acme"
+    with pytest.raises(ConfigError, match="expires_in_days"):
+        control.create_key("acme", expires_in_days=0)
+
+
+def test_a_database_made_before_key_expiry_gets_the_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE api_keys (id TEXT PRIMARY KEY, hash TEXT NOT NULL, role TEXT NOT NULL, "
+            "tenant TEXT, dataset TEXT, description TEXT NOT NULL DEFAULT '', "
+            "created_at REAL NOT NULL)"
+        )
+    store = ControlStore(path)
+    admin = store.create_key(None, role="admin", expires_in_days=1)
+    assert store.authenticate(admin.key).role == "admin"
+    store.import_admin_key("bfk_abc123_secretsecret")
+    assert {k.expires_at is None for k in store.list_keys()} == {True, False}

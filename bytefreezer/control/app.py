@@ -145,13 +145,17 @@ def _create_key(s: ControlStore, r: Request, b: Any) -> Any:
         body.get("dataset"),
         role=body.get("role", "ingest"),
         description=str(body.get("description", "")),
+        expires_in_days=body.get("expires_in_days"),
     )
 
 
 def _tenant_key(s: ControlStore, r: Request, b: Any) -> Any:
     body = _obj(b or {})
     return s.create_key(
-        _p(r, "tenant"), body.get("dataset"), description=body.get("description", "")
+        _p(r, "tenant"),
+        body.get("dataset"),
+        description=body.get("description", ""),
+        expires_in_days=body.get("expires_in_days"),
     )
 
 

@@ -44,6 +44,7 @@ class ControlClient(Protocol):
         *,
         role: str = "ingest",
         description: str = "",
+        expires_in_days: float | None = None,
     ) -> NewApiKey: ...
     def list_keys(self, tenant: str | None = None) -> list[ApiKeyInfo]: ...
     def revoke_key(self, key_id: str) -> None: ...
@@ -161,8 +162,16 @@ class HttpControl:
         *,
         role: str = "ingest",
         description: str = "",
+        expires_in_days: float | None = None,
     ) -> NewApiKey:
-        body = {"tenant": tenant, "dataset": dataset, "role": role, "description": description}
+        body: dict[str, Any] = {
+            "tenant": tenant,
+            "dataset": dataset,
+            "role": role,
+            "description": description,
+        }
+        if expires_in_days is not None:
+            body["expires_in_days"] = expires_in_days
         return NewApiKey.model_validate(self._call("POST", "/keys", body))
 
     def list_keys(self, tenant: str | None = None) -> list[ApiKeyInfo]:

@@ -175,6 +175,9 @@ class ApiKeyInfo(_Model):
     role: Literal["ingest", "admin"] = "ingest"
     created_at: float
     description: str = ""
+    expires_at: float | None = Field(
+        None, description="When the key stops working (Unix seconds); None: it does not expire."
+    )
 
 
 class NewApiKey(_Model):

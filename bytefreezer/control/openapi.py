@@ -108,6 +108,12 @@ def control_openapi() -> dict[str, Any]:
             "dataset": {"anyOf": [_NAME, {"type": "null"}]},
             "role": {"type": "string", "enum": ["ingest", "admin"]},
             "description": {"type": "string"},
+            "expires_in_days": {
+                "anyOf": [
+                    {"type": "number", "minimum": 0.001, "maximum": 36500},
+                    {"type": "null"},
+                ]
+            },
         },
     }
     lines = {

@@ -77,7 +77,7 @@ CREATE TABLE IF NOT EXISTS usage (
     PRIMARY KEY (tenant, dataset, day));
 """
 # Columns added after a table was first created, added to a database made before them.
-_ADDED_COLUMNS = {"tenants": {"daily_ingest_mb": "INTEGER"}}
+_ADDED_COLUMNS = {"tenants": {"daily_ingest_mb": "INTEGER"}, "api_keys": {"expires_at": "REAL"}}
 
 
 KEY_PREFIX = "bfk"
@@ -289,8 +289,13 @@ class ControlStore:
         *,
         role: str = "ingest",
         description: str = "",
+        expires_in_days: float | None = None,
     ) -> NewApiKey:
-        """Create a key; its secret is returned here once and only its hash is stored."""
+        """Create a key; its secret is returned here once and only its hash is stored. With
+        ``expires_in_days`` it stops working that long after now (rotate keys by creating the
+        next one before the last expires)."""
+        if expires_in_days is not None and not 0 < expires_in_days <= 36500:
+            raise ConfigError("expires_in_days is more than 0 and at most 36500")
         if role == "ingest":
             if tenant is None:
                 raise NotFound("an ingest key needs a tenant")
@@ -307,11 +312,22 @@ class ControlStore:
             role=role,  # type: ignore[arg-type]
             created_at=self._clock(),
             description=description,
+            expires_at=None if expires_in_days is None else self._clock() + expires_in_days * 86400,
         )
         with self._tx() as db:
             db.execute(
-                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key_id, hash_secret(secret), role, tenant, dataset, description, info.created_at),
+                "INSERT INTO api_keys (id, hash, role, tenant, dataset, description, created_at, "
+                "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key_id,
+                    hash_secret(secret),
+                    role,
+                    tenant,
+                    dataset,
+                    description,
+                    info.created_at,
+                    info.expires_at,
+                ),
             )
         return NewApiKey(info=info, key=f"{KEY_PREFIX}_{key_id}_{secret}")
 
@@ -320,7 +336,8 @@ class ControlStore:
         key_id, secret = _split_key(key)
         with self._tx() as db:
             db.execute(
-                "INSERT INTO api_keys VALUES (?, ?, 'admin', NULL, NULL, 'from settings', ?) "
+                "INSERT INTO api_keys (id, hash, role, tenant, dataset, description, created_at) "
+                "VALUES (?, ?, 'admin', NULL, NULL, 'from settings', ?) "
                 "ON CONFLICT(id) DO UPDATE SET hash=excluded.hash, role='admin'",
                 (key_id, hash_secret(secret), self._clock()),
             )
@@ -332,7 +349,7 @@ class ControlStore:
 
     def list_keys(self, tenant: str | None = None) -> list[ApiKeyInfo]:
         """Keys (without secrets) of one tenant, or all keys."""
-        sql = "SELECT id, tenant, dataset, role, created_at, description FROM api_keys"
+        sql = "SELECT id, tenant, dataset, role, created_at, description, expires_at FROM api_keys"
         rows = (
             self._conn.execute(sql + " WHERE tenant=? ORDER BY created_at", (tenant,)).fetchall()
             if tenant is not None
@@ -340,7 +357,13 @@ class ControlStore:
         )
         return [
             ApiKeyInfo(
-                id=r[0], tenant=r[1], dataset=r[2], role=r[3], created_at=r[4], description=r[5]
+                id=r[0],
+                tenant=r[1],
+                dataset=r[2],
+                role=r[3],
+                created_at=r[4],
+                description=r[5],
+                expires_at=r[6],
             )
             for r in rows
         ]
@@ -355,12 +378,15 @@ class ControlStore:
         """The scope of ``key``; ``AuthError`` when malformed or unknown."""
         key_id, secret = _split_key(key)
         row = self._conn.execute(
-            "SELECT hash, role, tenant, dataset FROM api_keys WHERE id=?", (key_id,)
+            "SELECT hash, role, tenant, dataset, expires_at FROM api_keys WHERE id=?", (key_id,)
         ).fetchone()
         # Compare against a dummy hash when the id is unknown, so timing does not tell.
         stored = row[0] if row else hash_secret("")
         if not hmac.compare_digest(stored, hash_secret(secret)) or row is None:
             raise AuthError("unknown API key")
+        if row[4] is not None and row[4] <= self._clock():
+            expired = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row[4]))
+            raise AuthError(f"API key {key_id} expired at {expired}")
         return KeyScope(key_id=key_id, role=row[1], tenant=row[2], dataset=row[3])
 
     def verify_ingest(self, key: str, tenant: str, dataset: str) -> KeyScope:
