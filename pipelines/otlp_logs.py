@@ -25,9 +25,38 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from bytefreezer.pipelines.decode import Decoded
-from bytefreezer.transforms.tables import rows_to_table
+from bytefreezer.transforms.tables import values_column
 
 _MAX_NANOS = (1 << 63) - 1  # later than 2262 is no time a timestamp column holds
+_COLUMNS = (
+    "timestamp",
+    "observed_timestamp",
+    "severity_text",
+    "severity_number",
+    "body",
+    "event_name",
+    "attributes",
+    "resource",
+    "scope_name",
+    "scope_version",
+    "trace_id",
+    "span_id",
+    "flags",
+)
+_TIME = pa.timestamp("us", tz="UTC")
+# Columns of one type whatever the records hold (the rest are typed by their values).
+_TYPES = {
+    "timestamp": _TIME,
+    "observed_timestamp": _TIME,
+    "severity_text": pa.string(),
+    "severity_number": pa.int64(),
+    "event_name": pa.string(),
+    "scope_name": pa.string(),
+    "scope_version": pa.string(),
+    "trace_id": pa.string(),
+    "span_id": pa.string(),
+    "flags": pa.int64(),
+}
 
 
 def any_value(value: AnyValue) -> Any:
@@ -57,36 +86,48 @@ def decode_otlp_logs(data: bytes) -> Decoded:
         request.ParseFromString(data)
     except DecodeError as exc:
         raise ValueError(f"not an OTLP ExportLogsServiceRequest: {exc}") from None
-    rows: list[dict[str, Any]] = []
-    times: dict[str, list[int | None]] = {"timestamp": [], "observed_timestamp": []}
+    columns: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
+    (
+        times,
+        observed_times,
+        severity_texts,
+        severity_numbers,
+        bodies,
+        event_names,
+        attribute_maps,
+        resources,
+        scope_names,
+        scope_versions,
+        trace_ids,
+        span_ids,
+        flags,
+    ) = columns.values()
     for resource_logs in request.resource_logs:
         resource = attributes(resource_logs.resource.attributes)
         for scope_logs in resource_logs.scope_logs:
+            logs = scope_logs.log_records
             scope = scope_logs.scope
-            for record in scope_logs.log_records:
+            resources.extend([resource] * len(logs))
+            scope_names.extend([scope.name or None] * len(logs))
+            scope_versions.extend([scope.version or None] * len(logs))
+            for record in logs:
                 observed = record.observed_time_unix_nano
-                for name, nanos in (
-                    ("timestamp", record.time_unix_nano or observed),
-                    ("observed_timestamp", observed),
-                ):
-                    times[name].append(nanos // 1000 if 0 < nanos <= _MAX_NANOS else None)
-                row = {
-                    "severity_text": record.severity_text or None,
-                    "severity_number": record.severity_number or None,
-                    "body": any_value(record.body) if record.HasField("body") else None,
-                    "event_name": record.event_name or None,
-                    "attributes": attributes(record.attributes),
-                    "resource": resource,
-                    "scope_name": scope.name or None,
-                    "scope_version": scope.version or None,
-                    "trace_id": record.trace_id.hex() or None,
-                    "span_id": record.span_id.hex() or None,
-                    "flags": record.flags or None,
-                }
-                rows.append({k: v for k, v in row.items() if v is not None})
-    table = rows_to_table(rows)
-    for position, (name, micros) in enumerate(times.items()):
-        if any(m is not None for m in micros):
-            column = pa.array(micros, pa.timestamp("us", tz="UTC"))
-            table = table.add_column(min(position, table.num_columns), name, column)
-    return Decoded(table, [], len(rows))
+                nanos = record.time_unix_nano or observed
+                times.append(nanos // 1000 if 0 < nanos <= _MAX_NANOS else None)
+                observed_times.append(observed // 1000 if 0 < observed <= _MAX_NANOS else None)
+                severity_texts.append(record.severity_text or None)
+                severity_numbers.append(record.severity_number or None)
+                bodies.append(any_value(record.body) if record.HasField("body") else None)
+                event_names.append(record.event_name or None)
+                attribute_maps.append(attributes(record.attributes) if record.attributes else None)
+                trace_ids.append(record.trace_id.hex() or None)
+                span_ids.append(record.span_id.hex() or None)
+                flags.append(record.flags or None)
+    rows = len(times)
+    arrays = {}
+    for name, values in columns.items():
+        if any(v is not None for v in values):  # a field no record has is no column
+            kind = _TYPES.get(name)
+            arrays[name] = pa.array(values, kind) if kind is not None else values_column(values)
+    table = pa.table(arrays) if arrays else pa.table({"_": pa.nulls(rows)}).drop_columns(["_"])
+    return Decoded(table, [], rows)

@@ -231,10 +231,12 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
         names.update(dict.fromkeys(row))
     if not names:  # only empty objects: keep their count, with no columns
         return pa.table({"_": pa.nulls(len(rows))}).drop_columns(["_"])
-    return pa.table({name: _values_column([row.get(name) for row in rows]) for name in names})
+    return pa.table({name: values_column([row.get(name) for row in rows]) for name in names})
 
 
-def _values_column(values: list[Any]) -> pa.Array:
+def values_column(values: list[Any]) -> pa.Array:
+    """One column from Python values (None: null), as ``rows_to_table`` makes each: a type
+    conflict becomes text, except inside objects, where only the conflicting member does."""
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
@@ -250,7 +252,7 @@ def _values_column(values: list[Any]) -> pa.Array:
             if value is not None:
                 names.update(dict.fromkeys(value))
         members = [
-            _values_column([None if v is None else v.get(name) for v in values]) for name in names
+            values_column([None if v is None else v.get(name) for v in values]) for name in names
         ]
         missing = pa.array([v is None for v in values], pa.bool_())
         return pa.StructArray.from_arrays(members, names=list(names), mask=missing)
