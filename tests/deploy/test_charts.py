@@ -221,7 +221,7 @@ def test_the_bundled_prometheus_loads_the_alerting_rules(tmp_path: Path) -> None
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     count = sum(len(group["rules"]) for group in yaml.safe_load(ALERTS.read_text())["groups"])
-    assert count == 8 and f"{count} rules found" in checked.stdout + checked.stderr
+    assert count == 9 and f"{count} rules found" in checked.stdout + checked.stderr
 
     values = scenario(BYTEFREEZER, "monitoring-prometheus.yaml")
     values["monitoring"]["alerts"] = {"enabled": False}

@@ -113,6 +113,16 @@ CASES: dict[str, dict[str, Any]] = {
         "labels": {"severity": "critical"},
         "summary": "2 dataset(s) cannot be processed or packed",
     },
+    "BytefreezerTenantOverDailyLimit": {
+        "series": {
+            'bytefreezer_receiver_quota_rejections_total{component="receiver",instance="a"}': "0x10 0+3x40",
+            'bytefreezer_receiver_quota_rejections_total{component="receiver",instance="b"}': "0x60",
+        },
+        "quiet": "15m",  # refusals since minute 11: the increase shows, held 10 minutes at 21+
+        "firing": "30m",
+        "labels": {"severity": "warning"},
+        "summary": "Requests are refused for a tenant past its daily ingest limit",
+    },
     "BytefreezerUnownedObjects": {
         "series": {
             'bytefreezer_piper_unowned_objects{component="piper",reason="no_dataset"}': "0x10 2x120"
