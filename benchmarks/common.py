@@ -8,10 +8,11 @@ import json
 import random
 import signal
 import socket
+import statistics
 import subprocess
 import time
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,16 @@ STATUSES = ["success", "failure", "blocked", "noise"]
 
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
+
+
+def median_seconds(step: Callable[[], object], repeat: int) -> float:
+    """The median wall time of ``repeat`` calls of ``step``."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def merge_results(figures: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@
 Baselines in the same run: protobuf's own ``MessageToDict`` over the same request (the generic
 way to make a request into Python values, before any table exists), and piper's NDJSON decoder
 over the same records written as NDJSON lines (what the records cost in the cheapest format).
-Best of ``--repeat`` passes each; merges the figures into benchmarks/results/latest.json under
+The median of ``--repeat`` passes each; merges the figures into benchmarks/results/latest.json under
 "otlp_logs".
 """
 
@@ -17,8 +17,6 @@ prefer_arrow_pool()  # Arrow's pool as the `bytefreezer` command chooses it, bef
 
 import argparse
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,7 @@ from bytefreezer.pipelines.decode import decode_ndjson
 from bytefreezer.pipelines.otlp_logs import decode_otlp_logs
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import merge_results
+from common import median_seconds, merge_results
 
 START_NS = 1_767_225_600_000_000_000
 
@@ -86,15 +84,6 @@ def as_ndjson(records: int) -> bytes:
     )
 
 
-def best(run: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return min(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--records", type=int, default=20_000)
@@ -110,9 +99,9 @@ def main() -> None:
         parsed.ParseFromString(data)
         return MessageToDict(parsed)
 
-    ours = best(lambda: decode_otlp_logs(data), args.repeat)
-    generic = best(message_to_dict, args.repeat)
-    ndjson = best(lambda: decode_ndjson(lines), args.repeat)
+    ours = median_seconds(lambda: decode_otlp_logs(data), args.repeat)
+    generic = median_seconds(message_to_dict, args.repeat)
+    ndjson = median_seconds(lambda: decode_ndjson(lines), args.repeat)
     figures = {
         "records": args.records,
         "request_mb": round(len(data) / 1e6, 2),

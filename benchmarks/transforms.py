@@ -27,9 +27,7 @@ import json
 import random
 import re
 import socket
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +39,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from common import merge_results
+from common import median_seconds, merge_results
 
 from bytefreezer.pipelines.poller import settle_heap
 from bytefreezer.transforms import Context, compile_chain
@@ -339,16 +337,6 @@ def dedupe_baseline(records: list[Record]) -> list[Record]:
             seen.add(key)
             out.append(r)
     return out
-
-
-def median_seconds(step: Callable[[], None], repeat: int) -> float:
-    """The median wall time of ``repeat`` calls of ``step``."""
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def measure(

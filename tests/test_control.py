@@ -302,17 +302,24 @@ def test_keys_may_expire(control: ControlClient, store: ControlStore) -> None:
         control.create_key("acme", expires_in_days=0)
 
 
-def test_a_database_made_before_key_expiry_gets_the_column(tmp_path: Path) -> None:
+def test_a_database_made_before_limits_and_key_expiry_gets_their_columns(tmp_path: Path) -> None:
     import sqlite3
 
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE tenants (name TEXT PRIMARY KEY, active INTEGER NOT NULL, "
+            "created_at REAL NOT NULL)"
+        )
+        db.execute("INSERT INTO tenants VALUES ('acme', 1, 0)")
         db.execute(
             "CREATE TABLE api_keys (id TEXT PRIMARY KEY, hash TEXT NOT NULL, role TEXT NOT NULL, "
             "tenant TEXT, dataset TEXT, description TEXT NOT NULL DEFAULT '', "
             "created_at REAL NOT NULL)"
         )
     store = ControlStore(path)
+    assert store.get_tenant("acme") == Tenant(name="acme")
+    assert store.set_daily_ingest_limit("acme", 3).daily_ingest_mb == 3
     admin = store.create_key(None, role="admin", expires_in_days=1)
     assert store.authenticate(admin.key).role == "admin"
     store.import_admin_key("bfk_abc123_secretsecret")

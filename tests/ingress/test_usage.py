@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -139,19 +138,6 @@ def test_the_store_adds_reports_and_keeps_days_apart(tmp_path: Path) -> None:
     )
     store.delete_tenant("acme")
     assert store.list_usage(None, 7) == []
-
-
-def test_a_database_made_before_limits_gets_the_column(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    with sqlite3.connect(path) as db:
-        db.execute(
-            "CREATE TABLE tenants (name TEXT PRIMARY KEY, active INTEGER NOT NULL, "
-            "created_at REAL NOT NULL)"
-        )
-        db.execute("INSERT INTO tenants VALUES ('acme', 1, 0)")
-    store = ControlStore(path)
-    assert store.get_tenant("acme") == Tenant(name="acme")
-    assert store.set_daily_ingest_limit("acme", 3).daily_ingest_mb == 3
 
 
 def test_the_api_sets_limits_and_reads_usage(tmp_path: Path) -> None:
