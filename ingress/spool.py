@@ -109,6 +109,14 @@ class Spool:
         return sorted(self.directory.glob(f"*{_SUFFIX}"))
 
     @staticmethod
+    def metadata(path: Path) -> dict[str, str]:
+        """One spooled object's metadata, its header alone read; ``FileNotFoundError`` when
+        gone."""
+        with open(path, "rb") as fh:
+            metadata: dict[str, str] = json.loads(fh.readline())["metadata"]
+        return metadata
+
+    @staticmethod
     def read(path: Path) -> tuple[str, bytes, dict[str, str]]:
         """One spooled object: (key, data, metadata); ``FileNotFoundError`` when gone."""
         header, _, data = path.read_bytes().partition(b"\n")

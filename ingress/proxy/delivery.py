@@ -186,6 +186,11 @@ class Forwarder:
         delay = self._config.retry_initial_seconds
         timeout = httpx.Timeout(self._config.request_timeout_seconds)
         ca = self._config.receiver_ca_file
+        # A dataset the receiver told to come back later (429 or 503 with Retry-After: a
+        # tenant past its daily limit waits for midnight) is held until then, and the other
+        # datasets' batches go on meanwhile; each dataset's batches keep their order.
+        held: dict[tuple[str, str], float] = {}
+        scopes: dict[Path, tuple[str, str]] = {}
         async with httpx.AsyncClient(timeout=timeout, verify=str(ca) if ca else True) as client:
             while not stop.is_set():
                 paths = await asyncio.to_thread(self._spool.paths)
@@ -193,14 +198,47 @@ class Forwarder:
                     self.wake.clear()
                     await _wait_any(stop, self.wake, 0.5)
                     continue
-                wait = await self._deliver(client, paths[0])
+                now = time.monotonic()
+                held = {scope: until for scope, until in held.items() if until > now}
+                found = await asyncio.to_thread(self._next, paths, held, scopes)
+                if found is None:  # every waiting batch's dataset is held
+                    self.wake.clear()
+                    await _wait_any(stop, self.wake, min(held.values()) - now)
+                    continue
+                path, scope = found
+                wait = await self._deliver(client, path)
                 if wait is None:
                     delay = self._config.retry_initial_seconds
                     continue
                 self._stats.delivery_retries += 1
-                pause = wait if wait > 0 else delay
+                if wait > 0:
+                    held[scope] = time.monotonic() + wait * random.uniform(0.9, 1.1)
+                    continue
+                pause = delay  # no answer, or none saying when: back off on everything
                 delay = min(delay * 2, self._config.retry_max_seconds)
                 await _wait_any(stop, None, pause * random.uniform(0.9, 1.1))
+
+    def _next(
+        self,
+        paths: list[Path],
+        held: dict[tuple[str, str], float],
+        scopes: dict[Path, tuple[str, str]],
+    ) -> tuple[Path, tuple[str, str]] | None:
+        """The oldest batch of a dataset not held, and its (tenant, dataset)."""
+        known = {path: scopes[path] for path in paths if path in scopes}
+        scopes.clear()
+        scopes.update(known)
+        for path in paths:
+            scope = scopes.get(path)
+            if scope is None:
+                try:
+                    metadata = self._spool.metadata(path)
+                except FileNotFoundError:
+                    continue
+                scope = scopes[path] = (metadata["tenant"], metadata["dataset"])
+            if scope not in held:
+                return path, scope
+        return None
 
     async def _deliver(self, client: httpx.AsyncClient, path: Path) -> float | None:
         """Send one batch; None when done with it, else seconds to wait (0: use backoff)."""

@@ -19,7 +19,7 @@ import zstandard
 from pydantic import SecretStr
 
 from bytefreezer.control import ControlStore
-from bytefreezer.control.models import DatasetSpec
+from bytefreezer.control.models import DatasetSpec, Usage, utc_day
 from bytefreezer.ingress.api import create_api_app
 from bytefreezer.ingress.proxy.config import ProxyConfig
 from bytefreezer.ingress.proxy.records import parse_syslog, wrap_line
@@ -462,3 +462,48 @@ def test_permanent_refusals_go_to_dead_letters_and_can_be_retried(
     asyncio.run(scenario())
     (obj,) = receiver.storage.intake.list("acme/web/")
     assert json.loads(gzip.decompress(receiver.storage.intake.get(obj.key))) == {"id": 7}
+
+
+def test_a_tenant_held_back_till_tomorrow_does_not_hold_up_the_others(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """acme is past its daily ingest limit: the receiver answers its batch 429 with a
+    Retry-After of hours. The proxy keeps that batch and holds acme's dataset until then,
+    and delivers another tenant's batches spooled after it meanwhile."""
+    receiver.control.set_daily_ingest_limit("acme", 1)
+    used = Usage(tenant="acme", dataset="web", day=utc_day(), requests=1, bytes=2 * 1024 * 1024)
+    receiver.control.report_usage([used])
+    other_key = receiver.control.create_key("other").key
+    config = proxy_config(
+        tmp_path,
+        receiver.url,
+        receiver.key,
+        {"name": "acme-tcp", "type": "tcp"},
+        {"name": "other-tcp", "type": "tcp", "tenant": "other", "api_key": other_key},
+    )
+
+    async def send(port: int, payload: bytes) -> None:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(payload)
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> None:
+        service = ProxyService(config)
+        await service.start()
+        try:
+            await send(service.ports["acme-tcp"], b'{"id": 1}\n')
+            await until(lambda: service.stats.delivery_retries >= 1)
+            for delivered, line in enumerate((b'{"id": 2}\n', b'{"id": 3}\n'), start=1):
+                await send(service.ports["other-tcp"], line)
+                await until(lambda n=delivered: service.stats.batches_delivered >= n)
+            await asyncio.sleep(0.5)  # acme's batch is not tried again meanwhile
+            assert service.stats.delivery_retries == 1
+            (kept,) = service.spool.paths()
+            assert service.spool.metadata(kept)["tenant"] == "acme"
+        finally:
+            await service.stop()
+
+    asyncio.run(scenario())
+    delivered = receiver.storage.intake.list("other/web/")
+    assert len(delivered) == 2 and receiver.storage.intake.list("acme/web/") == []
