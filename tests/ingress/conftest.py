@@ -8,17 +8,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from bytefreezer.control import ControlStore
 from bytefreezer.control.models import DatasetSpec, Tenant
 from bytefreezer.ingress.api import create_api_app
 from bytefreezer.ingress.receiver import ReceiverState, build_state, create_app
+from bytefreezer.pipelines.packer import run_packer_cycle
+from bytefreezer.pipelines.piper import run_piper_cycle
 from bytefreezer.settings import Settings
 from bytefreezer.storage import Storage
 from bytefreezer.transforms import validate_chain
 from tests.conftest import fast_settings
-from tests.helpers import serve_app
+from tests.helpers import read_parquet_dir, serve_app
 
 
 @dataclass
@@ -35,6 +38,13 @@ class Receiver:
 
     def auth(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.key}"}
+
+    def pack(self, dataset: str) -> pa.Table | None:
+        """Run piper and then packer over what was stored; acme's ``dataset`` as written to
+        its destination (None when nothing was)."""
+        run_piper_cycle(self.settings, self.control, self.storage)
+        run_packer_cycle(self.settings, self.control, self.storage)
+        return read_parquet_dir(self.settings.data_dir / "destination" / "acme" / dataset)
 
 
 def start_receiver(stack: ExitStack, settings: Settings, control: ControlStore) -> Receiver:

@@ -25,18 +25,13 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from bytefreezer.keys import IntakeKey
 from bytefreezer.pipelines.otlp_logs import decode_otlp_logs
-from bytefreezer.pipelines.packer import run_packer_cycle
-from bytefreezer.pipelines.piper import run_piper_cycle
-from tests.helpers import read_parquet_dir
 from tests.ingress.conftest import Receiver
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 
 
 def pack(receiver: Receiver) -> pa.Table:
-    run_piper_cycle(receiver.settings, receiver.control, receiver.storage)
-    run_packer_cycle(receiver.settings, receiver.control, receiver.storage)
-    table = read_parquet_dir(receiver.settings.data_dir / "destination" / "acme" / "web")
+    table = receiver.pack("web")
     assert table is not None
     return table
 

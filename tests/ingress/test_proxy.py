@@ -25,12 +25,10 @@ from bytefreezer.ingress.proxy.config import ProxyConfig
 from bytefreezer.ingress.proxy.records import parse_syslog, wrap_line
 from bytefreezer.ingress.proxy.service import ProxyService
 from bytefreezer.ingress.receiver import build_state, create_app
-from bytefreezer.pipelines.packer import run_packer_cycle
-from bytefreezer.pipelines.piper import run_piper_cycle
 from bytefreezer.settings import Settings
 from bytefreezer.storage import Storage
 from tests.conftest import fast_settings
-from tests.helpers import free_port, read_parquet_dir, serve_app
+from tests.helpers import free_port, serve_app
 from tests.ingress.conftest import Receiver, seeded_control
 
 
@@ -137,9 +135,7 @@ def test_udp_syslog_through_proxy_receiver_piper_packer(receiver: Receiver, tmp_
             await service.stop()
 
     asyncio.run(scenario())
-    run_piper_cycle(receiver.settings, receiver.control, receiver.storage)
-    run_packer_cycle(receiver.settings, receiver.control, receiver.storage)
-    table = read_parquet_dir(receiver.settings.data_dir / "destination" / "acme" / "syslog")
+    table = receiver.pack("syslog")
     assert table is not None and table.num_rows == 21
     rows = {r["message"]: r for r in table.to_pylist()}
     first = rows["attempt 0"]

@@ -17,9 +17,6 @@ from bytefreezer.control.models import DatasetSpec
 from bytefreezer.ingress.proxy import netflow as netflow_module
 from bytefreezer.ingress.proxy.netflow import NetflowDecoder
 from bytefreezer.ingress.proxy.service import ProxyService
-from bytefreezer.pipelines.packer import run_packer_cycle
-from bytefreezer.pipelines.piper import run_piper_cycle
-from tests.helpers import read_parquet_dir
 from tests.ingress.conftest import Receiver
 from tests.ingress.test_proxy import proxy_config, until
 
@@ -155,9 +152,7 @@ def test_netflow_through_proxy_receiver_piper_packer(receiver: Receiver, tmp_pat
             await service.stop()
 
     asyncio.run(scenario())
-    run_piper_cycle(receiver.settings, receiver.control, receiver.storage)
-    run_packer_cycle(receiver.settings, receiver.control, receiver.storage)
-    table = read_parquet_dir(receiver.settings.data_dir / "destination" / "acme" / "flows")
+    table = receiver.pack("flows")
     assert table is not None and table.num_rows == 8
     rows = table.to_pylist()
     flows = {r["ipv4_src_addr"]: r for r in rows if r["ipv4_src_addr"]}
