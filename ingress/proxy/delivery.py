@@ -8,8 +8,10 @@ import gzip
 import json
 import logging
 import random
+import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,31 +41,79 @@ class ProxyStats:
 
 
 class Batcher:
-    """Collects one input's records and spools them as gzip NDJSON batches."""
+    """Collects one input's records and spools them as gzip NDJSON batches.
+
+    Thread-safe: records arrive on the event loop while a flush runs on a worker thread. Every
+    batch has a number; a caller that must answer only once its records are on disk (an HTTP
+    input's 200, a forward client's ack) adds them with ``add_many`` and waits in
+    ``spool_through``: requests arriving while a batch is written wait for it and then go down
+    together in the next one (a group commit, one fsync for all of them)."""
 
     def __init__(self, config: ProxyConfig, source: InputConfig, spool: Spool, stats: ProxyStats):
         self._config = config
         self.source = source
         self._spool = spool
         self._stats = stats
+        self._lock = threading.Lock()  # the open batch and the sealed ones
+        self._writing = threading.Lock()  # one spool write at a time, batches in order
         self._records: list[bytes] = []
         self._size = 0
         self._started = 0.0
+        self._number = 0  # the open batch's
+        self._sealed: deque[tuple[int, list[bytes]]] = deque()
+        self._spooled = -1  # every batch up to this one is spooled or refused
+        self._refused: deque[int] = deque(maxlen=1024)  # batches the full spool refused
 
-    def add(self, record: bytes) -> bool:
-        """Queue one JSON record; False when the spool is full (the record is refused)."""
-        name = self.source.name
+    def _add(self, record: bytes) -> None:
+        """Append under ``_lock``; a full batch is sealed for the next write."""
         if not self._records:
             self._started = time.monotonic()
         self._records.append(record)
         self._size += len(record) + 1
-        self._stats.lines_in[name] = self._stats.lines_in.get(name, 0) + 1
         if (
             self._size >= self._config.batch_max_bytes
             or len(self._records) >= self._config.batch_max_lines
         ):
-            return self.flush()
-        return True
+            self._seal()
+
+    def _seal(self) -> None:
+        if self._records:
+            self._sealed.append((self._number, self._records))
+            self._records, self._size = [], 0
+            self._number += 1
+
+    def _count_in(self, count: int) -> None:
+        name = self.source.name
+        self._stats.lines_in[name] = self._stats.lines_in.get(name, 0) + count
+
+    def add(self, record: bytes) -> bool:
+        """Queue one JSON record; False when the spool is full (the record is refused)."""
+        with self._lock:
+            self._add(record)
+            self._count_in(1)
+            full = bool(self._sealed)
+        return self._write_sealed() if full else True
+
+    def add_many(self, records: list[bytes]) -> tuple[int, int]:
+        """Queue records for ``spool_through``; the numbers of the first and last batch they
+        went into."""
+        with self._lock:
+            first = self._number
+            for record in records:
+                self._add(record)
+            self._count_in(len(records))
+            return first, self._number if self._records else self._number - 1
+
+    def spool_through(self, first: int, last: int) -> bool:
+        """Block until batches ``first``..``last`` are spooled (fsync'd), writing them if no
+        one else is; False when the spool refused any of them."""
+        with self._writing:
+            if self._spooled < last:
+                with self._lock:
+                    if self._number == last:
+                        self._seal()
+                self._write_sealed_locked()
+            return not any(first <= number <= last for number in self._refused)
 
     def due(self) -> bool:
         """Whether the open batch is old enough to flush."""
@@ -73,10 +123,30 @@ class Batcher:
         )
 
     def flush(self) -> bool:
-        """Spool the open batch; False (and counted as refused) when the spool is full."""
-        if not self._records:
-            return True
-        records, self._records, self._size = self._records, [], 0
+        """Spool the open batch and any sealed; False (and counted as refused) when the spool
+        is full."""
+        with self._writing:
+            with self._lock:
+                self._seal()
+            return self._write_sealed_locked()
+
+    def _write_sealed(self) -> bool:
+        with self._writing:
+            return self._write_sealed_locked()
+
+    def _write_sealed_locked(self) -> bool:
+        ok = True
+        while True:
+            with self._lock:
+                if not self._sealed:
+                    return ok
+                number, records = self._sealed.popleft()
+            if not self._write(records):
+                ok = False
+                self._refused.append(number)
+            self._spooled = number
+
+    def _write(self, records: list[bytes]) -> bool:
         data = b"\n".join(records) + b"\n"
         nano = time.time_ns()
         src = self.source
@@ -93,9 +163,9 @@ class Batcher:
         try:
             self._spool.add(filename, gzip.compress(data, compresslevel=6), metadata)
         except SpoolFull as exc:
-            self._stats.lines_refused[src.name] = self._stats.lines_refused.get(src.name, 0) + len(
-                records
-            )
+            with self._lock:
+                refused = self._stats.lines_refused
+                refused[src.name] = refused.get(src.name, 0) + len(records)
             self._stats.last_error = str(exc)
             log.error("proxy spool full, %d lines of %s refused: %s", len(records), src.name, exc)
             return False

@@ -59,33 +59,42 @@ class ProxyService:
 
     # Records in ---------------------------------------------------------------------------
 
-    def accept(self, source: InputConfig, lines: list[str], peer: str) -> bool:
-        """Queue lines from one input; False when some were refused (spool full)."""
-        batcher = self.batchers[source.name]
-        ok = True
+    def records(self, source: InputConfig, lines: list[str], peer: str) -> list[bytes]:
+        """Lines of one input as JSON records: syslog parsed, other text wrapped, blank lines
+        skipped, each cut to ``max_line_bytes``."""
+        out = []
         for line in lines:
             if is_blank(line):
                 continue
             line = line[: source.max_line_bytes]
-            record = (
+            out.append(
                 syslog_record(line, source.syslog_format, peer)
                 if source.type == "syslog"
                 else wrap_line(line)
             )
-            ok = batcher.add(record) and ok
-        if ok:
-            self.forwarder.wake.set()
-        return ok
+        return out
+
+    def accept(self, source: InputConfig, lines: list[str], peer: str) -> bool:
+        """Queue lines from one input; False when some were refused (spool full)."""
+        return self.accept_records(source, self.records(source, lines, peer))
 
     def accept_records(self, source: InputConfig, records: list[bytes]) -> bool:
-        """Queue JSON records one input made itself (NetFlow's flows); False when some were
-        refused (spool full)."""
+        """Queue JSON records one input made; False when some were refused (spool full)."""
         batcher = self.batchers[source.name]
         ok = True
         for record in records:
             ok = batcher.add(record) and ok
         if records:
             self.forwarder.wake.set()
+        return ok
+
+    async def spool_records(self, source: InputConfig, records: list[bytes]) -> bool:
+        """Queue JSON records and return once they are in the spool, fsync'd (what an input
+        answers or acknowledges only after); False when the spool refused them."""
+        batcher = self.batchers[source.name]
+        first, last = batcher.add_many(records)
+        ok = await asyncio.to_thread(batcher.spool_through, first, last)
+        self.forwarder.wake.set()
         return ok
 
     async def _serve_tcp(self, source: InputConfig) -> None:
@@ -205,11 +214,13 @@ class ProxyService:
             if not lines:
                 return JSONResponse({"error": "empty body"}, status_code=400)
             peer = request.client.host if request.client else ""
-            if not self.accept(source, lines, peer):
+            # 200 once the lines are on the proxy's disk: a proxy killed after answering
+            # loses nothing (its spool is delivered when it starts again).
+            if not await self.spool_records(source, self.records(source, lines, peer)):
                 return JSONResponse(
                     {"error": "proxy spool full"}, status_code=503, headers={"Retry-After": "5"}
                 )
-            return JSONResponse({"status": "accepted", "lines": len(lines)})
+            return JSONResponse({"status": "spooled", "lines": len(lines)})
 
         return Starlette(
             routes=[
