@@ -14,11 +14,17 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv and install bytefreezer with its dev tools
 
-system-deps: ## Debian packages the tests use (a real Prometheus server and its promtool)
-	@{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || { \
+FLUENT_CLIENT := tests/clients/fluent
+
+system-deps: ## what the tests use besides Python: a real Prometheus server and its promtool, Node.js's fluent-logger
+	@{ command -v prometheus && command -v promtool && command -v npm; } >/dev/null 2>&1 || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+			$$(command -v prometheus >/dev/null || echo prometheus) \
+			$$(command -v npm >/dev/null || echo nodejs npm) >/dev/null; }
+	@[ -d $(FLUENT_CLIENT)/node_modules/fluent-logger ] || \
+		npm ci --prefix $(FLUENT_CLIENT) --no-audit --no-fund --silent
 
 run: $(STAMP) ## start the embedded stack (control, receiver, piper, packer) under ./data
 	$(BIN)/bytefreezer up --data-dir ./data
@@ -45,4 +51,4 @@ bench: $(STAMP) ## run the benchmarks and print ratios against baselines
 	$(BIN)/python benchmarks/report.py
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache $(FLUENT_CLIENT)/node_modules

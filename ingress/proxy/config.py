@@ -6,7 +6,15 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bytefreezer.errors import ConfigError, validation_problems
 from bytefreezer.keys import validate_name
@@ -21,9 +29,10 @@ class InputConfig(_Config):
     """One listener and where its data goes."""
 
     name: str = Field(description="Name of the input (in stats and dead letters).")
-    type: Literal["udp", "tcp", "syslog", "http", "netflow"] = Field(
+    type: Literal["udp", "tcp", "syslog", "http", "netflow", "forward"] = Field(
         description="Listener kind; `netflow` takes NetFlow v5, v9 and IPFIX export packets "
-        "over UDP, a JSON record per flow."
+        "over UDP, a JSON record per flow; `forward` takes the Fluentd forward protocol over "
+        "TCP (Fluent Bit's and Fluentd's `forward` outputs), a JSON record per event."
     )
     protocol: Literal["udp", "tcp"] = Field("udp", description="Transport of a `syslog` input.")
     host: str = Field("0.0.0.0", description="Listen address.")
@@ -37,13 +46,27 @@ class InputConfig(_Config):
     auth_token: SecretStr | None = Field(
         None, description="Bearer token an `http` input requires from its clients."
     )
-    max_body_bytes: int = Field(10 * 1024 * 1024, description="Largest body an `http` input takes.")
+    shared_key: SecretStr | None = Field(
+        None,
+        description="Shared key a `forward` input's clients must prove in the protocol's "
+        "handshake (Fluent Bit's `Shared_Key`); none: no handshake.",
+    )
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024,
+        description="Largest body an `http` input takes, or message a `forward` input takes.",
+    )
     max_line_bytes: int = Field(1024 * 1024, description="Longer lines are cut to this size.")
 
     @field_validator("tenant", "dataset")
     @classmethod
     def _names(cls, value: str) -> str:
         return validate_name(value)
+
+    @model_validator(mode="after")
+    def _shared_key_for_forward(self) -> InputConfig:
+        if self.shared_key is not None and self.type != "forward":
+            raise ValueError(f"shared_key is for forward inputs; input {self.name} is {self.type}")
+        return self
 
 
 class ProxyConfig(_Config):
@@ -72,7 +95,7 @@ class ProxyConfig(_Config):
         8086, description="Port of the proxy's API (health, stats, dead letters)."
     )
     tls_cert_file: Path | None = Field(
-        None, description="PEM certificate: serve the http inputs and the API over HTTPS."
+        None, description="PEM certificate: serve the http and forward inputs and the API over TLS."
     )
     tls_key_file: Path | None = Field(None, description="PEM private key of that certificate.")
     receiver_ca_file: Path | None = Field(

@@ -6,14 +6,18 @@ import asyncio
 import dataclasses
 import hmac
 import logging
+import socket
+import ssl
 from typing import Any
 
+import msgpack
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bytefreezer.ingress.bodies import BodyError, decompress
+from bytefreezer.ingress.proxy import forward
 from bytefreezer.ingress.proxy.config import InputConfig, ProxyConfig
 from bytefreezer.ingress.proxy.delivery import Batcher, DeadLetters, Forwarder, ProxyStats
 from bytefreezer.ingress.proxy.netflow import NetflowDecoder
@@ -52,6 +56,11 @@ class ProxyService:
         self.forwarder = Forwarder(config, self.spool, self.dead, self.stats)
         self.batchers = {i.name: Batcher(config, i, self.spool, self.stats) for i in config.inputs}
         self.decoders = {i.name: NetflowDecoder() for i in config.inputs if i.type == "netflow"}
+        self.forward_stats = {
+            i.name: {"malformed": 0, "auth_failures": 0}
+            for i in config.inputs
+            if i.type == "forward"
+        }
         self.ports: dict[str, int] = {}
         self._stop = asyncio.Event()
         self._closers: list[Any] = []
@@ -117,6 +126,79 @@ class ProxyService:
         self.ports[source.name] = server.sockets[0].getsockname()[1]
         self._closers.append(server)
 
+    async def _serve_forward(self, source: InputConfig) -> None:
+        """The Fluentd forward protocol on TCP (see ``forward``): records of a message asking
+        for an ack are spooled before it is sent."""
+        shared_key = source.shared_key.get_secret_value() if source.shared_key else None
+        hostname = socket.gethostname()
+        counts = self.forward_stats[source.name]
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            messages = forward.unpacker(source.max_body_bytes)
+            peer = (writer.get_extra_info("peername") or ("", 0))[0]
+            nonce = b""
+            try:
+                if shared_key is not None:
+                    hello, nonce = forward.helo()
+                    writer.write(hello)
+                    await writer.drain()
+                while data := await reader.read(1 << 16):
+                    messages.feed(data)
+                    for message in messages:
+                        if nonce:  # the first message after HELO is the client's PING
+                            answer, reason = forward.pong(
+                                message, nonce, shared_key or "", hostname
+                            )
+                            writer.write(answer)
+                            await writer.drain()
+                            if reason:
+                                counts["auth_failures"] += 1
+                                log.warning(
+                                    "forward input %s: %s from %s", source.name, reason, peer
+                                )
+                                return
+                            nonce = b""
+                            continue
+                        records, chunk = forward.decode_message(message, source.max_body_bytes * 10)
+                        counts["malformed"] += sum(
+                            1 for r in records if r.startswith(b'{"forward_error"')
+                        )
+                        if chunk is None:
+                            self.accept_records(source, records)
+                        elif await self.spool_records(source, records):
+                            writer.write(forward.ack(chunk))
+                            await writer.drain()
+                        else:  # spool full: no ack, the client sends the chunk again later
+                            return
+            except msgpack.BufferFull:
+                counts["malformed"] += 1
+                log.warning(
+                    "forward input %s: a message from %s exceeds %d bytes; connection closed",
+                    source.name,
+                    peer,
+                    source.max_body_bytes,
+                )
+            except (ConnectionError, msgpack.UnpackException, ValueError) as exc:
+                if not isinstance(exc, ConnectionError):
+                    counts["malformed"] += 1
+                    log.warning(
+                        "forward input %s: unreadable stream from %s: %s", source.name, peer, exc
+                    )
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(handle, source.host, source.port, ssl=self._tls())
+        self.ports[source.name] = server.sockets[0].getsockname()[1]
+        self._closers.append(server)
+
+    def _tls(self) -> ssl.SSLContext | None:
+        """The proxy's certificate for its TCP listeners, when it has one."""
+        if self.config.tls_cert_file is None or self.config.tls_key_file is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.config.tls_cert_file, self.config.tls_key_file)
+        return context
+
     async def _serve_udp(self, source: InputConfig) -> None:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
@@ -154,6 +236,8 @@ class ProxyService:
                 await self._serve_http(
                     self._input_app(source), source.host, source.port, source.name
                 )
+            elif source.type == "forward":
+                await self._serve_forward(source)
             elif source.type == "tcp" or (source.type == "syslog" and source.protocol == "tcp"):
                 await self._serve_tcp(source)
             else:
@@ -300,6 +384,20 @@ class ProxyService:
                 "Packets a netflow input forwarded undecoded (no template, not NetFlow).",
                 per_input({name: d.undecoded for name, d in self.decoders.items()}),
             )
+        if self.forward_stats:
+            metric(
+                "bytefreezer_proxy_forward_malformed_total",
+                "counter",
+                "Forward-protocol messages or entries not as the protocol says (kept as records "
+                "with the reason), and messages past the size limit.",
+                per_input({n: c["malformed"] for n, c in self.forward_stats.items()}),
+            )
+            metric(
+                "bytefreezer_proxy_forward_auth_failures_total",
+                "counter",
+                "Forward-protocol clients that could not prove the shared key.",
+                per_input({n: c["auth_failures"] for n, c in self.forward_stats.items()}),
+            )
         return "\n".join(lines) + "\n"
 
     def _api_app(self) -> Starlette:
@@ -317,6 +415,7 @@ class ProxyService:
                         name: {"flows": d.flows, "undecoded": d.undecoded}
                         for name, d in self.decoders.items()
                     },
+                    "forward": self.forward_stats,
                 }
             )
 

@@ -13,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from bytefreezer.ingress.proxy.config import load_proxy_config
 from tests.deploy.charts import BYTEFREEZER, HELM, PROXY, env_of, find, notes, render, scenario
 from tests.helpers import promtool
 
@@ -380,11 +381,18 @@ def test_bad_values_fail_with_an_actionable_message(values: dict[str, Any], mess
     assert message in str(info.value)
 
 
-def test_proxy_chart() -> None:
+def test_proxy_chart(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     objects = render(PROXY, scenario(PROXY, "syslog-and-http.yaml"), release="edge")
     service = find(objects, "Service", "edge-proxy")
     ports = {(p["port"], p["protocol"]) for p in service["spec"]["ports"]}
-    assert ports == {(5514, "UDP"), (6514, "TCP"), (5170, "TCP"), (8088, "TCP"), (2055, "UDP")}
+    assert ports == {
+        (5514, "UDP"),
+        (6514, "TCP"),
+        (5170, "TCP"),
+        (8088, "TCP"),
+        (2055, "UDP"),
+        (24224, "TCP"),
+    }
     deployment = find(objects, "Deployment", "edge-proxy")
     env = env_of(deployment)
     assert env["BYTEFREEZER_PROXY_KEY_SYSLOG_TCP"] == {
@@ -398,6 +406,22 @@ def test_proxy_chart() -> None:
     ]
     config = yaml.safe_load(find(objects, "ConfigMap", "edge-proxy-config")["data"]["proxy.yaml"])
     assert config["inputs"][1]["api_key"] == "${BYTEFREEZER_PROXY_KEY_SYSLOG_TCP}"
+    # a forward input's shared key comes from the Secret too, never the ConfigMap
+    assert config["inputs"][5]["shared_key"] == "${BYTEFREEZER_PROXY_KEY_FLUENT_SHARED}"
+    assert "shared_key" not in config["inputs"][4]
+    assert env["BYTEFREEZER_PROXY_KEY_FLUENT_SHARED"] == {
+        "secret": "edge-proxy-keys",
+        "key": "fluent-shared-key",
+    }
+    secret = find(objects, "Secret", "edge-proxy-keys")
+    assert secret["stringData"]["fluent-shared-key"] == "s3cret-shared"
+    for i in config["inputs"]:  # the rendered config is one the proxy takes
+        name = "BYTEFREEZER_PROXY_KEY_" + i["name"].upper().replace("-", "_")
+        monkeypatch.setenv(name, "bfk_key")
+        monkeypatch.setenv(name + "_SHARED", "shared")
+    text = find(objects, "ConfigMap", "edge-proxy-config")["data"]["proxy.yaml"]
+    (tmp_path / "proxy.yaml").write_text(text)
+    assert load_proxy_config(tmp_path / "proxy.yaml").inputs[5].type == "forward"
     assert config["receiver_url"] == "https://ingest.example.com"
     find(objects, "PersistentVolumeClaim", "edge-proxy-spool")
     assert (

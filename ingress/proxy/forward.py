@@ -1,0 +1,263 @@
+"""The Fluentd forward protocol (v1) to JSON records: the proxy's `forward` input, where Fluent
+Bit's and Fluentd's `forward` outputs (and the fluent-logger libraries) send.
+
+Every mode of the protocol is taken: Message (``[tag, time, record, option?]``), Forward
+(``[tag, [[time, record], ...], option?]``), PackedForward (``[tag, bin, option?]``, the
+entries as a MessagePack stream) and CompressedPackedForward (the same, gzip'd, option
+``compressed: gzip``). Times are integers, floats or the protocol's EventTime (nanoseconds).
+
+One record per entry: the entry's own fields, plus ``tag`` and ``timestamp`` (the event time,
+RFC 3339 to the nanosecond) when the record has no field of that name. Binary values are text
+when they are UTF-8, base64 otherwise. An entry or message that is not what the protocol says
+(a record that is not a map, a time that is not a time, a message that is not an array) is not
+dropped: it goes on as a record with ``forward_error`` (the reason) and ``forward_message``
+(what came, as JSON).
+
+A message whose option names a ``chunk`` is acknowledged (``{"ack": chunk}``) only once its
+records are in the proxy's spool, fsync'd; a client that gets no ack sends the chunk again.
+With a ``shared_key`` the connection starts with the protocol's handshake (HELO, PING, PONG),
+and a client that cannot prove the key is told why and disconnected.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import math
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgpack
+import orjson
+
+EVENT_TIME = 0  # the EventTime extension type: big-endian seconds and nanoseconds
+
+
+class ForwardError(Exception):
+    """A message that cannot be read as the protocol says; the reason is the message."""
+
+
+@dataclass(frozen=True)
+class EventTime:
+    seconds: int
+    nanoseconds: int
+
+
+def _ext(code: int, data: bytes) -> Any:
+    if code == EVENT_TIME and len(data) == 8:
+        return EventTime(*struct.unpack(">II", data))
+    return msgpack.ExtType(code, data)
+
+
+def unpacker(max_bytes: int) -> msgpack.Unpacker:
+    """A streaming reader of one connection's messages, none larger than ``max_bytes``."""
+    # raw: MessagePack's str and bin both arrive as bytes, decoded here (text when UTF-8, else
+    # base64): older Fluentd packs PackedForward's binary entries as str, which a decoding
+    # reader would mangle.
+    return msgpack.Unpacker(
+        raw=True,
+        strict_map_key=False,
+        ext_hook=_ext,
+        max_buffer_size=max_bytes,
+    )
+
+
+def _rfc3339(seconds: int, nanoseconds: int) -> str:
+    moment = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{moment}.{nanoseconds:09d}Z"
+
+
+def event_time(value: Any) -> str:
+    """An entry's time as RFC 3339 in UTC; ``ForwardError`` when it is not a time."""
+    if isinstance(value, EventTime):
+        if value.nanoseconds >= 10**9:
+            raise ForwardError(f"EventTime nanoseconds out of range: {value.nanoseconds}")
+        return _rfc3339(value.seconds, value.nanoseconds)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ForwardError(f"time is {_kind(value)}, not an integer or EventTime")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ForwardError(f"time is {value}")
+    nanos = int(value) * 10**9 if isinstance(value, int) else round(value * 1e9)
+    seconds, nanoseconds = divmod(nanos, 10**9)
+    try:
+        return _rfc3339(seconds, nanoseconds)
+    except (OverflowError, OSError, ValueError):
+        raise ForwardError(f"time {value} is out of range") from None
+
+
+def _kind(value: Any) -> str:
+    """A value's MessagePack type, for reasons."""
+    kinds = {bytes: "a string", bool: "a boolean", int: "an integer", float: "a float"}
+    kinds.update({dict: "a map", list: "an array", tuple: "an array", type(None): "nil"})
+    return kinds.get(type(value), type(value).__name__)
+
+
+def _json_value(value: Any) -> Any:
+    """A MessagePack value as JSON can hold it."""
+    if isinstance(value, dict):
+        return {_key(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, msgpack.ExtType):  # a named tuple: before lists
+        return {"ext_type": value.code, "data": base64.b64encode(value.data).decode()}
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return base64.b64encode(value).decode()
+    if isinstance(value, EventTime):
+        return _rfc3339(value.seconds, value.nanoseconds)
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return str(value)
+    return value
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bytes):
+        return key.decode("utf-8", "replace")
+    return orjson.dumps(_json_value(key)).decode() if isinstance(key, list | dict) else str(key)
+
+
+def _record(tag: str, time: Any, record: Any) -> bytes:
+    if not isinstance(record, dict):
+        raise ForwardError(f"record is {_kind(record)}, not a map")
+    out = _json_value(record)
+    out.setdefault("tag", tag)
+    out.setdefault("timestamp", event_time(time))
+    return orjson.dumps(out, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _error_record(reason: str, message: Any, tag: Any = None) -> bytes:
+    out: dict[str, Any] = {"forward_error": reason, "forward_message": _json_value(message)}
+    if isinstance(tag, str):
+        out["tag"] = tag
+    out["timestamp"] = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return orjson.dumps(out, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _entry(tag: str, entry: Any) -> bytes:
+    """One ``[time, record]`` entry as a record, or as an error record saying what is wrong."""
+    try:
+        if not isinstance(entry, list | tuple) or len(entry) != 2:
+            raise ForwardError("entry is not a [time, record] pair")
+        return _record(tag, entry[0], entry[1])
+    except ForwardError as exc:
+        return _error_record(str(exc), entry, tag)
+
+
+def _packed_entries(data: bytes, compressed: Any, max_bytes: int) -> list[Any]:
+    if compressed == "gzip":
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        parts: list[bytes] = []
+        size, rest = 0, data
+        while rest:  # every gzip member (Fluent Bit appends one per flush)
+            try:
+                part = inflater.decompress(rest, max_bytes - size + 1)
+            except zlib.error as exc:
+                raise ForwardError(f"compressed entries are not valid gzip: {exc}") from None
+            size += len(part)
+            parts.append(part)
+            if size > max_bytes:
+                raise ForwardError(f"compressed entries inflate past {max_bytes} bytes")
+            if inflater.unconsumed_tail:
+                rest = inflater.unconsumed_tail
+                continue
+            if not inflater.eof:
+                raise ForwardError("compressed entries end inside a gzip member")
+            rest = inflater.unused_data
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        data = b"".join(parts)
+    elif compressed not in (None, "text", "raw"):
+        raise ForwardError(f"unsupported compression {compressed!r}; gzip or none")
+    reader = unpacker(max(len(data), 1))
+    reader.feed(data)
+    return list(reader)
+
+
+def decode_message(message: Any, max_bytes: int) -> tuple[list[bytes], str | None]:
+    """The records of one message and the chunk id to acknowledge (None: no ack asked).
+
+    Never raises for what the client sent: what cannot be read becomes an error record."""
+    if not isinstance(message, list | tuple) or len(message) < 2:
+        return [_error_record("message is not an array of tag and entries", message)], None
+    tag = _text(message[0])
+    if not isinstance(tag, str):
+        return [_error_record("tag is not a string", message)], None
+    second = message[1]
+    try:
+        if isinstance(second, list | tuple):  # Forward mode
+            option = message[2] if len(message) > 2 else None
+            records = [_entry(tag, entry) for entry in second]
+        elif isinstance(second, bytes):  # PackedForward, CompressedPackedForward
+            option = message[2] if len(message) > 2 else None
+            compressed = _option(option, "compressed")
+            records = [_entry(tag, e) for e in _packed_entries(second, compressed, max_bytes)]
+        else:  # Message mode
+            if len(message) < 3:
+                raise ForwardError("message has a time but no record")
+            option = message[3] if len(message) > 3 else None
+            records = [_entry(tag, [second, message[2]])]
+    except (ForwardError, ValueError, msgpack.UnpackException) as exc:
+        reason = str(exc) if isinstance(exc, ForwardError) else f"entries unreadable: {exc}"
+        option = message[2] if len(message) > 2 and isinstance(message[2], dict) else None
+        records = [_error_record(reason, message)]
+    chunk = _option(option, "chunk")
+    return records, chunk if isinstance(chunk, str) else None
+
+
+def _text(value: Any) -> Any:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _option(option: Any, name: str) -> Any:
+    """An option's value, its text decoded (the reader leaves strings as bytes)."""
+    if not isinstance(option, dict):
+        return None
+    return _text(option.get(name.encode(), option.get(name)))
+
+
+def ack(chunk: str) -> bytes:
+    """The answer to a message whose option asked for an ack."""
+    packed: bytes = msgpack.packb({"ack": chunk})
+    return packed
+
+
+# The handshake (forward protocol v1, "Handshake Messages") -------------------------------
+
+
+def helo() -> tuple[bytes, bytes]:
+    """The HELO a server with a shared key sends first, and its nonce. No user
+    authentication: ``auth`` is empty."""
+    nonce = os.urandom(16)
+    return msgpack.packb(["HELO", {"nonce": nonce, "auth": b"", "keepalive": True}]), nonce
+
+
+def _digest(salt: Any, hostname: str, nonce: bytes, shared_key: str) -> str:
+    raw_salt = salt if isinstance(salt, bytes) else str(salt).encode()
+    return hashlib.sha512(raw_salt + hostname.encode() + nonce + shared_key.encode()).hexdigest()
+
+
+def pong(ping: Any, nonce: bytes, shared_key: str, server_hostname: str) -> tuple[bytes, str]:
+    """The PONG answering a client's PING, and why it failed ("" when it did not)."""
+    if not (isinstance(ping, list | tuple) and len(ping) >= 4 and _text(ping[0]) == "PING"):
+        reason = "expected PING after HELO"
+        return msgpack.packb(["PONG", False, reason, server_hostname, ""]), reason
+    _, client_hostname, salt, digest = ping[:4]
+    hostname = str(_text(client_hostname))
+    expected = _digest(salt, hostname, nonce, shared_key)
+    given = str(_text(digest))
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        reason = "shared key mismatch"
+        return msgpack.packb(["PONG", False, reason, server_hostname, ""]), reason
+    answer = _digest(salt, server_hostname, nonce, shared_key)
+    return msgpack.packb(["PONG", True, "", server_hostname, answer]), ""
+
+
+__all__ = ["ack", "decode_message", "event_time", "helo", "pong", "unpacker"]
