@@ -137,6 +137,20 @@ def cmd_datasets(args: argparse.Namespace) -> None:
         _print(checked)
         if not checked.ok:
             raise SystemExit(1)
+    elif args.action == "compact":
+        from bytefreezer.pipelines.compaction import compact_dataset
+        from bytefreezer.storage import Storage
+
+        settings = _settings(args)
+        report = compact_dataset(
+            settings,
+            control,
+            Storage(settings),
+            control.get_dataset(args.tenant, args.name),
+            min_age_seconds=args.min_age_minutes * 60,
+            dry_run=args.dry_run,
+        )
+        print(json.dumps(report.as_json(), indent=2))
     elif args.action in ("activate", "deactivate"):
         current = control.get_dataset(args.tenant, args.name).model_dump(exclude={"tenant"})
         current["active"] = args.action == "activate"
@@ -567,6 +581,20 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--buffer-mb", type=int, help="staged MB that get the dataset packed sooner"
             )
+    p = dsub.add_parser(
+        "compact",
+        parents=[common],
+        help="merge the small Parquet files of a dataset's closed partitions at its destination",
+    )
+    p.add_argument("tenant")
+    p.add_argument("name")
+    p.add_argument(
+        "--min-age-minutes",
+        type=float,
+        default=60.0,
+        help="compact a partition once none of its files changed for this long (default 60)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="say what would be merged, merge none")
     datasets.set_defaults(func=cmd_datasets)
 
     keys = sub.add_parser("keys", help="manage API keys")

@@ -34,6 +34,7 @@ _REPLAY_RE = re.compile(r"\.replay(\d+)\Z")
 RAW_PREFIX = "_raw"  # at a destination: intake objects kept as received (keep_raw)
 MANIFEST_PREFIX = "_manifests"
 PACKED_PREFIX = "_packed"
+COMPACTION_PREFIX = "_compactions"
 
 
 def validate_name(value: str, kind: str = "name") -> str:
@@ -182,6 +183,16 @@ def packed_prefix(tenant: str, dataset: str) -> str:
 def packed_key(tenant: str, dataset: str, run_id: str) -> str:
     """The ledger entry of one finished packer run: the stems it packed."""
     return f"{packed_prefix(tenant, dataset)}{run_id}.json"
+
+
+def compaction_prefix(tenant: str, dataset: str) -> str:
+    """The prefix of a dataset's unfinished compactions in the piper bucket."""
+    return f"{COMPACTION_PREFIX}/{dataset_prefix(tenant, dataset)}"
+
+
+def compaction_key(tenant: str, dataset: str, run_id: str) -> str:
+    """The manifest of one compaction: the files it merges and the file it writes."""
+    return f"{compaction_prefix(tenant, dataset)}{run_id}.json"
 
 
 def output_file_name(run_id: str, index: int) -> str:
