@@ -184,6 +184,8 @@ def cmd_datasets(args: argparse.Namespace) -> None:
         for name in ParquetOptions.model_fields:
             if getattr(args, name, None) is not None:
                 parquet[name] = getattr(args, name)
+        if parquet.get("compact_after_minutes") == 0:  # --compact-after-minutes 0: never
+            parquet["compact_after_minutes"] = None
         if args.action == "create":
             if parquet:
                 spec["parquet"] = ParquetOptions(**parquet)
@@ -580,6 +582,12 @@ def build_parser() -> argparse.ArgumentParser:
             )
             p.add_argument(
                 "--buffer-mb", type=int, help="staged MB that get the dataset packed sooner"
+            )
+            p.add_argument(
+                "--compact-after-minutes",
+                type=float,
+                help="packer compacts a partition once none of its files changed for this long "
+                "(0: only `datasets compact`, the default)",
             )
     p = dsub.add_parser(
         "compact",

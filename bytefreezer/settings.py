@@ -316,6 +316,12 @@ class PackerSettings(_Section):
     retry_backoff_max_seconds: float = Field(
         600.0, gt=0, description="Longest wait between two runs of a failing dataset."
     )
+    compaction_check_seconds: float = Field(
+        300.0,
+        ge=1,
+        description="How often packer looks for partitions to compact in the datasets that ask "
+        "for it (`parquet.compact_after_minutes`).",
+    )
     beam_args: list[str] = Field(default_factory=list, description="Beam pipeline options.")
     api_host: str = Field("0.0.0.0", description="Listen address of packer's API.")
     api_port: int = Field(

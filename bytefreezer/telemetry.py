@@ -78,6 +78,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("bytefreezer_packer_bytes", "counter", "By", (), "Parquet bytes written."),
     MetricSpec("bytefreezer_packer_compression_ratio", "histogram", "1", (), "Staged bytes per Parquet byte, per run."),
     MetricSpec("bytefreezer_packer_manifest_recoveries", "counter", "1", (), "Unfinished manifests replayed."),
+    MetricSpec("bytefreezer_packer_files_compacted", "counter", "1", (), "Small files merged into larger ones by compaction (datasets with `parquet.compact_after_minutes`)."),
     MetricSpec("bytefreezer_packer_late_staged_discarded", "counter", "1", (), "Staged objects already packed, rewritten late by a piper that lost its lease, deleted unpacked."),
     MetricSpec("bytefreezer_packer_backlog_objects", "gauge", "1", (), "Staged objects waiting."),
     MetricSpec("bytefreezer_packer_unowned_objects", "gauge", "1", (), "Staged objects kept, not packed: their dataset is gone."),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -44,6 +45,7 @@ from bytefreezer.pipelines.parquet import parquet_file, read_parquet, writable, 
 from bytefreezer.pipelines.schema import conform, unified_schema
 from bytefreezer.settings import Settings
 from bytefreezer.storage import ObjectInfo, ObjectStore, Storage
+from bytefreezer.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -234,3 +236,40 @@ def _finish(manifest: dict[str, Any], dest: ObjectStore, piper: ObjectStore, key
         dest.discard_partial_writes([manifest["output"]])
     piper.delete_many([key])
     log.info("finished interrupted compaction %s (%s)", manifest["run_id"], manifest.get("state"))
+
+
+# When each process next looks for partitions to compact, per piper bucket (one stack's).
+_NEXT_CHECK: dict[str, float] = {}
+_NEXT_CHECK_LOCK = threading.Lock()
+
+
+def compact_due(
+    settings: Settings, control: Any, storage: Storage, telemetry: Telemetry
+) -> list[CompactionReport]:
+    """Compact the datasets that ask for it (``parquet.compact_after_minutes``), at most every
+    ``packer.compaction_check_seconds``: packer calls it after each cycle. A dataset packer is
+    at just then is tried at the next check; a failure is logged and counted, never packer's."""
+    now = time.monotonic()
+    with _NEXT_CHECK_LOCK:
+        if now < _NEXT_CHECK.get(storage.piper.url, 0.0):
+            return []
+        _NEXT_CHECK[storage.piper.url] = now + settings.packer.compaction_check_seconds
+    reports = []
+    for dataset in control.list_datasets():
+        minutes = dataset.parquet.compact_after_minutes
+        if minutes is None or not dataset.active:
+            continue
+        try:
+            report = compact_dataset(
+                settings, control, storage, dataset, min_age_seconds=minutes * 60
+            )
+        except Conflict as busy:
+            log.debug("compaction of %s/%s waits: %s", dataset.tenant, dataset.name, busy)
+            continue
+        except Exception:
+            log.exception("cannot compact %s/%s", dataset.tenant, dataset.name)
+            telemetry.add("bytefreezer_errors", 1, stage="packer", error_type="compaction")
+            continue
+        telemetry.add("bytefreezer_packer_files_compacted", report.files_in)
+        reports.append(report)
+    return reports

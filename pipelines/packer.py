@@ -1020,10 +1020,21 @@ def run_packer_cycle(
     storage: Storage | None = None,
     telemetry: Telemetry | None = None,
 ) -> CycleStats:
-    """Claim each dataset with staged objects and pack it in one bounded pipeline."""
+    """Claim each dataset with staged objects and pack it in one bounded pipeline; then compact
+    the datasets that ask for it, when their check is due (``compaction.compact_due``)."""
+    from bytefreezer.pipelines.compaction import compact_due  # it builds on this module
+
     control = control or open_control(settings)
     storage = storage or Storage(settings)
     telemetry = telemetry or null_telemetry()
+    stats = _pack_cycle(settings, control, storage, telemetry)
+    compact_due(settings, control, storage, telemetry)
+    return stats
+
+
+def _pack_cycle(
+    settings: Settings, control: ControlClient, storage: Storage, telemetry: Telemetry
+) -> CycleStats:
     started = time.monotonic()
     buffers: dict[tuple[str, str], Buffer] = {}
     replays = set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -20,6 +21,7 @@ from bytefreezer.control.models import DatasetSpec, Tenant
 from bytefreezer.errors import Conflict
 from bytefreezer.ingress.receiver import IntakeWriter
 from bytefreezer.keys import compaction_prefix, manifest_key, packer_lease_name
+from bytefreezer.pipelines import compaction
 from bytefreezer.pipelines.compaction import compact_dataset, plan_merges
 from bytefreezer.pipelines.packer import run_packer_cycle
 from bytefreezer.pipelines.piper import run_piper_cycle
@@ -227,3 +229,35 @@ def test_compaction_on_s3(tmp_path: Path, s3_server: dict[str, str]) -> None:
     assert (report.files_in, report.files_out) == (6, 2)
     assert [r["id"] for r in rows(dest)] == expected
     assert sorted(files(dest).values()) == [1, 1]
+
+
+def test_packer_compacts_the_datasets_that_ask_for_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings, control, storage = setup_stack(tmp_path)
+    control.create_dataset("acme", DatasetSpec(name="other"))
+    data = ["--data-dir", str(settings.data_dir)]
+    main(["datasets", "update", "acme", "web", "--compact-after-minutes", "0.001", *data])
+    capsys.readouterr()
+    assert control.get_dataset("acme", "web").parquet.compact_after_minutes == 0.001
+    settings = settings.model_copy(
+        update={"packer": settings.packer.model_copy(update={"compaction_check_seconds": 3600})}
+    )
+    dest = destination(storage, control)
+    # the first cycle's check finds one file a partition (nothing to merge), and the next
+    # check is an hour away: the second round's files wait for it
+    pack_rounds(settings, control, storage, 2)
+    time.sleep(0.1)
+    compaction._NEXT_CHECK.clear()  # the hour has passed
+    run_packer_cycle(settings, control, storage)
+    assert sorted(files(dest).values()) == [1, 1]
+    assert len(rows(dest)) == 80
+    # a dataset that does not ask is left as it is (other has no data: nothing to list)
+    main(["datasets", "update", "acme", "web", "--compact-after-minutes", "0", *data])
+    capsys.readouterr()
+    assert control.get_dataset("acme", "web").parquet.compact_after_minutes is None
+    pack_rounds(settings, control, storage, 2)
+    compaction._NEXT_CHECK.clear()
+    time.sleep(0.1)
+    run_packer_cycle(settings, control, storage)
+    assert sorted(files(dest).values()) == [3, 3]

@@ -105,6 +105,15 @@ class ParquetOptions(_Model):
         description="Staged MB that get the dataset packed before `buffer_seconds` have "
         "passed; unset: packer's `packer.buffer_mb`.",
     )
+    compact_after_minutes: float | None = Field(
+        None,
+        gt=0,
+        le=525_600,
+        description="Packer merges the small files of a partition none of whose files changed "
+        "for this many minutes (as `bytefreezer datasets compact` does); unset: only on "
+        "demand. Merged files are new objects: a consumer notified of each new object reads "
+        "their rows again.",
+    )
 
 
 class DatasetSpec(_Model):
