@@ -108,6 +108,15 @@ def render(data: dict) -> str:  # type: ignore[type-arg]
             f"| {o['records_per_s']:,} rec/s | protobuf's MessageToDict alone {o['message_to_dict_records_per_s']:,} rec/s "
             f"| {o['ratio']:.2f}x (the same records as NDJSON: {o['ndjson_records_per_s']:,} rec/s) | |"
         )
+    if "forward" in data:
+        f = data["forward"]
+        lines.append(
+            f"| proxy `forward` input, PackedForward chunks of {f['chunk_records']:,} with acks, "
+            f"{f['connections']} connections ({f['records']:,} events) "
+            f"| {f['proxy_records_per_s']:,} rec/s, {f['proxy_mb_per_s']} MB/s as NDJSON, spooled "
+            f"| bare msgpack server (read, ack) {f['bare_records_per_s']:,} rec/s "
+            f"| {f['ratio']:.2f}x{_pass_by_pass(f)} | |"
+        )
     if "transforms" in data:
         lines += [
             "",

@@ -263,7 +263,7 @@ def test_an_ack_comes_only_once_the_records_are_spooled(receiver: Receiver, tmp_
             assert lines == [0, 1, 2, 3, 4]
             # a chunk the full spool refuses is not acked: the connection closes unanswered,
             # and the client sends it again
-            big = [[EPOCH, {"blob": os.urandom(3000).hex()}]]
+            big = [[EPOCH, {"blob": os.urandom(5000).hex()}]]
             writer.write(msgpack.packb(["t", big, {"chunk": "second"}]))
             await writer.drain()
             assert await asyncio.wait_for(reader.read(1024), 10) == b""
@@ -336,3 +336,17 @@ def test_forward_over_tls_with_the_proxys_certificate(receiver: Receiver, tmp_pa
 
     asyncio.run(scenario())
     assert sorted(r["id"] for r in intake_records(receiver)) == list(range(200))
+
+
+def test_entries_and_text_packed_as_str_by_older_clients() -> None:
+    # Fluentd before v1 packs binary as MessagePack's str: PackedForward's entries are read
+    # back byte for byte, and a str value that is not UTF-8 has its bad bytes replaced
+    entries = b"".join(msgpack.packb([EPOCH, {"n": n, "ü": "ä"}]) for n in range(3))
+    reader = unpacker(1 << 20)
+    reader.feed(msgpack.packb(["old", entries, {"chunk": "x"}], use_bin_type=False))
+    records, chunk = decode_message(next(reader), 1 << 20)
+    assert [json.loads(r)["n"] for r in records] == [0, 1, 2] and chunk == "x"
+    assert json.loads(records[0])["ü"] == "ä"
+    reader.feed(msgpack.packb(["old", EPOCH, {"bad": b"ok \xff"}], use_bin_type=False))
+    (record,), _ = decode_message(next(reader), 1 << 20)
+    assert json.loads(record)["bad"] == "ok \ufffd"

@@ -1,0 +1,190 @@
+"""The proxy's `forward` input: Fluent Bit-style PackedForward chunks with acks, into the spool.
+
+    python benchmarks/forward.py [--mb 32] [--chunk-records 1000] [--connections 4] [--passes 3]
+
+Generated security events, packed as Fluent Bit packs them (PackedForward, EventTime, a chunk id
+asking for an ack), are sent over ``--connections`` TCP connections, one chunk in flight on each
+(as Fluent Bit waits for each chunk's ack), to ``bytefreezer proxy`` with a forward input: each
+ack comes once the chunk's records are JSON in the proxy's spool, fsync'd (its receiver is
+unreachable, so the spool keeps them). The baseline, in the same run: a bare asyncio server in
+its own process that reads the same stream with msgpack, unpacks each chunk's entries and acks
+it (the protocol with nothing kept). The two take turns for ``--passes`` passes; prints records/s
+of each from its median pass and the median of the pairs' ratios; merges the figures into
+benchmarks/results/latest.json under "forward".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgpack
+import orjson
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import free_port, generate, merge_results, stop_process, wait_port
+
+EPOCH = 1_767_225_600
+
+BARE_SERVER = r"""
+import asyncio, sys
+import msgpack
+
+async def handle(reader, writer):
+    messages = msgpack.Unpacker(raw=True, strict_map_key=False)
+    while data := await reader.read(1 << 16):
+        messages.feed(data)
+        for message in messages:
+            entries = msgpack.Unpacker(raw=True, strict_map_key=False)
+            entries.feed(message[1])
+            count = sum(1 for _ in entries)
+            writer.write(msgpack.packb({"ack": message[2][b"chunk"]}))
+            await writer.drain()
+    writer.close()
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]))
+    async with server:
+        await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+def chunks(lines: list[bytes], per_chunk: int) -> list[bytes]:
+    """The events as PackedForward messages of ``per_chunk`` entries, each asking for an ack."""
+    out = []
+    for start in range(0, len(lines), per_chunk):
+        entries = b"".join(
+            msgpack.packb(
+                [msgpack.ExtType(0, struct.pack(">II", EPOCH + n, 0)), orjson.loads(line)]
+            )
+            for n, line in enumerate(lines[start : start + per_chunk], start)
+        )
+        option = {"size": per_chunk, "chunk": f"c{start}", "compressed": "text"}
+        out.append(msgpack.packb(["app.events", entries, option], use_bin_type=True))
+    return out
+
+
+async def send_all(port: int, messages: list[bytes], connections: int) -> None:
+    async def connection(share: list[bytes]) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answers = msgpack.Unpacker()
+        for message in share:
+            writer.write(message)
+            await writer.drain()
+            while True:  # one chunk in flight: wait for its ack
+                answers.feed(await reader.read(1024))
+                if next(answers, None) is not None:
+                    break
+        writer.close()
+
+    await asyncio.gather(*(connection(messages[i::connections]) for i in range(connections)))
+
+
+def timed(port: int, messages: list[bytes], connections: int) -> float:
+    started = time.perf_counter()
+    asyncio.run(send_all(port, messages, connections))
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--mb", type=float, default=32)
+    parser.add_argument("--chunk-records", type=int, default=1000)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--passes", type=int, default=3)
+    args = parser.parse_args()
+    lines = generate(int(args.mb * 1024 * 1024))
+    messages = chunks(lines, args.chunk_records)
+    work = Path(tempfile.mkdtemp(prefix="bf-forward-"))
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        bare_port, proxy_port, api_port = free_port(), free_port(), free_port()
+        processes.append(subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(bare_port)]))
+        seconds: dict[str, list[float]] = {"bare": [], "proxy": []}
+        for _ in range(args.passes):
+            spool = work / "spool"
+            shutil.rmtree(spool, ignore_errors=True)
+            config = work / "proxy.yaml"
+            config.write_text(
+                yaml.safe_dump(
+                    {
+                        "receiver_url": "http://127.0.0.1:9",  # unreachable: the spool keeps all
+                        "spool_dir": str(spool),
+                        "spool_max_bytes": 8 << 30,
+                        "dead_letter_dir": str(work / "dead"),
+                        "retry_initial_seconds": 30,
+                        "api_host": "127.0.0.1",
+                        "api_port": api_port,
+                        "inputs": [
+                            {
+                                "name": "fluent",
+                                "type": "forward",
+                                "host": "127.0.0.1",
+                                "port": proxy_port,
+                                "tenant": "acme",
+                                "dataset": "events",
+                                "api_key": "unused",
+                            }
+                        ],
+                    }
+                )
+            )
+            proxy = subprocess.Popen(
+                [sys.executable, "-m", "bytefreezer.cli", "proxy", "--config", str(config)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                wait_port(bare_port)
+                wait_port(proxy_port)
+                seconds["bare"].append(timed(bare_port, messages, args.connections))
+                seconds["proxy"].append(timed(proxy_port, messages, args.connections))
+            finally:
+                stop_process(proxy)
+        records = len(lines)
+        mb = sum(len(line) + 1 for line in lines) / 1e6
+        bare_s, proxy_s = (statistics.median(seconds[k]) for k in ("bare", "proxy"))
+        pairs = [b / p for b, p in zip(seconds["bare"], seconds["proxy"], strict=True)]
+        result = {
+            "records": records,
+            "mb_as_ndjson": round(mb, 1),
+            "chunk_records": args.chunk_records,
+            "connections": args.connections,
+            "proxy_records_per_s": round(records / proxy_s),
+            "proxy_mb_per_s": round(mb / proxy_s, 1),
+            "bare_records_per_s": round(records / bare_s),
+            "ratio": round(statistics.median(pairs), 3),
+            "pair_ratios": [round(r, 3) for r in pairs],
+        }
+        print(
+            f"{records} events ({mb:.1f} MB as NDJSON) in chunks of {args.chunk_records}, "
+            f"{args.connections} connections, an ack per chunk"
+        )
+        print(
+            f"proxy forward input → spool: {result['proxy_records_per_s']:,} records/s "
+            f"({result['proxy_mb_per_s']} MB/s)"
+        )
+        print(f"bare msgpack server (read, ack): {result['bare_records_per_s']:,} records/s")
+        print(f"ratio: {result['ratio']:.2f}x (pairs {', '.join(f'{r:.2f}' for r in pairs)})")
+        merge_results({"forward": result})
+    finally:
+        for process in processes:
+            stop_process(process)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
