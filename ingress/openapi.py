@@ -113,14 +113,14 @@ _STATUS_MESSAGE = {
 }
 
 
-def _otlp_logs() -> dict[str, Any]:
+def _otlp(signal: str, request: str) -> dict[str, Any]:
     retry = {
         **_STATUS_MESSAGE,
         "headers": {"Retry-After": {"schema": {"type": "integer"}}},
     }
     return {
         "post": {
-            "summary": "Ingest OTLP/HTTP logs (an ExportLogsServiceRequest; webhook port 8080)",
+            "summary": f"Ingest OTLP/HTTP {signal} (an {request}; webhook port 8080)",
             "parameters": [
                 {"name": "tenant", "in": "path", "required": True, "schema": _NAME},
                 {"name": "dataset", "in": "path", "required": True, "schema": _NAME},
@@ -135,7 +135,7 @@ def _otlp_logs() -> dict[str, Any]:
             },
             "responses": {
                 "200": {
-                    "description": "Durable: an empty ExportLogsServiceResponse.",
+                    "description": "Durable: an empty export response.",
                     "content": {
                         "application/x-protobuf": {"schema": _BINARY},
                         "application/json": {"schema": {"type": "object"}},
@@ -171,7 +171,8 @@ def receiver_openapi() -> dict[str, Any]:
         "paths": {
             "/webhook/{tenant}/{dataset}": _ingest("Ingest a body (webhook port 8080)"),
             "/{tenant}/{dataset}": _ingest("Ingest a body (webhook port 8080, original path)"),
-            "/otlp/{tenant}/{dataset}/v1/logs": _otlp_logs(),
+            "/otlp/{tenant}/{dataset}/v1/logs": _otlp("logs", "ExportLogsServiceRequest"),
+            "/otlp/{tenant}/{dataset}/v1/traces": _otlp("traces", "ExportTraceServiceRequest"),
             "/health": _get("Liveness of the webhook port", _STATUS),
             "/api/v1/health": _get("Liveness (API port 8081)", _STATUS),
             "/api/v1/ready": _get("Storage and control reachable", {"type": "object"}, "503"),

@@ -1,10 +1,11 @@
-"""OTLP/HTTP logs in: ``POST /otlp/{tenant}/{dataset}/v1/logs``, what an OpenTelemetry
-Collector's ``otlphttp`` exporter or an SDK's OTLP log exporter sends.
+"""OTLP/HTTP logs and traces in: ``POST /otlp/{tenant}/{dataset}/v1/logs`` and ``.../v1/traces``,
+what an OpenTelemetry Collector's ``otlphttp`` exporter or an SDK's OTLP exporters send.
 
-The body is an ``ExportLogsServiceRequest``, binary protobuf (``application/x-protobuf``) or
-OTLP/JSON (``application/json``, trace and span ids in hex as the OTLP spec has them), gzip or
-not. The receiver parses it to refuse what is not one (400) and to count its log records, and
-stores it as binary protobuf under the hint ``otlp``: piper turns each log record into a row.
+The body is an ``ExportLogsServiceRequest`` (``ExportTraceServiceRequest``), binary protobuf
+(``application/x-protobuf``) or OTLP/JSON (``application/json``, trace and span ids in hex as the
+OTLP spec has them), gzip or not. The receiver parses it to refuse what is not one (400) and to
+count its log records (spans), and stores it as binary protobuf under the hint ``otlp``
+(``otlp-traces``): piper turns each log record (span) into a row.
 Answers follow OTLP/HTTP: the response in the request's encoding, an error as a ``google.rpc.Status``,
 429 and 503 with ``Retry-After`` (exporters retry those).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import json_format
@@ -23,11 +25,54 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
 )
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from starlette.responses import Response
 
 from bytefreezer.ingress.bodies import Body, BodyError, decompress
 
-OTLP_HINT = "otlp"
+
+@dataclass(frozen=True)
+class Signal:
+    """One OTLP signal as the receiver takes it."""
+
+    path: str  # "logs": /otlp/{tenant}/{dataset}/v1/logs
+    hint: str  # what the stored object is marked with for piper
+    request: type[Any]
+    response: type[Any]
+    resources: str  # the request's fields down to its items, as protobuf names them
+    scopes: str
+    items: str
+    json_names: tuple[str, str, str]  # the same in OTLP/JSON
+    json_ids: tuple[str, ...]  # an item's id fields, hex in OTLP/JSON
+
+
+LOGS = Signal(
+    "logs",
+    "otlp",
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+    "resource_logs",
+    "scope_logs",
+    "log_records",
+    ("resourceLogs", "scopeLogs", "logRecords"),
+    ("traceId", "spanId"),
+)
+TRACES = Signal(
+    "traces",
+    "otlp-traces",
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+    "resource_spans",
+    "scope_spans",
+    "spans",
+    ("resourceSpans", "scopeSpans", "spans"),
+    ("traceId", "spanId", "parentSpanId"),
+)
+SIGNALS = {signal.path: signal for signal in (LOGS, TRACES)}
+OTLP_HINTS = frozenset(signal.hint for signal in SIGNALS.values())
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 # gRPC status codes of the HTTP statuses an OTLP error answers with.
@@ -39,25 +84,30 @@ def wants_json(content_type: str) -> bool:
     return content_type.split(";", 1)[0].strip().lower() == JSON
 
 
-def prepare_otlp(raw: bytes, encoding: str, content_type: str, limit: int) -> Body:
-    """Decompress and parse an OTLP logs request; the stored member is its binary protobuf,
-    gzip-compressed, and its counts are the log records. ``BodyError`` 400/413/415."""
+def prepare_otlp(
+    raw: bytes, encoding: str, content_type: str, limit: int, signal: Signal = LOGS
+) -> Body:
+    """Decompress and parse an OTLP request of ``signal``; the stored member is its binary
+    protobuf, gzip-compressed, and its counts are its log records (spans). ``BodyError``
+    400/413/415."""
     kind = content_type.split(";", 1)[0].strip().lower()
     if kind not in (PROTOBUF, JSON):
-        raise BodyError(415, f"OTLP logs are {PROTOBUF} or {JSON}, not {kind or 'unnamed'!r}")
+        raise BodyError(
+            415, f"OTLP {signal.path} are {PROTOBUF} or {JSON}, not {kind or 'unnamed'!r}"
+        )
     data = decompress(raw, encoding, limit)
-    request = ExportLogsServiceRequest()
+    request = signal.request()
     try:
         if kind == JSON:
-            json_format.ParseDict(_ids_as_base64(json.loads(data)), request)
+            json_format.ParseDict(_ids_as_base64(json.loads(data), signal), request)
         else:
             request.ParseFromString(data)
     except (DecodeError, json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
-        raise BodyError(400, f"not an OTLP ExportLogsServiceRequest: {exc}") from None
+        raise BodyError(400, f"not an OTLP {signal.request.__name__}: {exc}") from None
     records = sum(
-        len(scope.log_records)
-        for resource in request.resource_logs
-        for scope in resource.scope_logs
+        len(getattr(scope, signal.items))
+        for resource in getattr(request, signal.resources)
+        for scope in getattr(resource, signal.scopes)
     )
     if kind == JSON:
         data = request.SerializeToString()
@@ -69,19 +119,26 @@ def prepare_otlp(raw: bytes, encoding: str, content_type: str, limit: int) -> Bo
     return Body(member, records, len(data), records)
 
 
-def _ids_as_base64(document: Any) -> Any:
+def _ids_as_base64(document: Any, signal: Signal) -> Any:
     """OTLP/JSON writes trace and span ids in hex where protobuf's JSON mapping reads base64."""
     if not isinstance(document, dict):
         raise ValueError("the body is not a JSON object")
+    resources, scopes, items = signal.json_names
     # Shapes other than the spec's are left for the parser to refuse with its own message.
-    for resource in _items(document, "resourceLogs"):
-        for scope in _items(resource, "scopeLogs"):
-            for record in _items(scope, "logRecords"):
-                for name in ("traceId", "spanId"):
-                    value = record.get(name)
-                    if isinstance(value, str) and value:
-                        record[name] = base64.b64encode(bytes.fromhex(value)).decode()
+    for resource in _items(document, resources):
+        for scope in _items(resource, scopes):
+            for item in _items(scope, items):
+                _hex_ids(item, signal.json_ids)
+                for link in _items(item, "links"):  # a span's links name other spans
+                    _hex_ids(link, ("traceId", "spanId"))
     return document
+
+
+def _hex_ids(item: dict[str, Any], names: tuple[str, ...]) -> None:
+    for name in names:
+        value = item.get(name)
+        if isinstance(value, str) and value:
+            item[name] = base64.b64encode(bytes.fromhex(value)).decode()
 
 
 def _items(parent: Any, name: str) -> list[dict[str, Any]]:
@@ -90,11 +147,11 @@ def _items(parent: Any, name: str) -> list[dict[str, Any]]:
     return [item for item in found if isinstance(item, dict)] if isinstance(found, list) else []
 
 
-def otlp_success(content_type: str) -> Response:
-    """An empty ``ExportLogsServiceResponse``: every record accepted."""
+def otlp_success(content_type: str, signal: Signal = LOGS) -> Response:
+    """An empty export response of ``signal``: every record accepted."""
     if wants_json(content_type):
         return Response(b"{}", media_type=JSON)
-    return Response(ExportLogsServiceResponse().SerializeToString(), media_type=PROTOBUF)
+    return Response(signal.response().SerializeToString(), media_type=PROTOBUF)
 
 
 def otlp_error(

@@ -40,7 +40,15 @@ from bytefreezer.errors import (
 from bytefreezer.ingress.bodies import Body, BodyError, prepare
 from bytefreezer.ingress.group_commit import GroupCommitter, GroupKey, Stored
 from bytefreezer.ingress.headers import proxy_metadata
-from bytefreezer.ingress.otlp import OTLP_HINT, otlp_error, otlp_success, prepare_otlp
+from bytefreezer.ingress.otlp import (
+    LOGS,
+    OTLP_HINTS,
+    TRACES,
+    Signal,
+    otlp_error,
+    otlp_success,
+    prepare_otlp,
+)
 from bytefreezer.ingress.spool import Spool, SpoolFull
 from bytefreezer.ingress.usage import UsageMeter, seconds_to_next_day
 from bytefreezer.keys import IntakeKey, validate_hint, validate_name
@@ -301,15 +309,20 @@ def _authorize(state: ReceiverState, key: str, tenant: str, dataset: str) -> Key
 
 async def ingest(request: Request) -> Response:
     """Authenticate, check and durably store one request body; count what happened."""
-    return await _counted(request, otlp=False)
+    return await _counted(request, otlp=None)
 
 
 async def ingest_otlp(request: Request) -> Response:
     """The same for an OTLP/HTTP logs request (``bytefreezer.ingress.otlp``)."""
-    return await _counted(request, otlp=True)
+    return await _counted(request, otlp=LOGS)
 
 
-async def _counted(request: Request, *, otlp: bool) -> Response:
+async def ingest_otlp_traces(request: Request) -> Response:
+    """The same for an OTLP/HTTP traces request."""
+    return await _counted(request, otlp=TRACES)
+
+
+async def _counted(request: Request, *, otlp: Signal | None) -> Response:
     state: ReceiverState = request.app.state.receiver
     state.requests += 1
     started = time.perf_counter()
@@ -348,7 +361,9 @@ _ERROR_TYPES = {
 }
 
 
-async def _ingest(request: Request, state: ReceiverState, traceparent: str, otlp: bool) -> Response:
+async def _ingest(
+    request: Request, state: ReceiverState, traceparent: str, otlp: Signal | None
+) -> Response:
     reserved = 0
     content_type = request.headers.get("content-type", "")
     try:
@@ -359,9 +374,9 @@ async def _ingest(request: Request, state: ReceiverState, traceparent: str, otlp
             validate_name(tenant, "tenant")
             validate_name(dataset, "dataset")
             given = request.headers.get("x-proxy-data-hint") or request.query_params.get("format")
-            hint = OTLP_HINT if otlp else validate_hint((given or "auto").lower())
-            if not otlp and _format_hint(hint) == OTLP_HINT:
-                raise Rejected(400, f"post OTLP logs to /otlp/{tenant}/{dataset}/v1/logs")
+            hint = otlp.hint if otlp else validate_hint((given or "auto").lower())
+            if not otlp and _format_hint(hint) in OTLP_HINTS:
+                raise Rejected(400, f"post OTLP to /otlp/{tenant}/{dataset}/v1/logs or /v1/traces")
             metadata = proxy_metadata(dict(request.headers), tenant, dataset)
         except (InvalidName, BodyError) as exc:
             raise Rejected(400, getattr(exc, "message", str(exc))) from None
@@ -388,7 +403,9 @@ async def _ingest(request: Request, state: ReceiverState, traceparent: str, otlp
         limit = state.settings.receiver.max_decompressed_bytes
         try:
             if otlp:
-                body = await run_in_threadpool(prepare_otlp, raw, encoding, content_type, limit)
+                body = await run_in_threadpool(
+                    prepare_otlp, raw, encoding, content_type, limit, otlp
+                )
             else:
                 body = await run_in_threadpool(prepare, raw, encoding, fmt, limit)
         except BodyError as exc:
@@ -410,7 +427,7 @@ async def _ingest(request: Request, state: ReceiverState, traceparent: str, otlp
             tenant=tenant,
         )
         if otlp and not body.records:
-            return otlp_success(content_type)  # nothing to keep
+            return otlp_success(content_type, otlp)  # nothing to keep
         stored = await _store(state, (tenant, dataset, hint), body, metadata, traceparent)
         state.usage.add(tenant, dataset, body.records, body.size, len(raw))
         telemetry.add("bytefreezer_records_sent", body.records, stage="ingest", tenant=tenant)
@@ -421,7 +438,7 @@ async def _ingest(request: Request, state: ReceiverState, traceparent: str, otlp
     finally:
         state.budget.give(reserved)
     if otlp:
-        return otlp_success(content_type)
+        return otlp_success(content_type, otlp)
     return JSONResponse(
         {
             "status": "spooled" if stored.spooled else "stored",
@@ -592,6 +609,7 @@ def create_app(
         Route("/health", health, methods=["GET"]),
         Route("/webhook/{tenant}/{dataset}", ingest, methods=["POST"]),
         Route("/otlp/{tenant}/{dataset}/v1/logs", ingest_otlp, methods=["POST"]),
+        Route("/otlp/{tenant}/{dataset}/v1/traces", ingest_otlp_traces, methods=["POST"]),
         Route("/{tenant}/{dataset}", ingest, methods=["POST"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

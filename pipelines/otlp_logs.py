@@ -17,6 +17,7 @@ Empty fields are null, as a missing field of a JSON record is.
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -27,7 +28,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from bytefreezer.pipelines.decode import Decoded
 from bytefreezer.transforms.tables import values_column
 
-_MAX_NANOS = (1 << 63) - 1  # later than 2262 is no time a timestamp column holds
+MAX_NANOS = (1 << 63) - 1  # later than 2262 is no time a timestamp column holds
 _COLUMNS = (
     "timestamp",
     "observed_timestamp",
@@ -43,11 +44,11 @@ _COLUMNS = (
     "span_id",
     "flags",
 )
-_TIME = pa.timestamp("us", tz="UTC")
+TIME = pa.timestamp("us", tz="UTC")
 # Columns of one type whatever the records hold (the rest are typed by their values).
 _TYPES = {
-    "timestamp": _TIME,
-    "observed_timestamp": _TIME,
+    "timestamp": TIME,
+    "observed_timestamp": TIME,
     "severity_text": pa.string(),
     "severity_number": pa.int64(),
     "event_name": pa.string(),
@@ -76,6 +77,27 @@ def any_value(value: AnyValue) -> Any:
 def attributes(pairs: Any) -> dict[str, Any] | None:
     """OTLP key-values as an object (None when there are none)."""
     return {pair.key: any_value(pair.value) for pair in pairs} or None
+
+
+def nanos_text(nanos: int) -> str | None:
+    """Nanoseconds since the epoch as RFC 3339 in UTC to the nanosecond (None for 0)."""
+    if nanos <= 0:
+        return None
+    seconds, rest = divmod(nanos, 10**9)
+    moment = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{moment}.{rest:09d}Z"
+
+
+def columns_table(columns: dict[str, list[Any]], types: dict[str, pa.DataType]) -> pa.Table:
+    """Rows gathered column by column as a table: a column of ``types`` has that type, the
+    others are typed by their values; a field no row has is no column."""
+    rows = len(next(iter(columns.values()), []))
+    arrays = {}
+    for name, values in columns.items():
+        if any(v is not None for v in values):
+            kind = types.get(name)
+            arrays[name] = pa.array(values, kind) if kind is not None else values_column(values)
+    return pa.table(arrays) if arrays else pa.table({"_": pa.nulls(rows)}).drop_columns(["_"])
 
 
 def decode_otlp_logs(data: bytes) -> Decoded:
@@ -113,8 +135,8 @@ def decode_otlp_logs(data: bytes) -> Decoded:
             for record in logs:
                 observed = record.observed_time_unix_nano
                 nanos = record.time_unix_nano or observed
-                times.append(nanos // 1000 if 0 < nanos <= _MAX_NANOS else None)
-                observed_times.append(observed // 1000 if 0 < observed <= _MAX_NANOS else None)
+                times.append(nanos // 1000 if 0 < nanos <= MAX_NANOS else None)
+                observed_times.append(observed // 1000 if 0 < observed <= MAX_NANOS else None)
                 severity_texts.append(record.severity_text or None)
                 severity_numbers.append(record.severity_number or None)
                 bodies.append(any_value(record.body) if record.HasField("body") else None)
@@ -123,11 +145,4 @@ def decode_otlp_logs(data: bytes) -> Decoded:
                 trace_ids.append(record.trace_id.hex() or None)
                 span_ids.append(record.span_id.hex() or None)
                 flags.append(record.flags or None)
-    rows = len(times)
-    arrays = {}
-    for name, values in columns.items():
-        if any(v is not None for v in values):  # a field no record has is no column
-            kind = _TYPES.get(name)
-            arrays[name] = pa.array(values, kind) if kind is not None else values_column(values)
-    table = pa.table(arrays) if arrays else pa.table({"_": pa.nulls(rows)}).drop_columns(["_"])
-    return Decoded(table, [], rows)
+    return Decoded(columns_table(columns, _TYPES), [], len(times))
