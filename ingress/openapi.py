@@ -173,6 +173,7 @@ def receiver_openapi() -> dict[str, Any]:
             "/{tenant}/{dataset}": _ingest("Ingest a body (webhook port 8080, original path)"),
             "/otlp/{tenant}/{dataset}/v1/logs": _otlp("logs", "ExportLogsServiceRequest"),
             "/otlp/{tenant}/{dataset}/v1/traces": _otlp("traces", "ExportTraceServiceRequest"),
+            "/otlp/{tenant}/{dataset}/v1/metrics": _otlp("metrics", "ExportMetricsServiceRequest"),
             "/health": _get("Liveness of the webhook port", _STATUS),
             "/api/v1/health": _get("Liveness (API port 8081)", _STATUS),
             "/api/v1/ready": _get("Storage and control reachable", {"type": "object"}, "503"),

@@ -1,11 +1,13 @@
-"""OTLP/HTTP logs and traces in: ``POST /otlp/{tenant}/{dataset}/v1/logs`` and ``.../v1/traces``,
-what an OpenTelemetry Collector's ``otlphttp`` exporter or an SDK's OTLP exporters send.
+"""OTLP/HTTP logs, traces and metrics in: ``POST /otlp/{tenant}/{dataset}/v1/logs``,
+``.../v1/traces`` and ``.../v1/metrics``, what an OpenTelemetry Collector's ``otlphttp`` exporter
+or an SDK's OTLP exporters send.
 
-The body is an ``ExportLogsServiceRequest`` (``ExportTraceServiceRequest``), binary protobuf
-(``application/x-protobuf``) or OTLP/JSON (``application/json``, trace and span ids in hex as the
-OTLP spec has them), gzip or not. The receiver parses it to refuse what is not one (400) and to
-count its log records (spans), and stores it as binary protobuf under the hint ``otlp``
-(``otlp-traces``): piper turns each log record (span) into a row.
+The body is an ``ExportLogsServiceRequest`` (``ExportTraceServiceRequest``,
+``ExportMetricsServiceRequest``), binary protobuf (``application/x-protobuf``) or OTLP/JSON
+(``application/json``, trace and span ids in hex as the OTLP spec has them), gzip or not. The
+receiver parses it to refuse what is not one (400) and to count its log records (spans, data
+points), and stores it as binary protobuf under the hint ``otlp`` (``otlp-traces``,
+``otlp-metrics``): piper turns each log record (span, data point) into a row.
 Answers follow OTLP/HTTP: the response in the request's encoding, an error as a ``google.rpc.Status``,
 429 and 503 with ``Retry-After`` (exporters retry those).
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +27,10 @@ from google.rpc import status_pb2
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -42,36 +49,39 @@ class Signal:
     hint: str  # what the stored object is marked with for piper
     request: type[Any]
     response: type[Any]
-    resources: str  # the request's fields down to its items, as protobuf names them
-    scopes: str
-    items: str
-    json_names: tuple[str, str, str]  # the same in OTLP/JSON
-    json_ids: tuple[str, ...]  # an item's id fields, hex in OTLP/JSON
+    records: Callable[[Any], int]  # what piper makes a row of, counted in a request
 
 
-LOGS = Signal(
-    "logs",
-    "otlp",
-    ExportLogsServiceRequest,
-    ExportLogsServiceResponse,
-    "resource_logs",
-    "scope_logs",
-    "log_records",
-    ("resourceLogs", "scopeLogs", "logRecords"),
-    ("traceId", "spanId"),
-)
+def _log_records(request: Any) -> int:
+    return sum(len(s.log_records) for r in request.resource_logs for s in r.scope_logs)
+
+
+def _spans(request: Any) -> int:
+    return sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+
+
+def _data_points(request: Any) -> int:
+    return sum(
+        len(getattr(metric, kind).data_points)
+        for r in request.resource_metrics
+        for s in r.scope_metrics
+        for metric in s.metrics
+        if (kind := metric.WhichOneof("data")) is not None
+    )
+
+
+LOGS = Signal("logs", "otlp", ExportLogsServiceRequest, ExportLogsServiceResponse, _log_records)
 TRACES = Signal(
-    "traces",
-    "otlp-traces",
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-    "resource_spans",
-    "scope_spans",
-    "spans",
-    ("resourceSpans", "scopeSpans", "spans"),
-    ("traceId", "spanId", "parentSpanId"),
+    "traces", "otlp-traces", ExportTraceServiceRequest, ExportTraceServiceResponse, _spans
 )
-SIGNALS = {signal.path: signal for signal in (LOGS, TRACES)}
+METRICS = Signal(
+    "metrics",
+    "otlp-metrics",
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+    _data_points,
+)
+SIGNALS = {signal.path: signal for signal in (LOGS, TRACES, METRICS)}
 OTLP_HINTS = frozenset(signal.hint for signal in SIGNALS.values())
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -99,16 +109,12 @@ def prepare_otlp(
     request = signal.request()
     try:
         if kind == JSON:
-            json_format.ParseDict(_ids_as_base64(json.loads(data), signal), request)
+            json_format.ParseDict(_ids_as_base64(json.loads(data)), request)
         else:
             request.ParseFromString(data)
     except (DecodeError, json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
         raise BodyError(400, f"not an OTLP {signal.request.__name__}: {exc}") from None
-    records = sum(
-        len(getattr(scope, signal.items))
-        for resource in getattr(request, signal.resources)
-        for scope in getattr(resource, signal.scopes)
-    )
+    records = signal.records(request)
     if kind == JSON:
         data = request.SerializeToString()
         member = gzip.compress(data, compresslevel=1)
@@ -119,32 +125,26 @@ def prepare_otlp(
     return Body(member, records, len(data), records)
 
 
-def _ids_as_base64(document: Any, signal: Signal) -> Any:
-    """OTLP/JSON writes trace and span ids in hex where protobuf's JSON mapping reads base64."""
+_ID_FIELDS = frozenset({"traceId", "spanId", "parentSpanId"})
+
+
+def _ids_as_base64(document: Any) -> Any:
+    """OTLP/JSON writes trace and span ids in hex where protobuf's JSON mapping reads base64:
+    every id of the request (of log records, spans, their links, exemplars) is turned."""
     if not isinstance(document, dict):
         raise ValueError("the body is not a JSON object")
-    resources, scopes, items = signal.json_names
-    # Shapes other than the spec's are left for the parser to refuse with its own message.
-    for resource in _items(document, resources):
-        for scope in _items(resource, scopes):
-            for item in _items(scope, items):
-                _hex_ids(item, signal.json_ids)
-                for link in _items(item, "links"):  # a span's links name other spans
-                    _hex_ids(link, ("traceId", "spanId"))
+    pending: list[Any] = [document]
+    while pending:  # shapes other than the spec's are left for the parser to refuse
+        item = pending.pop()
+        if isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            for name, value in item.items():
+                if name in _ID_FIELDS and isinstance(value, str) and value:
+                    item[name] = base64.b64encode(bytes.fromhex(value)).decode()
+                elif isinstance(value, dict | list):
+                    pending.append(value)
     return document
-
-
-def _hex_ids(item: dict[str, Any], names: tuple[str, ...]) -> None:
-    for name in names:
-        value = item.get(name)
-        if isinstance(value, str) and value:
-            item[name] = base64.b64encode(bytes.fromhex(value)).decode()
-
-
-def _items(parent: Any, name: str) -> list[dict[str, Any]]:
-    """The objects of the list ``parent[name]``, when it is one."""
-    found = parent.get(name) if isinstance(parent, dict) else None
-    return [item for item in found if isinstance(item, dict)] if isinstance(found, list) else []
 
 
 def otlp_success(content_type: str, signal: Signal = LOGS) -> Response:

@@ -42,6 +42,7 @@ from bytefreezer.ingress.group_commit import GroupCommitter, GroupKey, Stored
 from bytefreezer.ingress.headers import proxy_metadata
 from bytefreezer.ingress.otlp import (
     LOGS,
+    METRICS,
     OTLP_HINTS,
     TRACES,
     Signal,
@@ -320,6 +321,11 @@ async def ingest_otlp(request: Request) -> Response:
 async def ingest_otlp_traces(request: Request) -> Response:
     """The same for an OTLP/HTTP traces request."""
     return await _counted(request, otlp=TRACES)
+
+
+async def ingest_otlp_metrics(request: Request) -> Response:
+    """The same for an OTLP/HTTP metrics request."""
+    return await _counted(request, otlp=METRICS)
 
 
 async def _counted(request: Request, *, otlp: Signal | None) -> Response:
@@ -610,6 +616,7 @@ def create_app(
         Route("/webhook/{tenant}/{dataset}", ingest, methods=["POST"]),
         Route("/otlp/{tenant}/{dataset}/v1/logs", ingest_otlp, methods=["POST"]),
         Route("/otlp/{tenant}/{dataset}/v1/traces", ingest_otlp_traces, methods=["POST"]),
+        Route("/otlp/{tenant}/{dataset}/v1/metrics", ingest_otlp_metrics, methods=["POST"]),
         Route("/{tenant}/{dataset}", ingest, methods=["POST"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -289,6 +289,7 @@ def decoders() -> dict[str, Decoder]:
     """Every format by name."""
     from bytefreezer.pipelines import text_formats
     from bytefreezer.pipelines.otlp_logs import decode_otlp_logs
+    from bytefreezer.pipelines.otlp_metrics import decode_otlp_metrics
     from bytefreezer.pipelines.otlp_traces import decode_otlp_traces
 
     return {
@@ -306,19 +307,22 @@ def decoders() -> dict[str, Decoder]:
         "cef": text_formats.decode_cef,
         OTLP_LOGS: decode_otlp_logs,
         OTLP_TRACES: decode_otlp_traces,
+        OTLP_METRICS: decode_otlp_metrics,
     }
 
 
 FORMATS: tuple[str, ...] = get_args(InputFormat)
-# Objects the receiver stored from its OTLP logs and traces endpoints (hints ``otlp`` and
-# ``otlp-traces``): a dataset is not declared in these formats, its OTLP requests say them.
+# Objects the receiver stored from its OTLP endpoints (hints ``otlp``, ``otlp-traces`` and
+# ``otlp-metrics``): a dataset is not declared in these formats, its OTLP requests say them.
 OTLP_LOGS = "otlp"
 OTLP_TRACES = "otlp-traces"
+OTLP_METRICS = "otlp-metrics"
 
 
 def choose_format(hint: str, dataset_format: str) -> str:
     """The format an object is decoded with: its hint when that names one, else the dataset's."""
-    return hint if hint in FORMATS or hint in (OTLP_LOGS, OTLP_TRACES) else dataset_format
+    otlp = (OTLP_LOGS, OTLP_TRACES, OTLP_METRICS)
+    return hint if hint in FORMATS or hint in otlp else dataset_format
 
 
 def decode_object(
