@@ -16,19 +16,21 @@ Empty fields are null, as a missing field of a JSON record is.
 
 from __future__ import annotations
 
-import base64
-from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from bytefreezer.pipelines.decode import Decoded
-from bytefreezer.transforms.tables import values_column
+from bytefreezer.pipelines.otlp_common import (
+    TIME,
+    any_value,
+    attributes,
+    columns_table,
+    micros,
+    parse_request,
+)
 
-MAX_NANOS = (1 << 63) - 1  # later than 2262 is no time a timestamp column holds
 _COLUMNS = (
     "timestamp",
     "observed_timestamp",
@@ -44,7 +46,6 @@ _COLUMNS = (
     "span_id",
     "flags",
 )
-TIME = pa.timestamp("us", tz="UTC")
 # Columns of one type whatever the records hold (the rest are typed by their values).
 _TYPES = {
     "timestamp": TIME,
@@ -60,54 +61,10 @@ _TYPES = {
 }
 
 
-def any_value(value: AnyValue) -> Any:
-    """An OTLP ``AnyValue`` as a JSON value."""
-    kind = value.WhichOneof("value")
-    if kind is None:
-        return None
-    if kind == "array_value":
-        return [any_value(v) for v in value.array_value.values]
-    if kind == "kvlist_value":
-        return attributes(value.kvlist_value.values)
-    if kind == "bytes_value":
-        return base64.b64encode(value.bytes_value).decode()
-    return getattr(value, kind)
-
-
-def attributes(pairs: Any) -> dict[str, Any] | None:
-    """OTLP key-values as an object (None when there are none)."""
-    return {pair.key: any_value(pair.value) for pair in pairs} or None
-
-
-def nanos_text(nanos: int) -> str | None:
-    """Nanoseconds since the epoch as RFC 3339 in UTC to the nanosecond (None for 0)."""
-    if nanos <= 0:
-        return None
-    seconds, rest = divmod(nanos, 10**9)
-    moment = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{moment}.{rest:09d}Z"
-
-
-def columns_table(columns: dict[str, list[Any]], types: dict[str, pa.DataType]) -> pa.Table:
-    """Rows gathered column by column as a table: a column of ``types`` has that type, the
-    others are typed by their values; a field no row has is no column."""
-    rows = len(next(iter(columns.values()), []))
-    arrays = {}
-    for name, values in columns.items():
-        if any(v is not None for v in values):
-            kind = types.get(name)
-            arrays[name] = pa.array(values, kind) if kind is not None else values_column(values)
-    return pa.table(arrays) if arrays else pa.table({"_": pa.nulls(rows)}).drop_columns(["_"])
-
-
 def decode_otlp_logs(data: bytes) -> Decoded:
     """The log records of one binary ``ExportLogsServiceRequest``; ``ValueError`` when it is
     not one (the receiver checked it, so the object is damaged: it is set aside whole)."""
-    request = ExportLogsServiceRequest()
-    try:
-        request.ParseFromString(data)
-    except DecodeError as exc:
-        raise ValueError(f"not an OTLP ExportLogsServiceRequest: {exc}") from None
+    request = parse_request(ExportLogsServiceRequest, data)
     columns: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
     (
         times,
@@ -135,8 +92,8 @@ def decode_otlp_logs(data: bytes) -> Decoded:
             for record in logs:
                 observed = record.observed_time_unix_nano
                 nanos = record.time_unix_nano or observed
-                times.append(nanos // 1000 if 0 < nanos <= MAX_NANOS else None)
-                observed_times.append(observed // 1000 if 0 < observed <= MAX_NANOS else None)
+                times.append(micros(nanos))
+                observed_times.append(micros(observed))
                 severity_texts.append(record.severity_text or None)
                 severity_numbers.append(record.severity_number or None)
                 bodies.append(any_value(record.body) if record.HasField("body") else None)

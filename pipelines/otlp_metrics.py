@@ -25,14 +25,13 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
-from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, Metric
 
 from bytefreezer.pipelines.decode import Decoded
-from bytefreezer.pipelines.otlp_logs import MAX_NANOS, TIME, attributes, columns_table
+from bytefreezer.pipelines.otlp_common import TIME, attributes, gather, micros, parse_request
 
 _TEMPORALITIES = {
     AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA: "delta",
@@ -85,10 +84,6 @@ _COLUMNS = (
 )
 
 
-def _micros(nanos: int) -> int | None:
-    return nanos // 1000 if 0 < nanos <= MAX_NANOS else None
-
-
 def _optional(point: Any, name: str) -> Any:
     """An optional field's value (``min``, ``max``, a histogram's ``sum``), None when unset."""
     return getattr(point, name) if point.HasField(name) else None
@@ -114,8 +109,8 @@ def _points(metric: Metric) -> list[dict[str, Any]]:
     for point in data.data_points:
         row = {
             **shared,
-            "timestamp": _micros(point.time_unix_nano),
-            "start_timestamp": _micros(point.start_time_unix_nano),
+            "timestamp": micros(point.time_unix_nano),
+            "start_timestamp": micros(point.start_time_unix_nano),
             "attributes": attributes(point.attributes),
             "flags": point.flags or None,
         }
@@ -153,24 +148,12 @@ def _points(metric: Metric) -> list[dict[str, Any]]:
 
 def decode_otlp_metrics(data: bytes) -> Decoded:
     """The data points of one binary ``ExportMetricsServiceRequest``; ``ValueError`` when it is
-    not one (the receiver checked it, so the object is damaged: it is set aside whole)."""
-    request = ExportMetricsServiceRequest()
-    try:
-        request.ParseFromString(data)
-    except DecodeError as exc:
-        raise ValueError(f"not an OTLP ExportMetricsServiceRequest: {exc}") from None
-    columns: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
-    for resource_metrics in request.resource_metrics:
-        resource = attributes(resource_metrics.resource.attributes)
-        for scope_metrics in resource_metrics.scope_metrics:
-            scope = scope_metrics.scope
-            for metric in scope_metrics.metrics:
-                for row in _points(metric):
-                    row.update(
-                        resource=resource,
-                        scope_name=scope.name or None,
-                        scope_version=scope.version or None,
-                    )
-                    for name in _COLUMNS:
-                        columns[name].append(row.get(name))
-    return Decoded(columns_table(columns, _TYPES), [], len(columns["timestamp"]))
+    not one."""
+    request = parse_request(ExportMetricsServiceRequest, data)
+    return gather(
+        request.resource_metrics,
+        lambda resource: resource.scope_metrics,
+        lambda scope: (row for metric in scope.metrics for row in _points(metric)),
+        _COLUMNS,
+        _TYPES,
+    )

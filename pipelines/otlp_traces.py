@@ -23,12 +23,19 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
-from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from bytefreezer.pipelines.decode import Decoded
-from bytefreezer.pipelines.otlp_logs import MAX_NANOS, TIME, attributes, columns_table, nanos_text
+from bytefreezer.pipelines.otlp_common import (
+    MAX_NANOS,
+    TIME,
+    attributes,
+    gather,
+    micros,
+    nanos_text,
+    parse_request,
+)
 
 _KINDS = {
     Span.SPAN_KIND_INTERNAL: "internal",
@@ -82,15 +89,11 @@ _TYPES = {
 }
 
 
-def _micros(nanos: int) -> int | None:
-    return nanos // 1000 if 0 < nanos <= MAX_NANOS else None
-
-
 def _span_row(span: Span) -> dict[str, Any]:
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
     return {
-        "timestamp": _micros(start),
-        "end_timestamp": _micros(end),
+        "timestamp": micros(start),
+        "end_timestamp": micros(end),
         "duration_ns": end - start if start and end >= start and end <= MAX_NANOS else None,
         "trace_id": span.trace_id.hex() or None,
         "span_id": span.span_id.hex() or None,
@@ -129,24 +132,12 @@ def _span_row(span: Span) -> dict[str, Any]:
 
 def decode_otlp_traces(data: bytes) -> Decoded:
     """The spans of one binary ``ExportTraceServiceRequest``; ``ValueError`` when it is not
-    one (the receiver checked it, so the object is damaged: it is set aside whole)."""
-    request = ExportTraceServiceRequest()
-    try:
-        request.ParseFromString(data)
-    except DecodeError as exc:
-        raise ValueError(f"not an OTLP ExportTraceServiceRequest: {exc}") from None
-    columns: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
-    for resource_spans in request.resource_spans:
-        resource = attributes(resource_spans.resource.attributes)
-        for scope_spans in resource_spans.scope_spans:
-            scope = scope_spans.scope
-            for span in scope_spans.spans:
-                row = _span_row(span)
-                row.update(
-                    resource=resource,
-                    scope_name=scope.name or None,
-                    scope_version=scope.version or None,
-                )
-                for name, value in row.items():
-                    columns[name].append(value)
-    return Decoded(columns_table(columns, _TYPES), [], len(columns["timestamp"]))
+    one."""
+    request = parse_request(ExportTraceServiceRequest, data)
+    return gather(
+        request.resource_spans,
+        lambda resource: resource.scope_spans,
+        lambda scope: (_span_row(span) for span in scope.spans),
+        _COLUMNS,
+        _TYPES,
+    )
