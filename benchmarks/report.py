@@ -108,6 +108,13 @@ def render(data: dict) -> str:  # type: ignore[type-arg]
             f"| {o['records_per_s']:,} rec/s | protobuf's MessageToDict alone {o['message_to_dict_records_per_s']:,} rec/s "
             f"| {o['ratio']:.2f}x (the same records as NDJSON: {o['ndjson_records_per_s']:,} rec/s) | |"
         )
+    if "otlp_traces" in data:
+        t = data["otlp_traces"]
+        lines.append(
+            f"| piper decoding OTLP spans ({t['spans']:,} spans, {t['request_mb']:g} MB of protobuf) "
+            f"| {t['spans_per_s']:,} spans/s | protobuf's MessageToDict alone "
+            f"{t['message_to_dict_spans_per_s']:,} spans/s | {t['ratio']:.2f}x | |"
+        )
     if "forward" in data:
         f = data["forward"]
         lines.append(
