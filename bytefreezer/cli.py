@@ -576,6 +576,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--partition-template")
             p.add_argument("--max-file-size-mb", type=int)
             p.add_argument(
+                "--max-partitions",
+                type=int,
+                help="most partitions one packer run may write when the template names fields",
+            )
+            p.add_argument(
                 "--buffer-seconds",
                 type=float,
                 help="longest a record waits staged before packing (default: packer's setting)",

@@ -51,7 +51,7 @@ import pyarrow.parquet as pq
 
 from bytefreezer.control import ControlClient, open_control
 from bytefreezer.control.models import Dataset, Lease
-from bytefreezer.errors import InvalidName, LeaseLost
+from bytefreezer.errors import ConfigError, InvalidName, LeaseLost
 from bytefreezer.keys import (
     DEAD_LETTER_PREFIX,
     IntakeKey,
@@ -286,6 +286,16 @@ def plan_outputs(
     for summary in nonempty:
         for partition, rows in summary.partitions.items():
             per_partition[partition] = per_partition.get(partition, 0) + rows
+    if len(per_partition) > dataset.parquet.max_partitions and _partitions_by_field(dataset):
+        raise ConfigError(
+            f"{dataset.tenant}/{dataset.name}: this run's records fall into "
+            f"{len(per_partition):,} partitions, more than parquet.max_partitions "
+            f"({dataset.parquet.max_partitions:,}); the template "
+            f"{dataset.parquet.partition_template!r} partitions by a field of too many values, "
+            "or the limit is too low for this data: change the template or raise the limit "
+            "(bytefreezer datasets update --partition-template / --max-partitions); the "
+            "records stay staged until then"
+        )
     planned: list[PlannedFile] = []
     for partition in sorted(per_partition):
         rows = per_partition[partition]
@@ -294,6 +304,12 @@ def plan_outputs(
             path = f"{partition}/{name}" if partition else name
             planned.append(PlannedFile(partition, path, min(rows_per_file, rows - offset)))
     return schema, planned
+
+
+def _partitions_by_field(dataset: Dataset) -> bool:
+    """Whether ``dataset``'s partitions include record values (``{field:NAME}``)."""
+    options = dataset.parquet
+    return options.partitioning == "custom" and bool(partition_fields(options.partition_template))
 
 
 class _PartitionOutput:

@@ -367,6 +367,38 @@ def test_a_template_with_record_fields_partitions_by_their_values_and_readers_de
     assert days == {"day=20260201", "day=20260202"}
 
 
+def test_a_field_of_too_many_values_fails_the_run_with_the_reason_and_keeps_the_data(
+    tmp_path: Path,
+) -> None:
+    """A template partitioning by a field of nearly unique values (an id) would make a directory
+    and a file per record: past `max_partitions` the run fails, says why, and keeps the records
+    staged; once the limit is raised (or the template changed) they are packed, each once."""
+    settings, control, storage = setup_stack(tmp_path)
+    options = ParquetOptions(
+        partitioning="custom", partition_template="id={field:id}/{year}", max_partitions=20
+    )
+    control.create_dataset("acme", DatasetSpec(name="app", parquet=options))
+    rows = [{"id": i, "timestamp": "2026-02-01T00:30:00Z"} for i in range(50)]
+    body = "\n".join(json.dumps(r) for r in rows).encode()
+    IntakeWriter(storage).write("acme", "app", "ndjson", gzip.compress(body), {})
+    run_piper_cycle(settings, control, storage)
+    run_packer_cycle(settings, control, storage)
+    root = settings.data_dir / "destination" / "acme" / "app"
+    assert not list(root.rglob("*.parquet"))
+    assert storage.piper.list("acme/app/")  # still staged
+    (status,) = [s for s in control.get_dataset_status("acme", "app") if s.stage == "packer"]
+    assert status.state == "failing" and "50 partitions" in (status.error or "")
+    assert "parquet.max_partitions (20)" in (status.error or "")
+    # time partitions alone are not limited: the same limit, a template without fields
+    spec = control.get_dataset("acme", "app").model_dump(exclude={"tenant"})
+    spec["parquet"]["max_partitions"] = 100
+    control.put_dataset("acme", DatasetSpec.model_validate(spec))  # saving retries at once
+    run_packer_cycle(settings, control, storage)
+    read = ds.dataset(root, format="parquet").to_table()  # `id` is in the files too
+    assert sorted(read.column("id").to_pylist()) == list(range(50))
+    assert len(list(root.rglob("*.parquet"))) == 50
+
+
 def test_inputs_beyond_the_kept_bytes_are_read_again_with_the_same_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -105,6 +105,15 @@ class ParquetOptions(_Model):
         description="Staged MB that get the dataset packed before `buffer_seconds` have "
         "passed; unset: packer's `packer.buffer_mb`.",
     )
+    max_partitions: int = Field(
+        10_000,
+        ge=1,
+        le=10_000_000,
+        description="Most partition directories one packer run may write when a custom "
+        "template names record fields (`{field:NAME}`): a run past it fails with the reason "
+        "and its data stays staged (a field of nearly unique values, an id, would otherwise "
+        "make a directory and a file per record). Time partitions alone are not limited.",
+    )
     compact_after_minutes: float | None = Field(
         None,
         gt=0,
