@@ -246,7 +246,8 @@ def decode_message(message: Any, max_bytes: int) -> tuple[list[bytes], str | Non
             records = [_entry(tag, [second, message[2]])]
     except (ForwardError, ValueError, msgpack.UnpackException) as exc:
         reason = str(exc) if isinstance(exc, ForwardError) else f"entries unreadable: {exc}"
-        option = message[2] if len(message) > 2 and isinstance(message[2], dict) else None
+        packed = isinstance(second, bytes | str | list)  # Message mode's third item is a record
+        option = message[2] if packed and len(message) > 2 else None
         records = [_error_record(reason, message)]
     chunk = _option(option, "chunk")
     return records, chunk if isinstance(chunk, str) else None
@@ -257,7 +258,7 @@ def _text(value: Any) -> Any:
 
 
 def _option(option: Any, name: str) -> Any:
-    """An option's value, its text decoded (the reader leaves strings as bytes)."""
+    """An option's value (a map's key or value may have come as binary)."""
     if not isinstance(option, dict):
         return None
     return _text(option.get(name.encode(), option.get(name)))

@@ -114,6 +114,16 @@ def test_what_is_not_the_protocol_is_kept_with_the_reason(message: Any, reason: 
         assert len(errors) == 2
 
 
+def test_a_message_whose_entries_cannot_be_read_is_kept_and_acked() -> None:
+    # compressed entries that are not gzip: one error record holding the message, and the
+    # chunk is acked (the record is kept; the client would only send the same bytes again);
+    # a Message-mode record's own "chunk" field asks for nothing
+    records, chunk = decoded(["t", b"\x93\x01", {"compressed": "gzip", "chunk": "c9"}])
+    assert chunk == "c9" and "forward_error" in json.loads(records[0])
+    records, chunk = decoded(["t", EPOCH, {"chunk": "a field"}])
+    assert chunk is None and json.loads(records[0])["chunk"] == "a field"
+
+
 def test_event_times() -> None:
     from bytefreezer.ingress.proxy.forward import EventTime, ForwardError
 
