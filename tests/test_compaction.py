@@ -237,9 +237,9 @@ def test_packer_compacts_the_datasets_that_ask_for_it(
     settings, control, storage = setup_stack(tmp_path)
     control.create_dataset("acme", DatasetSpec(name="other"))
     data = ["--data-dir", str(settings.data_dir)]
-    main(["datasets", "update", "acme", "web", "--compact-after-minutes", "0.001", *data])
+    main(["datasets", "update", "acme", "web", "--compact-after-minutes", "0.01", *data])
     capsys.readouterr()
-    assert control.get_dataset("acme", "web").parquet.compact_after_minutes == 0.001
+    assert control.get_dataset("acme", "web").parquet.compact_after_minutes == 0.01
     settings = settings.model_copy(
         update={"packer": settings.packer.model_copy(update={"compaction_check_seconds": 3600})}
     )
@@ -247,7 +247,7 @@ def test_packer_compacts_the_datasets_that_ask_for_it(
     # the first cycle's check finds one file a partition (nothing to merge), and the next
     # check is an hour away: the second round's files wait for it
     pack_rounds(settings, control, storage, 2)
-    time.sleep(0.1)
+    time.sleep(0.7)
     compaction._NEXT_CHECK.clear()  # the hour has passed
     run_packer_cycle(settings, control, storage)
     assert sorted(files(dest).values()) == [1, 1]
@@ -258,6 +258,6 @@ def test_packer_compacts_the_datasets_that_ask_for_it(
     assert control.get_dataset("acme", "web").parquet.compact_after_minutes is None
     pack_rounds(settings, control, storage, 2)
     compaction._NEXT_CHECK.clear()
-    time.sleep(0.1)
+    time.sleep(0.7)
     run_packer_cycle(settings, control, storage)
     assert sorted(files(dest).values()) == [3, 3]

@@ -116,7 +116,7 @@ class ParquetOptions(_Model):
     )
     compact_after_minutes: float | None = Field(
         None,
-        gt=0,
+        ge=0.01,
         le=525_600,
         description="Packer merges the small files of a partition none of whose files changed "
         "for this many minutes (as `bytefreezer datasets compact` does); unset: only on "
