@@ -19,7 +19,13 @@ from starlette.routing import Route
 from bytefreezer.ingress.bodies import BodyError, decompress
 from bytefreezer.ingress.proxy import forward
 from bytefreezer.ingress.proxy.config import InputConfig, ProxyConfig
-from bytefreezer.ingress.proxy.delivery import Batcher, DeadLetters, Forwarder, ProxyStats
+from bytefreezer.ingress.proxy.delivery import (
+    Batcher,
+    DeadLetters,
+    Forwarder,
+    GroupCommit,
+    ProxyStats,
+)
 from bytefreezer.ingress.proxy.netflow import NetflowDecoder
 from bytefreezer.ingress.proxy.records import split_lines, syslog_record, wrap_line
 from bytefreezer.ingress.spool import Spool, SpoolFull
@@ -55,6 +61,7 @@ class ProxyService:
         self.dead = DeadLetters(config.dead_letter_dir, config.dead_letter_max_bytes, self.stats)
         self.forwarder = Forwarder(config, self.spool, self.dead, self.stats)
         self.batchers = {i.name: Batcher(config, i, self.spool, self.stats) for i in config.inputs}
+        self.commits = {name: GroupCommit(batcher) for name, batcher in self.batchers.items()}
         self.decoders = {i.name: NetflowDecoder() for i in config.inputs if i.type == "netflow"}
         self.forward_stats = {
             i.name: {"malformed": 0, "auth_failures": 0}
@@ -100,9 +107,7 @@ class ProxyService:
     async def spool_records(self, source: InputConfig, records: list[bytes]) -> bool:
         """Queue JSON records and return once they are in the spool, fsync'd (what an input
         answers or acknowledges only after); False when the spool refused them."""
-        batcher = self.batchers[source.name]
-        first, last = batcher.add_many(records)
-        ok = await asyncio.to_thread(batcher.spool_through, first, last)
+        ok = await self.commits[source.name].spool(records)
         self.forwarder.wake.set()
         return ok
 

@@ -3,6 +3,7 @@ nothing, and concurrent requests share a spool write."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import pytest
 import yaml
 
 from bytefreezer.ingress.proxy.config import ProxyConfig
-from bytefreezer.ingress.proxy.delivery import Batcher, ProxyStats
+from bytefreezer.ingress.proxy.delivery import Batcher, GroupCommit, ProxyStats
 from bytefreezer.ingress.spool import Spool
 from tests.helpers import free_port, stop_process, wait_for, wait_for_port
 from tests.ingress.conftest import Receiver
@@ -156,3 +157,20 @@ def test_a_full_spool_is_reported_to_the_requests_it_refused(tmp_path: Path) -> 
     first, last = batch.add_many([b'{"small": 2}'])
     assert batch.spool_through(first, last)
     assert batch._stats.lines_refused == {"in": 1}
+
+
+def test_requests_waiting_together_share_one_write_and_hear_of_a_refusal(tmp_path: Path) -> None:
+    batch = batcher(tmp_path, spool_bytes=4000)
+    commit = GroupCommit(batch)
+
+    async def scenario() -> None:
+        small = [commit.spool([json.dumps({"n": n}).encode()]) for n in range(50)]
+        assert all(await asyncio.gather(*small))
+        assert len(batch._spool.paths()) == 1  # every request that waited, in one write
+        big = json.dumps({"big": os.urandom(4000).hex()}).encode()
+        assert await commit.spool([big]) is False  # the full spool refused it
+        assert await commit.spool([b'{"n": 50}'])
+
+    asyncio.run(scenario())
+    numbers = sorted(json.loads(r)["n"] for r in spooled_records(batch._spool))
+    assert numbers == list(range(51))
