@@ -124,6 +124,14 @@ def render(data: dict) -> str:  # type: ignore[type-arg]
             f"| bare msgpack server (read, ack) {f['bare_records_per_s']:,} rec/s "
             f"| {f['ratio']:.2f}x{_pass_by_pass(f)} | |"
         )
+    if "proxy_http" in data:
+        h = data["proxy_http"]
+        lines.append(
+            f"| proxy `http` input, {h['clients']} clients, {h['body_bytes']:,}-byte bodies, each "
+            f"answered once spooled | {h['proxy']['requests_per_s']} req/s, p99 {h['proxy']['p99_ms']} ms "
+            f"| bare Starlette/Hypercorn writing each body {h['bare']['requests_per_s']} req/s, "
+            f"p99 {h['bare']['p99_ms']} ms | {h['ratio']:.2f}x{_pass_by_pass(h)} | |"
+        )
     if "transforms" in data:
         lines += [
             "",

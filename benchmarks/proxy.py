@@ -1,6 +1,8 @@
-"""The proxy's `forward` input: Fluent Bit-style PackedForward chunks with acks, into the spool.
+"""The edge proxy's inputs that answer only once records are in its spool: `forward` (Fluent
+Bit-style PackedForward chunks with acks) and `http` (small NDJSON bodies from many clients).
 
-    python benchmarks/forward.py [--mb 32] [--chunk-records 1000] [--connections 4] [--passes 3]
+    python benchmarks/proxy.py [--mb 32] [--chunk-records 1000] [--connections 4] [--passes 3]
+        [--http-clients 32] [--http-seconds 5]
 
 Generated security events, packed as Fluent Bit packs them (PackedForward, EventTime, a chunk id
 asking for an ack), are sent over ``--connections`` TCP connections, one chunk in flight on each
@@ -9,8 +11,13 @@ ack comes once the chunk's records are JSON in the proxy's spool, fsync'd (its r
 unreachable, so the spool keeps them). The baseline, in the same run: a bare asyncio server in
 its own process that reads the same stream with msgpack, unpacks each chunk's entries and acks
 it (the protocol with nothing kept). The two take turns for ``--passes`` passes; prints records/s
-of each from its median pass and the median of the pairs' ratios; merges the figures into
-benchmarks/results/latest.json under "forward".
+of each from its median pass and the median of the pairs' ratios.
+
+Then ``--http-clients`` clients post bodies of ten JSON lines (about 1 KB) for ``--http-seconds``
+to the proxy's `http` input, each answered once its lines are spooled, fsync'd; the baseline is
+`benchmarks/ingest.py`'s bare Starlette-on-Hypercorn endpoint writing each body to a file, taking
+turns the same way. Merges the figures into benchmarks/results/latest.json under "forward" and
+"proxy_http".
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import free_port, generate, merge_results, stop_process, wait_port
+from ingest import drive
 
 EPOCH = 1_767_225_600
 
@@ -91,6 +99,83 @@ async def send_all(port: int, messages: list[bytes], connections: int) -> None:
     await asyncio.gather(*(connection(messages[i::connections]) for i in range(connections)))
 
 
+def start_proxy(work: Path, port: int, api_port: int, kind: str) -> subprocess.Popen[bytes]:
+    """``bytefreezer proxy`` with one input of ``kind`` on ``port`` and an unreachable
+    receiver: what it answers for stays in its (fresh) spool."""
+    spool = work / "spool"
+    shutil.rmtree(spool, ignore_errors=True)
+    config = work / "proxy.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "receiver_url": "http://127.0.0.1:9",
+                "spool_dir": str(spool),
+                "spool_max_bytes": 8 << 30,
+                "dead_letter_dir": str(work / "dead"),
+                "retry_initial_seconds": 30,
+                "api_host": "127.0.0.1",
+                "api_port": api_port,
+                "inputs": [
+                    {
+                        "name": kind,
+                        "type": kind,
+                        "host": "127.0.0.1",
+                        "port": port,
+                        "tenant": "acme",
+                        "dataset": "events",
+                        "api_key": "unused",
+                    }
+                ],
+            }
+        )
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "bytefreezer.cli", "proxy", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def http_passes(
+    work: Path, lines: list[bytes], clients: int, seconds: float, passes: int
+) -> dict[str, object]:
+    """The proxy's http input against the bare endpoint, taking turns."""
+    body = b"\n".join(lines[:10]) + b"\n"
+    bare_port, proxy_port, api_port = free_port(), free_port(), free_port()
+    bare = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "ingest.py"), "--serve-bare",
+         str(bare_port), str(work / "bare")]
+    )  # fmt: skip
+    runs: dict[str, list[dict[str, object]]] = {"bare": [], "proxy": []}
+    try:
+        wait_port(bare_port)
+        for _ in range(passes):
+            url = f"http://127.0.0.1:{bare_port}/acme/events"
+            runs["bare"].append(asyncio.run(drive(url, {}, body, seconds, clients)))
+            proxy = start_proxy(work, proxy_port, api_port, "http")
+            try:
+                wait_port(proxy_port)
+                url = f"http://127.0.0.1:{proxy_port}/"
+                runs["proxy"].append(asyncio.run(drive(url, {}, body, seconds, clients)))
+            finally:
+                stop_process(proxy)
+    finally:
+        stop_process(bare)
+    pairs = [
+        float(p["requests_per_s"]) / float(b["requests_per_s"])  # type: ignore[arg-type]
+        for b, p in zip(runs["bare"], runs["proxy"], strict=True)
+    ]
+    middle = sorted(range(passes), key=lambda i: pairs[i])[passes // 2]
+    return {
+        "clients": clients,
+        "body_bytes": len(body),
+        "proxy": runs["proxy"][middle],
+        "bare": runs["bare"][middle],
+        "ratio": round(statistics.median(pairs), 3),
+        "pair_ratios": [round(r, 3) for r in pairs],
+    }
+
+
 def timed(port: int, messages: list[bytes], connections: int) -> float:
     started = time.perf_counter()
     asyncio.run(send_all(port, messages, connections))
@@ -105,6 +190,8 @@ def main() -> None:
     parser.add_argument("--chunk-records", type=int, default=1000)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--http-clients", type=int, default=32)
+    parser.add_argument("--http-seconds", type=float, default=5.0)
     args = parser.parse_args()
     lines = generate(int(args.mb * 1024 * 1024))
     messages = chunks(lines, args.chunk_records)
@@ -115,38 +202,7 @@ def main() -> None:
         processes.append(subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(bare_port)]))
         seconds: dict[str, list[float]] = {"bare": [], "proxy": []}
         for _ in range(args.passes):
-            spool = work / "spool"
-            shutil.rmtree(spool, ignore_errors=True)
-            config = work / "proxy.yaml"
-            config.write_text(
-                yaml.safe_dump(
-                    {
-                        "receiver_url": "http://127.0.0.1:9",  # unreachable: the spool keeps all
-                        "spool_dir": str(spool),
-                        "spool_max_bytes": 8 << 30,
-                        "dead_letter_dir": str(work / "dead"),
-                        "retry_initial_seconds": 30,
-                        "api_host": "127.0.0.1",
-                        "api_port": api_port,
-                        "inputs": [
-                            {
-                                "name": "fluent",
-                                "type": "forward",
-                                "host": "127.0.0.1",
-                                "port": proxy_port,
-                                "tenant": "acme",
-                                "dataset": "events",
-                                "api_key": "unused",
-                            }
-                        ],
-                    }
-                )
-            )
-            proxy = subprocess.Popen(
-                [sys.executable, "-m", "bytefreezer.cli", "proxy", "--config", str(config)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            proxy = start_proxy(work, proxy_port, api_port, "forward")
             try:
                 wait_port(bare_port)
                 wait_port(proxy_port)
@@ -179,7 +235,15 @@ def main() -> None:
         )
         print(f"bare msgpack server (read, ack): {result['bare_records_per_s']:,} records/s")
         print(f"ratio: {result['ratio']:.2f}x (pairs {', '.join(f'{r:.2f}' for r in pairs)})")
-        merge_results({"forward": result})
+        http = http_passes(work, lines, args.http_clients, args.http_seconds, args.passes)
+        proxy_http, bare_http = http["proxy"], http["bare"]
+        print(
+            f"proxy http input, {args.http_clients} clients, {http['body_bytes']}-byte bodies, "
+            f"answered once spooled: {proxy_http['requests_per_s']} req/s, "  # type: ignore[index]
+            f"p99 {proxy_http['p99_ms']} ms; bare endpoint {bare_http['requests_per_s']} req/s, "  # type: ignore[index]
+            f"p99 {bare_http['p99_ms']} ms; ratio {http['ratio']:.2f}x"  # type: ignore[index]
+        )
+        merge_results({"forward": result, "proxy_http": http})
     finally:
         for process in processes:
             stop_process(process)
