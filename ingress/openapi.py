@@ -150,6 +150,39 @@ def _otlp(signal: str, request: str) -> dict[str, Any]:
     }
 
 
+_HEC_ANSWER = {
+    "description": "HEC's answer: text and code (an ackId on a channel)",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["text", "code"],
+                "properties": {
+                    "text": {"type": "string"},
+                    "code": {"type": "integer"},
+                    "ackId": {"type": "integer"},
+                },
+            }
+        }
+    },
+}
+
+
+def _hec(summary: str) -> dict[str, Any]:
+    """A Splunk HEC ingest path: the token in `Authorization: Splunk <key>`."""
+    return {
+        "post": {
+            "summary": summary,
+            "security": [{"splunk": []}],
+            "requestBody": {"content": {"application/json": {"schema": _BINARY}}},
+            "responses": {
+                code: _HEC_ANSWER
+                for code in ("200", "400", "401", "403", "404", "410", "413", "415", "429", "503")
+            },
+        }
+    }
+
+
 def _get(summary: str, schema: dict[str, Any], *extra: str) -> dict[str, Any]:
     responses: dict[str, Any] = {
         "200": {"description": "OK", "content": {"application/json": {"schema": schema}}}
@@ -167,13 +200,23 @@ def receiver_openapi() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {"title": "bytefreezer receiver", "version": __version__},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "splunk": {"type": "apiKey", "in": "header", "name": "Authorization"},
+            }
+        },
         "paths": {
             "/webhook/{tenant}/{dataset}": _ingest("Ingest a body (webhook port 8080)"),
             "/{tenant}/{dataset}": _ingest("Ingest a body (webhook port 8080, original path)"),
             "/otlp/{tenant}/{dataset}/v1/logs": _otlp("logs", "ExportLogsServiceRequest"),
             "/otlp/{tenant}/{dataset}/v1/traces": _otlp("traces", "ExportTraceServiceRequest"),
             "/otlp/{tenant}/{dataset}/v1/metrics": _otlp("metrics", "ExportMetricsServiceRequest"),
+            "/services/collector/event": _hec(
+                "Splunk HEC events: JSON objects one after another (webhook port 8080)"
+            ),
+            "/services/collector/raw": _hec("Splunk HEC raw: a record per line"),
+            "/services/collector/health": _get("HEC's health answer", {"type": "object"}),
             "/health": _get("Liveness of the webhook port", _STATUS),
             "/api/v1/health": _get("Liveness (API port 8081)", _STATUS),
             "/api/v1/ready": _get("Storage and control reachable", {"type": "object"}, "503"),

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from starlette.applications import Starlette
@@ -37,6 +37,7 @@ from bytefreezer.errors import (
     NotFound,
     StorageError,
 )
+from bytefreezer.ingress import hec
 from bytefreezer.ingress.bodies import Body, BodyError, prepare
 from bytefreezer.ingress.group_commit import GroupCommitter, GroupKey, Stored
 from bytefreezer.ingress.headers import proxy_metadata
@@ -110,14 +111,29 @@ class KeyCache:
 
     def verify(self, key: str, tenant: str, dataset: str) -> KeyScope:
         """The key's scope for this dataset; raises the control service's verdict."""
-        digest = self._digest(key, tenant, dataset)
+        scope = self._ask(
+            self._digest(key, tenant, dataset),
+            lambda: self._control.verify_ingest(key, tenant, dataset),
+        )
+        if self._on_verified is not None:
+            self._on_verified(tenant, scope)
+        return scope
+
+    def identify(self, key: str) -> KeyScope:
+        """The key's own scope (its tenant, and its dataset if it has one), for requests that
+        name no dataset in their path (HEC's); raises the control service's verdict."""
+        return self._ask(
+            self._digest(key, "", "\0identify"), lambda: self._control.authenticate(key)
+        )
+
+    def _ask(self, digest: str, ask: Callable[[], KeyScope]) -> KeyScope:
         now = time.monotonic()
         with self._lock:
             cached = self._entries.get(digest)
         if cached is not None and now - cached[0] < self._ttl:
             return cached[1]
         try:
-            scope = self._control.verify_ingest(key, tenant, dataset)
+            scope = ask()
         except ControlUnavailable:
             if cached is not None:
                 return cached[1]
@@ -128,8 +144,6 @@ class KeyCache:
             raise
         with self._lock:
             self._entries[digest] = (now, scope)
-        if self._on_verified is not None:
-            self._on_verified(tenant, scope)
         return scope
 
 
@@ -249,6 +263,7 @@ class ReceiverState:
     telemetry: Telemetry
     usage: UsageMeter
     requests: int = 0
+    channels: hec.Channels = field(default_factory=hec.Channels)
 
 
 async def _read_body(request: Request, state: ReceiverState) -> tuple[bytes, int]:
@@ -310,7 +325,7 @@ def _authorize(state: ReceiverState, key: str, tenant: str, dataset: str) -> Key
 
 async def ingest(request: Request) -> Response:
     """Authenticate, check and durably store one request body; count what happened."""
-    return await _counted(request, otlp=None)
+    return await _counted(request)
 
 
 async def ingest_otlp(request: Request) -> Response:
@@ -328,7 +343,10 @@ async def ingest_otlp_metrics(request: Request) -> Response:
     return await _counted(request, otlp=METRICS)
 
 
-async def _counted(request: Request, *, otlp: Signal | None) -> Response:
+async def _counted(
+    request: Request, *, otlp: Signal | None = None, hec_raw: bool | None = None
+) -> Response:
+    """One ingest request (OTLP's with ``otlp``, HEC's with ``hec_raw``), counted and traced."""
     state: ReceiverState = request.app.state.receiver
     state.requests += 1
     started = time.perf_counter()
@@ -336,7 +354,10 @@ async def _counted(request: Request, *, otlp: Signal | None) -> Response:
         span.set_attribute("bytefreezer.tenant", request.path_params.get("tenant", ""))
         span.set_attribute("bytefreezer.dataset", request.path_params.get("dataset", ""))
         traceparent = inject_traceparent(span).get(TRACEPARENT, "")
-        response = await _ingest(request, state, traceparent, otlp)
+        if hec_raw is not None:
+            response = await _ingest_hec(request, state, traceparent, hec_raw)
+        else:
+            response = await _ingest(request, state, traceparent, otlp)
         span.set_attribute("http.response.status_code", response.status_code)
     telemetry = state.telemetry
     telemetry.add("bytefreezer_receiver_requests", status_class=f"{response.status_code // 100}xx")
@@ -382,27 +403,16 @@ async def _ingest(
             given = request.headers.get("x-proxy-data-hint") or request.query_params.get("format")
             hint = otlp.hint if otlp else validate_hint((given or "auto").lower())
             if not otlp and _format_hint(hint) in OTLP_HINTS:
-                raise Rejected(400, f"post OTLP to /otlp/{tenant}/{dataset}/v1/logs or /v1/traces")
+                raise Rejected(
+                    400, f"post OTLP to /otlp/{tenant}/{dataset}/v1/logs, /v1/traces or /v1/metrics"
+                )
             metadata = proxy_metadata(dict(request.headers), tenant, dataset)
         except (InvalidName, BodyError) as exc:
             raise Rejected(400, getattr(exc, "message", str(exc))) from None
         scope = state.keys.cached(bearer, tenant, dataset)
         if scope is None:
             scope = await run_in_threadpool(_authorize, state, bearer, tenant, dataset)
-        wait = state.limiter.wait_seconds(scope.key_id)
-        if wait > 0:
-            raise Rejected(
-                429, "rate limit of this API key exceeded, retry later", max(1, math.ceil(wait))
-            )
-        if state.usage.over_limit(tenant, scope):
-            state.telemetry.add("bytefreezer_receiver_quota_rejections", tenant=tenant)
-            limit_mb = (scope.daily_ingest_bytes or 0) // (1024 * 1024)
-            raise Rejected(
-                429,
-                f"tenant {tenant!r} has reached its daily ingest limit of {limit_mb} MB; "
-                "accepted again from 00:00 UTC",
-                seconds_to_next_day(),
-            )
+        _admit(state, tenant, scope)
         raw, reserved = await _read_body(request, state)
         fmt = hint if hint in FORMATS else scope.format
         encoding = request.headers.get("content-encoding", "")
@@ -416,27 +426,11 @@ async def _ingest(
                 body = await run_in_threadpool(prepare, raw, encoding, fmt, limit)
         except BodyError as exc:
             raise Rejected(exc.status, exc.message) from None
-        telemetry = state.telemetry
-        telemetry.add("bytefreezer_records_received", body.records, stage="ingest", tenant=tenant)
-        telemetry.add(
-            "bytefreezer_received_bytes",
-            len(raw),
-            stage="ingest",
-            encoding="compressed",
-            tenant=tenant,
-        )
-        telemetry.add(
-            "bytefreezer_received_bytes",
-            body.size,
-            stage="ingest",
-            encoding="decompressed",
-            tenant=tenant,
-        )
+        _received(state, tenant, len(raw), body)
         if otlp and not body.records:
             return otlp_success(content_type, otlp)  # nothing to keep
         stored = await _store(state, (tenant, dataset, hint), body, metadata, traceparent)
-        state.usage.add(tenant, dataset, body.records, body.size, len(raw))
-        telemetry.add("bytefreezer_records_sent", body.records, stage="ingest", tenant=tenant)
+        _stored(state, tenant, dataset, len(raw), body)
     except Rejected as exc:
         if otlp:
             return otlp_error(exc.status, exc.message, content_type, exc.retry_after)
@@ -454,6 +448,149 @@ async def _ingest(
             "bytes": body.size,
         }
     )
+
+
+async def hec_event(request: Request) -> Response:
+    """HEC's event endpoint (``bytefreezer.ingress.hec``)."""
+    return await _counted(request, hec_raw=False)
+
+
+async def hec_raw(request: Request) -> Response:
+    """HEC's raw endpoint: a record per line."""
+    return await _counted(request, hec_raw=True)
+
+
+async def hec_health(request: Request) -> Response:
+    return JSONResponse({"text": "HEC is healthy", "code": 17})
+
+
+async def hec_ack(request: Request) -> Response:
+    """Which of a channel's ack ids are durable: every one handed out, since a request is
+    answered once its data is."""
+    state: ReceiverState = request.app.state.receiver
+    key = hec.token(request.headers.get("authorization", ""))
+    if key is None:
+        return hec.error(401, "Token is required", 2)
+    try:
+        await run_in_threadpool(_identify, state, key)
+    except Rejected as exc:
+        return hec.error(exc.status, exc.message, retry=exc.retry_after)
+    channel = request.headers.get("x-splunk-request-channel") or request.query_params.get("channel")
+    if not channel:
+        return hec.error(400, "Data channel is missing", 10)
+    try:
+        asked = (await request.json())["acks"]
+        numbers = [int(n) for n in asked]
+    except (ValueError, TypeError, KeyError):
+        return hec.error(400, 'Invalid data format: send {"acks": [ack ids]}', 6)
+    issued = state.channels.issued(channel)
+    return JSONResponse({"acks": {str(n): 0 <= n < issued for n in numbers}})
+
+
+def _identify(state: ReceiverState, key: str) -> KeyScope:
+    try:
+        return state.keys.identify(key)
+    except AuthError as exc:
+        raise Rejected(403, f"Invalid token: {exc}") from None
+    except ControlUnavailable:
+        retry = state.settings.receiver.retry_after_seconds
+        raise Rejected(503, "control service unavailable, retry later", retry) from None
+
+
+async def _ingest_hec(
+    request: Request, state: ReceiverState, traceparent: str, raw_endpoint: bool
+) -> Response:
+    reserved = 0
+    key = hec.token(request.headers.get("authorization", ""))
+    if key is None:
+        return hec.error(401, "Token is required", 2)
+    try:
+        scope = await run_in_threadpool(_identify, state, key)
+        if scope.tenant is None:
+            raise Rejected(403, "Invalid token: an admin key sends no events; use an ingest key")
+        tenant = scope.tenant
+        raw, reserved = await _read_body(request, state)
+        encoding = request.headers.get("content-encoding", "")
+        limit = state.settings.receiver.max_decompressed_bytes
+        params = dict(request.query_params)
+        try:
+            data = await run_in_threadpool(hec.read, raw, encoding, limit)
+            if raw_endpoint:
+                records = await run_in_threadpool(hec.raw_records, data, params)
+                indexes = {params["index"]} if params.get("index") else set()
+            else:
+                records, indexes = await run_in_threadpool(hec.event_records, data)
+        except BodyError as exc:
+            return hec.error(exc.status, exc.message, getattr(exc, "code", None))
+        if scope.dataset is not None:
+            dataset = scope.dataset
+        elif len(indexes) == 1:
+            dataset = indexes.pop()
+        else:
+            return hec.error(
+                400,
+                "Incorrect index: a tenant key sends to the dataset its events' index names, one "
+                f"a request ({len(indexes)} named here); or use a dataset key",
+                7,
+            )
+        try:
+            validate_name(dataset, "dataset")
+        except InvalidName as exc:
+            return hec.error(400, f"Incorrect index: {exc}", 7)
+        scope = await run_in_threadpool(_authorize, state, key, tenant, dataset)
+        _admit(state, tenant, scope)
+        body = hec.as_body(records)
+        _received(state, tenant, len(raw), body)
+        await _store(state, (tenant, dataset, "ndjson"), body, {}, traceparent)
+        _stored(state, tenant, dataset, len(raw), body)
+    except Rejected as exc:
+        return hec.error(exc.status, exc.message, retry=exc.retry_after)
+    finally:
+        state.budget.give(reserved)
+    channel = request.headers.get("x-splunk-request-channel") or params.get("channel")
+    return hec.success(state.channels.next_id(channel) if channel else None)
+
+
+def _admit(state: ReceiverState, tenant: str, scope: KeyScope) -> None:
+    """Refuse with 429 a key past its rate limit, or a tenant past its daily ingest limit."""
+    wait = state.limiter.wait_seconds(scope.key_id)
+    if wait > 0:
+        raise Rejected(
+            429, "rate limit of this API key exceeded, retry later", max(1, math.ceil(wait))
+        )
+    if state.usage.over_limit(tenant, scope):
+        state.telemetry.add("bytefreezer_receiver_quota_rejections", tenant=tenant)
+        limit_mb = (scope.daily_ingest_bytes or 0) // (1024 * 1024)
+        raise Rejected(
+            429,
+            f"tenant {tenant!r} has reached its daily ingest limit of {limit_mb} MB; "
+            "accepted again from 00:00 UTC",
+            seconds_to_next_day(),
+        )
+
+
+def _received(state: ReceiverState, tenant: str, sent_bytes: int, body: Body) -> None:
+    telemetry = state.telemetry
+    telemetry.add("bytefreezer_records_received", body.records, stage="ingest", tenant=tenant)
+    telemetry.add(
+        "bytefreezer_received_bytes",
+        sent_bytes,
+        stage="ingest",
+        encoding="compressed",
+        tenant=tenant,
+    )
+    telemetry.add(
+        "bytefreezer_received_bytes",
+        body.size,
+        stage="ingest",
+        encoding="decompressed",
+        tenant=tenant,
+    )
+
+
+def _stored(state: ReceiverState, tenant: str, dataset: str, sent_bytes: int, body: Body) -> None:
+    state.usage.add(tenant, dataset, body.records, body.size, sent_bytes)
+    state.telemetry.add("bytefreezer_records_sent", body.records, stage="ingest", tenant=tenant)
 
 
 async def _store(
@@ -617,6 +754,11 @@ def create_app(
         Route("/otlp/{tenant}/{dataset}/v1/logs", ingest_otlp, methods=["POST"]),
         Route("/otlp/{tenant}/{dataset}/v1/traces", ingest_otlp_traces, methods=["POST"]),
         Route("/otlp/{tenant}/{dataset}/v1/metrics", ingest_otlp_metrics, methods=["POST"]),
+        # Splunk HEC's own paths, before /{tenant}/{dataset} would take /services/collector
+        *[Route(p, hec_event, methods=["POST"]) for p in hec.EVENT_PATHS],
+        *[Route(p, hec_raw, methods=["POST"]) for p in hec.RAW_PATHS],
+        *[Route(p, hec_health, methods=["GET"]) for p in hec.HEALTH_PATHS],
+        Route("/services/collector/ack", hec_ack, methods=["POST"]),
         Route("/{tenant}/{dataset}", ingest, methods=["POST"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -76,6 +76,13 @@ def test_tenants_datasets_and_keys(control: ControlClient) -> None:
 
     scope = control.verify_ingest(created.key, "acme", "web")
     assert (scope.tenant, scope.dataset) == ("acme", "web")
+    # a key's own scope, for requests that name no dataset (Splunk HEC's)
+    own = control.authenticate(created.key)
+    assert (own.key_id, own.tenant, own.dataset) == (scope.key_id, "acme", "web")
+    tenant_key = control.authenticate(control.create_key("acme").key)
+    assert (tenant_key.tenant, tenant_key.dataset) == ("acme", None)
+    with pytest.raises(AuthError):
+        control.authenticate(created.key[:-2] + "xx")
     control.create_dataset("acme", DatasetSpec(name="other"))
     with pytest.raises(Forbidden):
         control.verify_ingest(created.key, "acme", "other")

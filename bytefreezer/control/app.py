@@ -250,6 +250,10 @@ def _verify(s: ControlStore, r: Request, b: Any) -> Any:
     return s.verify_ingest(str(body["key"]), str(body["tenant"]), str(body["dataset"]))
 
 
+def _identify(s: ControlStore, r: Request, b: Any) -> Any:
+    return s.authenticate(str(_obj(b)["key"]))
+
+
 ROUTES = [
     _route("/api/v1/health", "GET", _health, public=True),
     _route("/api/v1/tenants", "GET", lambda s, r, b: s.list_tenants()),
@@ -294,6 +298,7 @@ ROUTES = [
     _route("/api/v1/keys", "GET", lambda s, r, b: s.list_keys(r.query_params.get("tenant"))),
     _route("/api/v1/keys/{key_id}", "DELETE", lambda s, r, b: s.revoke_key(_p(r, "key_id"))),
     _route("/api/v1/auth/verify", "POST", _verify),
+    _route("/api/v1/auth/identify", "POST", _identify),
     _route("/api/v1/leases/acquire", "POST", _acquire),
     _route("/api/v1/leases/renew", "POST", _renew),
     _route("/api/v1/leases/check", "POST", _check),

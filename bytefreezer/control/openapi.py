@@ -303,6 +303,18 @@ def control_openapi() -> dict[str, Any]:
                     errors=("400", "404", "410"),
                 )
             },
+            "/api/v1/auth/identify": {
+                "post": _op(
+                    "The scope of an ingest key (its tenant, and dataset if it has one)",
+                    _json(_ref(KeyScope)),
+                    body={
+                        "type": "object",
+                        "required": ["key"],
+                        "properties": {"key": {"type": "string"}},
+                    },
+                    errors=("400",),
+                )
+            },
             "/api/v1/leases/acquire": {
                 "post": _op(
                     "Take free or expired leases",

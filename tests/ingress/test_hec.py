@@ -1,0 +1,155 @@
+"""Splunk HEC in: the splunk-handler library (a real HEC client, posting events back to back)
+ships log records through the receiver, piper and packer to Parquet; tenant keys routed by
+index, HEC's answers and codes, gzip, the raw endpoint, health and indexer acknowledgement."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from splunk_handler import SplunkHandler
+
+from bytefreezer.keys import IntakeKey
+from tests.ingress.conftest import Receiver
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Splunk {key}"}
+
+
+def test_a_hec_logging_client_ships_events_to_parquet(receiver: Receiver) -> None:
+    key = receiver.control.create_key("acme", "web").key
+    address = urlsplit(receiver.url)
+    handler = SplunkHandler(
+        host=address.hostname,
+        port=address.port,
+        token=key,
+        index="main",  # a dataset key sends to its dataset whatever the index
+        protocol="http",
+        verify=False,
+        source="checkout.py",
+        sourcetype="app",
+        hostname="web-1",
+        flush_interval=3600,  # queued, sent back to back in one request at shutdown
+        retry_count=0,
+    )
+    log = logging.getLogger("hec.test")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    log.addHandler(handler)
+    try:
+        for i in range(20):
+            log.info("payment %d accepted", i)
+    finally:
+        log.removeHandler(handler)
+        handler.shutdown()
+    (stored,) = receiver.storage.intake.list("acme/web/")
+    assert IntakeKey.parse(stored.key).hint == "ndjson"
+    table = receiver.pack("web")
+    assert table is not None
+    rows = sorted(table.to_pylist(), key=lambda r: int(r["event"].split()[1]))
+    assert [r["event"] for r in rows] == [f"payment {i} accepted" for i in range(20)]
+    assert {(r["host"], r["source"], r["sourcetype"], r["index"]) for r in rows} == {
+        ("web-1", "checkout.py", "app", "main")
+    }
+    assert all(r["timestamp"].endswith("Z") for r in rows)
+
+
+def test_events_fields_and_routing_by_index(receiver: Receiver) -> None:
+    url = f"{receiver.url}/services/collector/event"
+    tenant_key = receiver.key  # a tenant key: the events' index names the dataset
+    events = [
+        {"time": 1767225600.25, "index": "web", "host": "h1", "event": {"user": "ann", "n": 1}},
+        {"time": "1767225601", "index": "web", "event": "plain text", "fields": {"region": "eu"}},
+        {"index": "web", "event": {"host": "own"}, "host": "meta"},  # the event's field wins
+    ]
+    body = "\n".join(json.dumps(e) for e in events).encode()
+    response = httpx.post(
+        url, content=gzip.compress(body), headers={**auth(tenant_key), "Content-Encoding": "gzip"}
+    )
+    assert response.status_code == 200 and response.json() == {"text": "Success", "code": 0}
+    table = receiver.pack("web")
+    assert table is not None
+    rows = table.to_pylist()
+    first = next(r for r in rows if r.get("user") == "ann")
+    assert (first["n"], first["host"], first["timestamp"]) == (
+        1,
+        "h1",
+        "2026-01-01T00:00:00.250000Z",
+    )
+    second = next(r for r in rows if r.get("event") == "plain text")
+    assert (second["region"], second["timestamp"]) == ("eu", "2026-01-01T00:00:01.000000Z")
+    assert next(r for r in rows if r.get("host") in ("own", "meta"))["host"] == "own"
+    part = receiver.settings.data_dir / "destination" / "acme" / "web" / "year=2026"
+    assert part.exists()  # partitioned by the events' time
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "text"),
+    [
+        (b"", 400, 5, "No data"),
+        (b'{"index": "web"}', 400, 12, "Event field is required"),
+        (b'{"index": "web", "event": ""}', 400, 13, "Event field cannot be blank"),
+        (b'{"index": "web", "event": "x"}{"index": "tab", "event": "y"}', 400, 7, "one a request"),
+        (b'{"event": "x"}', 400, 7, "Incorrect index"),
+        (b'{"index": "nope", "event": "x"}', 404, 7, "nope"),
+        (b'{"index": "../x", "event": "x"}', 400, 7, "Incorrect index"),
+        (b'{"index": "web", "event": "x", "time": "soon"}', 400, 6, "not epoch seconds"),
+        (b'{"index": "web", "event": "x"} [1]', 400, 6, "event 1 is not an object"),
+        (b'{"index": "web", "event": "x"', 400, 6, "Invalid data format"),
+        (b'{"index": "web", "event": "x", "fields": [1]}', 400, 15, "indexed fields"),
+    ],
+)
+def test_refusals_are_hec_answers(
+    receiver: Receiver, body: bytes, status: int, code: int, text: str
+) -> None:
+    response = httpx.post(
+        f"{receiver.url}/services/collector/event", content=body, headers=auth(receiver.key)
+    )
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == code and text in response.json()["text"]
+    assert not receiver.storage.intake.list("acme/")
+
+
+def test_tokens_raw_lines_health_and_acks(receiver: Receiver) -> None:
+    base = f"{receiver.url}/services/collector"
+    event = b'{"index": "web", "event": "x"}'
+    missing = httpx.post(f"{base}/event", content=event)
+    assert (missing.status_code, missing.json()["code"]) == (401, 2)
+    wrong = httpx.post(f"{base}/event", content=event, headers=auth("bfk_000000000000_nope"))
+    assert (wrong.status_code, wrong.json()["code"]) == (403, 4)
+    admin = receiver.control.create_key(None, role="admin").key
+    refused = httpx.post(f"{base}/event", content=event, headers=auth(admin))
+    assert refused.status_code == 403 and "admin key" in refused.json()["text"]
+    other = receiver.control.create_key("other").key  # another tenant's key: its own datasets
+    assert httpx.post(f"{base}/event", content=event, headers=auth(other)).status_code == 200
+
+    health = httpx.get(f"{base}/health")
+    assert health.json() == {"text": "HEC is healthy", "code": 17}
+
+    raw = httpx.post(
+        f"{base}/raw?index=text&host=h9&sourcetype=syslog",
+        content=b"first line\r\nsecond line\n\n",
+        headers=auth(receiver.key),
+    )
+    assert raw.status_code == 200
+    table = receiver.pack("text")
+    assert table is not None
+    assert sorted(table.column("event").to_pylist()) == ["first line", "second line"]
+    assert set(table.column("host").to_pylist()) == {"h9"}
+
+    channel = {"X-Splunk-Request-Channel": "0f1e2d3c-aaaa-bbbb-cccc-000000000001"}
+    headers = {**auth(receiver.key), **channel}
+    ids = [
+        httpx.post(f"{base}/event", content=event, headers=headers).json()["ackId"]
+        for _ in range(2)
+    ]
+    assert ids == [0, 1]
+    acks = httpx.post(f"{base}/ack", json={"acks": [0, 1, 5]}, headers=headers)
+    assert acks.json() == {"acks": {"0": True, "1": True, "5": False}}
+    no_channel = httpx.post(f"{base}/ack", json={"acks": [0]}, headers=auth(receiver.key))
+    assert (no_channel.status_code, no_channel.json()["code"]) == (400, 10)
