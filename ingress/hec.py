@@ -10,7 +10,7 @@ request). Events become NDJSON records: an object event's fields as columns, any
 `source`, `sourcetype` and `index` as they came, none of them over a field of the event's own.
 Answers are HEC's: `{"text": "Success", "code": 0}`, an error's text and code, and an `ackId`
 for a request on a channel (`X-Splunk-Request-Channel`): since the answer comes once the data is
-durable, every id a client asks `/services/collector/ack` about is acknowledged.
+durable, every id a client asks `/services/collector/ack` about is acknowledged, by any replica.
 """
 
 from __future__ import annotations
@@ -179,7 +179,3 @@ class Channels:
             number = self._next.get(channel, 0)
             self._next[channel] = number + 1
             return number
-
-    def issued(self, channel: str) -> int:
-        with self._lock:
-            return self._next.get(channel, 0)

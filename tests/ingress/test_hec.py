@@ -149,7 +149,10 @@ def test_tokens_raw_lines_health_and_acks(receiver: Receiver) -> None:
         for _ in range(2)
     ]
     assert ids == [0, 1]
-    acks = httpx.post(f"{base}/ack", json={"acks": [0, 1, 5]}, headers=headers)
-    assert acks.json() == {"acks": {"0": True, "1": True, "5": False}}
+    # an id is handed out only with a durable success: any replica acknowledges it
+    acks = httpx.post(f"{base}/ack", json={"acks": [0, 1]}, headers=headers)
+    assert acks.json() == {"acks": {"0": True, "1": True}}
+    bad = httpx.post(f"{base}/ack", json={"acks": "all"}, headers=headers)
+    assert (bad.status_code, bad.json()["code"]) == (400, 6)
     no_channel = httpx.post(f"{base}/ack", json={"acks": [0]}, headers=auth(receiver.key))
     assert (no_channel.status_code, no_channel.json()["code"]) == (400, 10)
