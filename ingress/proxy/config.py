@@ -29,14 +29,18 @@ class InputConfig(_Config):
     """One listener and where its data goes."""
 
     name: str = Field(description="Name of the input (in stats and dead letters).")
-    type: Literal["udp", "tcp", "syslog", "http", "netflow", "forward"] = Field(
+    type: Literal["udp", "tcp", "syslog", "http", "netflow", "forward", "nats"] = Field(
         description="Listener kind; `netflow` takes NetFlow v5, v9 and IPFIX export packets "
         "over UDP, a JSON record per flow; `forward` takes the Fluentd forward protocol over "
-        "TCP (Fluent Bit's and Fluentd's `forward` outputs), a JSON record per event."
+        "TCP (Fluent Bit's and Fluentd's `forward` outputs), a JSON record per event; `nats` "
+        "subscribes to a NATS subject (or a JetStream stream), a record per line of each "
+        "message."
     )
     protocol: Literal["udp", "tcp"] = Field("udp", description="Transport of a `syslog` input.")
     host: str = Field("0.0.0.0", description="Listen address.")
-    port: int = Field(ge=0, le=65535, description="Listen port (0 picks a free one).")
+    port: int | None = Field(
+        None, ge=0, le=65535, description="Listen port (0 picks a free one); not for `nats`."
+    )
     tenant: str = Field(description="Tenant the data belongs to.")
     dataset: str = Field(description="Dataset the data goes to.")
     api_key: SecretStr = Field(description="Ingest key for the receiver.")
@@ -46,6 +50,22 @@ class InputConfig(_Config):
     auth_token: SecretStr | None = Field(
         None, description="Bearer token an `http` input requires from its clients."
     )
+    servers: list[str] = Field(
+        default_factory=list, description="NATS servers of a `nats` input (`nats://host:4222`)."
+    )
+    subject: str | None = Field(None, description="Subject a `nats` input subscribes to.")
+    queue: str | None = Field(
+        None, description="Queue group of a `nats` input: proxies of one group share messages."
+    )
+    stream: str | None = Field(
+        None,
+        description="JetStream stream of a `nats` input: a durable consumer whose messages are "
+        "acknowledged once spooled (at least once); without it, core NATS (at most once).",
+    )
+    durable: str | None = Field(
+        None, description="Durable consumer name with `stream` (default bytefreezer-<name>)."
+    )
+    nats_token: SecretStr | None = Field(None, description="Token a `nats` input connects with.")
     shared_key: SecretStr | None = Field(
         None,
         description="Shared key a `forward` input's clients must prove in the protocol's "
@@ -62,10 +82,22 @@ class InputConfig(_Config):
     def _names(cls, value: str) -> str:
         return validate_name(value)
 
+    @property
+    def listen_port(self) -> int:
+        """The port a listening input binds (the validator requires one)."""
+        if self.port is None:  # pragma: no cover - refused when loaded
+            raise ValueError(f"input {self.name} has no port")
+        return self.port
+
     @model_validator(mode="after")
-    def _shared_key_for_forward(self) -> InputConfig:
+    def _fields_of_its_type(self) -> InputConfig:
         if self.shared_key is not None and self.type != "forward":
             raise ValueError(f"shared_key is for forward inputs; input {self.name} is {self.type}")
+        if self.type == "nats":
+            if not self.servers or not self.subject:
+                raise ValueError(f"nats input {self.name} needs servers and a subject")
+        elif self.port is None:
+            raise ValueError(f"input {self.name} needs a port")
         return self
 
 

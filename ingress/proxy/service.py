@@ -8,6 +8,7 @@ import hmac
 import logging
 import socket
 import ssl
+from contextlib import suppress
 from typing import Any
 
 import msgpack
@@ -71,6 +72,8 @@ class ProxyService:
         self.ports: dict[str, int] = {}
         self._stop = asyncio.Event()
         self._closers: list[Any] = []
+        self._connections: list[Any] = []  # NATS clients, drained on stop
+        self._pulls: list[asyncio.Task[None]] = []  # JetStream pulls, ended before the drain
         self._tasks: list[asyncio.Task[Any]] = []
 
     # Records in ---------------------------------------------------------------------------
@@ -126,7 +129,7 @@ class ProxyService:
                 writer.close()
 
         server = await asyncio.start_server(
-            handle, source.host, source.port, limit=source.max_line_bytes + 2
+            handle, source.host, source.listen_port, limit=source.max_line_bytes + 2
         )
         self.ports[source.name] = server.sockets[0].getsockname()[1]
         self._closers.append(server)
@@ -192,9 +195,73 @@ class ProxyService:
             finally:
                 writer.close()
 
-        server = await asyncio.start_server(handle, source.host, source.port, ssl=self._tls())
+        server = await asyncio.start_server(
+            handle, source.host, source.listen_port, ssl=self._tls()
+        )
         self.ports[source.name] = server.sockets[0].getsockname()[1]
         self._closers.append(server)
+
+    async def _serve_nats(self, source: InputConfig) -> None:
+        """A subscription to a NATS subject: core NATS takes each message as it comes (at most
+        once, as core NATS delivers); with a JetStream ``stream``, a durable pull consumer's
+        messages are acknowledged once their records are spooled, and a proxy stopped or killed
+        before that gets them again (at least once)."""
+        import nats
+        from nats.errors import TimeoutError as NatsTimeout
+
+        token = source.nats_token.get_secret_value() if source.nats_token else None
+        client = await nats.connect(
+            servers=source.servers,
+            token=token,
+            name=f"bytefreezer-proxy-{source.name}",
+            max_reconnect_attempts=-1,
+            drain_timeout=5,
+        )
+        self._connections.append(client)
+
+        def records(data: bytes) -> list[bytes]:
+            return self.records(source, split_lines(data.decode("utf-8", "replace")), "")
+
+        if source.stream is None:
+
+            async def take(message: Any) -> None:
+                self.accept_records(source, records(message.data))
+
+            assert source.subject is not None  # the config requires it
+            await client.subscribe(source.subject, queue=source.queue or "", cb=take)
+            return
+        subscription = await client.jetstream().pull_subscribe(
+            source.subject or "",
+            durable=source.durable or f"bytefreezer-{source.name}",
+            stream=source.stream,
+        )
+
+        async def pull() -> None:
+            try:
+                await pulling()
+            finally:  # nothing left for the connection's drain to wait for
+                with suppress(Exception):
+                    await subscription.unsubscribe()
+
+        async def pulling() -> None:
+            while not self._stop.is_set():
+                try:
+                    messages = await subscription.fetch(256, timeout=1)
+                except NatsTimeout:
+                    continue
+                except Exception as exc:  # the server away: the client reconnects
+                    log.warning("nats input %s: %s", source.name, exc)
+                    await asyncio.sleep(1)
+                    continue
+                taken = [r for message in messages for r in records(message.data)]
+                if await self.spool_records(source, taken):
+                    for message in messages:
+                        await message.ack()
+                else:  # the spool is full: JetStream redelivers them later
+                    for message in messages:
+                        await message.nak(delay=5)
+
+        self._pulls.append(asyncio.create_task(pull()))
 
     def _tls(self) -> ssl.SSLContext | None:
         """The proxy's certificate for its TCP listeners, when it has one."""
@@ -207,7 +274,7 @@ class ProxyService:
     async def _serve_udp(self, source: InputConfig) -> None:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Datagrams(self, source), local_addr=(source.host, source.port)
+            lambda: _Datagrams(self, source), local_addr=(source.host, source.listen_port)
         )
         self.ports[source.name] = transport.get_extra_info("sockname")[1]
         self._closers.append(transport)
@@ -239,10 +306,12 @@ class ProxyService:
         for source in self.config.inputs:
             if source.type == "http":
                 await self._serve_http(
-                    self._input_app(source), source.host, source.port, source.name
+                    self._input_app(source), source.host, source.listen_port, source.name
                 )
             elif source.type == "forward":
                 await self._serve_forward(source)
+            elif source.type == "nats":
+                await self._serve_nats(source)
             elif source.type == "tcp" or (source.type == "syslog" and source.protocol == "tcp"):
                 await self._serve_tcp(source)
             else:
@@ -270,9 +339,13 @@ class ProxyService:
         for name, decoder in self.decoders.items():
             left = decoder.drain("the proxy stopped before a template arrived")
             self.accept_records(self._source(name), left)
+        self._stop.set()  # pulls end (what they took and did not spool is redelivered)
+        await asyncio.gather(*self._pulls, return_exceptions=True)
+        for connection in self._connections:
+            with suppress(Exception):
+                await connection.drain()
         for batcher in self.batchers.values():
             batcher.flush()
-        self._stop.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _source(self, name: str) -> InputConfig:

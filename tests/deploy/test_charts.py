@@ -421,7 +421,15 @@ def test_proxy_chart(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         monkeypatch.setenv(name + "_SHARED", "shared")
     text = find(objects, "ConfigMap", "edge-proxy-config")["data"]["proxy.yaml"]
     (tmp_path / "proxy.yaml").write_text(text)
-    assert load_proxy_config(tmp_path / "proxy.yaml").inputs[5].type == "forward"
+    loaded = load_proxy_config(tmp_path / "proxy.yaml")
+    assert loaded.inputs[5].type == "forward"
+    bus = loaded.inputs[6]  # a nats input subscribes: no port, none in the Service
+    assert (bus.servers, bus.subject, bus.stream, bus.port) == (
+        ["nats://nats:4222"],
+        "logs.>",
+        "LOGS",
+        None,
+    )
     assert config["receiver_url"] == "https://ingest.example.com"
     find(objects, "PersistentVolumeClaim", "edge-proxy-spool")
     assert (

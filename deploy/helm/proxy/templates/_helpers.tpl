@@ -29,9 +29,10 @@ app.kubernetes.io/component: proxy
 {{- $problems := list -}}
 {{- if not .Values.inputs -}}{{- $problems = append $problems "inputs: give at least one listener" -}}{{- end -}}
 {{- range .Values.inputs -}}
-{{- if not (has .type (list "udp" "tcp" "syslog" "http" "netflow" "forward")) -}}{{- $problems = append $problems (printf "inputs %q: type must be udp, tcp, syslog, http, netflow or forward" .name) -}}{{- end -}}
+{{- if not (has .type (list "udp" "tcp" "syslog" "http" "netflow" "forward" "nats")) -}}{{- $problems = append $problems (printf "inputs %q: type must be udp, tcp, syslog, http, netflow, forward or nats" .name) -}}{{- end -}}
+{{- if and (eq .type "nats") (not (and .servers .subject)) -}}{{- $problems = append $problems (printf "inputs %q: a nats input needs servers and subject" .name) -}}{{- end -}}
 {{- if and .sharedKey (ne .type "forward") -}}{{- $problems = append $problems (printf "inputs %q: sharedKey is for forward inputs" .name) -}}{{- end -}}
-{{- if not (and .name .tenant .dataset .port) -}}{{- $problems = append $problems (printf "inputs %q: name, port, tenant and dataset are required" (.name | default "?")) -}}{{- end -}}
+{{- if not (and .name .tenant .dataset (or .port (eq .type "nats"))) -}}{{- $problems = append $problems (printf "inputs %q: name, port, tenant and dataset are required" (.name | default "?")) -}}{{- end -}}
 {{- end -}}
 {{- if and .Values.tls.enabled (not .Values.tls.existingSecret) -}}{{- $problems = append $problems "tls.enabled=true needs tls.existingSecret (a Secret with tls.crt and tls.key)" -}}{{- end -}}
 {{- if $problems -}}{{- fail (printf "\n\nproxy: invalid values:\n  - %s\n" (join "\n  - " $problems)) -}}{{- end -}}
