@@ -168,7 +168,9 @@ def _put_status(s: ControlStore, r: Request, b: Any) -> Any:
     status = DatasetStatus.model_validate(_obj(b))
     path = (_p(r, "tenant"), _p(r, "dataset"), _p(r, "stage"))
     if (status.tenant, status.dataset, status.stage) != path:
-        raise errors.ConfigError(
+        # 409, not 400: the body is a valid status, only not this path's (the document cannot
+        # say that the body must repeat the path)
+        raise errors.Conflict(
             f"the {status.stage} status of {status.tenant}/{status.dataset} sent to the path of "
             f"{path[0]}/{path[1]}'s {path[2]} status"
         )

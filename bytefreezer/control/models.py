@@ -292,7 +292,8 @@ class Usage(_Model):
     dataset: str = Field(json_schema_extra={"pattern": f"^{NAME_PATTERN}$"})
     day: str = Field(
         description="UTC day, YYYY-MM-DD.",
-        json_schema_extra={"pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+        # A date: the pattern alone let the API fuzzing send "5234-61-79" as valid.
+        json_schema_extra={"pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "format": "date"},
     )
     requests: int = Field(0, ge=0, description="Requests stored.")
     records: int = Field(0, ge=0, description="Records in them, as piper will read them.")

@@ -230,6 +230,7 @@ def control_openapi() -> dict[str, Any]:
                     _json(_ref(DatasetStatus)),
                     params=[*d, "stage"],
                     body=_ref(DatasetStatus),
+                    errors=("400", "401", "403", "404", "409"),
                 ),
             },
             "/api/v1/dataset-status": {

@@ -79,3 +79,19 @@ def test_document_is_served(control: str) -> None:
 
     document = httpx.get(f"{control}/openapi.json").json()
     assert document["openapi"].startswith("3.") and "/api/v1/leases/acquire" in document["paths"]
+
+
+def test_what_fuzzing_found_on_a_fresh_machine(control: str) -> None:
+    """Two schema-valid requests the service refused with 400 (stop 28): a status whose body
+    names another dataset than its path (a conflict: 409), and a usage day of the document's
+    pattern that is no date (the document now says it is a date)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {ADMIN['value']}"}
+    status = {"tenant": "", "dataset": "", "stage": "piper", "state": "ok"}
+    response = httpx.put(
+        f"{control}/api/v1/tenants/acme/datasets/web/status/piper", json=status, headers=headers
+    )
+    assert response.status_code == 409, response.text
+    usage = control_openapi()["components"]["schemas"]["Usage"]["properties"]["day"]
+    assert usage["format"] == "date"
