@@ -228,10 +228,10 @@ def test_dataset_status_requests_are_checked(store: ControlStore) -> None:
         path = f"{api}/tenants/acme/datasets/web/status"
         other = {"tenant": "acme", "dataset": "app", "stage": "packer", "state": "ok"}
         moved = httpx.put(f"{path}/packer", json=other, headers=admin)
-        assert moved.status_code == 400 and "acme/app" in moved.json()["error"]
+        assert moved.status_code == 409 and "acme/app" in moved.json()["error"]
         piper = {**other, "dataset": "web", "stage": "piper"}
         staged = httpx.put(f"{path}/packer", json=piper, headers=admin)
-        assert staged.status_code == 400 and "piper status" in staged.json()["error"]
+        assert staged.status_code == 409 and "piper status" in staged.json()["error"]
         odd = {**other, "dataset": "web", "state": "fine"}
         state = httpx.put(f"{path}/packer", json=odd, headers=admin)
         assert state.status_code == 400 and "state" in state.json()["error"]
