@@ -31,6 +31,7 @@ class Tenant(_Model):
     daily_ingest_mb: int | None = Field(
         None,
         ge=1,
+        le=2**40,  # an exabyte a day: within SQLite's integers as bytes
         description="Decompressed MB a UTC day the receivers accept for the tenant; beyond it "
         "429 with `Retry-After` until the next day (the receivers see each other's counts "
         "within `receiver.auth_cache_seconds`, so the limit is approximate by that much). "
@@ -248,7 +249,7 @@ class DatasetStatus(_Model):
         "(`error` says why); `unknown`: no run of the stage has reported yet."
     )
     error: str = Field("", description="Why the last run failed (empty when ok).")
-    failures: int = Field(0, ge=0, description="Runs failed in a row.")
+    failures: int = Field(0, ge=0, le=2**31, description="Runs failed in a row.")
     failing_since: float | None = Field(
         None, description="When the first of these failed runs ended (Unix seconds)."
     )
@@ -284,6 +285,9 @@ def utc_day(at: float | None = None) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(time.time() if at is None else at))
 
 
+MAX_COUNT = 2**53  # a usage report's counts: far beyond any day, and summable in 64 bits
+
+
 class Usage(_Model):
     """What the receivers accepted for one dataset on one UTC day (report: what one receiver
     accepted since its last report; stored: the day's totals)."""
@@ -295,10 +299,14 @@ class Usage(_Model):
         # A date: the pattern alone let the API fuzzing send "5234-61-79" as valid.
         json_schema_extra={"pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "format": "date"},
     )
-    requests: int = Field(0, ge=0, description="Requests stored.")
-    records: int = Field(0, ge=0, description="Records in them, as piper will read them.")
-    bytes: int = Field(0, ge=0, description="Their bodies, decompressed.")
-    compressed_bytes: int = Field(0, ge=0, description="Their bodies as sent.")
+    # Bounded where SQLite's 64-bit integers hold them, and their sums, with room (the API
+    # fuzzing sent 10^36 bytes, which SQLite could not store).
+    requests: int = Field(0, ge=0, le=MAX_COUNT, description="Requests stored.")
+    records: int = Field(
+        0, ge=0, le=MAX_COUNT, description="Records in them, as piper will read them."
+    )
+    bytes: int = Field(0, ge=0, le=MAX_COUNT, description="Their bodies, decompressed.")
+    compressed_bytes: int = Field(0, ge=0, le=MAX_COUNT, description="Their bodies as sent.")
 
     @field_validator("tenant", "dataset")
     @classmethod

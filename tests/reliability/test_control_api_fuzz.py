@@ -82,9 +82,10 @@ def test_document_is_served(control: str) -> None:
 
 
 def test_what_fuzzing_found_on_a_fresh_machine(control: str) -> None:
-    """Two schema-valid requests the service refused with 400 (stop 28): a status whose body
-    names another dataset than its path (a conflict: 409), and a usage day of the document's
-    pattern that is no date (the document now says it is a date)."""
+    """Schema-valid requests the service refused with 400 (stop 28): a status whose body names
+    another dataset than its path (a conflict: 409), a usage day of the document's pattern that
+    is no date (the document now says it is a date), and a usage count beyond 64 bits (the
+    document bounds them now)."""
     import httpx
 
     headers = {"Authorization": f"Bearer {ADMIN['value']}"}
@@ -95,3 +96,9 @@ def test_what_fuzzing_found_on_a_fresh_machine(control: str) -> None:
     assert response.status_code == 409, response.text
     usage = control_openapi()["components"]["schemas"]["Usage"]["properties"]["day"]
     assert usage["format"] == "date"
+    # and, once days were dates, a count SQLite cannot store: refused by the document now
+    huge = [{"tenant": "acme", "dataset": "web", "day": "2026-01-01", "bytes": 10**36}]
+    response = httpx.post(f"{control}/api/v1/usage", json=huge, headers=headers)
+    assert response.status_code == 400 and "bytes" in response.text
+    counts = control_openapi()["components"]["schemas"]["Usage"]["properties"]["bytes"]
+    assert counts["maximum"] == 2**53
