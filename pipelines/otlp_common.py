@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -13,6 +12,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from bytefreezer.pipelines.decode import Decoded
+from bytefreezer.times import rfc3339_nanos
 from bytefreezer.transforms.tables import values_column
 
 MAX_NANOS = (1 << 63) - 1  # later than 2262 is no time a timestamp column holds
@@ -43,9 +43,7 @@ def nanos_text(nanos: int) -> str | None:
     """Nanoseconds since the epoch as RFC 3339 in UTC to the nanosecond (None for 0)."""
     if nanos <= 0:
         return None
-    seconds, rest = divmod(nanos, 10**9)
-    moment = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{moment}.{rest:09d}Z"
+    return rfc3339_nanos(*divmod(nanos, 10**9))
 
 
 def columns_table(columns: dict[str, list[Any]], types: dict[str, pa.DataType]) -> pa.Table:

@@ -22,7 +22,6 @@ and a client that cannot prove the key is told why and disconnected.
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import hmac
 import math
@@ -30,11 +29,13 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
 import orjson
+
+from bytefreezer.ingress.proxy.records import now_rfc3339
+from bytefreezer.times import rfc3339_nanos
 
 EVENT_TIME = 0  # the EventTime extension type: big-endian seconds and nanoseconds
 
@@ -68,20 +69,6 @@ def unpacker(max_bytes: int) -> msgpack.Unpacker:
     )
 
 
-@functools.lru_cache(maxsize=1024)
-def _day(days: int) -> str:
-    return datetime.fromtimestamp(days * 86400, UTC).strftime("%Y-%m-%d")
-
-
-def _rfc3339(seconds: int, nanoseconds: int) -> str:
-    """RFC 3339 in UTC to the nanosecond; the date formatted once a day (strftime per entry
-    was a fifth of an entry's decoding)."""
-    days, second = divmod(seconds, 86400)
-    hours, second = divmod(second, 3600)
-    minutes, second = divmod(second, 60)
-    return f"{_day(days)}T{hours:02d}:{minutes:02d}:{second:02d}.{nanoseconds:09d}Z"
-
-
 def event_time(value: Any) -> str:
     """An entry's time as RFC 3339 in UTC; ``ForwardError`` when it is not a time."""
     if isinstance(value, msgpack.ExtType):
@@ -89,7 +76,7 @@ def event_time(value: Any) -> str:
     if isinstance(value, EventTime):
         if value.nanoseconds >= 10**9:
             raise ForwardError(f"EventTime nanoseconds out of range: {value.nanoseconds}")
-        return _rfc3339(value.seconds, value.nanoseconds)
+        return rfc3339_nanos(value.seconds, value.nanoseconds)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ForwardError(f"time is {_kind(value)}, not an integer or EventTime")
     if isinstance(value, float) and not math.isfinite(value):
@@ -97,7 +84,7 @@ def event_time(value: Any) -> str:
     nanos = int(value) * 10**9 if isinstance(value, int) else round(value * 1e9)
     seconds, nanoseconds = divmod(nanos, 10**9)
     try:
-        return _rfc3339(seconds, nanoseconds)
+        return rfc3339_nanos(seconds, nanoseconds)
     except (OverflowError, OSError, ValueError):
         raise ForwardError(f"time {value} is out of range") from None
 
@@ -131,7 +118,7 @@ def _ext_value(value: msgpack.ExtType) -> Any:
     """An extension value: an EventTime as its time, another as its type and base64 data."""
     moment = _event_time(value)
     if moment is not None and moment.nanoseconds < 10**9:
-        return _rfc3339(moment.seconds, moment.nanoseconds)
+        return rfc3339_nanos(moment.seconds, moment.nanoseconds)
     return {"ext_type": value.code, "data": base64.b64encode(value.data).decode()}
 
 
@@ -176,7 +163,7 @@ def _error_record(reason: str, message: Any, tag: Any = None) -> bytes:
     out: dict[str, Any] = {"forward_error": reason, "forward_message": _json_value(message)}
     if isinstance(tag, str):
         out["tag"] = tag
-    out["timestamp"] = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    out["timestamp"] = now_rfc3339()
     return orjson.dumps(out, option=orjson.OPT_NON_STR_KEYS)
 
 
