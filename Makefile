@@ -16,13 +16,15 @@ setup: $(STAMP) ## create .venv and install bytefreezer with its dev tools
 
 FLUENT_CLIENT := tests/clients/fluent
 
-system-deps: ## what the tests use besides Python: Prometheus and promtool, a NATS server, Node.js's fluent-logger
-	@{ command -v prometheus && command -v promtool && command -v npm && command -v nats-server; } >/dev/null 2>&1 || { \
+system-deps: ## what the tests use besides Python: Prometheus and promtool, a NATS server, rsyslog with omelasticsearch, Node.js's fluent-logger
+	@{ command -v prometheus && command -v promtool && command -v npm && command -v nats-server \
+		&& dpkg -s rsyslog-elasticsearch; } >/dev/null 2>&1 || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
 			$$(command -v prometheus >/dev/null || echo prometheus) \
 			$$(command -v nats-server >/dev/null || echo nats-server) \
+			$$(dpkg -s rsyslog-elasticsearch >/dev/null 2>&1 || echo rsyslog rsyslog-elasticsearch) \
 			$$(command -v npm >/dev/null || echo nodejs npm) >/dev/null; }
 	@[ -d $(FLUENT_CLIENT)/node_modules/fluent-logger ] || \
 		npm ci --prefix $(FLUENT_CLIENT) --no-audit --no-fund --silent

@@ -12,9 +12,11 @@ from __future__ import annotations
 import gzip
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import zstandard
+from isal import igzip
 
 from bytefreezer.compression import InflateError
 from bytefreezer.compression import decompressobj as inflater
@@ -169,6 +171,19 @@ def count_json_records(data: bytes) -> int:
     except UnframedJson as exc:
         where = f"line {exc.error.lineno} column {exc.error.colno}"
         raise BodyError(400, f"body is not valid JSON: {exc.error.msg} at {where}") from None
+
+
+def records_body(records: list[dict[str, Any]]) -> Body:
+    """Records a compatibility endpoint (HEC, Elasticsearch's bulk API) made of its request, as
+    the NDJSON body the receiver stores."""
+    return lines_body([orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in records])
+
+
+def lines_body(lines: list[bytes]) -> Body:
+    """JSON records, a line each (no newline inside), as the NDJSON body the receiver stores:
+    ISA-L's gzip at level 1, about 4 times zlib's speed at that level."""
+    data = b"\n".join(lines) + b"\n"
+    return Body(igzip.compress(data, compresslevel=1), count_lines(data), len(data), len(lines))
 
 
 def prepare(raw: bytes, encoding: str, fmt: str, limit: int) -> Body:

@@ -15,7 +15,6 @@ durable, every id a client asks `/services/collector/ack` about is acknowledged,
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import threading
@@ -25,7 +24,7 @@ from typing import Any
 import orjson
 from starlette.responses import JSONResponse
 
-from bytefreezer.ingress.bodies import Body, BodyError, count_lines, decompress
+from bytefreezer.ingress.bodies import BodyError, decompress
 
 EVENT_PATHS = ("/services/collector/event", "/services/collector/event/1.0", "/services/collector")
 RAW_PATHS = ("/services/collector/raw", "/services/collector/raw/1.0")
@@ -157,12 +156,6 @@ def read(raw: bytes, encoding: str, limit: int) -> bytes:
     if not raw:
         raise HecError(400, 5, "No data")
     return decompress(raw, encoding, limit)
-
-
-def as_body(records: list[dict[str, Any]]) -> Body:
-    """Records as the NDJSON body the receiver stores."""
-    data = b"\n".join(orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in records) + b"\n"
-    return Body(gzip.compress(data, compresslevel=1), count_lines(data), len(data), len(records))
 
 
 class Channels:

@@ -183,6 +183,62 @@ def _hec(summary: str) -> dict[str, Any]:
     }
 
 
+_ELASTIC_ERROR = {
+    "description": "Refused whole: Elasticsearch's error body (`Retry-After` on 429 and 503)",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["error", "status"],
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "required": ["type", "reason"],
+                        "properties": {
+                            "type": {"type": "string"},
+                            "reason": {"type": "string"},
+                            "root_cause": {"type": "array", "items": {"type": "object"}},
+                        },
+                    },
+                    "status": {"type": "integer"},
+                },
+            }
+        }
+    },
+}
+_BULK_ANSWER = {
+    "description": "The bulk API's answer: an item per action (201 for a stored document)",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["took", "errors", "items"],
+                "properties": {
+                    "took": {"type": "integer"},
+                    "errors": {"type": "boolean"},
+                    "items": {"type": "array", "items": {"type": "object"}},
+                },
+            }
+        }
+    },
+}
+
+
+def _bulk(summary: str, *parameters: dict[str, Any]) -> dict[str, Any]:
+    """Elasticsearch's bulk API: action lines, each write action followed by its document."""
+    operation = {
+        "summary": summary,
+        "parameters": list(parameters),
+        "security": [{"bearer": []}, {"basic": []}],
+        "requestBody": {"content": {"application/x-ndjson": {"schema": _BINARY}}},
+        "responses": {
+            "200": _BULK_ANSWER,
+            **{code: _ELASTIC_ERROR for code in ("400", "401", "403", "413", "415", "429", "503")},
+        },
+    }
+    return {"post": operation, "put": operation}
+
+
 def _get(summary: str, schema: dict[str, Any], *extra: str) -> dict[str, Any]:
     responses: dict[str, Any] = {
         "200": {"description": "OK", "content": {"application/json": {"schema": schema}}}
@@ -204,6 +260,7 @@ def receiver_openapi() -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "splunk": {"type": "apiKey", "in": "header", "name": "Authorization"},
+                "basic": {"type": "http", "scheme": "basic"},
             }
         },
         "paths": {
@@ -217,6 +274,13 @@ def receiver_openapi() -> dict[str, Any]:
             ),
             "/services/collector/raw": _hec("Splunk HEC raw: a record per line"),
             "/services/collector/health": _get("HEC's health answer", {"type": "object"}),
+            "/_bulk": _bulk("Elasticsearch's bulk API (webhook port 8080)"),
+            "/{index}/_bulk": _bulk(
+                "Elasticsearch's bulk API, the index named in the path",
+                {"name": "index", "in": "path", "required": True, "schema": {"type": "string"}},
+            ),
+            "/": _get("Elasticsearch's root: the version shippers read", {"type": "object"}),
+            "/_cluster/health": _get("Elasticsearch's cluster health", {"type": "object"}),
             "/health": _get("Liveness of the webhook port", _STATUS),
             "/api/v1/health": _get("Liveness (API port 8081)", _STATUS),
             "/api/v1/ready": _get("Storage and control reachable", {"type": "object"}, "503"),

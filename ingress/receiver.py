@@ -1,7 +1,8 @@
 """The receiver: authenticated HTTP posts land in the intake bucket before any 2xx.
 
 Webhook port (8080): ``POST /webhook/{tenant}/{dataset}``, ``POST /{tenant}/{dataset}`` and
-``GET /health``. A body is acknowledged (200) only once it is durable: in the intake bucket, or
+``GET /health``; OTLP/HTTP (``bytefreezer.ingress.otlp``), Splunk HEC (``hec``) and
+Elasticsearch's bulk API (``elastic``) at their own paths. A body is acknowledged (200) only once it is durable: in the intake bucket, or
 in the local fsync'd spool while storage fails. Overload answers 429 and a full spool 503, both
 with ``Retry-After``; nothing waits forever.
 """
@@ -14,9 +15,10 @@ import logging
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal, get_args
 
 from starlette.applications import Starlette
@@ -37,8 +39,15 @@ from bytefreezer.errors import (
     NotFound,
     StorageError,
 )
-from bytefreezer.ingress import hec
-from bytefreezer.ingress.bodies import Body, BodyError, prepare
+from bytefreezer.ingress import elastic, hec
+from bytefreezer.ingress.bodies import (
+    Body,
+    BodyError,
+    decompress,
+    lines_body,
+    prepare,
+    records_body,
+)
 from bytefreezer.ingress.group_commit import GroupCommitter, GroupKey, Stored
 from bytefreezer.ingress.headers import proxy_metadata
 from bytefreezer.ingress.otlp import (
@@ -325,28 +334,30 @@ def _authorize(state: ReceiverState, key: str, tenant: str, dataset: str) -> Key
 
 async def ingest(request: Request) -> Response:
     """Authenticate, check and durably store one request body; count what happened."""
-    return await _counted(request)
+    return await _counted(request, partial(_ingest, otlp=None))
 
 
 async def ingest_otlp(request: Request) -> Response:
     """The same for an OTLP/HTTP logs request (``bytefreezer.ingress.otlp``)."""
-    return await _counted(request, otlp=LOGS)
+    return await _counted(request, partial(_ingest, otlp=LOGS))
 
 
 async def ingest_otlp_traces(request: Request) -> Response:
     """The same for an OTLP/HTTP traces request."""
-    return await _counted(request, otlp=TRACES)
+    return await _counted(request, partial(_ingest, otlp=TRACES))
 
 
 async def ingest_otlp_metrics(request: Request) -> Response:
     """The same for an OTLP/HTTP metrics request."""
-    return await _counted(request, otlp=METRICS)
+    return await _counted(request, partial(_ingest, otlp=METRICS))
 
 
-async def _counted(
-    request: Request, *, otlp: Signal | None = None, hec_raw: bool | None = None
-) -> Response:
-    """One ingest request (OTLP's with ``otlp``, HEC's with ``hec_raw``), counted and traced."""
+Handler = Callable[[Request, "ReceiverState", str], Awaitable[Response]]
+
+
+async def _counted(request: Request, handler: Handler) -> Response:
+    """One ingest request, handled by ``handler`` (with the receiver's state and the request's
+    traceparent), counted and traced."""
     state: ReceiverState = request.app.state.receiver
     state.requests += 1
     started = time.perf_counter()
@@ -354,10 +365,7 @@ async def _counted(
         span.set_attribute("bytefreezer.tenant", request.path_params.get("tenant", ""))
         span.set_attribute("bytefreezer.dataset", request.path_params.get("dataset", ""))
         traceparent = inject_traceparent(span).get(TRACEPARENT, "")
-        if hec_raw is not None:
-            response = await _ingest_hec(request, state, traceparent, hec_raw)
-        else:
-            response = await _ingest(request, state, traceparent, otlp)
+        response = await handler(request, state, traceparent)
         span.set_attribute("http.response.status_code", response.status_code)
     telemetry = state.telemetry
     telemetry.add("bytefreezer_receiver_requests", status_class=f"{response.status_code // 100}xx")
@@ -389,7 +397,7 @@ _ERROR_TYPES = {
 
 
 async def _ingest(
-    request: Request, state: ReceiverState, traceparent: str, otlp: Signal | None
+    request: Request, state: ReceiverState, traceparent: str, *, otlp: Signal | None
 ) -> Response:
     reserved = 0
     content_type = request.headers.get("content-type", "")
@@ -452,12 +460,12 @@ async def _ingest(
 
 async def hec_event(request: Request) -> Response:
     """HEC's event endpoint (``bytefreezer.ingress.hec``)."""
-    return await _counted(request, hec_raw=False)
+    return await _counted(request, partial(_ingest_hec, raw_endpoint=False))
 
 
 async def hec_raw(request: Request) -> Response:
     """HEC's raw endpoint: a record per line."""
-    return await _counted(request, hec_raw=True)
+    return await _counted(request, partial(_ingest_hec, raw_endpoint=True))
 
 
 async def hec_health(request: Request) -> Response:
@@ -498,7 +506,7 @@ def _identify(state: ReceiverState, key: str) -> KeyScope:
 
 
 async def _ingest_hec(
-    request: Request, state: ReceiverState, traceparent: str, raw_endpoint: bool
+    request: Request, state: ReceiverState, traceparent: str, *, raw_endpoint: bool
 ) -> Response:
     reserved = 0
     key = hec.token(request.headers.get("authorization", ""))
@@ -539,7 +547,7 @@ async def _ingest_hec(
             return hec.error(400, f"Incorrect index: {exc}", 7)
         scope = await run_in_threadpool(_authorize, state, key, tenant, dataset)
         _admit(state, tenant, scope)
-        body = hec.as_body(records)
+        body = records_body(records)
         _received(state, tenant, len(raw), body)
         await _store(state, (tenant, dataset, "ndjson"), body, {}, traceparent)
         _stored(state, tenant, dataset, len(raw), body)
@@ -549,6 +557,139 @@ async def _ingest_hec(
         state.budget.give(reserved)
     channel = request.headers.get("x-splunk-request-channel") or params.get("channel")
     return hec.success(state.channels.next_id(channel) if channel else None)
+
+
+async def elastic_bulk(request: Request) -> Response:
+    """Elasticsearch's bulk API (``bytefreezer.ingress.elastic``)."""
+    return await _counted(request, _ingest_elastic)
+
+
+async def elastic_info(request: Request) -> Response:
+    return elastic.info()
+
+
+async def elastic_cluster_health(request: Request) -> Response:
+    if request.method not in ("GET", "HEAD"):
+        return _not_allowed()
+    return elastic.cluster_health()
+
+
+async def elastic_cat_health(request: Request) -> Response:
+    if request.method not in ("GET", "HEAD"):
+        return _not_allowed()
+    return elastic.cat_health()
+
+
+_EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def _not_allowed() -> Response:
+    """405 for a two-segment probe path taken with another method: without this answer
+    ``POST /{tenant}/{dataset}`` would take it as an ingest request."""
+    return JSONResponse(
+        {"error": "method not allowed"}, status_code=405, headers={"Allow": "GET, HEAD"}
+    )
+
+
+def _elastic_scope(state: ReceiverState, key: str) -> KeyScope:
+    try:
+        scope = state.keys.identify(key)
+    except AuthError as exc:
+        raise Rejected(401, f"unable to authenticate: {exc}") from None
+    except ControlUnavailable:
+        retry = state.settings.receiver.retry_after_seconds
+        raise Rejected(503, "control service unavailable, retry later", retry) from None
+    if scope.tenant is None:
+        raise Rejected(403, "an admin key sends no documents; use an ingest key")
+    return scope
+
+
+async def _ingest_elastic(request: Request, state: ReceiverState, traceparent: str) -> Response:
+    started = time.perf_counter()
+    reserved = 0
+    key = elastic.key_of(request.headers.get("authorization", ""))
+    if key is None:
+        return elastic.error(
+            401,
+            "missing credentials: send a bytefreezer ingest key as Basic auth's password, "
+            "as an API key or as a bearer token",
+        )
+    try:
+        scope = await run_in_threadpool(_elastic_scope, state, key)
+        tenant = str(scope.tenant)
+        raw, reserved = await _read_body(request, state)
+        encoding = request.headers.get("content-encoding", "")
+        limit = state.settings.receiver.max_decompressed_bytes
+        try:
+            data = await run_in_threadpool(decompress, raw, encoding, limit)
+            items = await run_in_threadpool(
+                elastic.parse_bulk, data, request.path_params.get("index")
+            )
+        except BodyError as exc:
+            raise Rejected(exc.status, exc.message) from None
+        groups = await run_in_threadpool(_elastic_groups, state, key, scope, items)
+        stored_any = False
+        for dataset_scope, _ in groups.values():
+            _admit(state, tenant, dataset_scope)  # before anything is stored: retry all
+        total = sum(len(group) for _, group in groups.values())
+        for dataset, (_, group) in groups.items():
+            body = lines_body([item.line() for item in group])
+            sent = len(raw) * len(group) // max(total, 1)
+            _received(state, tenant, sent, body)
+            try:
+                await _store(state, (tenant, dataset, "ndjson"), body, {}, traceparent)
+            except Rejected as exc:
+                if not stored_any:
+                    raise  # nothing kept: the client retries the whole request
+                for item in group:  # the rest was kept: these items are retried alone
+                    item.fail(exc.status, exc.message)
+                continue
+            stored_any = True
+            _stored(state, tenant, dataset, sent, body)
+    except Rejected as exc:
+        return elastic.error(exc.status, exc.message, exc.retry_after)
+    finally:
+        state.budget.give(reserved)
+    failed = sum(1 for item in items if not item.ok)
+    if failed:
+        state.telemetry.add("bytefreezer_errors", failed, stage="ingest", error_type="bulk_item")
+    return elastic.answer(items, round((time.perf_counter() - started) * 1000))
+
+
+def _elastic_groups(
+    state: ReceiverState, key: str, scope: KeyScope, items: list[elastic.Item]
+) -> dict[str, tuple[KeyScope, list[elastic.Item]]]:
+    """The documents of ``items`` by the dataset each goes to, with the key's scope there;
+    the items no dataset takes fail with the reason. 429 and 503 refuse the whole request."""
+    wanted: dict[str, list[elastic.Item]] = {}
+    for item in items:
+        if not item.ok:
+            continue
+        dataset = scope.dataset or item.index
+        if not dataset:
+            item.fail(
+                400,
+                "index is required: a tenant key sends each document to the dataset its "
+                "index names (or use a dataset key)",
+                "action_request_validation_exception",
+            )
+            continue
+        item.dataset = dataset
+        wanted.setdefault(dataset, []).append(item)
+    groups: dict[str, tuple[KeyScope, list[elastic.Item]]] = {}
+    for dataset, group in wanted.items():
+        try:
+            validate_name(dataset, "dataset")
+            groups[dataset] = (_authorize(state, key, str(scope.tenant), dataset), group)
+        except InvalidName as exc:
+            for item in group:
+                item.fail(400, str(exc), "invalid_index_name_exception")
+        except Rejected as exc:
+            if exc.status in (429, 503):
+                raise
+            for item in group:
+                item.fail(exc.status, exc.message)
+    return groups
 
 
 def _admit(state: ReceiverState, tenant: str, scope: KeyScope) -> None:
@@ -759,6 +900,11 @@ def create_app(
         *[Route(p, hec_raw, methods=["POST"]) for p in hec.RAW_PATHS],
         *[Route(p, hec_health, methods=["GET"]) for p in hec.HEALTH_PATHS],
         Route("/services/collector/ack", hec_ack, methods=["POST"]),
+        Route("/", elastic_info, methods=["GET"]),
+        Route("/_cluster/health", elastic_cluster_health, methods=_EVERY_METHOD),
+        Route("/_cat/health", elastic_cat_health, methods=_EVERY_METHOD),
+        Route("/_bulk", elastic_bulk, methods=["POST", "PUT"]),
+        Route("/{index}/_bulk", elastic_bulk, methods=["POST", "PUT"]),
         Route("/{tenant}/{dataset}", ingest, methods=["POST"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
