@@ -132,6 +132,15 @@ def render(data: dict) -> str:  # type: ignore[type-arg]
             f"| bare Starlette/Hypercorn writing each body {h['bare']['requests_per_s']} req/s, "
             f"p99 {h['bare']['p99_ms']} ms | {h['ratio']:.2f}x{_pass_by_pass(h)} | |"
         )
+    if "elastic" in data:
+        e = data["elastic"]
+        lines.append(
+            f"| receiver's Elasticsearch bulk API, {e['documents_per_request']:,} documents a "
+            f"request, {e['clients']} clients | {e['bulk']['documents_per_s']:,} docs/s, "
+            f"p99 {e['bulk']['p99_ms']} ms | the receiver's NDJSON endpoint, the same documents "
+            f"{e['ndjson']['documents_per_s']:,} docs/s, p99 {e['ndjson']['p99_ms']} ms "
+            f"| {e['ratio']:.2f}x{_pass_by_pass(e)} | |"
+        )
     if "transforms" in data:
         lines += [
             "",

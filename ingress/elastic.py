@@ -114,23 +114,33 @@ class Item:
         rest = self.source[1:].lstrip()  # the line starts with "{" (stripped)
         return b"{" + field + (b"" if rest.startswith(b"}") else b",") + rest
 
-    def answer(self, fallback_id: str) -> dict[str, Any]:
-        body: dict[str, Any] = {"_index": self.index or self.dataset or "", "_id": self.id}
-        if body["_id"] is None:
-            body["_id"] = fallback_id
-        if self.error is None:
-            body.update(
-                _version=1,
-                result="created",
-                _shards={"total": 1, "successful": 1, "failed": 0},
-                _seq_no=0,
-                _primary_term=1,
-                status=self.status,
-            )
-        else:
+    def answer(self, fallback_id: str, quoted: dict[str, bytes]) -> bytes:
+        """This item of the answer, as JSON (``quoted``: index names as JSON, shared by the
+        items of a request)."""
+        index = self.index or self.dataset or ""
+        if self.error is not None:
             kind, reason = self.error
-            body.update(status=self.status, error={"type": kind, "reason": reason})
-        return {self.action: body}
+            body = {
+                "_index": index,
+                "_id": fallback_id if self.id is None else self.id,
+                "status": self.status,
+                "error": {"type": kind, "reason": reason},
+            }
+            return orjson.dumps({self.action: body})
+        name = quoted.get(index)
+        if name is None:
+            name = quoted[index] = orjson.dumps(index)
+        given = b'"' + fallback_id.encode() + b'"' if self.id is None else orjson.dumps(self.id)
+        return b"".join(
+            (b'{"', self.action.encode(), b'":{"_index":', name, b',"_id":', given, _CREATED)
+        )
+
+
+# The rest of a stored document's item, after its index and id.
+_CREATED = (
+    b',"_version":1,"result":"created","_shards":{"total":1,"successful":1,"failed":0},'
+    b'"_seq_no":0,"_primary_term":1,"status":201}}'
+)
 
 
 def parse_bulk(data: bytes, path_index: str | None) -> list[Item]:
@@ -216,14 +226,24 @@ def _document(item: Item, source: bytes) -> None:
 
 
 def answer(items: list[Item], took_ms: int) -> Response:
-    """The bulk API's answer for ``items``."""
+    """The bulk API's answer for ``items``, written item by item (an item's JSON from a
+    template: building and encoding a dictionary each took half the request's time)."""
     prefix = uuid.uuid4().hex[:12]
-    body = {
-        "took": took_ms,
-        "errors": any(not item.ok for item in items),
-        "items": [item.answer(f"{prefix}{n:08x}") for n, item in enumerate(items)],
-    }
-    return Response(orjson.dumps(body), media_type="application/json", headers=PRODUCT)
+    quoted: dict[str, bytes] = {}
+    errors = b"true" if any(item.error is not None for item in items) else b"false"
+    parts = [item.answer(f"{prefix}{n:08x}", quoted) for n, item in enumerate(items)]
+    body = b"".join(
+        (
+            b'{"took":',
+            str(took_ms).encode(),
+            b',"errors":',
+            errors,
+            b',"items":[',
+            b",".join(parts),
+            b"]}",
+        )
+    )
+    return Response(body, media_type="application/json", headers=PRODUCT)
 
 
 def error(status: int, reason: str, retry: int | None = None) -> JSONResponse:

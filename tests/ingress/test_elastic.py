@@ -76,7 +76,18 @@ def test_an_api_key_and_a_tenant_key_routed_by_index(receiver: Receiver) -> None
         assert (item["status"], item["result"], item["_index"]) == (201, "created", "web")
 
 
-def test_item_errors_beside_stored_documents(receiver: Receiver) -> None:
+def test_item_errors_beside_stored_documents(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted: list[tuple[str, float, dict[str, str]]] = []
+    add = receiver.state.telemetry.add
+
+    def counting(name: str, value: float = 1, **attributes: str) -> None:
+        if attributes.get("error_type") == "bulk_item":
+            counted.append((name, value, attributes))
+        add(name, value, **attributes)
+
+    monkeypatch.setattr(receiver.state.telemetry, "add", counting)
     body = (
         ndjson({"index": {"_index": "web"}}, {"ok": 1})
         + b'{"index": {"_index": "web"}}\n{"broken": \n'
@@ -115,6 +126,7 @@ def test_item_errors_beside_stored_documents(receiver: Receiver) -> None:
     assert reasons[4]["type"] == "invalid_index_name_exception"
     assert "index is required" in reasons[5]["reason"]
     assert "does not update" in reasons[6]["reason"]
+    assert counted == [("bytefreezer_errors", 7, {"stage": "ingest", "error_type": "bulk_item"})]
     table = receiver.pack("web")
     assert table is not None
     assert sorted(table.column("ok").to_pylist()) == [1, 4]  # the stored two, nothing else

@@ -1,0 +1,132 @@
+"""The receiver's Elasticsearch bulk API against its own NDJSON endpoint, on the same documents,
+in the same run.
+
+    python benchmarks/elastic.py [--seconds 5] [--rounds 3] [--clients 16] [--body-kb 64]
+
+One receiver process on 127.0.0.1; one load generator posts the same security events to each
+endpoint in turn from concurrent clients: as a gzip NDJSON body to `/{tenant}/{dataset}`, and as
+a gzip bulk body (an `index` action line before each document, as Fluent Bit's `es` output and
+Vector's `elasticsearch` sink send) to `/_bulk`. The bulk API parses each action and document
+and writes the documents as a new body; the NDJSON endpoint stores the body as sent. Prints
+documents/s and p99 of each, and the median over rounds of the bulk API's documents/s as a
+ratio of the NDJSON endpoint's; merges the figures into benchmarks/results/latest.json under
+"elastic".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import free_port, merge_results, stop_process, wait_port
+from ingest import drive, make_body
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--body-kb", type=int, default=64)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bf-elastic-"))
+    process = None
+    try:
+        ndjson = make_body(args.body_kb)
+        documents = [line for line in gzip.decompress(ndjson).split(b"\n") if line]
+        action = b'{"index":{"_index":"events"}}'
+        bulk = gzip.compress(
+            b"".join(action + b"\n" + doc + b"\n" for doc in documents), compresslevel=6
+        )
+        port, api_port = free_port(), free_port()
+        data_dir = work / "bf"
+        from bytefreezer.control import ControlStore
+        from bytefreezer.control.models import DatasetSpec, Tenant
+        from bytefreezer.settings import load_settings
+
+        settings = load_settings(data_dir=data_dir)
+        control = ControlStore(settings.control_db_path())
+        control.create_tenant(Tenant(name="bench"))
+        control.create_dataset("bench", DatasetSpec(name="events"))
+        key = control.create_key("bench", "events").key
+        env = {
+            **os.environ,
+            "BYTEFREEZER_DATA_DIR": str(data_dir),
+            "BYTEFREEZER_RECEIVER__HOST": "127.0.0.1",
+            "BYTEFREEZER_RECEIVER__PORT": str(port),
+            "BYTEFREEZER_RECEIVER__API_HOST": "127.0.0.1",
+            "BYTEFREEZER_RECEIVER__API_PORT": str(api_port),
+            "BYTEFREEZER_LOG_LEVEL": "WARNING",
+        }
+        process = subprocess.Popen([sys.executable, "-m", "bytefreezer.cli", "receiver"], env=env)
+        wait_port(port)
+        headers = {"Content-Encoding": "gzip", "Authorization": f"Bearer {key}"}
+        targets = {
+            "ndjson": (f"http://127.0.0.1:{port}/bench/events", headers, ndjson),
+            "bulk": (
+                f"http://127.0.0.1:{port}/_bulk",
+                {**headers, "Content-Type": "application/x-ndjson"},
+                bulk,
+            ),
+        }
+        print(
+            f"{len(documents)} documents a request: NDJSON {len(ndjson) / 1024:.0f} KB gzip, "
+            f"bulk {len(bulk) / 1024:.0f} KB gzip; {args.clients} clients, {args.seconds:g} s "
+            f"per run, {args.rounds} rounds"
+        )
+        rounds = []
+        for index in range(args.rounds):
+            order = list(targets) if index % 2 == 0 else list(reversed(targets))
+            figures = {}
+            for name in order:
+                url, sent_headers, body = targets[name]
+                run = asyncio.run(drive(url, sent_headers, body, args.seconds, args.clients))
+                run["documents_per_s"] = round(run["requests_per_s"] * len(documents))
+                figures[name] = run
+                print(
+                    f"round {index + 1} {name:7s} {run['documents_per_s']:>9,} docs/s "
+                    f"{run['requests_per_s']:7.1f} req/s p99 {run['p99_ms']:7.1f} ms "
+                    f"{run['statuses']}"
+                )
+            figures["ratio"] = round(
+                figures["bulk"]["documents_per_s"] / figures["ndjson"]["documents_per_s"], 3
+            )
+            rounds.append(figures)
+        ratio = statistics.median(r["ratio"] for r in rounds)
+        middle = min(rounds, key=lambda r: abs(r["ratio"] - ratio))
+        print(
+            f"ratio (bulk / NDJSON documents/s): {ratio:.2f}x, median of "
+            + ", ".join(f"{r['ratio']:.2f}" for r in rounds)
+        )
+        merge_results(
+            {
+                "elastic": {
+                    "documents_per_request": len(documents),
+                    "clients": args.clients,
+                    "bulk": middle["bulk"],
+                    "ndjson": middle["ndjson"],
+                    "ratio": ratio,
+                    "pair_ratios": [r["ratio"] for r in rounds],
+                }
+            }
+        )
+    finally:
+        if process is not None:
+            stop_process(process, timeout=20)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
