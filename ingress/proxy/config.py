@@ -29,12 +29,13 @@ class InputConfig(_Config):
     """One listener and where its data goes."""
 
     name: str = Field(description="Name of the input (in stats and dead letters).")
-    type: Literal["udp", "tcp", "syslog", "http", "netflow", "forward", "nats"] = Field(
+    type: Literal["udp", "tcp", "syslog", "http", "netflow", "forward", "nats", "relp"] = Field(
         description="Listener kind; `netflow` takes NetFlow v5, v9 and IPFIX export packets "
         "over UDP, a JSON record per flow; `forward` takes the Fluentd forward protocol over "
         "TCP (Fluent Bit's and Fluentd's `forward` outputs), a JSON record per event; `nats` "
         "subscribes to a NATS subject (or a JetStream stream), a record per line of each "
-        "message."
+        "message; `relp` takes RELP over TCP (rsyslog's omrelp), a syslog record per message, "
+        "each acknowledged once spooled."
     )
     protocol: Literal["udp", "tcp"] = Field("udp", description="Transport of a `syslog` input.")
     host: str = Field("0.0.0.0", description="Listen address.")
@@ -45,7 +46,7 @@ class InputConfig(_Config):
     dataset: str = Field(description="Dataset the data goes to.")
     api_key: SecretStr = Field(description="Ingest key for the receiver.")
     syslog_format: Literal["auto", "rfc3164", "rfc5424"] = Field(
-        "auto", description="Syslog flavour expected by a `syslog` input."
+        "auto", description="Syslog flavour expected by a `syslog` or `relp` input."
     )
     auth_token: SecretStr | None = Field(
         None, description="Bearer token an `http` input requires from its clients."
@@ -73,7 +74,8 @@ class InputConfig(_Config):
     )
     max_body_bytes: int = Field(
         10 * 1024 * 1024,
-        description="Largest body an `http` input takes, or message a `forward` input takes.",
+        description="Largest body an `http` input takes, or message a `forward` or `relp` input "
+        "takes.",
     )
     max_line_bytes: int = Field(1024 * 1024, description="Longer lines are cut to this size.")
 

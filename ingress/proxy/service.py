@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bytefreezer.ingress.bodies import BodyError, decompress
-from bytefreezer.ingress.proxy import forward
+from bytefreezer.ingress.proxy import forward, relp
 from bytefreezer.ingress.proxy.config import InputConfig, ProxyConfig
 from bytefreezer.ingress.proxy.delivery import (
     Batcher,
@@ -69,6 +69,9 @@ class ProxyService:
             for i in config.inputs
             if i.type == "forward"
         }
+        self.relp_stats = {
+            i.name: {"sessions": 0, "malformed": 0} for i in config.inputs if i.type == "relp"
+        }
         self.ports: dict[str, int] = {}
         self._stop = asyncio.Event()
         self._closers: list[Any] = []
@@ -88,7 +91,7 @@ class ProxyService:
             line = line[: source.max_line_bytes]
             out.append(
                 syslog_record(line, source.syslog_format, peer)
-                if source.type == "syslog"
+                if source.type in ("syslog", "relp")
                 else wrap_line(line)
             )
         return out
@@ -198,6 +201,65 @@ class ProxyService:
         server = await asyncio.start_server(
             handle, source.host, source.listen_port, ssl=self._tls()
         )
+        self.ports[source.name] = server.sockets[0].getsockname()[1]
+        self._closers.append(server)
+
+    async def _serve_relp(self, source: InputConfig) -> None:
+        """RELP on TCP (see ``relp``): the messages of what arrived together are parsed as
+        syslog and spooled, and only then is each acknowledged."""
+        counts = self.relp_stats[source.name]
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            frames = relp.FrameReader(source.max_body_bytes)
+            peer = (writer.get_extra_info("peername") or ("", 0))[0]
+            counts["sessions"] += 1
+            opened = False
+            try:
+                while data := await reader.read(1 << 16):
+                    answers: list[tuple[int, bytes | None]] = []  # None: a message to spool
+                    lines: list[str] = []
+                    closing: int | None = None
+                    for frame in frames.feed(data):
+                        if frame.command == "open":
+                            answers.append((frame.txnr, relp.opened(frame)))
+                            opened = True
+                        elif frame.command == "syslog" and opened:
+                            lines.append(frame.data.decode("utf-8", "replace"))
+                            answers.append((frame.txnr, None))
+                        elif frame.command == "close":
+                            closing = frame.txnr
+                            break
+                        elif frame.command == "syslog":
+                            raise relp.RelpError("a syslog frame before the session's open")
+                        else:
+                            reply = b"500 command " + frame.command.encode() + b" not supported"
+                            answers.append((frame.txnr, relp.response(frame.txnr, reply)))
+                    if lines and not await self.spool_records(
+                        source, self.records(source, lines, peer)
+                    ):
+                        return  # spool full: nothing acknowledged, the client sends them again
+                    writer.write(
+                        b"".join(
+                            relp.response(txnr, relp.OK) if answer is None else answer
+                            for txnr, answer in answers
+                        )
+                    )
+                    if closing is not None:
+                        writer.write(relp.response(closing, b""))
+                        await writer.drain()
+                        return
+                    await writer.drain()
+            except relp.RelpError as exc:
+                counts["malformed"] += 1
+                log.warning("relp input %s: %s from %s; session ended", source.name, exc, peer)
+                with suppress(ConnectionError):
+                    writer.write(relp.SERVER_CLOSE)
+            except ConnectionError:
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(handle, source.host, source.listen_port)
         self.ports[source.name] = server.sockets[0].getsockname()[1]
         self._closers.append(server)
 
@@ -312,6 +374,8 @@ class ProxyService:
                 await self._serve_forward(source)
             elif source.type == "nats":
                 await self._serve_nats(source)
+            elif source.type == "relp":
+                await self._serve_relp(source)
             elif source.type == "tcp" or (source.type == "syslog" and source.protocol == "tcp"):
                 await self._serve_tcp(source)
             else:
@@ -476,6 +540,20 @@ class ProxyService:
                 "Forward-protocol clients that could not prove the shared key.",
                 per_input({n: c["auth_failures"] for n, c in self.forward_stats.items()}),
             )
+        if self.relp_stats:
+            metric(
+                "bytefreezer_proxy_relp_sessions_total",
+                "counter",
+                "RELP sessions (connections) a relp input accepted.",
+                per_input({n: c["sessions"] for n, c in self.relp_stats.items()}),
+            )
+            metric(
+                "bytefreezer_proxy_relp_malformed_total",
+                "counter",
+                "RELP sessions ended for a stream that is not RELP (what they had not been "
+                "acknowledged is sent again by the client).",
+                per_input({n: c["malformed"] for n, c in self.relp_stats.items()}),
+            )
         return "\n".join(lines) + "\n"
 
     def _api_app(self) -> Starlette:
@@ -494,6 +572,7 @@ class ProxyService:
                         for name, d in self.decoders.items()
                     },
                     "forward": self.forward_stats,
+                    "relp": self.relp_stats,
                 }
             )
 

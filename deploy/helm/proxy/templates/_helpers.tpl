@@ -29,7 +29,7 @@ app.kubernetes.io/component: proxy
 {{- $problems := list -}}
 {{- if not .Values.inputs -}}{{- $problems = append $problems "inputs: give at least one listener" -}}{{- end -}}
 {{- range .Values.inputs -}}
-{{- if not (has .type (list "udp" "tcp" "syslog" "http" "netflow" "forward" "nats")) -}}{{- $problems = append $problems (printf "inputs %q: type must be udp, tcp, syslog, http, netflow, forward or nats" .name) -}}{{- end -}}
+{{- if not (has .type (list "udp" "tcp" "syslog" "http" "netflow" "forward" "nats" "relp")) -}}{{- $problems = append $problems (printf "inputs %q: type must be udp, tcp, syslog, http, netflow, forward, nats or relp" .name) -}}{{- end -}}
 {{- if and (eq .type "nats") (not (and .servers .subject)) -}}{{- $problems = append $problems (printf "inputs %q: a nats input needs servers and subject" .name) -}}{{- end -}}
 {{- if and .sharedKey (ne .type "forward") -}}{{- $problems = append $problems (printf "inputs %q: sharedKey is for forward inputs" .name) -}}{{- end -}}
 {{- if not (and .name .tenant .dataset (or .port (eq .type "nats"))) -}}{{- $problems = append $problems (printf "inputs %q: name, port, tenant and dataset are required" (.name | default "?")) -}}{{- end -}}
