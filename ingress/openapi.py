@@ -239,6 +239,33 @@ def _bulk(summary: str, *parameters: dict[str, Any]) -> dict[str, Any]:
     return {"post": operation, "put": operation}
 
 
+_TEXT = {"text/plain": {"schema": {"type": "string"}}}
+
+
+def _loki(summary: str, *parameters: dict[str, Any]) -> dict[str, Any]:
+    """Grafana Loki's push API: 204 once durable, a text reason otherwise."""
+    return {
+        "post": {
+            "summary": summary,
+            "parameters": list(parameters),
+            "security": [{"bearer": []}, {"basic": []}],
+            "requestBody": {
+                "content": {
+                    "application/x-protobuf": {"schema": _BINARY},
+                    "application/json": {"schema": {"type": "object"}},
+                }
+            },
+            "responses": {
+                "204": {"description": "Durable"},
+                **{
+                    code: {"description": "Refused, with the reason", "content": _TEXT}
+                    for code in ("400", "401", "403", "404", "410", "413", "415", "429", "503")
+                },
+            },
+        }
+    }
+
+
 def _get(summary: str, schema: dict[str, Any], *extra: str) -> dict[str, Any]:
     responses: dict[str, Any] = {
         "200": {"description": "OK", "content": {"application/json": {"schema": schema}}}
@@ -280,6 +307,12 @@ def receiver_openapi() -> dict[str, Any]:
                 {"name": "index", "in": "path", "required": True, "schema": {"type": "string"}},
             ),
             "/": _get("Elasticsearch's root: the version shippers read", {"type": "object"}),
+            "/loki/api/v1/push": _loki("Grafana Loki's push API, with a dataset key"),
+            "/{tenant}/{dataset}/loki/api/v1/push": _loki(
+                "Grafana Loki's push API into the dataset the path names",
+                {"name": "tenant", "in": "path", "required": True, "schema": _NAME},
+                {"name": "dataset", "in": "path", "required": True, "schema": _NAME},
+            ),
             "/_cluster/health": _get("Elasticsearch's cluster health", {"type": "object"}),
             "/health": _get("Liveness of the webhook port", _STATUS),
             "/api/v1/health": _get("Liveness (API port 8081)", _STATUS),

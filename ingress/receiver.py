@@ -24,7 +24,7 @@ from typing import Literal, get_args
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from bytefreezer.control import ControlClient
@@ -39,7 +39,7 @@ from bytefreezer.errors import (
     NotFound,
     StorageError,
 )
-from bytefreezer.ingress import elastic, hec
+from bytefreezer.ingress import elastic, hec, loki
 from bytefreezer.ingress.bodies import (
     Body,
     BodyError,
@@ -692,6 +692,68 @@ def _elastic_groups(
     return groups
 
 
+async def loki_push(request: Request) -> Response:
+    """Grafana Loki's push API (``bytefreezer.ingress.loki``)."""
+    return await _counted(request, _ingest_loki)
+
+
+def _loki_scope(state: ReceiverState, key: str) -> KeyScope:
+    """The dataset a key sends to at ``/loki/api/v1/push``, where no path names one."""
+    scope = _elastic_scope(state, key)
+    if scope.dataset is None:
+        raise Rejected(
+            400,
+            "a tenant key names the dataset in the path: /{tenant}/{dataset}/loki/api/v1/push "
+            "(or use a dataset key)",
+        )
+    return scope
+
+
+async def _ingest_loki(request: Request, state: ReceiverState, traceparent: str) -> Response:
+    reserved = 0
+    key = elastic.key_of(request.headers.get("authorization", ""))
+    try:
+        if key is None:
+            raise Rejected(
+                401,
+                "missing credentials: send a bytefreezer ingest key as Basic auth's password "
+                "or as a bearer token",
+            )
+        if "tenant" in request.path_params:
+            tenant, dataset = request.path_params["tenant"], request.path_params["dataset"]
+            try:
+                validate_name(tenant, "tenant")
+                validate_name(dataset, "dataset")
+            except InvalidName as exc:
+                raise Rejected(400, str(exc)) from None
+        else:
+            found = await run_in_threadpool(_loki_scope, state, key)
+            tenant, dataset = str(found.tenant), str(found.dataset)
+        scope = state.keys.cached(key, tenant, dataset)
+        if scope is None:
+            scope = await run_in_threadpool(_authorize, state, key, tenant, dataset)
+        _admit(state, tenant, scope)
+        raw, reserved = await _read_body(request, state)
+        encoding = request.headers.get("content-encoding", "")
+        content_type = request.headers.get("content-type", "")
+        limit = state.settings.receiver.max_decompressed_bytes
+        try:
+            records = await run_in_threadpool(loki.push_records, raw, encoding, content_type, limit)
+        except BodyError as exc:
+            raise Rejected(exc.status, exc.message) from None
+        if records:
+            body = lines_body(records)
+            _received(state, tenant, len(raw), body)
+            await _store(state, (tenant, dataset, "ndjson"), body, {}, traceparent)
+            _stored(state, tenant, dataset, len(raw), body)
+    except Rejected as exc:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return PlainTextResponse(exc.message + "\n", exc.status, headers=headers)
+    finally:
+        state.budget.give(reserved)
+    return Response(status_code=204)
+
+
 def _admit(state: ReceiverState, tenant: str, scope: KeyScope) -> None:
     """Refuse with 429 a key past its rate limit, or a tenant past its daily ingest limit."""
     wait = state.limiter.wait_seconds(scope.key_id)
@@ -900,6 +962,8 @@ def create_app(
         *[Route(p, hec_raw, methods=["POST"]) for p in hec.RAW_PATHS],
         *[Route(p, hec_health, methods=["GET"]) for p in hec.HEALTH_PATHS],
         Route("/services/collector/ack", hec_ack, methods=["POST"]),
+        Route("/loki/api/v1/push", loki_push, methods=["POST"]),
+        Route("/{tenant}/{dataset}/loki/api/v1/push", loki_push, methods=["POST"]),
         Route("/", elastic_info, methods=["GET"]),
         Route("/_cluster/health", elastic_cluster_health, methods=_EVERY_METHOD),
         Route("/_cat/health", elastic_cat_health, methods=_EVERY_METHOD),

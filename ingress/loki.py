@@ -1,0 +1,195 @@
+"""Grafana Loki's push API in: what Promtail, Grafana Alloy's `loki.write`, Fluent Bit's and
+Vector's `loki` outputs and Loki logging libraries send, taken on the receiver's webhook port at
+Loki's path, `POST /loki/api/v1/push`, and at `/{tenant}/{dataset}/loki/api/v1/push` (a base URL
+`http://receiver:8080/{tenant}/{dataset}` for clients that append Loki's path).
+
+The body is a `PushRequest`: protobuf compressed with snappy (`application/x-protobuf`, what
+Promtail and Alloy send) or JSON (`application/json`, gzip or not). Each entry becomes an NDJSON
+record: `timestamp` (the entry's time, RFC 3339 to the nanosecond; packer partitions by it),
+`message` (the line as sent), `labels` (its stream's labels as an object) and
+`structured_metadata` (an object, when the entry has any). The credentials are a bytefreezer
+ingest key, as Basic auth's password (Loki clients' `basic_auth`; the user name, Loki's tenant
+id, is not used) or a bearer token. At `/loki/api/v1/push` a dataset key sends to its dataset;
+the longer path names the tenant and dataset for any ingest key. Loki's answers: 204 once the
+entries are durable, a text reason with 4xx, 429 and 503 with `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import cramjam
+import orjson
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
+from google.protobuf.message import DecodeError
+
+from bytefreezer.ingress.bodies import BodyError, decompress
+from bytefreezer.times import rfc3339_nanos
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+
+def _push_request() -> Any:
+    """Loki's ``logproto.PushRequest`` as a protobuf class, from the message layout of Loki's
+    ``push.proto`` (its gogoproto options change the Go types, not the wire format)."""
+    file = descriptor_pb2.FileDescriptorProto(
+        name="bytefreezer/loki_push.proto",
+        package="bytefreezer.loki",
+        syntax="proto3",
+        dependency=["google/protobuf/timestamp.proto"],
+    )
+    string, message, repeated = (
+        descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+        descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
+        descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED,
+    )
+    optional = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
+    Layout = list[tuple[str, int, int, int, str | None]]  # name, number, type, label, message
+    layout: dict[str, Layout] = {
+        "LabelPair": [("name", 1, string, optional, None), ("value", 2, string, optional, None)],
+        "Entry": [
+            ("timestamp", 1, message, optional, ".google.protobuf.Timestamp"),
+            ("line", 2, string, optional, None),
+            ("structuredMetadata", 3, message, repeated, ".bytefreezer.loki.LabelPair"),
+        ],
+        "Stream": [
+            ("labels", 1, string, optional, None),
+            ("entries", 2, message, repeated, ".bytefreezer.loki.Entry"),
+            ("hash", 3, descriptor_pb2.FieldDescriptorProto.TYPE_UINT64, optional, None),
+        ],
+        "PushRequest": [("streams", 1, message, repeated, ".bytefreezer.loki.Stream")],
+    }
+    for name, fields in layout.items():
+        kind = file.message_type.add(name=name)
+        for field, number, type_, label, type_name in fields:
+            added = kind.field.add(name=field, number=number, type=type_, label=label)
+            if type_name:
+                added.type_name = type_name
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(timestamp_pb2.DESCRIPTOR.serialized_pb)
+    pool.Add(file)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("bytefreezer.loki.PushRequest")
+    )
+
+
+PushRequest = _push_request()
+
+_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_.]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,|$)')
+_ESCAPES = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """A stream's labels as Loki's protobuf carries them: ``{app="web", env="prod"}``."""
+    inner = text.strip()
+    if not (inner.startswith("{") and inner.endswith("}")):
+        raise BodyError(400, f'stream labels {text[:100]!r} are not {{name="value", ...}}')
+    inner = inner[1:-1].strip()
+    labels: dict[str, str] = {}
+    at = 0
+    while at < len(inner):
+        match = _LABEL.match(inner, at)
+        if match is None:
+            raise BodyError(
+                400, f"stream labels {text[:100]!r}: cannot read at {inner[at : at + 20]!r}"
+            )
+        value = re.sub(r"\\.", lambda m: _ESCAPES.get(m.group(0), m.group(0)[1]), match.group(2))
+        labels[match.group(1)] = value
+        at = match.end()
+    return labels
+
+
+def _record(
+    seconds: int, nanos: int, line: str, labels: dict[str, str], metadata: dict[str, str]
+) -> bytes:
+    record: dict[str, Any] = {
+        "timestamp": rfc3339_nanos(seconds, nanos),
+        "message": line,
+        "labels": labels,
+    }
+    if metadata:
+        record["structured_metadata"] = metadata
+    return orjson.dumps(record)
+
+
+def push_records(raw: bytes, encoding: str, content_type: str, limit: int) -> list[bytes]:
+    """The records of a push request; ``BodyError`` 400 (not a push request), 413, 415."""
+    if not raw:
+        raise BodyError(400, "empty body")
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if kind == PROTOBUF:
+        return _protobuf_records(raw, encoding, limit)
+    if kind in (JSON, ""):
+        return _json_records(decompress(raw, encoding, limit))
+    raise BodyError(415, f"Loki pushes are {PROTOBUF} (snappy) or {JSON}, not {kind!r}")
+
+
+def _protobuf_records(raw: bytes, encoding: str, limit: int) -> list[bytes]:
+    if encoding.strip():
+        data = decompress(raw, encoding, limit)
+    else:
+        try:
+            length = cramjam.snappy.decompress_raw_len(raw)
+        except cramjam.DecompressionError as exc:
+            raise BodyError(400, f"a protobuf push is snappy-compressed: {exc}") from None
+        if length > limit:
+            raise BodyError(413, f"decompressed body exceeds {limit} bytes")
+        try:
+            data = bytes(cramjam.snappy.decompress_raw(raw))
+        except cramjam.DecompressionError as exc:
+            raise BodyError(400, f"a protobuf push is snappy-compressed: {exc}") from None
+    request = PushRequest()
+    try:
+        request.ParseFromString(data)
+    except DecodeError as exc:
+        raise BodyError(400, f"not a Loki PushRequest: {exc}") from None
+    records = []
+    for stream in request.streams:
+        labels = parse_labels(stream.labels)
+        for entry in stream.entries:
+            metadata = {pair.name: pair.value for pair in entry.structuredMetadata}
+            stamp = entry.timestamp
+            records.append(_record(stamp.seconds, stamp.nanos, entry.line, labels, metadata))
+    return records
+
+
+def _json_records(data: bytes) -> list[bytes]:
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise BodyError(400, f"body is not JSON: {exc}") from None
+    streams = document.get("streams") if isinstance(document, dict) else None
+    if not isinstance(streams, list):
+        raise BodyError(400, 'a JSON push is {"streams": [{"stream": {...}, "values": [...]}]}')
+    records = []
+    for number, stream in enumerate(streams):
+        if not isinstance(stream, dict):
+            raise BodyError(400, f"stream {number} is not an object")
+        labels = stream.get("stream") or {}
+        values = stream.get("values") or []
+        if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+            raise BodyError(400, f"stream {number}: labels are an object of strings")
+        if not isinstance(values, list):
+            raise BodyError(400, f"stream {number}: values are a list")
+        for value in values:
+            records.append(_json_entry(number, value, labels))
+    return records
+
+
+def _json_entry(number: int, value: Any, labels: dict[str, str]) -> bytes:
+    shape = f'stream {number}: a value is ["<unix epoch in nanoseconds>", "<line>"(, {{metadata}})]'
+    if not isinstance(value, list) or len(value) not in (2, 3):
+        raise BodyError(400, shape)
+    stamp, line = value[0], value[1]
+    metadata = value[2] if len(value) == 3 else {}
+    if not isinstance(stamp, str) or not stamp.isdigit() or not isinstance(line, str):
+        raise BodyError(400, shape)
+    if not isinstance(metadata, dict):
+        raise BodyError(400, shape)
+    nanoseconds = int(stamp)
+    if nanoseconds >= 253_402_300_800 * 10**9:
+        raise BodyError(400, f"stream {number}: timestamp {stamp} is past the year 9999")
+    seconds, nanos = divmod(nanoseconds, 10**9)
+    return _record(seconds, nanos, line, labels, {k: str(v) for k, v in metadata.items()})
