@@ -55,7 +55,7 @@ bench: $(STAMP) ## run the benchmarks and print ratios against baselines
 	$(BIN)/python benchmarks/s3_latency.py
 	$(BIN)/python benchmarks/otlp.py
 	$(BIN)/python benchmarks/proxy.py
-	$(BIN)/python benchmarks/elastic.py
+	$(BIN)/python benchmarks/compat.py
 	$(BIN)/python benchmarks/report.py
 
 clean:

@@ -141,6 +141,15 @@ def render(data: dict) -> str:  # type: ignore[type-arg]
             f"{e['ndjson']['documents_per_s']:,} docs/s, p99 {e['ndjson']['p99_ms']} ms "
             f"| {e['ratio']:.2f}x{_pass_by_pass(e)} | |"
         )
+    if "loki" in data:
+        k = data["loki"]
+        lines.append(
+            f"| receiver's Loki push API (protobuf, snappy), {k['documents_per_request']:,} lines "
+            f"a request, {k['clients']} clients | {k['loki']['documents_per_s']:,} lines/s, "
+            f"p99 {k['loki']['p99_ms']} ms | the receiver's NDJSON endpoint, the same documents "
+            f"{k['ndjson']['documents_per_s']:,} docs/s, p99 {k['ndjson']['p99_ms']} ms "
+            f"| {k['ratio']:.2f}x{_pass_by_pass(k)} | |"
+        )
     if "transforms" in data:
         lines += [
             "",

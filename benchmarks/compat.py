@@ -1,16 +1,17 @@
-"""The receiver's Elasticsearch bulk API against its own NDJSON endpoint, on the same documents,
-in the same run.
+"""The receiver's compatibility endpoints (Elasticsearch's bulk API, Loki's push API) against
+its own NDJSON endpoint, on the same documents, in the same run.
 
-    python benchmarks/elastic.py [--seconds 5] [--rounds 3] [--clients 16] [--body-kb 64]
+    python benchmarks/compat.py [--seconds 5] [--rounds 3] [--clients 16] [--body-kb 64]
 
 One receiver process on 127.0.0.1; one load generator posts the same security events to each
-endpoint in turn from concurrent clients: as a gzip NDJSON body to `/{tenant}/{dataset}`, and as
-a gzip bulk body (an `index` action line before each document, as Fluent Bit's `es` output and
-Vector's `elasticsearch` sink send) to `/_bulk`. The bulk API parses each action and document
-and writes the documents as a new body; the NDJSON endpoint stores the body as sent. Prints
-documents/s and p99 of each, and the median over rounds of the bulk API's documents/s as a
-ratio of the NDJSON endpoint's; merges the figures into benchmarks/results/latest.json under
-"elastic".
+endpoint in turn from concurrent clients: as a gzip NDJSON body to `/{tenant}/{dataset}`; as a
+gzip bulk body (an `index` action line before each document, as Fluent Bit's `es` output and
+Vector's `elasticsearch` sink send) to `/_bulk`; and as a Loki push (each document a line of one
+stream, protobuf compressed with snappy, as Promtail and Alloy send) to `/loki/api/v1/push`. The
+compatibility endpoints parse each document or entry and write the records as a new body; the
+NDJSON endpoint stores the body as sent. Prints documents/s and p99 of each, and the median over
+rounds of each endpoint's documents/s as a ratio of the NDJSON endpoint's; merges the figures
+into benchmarks/results/latest.json under "elastic" and "loki".
 """
 
 from __future__ import annotations
@@ -29,6 +30,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import free_port, merge_results, stop_process, wait_port
 from ingest import drive, make_body
+
+
+def loki_push(documents: list[bytes]) -> bytes:
+    """The documents as the lines of one Loki stream, protobuf compressed with snappy."""
+    import time
+
+    import cramjam
+
+    from bytefreezer.ingress.loki import PushRequest
+
+    request = PushRequest()
+    stream = request.streams.add(labels='{job="bench", env="prod"}')
+    now = time.time_ns()
+    for n, doc in enumerate(documents):
+        entry = stream.entries.add(line=doc.decode())
+        entry.timestamp.seconds, entry.timestamp.nanos = divmod(now + n, 10**9)
+    return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
 
 
 def main() -> None:
@@ -50,6 +68,7 @@ def main() -> None:
         bulk = gzip.compress(
             b"".join(action + b"\n" + doc + b"\n" for doc in documents), compresslevel=6
         )
+        push = loki_push(documents)
         port, api_port = free_port(), free_port()
         data_dir = work / "bf"
         from bytefreezer.control import ControlStore
@@ -80,15 +99,21 @@ def main() -> None:
                 {**headers, "Content-Type": "application/x-ndjson"},
                 bulk,
             ),
+            "loki": (
+                f"http://127.0.0.1:{port}/loki/api/v1/push",
+                {"Authorization": f"Bearer {key}", "Content-Type": "application/x-protobuf"},
+                push,
+            ),
         }
         print(
             f"{len(documents)} documents a request: NDJSON {len(ndjson) / 1024:.0f} KB gzip, "
-            f"bulk {len(bulk) / 1024:.0f} KB gzip; {args.clients} clients, {args.seconds:g} s "
+            f"bulk {len(bulk) / 1024:.0f} KB gzip, Loki {len(push) / 1024:.0f} KB snappy; "
+            f"{args.clients} clients, {args.seconds:g} s "
             f"per run, {args.rounds} rounds"
         )
         rounds = []
         for index in range(args.rounds):
-            order = list(targets) if index % 2 == 0 else list(reversed(targets))
+            order = list(targets)[index % 3 :] + list(targets)[: index % 3]
             figures = {}
             for name in order:
                 url, sent_headers, body = targets[name]
@@ -96,32 +121,32 @@ def main() -> None:
                 run["documents_per_s"] = round(run["requests_per_s"] * len(documents))
                 figures[name] = run
                 print(
-                    f"round {index + 1} {name:7s} {run['documents_per_s']:>9,} docs/s "
+                    f"round {index + 1} {name:6s} {run['documents_per_s']:>9,} docs/s "
                     f"{run['requests_per_s']:7.1f} req/s p99 {run['p99_ms']:7.1f} ms "
                     f"{run['statuses']}"
                 )
-            figures["ratio"] = round(
-                figures["bulk"]["documents_per_s"] / figures["ndjson"]["documents_per_s"], 3
-            )
+            for name in ("bulk", "loki"):
+                figures[f"{name}_ratio"] = round(
+                    figures[name]["documents_per_s"] / figures["ndjson"]["documents_per_s"], 3
+                )
             rounds.append(figures)
-        ratio = statistics.median(r["ratio"] for r in rounds)
-        middle = min(rounds, key=lambda r: abs(r["ratio"] - ratio))
-        print(
-            f"ratio (bulk / NDJSON documents/s): {ratio:.2f}x, median of "
-            + ", ".join(f"{r['ratio']:.2f}" for r in rounds)
-        )
-        merge_results(
-            {
-                "elastic": {
-                    "documents_per_request": len(documents),
-                    "clients": args.clients,
-                    "bulk": middle["bulk"],
-                    "ndjson": middle["ndjson"],
-                    "ratio": ratio,
-                    "pair_ratios": [r["ratio"] for r in rounds],
-                }
+        results = {}
+        for name, label in (("bulk", "elastic"), ("loki", "loki")):
+            ratio = statistics.median(r[f"{name}_ratio"] for r in rounds)
+            middle = min(rounds, key=lambda r: abs(r[f"{name}_ratio"] - ratio))
+            print(
+                f"{name} / NDJSON documents/s: {ratio:.2f}x, median of "
+                + ", ".join(f"{r[f'{name}_ratio']:.2f}" for r in rounds)
+            )
+            results[label] = {
+                "documents_per_request": len(documents),
+                "clients": args.clients,
+                name: middle[name],
+                "ndjson": middle["ndjson"],
+                "ratio": ratio,
+                "pair_ratios": [r[f"{name}_ratio"] for r in rounds],
             }
-        )
+        merge_results(results)
     finally:
         if process is not None:
             stop_process(process, timeout=20)
