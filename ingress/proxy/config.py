@@ -29,18 +29,24 @@ class InputConfig(_Config):
     """One listener and where its data goes."""
 
     name: str = Field(description="Name of the input (in stats and dead letters).")
-    type: Literal["udp", "tcp", "syslog", "http", "netflow", "forward", "nats", "relp"] = Field(
-        description="Listener kind; `netflow` takes NetFlow v5, v9 and IPFIX export packets "
-        "over UDP, a JSON record per flow; `forward` takes the Fluentd forward protocol over "
-        "TCP (Fluent Bit's and Fluentd's `forward` outputs), a JSON record per event; `nats` "
-        "subscribes to a NATS subject (or a JetStream stream), a record per line of each "
-        "message; `relp` takes RELP over TCP (rsyslog's omrelp), a syslog record per message, "
-        "each acknowledged once spooled."
+    type: Literal["udp", "tcp", "syslog", "http", "netflow", "forward", "nats", "relp", "file"] = (
+        Field(
+            description="Listener kind; `netflow` takes NetFlow v5, v9 and IPFIX export packets "
+            "over UDP, a JSON record per flow; `forward` takes the Fluentd forward protocol over "
+            "TCP (Fluent Bit's and Fluentd's `forward` outputs), a JSON record per event; `nats` "
+            "subscribes to a NATS subject (or a JetStream stream), a record per line of each "
+            "message; `relp` takes RELP over TCP (rsyslog's omrelp), a syslog record per message, "
+            "each acknowledged once spooled; `file` follows the files `paths` match, a record per "
+            "line."
+        )
     )
     protocol: Literal["udp", "tcp"] = Field("udp", description="Transport of a `syslog` input.")
     host: str = Field("0.0.0.0", description="Listen address.")
     port: int | None = Field(
-        None, ge=0, le=65535, description="Listen port (0 picks a free one); not for `nats`."
+        None,
+        ge=0,
+        le=65535,
+        description="Listen port (0 picks a free one); not for `nats` and `file`.",
     )
     tenant: str = Field(description="Tenant the data belongs to.")
     dataset: str = Field(description="Dataset the data goes to.")
@@ -72,6 +78,18 @@ class InputConfig(_Config):
         description="Shared key a `forward` input's clients must prove in the protocol's "
         "handshake (Fluent Bit's `Shared_Key`); none: no handshake.",
     )
+    paths: list[str] = Field(
+        default_factory=list,
+        description="Glob patterns of the files a `file` input follows (`/var/log/app/*.log`).",
+    )
+    read_from: Literal["beginning", "end"] = Field(
+        "beginning",
+        description="Where a `file` input starts in the files it finds at its first start, "
+        "without checkpoints; files that appear later are read from their beginning.",
+    )
+    poll_interval_seconds: float = Field(
+        0.25, gt=0, le=60, description="How often a `file` input looks for new lines and files."
+    )
     max_body_bytes: int = Field(
         10 * 1024 * 1024,
         description="Largest body an `http` input takes, or message a `forward` or `relp` input "
@@ -95,9 +113,14 @@ class InputConfig(_Config):
     def _fields_of_its_type(self) -> InputConfig:
         if self.shared_key is not None and self.type != "forward":
             raise ValueError(f"shared_key is for forward inputs; input {self.name} is {self.type}")
+        if self.paths and self.type != "file":
+            raise ValueError(f"paths are for file inputs; input {self.name} is {self.type}")
         if self.type == "nats":
             if not self.servers or not self.subject:
                 raise ValueError(f"nats input {self.name} needs servers and a subject")
+        elif self.type == "file":
+            if not self.paths:
+                raise ValueError(f"file input {self.name} needs paths (glob patterns)")
         elif self.port is None:
             raise ValueError(f"input {self.name} needs a port")
         return self

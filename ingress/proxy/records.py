@@ -41,6 +41,21 @@ def wrap_line(line: str) -> bytes:
     return orjson.dumps({"timestamp": now_rfc3339(), "raw": line})
 
 
+def file_record(line: str, path: str) -> bytes:
+    """A line a `file` input read: a JSON object line with ``file`` added (unless it has one),
+    anything else as ``{"timestamp": now, "raw": line, "file": path}``."""
+    stripped = line.strip()
+    if stripped.startswith("{"):
+        try:
+            value = orjson.loads(stripped)
+        except orjson.JSONDecodeError:
+            value = None
+        if isinstance(value, dict):
+            value.setdefault("file", path)
+            return orjson.dumps(value)
+    return orjson.dumps({"timestamp": now_rfc3339(), "raw": line, "file": path})
+
+
 def parse_syslog(line: str, mode: str, source_ip: str) -> dict[str, Any]:
     """The syslog fields of one line; unparseable lines keep their text in `message`."""
     line = line.rstrip("\r\n")

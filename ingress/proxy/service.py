@@ -28,7 +28,8 @@ from bytefreezer.ingress.proxy.delivery import (
     ProxyStats,
 )
 from bytefreezer.ingress.proxy.netflow import NetflowDecoder
-from bytefreezer.ingress.proxy.records import split_lines, syslog_record, wrap_line
+from bytefreezer.ingress.proxy.records import file_record, split_lines, syslog_record, wrap_line
+from bytefreezer.ingress.proxy.tail import Tailer
 from bytefreezer.ingress.spool import Spool, SpoolFull
 from bytefreezer.lines import is_blank
 
@@ -71,6 +72,16 @@ class ProxyService:
         }
         self.relp_stats = {
             i.name: {"sessions": 0, "malformed": 0} for i in config.inputs if i.type == "relp"
+        }
+        self.tailers = {
+            i.name: Tailer(
+                i.paths,
+                config.spool_dir.parent / f"{config.spool_dir.name}-checkpoints" / f"{i.name}.json",
+                read_from=i.read_from,
+                max_line_bytes=i.max_line_bytes,
+            )
+            for i in config.inputs
+            if i.type == "file"
         }
         self.ports: dict[str, int] = {}
         self._stop = asyncio.Event()
@@ -263,6 +274,34 @@ class ProxyService:
         self.ports[source.name] = server.sockets[0].getsockname()[1]
         self._closers.append(server)
 
+    async def _serve_file(self, source: InputConfig) -> None:
+        """Follow the files of a `file` input (see ``tail``): each poll's lines are spooled,
+        and only then do their files' checkpoints move."""
+        tailer = self.tailers[source.name]
+
+        async def follow() -> None:
+            while not self._stop.is_set():
+                try:
+                    await self._tail_once(source, tailer)
+                except OSError as exc:  # the checkpoint directory cannot be written: retried
+                    log.error("file input %s: %s", source.name, exc)
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), source.poll_interval_seconds)
+
+        self._tasks.append(asyncio.create_task(follow()))
+
+    async def _tail_once(self, source: InputConfig, tailer: Tailer) -> None:
+        reads = await asyncio.to_thread(tailer.poll)
+        moved = False
+        for read in reads:
+            records = [file_record(line, read.path) for line in read.lines if not is_blank(line)]
+            if records and not await self.spool_records(source, records):
+                break  # spool full: these lines are read again at the next poll
+            tailer.commit(read)
+            moved = True
+        if moved:
+            await asyncio.to_thread(tailer.save)
+
     async def _serve_nats(self, source: InputConfig) -> None:
         """A subscription to a NATS subject: core NATS takes each message as it comes (at most
         once, as core NATS delivers); with a JetStream ``stream``, a durable pull consumer's
@@ -376,6 +415,8 @@ class ProxyService:
                 await self._serve_nats(source)
             elif source.type == "relp":
                 await self._serve_relp(source)
+            elif source.type == "file":
+                await self._serve_file(source)
             elif source.type == "tcp" or (source.type == "syslog" and source.protocol == "tcp"):
                 await self._serve_tcp(source)
             else:
@@ -411,6 +452,8 @@ class ProxyService:
         for batcher in self.batchers.values():
             batcher.flush()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for tailer in self.tailers.values():
+            tailer.close()
 
     def _source(self, name: str) -> InputConfig:
         return next(i for i in self.config.inputs if i.name == name)
@@ -540,6 +583,19 @@ class ProxyService:
                 "Forward-protocol clients that could not prove the shared key.",
                 per_input({n: c["auth_failures"] for n, c in self.forward_stats.items()}),
             )
+        if self.tailers:
+            metric(
+                "bytefreezer_proxy_file_lines_total",
+                "counter",
+                "Lines a file input read and spooled.",
+                per_input({n: t.lines_read for n, t in self.tailers.items()}),
+            )
+            metric(
+                "bytefreezer_proxy_files_followed",
+                "gauge",
+                "Files a file input follows.",
+                per_input({n: t.followed for n, t in self.tailers.items()}),
+            )
         if self.relp_stats:
             metric(
                 "bytefreezer_proxy_relp_sessions_total",
@@ -573,6 +629,10 @@ class ProxyService:
                     },
                     "forward": self.forward_stats,
                     "relp": self.relp_stats,
+                    "file": {
+                        n: {"files": t.followed, "lines": t.lines_read}
+                        for n, t in self.tailers.items()
+                    },
                 }
             )
 

@@ -480,3 +480,41 @@ def test_proxy_tls_from_a_kubernetes_secret() -> None:
     pod = find(objects, "Deployment", "edge-proxy")["spec"]["template"]["spec"]
     assert {"name": "tls", "secret": {"secretName": "edge-proxy-tls"}} in pod["volumes"]
     assert pod["containers"][0]["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+
+
+def _proxy_input(**fields: Any) -> dict[str, Any]:
+    return {
+        "name": "in",
+        "port": 2514,
+        "tenant": "acme",
+        "dataset": "logs",
+        "apiKey": "k",
+        **fields,
+    }
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ([_proxy_input(type="file")], "run bytefreezer proxy on the host"),
+        (
+            [_proxy_input(type="kafka")],
+            "type must be udp, tcp, syslog, http, netflow, forward, nats or relp",
+        ),
+        ([_proxy_input(type="tcp", sharedKey="s")], "sharedKey is for forward inputs"),
+    ],
+)
+def test_proxy_bad_inputs_fail_with_an_actionable_message(
+    inputs: list[dict[str, Any]], message: str
+) -> None:
+    with pytest.raises(helm_python.HelmError) as info:
+        render(PROXY, {"inputs": inputs})
+    assert message in str(info.value)
+
+
+def test_proxy_relp_input_listens_on_tcp() -> None:
+    objects = render(PROXY, {"inputs": [_proxy_input(type="relp")]}, release="edge")
+    ports = find(objects, "Service", "edge-proxy")["spec"]["ports"]
+    assert {"name": "in-in", "port": 2514, "targetPort": 2514, "protocol": "TCP"} in ports
+    config = yaml.safe_load(find(objects, "ConfigMap", "edge-proxy-config")["data"]["proxy.yaml"])
+    assert config["inputs"][0]["type"] == "relp"

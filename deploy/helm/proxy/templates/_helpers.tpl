@@ -29,7 +29,7 @@ app.kubernetes.io/component: proxy
 {{- $problems := list -}}
 {{- if not .Values.inputs -}}{{- $problems = append $problems "inputs: give at least one listener" -}}{{- end -}}
 {{- range .Values.inputs -}}
-{{- if not (has .type (list "udp" "tcp" "syslog" "http" "netflow" "forward" "nats" "relp")) -}}{{- $problems = append $problems (printf "inputs %q: type must be udp, tcp, syslog, http, netflow, forward, nats or relp" .name) -}}{{- end -}}
+{{- if eq .type "file" -}}{{- $problems = append $problems (printf "inputs %q: file inputs follow the host's files; run bytefreezer proxy on the host (this chart's Deployment mounts no host paths)" .name) -}}{{- else if not (has .type (list "udp" "tcp" "syslog" "http" "netflow" "forward" "nats" "relp")) -}}{{- $problems = append $problems (printf "inputs %q: type must be udp, tcp, syslog, http, netflow, forward, nats or relp" .name) -}}{{- end -}}
 {{- if and (eq .type "nats") (not (and .servers .subject)) -}}{{- $problems = append $problems (printf "inputs %q: a nats input needs servers and subject" .name) -}}{{- end -}}
 {{- if and .sharedKey (ne .type "forward") -}}{{- $problems = append $problems (printf "inputs %q: sharedKey is for forward inputs" .name) -}}{{- end -}}
 {{- if not (and .name .tenant .dataset (or .port (eq .type "nats"))) -}}{{- $problems = append $problems (printf "inputs %q: name, port, tenant and dataset are required" (.name | default "?")) -}}{{- end -}}

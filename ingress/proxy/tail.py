@@ -1,0 +1,233 @@
+"""Files followed as they grow (the proxy's `file` input; what Fluent Bit's `tail`, Vector's
+`file` source and Filebeat do): glob patterns are looked up each poll, each file is read from
+its checkpoint to its last complete line, and a file's checkpoint moves only once its lines are
+in the spool. A crash between the two reads the lines again (at least once); nothing that was not
+spooled is skipped.
+
+Files are known by device and inode, so a file renamed by rotation keeps being read to its end
+under its new name while a new file at the old name is read from its start. A file shorter than
+its checkpoint was truncated (copytruncate) and is read from its start. A checkpoint also keeps
+a hash of the file's first bytes, so a new file that got a deleted file's inode is not read from
+the old file's offset.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+FINGERPRINT_BYTES = 256
+READ_BYTES = 4 * 1024 * 1024  # read per file and poll at most
+GONE_AFTER_SECONDS = 10.0  # a file no pattern names any more is let go this long after its end
+
+
+@dataclass
+class _Followed:
+    path: str
+    offset: int
+    fingerprint: str  # sha256 of the first min(FINGERPRINT_BYTES, offset) bytes ("" for none)
+    skipping: bool = False  # inside a line longer than the limit: drop bytes up to its end
+    idle_since: float | None = None
+    fd: int | None = None  # open while followed: read under any name, or none, it gets
+
+
+@dataclass
+class Read:
+    """Complete lines of one file from its checkpoint, and where its checkpoint goes once they
+    are spooled."""
+
+    key: str
+    path: str
+    lines: list[str]
+    offset: int
+    fingerprint: str
+    skipping: bool = False
+
+
+def _key(stat: os.stat_result) -> str:
+    return f"{stat.st_dev}:{stat.st_ino}"
+
+
+def _fingerprint(fd: int, length: int) -> str:
+    if length <= 0:
+        return ""
+    return hashlib.sha256(os.pread(fd, min(length, FINGERPRINT_BYTES), 0)).hexdigest()
+
+
+def _open_as(path: str, key: str) -> int | None:
+    """``path`` opened for reading if it is still the file ``key`` names."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    if _key(os.fstat(fd)) != key:
+        os.close(fd)
+        return None
+    return fd
+
+
+class Tailer:
+    """The files ``patterns`` match, followed from the checkpoints in ``checkpoint_file``."""
+
+    def __init__(
+        self,
+        patterns: list[str],
+        checkpoint_file: Path,
+        *,
+        read_from: Literal["beginning", "end"] = "beginning",
+        max_line_bytes: int = 1024 * 1024,
+    ) -> None:
+        self.patterns = patterns
+        self.checkpoint_file = checkpoint_file
+        self.read_from = read_from
+        self.max_line_bytes = max_line_bytes
+        self.lines_read = 0
+        self._files: dict[str, _Followed] = {}
+        self._first_look = True
+        if checkpoint_file.exists():
+            saved = json.loads(checkpoint_file.read_text())
+            self._files = {key: _Followed(**value) for key, value in saved.items()}
+            self._first_look = False
+            for key, followed in list(self._files.items()):
+                followed.fd = _open_as(followed.path, key)
+                if followed.fd is None:
+                    del self._files[key]  # renamed away or deleted while the proxy was down
+
+    @property
+    def followed(self) -> int:
+        return len(self._files)
+
+    def poll(self) -> list[Read]:
+        """What each followed file has past its checkpoint (not moving the checkpoint)."""
+        found: dict[str, str] = {}
+        for pattern in self.patterns:
+            for path in sorted(glob.glob(pattern)):
+                try:
+                    stat = os.stat(path)
+                except OSError:
+                    continue
+                if os.path.isfile(path):
+                    found.setdefault(_key(stat), path)
+        for key, path in found.items():
+            followed = self._files.get(key)
+            if followed is None or followed.fd is None:
+                fd = _open_as(path, key)
+                if fd is None:
+                    continue
+                if followed is None:
+                    size = os.fstat(fd).st_size
+                    start = size if self._first_look and self.read_from == "end" else 0
+                    followed = self._files[key] = _Followed(path, start, _fingerprint(fd, start))
+                followed.fd = fd
+            followed.path = path
+        self._first_look = False
+        reads = []
+        now = time.monotonic()
+        for key, followed in list(self._files.items()):
+            read = self._read(key, followed)
+            if read is not None:
+                followed.idle_since = None
+                reads.append(read)
+            elif key in found:
+                followed.idle_since = None
+            elif followed.idle_since is None:
+                followed.idle_since = now
+            elif now - followed.idle_since > GONE_AFTER_SECONDS:
+                # renamed away (rotation) or deleted, and read to its end: let go of it
+                if followed.fd is not None:
+                    os.close(followed.fd)
+                del self._files[key]
+        return reads
+
+    def _read(self, key: str, followed: _Followed) -> Read | None:
+        fd = followed.fd
+        if fd is None:
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            offset = followed.offset
+            if size < offset or (offset and _fingerprint(fd, offset) != followed.fingerprint):
+                offset = 0  # truncated, or another file under a reused inode
+                followed.skipping = False
+            if size == offset:
+                return None
+            data = os.pread(fd, READ_BYTES, offset)
+        except OSError:
+            return None
+        lines, used, skipping = self._lines(data, followed.skipping)
+        if not used:
+            return None
+        end = offset + used
+        fingerprint = followed.fingerprint
+        if offset < FINGERPRINT_BYTES or not fingerprint:
+            fingerprint = _fingerprint(fd, end)
+        return Read(key, followed.path, lines, end, fingerprint, skipping)
+
+    def _lines(self, data: bytes, skipping: bool) -> tuple[list[str], int, bool]:
+        """The complete lines at the start of ``data`` (each cut to ``max_line_bytes``), the
+        bytes they take, and whether the read ends inside a line over the limit, whose start
+        became a line and whose rest up to its newline is dropped."""
+        end = data.rfind(b"\n") + 1
+        lines: list[str] = []
+        if end:
+            for raw in data[:end].split(b"\n")[:-1]:
+                if skipping:  # the rest of a line already cut
+                    skipping = False
+                    continue
+                text = raw[: self.max_line_bytes + 1].decode("utf-8", "replace")
+                text = text[:-1] if text.endswith("\r") else text
+                lines.append(text[: self.max_line_bytes])
+        rest = len(data) - end
+        if skipping and rest:
+            return lines, len(data), True
+        if rest > self.max_line_bytes:
+            lines.append(data[end : end + self.max_line_bytes].decode("utf-8", "replace"))
+            return lines, len(data), True
+        return lines, end, skipping
+
+    def commit(self, read: Read) -> None:
+        """``read``'s lines are spooled: move its file's checkpoint past them (``save`` writes
+        the checkpoints)."""
+        followed = self._files.get(read.key)
+        if followed is not None:
+            followed.offset = read.offset
+            followed.fingerprint = read.fingerprint
+            followed.skipping = read.skipping
+        self.lines_read += len(read.lines)
+
+    def close(self) -> None:
+        """Close the files' descriptors."""
+        for followed in self._files.values():
+            if followed.fd is not None:
+                os.close(followed.fd)
+                followed.fd = None
+
+    def save(self) -> None:
+        """Write the checkpoints aside, fsync, and rename them into place."""
+        self.checkpoint_file.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            key: {
+                "path": f.path,
+                "offset": f.offset,
+                "fingerprint": f.fingerprint,
+                "skipping": f.skipping,
+            }
+            for key, f in self._files.items()
+        }
+        aside = self.checkpoint_file.with_suffix(".tmp")
+        with open(aside, "w") as file:
+            json.dump(state, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(aside, self.checkpoint_file)
+        directory = os.open(self.checkpoint_file.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)

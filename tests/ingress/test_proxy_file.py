@@ -1,0 +1,165 @@
+"""The proxy's `file` input: files followed as they grow, through the receiver, piper and packer
+to Parquet; rotation by rename and by truncation, new files, checkpoints that survive a restart
+(nothing read twice, nothing skipped), a full spool that moves no checkpoint, long lines."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from bytefreezer.ingress.proxy.service import ProxyService
+from bytefreezer.ingress.proxy.tail import Tailer
+from tests.ingress.conftest import Receiver
+from tests.ingress.test_proxy import intake_records, proxy_config, until
+
+
+def file_service(receiver_url: str, key: str, tmp_path: Path, **extra: Any) -> ProxyService:
+    inputs = {"name": "logs", "type": "file", "paths": [str(tmp_path / "logs" / "*.log")]}
+    inputs.update(extra.pop("input", {}))
+    return ProxyService(
+        proxy_config(tmp_path, receiver_url, key, inputs, **{"batch_max_age_seconds": 0.1, **extra})
+    )
+
+
+def append(path: Path, *lines: str) -> None:
+    with path.open("a") as file:
+        file.write("".join(line + "\n" for line in lines))
+
+
+def test_files_to_parquet_through_rotation_and_a_restart(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "app.log"
+    append(app, '{"n": 0, "level": "info"}', "plain 1")
+
+    async def run(steps: Any) -> None:
+        service = file_service(receiver.url, receiver.key, tmp_path)
+        await service.start()
+        try:
+            await steps(service)
+        finally:
+            await service.stop()
+
+    def numbers() -> list[int]:
+        return sorted(
+            int(r["n"]) if "n" in r else int(r["raw"].split()[1]) for r in intake_records(receiver)
+        )
+
+    async def first(service: ProxyService) -> None:
+        await until(lambda: numbers() == [0, 1])
+        append(app, "plain 2", "plain 3")
+        await until(lambda: numbers() == [0, 1, 2, 3])
+        # rotation by rename: the old file is read to its end, the new one from its start
+        app.rename(logs / "app.log.1")
+        append(logs / "app.log.1", "plain 4")  # written before the writer reopened
+        append(app, "plain 5")
+        await until(lambda: numbers() == [0, 1, 2, 3, 4, 5])
+        assert service.tailers["logs"].followed >= 1
+
+    asyncio.run(run(first))
+    # lines written while the proxy is down are read after its restart, none twice
+    append(app, "plain 6")
+    other = logs / "other.log"
+    append(other, "plain 7")
+
+    async def second(service: ProxyService) -> None:
+        await until(lambda: numbers() == [0, 1, 2, 3, 4, 5, 6, 7])
+        # copytruncate: the file starts again from its beginning
+        with app.open("w") as file:
+            file.write("plain 8\n")
+        await until(lambda: numbers() == list(range(9)))
+
+    asyncio.run(run(second))
+    assert numbers() == list(range(9))
+    table = receiver.pack("web")
+    assert table is not None
+    rows = table.to_pylist()
+    assert len(rows) == 9
+    first_row = next(r for r in rows if r.get("n") == 0)
+    assert first_row["level"] == "info" and first_row["file"] == str(app)
+    assert {r["file"] for r in rows if r.get("raw") == "plain 7"} == {str(other)}
+
+
+def test_a_full_spool_moves_no_checkpoint(receiver: Receiver, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "app.log"
+    append(app, *(f"line {n} " + os.urandom(3000).hex() for n in range(3)))  # incompressible
+    # the receiver is unreachable and the spool small: some lines wait in the file
+    service = file_service(
+        "http://127.0.0.1:9",
+        receiver.key,
+        tmp_path,
+        spool_max_bytes=4096,
+        batch_max_age_seconds=3600,
+    )
+    checkpoints = tmp_path / "proxy-spool-checkpoints" / "logs.json"
+
+    async def scenario() -> None:
+        await service.start()
+        try:
+            await until(lambda: service.stats.lines_refused.get("logs", 0) >= 1)
+            await asyncio.sleep(0.6)  # more polls: the same lines, refused again
+            assert not checkpoints.exists()  # no checkpoint moved
+        finally:
+            await service.stop()
+
+    asyncio.run(scenario())
+
+
+def test_read_from_end_long_lines_and_partial_lines(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    old = logs / "old.log"
+    append(old, "before the first start")
+    tailer = Tailer([str(logs / "*.log")], tmp_path / "cp.json", read_from="end", max_line_bytes=10)
+    assert tailer.poll() == []  # files found at the first start are read from their end
+
+    def take() -> list[str]:
+        lines = []
+        for read in tailer.poll():
+            lines += read.lines
+            tailer.commit(read)
+        tailer.save()
+        return lines
+
+    with old.open("a") as file:
+        file.write("short\n" + "y" * 25 + "\nnext\npartial")
+    assert take() == ["short", "y" * 10, "next"]  # cut to the limit; the partial line waits
+    with old.open("a") as file:
+        file.write(" line\n" + "z" * 30)  # a long line whose end has not come
+    assert take() == ["partial li", "z" * 10]
+    with old.open("a") as file:
+        file.write("zzz\nafter\n")
+    assert take() == ["after"]  # the rest of the cut line is dropped
+    new = logs / "new.log"
+    append(new, "a new file is read from its start")
+    assert take() == ["a new file"]
+    # a restart takes up the checkpoints
+    again = Tailer([str(logs / "*.log")], tmp_path / "cp.json", read_from="end", max_line_bytes=10)
+    append(new, "more")
+    assert [line for read in again.poll() for line in read.lines] == ["more"]
+
+
+def test_a_new_file_on_a_reused_inode_is_read_from_its_start(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    path = logs / "a.log"
+    append(path, "first file line one", "first file line two")
+    tailer = Tailer([str(logs / "*.log")], tmp_path / "cp.json")
+    for read in tailer.poll():
+        tailer.commit(read)
+    inode = os.stat(path).st_ino
+    # the same inode, other bytes at the start, longer than the old offset
+    with path.open("r+") as file:
+        file.write("SECOND FILE LINE ONE\nsecond file line two\nsecond file line three\n")
+    assert os.stat(path).st_ino == inode
+    assert [line for read in tailer.poll() for line in read.lines] == [
+        "SECOND FILE LINE ONE",
+        "second file line two",
+        "second file line three",
+    ]
