@@ -5,12 +5,15 @@ to Parquet; rotation by rename and by truncation, new files, checkpoints that su
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from bytefreezer.ingress.proxy.service import ProxyService
 from bytefreezer.ingress.proxy.tail import Tailer
+from tests.helpers import stop_process
 from tests.ingress.conftest import Receiver
 from tests.ingress.test_proxy import intake_records, proxy_config, until
 
@@ -163,3 +166,65 @@ def test_a_new_file_on_a_reused_inode_is_read_from_its_start(tmp_path: Path) -> 
         "second file line two",
         "second file line three",
     ]
+
+
+def test_a_proxy_killed_while_following_loses_no_line(receiver: Receiver, tmp_path: Path) -> None:
+    import signal
+
+    import yaml
+
+    from tests.helpers import free_port, wait_for, wait_for_port
+    from tests.ingress.test_proxy_durability import proxy_process
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "app.log"
+    api_port = free_port()
+    config = tmp_path / "proxy.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "receiver_url": receiver.url,
+                "spool_dir": str(tmp_path / "spool"),
+                "dead_letter_dir": str(tmp_path / "dead"),
+                "batch_max_age_seconds": 0.05,
+                "retry_initial_seconds": 0.1,
+                "api_host": "127.0.0.1",
+                "api_port": api_port,
+                "inputs": [
+                    {
+                        "name": "logs",
+                        "type": "file",
+                        "paths": [str(logs / "*.log")],
+                        "poll_interval_seconds": 0.02,
+                        "tenant": "acme",
+                        "dataset": "web",
+                        "api_key": receiver.key,
+                    }
+                ],
+            }
+        )
+    )
+    process = proxy_process(config, tmp_path / "proxy.log")
+    try:
+        wait_for_port(api_port)
+        delivered = lambda: {int(r["n"]) for r in intake_records(receiver)}  # noqa: E731
+        before_kill = 0
+        for n in range(2000):  # written while the proxy follows, killed in the middle
+            append(app, json.dumps({"n": n}))
+            if n % 20 == 0:
+                time.sleep(0.01)
+            if n == 1000:
+                wait_for(lambda: len(delivered()) > 0, 30)
+                process.send_signal(signal.SIGKILL)
+                process.wait(timeout=10)
+                before_kill = len(delivered())
+                process = proxy_process(config, tmp_path / "proxy.log")
+        wait_for(lambda: delivered() == set(range(2000)), 60)
+    finally:
+        stop_process(process)
+    numbers = [int(r["n"]) for r in intake_records(receiver)]
+    # at least once: what was spooled but not checkpointed when killed is read again
+    assert set(numbers) == set(range(2000))
+    assert 0 < before_kill < 2000
+    assert len(numbers) - 2000 <= 1001, len(numbers)
