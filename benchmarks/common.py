@@ -64,6 +64,33 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def receiver_process(
+    data_dir: Path, port: int, api_port: int, *, dataset_key: bool = False
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`bytefreezer receiver` on 127.0.0.1 over ``data_dir``, with tenant "bench" and its
+    dataset "events" made first; the process and an ingest key (the dataset's, or the
+    tenant's)."""
+    import os
+    import sys
+
+    settings = load_settings(data_dir=data_dir)
+    control = ControlStore(settings.control_db_path())
+    control.create_tenant(Tenant(name="bench"))
+    control.create_dataset("bench", DatasetSpec(name="events"))
+    key = control.create_key("bench", "events" if dataset_key else None).key
+    env = {
+        **os.environ,
+        "BYTEFREEZER_DATA_DIR": str(data_dir),
+        "BYTEFREEZER_RECEIVER__HOST": "127.0.0.1",
+        "BYTEFREEZER_RECEIVER__PORT": str(port),
+        "BYTEFREEZER_RECEIVER__API_HOST": "127.0.0.1",
+        "BYTEFREEZER_RECEIVER__API_PORT": str(api_port),
+        "BYTEFREEZER_LOG_LEVEL": "WARNING",
+    }
+    command = [sys.executable, "-m", "bytefreezer.cli", "receiver"]
+    return subprocess.Popen(command, env=env), key
+
+
 def wait_port(port: int, timeout: float = 60) -> None:
     """Wait until something listens on 127.0.0.1:port."""
     deadline = time.monotonic() + timeout

@@ -19,16 +19,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import free_port, merge_results, stop_process, wait_port
+from common import free_port, merge_results, receiver_process, stop_process, wait_port
 from ingest import drive, make_body
 
 
@@ -59,7 +57,7 @@ def main() -> None:
     parser.add_argument("--body-kb", type=int, default=64)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="bf-elastic-"))
+    work = Path(tempfile.mkdtemp(prefix="bf-compat-"))
     process = None
     try:
         ndjson = make_body(args.body_kb)
@@ -70,26 +68,7 @@ def main() -> None:
         )
         push = loki_push(documents)
         port, api_port = free_port(), free_port()
-        data_dir = work / "bf"
-        from bytefreezer.control import ControlStore
-        from bytefreezer.control.models import DatasetSpec, Tenant
-        from bytefreezer.settings import load_settings
-
-        settings = load_settings(data_dir=data_dir)
-        control = ControlStore(settings.control_db_path())
-        control.create_tenant(Tenant(name="bench"))
-        control.create_dataset("bench", DatasetSpec(name="events"))
-        key = control.create_key("bench", "events").key
-        env = {
-            **os.environ,
-            "BYTEFREEZER_DATA_DIR": str(data_dir),
-            "BYTEFREEZER_RECEIVER__HOST": "127.0.0.1",
-            "BYTEFREEZER_RECEIVER__PORT": str(port),
-            "BYTEFREEZER_RECEIVER__API_HOST": "127.0.0.1",
-            "BYTEFREEZER_RECEIVER__API_PORT": str(api_port),
-            "BYTEFREEZER_LOG_LEVEL": "WARNING",
-        }
-        process = subprocess.Popen([sys.executable, "-m", "bytefreezer.cli", "receiver"], env=env)
+        process, key = receiver_process(work / "bf", port, api_port, dataset_key=True)
         wait_port(port)
         headers = {"Content-Encoding": "gzip", "Authorization": f"Bearer {key}"}
         targets = {

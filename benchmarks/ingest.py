@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import gzip
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -35,7 +34,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import free_port, merge_results, stop_process, wait_port
+from common import free_port, merge_results, receiver_process, stop_process, wait_port
 
 ROOT = Path(__file__).parent.parent
 
@@ -151,28 +150,8 @@ def main() -> None:
                 [sys.executable, __file__, "--serve-bare", str(bare_port), str(work / "bare")]
             )
         )
-        data_dir = work / "bf"
-        from bytefreezer.control import ControlStore
-        from bytefreezer.control.models import DatasetSpec, Tenant
-        from bytefreezer.settings import load_settings
-
-        settings = load_settings(data_dir=data_dir)
-        control = ControlStore(settings.control_db_path())
-        control.create_tenant(Tenant(name="bench"))
-        control.create_dataset("bench", DatasetSpec(name="events"))
-        key = control.create_key("bench").key
-        env = {
-            **os.environ,
-            "BYTEFREEZER_DATA_DIR": str(data_dir),
-            "BYTEFREEZER_RECEIVER__HOST": "127.0.0.1",
-            "BYTEFREEZER_RECEIVER__PORT": str(port),
-            "BYTEFREEZER_RECEIVER__API_HOST": "127.0.0.1",
-            "BYTEFREEZER_RECEIVER__API_PORT": str(api_port),
-            "BYTEFREEZER_LOG_LEVEL": "WARNING",
-        }
-        processes.append(
-            subprocess.Popen([sys.executable, "-m", "bytefreezer.cli", "receiver"], env=env)
-        )
+        receiver, key = receiver_process(work / "bf", port, api_port)
+        processes.append(receiver)
         wait_port(bare_port)
         wait_port(port)
         gz = {"Content-Encoding": "gzip"}

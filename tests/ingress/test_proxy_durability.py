@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -33,37 +34,33 @@ def proxy_process(config: Path, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def proxy_config_file(
+    tmp_path: Path, receiver: Receiver, api_port: int, source: dict[str, Any], **extra: Any
+) -> Path:
+    """A proxy configuration file for ``bytefreezer proxy`` with one input to acme/web."""
+    config = tmp_path / "proxy.yaml"
+    settings = {
+        "receiver_url": receiver.url,
+        "spool_dir": str(tmp_path / "spool"),
+        "dead_letter_dir": str(tmp_path / "dead"),
+        "retry_initial_seconds": 0.1,
+        "api_host": "127.0.0.1",
+        "api_port": api_port,
+        "inputs": [{"tenant": "acme", "dataset": "web", "api_key": receiver.key, **source}],
+        **extra,
+    }
+    config.write_text(yaml.safe_dump(settings))
+    return config
+
+
 def test_a_proxy_killed_after_answering_delivers_what_it_answered_for(
     receiver: Receiver, tmp_path: Path
 ) -> None:
     # Batches flush by age only after an hour: before, a 200 meant "in memory", and a proxy
     # killed within `batch_max_age_seconds` of it lost the lines.
     http_port, api_port = free_port(), free_port()
-    config = tmp_path / "proxy.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "receiver_url": receiver.url,
-                "spool_dir": str(tmp_path / "spool"),
-                "dead_letter_dir": str(tmp_path / "dead"),
-                "batch_max_age_seconds": 3600,
-                "retry_initial_seconds": 0.1,
-                "api_host": "127.0.0.1",
-                "api_port": api_port,
-                "inputs": [
-                    {
-                        "name": "hooks",
-                        "type": "http",
-                        "host": "127.0.0.1",
-                        "port": http_port,
-                        "tenant": "acme",
-                        "dataset": "web",
-                        "api_key": receiver.key,
-                    }
-                ],
-            }
-        )
-    )
+    source = {"name": "hooks", "type": "http", "host": "127.0.0.1", "port": http_port}
+    config = proxy_config_file(tmp_path, receiver, api_port, source, batch_max_age_seconds=3600)
     process = proxy_process(config, tmp_path / "proxy.log")
     try:
         wait_for_port(http_port)

@@ -171,40 +171,20 @@ def test_a_new_file_on_a_reused_inode_is_read_from_its_start(tmp_path: Path) -> 
 def test_a_proxy_killed_while_following_loses_no_line(receiver: Receiver, tmp_path: Path) -> None:
     import signal
 
-    import yaml
-
     from tests.helpers import free_port, wait_for, wait_for_port
-    from tests.ingress.test_proxy_durability import proxy_process
+    from tests.ingress.test_proxy_durability import proxy_config_file, proxy_process
 
     logs = tmp_path / "logs"
     logs.mkdir()
     app = logs / "app.log"
     api_port = free_port()
-    config = tmp_path / "proxy.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "receiver_url": receiver.url,
-                "spool_dir": str(tmp_path / "spool"),
-                "dead_letter_dir": str(tmp_path / "dead"),
-                "batch_max_age_seconds": 0.05,
-                "retry_initial_seconds": 0.1,
-                "api_host": "127.0.0.1",
-                "api_port": api_port,
-                "inputs": [
-                    {
-                        "name": "logs",
-                        "type": "file",
-                        "paths": [str(logs / "*.log")],
-                        "poll_interval_seconds": 0.02,
-                        "tenant": "acme",
-                        "dataset": "web",
-                        "api_key": receiver.key,
-                    }
-                ],
-            }
-        )
-    )
+    source = {
+        "name": "logs",
+        "type": "file",
+        "paths": [str(logs / "*.log")],
+        "poll_interval_seconds": 0.02,
+    }
+    config = proxy_config_file(tmp_path, receiver, api_port, source, batch_max_age_seconds=0.05)
     process = proxy_process(config, tmp_path / "proxy.log")
     try:
         wait_for_port(api_port)

@@ -8,8 +8,6 @@ import asyncio
 import gzip
 import json
 import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +15,10 @@ import pytest
 
 from bytefreezer.ingress.proxy.relp import Frame, FrameReader, RelpError, opened, response
 from bytefreezer.ingress.proxy.service import ProxyService
+from tests import rsyslog
 from tests.helpers import free_port, stop_process
 from tests.ingress.conftest import Receiver
 from tests.ingress.test_proxy import intake_records, proxy_config, until
-
-RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
-FOUND = sorted(Path("/usr/lib").glob("*/rsyslog/omrelp.so"))
 
 
 def frame(txnr: int, command: str, data: bytes = b"") -> bytes:
@@ -88,41 +84,23 @@ def relp_service(receiver_url: str, key: str, tmp_path: Path, **extra: Any) -> P
     )
 
 
-@pytest.mark.skipif(
-    not Path(RSYSLOGD).exists() or not FOUND,
-    reason="Debian's rsyslog and rsyslog-relp come with `make test` (system-deps)",
-)
+@rsyslog.needs("omrelp")
 def test_rsyslog_omrelp_to_parquet(receiver: Receiver, tmp_path: Path) -> None:
     service = relp_service(receiver.url, receiver.key, tmp_path)
     tcp = free_port()
 
     async def scenario() -> str:
         await service.start()
-        config = tmp_path / "rsyslog.conf"
-        config.write_text(
+        process = rsyslog.start(
             f'global(workDirectory="{tmp_path}")\n'
             'module(load="imtcp")\nmodule(load="omrelp")\n'
             'ruleset(name="ship") {\n'
             f'  action(type="omrelp" target="127.0.0.1" port="{service.ports["relp"]}"\n'
             '         template="RSYSLOG_SyslogProtocol23Format")\n}\n'
-            f'input(type="imtcp" port="{tcp}" ruleset="ship")\n'
+            f'input(type="imtcp" port="{tcp}" ruleset="ship")\n',
+            tmp_path,
+            "omrelp",
         )
-        log = tmp_path / "rsyslogd.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [
-                    RSYSLOGD,
-                    "-n",
-                    "-f",
-                    str(config),
-                    "-i",
-                    str(tmp_path / "rsyslogd.pid"),
-                    "-M",
-                    str(FOUND[0].parent),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
         try:
             await until(lambda: _accepts(tcp))
             _, writer = await asyncio.open_connection("127.0.0.1", tcp)
@@ -136,7 +114,7 @@ def test_rsyslog_omrelp_to_parquet(receiver: Receiver, tmp_path: Path) -> None:
         finally:
             await asyncio.to_thread(stop_process, process)  # the proxy answers its close
             await service.stop()
-        return log.read_text(errors="replace")
+        return rsyslog.output(tmp_path)
 
     output = asyncio.run(scenario())
     records = intake_records(receiver)
