@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -87,6 +88,19 @@ class InputConfig(_Config):
         description="Where a `file` input starts in the files it finds at its first start, "
         "without checkpoints; files that appear later are read from their beginning.",
     )
+    multiline_start: str | None = Field(
+        None,
+        description="A `file` input joins lines into one record: a record begins at a line "
+        "this regular expression matches (`^\\d{4}-\\d{2}-\\d{2}`), and the lines that "
+        "follow (a stack trace) join it.",
+    )
+    multiline_timeout_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=3600,
+        description="A `file` input's last record is complete once no line joined it for this "
+        "long.",
+    )
     poll_interval_seconds: float = Field(
         0.25, gt=0, le=60, description="How often a `file` input looks for new lines and files."
     )
@@ -102,6 +116,18 @@ class InputConfig(_Config):
     def _names(cls, value: str) -> str:
         return validate_name(value)
 
+    @field_validator("multiline_start")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(
+                    f"multiline_start {value!r} is not a regular expression: {exc}"
+                ) from None
+        return value
+
     @property
     def listen_port(self) -> int:
         """The port a listening input binds (the validator requires one)."""
@@ -113,8 +139,10 @@ class InputConfig(_Config):
     def _fields_of_its_type(self) -> InputConfig:
         if self.shared_key is not None and self.type != "forward":
             raise ValueError(f"shared_key is for forward inputs; input {self.name} is {self.type}")
-        if self.paths and self.type != "file":
-            raise ValueError(f"paths are for file inputs; input {self.name} is {self.type}")
+        if (self.paths or self.multiline_start) and self.type != "file":
+            raise ValueError(
+                f"paths and multiline_start are for file inputs; input {self.name} is {self.type}"
+            )
         if self.type == "nats":
             if not self.servers or not self.subject:
                 raise ValueError(f"nats input {self.name} needs servers and a subject")

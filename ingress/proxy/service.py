@@ -79,6 +79,8 @@ class ProxyService:
                 config.spool_dir.parent / f"{config.spool_dir.name}-checkpoints" / f"{i.name}.json",
                 read_from=i.read_from,
                 max_line_bytes=i.max_line_bytes,
+                multiline_start=i.multiline_start,
+                multiline_timeout=i.multiline_timeout_seconds,
             )
             for i in config.inputs
             if i.type == "file"

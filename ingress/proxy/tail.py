@@ -17,6 +17,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ class _Followed:
     skipping: bool = False  # inside a line longer than the limit: drop bytes up to its end
     idle_since: float | None = None
     fd: int | None = None  # open while followed: read under any name, or none, it gets
+    open_end: int = -1  # where the multiline group still open ended when last read
+    open_since: float = 0.0  # when a line last joined it
 
 
 @dataclass
@@ -82,8 +85,12 @@ class Tailer:
         *,
         read_from: Literal["beginning", "end"] = "beginning",
         max_line_bytes: int = 1024 * 1024,
+        multiline_start: str | None = None,
+        multiline_timeout: float = 1.0,
     ) -> None:
         self.patterns = patterns
+        self.multiline_start = re.compile(multiline_start) if multiline_start else None
+        self.multiline_timeout = multiline_timeout
         self.checkpoint_file = checkpoint_file
         self.read_from = read_from
         self.max_line_bytes = max_line_bytes
@@ -160,7 +167,12 @@ class Tailer:
             data = os.pread(fd, READ_BYTES, offset)
         except OSError:
             return None
-        lines, used, skipping = self._lines(data, followed.skipping)
+        lines, ends, used, skipping = self._lines(data, followed.skipping)
+        if self.multiline_start is not None:
+            lines, closed = self._grouped(followed, lines, ends, offset)
+            if closed != used:  # the last group waits in the file, read again next time
+                skipping = followed.skipping if closed == 0 else False
+                used = closed
         if not used:
             return None
         end = offset + used
@@ -169,27 +181,62 @@ class Tailer:
             fingerprint = _fingerprint(fd, end)
         return Read(key, followed.path, lines, end, fingerprint, skipping)
 
-    def _lines(self, data: bytes, skipping: bool) -> tuple[list[str], int, bool]:
-        """The complete lines at the start of ``data`` (each cut to ``max_line_bytes``), the
-        bytes they take, and whether the read ends inside a line over the limit, whose start
-        became a line and whose rest up to its newline is dropped."""
+    def _lines(self, data: bytes, skipping: bool) -> tuple[list[str], list[int], int, bool]:
+        """The complete lines at the start of ``data`` (each cut to ``max_line_bytes``), where
+        each ends in ``data``, the bytes read past, and whether the read ends inside a line
+        over the limit, whose start became a line and whose rest up to its newline is
+        dropped."""
         end = data.rfind(b"\n") + 1
         lines: list[str] = []
+        ends: list[int] = []
         if end:
+            at = 0
             for raw in data[:end].split(b"\n")[:-1]:
+                at += len(raw) + 1
                 if skipping:  # the rest of a line already cut
                     skipping = False
                     continue
                 text = raw[: self.max_line_bytes + 1].decode("utf-8", "replace")
                 text = text[:-1] if text.endswith("\r") else text
                 lines.append(text[: self.max_line_bytes])
+                ends.append(at)
         rest = len(data) - end
-        if skipping and rest:
-            return lines, len(data), True
+        if skipping and rest:  # still inside the cut line: no newline came (end == 0)
+            return lines, ends, len(data), True
         if rest > self.max_line_bytes:
             lines.append(data[end : end + self.max_line_bytes].decode("utf-8", "replace"))
-            return lines, len(data), True
-        return lines, end, skipping
+            ends.append(len(data))
+            return lines, ends, len(data), True
+        return lines, ends, end, skipping
+
+    def _grouped(
+        self, followed: _Followed, lines: list[str], ends: list[int], offset: int
+    ) -> tuple[list[str], int]:
+        """``lines`` joined into multiline records, each begun by a line ``multiline_start``
+        matches, and where the last complete one ends. The last group is complete once no line
+        has joined it for ``multiline_timeout`` seconds (until then it is read again from the
+        file at each poll), or when it reaches ``max_line_bytes``."""
+        assert self.multiline_start is not None
+        records: list[str] = []
+        group: list[str] = []
+        size = group_end = closed_end = 0
+        for line, end in zip(lines, ends, strict=True):
+            if group and (
+                self.multiline_start.match(line) or size + len(line) > self.max_line_bytes
+            ):
+                records.append("\n".join(group))
+                closed_end, group, size = group_end, [], 0
+            group.append(line)
+            size += len(line) + 1
+            group_end = end
+        if group:
+            now = time.monotonic()
+            if followed.open_end != offset + group_end:
+                followed.open_end, followed.open_since = offset + group_end, now
+            elif now - followed.open_since >= self.multiline_timeout:
+                records.append("\n".join(group))
+                closed_end = group_end
+        return records, closed_end
 
     def commit(self, read: Read) -> None:
         """``read``'s lines are spooled: move its file's checkpoint past them (``save`` writes

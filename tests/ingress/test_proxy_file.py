@@ -11,6 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from bytefreezer.ingress.proxy.service import ProxyService
 from bytefreezer.ingress.proxy.tail import Tailer
 from tests.helpers import stop_process
@@ -208,3 +211,97 @@ def test_a_proxy_killed_while_following_loses_no_line(receiver: Receiver, tmp_pa
     assert set(numbers) == set(range(2000))
     assert 0 < before_kill < 2000
     assert len(numbers) - 2000 <= 1001, len(numbers)
+
+
+def test_multiline_records_for_stack_traces(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "app.log"
+    tailer = Tailer(
+        [str(logs / "*.log")],
+        tmp_path / "cp.json",
+        multiline_start=r"^\d{4}-\d{2}-\d{2} ",
+        multiline_timeout=0.3,
+        max_line_bytes=120,
+    )
+
+    def take() -> list[str]:
+        records = []
+        for read in tailer.poll():
+            records += read.lines
+            tailer.commit(read)
+        return records
+
+    append(
+        app,
+        "2026-01-01 10:00:00 ERROR boom",
+        "Traceback (most recent call last):",
+        '  File "app.py", line 1',
+        "2026-01-01 10:00:01 INFO next",
+    )
+    # the first record is complete (the next one began); the second waits for more lines
+    assert take() == [
+        '2026-01-01 10:00:00 ERROR boom\nTraceback (most recent call last):\n  File "app.py", line 1'
+    ]
+    append(app, "  continued")
+    assert take() == []
+    time.sleep(0.4)  # no line joined it for the timeout: complete
+    assert take() == ["2026-01-01 10:00:01 INFO next\n  continued"]
+    # a record stops growing at max_line_bytes
+    frames = [f"  frame {n:02d} " + "." * 20 for n in range(4)]
+    append(app, "2026-01-01 10:00:02 a", *frames)
+    assert take() == ["\n".join(["2026-01-01 10:00:02 a", *frames[:3]])]
+    time.sleep(0.4)
+    assert take() == [frames[3]]
+    # an open record is not checkpointed: a restart reads it whole
+    append(app, "2026-01-01 10:00:03 WARN x", "  detail")
+    assert take() == []
+    tailer.save()
+    again = Tailer(
+        [str(logs / "*.log")],
+        tmp_path / "cp.json",
+        multiline_start=r"^\d{4}-",
+        multiline_timeout=0.1,
+    )
+    assert [line for read in again.poll() for line in read.lines] == []
+    time.sleep(0.2)
+    assert [line for read in again.poll() for line in read.lines] == [
+        "2026-01-01 10:00:03 WARN x\n  detail"
+    ]
+
+
+def test_file_input_configuration_is_checked(tmp_path: Path) -> None:
+    base = {"name": "f", "tenant": "acme", "dataset": "web", "api_key": "k"}
+    cases = [
+        ({"type": "file"}, "needs paths"),
+        ({"type": "file", "paths": ["/x"], "multiline_start": "(["}, "not a regular expression"),
+        ({"type": "tcp", "port": 1, "paths": ["/x"]}, "are for file inputs"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(ValidationError, match=message.replace("(", r"\(")):
+            proxy_config(tmp_path, "http://r", "k", {**base, **extra})
+
+
+def test_multiline_through_the_proxy(receiver: Receiver, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    append(logs / "app.log", "E1 boom", "  at a()", "  at b()", "E2 next")
+    service = file_service(
+        receiver.url,
+        receiver.key,
+        tmp_path,
+        input={"multiline_start": "^E", "multiline_timeout_seconds": 0.2},
+    )
+
+    async def scenario() -> None:
+        await service.start()
+        try:
+            await until(lambda: len(intake_records(receiver)) == 2)
+        finally:
+            await service.stop()
+
+    asyncio.run(scenario())
+    assert sorted(r["raw"] for r in intake_records(receiver)) == [
+        "E1 boom\n  at a()\n  at b()",
+        "E2 next",
+    ]
