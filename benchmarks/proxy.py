@@ -16,14 +16,17 @@ of each from its median pass and the median of the pairs' ratios.
 Then ``--http-clients`` clients post bodies of ten JSON lines (about 1 KB) for ``--http-seconds``
 to the proxy's `http` input, each answered once its lines are spooled, fsync'd; the baseline is
 `benchmarks/ingest.py`'s bare Starlette-on-Hypercorn endpoint writing each body to a file, taking
-turns the same way. Merges the figures into benchmarks/results/latest.json under "forward" and
-"proxy_http".
+turns the same way. Last, the same events as a file that appears whole in the directory a `file`
+input follows, timed until the proxy's stats count every line spooled; the baseline reads the
+file, gzips its lines in 1 MiB batches and writes each with an fsync (``bare_tail``). Merges the
+figures into benchmarks/results/latest.json under "forward", "proxy_http" and "proxy_file".
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import statistics
 import struct
@@ -33,6 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import msgpack
 import orjson
 import yaml
@@ -45,6 +49,7 @@ EPOCH = 1_767_225_600
 
 BARE_SERVER = r"""
 import asyncio, sys
+import httpx
 import msgpack
 
 async def handle(reader, writer):
@@ -99,11 +104,14 @@ async def send_all(port: int, messages: list[bytes], connections: int) -> None:
     await asyncio.gather(*(connection(messages[i::connections]) for i in range(connections)))
 
 
-def start_proxy(work: Path, port: int, api_port: int, kind: str) -> subprocess.Popen[bytes]:
-    """``bytefreezer proxy`` with one input of ``kind`` on ``port`` and an unreachable
-    receiver: what it answers for stays in its (fresh) spool."""
+def start_proxy(
+    work: Path, port: int, api_port: int, kind: str, **source: object
+) -> subprocess.Popen[bytes]:
+    """``bytefreezer proxy`` with one input of ``kind`` on ``port`` (and ``source``'s other
+    settings) and an unreachable receiver: what it answers for stays in its (fresh) spool."""
     spool = work / "spool"
     shutil.rmtree(spool, ignore_errors=True)
+    shutil.rmtree(work / "spool-checkpoints", ignore_errors=True)
     config = work / "proxy.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -124,6 +132,7 @@ def start_proxy(work: Path, port: int, api_port: int, kind: str) -> subprocess.P
                         "tenant": "acme",
                         "dataset": "events",
                         "api_key": "unused",
+                        **source,
                     }
                 ],
             }
@@ -171,6 +180,81 @@ def http_passes(
         "body_bytes": len(body),
         "proxy": runs["proxy"][middle],
         "bare": runs["bare"][middle],
+        "ratio": round(statistics.median(pairs), 3),
+        "pair_ratios": [round(r, 3) for r in pairs],
+    }
+
+
+def bare_tail(path: Path, spool: Path) -> float:
+    """The baseline of the file input: the file read in 4 MiB chunks, its lines gathered into
+    1 MiB batches, each gzip'd by ISA-L at level 2 and written to its own file with an fsync
+    (the proxy's spool work, without records)."""
+    from isal import igzip
+
+    spool.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    batch: list[bytes] = []
+    size = written = 0
+    rest = b""
+
+    def flush() -> None:
+        nonlocal batch, size, written
+        with open(spool / f"{written:06d}.gz", "wb") as out:
+            out.write(igzip.compress(b"\n".join(batch) + b"\n", compresslevel=2))
+            out.flush()
+            os.fsync(out.fileno())
+        batch, size, written = [], 0, written + 1
+
+    with path.open("rb") as file:
+        while chunk := file.read(4 << 20):
+            data = rest + chunk
+            end = data.rfind(b"\n") + 1
+            rest = data[end:]
+            for line in data[:end].split(b"\n")[:-1]:
+                batch.append(line)
+                size += len(line) + 1
+                if size >= 1 << 20:
+                    flush()
+    if batch:
+        flush()
+    return time.perf_counter() - started
+
+
+def file_passes(work: Path, lines: list[bytes], passes: int) -> dict[str, object]:
+    """The proxy's file input following a file as it appears, against ``bare_tail``."""
+    source = work / "events.log"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    logs = work / "logs"
+    runs: dict[str, list[float]] = {"bare": [], "proxy": []}
+    proxy_port, api_port = free_port(), free_port()
+    for _ in range(passes):
+        shutil.rmtree(work / "bare-spool", ignore_errors=True)
+        runs["bare"].append(bare_tail(source, work / "bare-spool"))
+        shutil.rmtree(logs, ignore_errors=True)
+        logs.mkdir()
+        proxy = start_proxy(
+            work, proxy_port, api_port, "file", paths=[str(logs / "*.log")],
+            poll_interval_seconds=0.02,
+        )  # fmt: skip
+        try:
+            wait_port(api_port)
+            stats = f"http://127.0.0.1:{api_port}/api/v1/stats"
+            started = time.perf_counter()
+            os.link(source, logs / "events.log")  # the whole file appears at once
+            while httpx.get(stats).json()["file"]["file"]["lines"] < len(lines):
+                time.sleep(0.01)
+            runs["proxy"].append(time.perf_counter() - started)
+        finally:
+            stop_process(proxy)
+    pairs = [b / p for b, p in zip(runs["bare"], runs["proxy"], strict=True)]
+    mb = source.stat().st_size / 1e6
+    proxy_s, bare_s = statistics.median(runs["proxy"]), statistics.median(runs["bare"])
+    return {
+        "records": len(lines),
+        "mb": round(mb, 1),
+        "proxy_records_per_s": round(len(lines) / proxy_s),
+        "proxy_mb_per_s": round(mb / proxy_s, 1),
+        "bare_mb_per_s": round(mb / bare_s, 1),
         "ratio": round(statistics.median(pairs), 3),
         "pair_ratios": [round(r, 3) for r in pairs],
     }
@@ -243,7 +327,14 @@ def main() -> None:
             f"p99 {proxy_http['p99_ms']} ms; bare endpoint {bare_http['requests_per_s']} req/s, "  # type: ignore[index]
             f"p99 {bare_http['p99_ms']} ms; ratio {http['ratio']:.2f}x"  # type: ignore[index]
         )
-        merge_results({"forward": result, "proxy_http": http})
+        tail = file_passes(work, lines, args.passes)
+        print(
+            f"proxy file input, a {tail['mb']} MB file of {tail['records']:,} lines → spool: "
+            f"{tail['proxy_mb_per_s']} MB/s ({tail['proxy_records_per_s']:,} lines/s); bare "
+            f"read + gzip + fsync {tail['bare_mb_per_s']} MB/s; ratio {tail['ratio']:.2f}x "
+            f"(pairs {', '.join(f'{r:.2f}' for r in tail['pair_ratios'])})"  # type: ignore[attr-defined]
+        )
+        merge_results({"forward": result, "proxy_http": http, "proxy_file": tail})
     finally:
         for process in processes:
             stop_process(process)

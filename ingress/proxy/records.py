@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -41,18 +42,24 @@ def wrap_line(line: str) -> bytes:
     return orjson.dumps({"timestamp": now_rfc3339(), "raw": line})
 
 
+@functools.lru_cache(maxsize=1024)
+def _quoted(path: str) -> str:
+    return orjson.dumps(path).decode()
+
+
 def file_record(line: str, path: str) -> bytes:
-    """A line a `file` input read: a JSON object line with ``file`` added (unless it has one),
-    anything else as ``{"timestamp": now, "raw": line, "file": path}``."""
+    """A line a `file` input read: a line that looks like a JSON object (braces at both ends)
+    with ``"file": path`` put first, unless it has a ``file`` key of its own; anything else as
+    ``{"timestamp": now, "raw": line, "file": path}``. The object is not parsed here (a parse
+    and an encode took 6.5 µs a line, a fifth of the input's speed): one that is not JSON is
+    dead-lettered by piper with the reason, as a bad line from any source is."""
     stripped = line.strip()
-    if stripped.startswith("{"):
-        try:
-            value = orjson.loads(stripped)
-        except orjson.JSONDecodeError:
-            value = None
-        if isinstance(value, dict):
-            value.setdefault("file", path)
-            return orjson.dumps(value)
+    if stripped.startswith("{") and stripped.endswith("}"):
+        if '"file":' in stripped or '"file" :' in stripped:
+            return stripped.encode()  # a file of its own
+        rest = stripped[1:].lstrip()
+        field = '{"file":' + _quoted(path)
+        return (field + (rest if rest.startswith("}") else "," + rest)).encode()
     return orjson.dumps({"timestamp": now_rfc3339(), "raw": line, "file": path})
 
 
