@@ -305,3 +305,19 @@ def test_multiline_through_the_proxy(receiver: Receiver, tmp_path: Path) -> None
         "E1 boom\n  at a()\n  at b()",
         "E2 next",
     ]
+
+
+def test_file_records() -> None:
+    from bytefreezer.ingress.proxy.records import file_record
+
+    assert file_record("{}", "/x") == b'{"file":"/x"}'
+    assert json.loads(file_record(' { "a": {"b": 1} } ', '/a "b"')) == {
+        "file": '/a "b"',
+        "a": {"b": 1},
+    }
+    assert file_record('{"file": "own", "a": 1}', "/x") == b'{"file": "own", "a": 1}'
+    assert json.loads(file_record('{"kind": "file"}', "/x")) == {"file": "/x", "kind": "file"}
+    plain = json.loads(file_record("plain text", "/x"))
+    assert (plain["raw"], plain["file"]) == ("plain text", "/x") and plain["timestamp"]
+    # not parsed: a line that only looks like an object reaches piper, which dead-letters it
+    assert file_record("{oops}", "/x") == b'{"file":"/x",oops}'
