@@ -266,6 +266,47 @@ def _loki(summary: str, *parameters: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_DATADOG_ERROR = {
+    "description": "Refused: Datadog's error body, with the reason",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["errors"],
+                "properties": {"errors": {"type": "array", "items": {"type": "object"}}},
+            }
+        }
+    },
+}
+
+
+def _datadog(summary: str, *parameters: dict[str, Any]) -> dict[str, Any]:
+    """Datadog's log intake: 202 once durable."""
+    return {
+        "post": {
+            "summary": summary,
+            "parameters": list(parameters),
+            "security": [{"datadog": []}],
+            "requestBody": {
+                "content": {
+                    "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+                    "text/plain": {"schema": {"type": "string"}},
+                }
+            },
+            "responses": {
+                "202": {
+                    "description": "Durable",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                **{
+                    code: _DATADOG_ERROR
+                    for code in ("400", "401", "403", "404", "410", "413", "415", "429", "503")
+                },
+            },
+        }
+    }
+
+
 def _get(summary: str, schema: dict[str, Any], *extra: str) -> dict[str, Any]:
     responses: dict[str, Any] = {
         "200": {"description": "OK", "content": {"application/json": {"schema": schema}}}
@@ -288,6 +329,7 @@ def receiver_openapi() -> dict[str, Any]:
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "splunk": {"type": "apiKey", "in": "header", "name": "Authorization"},
                 "basic": {"type": "http", "scheme": "basic"},
+                "datadog": {"type": "apiKey", "in": "header", "name": "DD-API-KEY"},
             }
         },
         "paths": {
@@ -308,6 +350,12 @@ def receiver_openapi() -> dict[str, Any]:
             ),
             "/": _get("Elasticsearch's root: the version shippers read", {"type": "object"}),
             "/loki/api/v1/push": _loki("Grafana Loki's push API, with a dataset key"),
+            "/api/v2/logs": _datadog("Datadog's log intake, with a dataset key"),
+            "/{tenant}/{dataset}/api/v2/logs": _datadog(
+                "Datadog's log intake into the dataset the path names",
+                {"name": "tenant", "in": "path", "required": True, "schema": _NAME},
+                {"name": "dataset", "in": "path", "required": True, "schema": _NAME},
+            ),
             "/{tenant}/{dataset}/loki/api/v1/push": _loki(
                 "Grafana Loki's push API into the dataset the path names",
                 {"name": "tenant", "in": "path", "required": True, "schema": _NAME},

@@ -39,7 +39,7 @@ from bytefreezer.errors import (
     NotFound,
     StorageError,
 )
-from bytefreezer.ingress import elastic, hec, loki
+from bytefreezer.ingress import datadog, elastic, hec, loki
 from bytefreezer.ingress.bodies import (
     Body,
     BodyError,
@@ -694,31 +694,81 @@ def _elastic_groups(
 
 async def loki_push(request: Request) -> Response:
     """Grafana Loki's push API (``bytefreezer.ingress.loki``)."""
-    return await _counted(request, _ingest_loki)
+    return await _counted(request, partial(_ingest_converted, api=_LOKI))
 
 
-def _loki_scope(state: ReceiverState, key: str) -> KeyScope:
-    """The dataset a key sends to at ``/loki/api/v1/push``, where no path names one."""
+async def datadog_logs(request: Request) -> Response:
+    """Datadog's log intake (``bytefreezer.ingress.datadog``)."""
+    return await _counted(request, partial(_ingest_converted, api=_DATADOG))
+
+
+@dataclass(frozen=True)
+class _Compatible:
+    """An ingest API of another product whose requests become NDJSON records here."""
+
+    path: str  # the API's own path, after /{tenant}/{dataset} in the longer form
+    key: Callable[[Request], str | None]
+    missing_key: str
+    records: Callable[[Request, bytes, int], list[bytes]]  # body, decompressed limit
+    ok: Callable[[], Response]
+    refused: Callable[[Rejected], Response]
+
+
+def _text_refusal(exc: Rejected) -> Response:
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    return PlainTextResponse(exc.message + "\n", exc.status, headers=headers)
+
+
+_LOKI = _Compatible(
+    path="/loki/api/v1/push",
+    key=lambda request: elastic.key_of(request.headers.get("authorization", "")),
+    missing_key="send a bytefreezer ingest key as Basic auth's password or as a bearer token",
+    records=lambda request, raw, limit: loki.push_records(
+        raw,
+        request.headers.get("content-encoding", ""),
+        request.headers.get("content-type", ""),
+        limit,
+    ),
+    ok=lambda: Response(status_code=204),
+    refused=_text_refusal,
+)
+_DATADOG = _Compatible(
+    path="/api/v2/logs",
+    key=lambda request: datadog.key_of(request.headers, request.query_params),
+    missing_key="send a bytefreezer ingest key in DD-API-KEY",
+    records=lambda request, raw, limit: datadog.log_records(
+        raw,
+        request.headers.get("content-encoding", ""),
+        request.headers.get("content-type", ""),
+        limit,
+        dict(request.query_params),
+    ),
+    ok=datadog.accepted,
+    refused=lambda exc: datadog.error(exc.status, exc.message, exc.retry_after),
+)
+
+
+def _key_dataset(state: ReceiverState, key: str, api: _Compatible) -> KeyScope:
+    """The dataset a key sends to at an API's own path, where no path names one."""
     scope = _elastic_scope(state, key)
     if scope.dataset is None:
         raise Rejected(
             400,
-            "a tenant key names the dataset in the path: /{tenant}/{dataset}/loki/api/v1/push "
+            f"a tenant key names the dataset in the path: /{{tenant}}/{{dataset}}{api.path} "
             "(or use a dataset key)",
         )
     return scope
 
 
-async def _ingest_loki(request: Request, state: ReceiverState, traceparent: str) -> Response:
+async def _ingest_converted(
+    request: Request, state: ReceiverState, traceparent: str, *, api: _Compatible
+) -> Response:
+    """One request of ``api``: its records stored as NDJSON, answered once durable."""
     reserved = 0
-    key = elastic.key_of(request.headers.get("authorization", ""))
+    key = api.key(request)
     try:
         if key is None:
-            raise Rejected(
-                401,
-                "missing credentials: send a bytefreezer ingest key as Basic auth's password "
-                "or as a bearer token",
-            )
+            raise Rejected(401, f"missing credentials: {api.missing_key}")
         if "tenant" in request.path_params:
             tenant, dataset = request.path_params["tenant"], request.path_params["dataset"]
             try:
@@ -727,18 +777,16 @@ async def _ingest_loki(request: Request, state: ReceiverState, traceparent: str)
             except InvalidName as exc:
                 raise Rejected(400, str(exc)) from None
         else:
-            found = await run_in_threadpool(_loki_scope, state, key)
+            found = await run_in_threadpool(_key_dataset, state, key, api)
             tenant, dataset = str(found.tenant), str(found.dataset)
         scope = state.keys.cached(key, tenant, dataset)
         if scope is None:
             scope = await run_in_threadpool(_authorize, state, key, tenant, dataset)
         _admit(state, tenant, scope)
         raw, reserved = await _read_body(request, state)
-        encoding = request.headers.get("content-encoding", "")
-        content_type = request.headers.get("content-type", "")
         limit = state.settings.receiver.max_decompressed_bytes
         try:
-            records = await run_in_threadpool(loki.push_records, raw, encoding, content_type, limit)
+            records = await run_in_threadpool(api.records, request, raw, limit)
         except BodyError as exc:
             raise Rejected(exc.status, exc.message) from None
         if records:
@@ -747,11 +795,10 @@ async def _ingest_loki(request: Request, state: ReceiverState, traceparent: str)
             await _store(state, (tenant, dataset, "ndjson"), body, {}, traceparent)
             _stored(state, tenant, dataset, len(raw), body)
     except Rejected as exc:
-        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-        return PlainTextResponse(exc.message + "\n", exc.status, headers=headers)
+        return api.refused(exc)
     finally:
         state.budget.give(reserved)
-    return Response(status_code=204)
+    return api.ok()
 
 
 def _admit(state: ReceiverState, tenant: str, scope: KeyScope) -> None:
@@ -963,6 +1010,8 @@ def create_app(
         *[Route(p, hec_health, methods=["GET"]) for p in hec.HEALTH_PATHS],
         Route("/services/collector/ack", hec_ack, methods=["POST"]),
         Route("/loki/api/v1/push", loki_push, methods=["POST"]),
+        Route("/api/v2/logs", datadog_logs, methods=["POST"]),
+        Route("/{tenant}/{dataset}/api/v2/logs", datadog_logs, methods=["POST"]),
         Route("/{tenant}/{dataset}/loki/api/v1/push", loki_push, methods=["POST"]),
         Route("/", elastic_info, methods=["GET"]),
         Route("/_cluster/health", elastic_cluster_health, methods=_EVERY_METHOD),
