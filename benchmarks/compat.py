@@ -1,4 +1,5 @@
-"""The receiver's compatibility endpoints (Elasticsearch's bulk API, Loki's push API) against
+"""The receiver's compatibility endpoints (Elasticsearch's bulk API, Loki's push API, Datadog's
+log intake) against
 its own NDJSON endpoint, on the same documents, in the same run.
 
     python benchmarks/compat.py [--seconds 5] [--rounds 3] [--clients 16] [--body-kb 64]
@@ -7,11 +8,13 @@ One receiver process on 127.0.0.1; one load generator posts the same security ev
 endpoint in turn from concurrent clients: as a gzip NDJSON body to `/{tenant}/{dataset}`; as a
 gzip bulk body (an `index` action line before each document, as Fluent Bit's `es` output and
 Vector's `elasticsearch` sink send) to `/_bulk`; and as a Loki push (each document a line of one
-stream, protobuf compressed with snappy, as Promtail and Alloy send) to `/loki/api/v1/push`. The
+stream, protobuf compressed with snappy, as Promtail and Alloy send) to `/loki/api/v1/push`; and
+as a gzip JSON array of Datadog log objects (each document its `message`, with `ddsource`,
+`service` and `hostname`, as the Datadog Agent sends) to `/api/v2/logs`. The
 compatibility endpoints parse each document or entry and write the records as a new body; the
 NDJSON endpoint stores the body as sent. Prints documents/s and p99 of each, and the median over
 rounds of each endpoint's documents/s as a ratio of the NDJSON endpoint's; merges the figures
-into benchmarks/results/latest.json under "elastic" and "loki".
+into benchmarks/results/latest.json under "elastic", "loki" and "datadog".
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+
+import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import free_port, merge_results, receiver_process, stop_process, wait_port
@@ -67,6 +72,16 @@ def main() -> None:
             b"".join(action + b"\n" + doc + b"\n" for doc in documents), compresslevel=6
         )
         push = loki_push(documents)
+        dd_logs = gzip.compress(
+            orjson.dumps(
+                [
+                    {"message": doc.decode(), "ddsource": "bench", "service": "events",
+                     "hostname": "h1"}
+                    for doc in documents
+                ]
+            ),
+            compresslevel=6,
+        )  # fmt: skip
         port, api_port = free_port(), free_port()
         process, key = receiver_process(work / "bf", port, api_port, dataset_key=True)
         wait_port(port)
@@ -83,16 +98,22 @@ def main() -> None:
                 {"Authorization": f"Bearer {key}", "Content-Type": "application/x-protobuf"},
                 push,
             ),
+            "datadog": (
+                f"http://127.0.0.1:{port}/api/v2/logs",
+                {"DD-API-KEY": key, "Content-Type": "application/json", "Content-Encoding": "gzip"},
+                dd_logs,
+            ),
         }
         print(
             f"{len(documents)} documents a request: NDJSON {len(ndjson) / 1024:.0f} KB gzip, "
-            f"bulk {len(bulk) / 1024:.0f} KB gzip, Loki {len(push) / 1024:.0f} KB snappy; "
+            f"bulk {len(bulk) / 1024:.0f} KB gzip, Loki {len(push) / 1024:.0f} KB snappy, "
+            f"Datadog {len(dd_logs) / 1024:.0f} KB gzip; "
             f"{args.clients} clients, {args.seconds:g} s "
             f"per run, {args.rounds} rounds"
         )
         rounds = []
         for index in range(args.rounds):
-            order = list(targets)[index % 3 :] + list(targets)[: index % 3]
+            order = list(targets)[index % len(targets) :] + list(targets)[: index % len(targets)]
             figures = {}
             for name in order:
                 url, sent_headers, body = targets[name]
@@ -104,13 +125,13 @@ def main() -> None:
                     f"{run['requests_per_s']:7.1f} req/s p99 {run['p99_ms']:7.1f} ms "
                     f"{run['statuses']}"
                 )
-            for name in ("bulk", "loki"):
+            for name in ("bulk", "loki", "datadog"):
                 figures[f"{name}_ratio"] = round(
                     figures[name]["documents_per_s"] / figures["ndjson"]["documents_per_s"], 3
                 )
             rounds.append(figures)
         results = {}
-        for name, label in (("bulk", "elastic"), ("loki", "loki")):
+        for name, label in (("bulk", "elastic"), ("loki", "loki"), ("datadog", "datadog")):
             ratio = statistics.median(r[f"{name}_ratio"] for r in rounds)
             middle = min(rounds, key=lambda r: abs(r[f"{name}_ratio"] - ratio))
             print(

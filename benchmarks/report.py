@@ -158,6 +158,15 @@ def render(data: dict) -> str:  # type: ignore[type-arg]
             f"{k['ndjson']['documents_per_s']:,} docs/s, p99 {k['ndjson']['p99_ms']} ms "
             f"| {k['ratio']:.2f}x{_pass_by_pass(k)} | |"
         )
+    if "datadog" in data:
+        d = data["datadog"]
+        lines.append(
+            f"| receiver's Datadog log intake (JSON array, gzip), {d['documents_per_request']:,} "
+            f"logs a request, {d['clients']} clients | {d['datadog']['documents_per_s']:,} logs/s, "
+            f"p99 {d['datadog']['p99_ms']} ms | the receiver's NDJSON endpoint, the same documents "
+            f"{d['ndjson']['documents_per_s']:,} docs/s, p99 {d['ndjson']['p99_ms']} ms "
+            f"| {d['ratio']:.2f}x{_pass_by_pass(d)} | |"
+        )
     if "transforms" in data:
         lines += [
             "",
