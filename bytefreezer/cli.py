@@ -157,7 +157,7 @@ def cmd_datasets(args: argparse.Namespace) -> None:
         _print(control.put_dataset(args.tenant, DatasetSpec.model_validate(current)))
     elif args.action in ("create", "update"):
         spec: dict[str, Any] = {"name": args.name}
-        for name in ("format", "csv_delimiter", "keep_raw"):
+        for name in ("format", "csv_delimiter", "keep_raw", "keep_raw_days"):
             if getattr(args, name, None) is not None:
                 spec[name] = getattr(args, name)
         if args.transforms:
@@ -559,6 +559,11 @@ def build_parser() -> argparse.ArgumentParser:
                 action=argparse.BooleanOptionalAction,
                 default=None,
                 help="also keep intake objects as received at the destination under _raw/",
+            )
+            p.add_argument(
+                "--keep-raw-days",
+                type=int,
+                help="delete a day's raw copies once the day ended more than this many days ago",
             )
             p.add_argument("--transforms", help="chain as JSON, or @file.json")
             p.add_argument("--timestamp-field")

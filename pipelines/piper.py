@@ -12,7 +12,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -20,7 +22,7 @@ import orjson
 from bytefreezer.control import ControlClient, open_control
 from bytefreezer.control.models import Dataset, Lease
 from bytefreezer.errors import BytefreezerError, ConfigError, InvalidName, LeaseLost, StorageError
-from bytefreezer.keys import DEAD_LETTER_PREFIX, IntakeKey, piper_lease_name
+from bytefreezer.keys import DEAD_LETTER_PREFIX, RAW_PREFIX, IntakeKey, piper_lease_name
 from bytefreezer.pipelines.decode import choose_format, decode_object
 from bytefreezer.pipelines.failures import (
     failing_list,
@@ -367,6 +369,50 @@ def _sweep_dead_letters(settings: Settings, storage: Storage) -> None:
         log.warning("expired dead letters were not deleted: %s", exc)
 
 
+def _raw_day(key: str) -> str | None:
+    """The UTC day in a raw copy's key (``_raw/date=YYYY-MM-DD/...``)."""
+    part = key.split("/", 2)[1] if key.count("/") >= 2 else ""
+    return part[5:] if part.startswith("date=") and len(part) == 15 else None
+
+
+def expire_raw_copies(store: ObjectStore, days: int, now: float | None = None) -> int:
+    """Delete the raw copies (``keep_raw``) at ``store`` of the UTC days that ended more than
+    ``days`` days ago; how many were deleted."""
+    moment = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    cutoff = (moment - timedelta(days=days)).strftime("%Y-%m-%d")  # days before it go
+    expired = [
+        info.key
+        for info in store.iter(f"{RAW_PREFIX}/")
+        if (day := _raw_day(info.key)) is not None and day < cutoff
+    ]
+    for start in range(0, len(expired), 1000):  # S3 deletes at most 1,000 keys per request
+        store.delete_many(expired[start : start + 1000])
+    if expired:
+        log.info("deleted %d raw copies of days before %s", len(expired), cutoff)
+    return len(expired)
+
+
+def _sweep_raw_copies(storage: Storage, datasets: Iterable[Dataset]) -> None:
+    """``expire_raw_copies`` for each dataset with ``keep_raw_days``, once per
+    ``DEAD_LETTER_SWEEP_SECONDS`` per dataset and process; a failure is logged and tried again
+    at the next sweep."""
+    now = time.monotonic()
+    for dataset in datasets:
+        if not (dataset.keep_raw and dataset.keep_raw_days and dataset.destination):
+            continue
+        name = f"raw:{dataset.tenant}/{dataset.name}"
+        with _SWEPT_LOCK:
+            last = _SWEPT.get(name)
+            if last is not None and now - last < DEAD_LETTER_SWEEP_SECONDS:
+                continue
+            _SWEPT[name] = now
+        try:
+            store = storage.destination(**dataset.destination.model_dump())
+            expire_raw_copies(store, dataset.keep_raw_days)
+        except (StorageError, ConfigError, OSError) as exc:
+            log.warning("raw copies of %s were not expired: %s", name[4:], exc)
+
+
 def run_piper_cycle(
     settings: Settings,
     control: ControlClient | None = None,
@@ -381,6 +427,7 @@ def run_piper_cycle(
     _sweep_dead_letters(settings, storage)
     every = {(d.tenant, d.name): d for d in control.list_datasets()}
     datasets = {name: d for name, d in every.items() if d.active}
+    _sweep_raw_copies(storage, datasets.values())
     statuses = stage_statuses(control, "piper")
     now = time.time()
     # A dataset whose chain could not run waits out its retry time: its objects, oldest first,

@@ -181,6 +181,23 @@ def test_a_csv_dataset_with_its_own_delimiter_from_the_command_line(
     assert "a CSV delimiter cannot be a quote or a line break" in capsys.readouterr().err
 
 
+def test_raw_copies_and_their_days_from_the_command_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    run(capsys, data, "tenants", "create", "acme")
+    created = run(capsys, data, "datasets", "create", "acme", "web", "--keep-raw")
+    assert isinstance(created, dict) and created["keep_raw"] and created["keep_raw_days"] is None
+    updated = run(capsys, data, "datasets", "update", "acme", "web", "--keep-raw-days", "30")
+    assert isinstance(updated, dict) and (updated["keep_raw"], updated["keep_raw_days"]) == (
+        True,
+        30,
+    )
+    with pytest.raises(SystemExit):
+        main(["datasets", "update", "acme", "web", "--keep-raw-days", "0", "--data-dir", str(data)])
+    assert "keep_raw_days" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("args", "runner"),
     [

@@ -18,7 +18,9 @@ from bytefreezer.control.models import DatasetSpec, Destination
 from bytefreezer.ingress.receiver import IntakeWriter
 from bytefreezer.keys import IntakeKey
 from bytefreezer.pipelines.packer import run_packer_cycle
-from bytefreezer.pipelines.piper import run_piper_cycle
+from bytefreezer.pipelines.piper import expire_raw_copies, run_piper_cycle
+from bytefreezer.storage import ObjectStore
+from tests.conftest import file_or_s3_storage
 from tests.e2e.test_recovery import (
     TTL,
     crash_on_intake_delete,
@@ -144,3 +146,51 @@ def test_raw_copies_on_an_s3_destination(tmp_path: Path, s3_server: dict[str, st
     copy = s3.get_object(Bucket=bucket, Key=raw[0])["Body"].read()
     assert copy == received and gzip.decompress(copy) == gzip.decompress(sent)
     assert not storage.intake.list("acme/")
+
+
+RAW = {
+    "_raw/date=2026-01-01/a.gz": "old",
+    "_raw/date=2026-01-09/b.gz": "old",
+    "_raw/date=2026-01-10/c.gz": "old",  # ended 9 days and an hour before Jan 20, 01:00
+    "_raw/date=2026-01-11/f.gz": "kept",  # ended 8 days and an hour before
+    "_raw/date=2026-01-20/d.gz": "kept",
+    "_raw/notes.txt": "kept",  # not a day's folder: never deleted
+    "year=2026/month=01/e.parquet": "kept",
+}
+
+
+@pytest.fixture(params=["file", "s3"])
+def raw_store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
+    store = file_or_s3_storage(request, tmp_path).piper  # any store: a destination is one
+    for key in RAW:
+        store.put(key, b"x")
+    return store
+
+
+def test_raw_copies_past_their_days_are_deleted_and_nothing_else(raw_store: ObjectStore) -> None:
+    jan_20 = 1_768_867_200.0 + 3600  # 2026-01-20T01:00Z
+    assert expire_raw_copies(raw_store, 9, now=jan_20) == 3
+    kept = sorted(k for k, v in RAW.items() if v == "kept")
+    assert sorted(o.key for o in raw_store.list()) == kept
+    assert expire_raw_copies(raw_store, 9, now=jan_20) == 0
+
+
+def test_piper_expires_a_datasets_raw_copies_with_keep_raw_days(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bytefreezer.pipelines import piper
+
+    settings, control, storage = setup_stack(tmp_path)
+    control.create_dataset("acme", DatasetSpec(name="kept", keep_raw=True, keep_raw_days=3))
+    control.create_dataset("acme", DatasetSpec(name="forever", keep_raw=True))
+    roots = {}
+    for name in ("kept", "forever"):
+        dataset = control.get_dataset("acme", name)
+        roots[name] = storage.destination(**dataset.destination.model_dump())  # type: ignore[union-attr]
+        roots[name].put("_raw/date=2020-01-01/old.gz", b"x")
+    monkeypatch.setattr(piper, "_SWEPT", {})
+    IntakeWriter(storage).write("acme", "kept", "ndjson", body(range(5)), {})
+    run_piper_cycle(settings, control, storage)
+    kept = sorted(o.key for o in roots["kept"].list("_raw/"))
+    assert len(kept) == 1 and kept[0].startswith("_raw/date=20")  # today's copy, not 2020's
+    assert [o.key for o in roots["forever"].list("_raw/")] == ["_raw/date=2020-01-01/old.gz"]

@@ -163,6 +163,14 @@ class DatasetSpec(_Model):
         "destination under `_raw/date=YYYY-MM-DD/`, for audit and replay; piper deletes an "
         "object from the intake only once its copy is written.",
     )
+    keep_raw_days: int | None = Field(
+        None,
+        ge=1,
+        le=36500,
+        description="With `keep_raw`: piper deletes a day's raw copies once that UTC day ended "
+        "more than this many days ago, looking once an hour; unset keeps them (or leave it to "
+        "the bucket's lifecycle rules).",
+    )
     active: bool = Field(True, description="Inactive datasets are refused with 410.")
 
     @field_validator("name")
