@@ -16,8 +16,9 @@ setup: $(STAMP) ## create .venv and install bytefreezer with its dev tools
 
 FLUENT_CLIENT := tests/clients/fluent
 LOKI_CLIENT := tests/clients/loki
+KINESIS_SERVER := tests/clients/kinesis
 
-system-deps: ## what the tests use besides Python: Prometheus and promtool, a NATS server, rsyslog with omelasticsearch and omrelp, Node.js's fluent-logger and winston-loki
+system-deps: ## what the tests use besides Python: Prometheus and promtool, a NATS server, rsyslog with omelasticsearch and omrelp, Node.js's fluent-logger, winston-loki and kinesalite
 	@{ command -v prometheus && command -v promtool && command -v npm && command -v nats-server \
 		&& dpkg -s rsyslog-elasticsearch rsyslog-relp; } >/dev/null 2>&1 || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -31,6 +32,8 @@ system-deps: ## what the tests use besides Python: Prometheus and promtool, a NA
 		npm ci --prefix $(FLUENT_CLIENT) --no-audit --no-fund --silent
 	@[ -d $(LOKI_CLIENT)/node_modules/winston-loki ] || \
 		npm ci --prefix $(LOKI_CLIENT) --no-audit --no-fund --silent
+	@[ -d $(KINESIS_SERVER)/node_modules/kinesalite ] || \
+		npm ci --prefix $(KINESIS_SERVER) --no-audit --no-fund --silent
 
 run: $(STAMP) ## start the embedded stack (control, receiver, piper, packer) under ./data
 	$(BIN)/bytefreezer up --data-dir ./data
@@ -59,4 +62,4 @@ bench: $(STAMP) ## run the benchmarks and print ratios against baselines
 	$(BIN)/python benchmarks/report.py
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache $(FLUENT_CLIENT)/node_modules $(LOKI_CLIENT)/node_modules
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache $(FLUENT_CLIENT)/node_modules $(LOKI_CLIENT)/node_modules $(KINESIS_SERVER)/node_modules

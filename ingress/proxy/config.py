@@ -30,16 +30,16 @@ class InputConfig(_Config):
     """One listener and where its data goes."""
 
     name: str = Field(description="Name of the input (in stats and dead letters).")
-    type: Literal["udp", "tcp", "syslog", "http", "netflow", "forward", "nats", "relp", "file"] = (
-        Field(
-            description="Listener kind; `netflow` takes NetFlow v5, v9 and IPFIX export packets "
-            "over UDP, a JSON record per flow; `forward` takes the Fluentd forward protocol over "
-            "TCP (Fluent Bit's and Fluentd's `forward` outputs), a JSON record per event; `nats` "
-            "subscribes to a NATS subject (or a JetStream stream), a record per line of each "
-            "message; `relp` takes RELP over TCP (rsyslog's omrelp), a syslog record per message, "
-            "each acknowledged once spooled; `file` follows the files `paths` match, a record per "
-            "line."
-        )
+    type: Literal[
+        "udp", "tcp", "syslog", "http", "netflow", "forward", "nats", "relp", "file", "kinesis"
+    ] = Field(
+        description="Listener kind; `netflow` takes NetFlow v5, v9 and IPFIX export packets "
+        "over UDP, a JSON record per flow; `forward` takes the Fluentd forward protocol over "
+        "TCP (Fluent Bit's and Fluentd's `forward` outputs), a JSON record per event; `nats` "
+        "subscribes to a NATS subject (or a JetStream stream), a record per line of each "
+        "message; `relp` takes RELP over TCP (rsyslog's omrelp), a syslog record per message, "
+        "each acknowledged once spooled; `file` follows the files `paths` match, a record per "
+        "line."
     )
     protocol: Literal["udp", "tcp"] = Field("udp", description="Transport of a `syslog` input.")
     host: str = Field("0.0.0.0", description="Listen address.")
@@ -47,7 +47,7 @@ class InputConfig(_Config):
         None,
         ge=0,
         le=65535,
-        description="Listen port (0 picks a free one); not for `nats` and `file`.",
+        description="Listen port (0 picks a free one); not for `nats`, `file` and `kinesis`.",
     )
     tenant: str = Field(description="Tenant the data belongs to.")
     dataset: str = Field(description="Dataset the data goes to.")
@@ -68,7 +68,16 @@ class InputConfig(_Config):
     stream: str | None = Field(
         None,
         description="JetStream stream of a `nats` input: a durable consumer whose messages are "
-        "acknowledged once spooled (at least once); without it, core NATS (at most once).",
+        "acknowledged once spooled (at least once); without it, core NATS (at most once). The "
+        "stream a `kinesis` input reads.",
+    )
+    region: str | None = Field(
+        None, description="AWS region of a `kinesis` input's stream (default $AWS_REGION)."
+    )
+    endpoint_url: str | None = Field(
+        None,
+        description="Kinesis endpoint of a `kinesis` input other than AWS's (LocalStack, "
+        "kinesalite); credentials come from the environment as for any AWS client.",
     )
     durable: str | None = Field(
         None, description="Durable consumer name with `stream` (default bytefreezer-<name>)."
@@ -86,7 +95,8 @@ class InputConfig(_Config):
     read_from: Literal["beginning", "end"] = Field(
         "beginning",
         description="Where a `file` input starts in the files it finds at its first start, "
-        "without checkpoints; files that appear later are read from their beginning.",
+        "without checkpoints (files that appear later are read from their beginning); where a "
+        "`kinesis` input starts in its shards at its first start (TRIM_HORIZON or LATEST).",
     )
     multiline_start: str | None = Field(
         None,
@@ -102,7 +112,11 @@ class InputConfig(_Config):
         "long.",
     )
     poll_interval_seconds: float = Field(
-        0.25, gt=0, le=60, description="How often a `file` input looks for new lines and files."
+        0.25,
+        gt=0,
+        le=60,
+        description="How often a `file` input looks for new lines and files, and a `kinesis` "
+        "input for new records (Kinesis takes 5 reads a second per shard).",
     )
     max_body_bytes: int = Field(
         10 * 1024 * 1024,
@@ -149,6 +163,9 @@ class InputConfig(_Config):
         elif self.type == "file":
             if not self.paths:
                 raise ValueError(f"file input {self.name} needs paths (glob patterns)")
+        elif self.type == "kinesis":
+            if not self.stream:
+                raise ValueError(f"kinesis input {self.name} needs a stream")
         elif self.port is None:
             raise ValueError(f"input {self.name} needs a port")
         return self

@@ -9,6 +9,7 @@ import logging
 import socket
 import ssl
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -27,6 +28,7 @@ from bytefreezer.ingress.proxy.delivery import (
     GroupCommit,
     ProxyStats,
 )
+from bytefreezer.ingress.proxy.kinesis import StreamReader
 from bytefreezer.ingress.proxy.netflow import NetflowDecoder
 from bytefreezer.ingress.proxy.records import file_record, split_lines, syslog_record, wrap_line
 from bytefreezer.ingress.proxy.tail import Tailer
@@ -76,7 +78,7 @@ class ProxyService:
         self.tailers = {
             i.name: Tailer(
                 i.paths,
-                config.spool_dir.parent / f"{config.spool_dir.name}-checkpoints" / f"{i.name}.json",
+                self._checkpoints(i),
                 read_from=i.read_from,
                 max_line_bytes=i.max_line_bytes,
                 multiline_start=i.multiline_start,
@@ -85,6 +87,7 @@ class ProxyService:
             for i in config.inputs
             if i.type == "file"
         }
+        self.kinesis: dict[str, StreamReader] = {}  # readers of kinesis inputs, once started
         self.ports: dict[str, int] = {}
         self._stop = asyncio.Event()
         self._closers: list[Any] = []
@@ -304,6 +307,52 @@ class ProxyService:
         if moved:
             await asyncio.to_thread(tailer.save)
 
+    async def _serve_kinesis(self, source: InputConfig) -> None:
+        """Read a Kinesis stream's shards (see ``kinesis``): each read's records are spooled,
+        and only then do their shards' checkpoints move."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        checkpoints = self._checkpoints(source)
+        reader = await asyncio.to_thread(
+            StreamReader,
+            str(source.stream),
+            checkpoints,
+            region=source.region,
+            endpoint_url=source.endpoint_url,
+            read_from=source.read_from,
+        )
+        self.kinesis[source.name] = reader
+
+        async def follow() -> None:
+            said = ""  # the last error logged: a failing stream is not logged every poll
+            while not self._stop.is_set():
+                try:
+                    batches = await asyncio.to_thread(reader.read)
+                    moved = False
+                    for batch in batches:
+                        if batch.records and not await self.spool_records(source, batch.records):
+                            reader.forget_iterators()  # spool full: read them again later
+                            break
+                        reader.commit(batch)
+                        moved = True
+                    if moved:
+                        await asyncio.to_thread(reader.save)
+                    said = ""
+                except (BotoCoreError, ClientError, OSError) as exc:
+                    reader.forget_iterators()  # an expired iterator, a throttled read: again
+                    if str(exc) != said:
+                        said = str(exc)
+                        log.error("kinesis input %s: %s", source.name, exc)
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), source.poll_interval_seconds)
+
+        self._tasks.append(asyncio.create_task(follow()))
+
+    def _checkpoints(self, source: InputConfig) -> Path:
+        """Where an input that reads on its own keeps its checkpoints, beside the spool."""
+        spool = self.config.spool_dir
+        return spool.parent / f"{spool.name}-checkpoints" / f"{source.name}.json"
+
     async def _serve_nats(self, source: InputConfig) -> None:
         """A subscription to a NATS subject: core NATS takes each message as it comes (at most
         once, as core NATS delivers); with a JetStream ``stream``, a durable pull consumer's
@@ -419,6 +468,8 @@ class ProxyService:
                 await self._serve_relp(source)
             elif source.type == "file":
                 await self._serve_file(source)
+            elif source.type == "kinesis":
+                await self._serve_kinesis(source)
             elif source.type == "tcp" or (source.type == "syslog" and source.protocol == "tcp"):
                 await self._serve_tcp(source)
             else:
@@ -598,6 +649,13 @@ class ProxyService:
                 "Files a file input follows.",
                 per_input({n: t.followed for n, t in self.tailers.items()}),
             )
+        if self.kinesis:
+            metric(
+                "bytefreezer_proxy_kinesis_records_total",
+                "counter",
+                "Records a kinesis input read and spooled.",
+                per_input({n: r.records_read for n, r in self.kinesis.items()}),
+            )
         if self.relp_stats:
             metric(
                 "bytefreezer_proxy_relp_sessions_total",
@@ -634,6 +692,10 @@ class ProxyService:
                     "file": {
                         n: {"files": t.followed, "lines": t.lines_read}
                         for n, t in self.tailers.items()
+                    },
+                    "kinesis": {
+                        n: {"records": r.records_read, "shards": len(r.checkpoints)}
+                        for n, r in self.kinesis.items()
                     },
                 }
             )

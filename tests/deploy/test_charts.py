@@ -497,6 +497,7 @@ def _proxy_input(**fields: Any) -> dict[str, Any]:
     ("inputs", "message"),
     [
         ([_proxy_input(type="file")], "run bytefreezer proxy on the host"),
+        ([_proxy_input(type="kinesis")], "kinesis inputs need AWS credentials"),
         (
             [_proxy_input(type="kafka")],
             "type must be udp, tcp, syslog, http, netflow, forward, nats or relp",

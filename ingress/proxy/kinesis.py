@@ -1,0 +1,213 @@
+"""A Kinesis Data Stream read by the proxy's `kinesis` input (the original ByteFreezer proxy's
+Kinesis plugin; what a Firehose delivery stream reads from): every shard is read from its
+checkpoint, and a shard's checkpoint (the sequence number of its last record) moves only once its
+records are in the spool, so a crash reads them again (at least once) and nothing is skipped.
+
+A record's data becomes records: a CloudWatch Logs subscription message (gzip JSON with
+`logEvents`, what CloudWatch Logs puts in a stream) a record per log event; anything else,
+gzip'd or not, a record per line (a JSON object line as it is, other text wrapped), each with
+`kinesis_partition_key`, `kinesis_sequence_number` and `kinesis_shard_id` unless it has fields of
+those names.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import zlib
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from bytefreezer.ingress.proxy.records import split_lines, wrap_line
+from bytefreezer.lines import is_blank
+
+log = logging.getLogger(__name__)
+
+GET_RECORDS_LIMIT = 10_000
+
+
+@dataclass
+class Batch:
+    """The records read from one shard, and the sequence number its checkpoint moves to once
+    they are spooled (None: the shard is finished, closed by a reshard and read to its end)."""
+
+    shard: str
+    records: list[bytes]
+    sequence: str | None
+    iterator: str | None  # where the next read of the shard starts
+
+
+def records_of(data: bytes, partition_key: str, sequence: str, shard: str) -> list[bytes]:
+    """The JSON records one Kinesis record's data makes."""
+    meta = {
+        "kinesis_partition_key": partition_key,
+        "kinesis_sequence_number": sequence,
+        "kinesis_shard_id": shard,
+    }
+    if data[:2] == b"\x1f\x8b":
+        with suppress(OSError, EOFError, zlib.error):  # not gzip after all: its bytes as text
+            data = gzip.decompress(data)
+    stripped = data.strip()
+    if stripped.startswith(b"{"):
+        try:
+            message = orjson.loads(stripped)
+        except orjson.JSONDecodeError:
+            message = None
+        if isinstance(message, dict) and message.get("messageType") in (
+            "DATA_MESSAGE",
+            "CONTROL_MESSAGE",
+        ):
+            return _cloudwatch_records(message, meta)
+    records = []
+    for line in split_lines(data.decode("utf-8", "replace")):
+        if is_blank(line):
+            continue
+        value = orjson.loads(wrap_line(line))
+        for name, field in meta.items():
+            value.setdefault(name, field)
+        records.append(orjson.dumps(value))
+    return records
+
+
+def _cloudwatch_records(message: dict[str, Any], meta: dict[str, str]) -> list[bytes]:
+    """A record per log event of a CloudWatch Logs subscription message; a control message (the
+    subscription's check that the stream is reachable) carries no log events and makes none."""
+    events = message.get("logEvents") or []
+    records = []
+    for event in events if isinstance(events, list) else []:
+        if not isinstance(event, dict):
+            continue
+        record = {
+            "timestamp": _millis(event.get("timestamp")),
+            "message": event.get("message"),
+            "id": event.get("id"),
+            "log_group": message.get("logGroup"),
+            "log_stream": message.get("logStream"),
+            "owner": message.get("owner"),
+            **meta,
+        }
+        records.append(orjson.dumps(record))
+    return records
+
+
+def _millis(value: Any) -> str | None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    moment = datetime.fromtimestamp(value / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class StreamReader:
+    """The shards of ``stream`` read from the checkpoints in ``checkpoint_file`` (botocore, in
+    the caller's thread; ``endpoint_url`` for a Kinesis other than AWS's)."""
+
+    def __init__(
+        self,
+        stream: str,
+        checkpoint_file: Path,
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        read_from: Literal["beginning", "end"] = "beginning",
+    ) -> None:
+        import botocore.session
+
+        self.stream = stream
+        self.checkpoint_file = checkpoint_file
+        self.read_from = read_from
+        session = botocore.session.get_session()
+        self._client = session.create_client(
+            "kinesis", region_name=region or os.environ.get("AWS_REGION") or "us-east-1",
+            endpoint_url=endpoint_url,
+        )  # fmt: skip
+        self.checkpoints: dict[str, str | None] = {}
+        if checkpoint_file.exists():
+            self.checkpoints = json.loads(checkpoint_file.read_text())
+        self._iterators: dict[str, str | None] = {}
+        self.records_read = 0
+
+    def _shards(self) -> list[str]:
+        shards: list[str] = []
+        arguments: dict[str, Any] = {"StreamName": self.stream}
+        while True:
+            page = self._client.list_shards(**arguments)
+            shards += [shard["ShardId"] for shard in page["Shards"]]
+            if not page.get("NextToken"):
+                return shards
+            arguments = {"NextToken": page["NextToken"]}
+
+    def _iterator(self, shard: str) -> str | None:
+        iterator = self._iterators.get(shard)
+        if iterator is not None:
+            return iterator
+        arguments: dict[str, Any] = {"StreamName": self.stream, "ShardId": shard}
+        sequence = self.checkpoints.get(shard)
+        if sequence:
+            arguments.update(
+                ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=sequence
+            )
+        elif self.read_from == "beginning" or self.checkpoints:
+            # a shard met after the first start (a reshard's child) is read from its start
+            arguments["ShardIteratorType"] = "TRIM_HORIZON"
+        else:
+            arguments["ShardIteratorType"] = "LATEST"
+        found: str | None = self._client.get_shard_iterator(**arguments)["ShardIterator"]
+        return found
+
+    def read(self) -> list[Batch]:
+        """What each unfinished shard has past its checkpoint (not moving the checkpoints)."""
+        batches = []
+        for shard in self._shards():
+            if shard in self.checkpoints and self.checkpoints[shard] is None:
+                continue  # read to its end before
+            iterator = self._iterator(shard)
+            if iterator is None:
+                continue
+            page = self._client.get_records(ShardIterator=iterator, Limit=GET_RECORDS_LIMIT)
+            records: list[bytes] = []
+            sequence = self.checkpoints.get(shard)
+            for record in page["Records"]:
+                sequence = record["SequenceNumber"]
+                records += records_of(
+                    record["Data"], record.get("PartitionKey", ""), sequence, shard
+                )
+            following = page.get("NextShardIterator")
+            if following is None:  # closed and read to its end
+                batches.append(Batch(shard, records, None, None))
+            elif page["Records"]:
+                batches.append(Batch(shard, records, sequence, following))
+            else:
+                self._iterators[shard] = following  # nothing new: read on from there
+        return batches
+
+    def commit(self, batch: Batch) -> None:
+        """``batch``'s records are spooled: move its shard's checkpoint (``save`` writes)."""
+        self.checkpoints[batch.shard] = batch.sequence
+        self._iterators[batch.shard] = batch.iterator
+        self.records_read += len(batch.records)
+
+    def forget_iterators(self) -> None:
+        """After a refused spool: read the shards again from their checkpoints."""
+        self._iterators.clear()
+
+    def save(self) -> None:
+        """Write the checkpoints aside, fsync, and rename them into place."""
+        self.checkpoint_file.parent.mkdir(parents=True, exist_ok=True)
+        aside = self.checkpoint_file.with_suffix(".tmp")
+        with open(aside, "w") as file:
+            json.dump(self.checkpoints, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(aside, self.checkpoint_file)
+        directory = os.open(self.checkpoint_file.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
