@@ -497,10 +497,11 @@ def _proxy_input(**fields: Any) -> dict[str, Any]:
     ("inputs", "message"),
     [
         ([_proxy_input(type="file")], "run bytefreezer proxy on the host"),
-        ([_proxy_input(type="kinesis")], "kinesis inputs need AWS credentials"),
+        ([_proxy_input(type="kinesis", stream="s")], "a kinesis input needs AWS credentials"),
+        ([_proxy_input(type="kinesis")], "a kinesis input needs stream"),
         (
             [_proxy_input(type="kafka")],
-            "type must be udp, tcp, syslog, http, netflow, forward, nats or relp",
+            "type must be udp, tcp, syslog, http, netflow, forward, nats, relp or kinesis",
         ),
         ([_proxy_input(type="tcp", sharedKey="s")], "sharedKey is for forward inputs"),
     ],
@@ -519,3 +520,35 @@ def test_proxy_relp_input_listens_on_tcp() -> None:
     assert {"name": "in-in", "port": 2514, "targetPort": 2514, "protocol": "TCP"} in ports
     config = yaml.safe_load(find(objects, "ConfigMap", "edge-proxy-config")["data"]["proxy.yaml"])
     assert config["inputs"][0]["type"] == "relp"
+
+
+def test_proxy_kinesis_input_with_a_role_or_a_secret() -> None:
+    objects = render(PROXY, scenario(PROXY, "kinesis.yaml"), release="edge")
+    config = yaml.safe_load(find(objects, "ConfigMap", "edge-proxy-config")["data"]["proxy.yaml"])
+    kds = config["inputs"][0]
+    assert (kds["type"], kds["stream"], kds["region"], kds["read_from"]) == (
+        "kinesis", "app-events", "eu-west-1", "end",
+    )  # fmt: skip
+    assert "port" not in kds and "host" not in kds
+    account = find(objects, "ServiceAccount", "edge-proxy")
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith("edge-proxy")
+    pod = find(objects, "Deployment", "edge-proxy")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "edge-proxy"
+    ports = find(objects, "Service", "edge-proxy")["spec"]["ports"]
+    assert [p["port"] for p in ports] == [2514]  # the relp input; the kinesis input listens on none
+    assert env_of(find(objects, "Deployment", "edge-proxy"))["AWS_REGION"] == "eu-west-1"
+    with_secret = render(
+        PROXY,
+        {
+            "inputs": [_proxy_input(type="kinesis", stream="s")],
+            "aws": {"existingSecret": "aws-keys"},
+        },
+        release="edge",
+    )
+    container = find(with_secret, "Deployment", "edge-proxy")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    refs = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in container["env"]}
+    assert refs["AWS_ACCESS_KEY_ID"] == {"name": "aws-keys", "key": "AWS_ACCESS_KEY_ID"}
+    assert refs["AWS_SECRET_ACCESS_KEY"] == {"name": "aws-keys", "key": "AWS_SECRET_ACCESS_KEY"}
+    assert not [o for o in with_secret if o["kind"] == "ServiceAccount"]
