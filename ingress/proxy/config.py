@@ -26,6 +26,13 @@ class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ForwardUser(_Config):
+    """A user a `forward` input's clients may prove in the handshake."""
+
+    username: str = Field(min_length=1, description="User name.")
+    password: SecretStr = Field(description="Its password.")
+
+
 class InputConfig(_Config):
     """One listener and where its data goes."""
 
@@ -118,6 +125,11 @@ class InputConfig(_Config):
         description="How often a `file` input looks for new lines and files, and a `kinesis` "
         "input for new records (Kinesis takes 5 reads a second per shard).",
     )
+    users: list[ForwardUser] = Field(
+        default_factory=list,
+        description="Users a `forward` input's clients must prove one of in the handshake, "
+        "besides the shared key (Fluentd's `<user>`, Fluent Bit's `Username`/`Password`).",
+    )
     max_body_bytes: int = Field(
         10 * 1024 * 1024,
         description="Largest body an `http` input takes, or message a `forward` or `relp` input "
@@ -151,6 +163,10 @@ class InputConfig(_Config):
 
     @model_validator(mode="after")
     def _fields_of_its_type(self) -> InputConfig:
+        if self.users and self.shared_key is None:
+            raise ValueError(
+                f"input {self.name}: users are proven in the shared-key handshake; set shared_key"
+            )
         if self.shared_key is not None and self.type != "forward":
             raise ValueError(f"shared_key is for forward inputs; input {self.name} is {self.type}")
         if (self.paths or self.multiline_start) and self.type != "file":

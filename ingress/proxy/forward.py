@@ -260,11 +260,13 @@ def ack(chunk: str) -> bytes:
 # The handshake (forward protocol v1, "Handshake Messages") -------------------------------
 
 
-def helo() -> tuple[bytes, bytes]:
-    """The HELO a server with a shared key sends first, and its nonce. No user
-    authentication: ``auth`` is empty."""
+def helo(users: bool = False) -> tuple[bytes, bytes, bytes]:
+    """The HELO a server with a shared key sends first, its nonce, and the salt of the user
+    authentication it asks for when it has ``users`` (empty when it has none)."""
     nonce = os.urandom(16)
-    return msgpack.packb(["HELO", {"nonce": nonce, "auth": b"", "keepalive": True}]), nonce
+    salt = os.urandom(16) if users else b""
+    hello = msgpack.packb(["HELO", {"nonce": nonce, "auth": salt, "keepalive": True}])
+    return hello, nonce, salt
 
 
 def _digest(salt: Any, hostname: str, nonce: bytes, shared_key: str) -> str:
@@ -272,8 +274,17 @@ def _digest(salt: Any, hostname: str, nonce: bytes, shared_key: str) -> str:
     return hashlib.sha512(raw_salt + hostname.encode() + nonce + shared_key.encode()).hexdigest()
 
 
-def pong(ping: Any, nonce: bytes, shared_key: str, server_hostname: str) -> tuple[bytes, str]:
-    """The PONG answering a client's PING, and why it failed ("" when it did not)."""
+def pong(
+    ping: Any,
+    nonce: bytes,
+    shared_key: str,
+    server_hostname: str,
+    auth_salt: bytes = b"",
+    users: dict[str, str] | None = None,
+) -> tuple[bytes, str]:
+    """The PONG answering a client's PING, and why it failed ("" when it did not). With
+    ``users`` (name → password) the PING must also prove one of them (Fluentd's ``<user>``,
+    Fluent Bit's ``Username``/``Password``)."""
     if not (isinstance(ping, list | tuple) and len(ping) >= 4 and _text(ping[0]) == "PING"):
         reason = "expected PING after HELO"
         return msgpack.packb(["PONG", False, reason, server_hostname, ""]), reason
@@ -284,6 +295,14 @@ def pong(ping: Any, nonce: bytes, shared_key: str, server_hostname: str) -> tupl
     if not hmac.compare_digest(given.encode(), expected.encode()):
         reason = "shared key mismatch"
         return msgpack.packb(["PONG", False, reason, server_hostname, ""]), reason
+    if users:
+        name = str(_text(ping[4])) if len(ping) > 4 else ""
+        proof = str(_text(ping[5])) if len(ping) > 5 else ""
+        password = users.get(name)
+        wanted = hashlib.sha512(auth_salt + name.encode() + (password or "").encode()).hexdigest()
+        if password is None or not hmac.compare_digest(proof.encode(), wanted.encode()):
+            reason = "username/password mismatch"
+            return msgpack.packb(["PONG", False, reason, server_hostname, ""]), reason
     answer = _digest(salt, server_hostname, nonce, shared_key)
     return msgpack.packb(["PONG", True, "", server_hostname, answer]), ""
 

@@ -157,16 +157,17 @@ class ProxyService:
         """The Fluentd forward protocol on TCP (see ``forward``): records of a message asking
         for an ack are spooled before it is sent."""
         shared_key = source.shared_key.get_secret_value() if source.shared_key else None
+        users = {user.username: user.password.get_secret_value() for user in source.users}
         hostname = socket.gethostname()
         counts = self.forward_stats[source.name]
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             messages = forward.unpacker(source.max_body_bytes)
             peer = (writer.get_extra_info("peername") or ("", 0))[0]
-            nonce = b""
+            nonce = auth_salt = b""
             try:
                 if shared_key is not None:
-                    hello, nonce = forward.helo()
+                    hello, nonce, auth_salt = forward.helo(bool(users))
                     writer.write(hello)
                     await writer.drain()
                 while data := await reader.read(1 << 16):
@@ -174,7 +175,7 @@ class ProxyService:
                     for message in messages:
                         if nonce:  # the first message after HELO is the client's PING
                             answer, reason = forward.pong(
-                                message, nonce, shared_key or "", hostname
+                                message, nonce, shared_key or "", hostname, auth_salt, users
                             )
                             writer.write(answer)
                             await writer.drain()

@@ -243,6 +243,42 @@ def test_node_fluent_logger_with_acks_and_a_shared_key(
     assert {r["tag"] for r in records} == {"app.events"}
 
 
+@needs_node
+def test_node_fluent_logger_proves_a_user(receiver: Receiver, tmp_path: Path) -> None:
+    users = [{"username": "edge", "password": "pw-1"}, {"username": "other", "password": "pw-2"}]
+    service = forward_service(receiver, tmp_path, shared_key="s3cret-shared", users=users)
+
+    async def scenario() -> None:
+        await service.start()
+        try:
+            port = service.ports["fluent"]
+            common = {"mode": "PackedForward", "sharedKey": "s3cret-shared", "ack": True}
+            for username, password in (("edge", "wrong"), ("nobody", "pw-1"), ("", "")):
+                refused = await asyncio.to_thread(
+                    node_send, port, username=username, password=password, **common
+                )
+                assert refused.returncode != 0, refused.stderr
+                assert "username/password mismatch" in refused.stderr, refused.stderr
+            assert service.forward_stats["fluent"]["auth_failures"] == 3
+            sent = await asyncio.to_thread(
+                node_send, port, username="edge", password="pw-1", **common
+            )
+            assert sent.returncode == 0, sent.stderr
+            await until(lambda: len(intake_records(receiver)) == 200)
+        finally:
+            await service.stop()
+
+    asyncio.run(scenario())
+
+
+def test_users_need_the_shared_key_handshake(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="set shared_key"):
+        proxy_config(
+            tmp_path, "http://r", "k",
+            {"name": "f", "type": "forward", "users": [{"username": "u", "password": "p"}]},
+        )  # fmt: skip
+
+
 def test_an_ack_comes_only_once_the_records_are_spooled(receiver: Receiver, tmp_path: Path) -> None:
     # the receiver is unreachable: what is acked must be in the proxy's spool
     service = ProxyService(

@@ -18,7 +18,12 @@ const options = {
   internalLogger: { info() {}, error(...a) { console.error(...a); } },
 };
 if (args.sharedKey) {
-  options.security = { clientHostname: 'bytefreezer-test-client', sharedKey: args.sharedKey };
+  options.security = {
+    clientHostname: 'bytefreezer-test-client',
+    sharedKey: args.sharedKey,
+    username: args.username || '',
+    password: args.password || '',
+  };
 }
 if (args.caFile) {
   options.tls = true;
