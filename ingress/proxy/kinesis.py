@@ -13,7 +13,6 @@ those names.
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 import os
 import zlib
@@ -25,6 +24,7 @@ from typing import Any, Literal
 
 import orjson
 
+from bytefreezer.ingress.proxy import checkpoints
 from bytefreezer.ingress.proxy.records import split_lines, wrap_line
 from bytefreezer.lines import is_blank
 
@@ -127,9 +127,7 @@ class StreamReader:
             "kinesis", region_name=region or os.environ.get("AWS_REGION") or "us-east-1",
             endpoint_url=endpoint_url,
         )  # fmt: skip
-        self.checkpoints: dict[str, str | None] = {}
-        if checkpoint_file.exists():
-            self.checkpoints = json.loads(checkpoint_file.read_text())
+        self.checkpoints: dict[str, str | None] = checkpoints.load(checkpoint_file) or {}
         self._iterators: dict[str, str | None] = {}
         self.records_read = 0
 
@@ -198,16 +196,5 @@ class StreamReader:
         self._iterators.clear()
 
     def save(self) -> None:
-        """Write the checkpoints aside, fsync, and rename them into place."""
-        self.checkpoint_file.parent.mkdir(parents=True, exist_ok=True)
-        aside = self.checkpoint_file.with_suffix(".tmp")
-        with open(aside, "w") as file:
-            json.dump(self.checkpoints, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(aside, self.checkpoint_file)
-        directory = os.open(self.checkpoint_file.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        """Write the checkpoints (see ``checkpoints.save``)."""
+        checkpoints.save(self.checkpoint_file, self.checkpoints)

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from bytefreezer.ingress.proxy import checkpoints
 
 FINGERPRINT_BYTES = 256
 READ_BYTES = 4 * 1024 * 1024  # read per file and poll at most
@@ -97,8 +98,8 @@ class Tailer:
         self.lines_read = 0
         self._files: dict[str, _Followed] = {}
         self._first_look = True
-        if checkpoint_file.exists():
-            saved = json.loads(checkpoint_file.read_text())
+        saved = checkpoints.load(checkpoint_file)
+        if saved is not None:
             self._files = {key: _Followed(**value) for key, value in saved.items()}
             self._first_look = False
             for key, followed in list(self._files.items()):
@@ -256,8 +257,7 @@ class Tailer:
                 followed.fd = None
 
     def save(self) -> None:
-        """Write the checkpoints aside, fsync, and rename them into place."""
-        self.checkpoint_file.parent.mkdir(parents=True, exist_ok=True)
+        """Write the checkpoints (see ``checkpoints.save``)."""
         state = {
             key: {
                 "path": f.path,
@@ -267,14 +267,4 @@ class Tailer:
             }
             for key, f in self._files.items()
         }
-        aside = self.checkpoint_file.with_suffix(".tmp")
-        with open(aside, "w") as file:
-            json.dump(state, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(aside, self.checkpoint_file)
-        directory = os.open(self.checkpoint_file.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        checkpoints.save(self.checkpoint_file, state)
