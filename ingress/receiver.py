@@ -547,7 +547,7 @@ async def _ingest_hec(
             return hec.error(400, f"Incorrect index: {exc}", 7)
         scope = await run_in_threadpool(_authorize, state, key, tenant, dataset)
         _admit(state, tenant, scope)
-        body = records_body(records)
+        body = await run_in_threadpool(records_body, records)  # gzip off the event loop
         _received(state, tenant, len(raw), body)
         await _store(state, (tenant, dataset, "ndjson"), body, {}, traceparent)
         _stored(state, tenant, dataset, len(raw), body)
@@ -633,7 +633,8 @@ async def _ingest_elastic(request: Request, state: ReceiverState, traceparent: s
             _admit(state, tenant, dataset_scope)  # before anything is stored: retry all
         total = sum(len(group) for _, group in groups.values())
         for dataset, (_, group) in groups.items():
-            body = lines_body([item.line() for item in group])
+            lines = [item.line() for item in group]
+            body = await run_in_threadpool(lines_body, lines)  # gzip off the event loop
             sent = len(raw) * len(group) // max(total, 1)
             _received(state, tenant, sent, body)
             try:
@@ -653,7 +654,8 @@ async def _ingest_elastic(request: Request, state: ReceiverState, traceparent: s
     failed = sum(1 for item in items if not item.ok)
     if failed:
         state.telemetry.add("bytefreezer_errors", failed, stage="ingest", error_type="bulk_item")
-    return elastic.answer(items, round((time.perf_counter() - started) * 1000))
+    took = round((time.perf_counter() - started) * 1000)
+    return await run_in_threadpool(elastic.answer, items, took)
 
 
 def _elastic_groups(
@@ -790,7 +792,7 @@ async def _ingest_converted(
         except BodyError as exc:
             raise Rejected(exc.status, exc.message) from None
         if records:
-            body = lines_body(records)
+            body = await run_in_threadpool(lines_body, records)  # gzip off the event loop
             _received(state, tenant, len(raw), body)
             await _store(state, (tenant, dataset, "ndjson"), body, {}, traceparent)
             _stored(state, tenant, dataset, len(raw), body)
