@@ -232,10 +232,8 @@ def file_passes(work: Path, lines: list[bytes], passes: int) -> dict[str, object
         runs["bare"].append(bare_tail(source, work / "bare-spool"))
         shutil.rmtree(logs, ignore_errors=True)
         logs.mkdir()
-        proxy = start_proxy(
-            work, proxy_port, api_port, "file", paths=[str(logs / "*.log")],
-            poll_interval_seconds=0.02,
-        )  # fmt: skip
+        # the input's default poll interval (0.25 s): a file with lines is read again at once
+        proxy = start_proxy(work, proxy_port, api_port, "file", paths=[str(logs / "*.log")])
         try:
             wait_port(api_port)
             stats = f"http://127.0.0.1:{api_port}/api/v1/stats"

@@ -288,7 +288,8 @@ class ProxyService:
         async def follow() -> None:
             while not self._stop.is_set():
                 try:
-                    await self._tail_once(source, tailer)
+                    if await self._tail_once(source, tailer):
+                        continue  # lines came: look again at once (a backlog is read at speed)
                 except OSError as exc:  # the checkpoint directory cannot be written: retried
                     log.error("file input %s: %s", source.name, exc)
                 with suppress(TimeoutError):
@@ -296,7 +297,8 @@ class ProxyService:
 
         self._tasks.append(asyncio.create_task(follow()))
 
-    async def _tail_once(self, source: InputConfig, tailer: Tailer) -> None:
+    async def _tail_once(self, source: InputConfig, tailer: Tailer) -> bool:
+        """One poll of a file input; whether it moved a checkpoint (it read something)."""
         reads = await asyncio.to_thread(tailer.poll)
         moved = False
         for read in reads:
@@ -307,6 +309,7 @@ class ProxyService:
             moved = True
         if moved:
             await asyncio.to_thread(tailer.save)
+        return moved
 
     async def _serve_kinesis(self, source: InputConfig) -> None:
         """Read a Kinesis stream's shards (see ``kinesis``): each read's records are spooled,

@@ -321,3 +321,26 @@ def test_file_records() -> None:
     assert (plain["raw"], plain["file"]) == ("plain text", "/x") and plain["timestamp"]
     # not parsed: a line that only looks like an object reaches piper, which dead-letters it
     assert file_record("{oops}", "/x") == b'{"file":"/x",oops}'
+
+
+def test_a_backlog_is_read_without_waiting_a_poll_per_read(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    # 10 MiB take three reads of 4 MiB; with a poll every 60 s only the first read would come
+    # before the wait below ends if the input slept between reads that found lines
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    line = json.dumps({"pad": "x" * 1000})
+    append(logs / "big.log", *([line] * 10_000))
+    service = file_service(
+        "http://127.0.0.1:9", receiver.key, tmp_path, input={"poll_interval_seconds": 60}
+    )
+
+    async def scenario() -> None:
+        await service.start()
+        try:
+            await until(lambda: service.tailers["logs"].lines_read == 10_000, timeout=30)
+        finally:
+            await service.stop()
+
+    asyncio.run(scenario())
