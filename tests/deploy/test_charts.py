@@ -552,3 +552,45 @@ def test_proxy_kinesis_input_with_a_role_or_a_secret() -> None:
     assert refs["AWS_ACCESS_KEY_ID"] == {"name": "aws-keys", "key": "AWS_ACCESS_KEY_ID"}
     assert refs["AWS_SECRET_ACCESS_KEY"] == {"name": "aws-keys", "key": "AWS_SECRET_ACCESS_KEY"}
     assert not [o for o in with_secret if o["kind"] == "ServiceAccount"]
+
+
+def test_proxy_forward_users_come_from_the_secret(tmp_path: Path) -> None:
+    from bytefreezer.ingress.proxy.config import load_proxy_config
+
+    users = [{"username": "edge", "password": "pw-1"}, {"username": "other", "password": "pw-2"}]
+    source = _proxy_input(name="fluent", type="forward", sharedKey="s3cret", users=users)
+    objects = render(PROXY, {"inputs": [source]}, release="edge")
+    secret = find(objects, "Secret", "edge-proxy-keys")["stringData"]
+    assert (secret["fluent-user-0"], secret["fluent-user-1"]) == ("pw-1", "pw-2")
+    text = find(objects, "ConfigMap", "edge-proxy-config")["data"]["proxy.yaml"]
+    assert "pw-1" not in text  # passwords only through the Secret
+    container = find(objects, "Deployment", "edge-proxy")["spec"]["template"]["spec"]["containers"][
+        0
+    ]
+    env = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]["key"]
+        for e in container["env"]
+        if "valueFrom" in e
+    }
+    assert env["BYTEFREEZER_PROXY_KEY_FLUENT_USER_1"] == "fluent-user-1"
+    # the proxy reads the rendered file with the Secret's values in its environment
+    variables = {
+        "BYTEFREEZER_PROXY_KEY_FLUENT": "k",
+        "BYTEFREEZER_PROXY_KEY_FLUENT_SHARED": "s3cret",
+        "BYTEFREEZER_PROXY_KEY_FLUENT_USER_0": "pw-1",
+        "BYTEFREEZER_PROXY_KEY_FLUENT_USER_1": "pw-2",
+    }
+    config = tmp_path / "proxy.yaml"
+    config.write_text(text)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in variables.items():
+            patch.setenv(name, value)
+        loaded = load_proxy_config(config)
+    (forward,) = loaded.inputs
+    assert [(u.username, u.password.get_secret_value()) for u in forward.users] == [
+        ("edge", "pw-1"),
+        ("other", "pw-2"),
+    ]
+    with pytest.raises(helm_python.HelmError) as info:
+        render(PROXY, {"inputs": [_proxy_input(type="forward", users=users)]})
+    assert "users are proven in the shared-key handshake; set sharedKey" in str(info.value)

@@ -42,6 +42,7 @@ app.kubernetes.io/component: proxy
 {{- if and (eq .type "kinesis") (not (or $.Values.aws.existingSecret $.Values.serviceAccount.annotations)) -}}{{- $problems = append $problems (printf "inputs %q: a kinesis input needs AWS credentials: aws.existingSecret, or serviceAccount.annotations for a role (IRSA)" .name) -}}{{- end -}}
 {{- if and (eq .type "nats") (not (and .servers .subject)) -}}{{- $problems = append $problems (printf "inputs %q: a nats input needs servers and subject" .name) -}}{{- end -}}
 {{- if and .sharedKey (ne .type "forward") -}}{{- $problems = append $problems (printf "inputs %q: sharedKey is for forward inputs" .name) -}}{{- end -}}
+{{- if and .users (not .sharedKey) -}}{{- $problems = append $problems (printf "inputs %q: users are proven in the shared-key handshake; set sharedKey" .name) -}}{{- end -}}
 {{- if not (and .name .tenant .dataset (or .port (has .type (list "nats" "kinesis")))) -}}{{- $problems = append $problems (printf "inputs %q: name, port, tenant and dataset are required" (.name | default "?")) -}}{{- end -}}
 {{- end -}}
 {{- if and .Values.tls.enabled (not .Values.tls.existingSecret) -}}{{- $problems = append $problems "tls.enabled=true needs tls.existingSecret (a Secret with tls.crt and tls.key)" -}}{{- end -}}
