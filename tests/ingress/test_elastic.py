@@ -13,7 +13,8 @@ import httpx
 import pytest
 from elasticsearch import Elasticsearch, helpers
 
-from bytefreezer.ingress.elastic import key_of, parse_bulk
+from bytefreezer.ingress.credentials import key_of
+from bytefreezer.ingress.elastic import parse_bulk
 from bytefreezer.keys import IntakeKey
 from tests.ingress.conftest import Receiver
 
