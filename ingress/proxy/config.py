@@ -38,7 +38,17 @@ class InputConfig(_Config):
 
     name: str = Field(description="Name of the input (in stats and dead letters).")
     type: Literal[
-        "udp", "tcp", "syslog", "http", "netflow", "forward", "nats", "relp", "file", "kinesis"
+        "udp",
+        "tcp",
+        "syslog",
+        "http",
+        "netflow",
+        "forward",
+        "nats",
+        "relp",
+        "file",
+        "kinesis",
+        "sqs",
     ] = Field(
         description="Listener kind; `netflow` takes NetFlow v5, v9 and IPFIX export packets "
         "over UDP, a JSON record per flow; `forward` takes the Fluentd forward protocol over "
@@ -46,7 +56,9 @@ class InputConfig(_Config):
         "subscribes to a NATS subject (or a JetStream stream), a record per line of each "
         "message; `relp` takes RELP over TCP (rsyslog's omrelp), a syslog record per message, "
         "each acknowledged once spooled; `file` follows the files `paths` match, a record per "
-        "line."
+        "line; `kinesis` reads a Kinesis data stream's shards; `sqs` reads an SQS queue's "
+        "messages (or, with `s3_notifications`, the S3 objects they announce), each deleted "
+        "from the queue once its records are spooled."
     )
     protocol: Literal["udp", "tcp"] = Field("udp", description="Transport of a `syslog` input.")
     host: str = Field("0.0.0.0", description="Listen address.")
@@ -54,7 +66,8 @@ class InputConfig(_Config):
         None,
         ge=0,
         le=65535,
-        description="Listen port (0 picks a free one); not for `nats`, `file` and `kinesis`.",
+        description="Listen port (0 picks a free one); not for `nats`, `file`, `kinesis` and "
+        "`sqs`.",
     )
     tenant: str = Field(description="Tenant the data belongs to.")
     dataset: str = Field(description="Dataset the data goes to.")
@@ -79,12 +92,41 @@ class InputConfig(_Config):
         "stream a `kinesis` input reads.",
     )
     region: str | None = Field(
-        None, description="AWS region of a `kinesis` input's stream (default $AWS_REGION)."
+        None,
+        description="AWS region of a `kinesis` input's stream or an `sqs` input's queue "
+        "(default $AWS_REGION).",
     )
     endpoint_url: str | None = Field(
         None,
-        description="Kinesis endpoint of a `kinesis` input other than AWS's (LocalStack, "
-        "kinesalite); credentials come from the environment as for any AWS client.",
+        description="Kinesis or SQS endpoint of a `kinesis` or `sqs` input other than AWS's "
+        "(LocalStack, kinesalite, ElasticMQ); credentials come from the environment as for any "
+        "AWS client.",
+    )
+    queue_url: str | None = Field(None, description="URL of the queue an `sqs` input reads.")
+    s3_notifications: bool = Field(
+        False,
+        description="An `sqs` input's messages are S3 event notifications (from S3, through SNS "
+        "or EventBridge): each object announced as created is read, gzip'd or not, a record per "
+        "line (a CloudTrail log file a record per event), with `s3_bucket` and `s3_key`.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="S3 endpoint the objects of an `sqs` input's notifications are read from, "
+        "other than AWS's (MinIO, SeaweedFS; path-style requests).",
+    )
+    wait_seconds: int = Field(
+        10,
+        ge=0,
+        le=20,
+        description="How long an `sqs` input's receive waits for a message (SQS long polling).",
+    )
+    visibility_timeout_seconds: int = Field(
+        300,
+        ge=1,
+        le=43200,
+        description="How long a message an `sqs` input took stays invisible to other readers; "
+        "extended while a large object is read. A message not deleted in that time (the proxy "
+        "died) is read again.",
     )
     durable: str | None = Field(
         None, description="Durable consumer name with `stream` (default bytefreezer-<name>)."
@@ -169,6 +211,11 @@ class InputConfig(_Config):
             )
         if self.shared_key is not None and self.type != "forward":
             raise ValueError(f"shared_key is for forward inputs; input {self.name} is {self.type}")
+        if (self.s3_notifications or self.s3_endpoint_url) and self.type != "sqs":
+            raise ValueError(
+                f"s3_notifications and s3_endpoint_url are for sqs inputs; input {self.name} is "
+                f"{self.type}"
+            )
         if (self.paths or self.multiline_start) and self.type != "file":
             raise ValueError(
                 f"paths and multiline_start are for file inputs; input {self.name} is {self.type}"
@@ -182,6 +229,9 @@ class InputConfig(_Config):
         elif self.type == "kinesis":
             if not self.stream:
                 raise ValueError(f"kinesis input {self.name} needs a stream")
+        elif self.type == "sqs":
+            if not self.queue_url:
+                raise ValueError(f"sqs input {self.name} needs a queue_url")
         elif self.port is None:
             raise ValueError(f"input {self.name} needs a port")
         return self

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import orjson
 
 from bytefreezer.ingress.proxy import checkpoints
-from bytefreezer.ingress.proxy.records import split_lines, wrap_line
+from bytefreezer.ingress.proxy.records import records_with, split_lines
 from bytefreezer.lines import is_blank
 
 log = logging.getLogger(__name__)
@@ -65,15 +65,8 @@ def records_of(data: bytes, partition_key: str, sequence: str, shard: str) -> li
             "CONTROL_MESSAGE",
         ):
             return _cloudwatch_records(message, meta)
-    records = []
-    for line in split_lines(data.decode("utf-8", "replace")):
-        if is_blank(line):
-            continue
-        value = orjson.loads(wrap_line(line))
-        for name, field in meta.items():
-            value.setdefault(name, field)
-        records.append(orjson.dumps(value))
-    return records
+    lines = split_lines(data.decode("utf-8", "replace"))
+    return records_with([line for line in lines if not is_blank(line)], meta)
 
 
 def _cloudwatch_records(message: dict[str, Any], meta: dict[str, str]) -> list[bytes]:

@@ -42,6 +42,18 @@ def wrap_line(line: str) -> bytes:
     return orjson.dumps({"timestamp": now_rfc3339(), "raw": line})
 
 
+def records_with(lines: list[str], meta: dict[str, str]) -> list[bytes]:
+    """Records of ``lines`` (as ``wrap_line``), each with the fields of ``meta`` it does not
+    have itself (where a record came from: a stream's shard, a queue's message, an object)."""
+    records = []
+    for line in lines:
+        value = orjson.loads(wrap_line(line))
+        for name, field in meta.items():
+            value.setdefault(name, field)
+        records.append(orjson.dumps(value))
+    return records
+
+
 @functools.lru_cache(maxsize=1024)
 def _quoted(path: str) -> str:
     return orjson.dumps(path).decode()

@@ -31,6 +31,14 @@ from bytefreezer.ingress.proxy.delivery import (
 from bytefreezer.ingress.proxy.kinesis import StreamReader
 from bytefreezer.ingress.proxy.netflow import NetflowDecoder
 from bytefreezer.ingress.proxy.records import file_record, split_lines, syslog_record, wrap_line
+from bytefreezer.ingress.proxy.sqs import (
+    Message,
+    ObjectLines,
+    QueueReader,
+    Unreadable,
+    notified_objects,
+    object_records,
+)
 from bytefreezer.ingress.proxy.tail import Tailer
 from bytefreezer.ingress.spool import Spool, SpoolFull
 from bytefreezer.lines import is_blank
@@ -88,6 +96,7 @@ class ProxyService:
             if i.type == "file"
         }
         self.kinesis: dict[str, StreamReader] = {}  # readers of kinesis inputs, once started
+        self.queues: dict[str, QueueReader] = {}  # readers of sqs inputs, once started
         self.ports: dict[str, int] = {}
         self._stop = asyncio.Event()
         self._closers: list[Any] = []
@@ -352,6 +361,97 @@ class ProxyService:
 
         self._tasks.append(asyncio.create_task(follow()))
 
+    async def _serve_sqs(self, source: InputConfig) -> None:
+        """Read an SQS queue (see ``sqs``): a message is deleted once its records are spooled;
+        one that cannot be read is left in the queue for its redrive policy."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        reader = await asyncio.to_thread(
+            QueueReader,
+            str(source.queue_url),
+            region=source.region,
+            endpoint_url=source.endpoint_url,
+            s3_endpoint_url=source.s3_endpoint_url,
+            wait_seconds=source.wait_seconds,
+            visibility_timeout=source.visibility_timeout_seconds,
+            max_line_bytes=source.max_line_bytes,
+        )
+        self.queues[source.name] = reader
+
+        async def follow() -> None:
+            said = ""  # the last error logged: a failing queue is not logged every poll
+            while not self._stop.is_set():
+                try:
+                    messages = await asyncio.to_thread(reader.receive)
+                    done: list[Message] = []
+                    try:
+                        for at, message in enumerate(messages):
+                            spooled = await self._sqs_message(source, reader, message)
+                            if spooled is None:  # stopping: the rest are read again elsewhere
+                                await asyncio.to_thread(reader.release, messages[at:])
+                                break
+                            if spooled:
+                                done.append(message)
+                    finally:  # S3 unreachable midway: what was spooled is not read again
+                        if done:
+                            await asyncio.to_thread(reader.delete, done)
+                    said = ""
+                    continue
+                except (BotoCoreError, ClientError, OSError) as exc:
+                    if str(exc) != said:
+                        said = str(exc)
+                        log.error("sqs input %s: %s", source.name, exc)
+                with suppress(TimeoutError):  # after an error: try again in a while
+                    await asyncio.wait_for(self._stop.wait(), 5.0)
+
+        self._tasks.append(asyncio.create_task(follow()))
+
+    async def _sqs_message(
+        self, source: InputConfig, reader: QueueReader, message: Message
+    ) -> bool | None:
+        """Spool one message's records: True once they are spooled, False if it cannot be read
+        (left in the queue, with the reason logged), None if the proxy stopped first."""
+        if not source.s3_notifications:
+            records = await asyncio.to_thread(reader.body_records, message)
+            return await self._spool_held(source, reader, message, records)
+        try:
+            for ref in notified_objects(message.body):
+                lines = await asyncio.to_thread(reader.open, ref)
+                meta = {"s3_bucket": ref.bucket, "s3_key": ref.key}
+
+                def piece(lines: ObjectLines = lines, meta: dict[str, str] = meta) -> list[bytes]:
+                    return object_records(next(lines, []), meta)
+
+                try:
+                    while records := await asyncio.to_thread(piece):
+                        if not await self._spool_held(source, reader, message, records):
+                            return None
+                finally:
+                    lines.close()
+                reader.objects_read += 1
+        except Unreadable as exc:
+            reader.failed += 1
+            log.error(
+                "sqs input %s: message %s left in the queue: %s", source.name, message.id, exc
+            )
+            return False
+        return True
+
+    async def _spool_held(
+        self, source: InputConfig, reader: QueueReader, message: Message, records: list[bytes]
+    ) -> bool:
+        """Spool ``records`` of ``message``, waiting while the spool is full (the message stays
+        invisible meanwhile); False if the proxy stopped first."""
+        while not await self.spool_records(source, records):
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 0.5)
+            if self._stop.is_set():
+                return False
+            await asyncio.to_thread(reader.keep_invisible, message)
+        reader.records_read += len(records)
+        await asyncio.to_thread(reader.keep_invisible, message)
+        return True
+
     def _checkpoints(self, source: InputConfig) -> Path:
         """Where an input that reads on its own keeps its checkpoints, beside the spool."""
         spool = self.config.spool_dir
@@ -474,6 +574,8 @@ class ProxyService:
                 await self._serve_file(source)
             elif source.type == "kinesis":
                 await self._serve_kinesis(source)
+            elif source.type == "sqs":
+                await self._serve_sqs(source)
             elif source.type == "tcp" or (source.type == "syslog" and source.protocol == "tcp"):
                 await self._serve_tcp(source)
             else:
@@ -660,6 +762,33 @@ class ProxyService:
                 "Records a kinesis input read and spooled.",
                 per_input({n: r.records_read for n, r in self.kinesis.items()}),
             )
+        if self.queues:
+            metric(
+                "bytefreezer_proxy_sqs_messages_total",
+                "counter",
+                "Messages an sqs input spooled the records of and deleted from its queue.",
+                per_input({n: r.messages_read for n, r in self.queues.items()}),
+            )
+            metric(
+                "bytefreezer_proxy_sqs_records_total",
+                "counter",
+                "Records an sqs input spooled.",
+                per_input({n: r.records_read for n, r in self.queues.items()}),
+            )
+            metric(
+                "bytefreezer_proxy_sqs_objects_total",
+                "counter",
+                "S3 objects an sqs input read to their end (announced by S3 event notifications).",
+                per_input({n: r.objects_read for n, r in self.queues.items()}),
+            )
+            metric(
+                "bytefreezer_proxy_sqs_unreadable_total",
+                "counter",
+                "Messages an sqs input left in its queue because they could not be read (not a "
+                "notification, an object gone or denied); the queue's redrive policy moves them "
+                "to its dead-letter queue.",
+                per_input({n: r.failed for n, r in self.queues.items()}),
+            )
         if self.relp_stats:
             metric(
                 "bytefreezer_proxy_relp_sessions_total",
@@ -700,6 +829,15 @@ class ProxyService:
                     "kinesis": {
                         n: {"records": r.records_read, "shards": len(r.checkpoints)}
                         for n, r in self.kinesis.items()
+                    },
+                    "sqs": {
+                        n: {
+                            "messages": r.messages_read,
+                            "records": r.records_read,
+                            "objects": r.objects_read,
+                            "unreadable": r.failed,
+                        }
+                        for n, r in self.queues.items()
                     },
                 }
             )

@@ -497,11 +497,13 @@ def _proxy_input(**fields: Any) -> dict[str, Any]:
     ("inputs", "message"),
     [
         ([_proxy_input(type="file")], "run bytefreezer proxy on the host"),
-        ([_proxy_input(type="kinesis", stream="s")], "a kinesis input needs AWS credentials"),
+        ([_proxy_input(type="kinesis", stream="s")], "kinesis inputs need AWS credentials"),
         ([_proxy_input(type="kinesis")], "a kinesis input needs stream"),
+        ([_proxy_input(type="sqs", queueUrl="q")], "sqs inputs need AWS credentials"),
+        ([_proxy_input(type="sqs")], "an sqs input needs queueUrl"),
         (
             [_proxy_input(type="kafka")],
-            "type must be udp, tcp, syslog, http, netflow, forward, nats, relp or kinesis",
+            "type must be udp, tcp, syslog, http, netflow, forward, nats, relp, kinesis or sqs",
         ),
         ([_proxy_input(type="tcp", sharedKey="s")], "sharedKey is for forward inputs"),
     ],
@@ -530,6 +532,11 @@ def test_proxy_kinesis_input_with_a_role_or_a_secret() -> None:
         "kinesis", "app-events", "eu-west-1", "end",
     )  # fmt: skip
     assert "port" not in kds and "host" not in kds
+    queue = config["inputs"][1]
+    assert (queue["type"], queue["s3_notifications"], queue["visibility_timeout_seconds"]) == (
+        "sqs", True, 600,
+    )  # fmt: skip
+    assert queue["queue_url"].endswith("/s3-events") and "port" not in queue
     account = find(objects, "ServiceAccount", "edge-proxy")
     assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith("edge-proxy")
     pod = find(objects, "Deployment", "edge-proxy")["spec"]["template"]["spec"]
