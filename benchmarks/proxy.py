@@ -18,8 +18,12 @@ to the proxy's `http` input, each answered once its lines are spooled, fsync'd; 
 `benchmarks/ingest.py`'s bare Starlette-on-Hypercorn endpoint writing each body to a file, taking
 turns the same way. Last, the same events as a file that appears whole in the directory a `file`
 input follows, timed until the proxy's stats count every line spooled; the baseline reads the
-file, gzips its lines in 1 MiB batches and writes each with an fsync (``bare_tail``). Merges the
-figures into benchmarks/results/latest.json under "forward", "proxy_http" and "proxy_file".
+file, gzips its lines in 1 MiB batches and writes each with an fsync (``bare_tail``). Then the
+same events as one gzip'd object in moto's S3, announced by an S3 event notification on moto's
+SQS, timed until an `sqs` input with `s3_notifications` has spooled every line; the baseline
+reads the same object with botocore, inflates it and spools its lines as ``bare_tail`` does
+(``bare_s3``). Merges the figures into benchmarks/results/latest.json under "forward",
+"proxy_http", "proxy_file" and "proxy_sqs".
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgpack
@@ -189,10 +195,31 @@ def bare_tail(path: Path, spool: Path) -> float:
     """The baseline of the file input: the file read in 4 MiB chunks, its lines gathered into
     1 MiB batches, each gzip'd by ISA-L at level 2 and written to its own file with an fsync
     (the proxy's spool work, without records)."""
+    started = time.perf_counter()
+    with path.open("rb") as file:
+        bare_spool(iter(lambda: file.read(4 << 20), b""), spool)
+    return time.perf_counter() - started
+
+
+def bare_s3(client: Any, bucket: str, key: str, spool: Path) -> float:
+    """The baseline of the sqs input: the object read with botocore in 4 MiB chunks, inflated,
+    and spooled as ``bare_tail`` spools a file's lines."""
+    from isal import isal_zlib
+
+    started = time.perf_counter()
+    body = client.get_object(Bucket=bucket, Key=key)["Body"]
+    inflater = isal_zlib.decompressobj(wbits=31)
+    chunks = (inflater.decompress(raw) for raw in iter(lambda: body.read(4 << 20), b""))
+    bare_spool(chunks, spool)
+    return time.perf_counter() - started
+
+
+def bare_spool(chunks: Iterator[bytes], spool: Path) -> None:
+    """Lines of ``chunks`` gathered into 1 MiB batches, each gzip'd by ISA-L at level 2 and
+    written to its own file in ``spool`` with an fsync."""
     from isal import igzip
 
     spool.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
     batch: list[bytes] = []
     size = written = 0
     rest = b""
@@ -205,19 +232,17 @@ def bare_tail(path: Path, spool: Path) -> float:
             os.fsync(out.fileno())
         batch, size, written = [], 0, written + 1
 
-    with path.open("rb") as file:
-        while chunk := file.read(4 << 20):
-            data = rest + chunk
-            end = data.rfind(b"\n") + 1
-            rest = data[end:]
-            for line in data[:end].split(b"\n")[:-1]:
-                batch.append(line)
-                size += len(line) + 1
-                if size >= 1 << 20:
-                    flush()
+    for chunk in chunks:
+        data = rest + chunk
+        end = data.rfind(b"\n") + 1
+        rest = data[end:]
+        for line in data[:end].split(b"\n")[:-1]:
+            batch.append(line)
+            size += len(line) + 1
+            if size >= 1 << 20:
+                flush()
     if batch:
         flush()
-    return time.perf_counter() - started
 
 
 def file_passes(work: Path, lines: list[bytes], passes: int) -> dict[str, object]:
@@ -250,6 +275,69 @@ def file_passes(work: Path, lines: list[bytes], passes: int) -> dict[str, object
     return {
         "records": len(lines),
         "mb": round(mb, 1),
+        "proxy_records_per_s": round(len(lines) / proxy_s),
+        "proxy_mb_per_s": round(mb / proxy_s, 1),
+        "bare_mb_per_s": round(mb / bare_s, 1),
+        "ratio": round(statistics.median(pairs), 3),
+        "pair_ratios": [round(r, 3) for r in pairs],
+    }
+
+
+def sqs_passes(work: Path, lines: list[bytes], passes: int) -> dict[str, object]:
+    """The proxy's sqs input reading an object S3 announces, against ``bare_s3``; moto's
+    server is both S3 and SQS."""
+    import boto3
+    from isal import igzip
+
+    moto = Path(sys.executable).parent / "moto_server"
+    port, proxy_port, api_port = free_port(), free_port(), free_port()
+    server = subprocess.Popen(
+        [str(moto), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_port(port)
+        options = {"endpoint_url": url, "region_name": "us-east-1"}
+        s3, sqs = boto3.client("s3", **options), boto3.client("sqs", **options)
+        s3.create_bucket(Bucket="logs")
+        body = igzip.compress(b"\n".join(lines) + b"\n", compresslevel=3)
+        s3.put_object(Bucket="logs", Key="events.ndjson.gz", Body=body)
+        queue = sqs.create_queue(QueueName="s3-events")["QueueUrl"]
+        notice = orjson.dumps({"Records": [{
+            "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+            "s3": {"bucket": {"name": "logs"}, "object": {"key": "events.ndjson.gz"}},
+        }]}).decode()  # fmt: skip
+        runs: dict[str, list[float]] = {"bare": [], "proxy": []}
+        for _ in range(passes):
+            shutil.rmtree(work / "bare-spool", ignore_errors=True)
+            runs["bare"].append(bare_s3(s3, "logs", "events.ndjson.gz", work / "bare-spool"))
+            proxy = start_proxy(
+                work, proxy_port, api_port, "sqs", queue_url=queue, endpoint_url=url,
+                s3_endpoint_url=url, region="us-east-1", s3_notifications=True, wait_seconds=1,
+            )  # fmt: skip
+            try:
+                wait_port(api_port)
+                stats = f"http://127.0.0.1:{api_port}/api/v1/stats"
+                started = time.perf_counter()
+                sqs.send_message(QueueUrl=queue, MessageBody=notice)
+                while httpx.get(stats).json()["sqs"]["sqs"]["records"] < len(lines):
+                    time.sleep(0.01)
+                runs["proxy"].append(time.perf_counter() - started)
+            finally:
+                stop_process(proxy)
+    finally:
+        stop_process(server)
+    pairs = [b / p for b, p in zip(runs["bare"], runs["proxy"], strict=True)]
+    mb = sum(len(line) + 1 for line in lines) / 1e6
+    proxy_s, bare_s = statistics.median(runs["proxy"]), statistics.median(runs["bare"])
+    return {
+        "records": len(lines),
+        "mb": round(mb, 1),
+        "object_mb": round(len(body) / 1e6, 1),
         "proxy_records_per_s": round(len(lines) / proxy_s),
         "proxy_mb_per_s": round(mb / proxy_s, 1),
         "bare_mb_per_s": round(mb / bare_s, 1),
@@ -332,7 +420,17 @@ def main() -> None:
             f"read + gzip + fsync {tail['bare_mb_per_s']} MB/s; ratio {tail['ratio']:.2f}x "
             f"(pairs {', '.join(f'{r:.2f}' for r in tail['pair_ratios'])})"  # type: ignore[attr-defined]
         )
-        merge_results({"forward": result, "proxy_http": http, "proxy_file": tail})
+        queued = sqs_passes(work, lines, args.passes)
+        print(
+            f"proxy sqs input, a {queued['object_mb']} MB gzip'd object of {queued['records']:,} "
+            f"lines announced by S3 → spool: {queued['proxy_mb_per_s']} MB/s "
+            f"({queued['proxy_records_per_s']:,} lines/s); bare get + inflate + gzip + fsync "
+            f"{queued['bare_mb_per_s']} MB/s; ratio {queued['ratio']:.2f}x "
+            f"(pairs {', '.join(f'{r:.2f}' for r in queued['pair_ratios'])})"  # type: ignore[attr-defined]
+        )
+        merge_results(
+            {"forward": result, "proxy_http": http, "proxy_file": tail, "proxy_sqs": queued}
+        )
     finally:
         for process in processes:
             stop_process(process)

@@ -140,6 +140,15 @@ def render(data: dict) -> str:  # type: ignore[type-arg]
             f"{t['proxy_records_per_s']:,} lines/s | the same file read, gzip'd and fsync'd in "
             f"1 MiB batches {t['bare_mb_per_s']} MB/s | {t['ratio']:.2f}x{_pass_by_pass(t)} | |"
         )
+    if "proxy_sqs" in data:
+        q = data["proxy_sqs"]
+        lines.append(
+            f"| proxy `sqs` input, S3 event notifications: a {q['object_mb']} MB gzip'd object of "
+            f"{q['records']:,} lines ({q['mb']} MB) read from S3 (moto), each line spooled, the "
+            f"message deleted after | {q['proxy_mb_per_s']} MB/s, {q['proxy_records_per_s']:,} "
+            f"lines/s | the same object read with botocore, inflated, gzip'd and fsync'd in 1 MiB "
+            f"batches {q['bare_mb_per_s']} MB/s | {q['ratio']:.2f}x{_pass_by_pass(q)} | |"
+        )
     if "elastic" in data:
         e = data["elastic"]
         lines.append(

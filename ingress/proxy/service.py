@@ -30,7 +30,7 @@ from bytefreezer.ingress.proxy.delivery import (
 )
 from bytefreezer.ingress.proxy.kinesis import StreamReader
 from bytefreezer.ingress.proxy.netflow import NetflowDecoder
-from bytefreezer.ingress.proxy.records import file_record, split_lines, syslog_record, wrap_line
+from bytefreezer.ingress.proxy.records import records_with, split_lines, syslog_record, wrap_line
 from bytefreezer.ingress.proxy.sqs import (
     Message,
     ObjectLines,
@@ -311,7 +311,8 @@ class ProxyService:
         reads = await asyncio.to_thread(tailer.poll)
         moved = False
         for read in reads:
-            records = [file_record(line, read.path) for line in read.lines if not is_blank(line)]
+            lines = [line for line in read.lines if not is_blank(line)]
+            records = records_with(lines, {"file": read.path})
             if records and not await self.spool_records(source, records):
                 break  # spool full: these lines are read again at the next poll
             tailer.commit(read)
@@ -422,11 +423,16 @@ class ProxyService:
                 def piece(lines: ObjectLines = lines, meta: dict[str, str] = meta) -> list[bytes]:
                     return object_records(next(lines, []), meta)
 
+                # the next piece is read and made into records while this one is spooled
+                pending = asyncio.ensure_future(asyncio.to_thread(piece))
                 try:
-                    while records := await asyncio.to_thread(piece):
+                    while records := await pending:
+                        pending = asyncio.ensure_future(asyncio.to_thread(piece))
                         if not await self._spool_held(source, reader, message, records):
                             return None
                 finally:
+                    with suppress(Exception):  # its thread is done before the stream closes
+                        await pending
                     lines.close()
                 reader.objects_read += 1
         except Unreadable as exc:
