@@ -307,6 +307,58 @@ def _datadog(summary: str, *parameters: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_FIREHOSE_ANSWER = {
+    "type": "object",
+    "required": ["requestId", "timestamp"],
+    "properties": {
+        "requestId": {"type": "string"},
+        "timestamp": {"type": "integer"},
+        "errorMessage": {"type": "string"},
+    },
+}
+
+
+def _firehose(summary: str, *parameters: dict[str, Any]) -> dict[str, Any]:
+    """Firehose's HTTP endpoint delivery: 200 once durable, Firehose's answer either way."""
+    answer = {"application/json": {"schema": _FIREHOSE_ANSWER}}
+    return {
+        "post": {
+            "summary": summary,
+            "parameters": list(parameters),
+            "security": [{"firehose": []}],
+            "requestBody": {
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["records"],
+                            "properties": {
+                                "requestId": {"type": "string"},
+                                "timestamp": {"type": "integer"},
+                                "records": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["data"],
+                                        "properties": {"data": {"type": "string"}},
+                                    },
+                                },
+                            },
+                        }
+                    }
+                }
+            },
+            "responses": {
+                "200": {"description": "Durable", "content": answer},
+                **{
+                    code: {"description": "Refused, with errorMessage", "content": answer}
+                    for code in ("400", "401", "403", "404", "410", "413", "415", "429", "503")
+                },
+            },
+        }
+    }
+
+
 def _get(summary: str, schema: dict[str, Any], *extra: str) -> dict[str, Any]:
     responses: dict[str, Any] = {
         "200": {"description": "OK", "content": {"application/json": {"schema": schema}}}
@@ -330,6 +382,11 @@ def receiver_openapi() -> dict[str, Any]:
                 "splunk": {"type": "apiKey", "in": "header", "name": "Authorization"},
                 "basic": {"type": "http", "scheme": "basic"},
                 "datadog": {"type": "apiKey", "in": "header", "name": "DD-API-KEY"},
+                "firehose": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Amz-Firehose-Access-Key",
+                },
             }
         },
         "paths": {
@@ -353,6 +410,12 @@ def receiver_openapi() -> dict[str, Any]:
             "/api/v2/logs": _datadog("Datadog's log intake, with a dataset key"),
             "/{tenant}/{dataset}/api/v2/logs": _datadog(
                 "Datadog's log intake into the dataset the path names",
+                {"name": "tenant", "in": "path", "required": True, "schema": _NAME},
+                {"name": "dataset", "in": "path", "required": True, "schema": _NAME},
+            ),
+            "/firehose": _firehose("Amazon Data Firehose's HTTP endpoint delivery, dataset key"),
+            "/{tenant}/{dataset}/firehose": _firehose(
+                "Amazon Data Firehose's HTTP endpoint delivery into the dataset the path names",
                 {"name": "tenant", "in": "path", "required": True, "schema": _NAME},
                 {"name": "dataset", "in": "path", "required": True, "schema": _NAME},
             ),

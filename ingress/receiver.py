@@ -39,7 +39,7 @@ from bytefreezer.errors import (
     NotFound,
     StorageError,
 )
-from bytefreezer.ingress import credentials, datadog, elastic, hec, loki
+from bytefreezer.ingress import credentials, datadog, elastic, firehose, hec, loki
 from bytefreezer.ingress.bodies import (
     Body,
     BodyError,
@@ -592,8 +592,8 @@ def _not_allowed() -> Response:
 
 
 def _ingest_scope(state: ReceiverState, key: str) -> KeyScope:
-    """An ingest key's own scope, where no path names its tenant (the bulk, Loki and Datadog
-    endpoints): 401 for a key control does not know, 403 for an admin key."""
+    """An ingest key's own scope, where no path names its tenant (the bulk, Loki, Datadog and
+    Firehose endpoints): 401 for a key control does not know, 403 for an admin key."""
     try:
         scope = state.keys.identify(key)
     except AuthError as exc:
@@ -706,6 +706,11 @@ async def datadog_logs(request: Request) -> Response:
     return await _counted(request, partial(_ingest_converted, api=_DATADOG))
 
 
+async def firehose_delivery(request: Request) -> Response:
+    """Amazon Data Firehose's HTTP endpoint delivery (``bytefreezer.ingress.firehose``)."""
+    return await _counted(request, partial(_ingest_converted, api=_FIREHOSE))
+
+
 @dataclass(frozen=True)
 class _Compatible:
     """An ingest API of another product whose requests become NDJSON records here."""
@@ -714,11 +719,11 @@ class _Compatible:
     key: Callable[[Request], str | None]
     missing_key: str
     records: Callable[[Request, bytes, int], list[bytes]]  # body, decompressed limit
-    ok: Callable[[], Response]
-    refused: Callable[[Rejected], Response]
+    ok: Callable[[Request], Response]
+    refused: Callable[[Request, Rejected], Response]
 
 
-def _text_refusal(exc: Rejected) -> Response:
+def _text_refusal(request: Request, exc: Rejected) -> Response:
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
     return PlainTextResponse(exc.message + "\n", exc.status, headers=headers)
 
@@ -733,7 +738,7 @@ _LOKI = _Compatible(
         request.headers.get("content-type", ""),
         limit,
     ),
-    ok=lambda: Response(status_code=204),
+    ok=lambda request: Response(status_code=204),
     refused=_text_refusal,
 )
 _DATADOG = _Compatible(
@@ -747,8 +752,28 @@ _DATADOG = _Compatible(
         limit,
         dict(request.query_params),
     ),
-    ok=datadog.accepted,
-    refused=lambda exc: datadog.error(exc.status, exc.message, exc.retry_after),
+    ok=lambda request: datadog.accepted(),
+    refused=lambda request, exc: datadog.error(exc.status, exc.message, exc.retry_after),
+)
+
+
+def _firehose_refusal(request: Request, exc: Rejected) -> Response:
+    response = firehose.answer(request.headers, exc.status, exc.message)
+    if exc.retry_after:
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+_FIREHOSE = _Compatible(
+    path="/firehose",
+    key=lambda request: firehose.key_of(request.headers),
+    missing_key="set the Firehose stream's access key to a bytefreezer ingest key "
+    "(X-Amz-Firehose-Access-Key)",
+    records=lambda request, raw, limit: firehose.request_records(
+        raw, request.headers.get("content-encoding", ""), limit, request.headers
+    ),
+    ok=lambda request: firehose.answer(request.headers),
+    refused=_firehose_refusal,
 )
 
 
@@ -799,10 +824,10 @@ async def _ingest_converted(
             await _store(state, (tenant, dataset, "ndjson"), body, {}, traceparent)
             _stored(state, tenant, dataset, len(raw), body)
     except Rejected as exc:
-        return api.refused(exc)
+        return api.refused(request, exc)
     finally:
         state.budget.give(reserved)
-    return api.ok()
+    return api.ok(request)
 
 
 def _admit(state: ReceiverState, tenant: str, scope: KeyScope) -> None:
@@ -1016,6 +1041,8 @@ def create_app(
         Route("/loki/api/v1/push", loki_push, methods=["POST"]),
         Route("/api/v2/logs", datadog_logs, methods=["POST"]),
         Route("/{tenant}/{dataset}/api/v2/logs", datadog_logs, methods=["POST"]),
+        Route("/firehose", firehose_delivery, methods=["POST"]),
+        Route("/{tenant}/{dataset}/firehose", firehose_delivery, methods=["POST"]),
         Route("/{tenant}/{dataset}/loki/api/v1/push", loki_push, methods=["POST"]),
         Route("/", elastic_info, methods=["GET"]),
         Route("/_cluster/health", elastic_cluster_health, methods=_EVERY_METHOD),

@@ -43,11 +43,12 @@ class _Bearer:
         return INGEST_KEY["value"]
 
     def set(self, case: schemathesis.Case, data: str, context: object) -> None:
-        # Datadog's log intake takes the key in its own header
+        # Datadog's log intake and Firehose's delivery take the key in headers of their own
         case.headers = {
             **(case.headers or {}),
             "Authorization": f"Bearer {data}",
             "DD-API-KEY": data,
+            "X-Amz-Firehose-Access-Key": data,
         }
 
 
