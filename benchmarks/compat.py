@@ -1,5 +1,5 @@
 """The receiver's compatibility endpoints (Elasticsearch's bulk API, Loki's push API, Datadog's
-log intake) against
+log intake, Firehose's HTTP endpoint delivery) against
 its own NDJSON endpoint, on the same documents, in the same run.
 
     python benchmarks/compat.py [--seconds 5] [--rounds 3] [--clients 16] [--body-kb 64]
@@ -10,17 +10,20 @@ gzip bulk body (an `index` action line before each document, as Fluent Bit's `es
 Vector's `elasticsearch` sink send) to `/_bulk`; and as a Loki push (each document a line of one
 stream, protobuf compressed with snappy, as Promtail and Alloy send) to `/loki/api/v1/push`; and
 as a gzip JSON array of Datadog log objects (each document its `message`, with `ddsource`,
-`service` and `hostname`, as the Datadog Agent sends) to `/api/v2/logs`. The
+`service` and `hostname`, as the Datadog Agent sends) to `/api/v2/logs`; and as a gzip Firehose
+delivery request (each document a record's base64 data, as a Direct PUT stream delivers) to
+`/firehose`. The
 compatibility endpoints parse each document or entry and write the records as a new body; the
 NDJSON endpoint stores the body as sent. Prints documents/s and p99 of each, and the median over
 rounds of each endpoint's documents/s as a ratio of the NDJSON endpoint's; merges the figures
-into benchmarks/results/latest.json under "elastic", "loki" and "datadog".
+into benchmarks/results/latest.json under "elastic", "loki", "datadog" and "firehose".
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import gzip
 import shutil
 import statistics
@@ -82,6 +85,18 @@ def main() -> None:
             ),
             compresslevel=6,
         )  # fmt: skip
+        delivery = gzip.compress(
+            orjson.dumps(
+                {
+                    "requestId": "bench",
+                    "timestamp": 1_767_225_600_000,
+                    "records": [
+                        {"data": base64.b64encode(doc + b"\n").decode()} for doc in documents
+                    ],
+                }
+            ),
+            compresslevel=6,
+        )
         port, api_port = free_port(), free_port()
         process, key = receiver_process(work / "bf", port, api_port, dataset_key=True)
         wait_port(port)
@@ -103,11 +118,22 @@ def main() -> None:
                 {"DD-API-KEY": key, "Content-Type": "application/json", "Content-Encoding": "gzip"},
                 dd_logs,
             ),
+            "firehose": (
+                f"http://127.0.0.1:{port}/firehose",
+                {
+                    "X-Amz-Firehose-Access-Key": key,
+                    "X-Amz-Firehose-Request-Id": "bench",
+                    "Content-Type": "application/json",
+                    "Content-Encoding": "gzip",
+                },
+                delivery,
+            ),
         }
         print(
             f"{len(documents)} documents a request: NDJSON {len(ndjson) / 1024:.0f} KB gzip, "
             f"bulk {len(bulk) / 1024:.0f} KB gzip, Loki {len(push) / 1024:.0f} KB snappy, "
-            f"Datadog {len(dd_logs) / 1024:.0f} KB gzip; "
+            f"Datadog {len(dd_logs) / 1024:.0f} KB gzip, "
+            f"Firehose {len(delivery) / 1024:.0f} KB gzip; "
             f"{args.clients} clients, {args.seconds:g} s "
             f"per run, {args.rounds} rounds"
         )
@@ -125,13 +151,18 @@ def main() -> None:
                     f"{run['requests_per_s']:7.1f} req/s p99 {run['p99_ms']:7.1f} ms "
                     f"{run['statuses']}"
                 )
-            for name in ("bulk", "loki", "datadog"):
+            for name in ("bulk", "loki", "datadog", "firehose"):
                 figures[f"{name}_ratio"] = round(
                     figures[name]["documents_per_s"] / figures["ndjson"]["documents_per_s"], 3
                 )
             rounds.append(figures)
         results = {}
-        for name, label in (("bulk", "elastic"), ("loki", "loki"), ("datadog", "datadog")):
+        for name, label in (
+            ("bulk", "elastic"),
+            ("loki", "loki"),
+            ("datadog", "datadog"),
+            ("firehose", "firehose"),
+        ):
             ratio = statistics.median(r[f"{name}_ratio"] for r in rounds)
             middle = min(rounds, key=lambda r: abs(r[f"{name}_ratio"] - ratio))
             print(

@@ -176,6 +176,16 @@ def render(data: dict) -> str:  # type: ignore[type-arg]
             f"{d['ndjson']['documents_per_s']:,} docs/s, p99 {d['ndjson']['p99_ms']} ms "
             f"| {d['ratio']:.2f}x{_pass_by_pass(d)} | |"
         )
+    if "firehose" in data:
+        f = data["firehose"]
+        lines.append(
+            f"| receiver's Firehose HTTP endpoint delivery (base64 records, gzip), "
+            f"{f['documents_per_request']:,} records a request, {f['clients']} clients "
+            f"| {f['firehose']['documents_per_s']:,} records/s, p99 {f['firehose']['p99_ms']} ms "
+            f"| the receiver's NDJSON endpoint, the same documents "
+            f"{f['ndjson']['documents_per_s']:,} docs/s, p99 {f['ndjson']['p99_ms']} ms "
+            f"| {f['ratio']:.2f}x{_pass_by_pass(f)} | |"
+        )
     if "transforms" in data:
         lines += [
             "",

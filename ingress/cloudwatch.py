@@ -18,13 +18,37 @@ from bytefreezer.ingress.proxy.records import records_with, split_lines
 from bytefreezer.lines import is_blank
 
 
+def payloads_records(payloads: list[bytes], meta: dict[str, str]) -> list[bytes]:
+    """The JSON records of many payloads with the same ``meta`` (a Firehose request's): the
+    plain ones, most of them, are split into lines together."""
+    records: list[bytes] = []
+    plain: list[bytes] = []
+    for payload in payloads:
+        if payload[:2] == b"\x1f\x8b" or _MESSAGE_TYPE in payload:
+            records += _lines_records(plain, meta) + payload_records(payload, meta)
+            plain = []
+        else:
+            plain.append(payload if payload.endswith(b"\n") else payload + b"\n")
+    return records + _lines_records(plain, meta)
+
+
+def _lines_records(payloads: list[bytes], meta: dict[str, str]) -> list[bytes]:
+    if not payloads:
+        return []
+    lines = split_lines(b"".join(payloads).decode("utf-8", "replace"))
+    return records_with([line for line in lines if not is_blank(line)], meta)
+
+
+_MESSAGE_TYPE = b'"messageType"'
+
+
 def payload_records(data: bytes, meta: dict[str, str]) -> list[bytes]:
     """The JSON records one payload makes."""
     if data[:2] == b"\x1f\x8b":
         with suppress(OSError, EOFError, zlib.error):  # not gzip after all: its bytes as text
             data = gzip.decompress(data)
     stripped = data.strip()
-    if stripped.startswith(b"{"):
+    if stripped.startswith(b"{") and _MESSAGE_TYPE in stripped:  # parsed only if it may be one
         try:
             message = orjson.loads(stripped)
         except orjson.JSONDecodeError:
@@ -34,8 +58,7 @@ def payload_records(data: bytes, meta: dict[str, str]) -> list[bytes]:
             "CONTROL_MESSAGE",
         ):
             return _cloudwatch_records(message, meta)
-    lines = split_lines(data.decode("utf-8", "replace"))
-    return records_with([line for line in lines if not is_blank(line)], meta)
+    return _lines_records([data], meta)
 
 
 def _cloudwatch_records(message: dict[str, Any], meta: dict[str, str]) -> list[bytes]:

@@ -26,7 +26,7 @@ import orjson
 from starlette.responses import JSONResponse
 
 from bytefreezer.ingress.bodies import BodyError, decompress
-from bytefreezer.ingress.cloudwatch import payload_records
+from bytefreezer.ingress.cloudwatch import payloads_records
 
 REQUEST_ID = "x-amz-firehose-request-id"
 SOURCE_ARN = "x-amz-firehose-source-arn"
@@ -54,17 +54,16 @@ def request_records(raw: bytes, encoding: str, limit: int, headers: Any) -> list
     meta = {"firehose_request_id": str(headers.get(REQUEST_ID) or request.get("requestId", ""))}
     if headers.get(SOURCE_ARN):
         meta["firehose_source_arn"] = headers[SOURCE_ARN]
-    out: list[bytes] = []
+    payloads: list[bytes] = []
     for number, record in enumerate(records):
         encoded = record.get("data") if isinstance(record, dict) else None
         if not isinstance(encoded, str):
             raise BodyError(400, f"record {number} has no data")
         try:
-            payload = base64.b64decode(encoded, validate=True)
+            payloads.append(base64.b64decode(encoded, validate=True))
         except (binascii.Error, ValueError):
             raise BodyError(400, f"record {number}'s data is not base64") from None
-        out += payload_records(payload, meta)
-    return out
+    return payloads_records(payloads, meta)
 
 
 def answer(headers: Any, status: int = 200, reason: str | None = None) -> JSONResponse:

@@ -59,7 +59,8 @@ def test_direct_put_and_cloudwatch_logs_through_firehose_to_parquet(receiver: Re
     control = gzip.compress(json.dumps({"messageType": "CONTROL_MESSAGE"}).encode())
     response = httpx.post(
         f"{receiver.url}/acme/web/firehose",
-        content=delivery([events, control], second),
+        # log events between plain records, one of them gzip'd: each as it is
+        content=delivery([b'{"n": 15}', events, control, gzip.compress(b'{"n": 16}')], second),
         headers=headers(receiver.key, second),  # a tenant key names the dataset in the path
     )
     assert response.status_code == 200 and response.json()["requestId"] == second
@@ -73,9 +74,9 @@ def test_direct_put_and_cloudwatch_logs_through_firehose_to_parquet(receiver: Re
             return int(row["n"])
         return int((row.get("raw") or row["message"]).split()[1])
 
-    assert sorted(number(r) for r in rows) == list(range(15))
+    assert sorted(number(r) for r in rows) == list(range(17))
     assert {r["firehose_source_arn"] for r in rows} == {ARN}
-    by_request = {r["firehose_request_id"] for r in rows if r.get("n") is not None}
+    by_request = {r["firehose_request_id"] for r in rows if r.get("n") is not None and r["n"] < 15}
     assert by_request == {first}
     start = next(r for r in rows if r.get("message") == "START 13")
     assert (start["timestamp"], start["log_group"]) == (
