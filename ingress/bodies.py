@@ -128,6 +128,19 @@ _FIRST_BYTE = {
 }
 
 
+def json_list(data: bytes, field: str, shape: str) -> tuple[dict[str, Any], list[Any]]:
+    """A JSON object body and its list ``field`` (a push's streams, a delivery's records);
+    ``BodyError`` 400 naming the expected ``shape`` otherwise."""
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise BodyError(400, f"body is not JSON: {exc}") from None
+    found = document.get(field) if isinstance(document, dict) else None
+    if not isinstance(found, list):
+        raise BodyError(400, f"a {shape}")
+    return document, found
+
+
 def check_framing(data: bytes, fmt: str) -> None:
     """Refuse a body that cannot be in ``fmt`` by its first significant byte (cheap)."""
     stripped = data.lstrip(b" \t\r\n\x0b\x0c\xef\xbb\xbf")

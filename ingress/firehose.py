@@ -22,10 +22,9 @@ import binascii
 import time
 from typing import Any
 
-import orjson
 from starlette.responses import JSONResponse
 
-from bytefreezer.ingress.bodies import BodyError, decompress
+from bytefreezer.ingress.bodies import BodyError, decompress, json_list
 from bytefreezer.ingress.cloudwatch import payloads_records
 
 REQUEST_ID = "x-amz-firehose-request-id"
@@ -44,13 +43,9 @@ def request_records(raw: bytes, encoding: str, limit: int, headers: Any) -> list
     if not raw:
         raise BodyError(400, "empty body")
     data = decompress(raw, encoding, limit)
-    try:
-        request = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise BodyError(400, f"body is not JSON: {exc}") from None
-    records = request.get("records") if isinstance(request, dict) else None
-    if not isinstance(records, list):
-        raise BodyError(400, 'a Firehose delivery request is {"requestId", "records": [...]}')
+    request, records = json_list(
+        data, "records", 'Firehose delivery request is {"requestId", "records": [...]}'
+    )
     meta = {"firehose_request_id": str(headers.get(REQUEST_ID) or request.get("requestId", ""))}
     if headers.get(SOURCE_ARN):
         meta["firehose_source_arn"] = headers[SOURCE_ARN]

@@ -24,7 +24,7 @@ import orjson
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
 from google.protobuf.message import DecodeError
 
-from bytefreezer.ingress.bodies import BodyError, decompress
+from bytefreezer.ingress.bodies import BodyError, decompress, json_list
 from bytefreezer.times import rfc3339_nanos
 
 PROTOBUF = "application/x-protobuf"
@@ -174,13 +174,9 @@ def _protobuf_records(raw: bytes, encoding: str, limit: int) -> list[bytes]:
 
 
 def _json_records(data: bytes) -> list[bytes]:
-    try:
-        document = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise BodyError(400, f"body is not JSON: {exc}") from None
-    streams = document.get("streams") if isinstance(document, dict) else None
-    if not isinstance(streams, list):
-        raise BodyError(400, 'a JSON push is {"streams": [{"stream": {...}, "values": [...]}]}')
+    _, streams = json_list(
+        data, "streams", 'JSON push is {"streams": [{"stream": {...}, "values": [...]}]}'
+    )
     records = _Records()
     for number, stream in enumerate(streams):
         if not isinstance(stream, dict):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 
 from bytefreezer.errors import ConfigError
@@ -91,10 +92,15 @@ def sqs_service(receiver: Receiver, tmp_path: Path, aws: Aws, **source: Any) -> 
     )  # fmt: skip
 
 
-async def serving(service: ProxyService, check: Any) -> None:
+async def serving(service: ProxyService, check: Any) -> tuple[dict[str, Any], str]:
+    """Run the proxy until ``check`` holds; its stats and metrics then."""
     await service.start()
     try:
         await until(check, 30)
+        api = f"http://127.0.0.1:{service.ports['api']}"
+        async with httpx.AsyncClient() as client:
+            stats = (await client.get(f"{api}/api/v1/stats")).json()
+            return stats, (await client.get(f"{api}/metrics")).text
     finally:
         await service.stop()
 
@@ -105,7 +111,10 @@ def test_a_queues_messages_to_parquet(receiver: Receiver, tmp_path: Path, aws: A
         aws.sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"n": n}))
     aws.sqs.send_message(QueueUrl=queue, MessageBody="plain 30\n\nplain 31\n")
     service = sqs_service(receiver, tmp_path, aws, queue_url=queue)
-    asyncio.run(serving(service, lambda: len(intake_records(receiver)) == 32))
+    stats, exposition = asyncio.run(serving(service, lambda: len(intake_records(receiver)) == 32))
+    assert stats["sqs"]["q"] == {"messages": 31, "records": 32, "objects": 0, "unreadable": 0}
+    assert 'bytefreezer_proxy_sqs_messages_total{input="q"} 31' in exposition
+    assert 'bytefreezer_proxy_sqs_records_total{input="q"} 32' in exposition
 
     assert aws.waiting(queue) == 0  # every message deleted, once spooled
     stats = service.queues["q"]
@@ -224,7 +233,9 @@ def test_objects_on_seaweedfs_through_sns_and_eventbridge_and_unreadable_message
             and aws.waiting(dead) == 2  # the two unreadable, moved by the redrive policy
         )
 
-    asyncio.run(serving(service, settled))
+    _, exposition = asyncio.run(serving(service, settled))
+    assert 'bytefreezer_proxy_sqs_unreadable_total{input="q"} 2' in exposition
+    assert 'bytefreezer_proxy_sqs_objects_total{input="q"} 3' in exposition
     reader = service.queues["q"]
     assert reader.objects_read == 3 and reader.failed == 2
     assert aws.waiting(queue) == 0
