@@ -128,6 +128,23 @@ _FIRST_BYTE = {
 }
 
 
+def unsnappy(raw: bytes, limit: int, what: str) -> bytes:
+    """A snappy block (not framed) decompressed, as Loki's and Prometheus's protobuf bodies
+    come; ``BodyError`` 400 naming ``what`` if it is not snappy, 413 past ``limit``."""
+    import cramjam
+
+    try:
+        length = cramjam.snappy.decompress_raw_len(raw)
+    except cramjam.DecompressionError as exc:
+        raise BodyError(400, f"{what} is snappy-compressed: {exc}") from None
+    if length > limit:
+        raise _limit_error(limit)
+    try:
+        return bytes(cramjam.snappy.decompress_raw(raw))
+    except cramjam.DecompressionError as exc:
+        raise BodyError(400, f"{what} is snappy-compressed: {exc}") from None
+
+
 def json_list(data: bytes, field: str, shape: str) -> tuple[dict[str, Any], list[Any]]:
     """A JSON object body and its list ``field`` (a push's streams, a delivery's records);
     ``BodyError`` 400 naming the expected ``shape`` otherwise."""

@@ -19,12 +19,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import cramjam
 import orjson
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
+from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError
 
-from bytefreezer.ingress.bodies import BodyError, decompress, json_list
+from bytefreezer.ingress import protobuf
+from bytefreezer.ingress.bodies import BodyError, decompress, json_list, unsnappy
 from bytefreezer.times import rfc3339_nanos
 
 PROTOBUF = "application/x-protobuf"
@@ -34,45 +34,32 @@ JSON = "application/json"
 def _push_request() -> Any:
     """Loki's ``logproto.PushRequest`` as a protobuf class, from the message layout of Loki's
     ``push.proto`` (its gogoproto options change the Go types, not the wire format)."""
-    file = descriptor_pb2.FileDescriptorProto(
-        name="bytefreezer/loki_push.proto",
-        package="bytefreezer.loki",
-        syntax="proto3",
-        dependency=["google/protobuf/timestamp.proto"],
-    )
-    string, message, repeated = (
-        descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
-        descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
-        descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED,
-    )
-    optional = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
-    Layout = list[tuple[str, int, int, int, str | None]]  # name, number, type, label, message
-    layout: dict[str, Layout] = {
-        "LabelPair": [("name", 1, string, optional, None), ("value", 2, string, optional, None)],
+    layout: protobuf.Layout = {
+        "LabelPair": [
+            ("name", 1, protobuf.STRING, protobuf.OPTIONAL, None),
+            ("value", 2, protobuf.STRING, protobuf.OPTIONAL, None),
+        ],
         "Entry": [
-            ("timestamp", 1, message, optional, ".google.protobuf.Timestamp"),
-            ("line", 2, string, optional, None),
-            ("structuredMetadata", 3, message, repeated, ".bytefreezer.loki.LabelPair"),
+            ("timestamp", 1, protobuf.MESSAGE, protobuf.OPTIONAL, ".google.protobuf.Timestamp"),
+            ("line", 2, protobuf.STRING, protobuf.OPTIONAL, None),
+            (
+                "structuredMetadata",
+                3,
+                protobuf.MESSAGE,
+                protobuf.REPEATED,
+                ".bytefreezer.loki.LabelPair",
+            ),
         ],
         "Stream": [
-            ("labels", 1, string, optional, None),
-            ("entries", 2, message, repeated, ".bytefreezer.loki.Entry"),
-            ("hash", 3, descriptor_pb2.FieldDescriptorProto.TYPE_UINT64, optional, None),
+            ("labels", 1, protobuf.STRING, protobuf.OPTIONAL, None),
+            ("entries", 2, protobuf.MESSAGE, protobuf.REPEATED, ".bytefreezer.loki.Entry"),
+            ("hash", 3, protobuf.UINT64, protobuf.OPTIONAL, None),
         ],
-        "PushRequest": [("streams", 1, message, repeated, ".bytefreezer.loki.Stream")],
+        "PushRequest": [
+            ("streams", 1, protobuf.MESSAGE, protobuf.REPEATED, ".bytefreezer.loki.Stream")
+        ],
     }
-    for name, fields in layout.items():
-        kind = file.message_type.add(name=name)
-        for field, number, type_, label, type_name in fields:
-            added = kind.field.add(name=field, number=number, type=type_, label=label)
-            if type_name:
-                added.type_name = type_name
-    pool = descriptor_pool.DescriptorPool()
-    pool.AddSerializedFile(timestamp_pb2.DESCRIPTOR.serialized_pb)
-    pool.Add(file)
-    return message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("bytefreezer.loki.PushRequest")
-    )
+    return protobuf.message_class("bytefreezer.loki", layout, "PushRequest", timestamp_pb2)
 
 
 PushRequest = _push_request()
@@ -148,16 +135,7 @@ def _protobuf_records(raw: bytes, encoding: str, limit: int) -> list[bytes]:
     if encoding.strip():
         data = decompress(raw, encoding, limit)
     else:
-        try:
-            length = cramjam.snappy.decompress_raw_len(raw)
-        except cramjam.DecompressionError as exc:
-            raise BodyError(400, f"a protobuf push is snappy-compressed: {exc}") from None
-        if length > limit:
-            raise BodyError(413, f"decompressed body exceeds {limit} bytes")
-        try:
-            data = bytes(cramjam.snappy.decompress_raw(raw))
-        except cramjam.DecompressionError as exc:
-            raise BodyError(400, f"a protobuf push is snappy-compressed: {exc}") from None
+        data = unsnappy(raw, limit, "a protobuf push")
     request = PushRequest()
     try:
         request.ParseFromString(data)

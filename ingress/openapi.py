@@ -242,19 +242,22 @@ def _bulk(summary: str, *parameters: dict[str, Any]) -> dict[str, Any]:
 _TEXT = {"text/plain": {"schema": {"type": "string"}}}
 
 
-def _loki(summary: str, *parameters: dict[str, Any]) -> dict[str, Any]:
-    """Grafana Loki's push API: 204 once durable, a text reason otherwise."""
+_LOKI_BODY = {
+    "application/x-protobuf": {"schema": _BINARY},
+    "application/json": {"schema": {"type": "object"}},
+}
+_REMOTE_WRITE_BODY = {"application/x-protobuf": {"schema": _BINARY}}
+
+
+def _pushed(summary: str, content: dict[str, Any], *parameters: dict[str, Any]) -> dict[str, Any]:
+    """A push API answered as Loki's and Prometheus's receivers answer: 204 once durable, a
+    text reason otherwise; the key as a bearer token or Basic auth's password."""
     return {
         "post": {
             "summary": summary,
             "parameters": list(parameters),
             "security": [{"bearer": []}, {"basic": []}],
-            "requestBody": {
-                "content": {
-                    "application/x-protobuf": {"schema": _BINARY},
-                    "application/json": {"schema": {"type": "object"}},
-                }
-            },
+            "requestBody": {"content": content},
             "responses": {
                 "204": {"description": "Durable"},
                 **{
@@ -406,7 +409,16 @@ def receiver_openapi() -> dict[str, Any]:
                 {"name": "index", "in": "path", "required": True, "schema": {"type": "string"}},
             ),
             "/": _get("Elasticsearch's root: the version shippers read", {"type": "object"}),
-            "/loki/api/v1/push": _loki("Grafana Loki's push API, with a dataset key"),
+            "/loki/api/v1/push": _pushed("Grafana Loki's push API, with a dataset key", _LOKI_BODY),
+            "/prometheus/api/v1/write": _pushed(
+                "Prometheus remote write 1.0, with a dataset key", _REMOTE_WRITE_BODY
+            ),
+            "/{tenant}/{dataset}/prometheus/api/v1/write": _pushed(
+                "Prometheus remote write 1.0 into the dataset the path names",
+                _REMOTE_WRITE_BODY,
+                {"name": "tenant", "in": "path", "required": True, "schema": _NAME},
+                {"name": "dataset", "in": "path", "required": True, "schema": _NAME},
+            ),
             "/api/v2/logs": _datadog("Datadog's log intake, with a dataset key"),
             "/{tenant}/{dataset}/api/v2/logs": _datadog(
                 "Datadog's log intake into the dataset the path names",
@@ -419,8 +431,9 @@ def receiver_openapi() -> dict[str, Any]:
                 {"name": "tenant", "in": "path", "required": True, "schema": _NAME},
                 {"name": "dataset", "in": "path", "required": True, "schema": _NAME},
             ),
-            "/{tenant}/{dataset}/loki/api/v1/push": _loki(
+            "/{tenant}/{dataset}/loki/api/v1/push": _pushed(
                 "Grafana Loki's push API into the dataset the path names",
+                _LOKI_BODY,
                 {"name": "tenant", "in": "path", "required": True, "schema": _NAME},
                 {"name": "dataset", "in": "path", "required": True, "schema": _NAME},
             ),

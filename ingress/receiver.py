@@ -39,7 +39,7 @@ from bytefreezer.errors import (
     NotFound,
     StorageError,
 )
-from bytefreezer.ingress import credentials, datadog, elastic, firehose, hec, loki
+from bytefreezer.ingress import credentials, datadog, elastic, firehose, hec, loki, prometheus
 from bytefreezer.ingress.bodies import (
     Body,
     BodyError,
@@ -592,8 +592,8 @@ def _not_allowed() -> Response:
 
 
 def _ingest_scope(state: ReceiverState, key: str) -> KeyScope:
-    """An ingest key's own scope, where no path names its tenant (the bulk, Loki, Datadog and
-    Firehose endpoints): 401 for a key control does not know, 403 for an admin key."""
+    """An ingest key's own scope, where no path names its tenant (the bulk, Loki, Datadog,
+    Firehose and remote-write endpoints): 401 for a key control does not know, 403 for an admin key."""
     try:
         scope = state.keys.identify(key)
     except AuthError as exc:
@@ -706,6 +706,11 @@ async def datadog_logs(request: Request) -> Response:
     return await _counted(request, partial(_ingest_converted, api=_DATADOG))
 
 
+async def prometheus_write(request: Request) -> Response:
+    """Prometheus remote write (``bytefreezer.ingress.prometheus``)."""
+    return await _counted(request, partial(_ingest_converted, api=_PROMETHEUS))
+
+
 async def firehose_delivery(request: Request) -> Response:
     """Amazon Data Firehose's HTTP endpoint delivery (``bytefreezer.ingress.firehose``)."""
     return await _counted(request, partial(_ingest_converted, api=_FIREHOSE))
@@ -754,6 +759,22 @@ _DATADOG = _Compatible(
     ),
     ok=lambda request: datadog.accepted(),
     refused=lambda request, exc: datadog.error(exc.status, exc.message, exc.retry_after),
+)
+
+
+_PROMETHEUS = _Compatible(
+    path="/prometheus/api/v1/write",
+    key=lambda request: credentials.key_of(request.headers.get("authorization", "")),
+    missing_key="send a bytefreezer ingest key as remote_write's authorization credentials "
+    "(a bearer token) or basic_auth password",
+    records=lambda request, raw, limit: prometheus.write_records(
+        raw,
+        request.headers.get("content-encoding", ""),
+        request.headers.get("content-type", ""),
+        limit,
+    ),
+    ok=lambda request: Response(status_code=204),
+    refused=_text_refusal,
 )
 
 
@@ -1042,6 +1063,8 @@ def create_app(
         Route("/api/v2/logs", datadog_logs, methods=["POST"]),
         Route("/{tenant}/{dataset}/api/v2/logs", datadog_logs, methods=["POST"]),
         Route("/firehose", firehose_delivery, methods=["POST"]),
+        Route("/prometheus/api/v1/write", prometheus_write, methods=["POST"]),
+        Route("/{tenant}/{dataset}/prometheus/api/v1/write", prometheus_write, methods=["POST"]),
         Route("/{tenant}/{dataset}/firehose", firehose_delivery, methods=["POST"]),
         Route("/{tenant}/{dataset}/loki/api/v1/push", loki_push, methods=["POST"]),
         Route("/", elastic_info, methods=["GET"]),
