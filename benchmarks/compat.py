@@ -1,5 +1,5 @@
 """The receiver's compatibility endpoints (Elasticsearch's bulk API, Loki's push API, Datadog's
-log intake, Firehose's HTTP endpoint delivery) against
+log intake, Firehose's HTTP endpoint delivery, Prometheus remote write) against
 its own NDJSON endpoint, on the same documents, in the same run.
 
     python benchmarks/compat.py [--seconds 5] [--rounds 3] [--clients 16] [--body-kb 64]
@@ -12,11 +12,14 @@ stream, protobuf compressed with snappy, as Promtail and Alloy send) to `/loki/a
 as a gzip JSON array of Datadog log objects (each document its `message`, with `ddsource`,
 `service` and `hostname`, as the Datadog Agent sends) to `/api/v2/logs`; and as a gzip Firehose
 delivery request (each document a record's base64 data, as a Direct PUT stream delivers) to
-`/firehose`. The
+`/firehose`; and as many samples as documents in a Prometheus remote-write request (series of
+ten samples with six labels each, protobuf compressed with snappy, as Prometheus sends) to
+`/prometheus/api/v1/write`, each sample a record. The
 compatibility endpoints parse each document or entry and write the records as a new body; the
 NDJSON endpoint stores the body as sent. Prints documents/s and p99 of each, and the median over
 rounds of each endpoint's documents/s as a ratio of the NDJSON endpoint's; merges the figures
-into benchmarks/results/latest.json under "elastic", "loki", "datadog" and "firehose".
+into benchmarks/results/latest.json under "elastic", "loki", "datadog", "firehose" and
+"remote_write".
 """
 
 from __future__ import annotations
@@ -52,6 +55,26 @@ def loki_push(documents: list[bytes]) -> bytes:
     for n, doc in enumerate(documents):
         entry = stream.entries.add(line=doc.decode())
         entry.timestamp.seconds, entry.timestamp.nanos = divmod(now + n, 10**9)
+    return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
+
+
+def remote_write(samples: int) -> bytes:
+    """A remote-write request of ``samples`` samples: series of ten, six labels each."""
+    import cramjam
+
+    from bytefreezer.ingress.prometheus import WriteRequest
+
+    request = WriteRequest()
+    start = 1_767_225_600_000
+    for number in range(0, samples, 10):
+        series = request.timeseries.add()
+        labels = {"__name__": f"http_requests_{number % 40}_total", "job": "api",
+                  "instance": f"10.0.{number % 7}.{number % 250}:9100", "method": "GET",
+                  "code": "200", "path": f"/v1/items/{number % 97}"}  # fmt: skip
+        for name, value in labels.items():
+            series.labels.add(name=name, value=value)
+        for step in range(min(10, samples - number)):
+            series.samples.add(value=float(number * 10 + step), timestamp=start + step * 15_000)
     return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
 
 
@@ -97,6 +120,7 @@ def main() -> None:
             ),
             compresslevel=6,
         )
+        writes = remote_write(len(documents))
         port, api_port = free_port(), free_port()
         process, key = receiver_process(work / "bf", port, api_port, dataset_key=True)
         wait_port(port)
@@ -128,12 +152,22 @@ def main() -> None:
                 },
                 delivery,
             ),
+            "remote_write": (
+                f"http://127.0.0.1:{port}/prometheus/api/v1/write",
+                {
+                    "Authorization": f"Bearer {key}",
+                    "Content-Type": "application/x-protobuf",
+                    "Content-Encoding": "snappy",
+                },
+                writes,
+            ),
         }
         print(
             f"{len(documents)} documents a request: NDJSON {len(ndjson) / 1024:.0f} KB gzip, "
             f"bulk {len(bulk) / 1024:.0f} KB gzip, Loki {len(push) / 1024:.0f} KB snappy, "
             f"Datadog {len(dd_logs) / 1024:.0f} KB gzip, "
-            f"Firehose {len(delivery) / 1024:.0f} KB gzip; "
+            f"Firehose {len(delivery) / 1024:.0f} KB gzip, "
+            f"remote write {len(writes) / 1024:.0f} KB snappy; "
             f"{args.clients} clients, {args.seconds:g} s "
             f"per run, {args.rounds} rounds"
         )
@@ -151,7 +185,7 @@ def main() -> None:
                     f"{run['requests_per_s']:7.1f} req/s p99 {run['p99_ms']:7.1f} ms "
                     f"{run['statuses']}"
                 )
-            for name in ("bulk", "loki", "datadog", "firehose"):
+            for name in ("bulk", "loki", "datadog", "firehose", "remote_write"):
                 figures[f"{name}_ratio"] = round(
                     figures[name]["documents_per_s"] / figures["ndjson"]["documents_per_s"], 3
                 )
@@ -162,6 +196,7 @@ def main() -> None:
             ("loki", "loki"),
             ("datadog", "datadog"),
             ("firehose", "firehose"),
+            ("remote_write", "remote_write"),
         ):
             ratio = statistics.median(r[f"{name}_ratio"] for r in rounds)
             middle = min(rounds, key=lambda r: abs(r[f"{name}_ratio"] - ratio))

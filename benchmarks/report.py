@@ -186,6 +186,16 @@ def render(data: dict) -> str:  # type: ignore[type-arg]
             f"{f['ndjson']['documents_per_s']:,} docs/s, p99 {f['ndjson']['p99_ms']} ms "
             f"| {f['ratio']:.2f}x{_pass_by_pass(f)} | |"
         )
+    if "remote_write" in data:
+        w = data["remote_write"]
+        lines.append(
+            f"| receiver's Prometheus remote write (protobuf, snappy), "
+            f"{w['documents_per_request']:,} samples a request, {w['clients']} clients "
+            f"| {w['remote_write']['documents_per_s']:,} samples/s, "
+            f"p99 {w['remote_write']['p99_ms']} ms | the receiver's NDJSON endpoint, as many "
+            f"documents {w['ndjson']['documents_per_s']:,} docs/s, p99 {w['ndjson']['p99_ms']} ms "
+            f"| {w['ratio']:.2f}x{_pass_by_pass(w)} | |"
+        )
     if "transforms" in data:
         lines += [
             "",
