@@ -49,6 +49,7 @@ class InputConfig(_Config):
         "file",
         "kinesis",
         "sqs",
+        "journald",
     ] = Field(
         description="Listener kind; `netflow` takes NetFlow v5, v9 and IPFIX export packets "
         "over UDP, a JSON record per flow; `forward` takes the Fluentd forward protocol over "
@@ -58,7 +59,8 @@ class InputConfig(_Config):
         "each acknowledged once spooled; `file` follows the files `paths` match, a record per "
         "line; `kinesis` reads a Kinesis data stream's shards; `sqs` reads an SQS queue's "
         "messages (or, with `s3_notifications`, the S3 objects they announce), each deleted "
-        "from the queue once its records are spooled."
+        "from the queue once its records are spooled; `journald` follows the systemd journal "
+        "(journalctl), a record per entry, its cursor checkpointed once spooled."
     )
     protocol: Literal["udp", "tcp"] = Field("udp", description="Transport of a `syslog` input.")
     host: str = Field("0.0.0.0", description="Listen address.")
@@ -66,8 +68,8 @@ class InputConfig(_Config):
         None,
         ge=0,
         le=65535,
-        description="Listen port (0 picks a free one); not for `nats`, `file`, `kinesis` and "
-        "`sqs`.",
+        description="Listen port (0 picks a free one); not for `nats`, `file`, `kinesis`, `sqs` "
+        "and `journald`.",
     )
     tenant: str = Field(description="Tenant the data belongs to.")
     dataset: str = Field(description="Dataset the data goes to.")
@@ -145,7 +147,8 @@ class InputConfig(_Config):
         "beginning",
         description="Where a `file` input starts in the files it finds at its first start, "
         "without checkpoints (files that appear later are read from their beginning); where a "
-        "`kinesis` input starts in its shards at its first start (TRIM_HORIZON or LATEST).",
+        "`kinesis` input starts in its shards at its first start (TRIM_HORIZON or LATEST); where "
+        "a `journald` input starts in the journal at its first start (all of it, or new entries).",
     )
     multiline_start: str | None = Field(
         None,
@@ -166,6 +169,20 @@ class InputConfig(_Config):
         le=60,
         description="How often a `file` input looks for new lines and files, and a `kinesis` "
         "input for new records (Kinesis takes 5 reads a second per shard).",
+    )
+    journal_directory: Path | None = Field(
+        None,
+        description="A `journald` input reads the journal files in this directory (a host's "
+        "/var/log/journal mounted elsewhere, or files systemd-journal-remote writes); none: the "
+        "system journal.",
+    )
+    units: list[str] = Field(
+        default_factory=list,
+        description="A `journald` input keeps only the entries of these systemd units "
+        "(`nginx.service`); none: every entry.",
+    )
+    journalctl: str = Field(
+        "journalctl", description="The journalctl a `journald` input runs (a path, or on PATH)."
     )
     users: list[ForwardUser] = Field(
         default_factory=list,
@@ -216,6 +233,11 @@ class InputConfig(_Config):
                 f"s3_notifications and s3_endpoint_url are for sqs inputs; input {self.name} is "
                 f"{self.type}"
             )
+        if (self.journal_directory or self.units) and self.type != "journald":
+            raise ValueError(
+                f"journal_directory and units are for journald inputs; input {self.name} is "
+                f"{self.type}"
+            )
         if (self.paths or self.multiline_start) and self.type != "file":
             raise ValueError(
                 f"paths and multiline_start are for file inputs; input {self.name} is {self.type}"
@@ -232,6 +254,8 @@ class InputConfig(_Config):
         elif self.type == "sqs":
             if not self.queue_url:
                 raise ValueError(f"sqs input {self.name} needs a queue_url")
+        elif self.type == "journald":
+            pass  # the system journal by default
         elif self.port is None:
             raise ValueError(f"input {self.name} needs a port")
         return self

@@ -28,6 +28,7 @@ from bytefreezer.ingress.proxy.delivery import (
     GroupCommit,
     ProxyStats,
 )
+from bytefreezer.ingress.proxy.journald import Journal
 from bytefreezer.ingress.proxy.kinesis import StreamReader
 from bytefreezer.ingress.proxy.netflow import NetflowDecoder
 from bytefreezer.ingress.proxy.records import records_with, split_lines, syslog_record, wrap_line
@@ -97,6 +98,17 @@ class ProxyService:
         }
         self.kinesis: dict[str, StreamReader] = {}  # readers of kinesis inputs, once started
         self.queues: dict[str, QueueReader] = {}  # readers of sqs inputs, once started
+        self.journals = {
+            i.name: Journal(
+                self._checkpoints(i),
+                directory=i.journal_directory,
+                units=i.units,
+                read_from=i.read_from,
+                journalctl=i.journalctl,
+            )
+            for i in config.inputs
+            if i.type == "journald"
+        }
         self.ports: dict[str, int] = {}
         self._stop = asyncio.Event()
         self._closers: list[Any] = []
@@ -458,6 +470,76 @@ class ProxyService:
         await asyncio.to_thread(reader.keep_invisible, message)
         return True
 
+    async def _serve_journald(self, source: InputConfig) -> None:
+        """Follow the journal with journalctl (see ``journald``): what it writes is spooled as
+        it comes, and only then does the cursor checkpoint move."""
+        journal = self.journals[source.name]
+
+        async def follow() -> None:
+            while not self._stop.is_set():
+                try:
+                    process = await asyncio.create_subprocess_exec(
+                        *journal.command(),
+                        stdout=asyncio.subprocess.PIPE,
+                        stderr=asyncio.subprocess.PIPE,
+                    )
+                except OSError as exc:  # no journalctl
+                    log.error("journald input %s: cannot run journalctl: %s", source.name, exc)
+                else:
+                    try:
+                        await self._read_journal(source, journal, process)
+                    finally:
+                        if process.returncode is None:
+                            process.terminate()
+                        await process.wait()
+                    if not self._stop.is_set():
+                        assert process.stderr is not None
+                        said = (await process.stderr.read()).decode("utf-8", "replace").strip()
+                        log.error(
+                            "journald input %s: journalctl ended (%s): %s",
+                            source.name, process.returncode, said or "no message",
+                        )  # fmt: skip
+                with suppress(TimeoutError):  # journalctl ended: run it again in a while
+                    await asyncio.wait_for(self._stop.wait(), 5.0)
+
+        self._tasks.append(asyncio.create_task(follow()))
+
+    async def _read_journal(
+        self, source: InputConfig, journal: Journal, process: asyncio.subprocess.Process
+    ) -> None:
+        """Spool what journalctl writes, whatever has come at each read, until it ends or the
+        proxy stops; a full spool holds the entries (and journalctl) until there is room."""
+        assert process.stdout is not None
+        stopping = asyncio.ensure_future(self._stop.wait())
+        rest = b""
+        try:
+            while True:
+                reading = asyncio.ensure_future(process.stdout.read(1 << 20))
+                await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not reading.done():
+                    reading.cancel()
+                    return
+                chunk = reading.result()
+                if not chunk:
+                    return  # journalctl ended
+                data = rest + chunk
+                end = data.rfind(b"\n") + 1
+                rest = data[end:]
+                if len(rest) > source.max_line_bytes:  # an entry past the limit: kept, cut
+                    end, rest = len(data), b""
+                lines = [line for line in data[:end].split(b"\n") if line.strip()]
+                if not lines:
+                    continue
+                records, cursor = await asyncio.to_thread(journal.records, lines)
+                while not await self.spool_records(source, records):
+                    with suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), 0.5)
+                    if self._stop.is_set():
+                        return
+                await asyncio.to_thread(journal.commit, len(records), cursor)
+        finally:
+            stopping.cancel()
+
     def _checkpoints(self, source: InputConfig) -> Path:
         """Where an input that reads on its own keeps its checkpoints, beside the spool."""
         spool = self.config.spool_dir
@@ -582,6 +664,8 @@ class ProxyService:
                 await self._serve_kinesis(source)
             elif source.type == "sqs":
                 await self._serve_sqs(source)
+            elif source.type == "journald":
+                await self._serve_journald(source)
             elif source.type == "tcp" or (source.type == "syslog" and source.protocol == "tcp"):
                 await self._serve_tcp(source)
             else:
@@ -795,6 +879,13 @@ class ProxyService:
                 "to its dead-letter queue.",
                 per_input({n: r.failed for n, r in self.queues.items()}),
             )
+        if self.journals:
+            metric(
+                "bytefreezer_proxy_journald_entries_total",
+                "counter",
+                "Journal entries a journald input read and spooled.",
+                per_input({n: j.entries_read for n, j in self.journals.items()}),
+            )
         if self.relp_stats:
             metric(
                 "bytefreezer_proxy_relp_sessions_total",
@@ -835,6 +926,10 @@ class ProxyService:
                     "kinesis": {
                         n: {"records": r.records_read, "shards": len(r.checkpoints)}
                         for n, r in self.kinesis.items()
+                    },
+                    "journald": {
+                        n: {"entries": j.entries_read, "cursor": j.cursor}
+                        for n, j in self.journals.items()
                     },
                     "sqs": {
                         n: {

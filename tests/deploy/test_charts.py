@@ -496,7 +496,8 @@ def _proxy_input(**fields: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("inputs", "message"),
     [
-        ([_proxy_input(type="file")], "run bytefreezer proxy on the host"),
+        ([_proxy_input(type="file")], "file inputs read the host's files"),
+        ([_proxy_input(type="journald")], "journald inputs read the host's files"),
         ([_proxy_input(type="kinesis", stream="s")], "kinesis inputs need AWS credentials"),
         ([_proxy_input(type="kinesis")], "a kinesis input needs stream"),
         ([_proxy_input(type="sqs", queueUrl="q")], "sqs inputs need AWS credentials"),

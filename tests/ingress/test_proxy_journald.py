@@ -1,0 +1,196 @@
+"""The proxy's `journald` input against real journal files: systemd-journal-remote (Debian's
+package, which `make test` installs) writes them from journal export streams, and the input's
+journalctl follows them. Entries reach the receiver with their fields, new files and appended
+entries are followed, a restart reads on after the checkpointed cursor, a unit filter and
+`read_from: end` keep what they should, and a killed journalctl is run again."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import struct
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from bytefreezer.ingress.proxy.journald import entry_record
+from bytefreezer.ingress.proxy.service import ProxyService
+from tests.ingress.conftest import Receiver
+from tests.ingress.test_proxy import intake_records, proxy_config, until
+
+JOURNAL_REMOTE = Path("/lib/systemd/systemd-journal-remote")
+BOOT = "0123456789abcdef0123456789abcdef"
+START_US = 1_767_225_600_000_000
+
+
+@pytest.fixture(autouse=True)
+def _journal_tools() -> None:
+    if not JOURNAL_REMOTE.exists():
+        pytest.fail("systemd-journal-remote is missing: `make test` installs Debian's package")
+
+
+def export(entries: list[dict[str, str | bytes]]) -> bytes:
+    """Entries in the journal export format (a binary field with its length)."""
+    out = b""
+    for entry in entries:
+        for name, value in entry.items():
+            if isinstance(value, bytes):
+                out += name.encode() + b"\n" + struct.pack("<Q", len(value)) + value + b"\n"
+            else:
+                out += f"{name}={value}\n".encode()
+        out += b"\n"
+    return out
+
+
+def write_journal(path: Path, numbers: range, **fields: str | bytes) -> None:
+    """Entries numbered ``numbers`` into the journal file ``path`` (appended if it exists)."""
+    entries = [
+        {
+            "__REALTIME_TIMESTAMP": str(START_US + n * 1_000_001),
+            "__MONOTONIC_TIMESTAMP": str(1000 + n),
+            "_BOOT_ID": BOOT,
+            "_HOSTNAME": "web-1",
+            "PRIORITY": "6",
+            "SYSLOG_IDENTIFIER": "app",
+            "MESSAGE": f"entry {n}",
+            **fields,
+        }
+        for n in numbers
+    ]
+    subprocess.run(
+        [str(JOURNAL_REMOTE), f"--output={path}", "-"],
+        input=export(entries),
+        check=True,
+        capture_output=True,
+    )
+
+
+def journald_service(receiver: Receiver, tmp_path: Path, **source: Any) -> ProxyService:
+    return ProxyService(
+        proxy_config(
+            tmp_path, receiver.url, receiver.key,
+            {"name": "journal", "type": "journald", "journal_directory": str(tmp_path / "journal"),
+             **source},
+        )
+    )  # fmt: skip
+
+
+def messages(receiver: Receiver) -> list[str]:
+    return sorted(str(r["message"]) for r in intake_records(receiver))
+
+
+def test_entries_followed_and_read_on_after_a_restart(receiver: Receiver, tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    write_journal(journal / "a.journal", range(3))
+    write_journal(journal / "unit.journal", range(3, 4), _SYSTEMD_UNIT="nginx.service")
+    write_journal(journal / "binary.journal", range(4, 5), MESSAGE=b"\xff\xfe raw", DATA=b"\x00ok")
+
+    async def first() -> None:
+        service = journald_service(receiver, tmp_path)
+        await service.start()
+        try:
+            await until(lambda: len(intake_records(receiver)) == 5)
+            write_journal(journal / "a.journal", range(5, 7))  # appended to a followed file
+            write_journal(journal / "b.journal", range(7, 8))  # a new file
+            await until(lambda: len(intake_records(receiver)) == 8)
+            assert service.journals["journal"].entries_read == 8
+        finally:
+            await service.stop()
+
+    asyncio.run(first())
+    write_journal(journal / "b.journal", range(8, 10))  # while the proxy is down
+
+    async def second() -> None:
+        service = journald_service(receiver, tmp_path)
+        await service.start()
+        try:
+            await until(lambda: len(intake_records(receiver)) >= 10)
+            await asyncio.sleep(0.5)  # nothing read twice after the cursor
+        finally:
+            await service.stop()
+
+    asyncio.run(second())
+    rows = {r["message"]: r for r in intake_records(receiver)}
+    expected = {f"entry {n}" for n in range(10) if n != 4}
+    assert set(rows) == expected | {base64.b64encode(b"\xff\xfe raw").decode()}
+    assert len(intake_records(receiver)) == 10
+    first_entry = rows["entry 0"]
+    assert first_entry["timestamp"] == "2026-01-01T00:00:00.000000Z"
+    assert (first_entry["PRIORITY"], first_entry["_HOSTNAME"]) == ("6", "web-1")
+    assert first_entry["__CURSOR"] and "MESSAGE" not in first_entry
+    assert rows["entry 3"]["_SYSTEMD_UNIT"] == "nginx.service"
+    assert rows["entry 1"]["timestamp"] == "2026-01-01T00:00:01.000001Z"
+    binary = rows[base64.b64encode(b"\xff\xfe raw").decode()]
+    assert binary["DATA"] == "\x00ok"  # bytes that are UTF-8 come back as text
+    table = receiver.pack("web")
+    assert table is not None and table.num_rows == 10
+
+
+def test_units_and_read_from_end(receiver: Receiver, tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    write_journal(journal / "a.journal", range(3))
+    write_journal(journal / "a.journal", range(3, 5), _SYSTEMD_UNIT="nginx.service")
+
+    async def scenario() -> None:
+        service = journald_service(receiver, tmp_path, units=["nginx.service"])
+        await service.start()
+        try:
+            await until(lambda: len(intake_records(receiver)) == 2)
+        finally:
+            await service.stop()
+        late = ProxyService(
+            proxy_config(
+                tmp_path / "late", receiver.url, receiver.key,
+                {"name": "late", "type": "journald", "journal_directory": str(journal),
+                 "read_from": "end"},
+            )
+        )  # fmt: skip
+        await late.start()
+        try:
+            await asyncio.sleep(1.0)  # journalctl is following from the end
+            write_journal(journal / "a.journal", range(5, 6))
+            await until(lambda: len(intake_records(receiver)) == 3)
+            await asyncio.sleep(0.3)
+        finally:
+            await late.stop()
+
+    asyncio.run(scenario())
+    assert messages(receiver) == ["entry 3", "entry 4", "entry 5"]
+
+
+def test_a_journalctl_that_ends_is_run_again(receiver: Receiver, tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    write_journal(journal / "a.journal", range(2))
+
+    async def scenario() -> None:
+        service = journald_service(receiver, tmp_path)
+        await service.start()
+        try:
+            await until(lambda: len(intake_records(receiver)) == 2)
+            followers = [
+                child
+                for child in psutil.Process().children()
+                if f"--directory={journal}" in child.cmdline()
+            ]
+            assert len(followers) == 1  # journalctl, run by the input
+            followers[0].kill()
+            write_journal(journal / "a.journal", range(2, 3))
+            await until(lambda: len(intake_records(receiver)) == 3, timeout=30)
+        finally:
+            await service.stop()
+
+    asyncio.run(scenario())
+    assert messages(receiver) == ["entry 0", "entry 1", "entry 2"]
+
+
+def test_lines_that_are_not_entries_are_kept() -> None:
+    record, cursor = entry_record(b"Failed to open journal: Permission denied")
+    assert cursor is None and b'"journald_error":"not a journal entry' in record
+    record, cursor = entry_record(b'{"MESSAGE": [104, 105], "__CURSOR": "c1", "M": ["a", "b"]}')
+    assert cursor == "c1" and b'"message":"hi"' in record and b'"M":["a","b"]' in record
