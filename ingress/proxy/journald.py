@@ -91,8 +91,8 @@ class Journal:
         if self.directory is not None:
             command.append(f"--directory={self.directory}")
         command += [f"--unit={unit}" for unit in self.units]
-        if self.cursor:
-            command.append(f"--after-cursor={self.cursor}")
+        if self.cursor:  # --follow alone shows the last ten after the cursor, not all of them
+            command += [f"--after-cursor={self.cursor}", "--no-tail"]
         elif self.read_from == "beginning":
             command.append("--no-tail")
         else:

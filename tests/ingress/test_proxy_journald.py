@@ -102,22 +102,23 @@ def test_entries_followed_and_read_on_after_a_restart(receiver: Receiver, tmp_pa
             await service.stop()
 
     asyncio.run(first())
-    write_journal(journal / "b.journal", range(8, 10))  # while the proxy is down
+    # while the proxy is down: more than the ten entries `journalctl --follow` shows by itself
+    write_journal(journal / "b.journal", range(8, 30))
 
     async def second() -> None:
         service = journald_service(receiver, tmp_path)
         await service.start()
         try:
-            await until(lambda: len(intake_records(receiver)) >= 10)
+            await until(lambda: len(intake_records(receiver)) >= 30)
             await asyncio.sleep(0.5)  # nothing read twice after the cursor
         finally:
             await service.stop()
 
     asyncio.run(second())
     rows = {r["message"]: r for r in intake_records(receiver)}
-    expected = {f"entry {n}" for n in range(10) if n != 4}
+    expected = {f"entry {n}" for n in range(30) if n != 4}
     assert set(rows) == expected | {base64.b64encode(b"\xff\xfe raw").decode()}
-    assert len(intake_records(receiver)) == 10
+    assert len(intake_records(receiver)) == 30
     first_entry = rows["entry 0"]
     assert first_entry["timestamp"] == "2026-01-01T00:00:00.000000Z"
     assert (first_entry["PRIORITY"], first_entry["_HOSTNAME"]) == ("6", "web-1")
@@ -127,7 +128,7 @@ def test_entries_followed_and_read_on_after_a_restart(receiver: Receiver, tmp_pa
     binary = rows[base64.b64encode(b"\xff\xfe raw").decode()]
     assert binary["DATA"] == "\x00ok"  # bytes that are UTF-8 come back as text
     table = receiver.pack("web")
-    assert table is not None and table.num_rows == 10
+    assert table is not None and table.num_rows == 30
 
 
 def test_units_and_read_from_end(receiver: Receiver, tmp_path: Path) -> None:
@@ -194,3 +195,38 @@ def test_lines_that_are_not_entries_are_kept() -> None:
     assert cursor is None and b'"journald_error":"not a journal entry' in record
     record, cursor = entry_record(b'{"MESSAGE": [104, 105], "__CURSOR": "c1", "M": ["a", "b"]}')
     assert cursor == "c1" and b'"message":"hi"' in record and b'"M":["a","b"]' in record
+
+
+def test_a_proxy_killed_while_reading_the_journal_loses_nothing(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    import signal
+
+    from tests.helpers import free_port, stop_process, wait_for, wait_for_port
+    from tests.ingress.test_proxy_durability import proxy_config_file, proxy_process
+
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    total = 20_000
+    for part in range(4):  # journal-remote slows down past ~5,000 entries a file
+        write_journal(journal / f"{part}.journal", range(part * 5_000, (part + 1) * 5_000))
+    api_port = free_port()
+    source = {"name": "journal", "type": "journald", "journal_directory": str(journal)}
+    config = proxy_config_file(
+        tmp_path, receiver, api_port, source,
+        batch_max_age_seconds=0.05, batch_max_bytes=256 * 1024,  # the test receiver takes 1 MB
+    )  # fmt: skip
+    process = proxy_process(config, tmp_path / "proxy.log")
+    delivered = lambda: {r["message"] for r in intake_records(receiver)}  # noqa: E731
+    try:
+        wait_for_port(api_port)
+        wait_for(lambda: len(delivered()) > 0, 30)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        process = proxy_process(config, tmp_path / "proxy.log")
+        wait_for(lambda: len(delivered()) == total, 60)
+    finally:
+        stop_process(process)
+    messages = [r["message"] for r in intake_records(receiver)]
+    assert set(messages) == {f"entry {n}" for n in range(total)}  # at least once
+    assert len(messages) < 2 * total
