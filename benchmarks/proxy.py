@@ -22,8 +22,11 @@ file, gzips its lines in 1 MiB batches and writes each with an fsync (``bare_tai
 same events as one gzip'd object in moto's S3, announced by an S3 event notification on moto's
 SQS, timed until an `sqs` input with `s3_notifications` has spooled every line; the baseline
 reads the same object with botocore, inflates it and spools its lines as ``bare_tail`` does
-(``bare_s3``). Merges the figures into benchmarks/results/latest.json under "forward",
-"proxy_http", "proxy_file" and "proxy_sqs".
+(``bare_s3``). Last, journal files of generated entries (systemd-journal-remote writes them),
+timed until a `journald` input has spooled every entry; the baseline runs the same journalctl
+over them and spools its lines as ``bare_tail`` does. Merges the figures into
+benchmarks/results/latest.json under "forward", "proxy_http", "proxy_file", "proxy_sqs" and
+"proxy_journald".
 """
 
 from __future__ import annotations
@@ -346,6 +349,71 @@ def sqs_passes(work: Path, lines: list[bytes], passes: int) -> dict[str, object]
     }
 
 
+def _counted_chunks(stream: Any, sizes: list[int]) -> Iterator[bytes]:
+    while chunk := stream.read(4 << 20):
+        sizes.append(len(chunk))
+        yield chunk
+
+
+def journald_passes(work: Path, entries: int, passes: int) -> dict[str, object]:
+    """The proxy's journald input reading journal files, against journalctl's own output
+    spooled by ``bare_spool``."""
+    journal = work / "journal"
+    shutil.rmtree(journal, ignore_errors=True)
+    journal.mkdir()
+    per_file = 5_000  # systemd-journal-remote slows down past ~5,000 entries a file
+    for first in range(0, entries, per_file):
+        stream = b"".join(
+            b"__REALTIME_TIMESTAMP=%d\n__MONOTONIC_TIMESTAMP=%d\n_BOOT_ID=%s\n"
+            b"_HOSTNAME=web-%d\n_SYSTEMD_UNIT=app.service\nPRIORITY=6\nSYSLOG_IDENTIFIER=app\n"
+            b"MESSAGE=GET /api/items/%d 200 %d bytes in %d ms\n\n"
+            % (EPOCH * 10**6 + n * 1000, 1000 + n, b"0123456789abcdef" * 2, n % 8, n, n * 7, n % 97)
+            for n in range(first, min(first + per_file, entries))
+        )
+        subprocess.run(
+            ["/lib/systemd/systemd-journal-remote", f"--output={journal}/{first}.journal", "-"],
+            input=stream,
+            check=True,
+            capture_output=True,
+        )
+    command = ["journalctl", f"--directory={journal}", "--output=json", "--all", "--no-pager"]
+    runs: dict[str, list[float]] = {"bare": [], "proxy": []}
+    proxy_port, api_port = free_port(), free_port()
+    size = 0
+    for _ in range(passes):
+        shutil.rmtree(work / "bare-spool", ignore_errors=True)
+        started = time.perf_counter()
+        reader = subprocess.Popen([*command, "--no-tail"], stdout=subprocess.PIPE)
+        assert reader.stdout is not None
+        sizes: list[int] = []
+        bare_spool(_counted_chunks(reader.stdout, sizes), work / "bare-spool")
+        reader.wait()
+        runs["bare"].append(time.perf_counter() - started)
+        size = sum(sizes)
+        proxy = start_proxy(work, proxy_port, api_port, "journald", journal_directory=str(journal))
+        try:
+            wait_port(api_port)
+            stats = f"http://127.0.0.1:{api_port}/api/v1/stats"
+            started = time.perf_counter()  # journalctl starts with the input
+            while httpx.get(stats).json()["journald"]["journald"]["entries"] < entries:
+                time.sleep(0.01)
+            runs["proxy"].append(time.perf_counter() - started)
+        finally:
+            stop_process(proxy)
+    pairs = [b / p for b, p in zip(runs["bare"], runs["proxy"], strict=True)]
+    mb = size / 1e6
+    proxy_s, bare_s = statistics.median(runs["proxy"]), statistics.median(runs["bare"])
+    return {
+        "entries": entries,
+        "mb": round(mb, 1),
+        "proxy_entries_per_s": round(entries / proxy_s),
+        "proxy_mb_per_s": round(mb / proxy_s, 1),
+        "bare_entries_per_s": round(entries / bare_s),
+        "ratio": round(statistics.median(pairs), 3),
+        "pair_ratios": [round(r, 3) for r in pairs],
+    }
+
+
 def timed(port: int, messages: list[bytes], connections: int) -> float:
     started = time.perf_counter()
     asyncio.run(send_all(port, messages, connections))
@@ -428,9 +496,17 @@ def main() -> None:
             f"{queued['bare_mb_per_s']} MB/s; ratio {queued['ratio']:.2f}x "
             f"(pairs {', '.join(f'{r:.2f}' for r in queued['pair_ratios'])})"  # type: ignore[attr-defined]
         )
-        merge_results(
-            {"forward": result, "proxy_http": http, "proxy_file": tail, "proxy_sqs": queued}
+        journal = journald_passes(work, 50_000, args.passes)
+        print(
+            f"proxy journald input, {journal['entries']:,} journal entries ({journal['mb']} MB as "
+            f"journalctl's JSON) → spool: {journal['proxy_entries_per_s']:,} entries/s; bare "
+            f"journalctl + gzip + fsync {journal['bare_entries_per_s']:,} entries/s; ratio "
+            f"{journal['ratio']:.2f}x (pairs {', '.join(f'{r:.2f}' for r in journal['pair_ratios'])})"  # type: ignore[attr-defined]
         )
+        merge_results(
+            {"forward": result, "proxy_http": http, "proxy_file": tail, "proxy_sqs": queued,
+             "proxy_journald": journal}
+        )  # fmt: skip
     finally:
         for process in processes:
             stop_process(process)

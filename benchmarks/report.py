@@ -149,6 +149,15 @@ def render(data: dict) -> str:  # type: ignore[type-arg]
             f"lines/s | the same object read with botocore, inflated, gzip'd and fsync'd in 1 MiB "
             f"batches {q['bare_mb_per_s']} MB/s | {q['ratio']:.2f}x{_pass_by_pass(q)} | |"
         )
+    if "proxy_journald" in data:
+        j = data["proxy_journald"]
+        lines.append(
+            f"| proxy `journald` input: {j['entries']:,} journal entries ({j['mb']} MB as "
+            f"journalctl's JSON), each spooled, the cursor checkpointed after "
+            f"| {j['proxy_entries_per_s']:,} entries/s | the same journalctl, its output gzip'd and "
+            f"fsync'd in 1 MiB batches {j['bare_entries_per_s']:,} entries/s "
+            f"| {j['ratio']:.2f}x{_pass_by_pass(j)} | |"
+        )
     if "elastic" in data:
         e = data["elastic"]
         lines.append(

@@ -13,6 +13,7 @@ A line journalctl writes that is not an entry is kept as a record with `journald
 from __future__ import annotations
 
 import base64
+import functools
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -40,14 +41,21 @@ def entry_record(line: bytes) -> tuple[bytes, str | None]:
     record: dict[str, Any] = {}
     realtime = entry.pop("__REALTIME_TIMESTAMP", None)
     if isinstance(realtime, str) and realtime.isdigit():
-        moment = datetime.fromtimestamp(int(realtime) // 1_000_000, UTC)
-        stamp = moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{int(realtime) % 1_000_000:06d}Z"
-        record["timestamp"] = stamp
-    record["message"] = _text(entry.pop("MESSAGE", None))
+        seconds, micros = divmod(int(realtime), 1_000_000)
+        record["timestamp"] = f"{_second(seconds)}.{micros:06d}Z"
+    message = entry.pop("MESSAGE", None)
+    record["message"] = _text(message) if type(message) is list else message
+    record.update(entry)
     for name, value in entry.items():
-        record[name] = _text(value)
+        if type(value) is list:  # bytes, or a field the entry has several times
+            record[name] = _text(value)
     cursor = entry.get("__CURSOR")
     return orjson.dumps(record), cursor if isinstance(cursor, str) else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _second(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _text(value: Any) -> Any:

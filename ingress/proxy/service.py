@@ -46,6 +46,8 @@ from bytefreezer.lines import is_blank
 
 log = logging.getLogger(__name__)
 
+JOURNAL_READ = 4 << 20  # what a journald input reads and spools at once, at most
+
 
 class _Datagrams(asyncio.DatagramProtocol):
     def __init__(self, service: ProxyService, source: InputConfig) -> None:
@@ -482,6 +484,7 @@ class ProxyService:
                         *journal.command(),
                         stdout=asyncio.subprocess.PIPE,
                         stderr=asyncio.subprocess.PIPE,
+                        limit=JOURNAL_READ,  # journalctl writes on while a read is spooled
                     )
                 except OSError as exc:  # no journalctl
                     log.error("journald input %s: cannot run journalctl: %s", source.name, exc)
@@ -514,7 +517,7 @@ class ProxyService:
         rest = b""
         try:
             while True:
-                reading = asyncio.ensure_future(process.stdout.read(1 << 20))
+                reading = asyncio.ensure_future(process.stdout.read(JOURNAL_READ))
                 await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 if not reading.done():
                     reading.cancel()
