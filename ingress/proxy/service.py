@@ -8,6 +8,7 @@ import hmac
 import logging
 import socket
 import ssl
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -460,14 +461,14 @@ class ProxyService:
     async def _spool_held(
         self, source: InputConfig, reader: QueueReader, message: Message, records: list[bytes]
     ) -> bool:
-        """Spool ``records`` of ``message``, waiting while the spool is full (the message stays
-        invisible meanwhile); False if the proxy stopped first."""
-        while not await self.spool_records(source, records):
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), 0.5)
-            if self._stop.is_set():
-                return False
+        """Spool ``records`` of ``message``, the message kept invisible while the spool is full;
+        False if the proxy stopped first."""
+
+        async def held() -> None:
             await asyncio.to_thread(reader.keep_invisible, message)
+
+        if not await self._spool_waiting(source, records, held):
+            return False
         reader.records_read += len(records)
         await asyncio.to_thread(reader.keep_invisible, message)
         return True
@@ -534,14 +535,28 @@ class ProxyService:
                 if not lines:
                     continue
                 records, cursor = await asyncio.to_thread(journal.records, lines)
-                while not await self.spool_records(source, records):
-                    with suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop.wait(), 0.5)
-                    if self._stop.is_set():
-                        return
+                if not await self._spool_waiting(source, records):
+                    return
                 await asyncio.to_thread(journal.commit, len(records), cursor)
         finally:
             stopping.cancel()
+
+    async def _spool_waiting(
+        self,
+        source: InputConfig,
+        records: list[bytes],
+        meanwhile: Callable[[], Awaitable[None]] | None = None,
+    ) -> bool:
+        """Spool ``records``, trying again every 0.5 s while the spool is full (``meanwhile``
+        after each wait); False if the proxy stopped first."""
+        while not await self.spool_records(source, records):
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 0.5)
+            if self._stop.is_set():
+                return False
+            if meanwhile is not None:
+                await meanwhile()
+        return True
 
     def _checkpoints(self, source: InputConfig) -> Path:
         """Where an input that reads on its own keeps its checkpoints, beside the spool."""

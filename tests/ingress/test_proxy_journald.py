@@ -230,3 +230,42 @@ def test_a_proxy_killed_while_reading_the_journal_loses_nothing(
     messages = [r["message"] for r in intake_records(receiver)]
     assert set(messages) == {f"entry {n}" for n in range(total)}  # at least once
     assert len(messages) < 2 * total
+
+
+def test_a_full_spool_holds_the_entries_and_the_cursor(receiver: Receiver, tmp_path: Path) -> None:
+    import gzip
+    import json
+    import os
+
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    write_journal(journal / "a.journal", range(1))
+    # the receiver is unreachable and the spool small: the big entries wait in the journal
+    service = ProxyService(
+        proxy_config(
+            tmp_path, "http://127.0.0.1:9", receiver.key,
+            {"name": "journal", "type": "journald", "journal_directory": str(journal)},
+            spool_max_bytes=4096, batch_max_age_seconds=3600,
+        )
+    )  # fmt: skip
+    checkpoint = tmp_path / "proxy-spool-checkpoints" / "journal.json"
+
+    async def scenario() -> None:
+        await service.start()
+        try:
+            await until(lambda: service.journals["journal"].entries_read == 1)
+            saved = json.loads(checkpoint.read_text())
+            write_journal(journal / "a.journal", range(1, 2), BLOB=os.urandom(3000).hex())
+            await until(lambda: service.stats.lines_refused.get("journal", 0) >= 2)  # again
+            assert json.loads(checkpoint.read_text()) == saved  # not past the refused entry
+            assert service.journals["journal"].entries_read == 1
+        finally:
+            await service.stop()
+
+    asyncio.run(scenario())
+    spooled = [
+        json.loads(line)
+        for p in service.spool.paths()
+        for line in gzip.decompress(service.spool.read(p)[1]).splitlines()
+    ]
+    assert [r["message"] for r in spooled] == ["entry 0"]
