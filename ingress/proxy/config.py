@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from bytefreezer.errors import ConfigError, validation_problems
+from bytefreezer.ingress.proxy.mqtt import broker_address
 from bytefreezer.keys import validate_name
 from bytefreezer.settings import expand_env
 
@@ -50,6 +51,7 @@ class InputConfig(_Config):
         "kinesis",
         "sqs",
         "journald",
+        "mqtt",
     ] = Field(
         description="Listener kind; `netflow` takes NetFlow v5, v9 and IPFIX export packets "
         "over UDP, a JSON record per flow; `forward` takes the Fluentd forward protocol over "
@@ -60,7 +62,9 @@ class InputConfig(_Config):
         "line; `kinesis` reads a Kinesis data stream's shards; `sqs` reads an SQS queue's "
         "messages (or, with `s3_notifications`, the S3 objects they announce), each deleted "
         "from the queue once its records are spooled; `journald` follows the systemd journal "
-        "(journalctl), a record per entry, its cursor checkpointed once spooled."
+        "(journalctl), a record per entry, its cursor checkpointed once spooled; `mqtt` "
+        "subscribes to an MQTT topic filter in a persistent session, each QoS 1 message "
+        "acknowledged once spooled."
     )
     protocol: Literal["udp", "tcp"] = Field("udp", description="Transport of a `syslog` input.")
     host: str = Field("0.0.0.0", description="Listen address.")
@@ -68,8 +72,8 @@ class InputConfig(_Config):
         None,
         ge=0,
         le=65535,
-        description="Listen port (0 picks a free one); not for `nats`, `file`, `kinesis`, `sqs` "
-        "and `journald`.",
+        description="Listen port (0 picks a free one); not for `nats`, `file`, `kinesis`, `sqs`, "
+        "`journald` and `mqtt`.",
     )
     tenant: str = Field(description="Tenant the data belongs to.")
     dataset: str = Field(description="Dataset the data goes to.")
@@ -81,9 +85,22 @@ class InputConfig(_Config):
         None, description="Bearer token an `http` input requires from its clients."
     )
     servers: list[str] = Field(
-        default_factory=list, description="NATS servers of a `nats` input (`nats://host:4222`)."
+        default_factory=list,
+        description="NATS servers of a `nats` input (`nats://host:4222`); the broker of an "
+        "`mqtt` input (one: `mqtt://host:1883`, or `mqtts://host:8883` for TLS).",
     )
-    subject: str | None = Field(None, description="Subject a `nats` input subscribes to.")
+    subject: str | None = Field(
+        None,
+        description="Subject a `nats` input subscribes to; the topic filter an `mqtt` input "
+        "subscribes to (`sensors/#`).",
+    )
+    qos: Literal[0, 1] = Field(
+        1,
+        description="QoS an `mqtt` input subscribes with: 1, each message acknowledged once "
+        "spooled (at least once); 0, at most once.",
+    )
+    username: str | None = Field(None, description="User name an `mqtt` input connects with.")
+    password: SecretStr | None = Field(None, description="Its password.")
     queue: str | None = Field(
         None, description="Queue group of a `nats` input: proxies of one group share messages."
     )
@@ -131,7 +148,9 @@ class InputConfig(_Config):
         "died) is read again.",
     )
     durable: str | None = Field(
-        None, description="Durable consumer name with `stream` (default bytefreezer-<name>)."
+        None,
+        description="Durable consumer name with `stream` (default bytefreezer-<name>); the "
+        "client id of an `mqtt` input's persistent session (default bytefreezer-<name>).",
     )
     nats_token: SecretStr | None = Field(None, description="Token a `nats` input connects with.")
     shared_key: SecretStr | None = Field(
@@ -256,6 +275,13 @@ class InputConfig(_Config):
                 raise ValueError(f"sqs input {self.name} needs a queue_url")
         elif self.type == "journald":
             pass  # the system journal by default
+        elif self.type == "mqtt":
+            if len(self.servers) != 1 or not self.subject:
+                raise ValueError(
+                    f"mqtt input {self.name} needs one broker in servers and a subject (topic "
+                    "filter)"
+                )
+            broker_address(self.servers[0])
         elif self.port is None:
             raise ValueError(f"input {self.name} needs a port")
         return self

@@ -31,6 +31,7 @@ from bytefreezer.ingress.proxy.delivery import (
 )
 from bytefreezer.ingress.proxy.journald import Journal
 from bytefreezer.ingress.proxy.kinesis import StreamReader
+from bytefreezer.ingress.proxy.mqtt import Subscription, message_records
 from bytefreezer.ingress.proxy.netflow import NetflowDecoder
 from bytefreezer.ingress.proxy.records import records_with, split_lines, syslog_record, wrap_line
 from bytefreezer.ingress.proxy.sqs import (
@@ -101,6 +102,7 @@ class ProxyService:
         }
         self.kinesis: dict[str, StreamReader] = {}  # readers of kinesis inputs, once started
         self.queues: dict[str, QueueReader] = {}  # readers of sqs inputs, once started
+        self.subscriptions: dict[str, Subscription] = {}  # of mqtt inputs, once started
         self.journals = {
             i.name: Journal(
                 self._checkpoints(i),
@@ -541,6 +543,43 @@ class ProxyService:
         finally:
             stopping.cancel()
 
+    async def _serve_mqtt(self, source: InputConfig) -> None:
+        """Subscribe to an MQTT topic filter (see ``mqtt``): the messages that have come are
+        spooled together, and only then acknowledged."""
+        subscription = Subscription(
+            source.servers[0],
+            str(source.subject),
+            client_id=source.durable or f"bytefreezer-{source.name}",
+            qos=source.qos,
+            username=source.username,
+            password=source.password.get_secret_value() if source.password else None,
+            loop=asyncio.get_running_loop(),
+        )
+        self.subscriptions[source.name] = subscription
+        subscription.start()
+        self._closers.append(subscription)
+
+        async def follow() -> None:
+            stopping = asyncio.ensure_future(self._stop.wait())
+            try:
+                while True:
+                    getting = asyncio.ensure_future(subscription.queue.get())
+                    await asyncio.wait({getting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    if not getting.done():
+                        getting.cancel()
+                        return
+                    taken = [getting.result()]
+                    while not subscription.queue.empty() and len(taken) < 10_000:
+                        taken.append(subscription.queue.get_nowait())
+                    records = await asyncio.to_thread(message_records, taken, source.max_line_bytes)
+                    if not await self._spool_waiting(source, records):
+                        return  # stopping: not acknowledged, the broker sends them again
+                    subscription.ack(taken)
+            finally:
+                stopping.cancel()
+
+        self._tasks.append(asyncio.create_task(follow()))
+
     async def _spool_waiting(
         self,
         source: InputConfig,
@@ -684,6 +723,8 @@ class ProxyService:
                 await self._serve_sqs(source)
             elif source.type == "journald":
                 await self._serve_journald(source)
+            elif source.type == "mqtt":
+                await self._serve_mqtt(source)
             elif source.type == "tcp" or (source.type == "syslog" and source.protocol == "tcp"):
                 await self._serve_tcp(source)
             else:
@@ -897,6 +938,19 @@ class ProxyService:
                 "to its dead-letter queue.",
                 per_input({n: r.failed for n, r in self.queues.items()}),
             )
+        if self.subscriptions:
+            metric(
+                "bytefreezer_proxy_mqtt_messages_total",
+                "counter",
+                "MQTT messages an mqtt input spooled (and acknowledged, QoS 1).",
+                per_input({n: s.messages_read for n, s in self.subscriptions.items()}),
+            )
+            metric(
+                "bytefreezer_proxy_mqtt_connected",
+                "gauge",
+                "Whether an mqtt input is connected to its broker.",
+                per_input({n: int(s.connected) for n, s in self.subscriptions.items()}),
+            )
         if self.journals:
             metric(
                 "bytefreezer_proxy_journald_entries_total",
@@ -944,6 +998,10 @@ class ProxyService:
                     "kinesis": {
                         n: {"records": r.records_read, "shards": len(r.checkpoints)}
                         for n, r in self.kinesis.items()
+                    },
+                    "mqtt": {
+                        n: {"messages": s.messages_read, "connected": s.connected}
+                        for n, s in self.subscriptions.items()
                     },
                     "journald": {
                         n: {"entries": j.entries_read, "cursor": j.cursor}

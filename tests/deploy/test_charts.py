@@ -504,9 +504,11 @@ def _proxy_input(**fields: Any) -> dict[str, Any]:
         ([_proxy_input(type="sqs")], "an sqs input needs queueUrl"),
         (
             [_proxy_input(type="kafka")],
-            "type must be udp, tcp, syslog, http, netflow, forward, nats, relp, kinesis or sqs",
+            "type must be udp, tcp, syslog, http, netflow, forward, nats, relp, kinesis, sqs or mqtt",
         ),
         ([_proxy_input(type="tcp", sharedKey="s")], "sharedKey is for forward inputs"),
+        ([_proxy_input(type="mqtt")], "an mqtt input needs servers (one broker) and subject"),
+        ([_proxy_input(type="tcp", password="p")], "password is for mqtt inputs"),
     ],
 )
 def test_proxy_bad_inputs_fail_with_an_actionable_message(
@@ -602,3 +604,32 @@ def test_proxy_forward_users_come_from_the_secret(tmp_path: Path) -> None:
     with pytest.raises(helm_python.HelmError) as info:
         render(PROXY, {"inputs": [_proxy_input(type="forward", users=users)]})
     assert "users are proven in the shared-key handshake; set sharedKey" in str(info.value)
+
+
+def test_proxy_mqtt_input_with_its_password_from_the_secret(tmp_path: Path) -> None:
+    from bytefreezer.ingress.proxy.config import load_proxy_config
+
+    source = _proxy_input(
+        name="iot", type="mqtt", servers=["mqtt://mosquitto:1883"], subject="sensors/#", qos=0,
+        durable="edge-1", username="edge", password="pw-9",
+    )  # fmt: skip
+    source.pop("port")
+    objects = render(PROXY, {"inputs": [source]}, release="edge")
+    assert find(objects, "Secret", "edge-proxy-keys")["stringData"]["iot-password"] == "pw-9"
+    text = find(objects, "ConfigMap", "edge-proxy-config")["data"]["proxy.yaml"]
+    assert "pw-9" not in text  # the password only through the Secret
+    # it listens on no port: no Service for inputs (one without ports is invalid), the API's
+    services = [o["metadata"]["name"] for o in objects if o["kind"] == "Service"]
+    assert services == ["edge-proxy-api"]
+    _valid(objects)
+    config = tmp_path / "proxy.yaml"
+    config.write_text(text)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BYTEFREEZER_PROXY_KEY_IOT", "k")
+        patch.setenv("BYTEFREEZER_PROXY_KEY_IOT_PASSWORD", "pw-9")
+        (loaded,) = load_proxy_config(config).inputs
+    assert (loaded.type, loaded.servers, loaded.subject, loaded.qos, loaded.durable) == (
+        "mqtt", ["mqtt://mosquitto:1883"], "sensors/#", 0, "edge-1",
+    )  # fmt: skip
+    assert loaded.username == "edge" and loaded.password is not None
+    assert loaded.password.get_secret_value() == "pw-9"
