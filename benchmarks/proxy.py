@@ -24,9 +24,11 @@ SQS, timed until an `sqs` input with `s3_notifications` has spooled every line; 
 reads the same object with botocore, inflates it and spools its lines as ``bare_tail`` does
 (``bare_s3``). Last, journal files of generated entries (systemd-journal-remote writes them),
 timed until a `journald` input has spooled every entry; the baseline runs the same journalctl
-over them and spools its lines as ``bare_tail`` does. Merges the figures into
-benchmarks/results/latest.json under "forward", "proxy_http", "proxy_file", "proxy_sqs" and
-"proxy_journald".
+over them and spools its lines as ``bare_tail`` does. Then QoS 1 MQTT messages published to
+mosquitto, timed until an `mqtt` input has spooled (and acknowledged) every one; the baseline is
+a bare paho-mqtt subscriber in the same session settings acknowledging each message as it
+arrives, keeping nothing. Merges the figures into benchmarks/results/latest.json under
+"forward", "proxy_http", "proxy_file", "proxy_sqs", "proxy_journald" and "proxy_mqtt".
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -414,6 +418,110 @@ def journald_passes(work: Path, entries: int, passes: int) -> dict[str, object]:
     }
 
 
+def _mqtt_publish(port: int, payloads: list[bytes]) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-publisher")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    sent = [client.publish("sensors/bench", payload, qos=1) for payload in payloads]
+    for info in sent:
+        info.wait_for_publish(timeout=60)
+    client.disconnect()
+    client.loop_stop()
+
+
+def _bare_mqtt(port: int, expected: int, subscribed: threading.Event) -> float:
+    """Seconds a bare subscriber takes from its first message to ``expected`` (each acked)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    done = threading.Event()
+    seen: list[float] = []
+
+    def on_message(client: Any, userdata: Any, message: Any) -> None:
+        seen.append(time.perf_counter())
+        client.ack(message.mid, message.qos)
+        if len(seen) == expected:
+            done.set()
+
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id="bench-bare", clean_session=False, manual_ack=True
+    )
+    client.on_message = on_message
+    client.on_subscribe = lambda *args: subscribed.set()
+    client.connect("127.0.0.1", port)
+    client.subscribe("sensors/#", qos=1)
+    client.loop_start()
+    finished = done.wait(120)
+    client.disconnect()
+    client.loop_stop()
+    if not finished:
+        raise RuntimeError(f"the bare subscriber got {len(seen)} of {expected} messages")
+    return seen[-1] - seen[0]
+
+
+def mqtt_passes(work: Path, lines: list[bytes], passes: int) -> dict[str, object]:
+    """The proxy's mqtt input against a bare subscriber, the same messages published."""
+    payloads = lines[:20_000]
+    port, proxy_port, api_port = free_port(), free_port(), free_port()
+    config = work / "mosquitto.conf"
+    config.write_text(  # past max_queued_messages (1,000) mosquitto drops a slow reader's
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_queued_messages 1000000\n"
+    )
+    broker = subprocess.Popen(
+        ["/usr/sbin/mosquitto", "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    runs: dict[str, list[float]] = {"bare": [], "proxy": []}
+    try:
+        wait_port(port)
+        for _ in range(passes):
+            subscribed = threading.Event()
+            with ThreadPoolExecutor(1) as pool:
+                bare = pool.submit(_bare_mqtt, port, len(payloads), subscribed)
+                subscribed.wait(10)
+                started = time.perf_counter()
+                _mqtt_publish(port, payloads)
+                bare.result()
+                runs["bare"].append(time.perf_counter() - started)
+            proxy = start_proxy(
+                work, proxy_port, api_port, "mqtt", servers=[f"mqtt://127.0.0.1:{port}"],
+                subject="sensors/#", durable=f"bench-proxy-{len(runs['proxy'])}",
+            )  # fmt: skip
+            try:
+                wait_port(api_port)
+                stats = f"http://127.0.0.1:{api_port}/api/v1/stats"
+                while not httpx.get(stats).json()["mqtt"]["mqtt"]["connected"]:
+                    time.sleep(0.01)
+                time.sleep(0.2)  # subscribed
+                started = time.perf_counter()
+                _mqtt_publish(port, payloads)
+                while httpx.get(stats).json()["mqtt"]["mqtt"]["messages"] < len(payloads):
+                    if time.perf_counter() - started > 120:
+                        raise RuntimeError("the mqtt input did not spool every message in 120 s")
+                    time.sleep(0.01)
+                runs["proxy"].append(time.perf_counter() - started)
+            finally:
+                stop_process(proxy)
+    finally:
+        stop_process(broker)
+    pairs = [b / p for b, p in zip(runs["bare"], runs["proxy"], strict=True)]
+    proxy_s, bare_s = statistics.median(runs["proxy"]), statistics.median(runs["bare"])
+    return {
+        "messages": len(payloads),
+        "proxy_messages_per_s": round(len(payloads) / proxy_s),
+        "bare_messages_per_s": round(len(payloads) / bare_s),
+        "ratio": round(statistics.median(pairs), 3),
+        "pair_ratios": [round(r, 3) for r in pairs],
+    }
+
+
 def timed(port: int, messages: list[bytes], connections: int) -> float:
     started = time.perf_counter()
     asyncio.run(send_all(port, messages, connections))
@@ -503,9 +611,17 @@ def main() -> None:
             f"journalctl + gzip + fsync {journal['bare_entries_per_s']:,} entries/s; ratio "
             f"{journal['ratio']:.2f}x (pairs {', '.join(f'{r:.2f}' for r in journal['pair_ratios'])})"  # type: ignore[attr-defined]
         )
+        subscribed = mqtt_passes(work, lines, args.passes)
+        print(
+            f"proxy mqtt input, {subscribed['messages']:,} QoS 1 messages → spool, each "
+            f"acknowledged after: {subscribed['proxy_messages_per_s']:,} messages/s; bare "
+            f"subscriber acknowledging on arrival {subscribed['bare_messages_per_s']:,} messages/s; "
+            f"ratio {subscribed['ratio']:.2f}x "
+            f"(pairs {', '.join(f'{r:.2f}' for r in subscribed['pair_ratios'])})"  # type: ignore[attr-defined]
+        )
         merge_results(
             {"forward": result, "proxy_http": http, "proxy_file": tail, "proxy_sqs": queued,
-             "proxy_journald": journal}
+             "proxy_journald": journal, "proxy_mqtt": subscribed}
         )  # fmt: skip
     finally:
         for process in processes:

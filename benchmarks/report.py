@@ -158,6 +158,14 @@ def render(data: dict) -> str:  # type: ignore[type-arg]
             f"fsync'd in 1 MiB batches {j['bare_entries_per_s']:,} entries/s "
             f"| {j['ratio']:.2f}x{_pass_by_pass(j)} | |"
         )
+    if "proxy_mqtt" in data:
+        m = data["proxy_mqtt"]
+        lines.append(
+            f"| proxy `mqtt` input: {m['messages']:,} QoS 1 messages from mosquitto, each spooled "
+            f"and then acknowledged | {m['proxy_messages_per_s']:,} messages/s | a bare paho-mqtt "
+            f"subscriber acknowledging each on arrival {m['bare_messages_per_s']:,} messages/s "
+            f"| {m['ratio']:.2f}x{_pass_by_pass(m)} | |"
+        )
     if "elastic" in data:
         e = data["elastic"]
         lines.append(
