@@ -6,7 +6,7 @@ once) and nothing is lost.
 A message's body makes a record per line (a JSON object line as it is, other text wrapped), each
 with `sqs_message_id`. With `s3_notifications`, each message is an S3 event notification (sent
 by S3 itself, through SNS, or by EventBridge) and every object it announces as created is read
-from S3, gzip'd or not, a record per line with `s3_bucket` and `s3_key`; a line holding a
+from S3, gzip'd, zstd'd or not, a record per line with `s3_bucket` and `s3_key`; a line holding a
 CloudTrail log file (`{"Records": [...]}`) makes a record per event. An object is read in
 pieces, at most two in memory at once, so its size is not bounded by memory; the message
 stays invisible to other readers meanwhile (its visibility timeout is extended as it goes).
@@ -21,12 +21,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
 import orjson
+import zstandard
 
 from bytefreezer.compression import InflateError
 from bytefreezer.compression import decompressobj as inflater
@@ -132,13 +133,15 @@ def _cloudtrail_events(line: str) -> list[str] | None:
 
 
 class ObjectLines:
-    """The lines of one object's body (a botocore stream), gzip inflated as it is read (every
-    member), in pieces of about ``PIECE_BYTES``; a line longer than ``max_line_bytes`` is cut."""
+    """The lines of one object's body (a botocore stream), gzip or zstd inflated as it is read
+    (every member or frame), in pieces of about ``PIECE_BYTES``; a line longer than ``max_line_bytes`` is cut."""
 
     def __init__(self, body: Any, max_line_bytes: int) -> None:
         self._body = body
         self._max_line = max_line_bytes
         self._inflater: Any = None
+        self._new: Callable[[], Any] | None = None  # a new inflater for the next member
+        self._kind = ""
         self._first = True
         self._rest = b""
         self._done = False
@@ -157,8 +160,8 @@ class ObjectLines:
             else:
                 data = self._rest + self._inflate(raw)
                 end = data.rfind(b"\n")
-                if end < 0:
-                    self._rest = data
+                if end < 0:  # a line longer than a piece: only what is kept of it is held
+                    self._rest = data[: self._max_line * 4 + 4]  # (UTF-8: four bytes a char)
                     continue
                 data, self._rest = data[: end + 1], data[end + 1 :]
             lines = [  # not is_blank's call a line: a tenth of the input's time
@@ -174,7 +177,11 @@ class ObjectLines:
         if self._first:
             self._first = False
             if raw[:2] == b"\x1f\x8b":
-                self._inflater = inflater(_GZIP)
+                self._kind, self._new = "gzip", lambda: inflater(_GZIP)
+            elif raw[:4] == b"\x28\xb5\x2f\xfd":
+                self._kind, self._new = "zstd", zstandard.ZstdDecompressor().decompressobj
+            if self._new is not None:
+                self._inflater = self._new()
         if self._inflater is None:
             return raw
         out = []
@@ -183,10 +190,11 @@ class ObjectLines:
                 out.append(self._inflater.decompress(raw))
                 if not self._inflater.eof:
                     break
-                raw = self._inflater.unused_data  # the next member of a concatenated gzip
-                self._inflater = inflater(_GZIP) if raw else self._inflater
-        except InflateError as exc:
-            raise Unreadable(f"the object is gzip but does not inflate: {exc}") from None
+                raw = self._inflater.unused_data  # the next member (gzip) or frame (zstd)
+                if raw:
+                    self._inflater = self._new()
+        except (InflateError, zstandard.ZstdError) as exc:
+            raise Unreadable(f"the object is {self._kind} but does not inflate: {exc}") from None
         return b"".join(out)
 
     def close(self) -> None:

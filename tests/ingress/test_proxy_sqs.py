@@ -20,6 +20,7 @@ from typing import Any
 import boto3
 import httpx
 import pytest
+import zstandard
 
 from bytefreezer.errors import ConfigError
 from bytefreezer.ingress.proxy import sqs
@@ -314,8 +315,16 @@ def test_object_lines_in_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(pieces) > 1
     lines = [line for piece in pieces for line in piece]
     assert lines == [f"line {n}" for n in range(50)] + [("last without newline " + "z" * 30)[:30]]
-    with pytest.raises(sqs.Unreadable, match="does not inflate"):
+    with pytest.raises(sqs.Unreadable, match="gzip but does not inflate"):
         list(sqs.ObjectLines(io.BytesIO(b"\x1f\x8b" + b"\x00" * 40), 100))
+    frames = zstandard.ZstdCompressor().compress(text[:100].encode())
+    frames += zstandard.ZstdCompressor().compress(text[100:].encode())
+    assert [line for piece in sqs.ObjectLines(io.BytesIO(frames), 30) for line in piece] == lines
+    with pytest.raises(sqs.Unreadable, match="zstd but does not inflate"):
+        list(sqs.ObjectLines(io.BytesIO(b"\x28\xb5\x2f\xfd" + b"\xff" * 40), 100))
+    # a line far longer than a piece: only what is kept of it is held while it is read
+    long_line = "x" * 5000 + "\nafter\n"
+    assert list(sqs.ObjectLines(io.BytesIO(long_line.encode()), 10)) == [["x" * 10, "after"]]
     trail = json.dumps({"Records": [{"a": 1}, {"a": 2}]})
     records = sqs.object_records(["x", trail, '{"Records": 3}'], {"s3_key": "k"})
     decoded = [json.loads(r) for r in records]
