@@ -182,8 +182,9 @@ class ObjectLines:
                 self._kind, self._new = "zstd", zstandard.ZstdDecompressor().decompressobj
             if self._new is not None:
                 self._inflater = self._new()
-        if self._inflater is None:
+        if self._inflater is None or self._new is None:
             return raw
+        new = self._new
         out = []
         try:
             while raw:
@@ -192,7 +193,7 @@ class ObjectLines:
                     break
                 raw = self._inflater.unused_data  # the next member (gzip) or frame (zstd)
                 if raw:
-                    self._inflater = self._new()
+                    self._inflater = new()
         except (InflateError, zstandard.ZstdError) as exc:
             raise Unreadable(f"the object is {self._kind} but does not inflate: {exc}") from None
         return b"".join(out)
