@@ -145,6 +145,14 @@ def unsnappy(raw: bytes, limit: int, what: str) -> bytes:
         raise BodyError(400, f"{what} is snappy-compressed: {exc}") from None
 
 
+def snappy_or_encoded(raw: bytes, encoding: str, limit: int, what: str) -> bytes:
+    """A protobuf push's body: snappy (no Content-Encoding, or `snappy`), or any encoding
+    ``decompress`` takes."""
+    if encoding.strip().lower() in ("", "snappy"):
+        return unsnappy(raw, limit, what)
+    return decompress(raw, encoding, limit)
+
+
 def json_list(data: bytes, field: str, shape: str) -> tuple[dict[str, Any], list[Any]]:
     """A JSON object body and its list ``field`` (a push's streams, a delivery's records);
     ``BodyError`` 400 naming the expected ``shape`` otherwise."""

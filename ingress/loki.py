@@ -21,10 +21,9 @@ from typing import Any
 
 import orjson
 from google.protobuf import timestamp_pb2
-from google.protobuf.message import DecodeError
 
 from bytefreezer.ingress import protobuf
-from bytefreezer.ingress.bodies import BodyError, decompress, json_list, unsnappy
+from bytefreezer.ingress.bodies import BodyError, decompress, json_list, snappy_or_encoded
 from bytefreezer.times import rfc3339_nanos
 
 PROTOBUF = "application/x-protobuf"
@@ -132,15 +131,8 @@ def push_records(raw: bytes, encoding: str, content_type: str, limit: int) -> li
 
 
 def _protobuf_records(raw: bytes, encoding: str, limit: int) -> list[bytes]:
-    if encoding.strip():
-        data = decompress(raw, encoding, limit)
-    else:
-        data = unsnappy(raw, limit, "a protobuf push")
-    request = PushRequest()
-    try:
-        request.ParseFromString(data)
-    except DecodeError as exc:
-        raise BodyError(400, f"not a Loki PushRequest: {exc}") from None
+    data = snappy_or_encoded(raw, encoding, limit, "a protobuf push")
+    request = protobuf.parsed(PushRequest, data, "Loki PushRequest")
     records = _Records()
     for stream in request.streams:
         labels = orjson.dumps(parse_labels(stream.labels))

@@ -28,10 +28,9 @@ from typing import Any
 
 import orjson
 from google.protobuf.json_format import MessageToDict
-from google.protobuf.message import DecodeError
 
 from bytefreezer.ingress import protobuf
-from bytefreezer.ingress.bodies import BodyError, decompress, unsnappy
+from bytefreezer.ingress.bodies import BodyError, snappy_or_encoded
 
 PROTOBUF = "application/x-protobuf"
 STALE_NAN = 0x7FF0000000000002  # the NaN Prometheus writes as a staleness marker
@@ -138,16 +137,8 @@ def write_records(raw: bytes, encoding: str, content_type: str, limit: int) -> l
             f"remote write 1.0 (prometheus.WriteRequest) is taken, not {parameters.strip()!r}: "
             "set the remote_write protobuf_message to prometheus.WriteRequest",
         )
-    encoding = encoding.strip().lower()
-    if encoding in ("", "snappy"):
-        data = unsnappy(raw, limit, "a remote-write request")
-    else:
-        data = decompress(raw, encoding, limit)
-    request = WriteRequest()
-    try:
-        request.ParseFromString(data)
-    except DecodeError as exc:
-        raise BodyError(400, f"not a remote-write WriteRequest: {exc}") from None
+    data = snappy_or_encoded(raw, encoding, limit, "a remote-write request")
+    request = protobuf.parsed(WriteRequest, data, "remote-write WriteRequest")
     times = _Times()
     records: list[bytes] = []
     for series in request.timeseries:

@@ -7,6 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
+
+from bytefreezer.ingress.bodies import BodyError
 
 Field = descriptor_pb2.FieldDescriptorProto
 STRING, MESSAGE, DOUBLE = Field.TYPE_STRING, Field.TYPE_MESSAGE, Field.TYPE_DOUBLE
@@ -43,3 +46,13 @@ def message_class(package: str, layout: Layout, root: str, *dependencies: Any) -
         pool.AddSerializedFile(dependency.DESCRIPTOR.serialized_pb)
     pool.Add(file)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.{root}"))
+
+
+def parsed(message: Any, data: bytes, what: str) -> Any:
+    """``data`` parsed into a new ``message`` (a class); ``BodyError`` 400 naming ``what``."""
+    found = message()
+    try:
+        found.ParseFromString(data)
+    except DecodeError as exc:
+        raise BodyError(400, f"not a {what}: {exc}") from None
+    return found

@@ -733,16 +733,27 @@ def _text_refusal(request: Request, exc: Rejected) -> Response:
     return PlainTextResponse(exc.message + "\n", exc.status, headers=headers)
 
 
-_LOKI = _Compatible(
-    path="/loki/api/v1/push",
-    key=lambda request: credentials.key_of(request.headers.get("authorization", "")),
-    missing_key="send a bytefreezer ingest key as Basic auth's password or as a bearer token",
-    records=lambda request, raw, limit: loki.push_records(
+def _authorization_key(request: Request) -> str | None:
+    return credentials.key_of(request.headers.get("authorization", ""))
+
+
+def _by_headers(
+    parse: Callable[[bytes, str, str, int], list[bytes]],
+) -> Callable[[Request, bytes, int], list[bytes]]:
+    """A body parser given the request's Content-Encoding and Content-Type."""
+    return lambda request, raw, limit: parse(
         raw,
         request.headers.get("content-encoding", ""),
         request.headers.get("content-type", ""),
         limit,
-    ),
+    )
+
+
+_LOKI = _Compatible(
+    path="/loki/api/v1/push",
+    key=_authorization_key,
+    missing_key="send a bytefreezer ingest key as Basic auth's password or as a bearer token",
+    records=_by_headers(loki.push_records),
     ok=lambda request: Response(status_code=204),
     refused=_text_refusal,
 )
@@ -764,15 +775,10 @@ _DATADOG = _Compatible(
 
 _PROMETHEUS = _Compatible(
     path="/prometheus/api/v1/write",
-    key=lambda request: credentials.key_of(request.headers.get("authorization", "")),
+    key=_authorization_key,
     missing_key="send a bytefreezer ingest key as remote_write's authorization credentials "
     "(a bearer token) or basic_auth password",
-    records=lambda request, raw, limit: prometheus.write_records(
-        raw,
-        request.headers.get("content-encoding", ""),
-        request.headers.get("content-type", ""),
-        limit,
-    ),
+    records=_by_headers(prometheus.write_records),
     ok=lambda request: Response(status_code=204),
     refused=_text_refusal,
 )

@@ -71,6 +71,15 @@ def intake_records(receiver: Receiver) -> list[dict[str, Any]]:
     ]
 
 
+def spooled_records(service: ProxyService) -> list[dict[str, Any]]:
+    """Every record waiting in the proxy's spool, in the order of its batches."""
+    return [
+        json.loads(line)
+        for path in service.spool.paths()
+        for line in gzip.decompress(service.spool.read(path)[1]).splitlines()
+    ]
+
+
 async def until(check: Callable[[], Any], timeout: float = 20.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -23,7 +23,7 @@ from fluent import sender as fluent_sender
 from bytefreezer.ingress.proxy.forward import decode_message, event_time, unpacker
 from bytefreezer.ingress.proxy.service import ProxyService
 from tests.ingress.conftest import Receiver
-from tests.ingress.test_proxy import intake_records, proxy_config, until
+from tests.ingress.test_proxy import intake_records, proxy_config, spooled_records, until
 
 FLUENT_CLIENT = Path(__file__).parents[1] / "clients" / "fluent"
 EPOCH = 1_764_250_000  # 2025-11-27T13:26:40Z
@@ -301,12 +301,7 @@ def test_an_ack_comes_only_once_the_records_are_spooled(receiver: Receiver, tmp_
             await writer.drain()
             answer = msgpack.unpackb(await asyncio.wait_for(reader.read(1024), 10))
             assert answer == {"ack": "first"}
-            lines = [
-                json.loads(line)["n"]
-                for p in service.spool.paths()
-                for line in gzip.decompress(service.spool.read(p)[1]).splitlines()
-            ]
-            assert lines == [0, 1, 2, 3, 4]
+            assert [r["n"] for r in spooled_records(service)] == [0, 1, 2, 3, 4]
             # a chunk the full spool refuses is not acked: the connection closes unanswered,
             # and the client sends it again
             big = [[EPOCH, {"blob": os.urandom(5000).hex()}]]

@@ -19,7 +19,7 @@ import pytest
 from bytefreezer.ingress.proxy.journald import entry_record
 from bytefreezer.ingress.proxy.service import ProxyService
 from tests.ingress.conftest import Receiver
-from tests.ingress.test_proxy import intake_records, proxy_config, until
+from tests.ingress.test_proxy import intake_records, proxy_config, spooled_records, until
 
 JOURNAL_REMOTE = Path("/lib/systemd/systemd-journal-remote")
 BOOT = "0123456789abcdef0123456789abcdef"
@@ -233,7 +233,6 @@ def test_a_proxy_killed_while_reading_the_journal_loses_nothing(
 
 
 def test_a_full_spool_holds_the_entries_and_the_cursor(receiver: Receiver, tmp_path: Path) -> None:
-    import gzip
     import json
     import os
 
@@ -263,9 +262,4 @@ def test_a_full_spool_holds_the_entries_and_the_cursor(receiver: Receiver, tmp_p
             await service.stop()
 
     asyncio.run(scenario())
-    spooled = [
-        json.loads(line)
-        for p in service.spool.paths()
-        for line in gzip.decompress(service.spool.read(p)[1]).splitlines()
-    ]
-    assert [r["message"] for r in spooled] == ["entry 0"]
+    assert [r["message"] for r in spooled_records(service)] == ["entry 0"]

@@ -23,7 +23,7 @@ from bytefreezer.ingress.proxy.kinesis import records_of
 from bytefreezer.ingress.proxy.service import ProxyService
 from tests.helpers import free_port, stop_process, wait_for, wait_for_port
 from tests.ingress.conftest import Receiver
-from tests.ingress.test_proxy import intake_records, proxy_config, until
+from tests.ingress.test_proxy import intake_records, proxy_config, spooled_records, until
 
 KINESALITE = (
     Path(__file__).parents[1] / "clients" / "kinesis" / "node_modules" / ".bin" / "kinesalite"
@@ -186,12 +186,7 @@ def test_read_from_end_and_a_full_spool(
             await service.stop()
 
     asyncio.run(scenario())
-    spooled = [
-        json.loads(line)
-        for p in service.spool.paths()
-        for line in gzip.decompress(service.spool.read(p)[1]).splitlines()
-    ]
-    assert [r.get("new") for r in spooled] == [1]
+    assert [r.get("new") for r in spooled_records(service)] == [1]
 
 
 def test_records_of_each_kind() -> None:

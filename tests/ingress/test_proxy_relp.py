@@ -5,8 +5,6 @@ acknowledgements only once a message is spooled; frames parsed as the protocol s
 from __future__ import annotations
 
 import asyncio
-import gzip
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from bytefreezer.ingress.proxy.service import ProxyService
 from tests import rsyslog
 from tests.helpers import free_port, stop_process
 from tests.ingress.conftest import Receiver
-from tests.ingress.test_proxy import intake_records, proxy_config, until
+from tests.ingress.test_proxy import intake_records, proxy_config, spooled_records, until
 
 
 def frame(txnr: int, command: str, data: bytes = b"") -> bytes:
@@ -157,11 +155,7 @@ def test_a_message_is_acknowledged_only_once_spooled(receiver: Receiver, tmp_pat
             await writer.drain()
             acks = [await asyncio.wait_for(reader.readline(), 10) for _ in messages]
             assert acks == [b"%d rsp 6 200 OK\n" % (n + 2) for n in range(5)]
-            spooled = [
-                json.loads(line)["message"]
-                for p in service.spool.paths()
-                for line in gzip.decompress(service.spool.read(p)[1]).splitlines()
-            ]
+            spooled = [r["message"] for r in spooled_records(service)]
             assert spooled == [f"line {n}" for n in range(5)]
             # a message the full spool refuses is not acknowledged: the session ends
             # unanswered, and the client sends it again
