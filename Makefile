@@ -19,16 +19,18 @@ LOKI_CLIENT := tests/clients/loki
 KINESIS_SERVER := tests/clients/kinesis
 
 system-deps: ## what the tests use besides Python: Prometheus and promtool, a NATS server, rsyslog with omelasticsearch and omrelp, systemd's journalctl and journal-remote, mosquitto, Node.js's fluent-logger, winston-loki and kinesalite
-	@{ command -v prometheus && command -v promtool && command -v npm && command -v nats-server \
-		&& dpkg -s rsyslog-elasticsearch rsyslog-relp systemd-journal-remote mosquitto; } >/dev/null 2>&1 || { \
+	@installed() { for p in "$$@"; do \
+		[ "$$(dpkg-query -W -f='$${db:Status-Status}' "$$p" 2>/dev/null)" = installed ] || return 1; done; }; \
+	{ command -v prometheus && command -v promtool && command -v npm && command -v nats-server \
+		&& installed rsyslog-elasticsearch rsyslog-relp systemd-journal-remote mosquitto; } >/dev/null 2>&1 || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
 			$$(command -v prometheus >/dev/null || echo prometheus) \
 			$$(command -v nats-server >/dev/null || echo nats-server) \
-			$$(dpkg -s rsyslog-elasticsearch rsyslog-relp >/dev/null 2>&1 || echo rsyslog rsyslog-elasticsearch rsyslog-relp) \
-			$$(dpkg -s systemd-journal-remote >/dev/null 2>&1 || echo systemd-journal-remote) \
-			$$(dpkg -s mosquitto >/dev/null 2>&1 || echo mosquitto) \
+			$$(installed rsyslog-elasticsearch rsyslog-relp || echo rsyslog rsyslog-elasticsearch rsyslog-relp) \
+			$$(installed systemd-journal-remote || echo systemd-journal-remote) \
+			$$(installed mosquitto || echo mosquitto) \
 			$$(command -v npm >/dev/null || echo nodejs npm) >/dev/null; }
 	@[ -d $(FLUENT_CLIENT)/node_modules/fluent-logger ] || \
 		npm ci --prefix $(FLUENT_CLIENT) --no-audit --no-fund --silent
