@@ -522,6 +522,13 @@ def mqtt_passes(work: Path, lines: list[bytes], passes: int) -> dict[str, object
     }
 
 
+def _pairs_text(result: dict[str, object]) -> str:
+    """``pairs 0.40, 0.44, 0.39``: a result's ratio pass by pass."""
+    ratios = result["pair_ratios"]
+    assert isinstance(ratios, list)
+    return "pairs " + ", ".join(f"{r:.2f}" for r in ratios)
+
+
 def timed(port: int, messages: list[bytes], connections: int) -> float:
     started = time.perf_counter()
     asyncio.run(send_all(port, messages, connections))
@@ -594,7 +601,7 @@ def main() -> None:
             f"proxy file input, a {tail['mb']} MB file of {tail['records']:,} lines → spool: "
             f"{tail['proxy_mb_per_s']} MB/s ({tail['proxy_records_per_s']:,} lines/s); bare "
             f"read + gzip + fsync {tail['bare_mb_per_s']} MB/s; ratio {tail['ratio']:.2f}x "
-            f"(pairs {', '.join(f'{r:.2f}' for r in tail['pair_ratios'])})"  # type: ignore[attr-defined]
+            f"({_pairs_text(tail)})"
         )
         queued = sqs_passes(work, lines, args.passes)
         print(
@@ -602,14 +609,14 @@ def main() -> None:
             f"lines announced by S3 → spool: {queued['proxy_mb_per_s']} MB/s "
             f"({queued['proxy_records_per_s']:,} lines/s); bare get + inflate + gzip + fsync "
             f"{queued['bare_mb_per_s']} MB/s; ratio {queued['ratio']:.2f}x "
-            f"(pairs {', '.join(f'{r:.2f}' for r in queued['pair_ratios'])})"  # type: ignore[attr-defined]
+            f"({_pairs_text(queued)})"
         )
         journal = journald_passes(work, 50_000, args.passes)
         print(
             f"proxy journald input, {journal['entries']:,} journal entries ({journal['mb']} MB as "
             f"journalctl's JSON) → spool: {journal['proxy_entries_per_s']:,} entries/s; bare "
             f"journalctl + gzip + fsync {journal['bare_entries_per_s']:,} entries/s; ratio "
-            f"{journal['ratio']:.2f}x (pairs {', '.join(f'{r:.2f}' for r in journal['pair_ratios'])})"  # type: ignore[attr-defined]
+            f"{journal['ratio']:.2f}x ({_pairs_text(journal)})"
         )
         subscribed = mqtt_passes(work, lines, args.passes)
         print(
@@ -617,7 +624,7 @@ def main() -> None:
             f"acknowledged after: {subscribed['proxy_messages_per_s']:,} messages/s; bare "
             f"subscriber acknowledging on arrival {subscribed['bare_messages_per_s']:,} messages/s; "
             f"ratio {subscribed['ratio']:.2f}x "
-            f"(pairs {', '.join(f'{r:.2f}' for r in subscribed['pair_ratios'])})"  # type: ignore[attr-defined]
+            f"({_pairs_text(subscribed)})"
         )
         merge_results(
             {"forward": result, "proxy_http": http, "proxy_file": tail, "proxy_sqs": queued,

@@ -696,24 +696,14 @@ def _elastic_groups(
     return groups
 
 
-async def loki_push(request: Request) -> Response:
-    """Grafana Loki's push API (``bytefreezer.ingress.loki``)."""
-    return await _counted(request, partial(_ingest_converted, api=_LOKI))
+def _converted_endpoint(api: _Compatible) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint of an API of another product whose requests become NDJSON here: Loki's
+    push, Datadog's log intake, Prometheus's remote write, Firehose's HTTP delivery."""
 
+    async def endpoint(request: Request) -> Response:
+        return await _counted(request, partial(_ingest_converted, api=api))
 
-async def datadog_logs(request: Request) -> Response:
-    """Datadog's log intake (``bytefreezer.ingress.datadog``)."""
-    return await _counted(request, partial(_ingest_converted, api=_DATADOG))
-
-
-async def prometheus_write(request: Request) -> Response:
-    """Prometheus remote write (``bytefreezer.ingress.prometheus``)."""
-    return await _counted(request, partial(_ingest_converted, api=_PROMETHEUS))
-
-
-async def firehose_delivery(request: Request) -> Response:
-    """Amazon Data Firehose's HTTP endpoint delivery (``bytefreezer.ingress.firehose``)."""
-    return await _counted(request, partial(_ingest_converted, api=_FIREHOSE))
+    return endpoint
 
 
 @dataclass(frozen=True)
@@ -1065,14 +1055,12 @@ def create_app(
         *[Route(p, hec_raw, methods=["POST"]) for p in hec.RAW_PATHS],
         *[Route(p, hec_health, methods=["GET"]) for p in hec.HEALTH_PATHS],
         Route("/services/collector/ack", hec_ack, methods=["POST"]),
-        Route("/loki/api/v1/push", loki_push, methods=["POST"]),
-        Route("/api/v2/logs", datadog_logs, methods=["POST"]),
-        Route("/{tenant}/{dataset}/api/v2/logs", datadog_logs, methods=["POST"]),
-        Route("/firehose", firehose_delivery, methods=["POST"]),
-        Route("/prometheus/api/v1/write", prometheus_write, methods=["POST"]),
-        Route("/{tenant}/{dataset}/prometheus/api/v1/write", prometheus_write, methods=["POST"]),
-        Route("/{tenant}/{dataset}/firehose", firehose_delivery, methods=["POST"]),
-        Route("/{tenant}/{dataset}/loki/api/v1/push", loki_push, methods=["POST"]),
+        # APIs of other products, at their own path and after /{tenant}/{dataset}
+        *[
+            Route(prefix + api.path, _converted_endpoint(api), methods=["POST"])
+            for api in (_LOKI, _DATADOG, _FIREHOSE, _PROMETHEUS)
+            for prefix in ("", "/{tenant}/{dataset}")
+        ],
         Route("/", elastic_info, methods=["GET"]),
         Route("/_cluster/health", elastic_cluster_health, methods=_EVERY_METHOD),
         Route("/_cat/health", elastic_cat_health, methods=_EVERY_METHOD),
