@@ -52,6 +52,7 @@ class InputConfig(_Config):
         "sqs",
         "journald",
         "mqtt",
+        "kafka",
     ] = Field(
         description="Listener kind; `netflow` takes NetFlow v5, v9 and IPFIX export packets "
         "over UDP, a JSON record per flow; `forward` takes the Fluentd forward protocol over "
@@ -64,7 +65,8 @@ class InputConfig(_Config):
         "from the queue once its records are spooled; `journald` follows the systemd journal "
         "(journalctl), a record per entry, its cursor checkpointed once spooled; `mqtt` "
         "subscribes to an MQTT topic filter in a persistent session, each QoS 1 message "
-        "acknowledged once spooled."
+        "acknowledged once spooled; `kafka` reads Kafka topics as a member of a consumer group, "
+        "offsets committed only once spooled."
     )
     protocol: Literal["udp", "tcp"] = Field("udp", description="Transport of a `syslog` input.")
     host: str = Field("0.0.0.0", description="Listen address.")
@@ -73,7 +75,7 @@ class InputConfig(_Config):
         ge=0,
         le=65535,
         description="Listen port (0 picks a free one); not for `nats`, `file`, `kinesis`, `sqs`, "
-        "`journald` and `mqtt`.",
+        "`journald`, `mqtt` and `kafka`.",
     )
     tenant: str = Field(description="Tenant the data belongs to.")
     dataset: str = Field(description="Dataset the data goes to.")
@@ -87,7 +89,33 @@ class InputConfig(_Config):
     servers: list[str] = Field(
         default_factory=list,
         description="NATS servers of a `nats` input (`nats://host:4222`); the broker of an "
-        "`mqtt` input (one: `mqtt://host:1883`, or `mqtts://host:8883` for TLS).",
+        "`mqtt` input (one: `mqtt://host:1883`, or `mqtts://host:8883` for TLS); the bootstrap "
+        "brokers of a `kafka` input (`host:9092`).",
+    )
+    topics: list[str] = Field(
+        default_factory=list,
+        description="Topics a `kafka` input reads; one starting with `^` is a regular "
+        "expression (`^logs-.*`), topics created later that match it included.",
+    )
+    group_id: str | None = Field(
+        None,
+        description="Consumer group of a `kafka` input (default bytefreezer-<name>): proxies of "
+        "one group share the topics' partitions, and the group's committed offsets say where a "
+        "restarted proxy reads on.",
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None,
+        description="SASL mechanism a `kafka` input proves `username` and `password` with "
+        "(default PLAIN when a username is set).",
+    )
+    tls: bool = Field(False, description="A `kafka` input connects over TLS.")
+    ca_file: Path | None = Field(
+        None, description="CA bundle that signs a `kafka` input's brokers' certificates."
+    )
+    kafka_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="Any other librdkafka consumer setting of a `kafka` input "
+        "(`fetch.max.bytes`, `session.timeout.ms`, `client.rack`; Vector's `librdkafka_options`).",
     )
     subject: str | None = Field(
         None,
@@ -99,8 +127,12 @@ class InputConfig(_Config):
         description="QoS an `mqtt` input subscribes with: 1, each message acknowledged once "
         "spooled (at least once); 0, at most once.",
     )
-    username: str | None = Field(None, description="User name an `mqtt` input connects with.")
-    password: SecretStr | None = Field(None, description="Its password.")
+    username: str | None = Field(
+        None, description="User name an `mqtt` or `kafka` input connects with."
+    )
+    password: SecretStr | None = Field(
+        None, description="Its password (an `mqtt` input's, or a `kafka` input's SASL password)."
+    )
     queue: str | None = Field(
         None, description="Queue group of a `nats` input: proxies of one group share messages."
     )
@@ -167,7 +199,8 @@ class InputConfig(_Config):
         description="Where a `file` input starts in the files it finds at its first start, "
         "without checkpoints (files that appear later are read from their beginning); where a "
         "`kinesis` input starts in its shards at its first start (TRIM_HORIZON or LATEST); where "
-        "a `journald` input starts in the journal at its first start (all of it, or new entries).",
+        "a `journald` input starts in the journal at its first start (all of it, or new entries); "
+        "where a `kafka` input's group starts in a partition it has no committed offset of.",
     )
     multiline_start: str | None = Field(
         None,
@@ -261,6 +294,19 @@ class InputConfig(_Config):
             raise ValueError(
                 f"paths and multiline_start are for file inputs; input {self.name} is {self.type}"
             )
+        if (
+            self.topics
+            or self.group_id
+            or self.sasl_mechanism
+            or self.tls
+            or self.ca_file
+            or self.kafka_options
+        ) and self.type != "kafka":
+            raise ValueError(
+                "topics, group_id, sasl_mechanism, tls, ca_file and kafka_options are for kafka "
+                f"inputs; input {self.name} is {self.type}"
+                f"input {self.name} is {self.type}"
+            )
         if self.type == "nats":
             if not self.servers or not self.subject:
                 raise ValueError(f"nats input {self.name} needs servers and a subject")
@@ -282,6 +328,20 @@ class InputConfig(_Config):
                     "filter)"
                 )
             broker_address(self.servers[0])
+        elif self.type == "kafka":
+            if not self.servers or not self.topics:
+                raise ValueError(f"kafka input {self.name} needs servers (brokers) and topics")
+            if self.password is not None and self.username is None:
+                raise ValueError(f"kafka input {self.name}: a password needs a username")
+            for topic in self.topics:
+                if topic.startswith("^"):
+                    try:
+                        re.compile(topic)
+                    except re.error as exc:
+                        raise ValueError(
+                            f"kafka input {self.name}: topic pattern {topic!r} is not a regular "
+                            f"expression: {exc}"
+                        ) from None
         elif self.port is None:
             raise ValueError(f"input {self.name} needs a port")
         return self

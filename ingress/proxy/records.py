@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,10 +43,13 @@ def wrap_line(line: str) -> bytes:
     return orjson.dumps({"timestamp": now_rfc3339(), "raw": line})
 
 
-def records_with(lines: list[str], meta: dict[str, str]) -> list[bytes]:
+def records_with(lines: list[str], meta: Mapping[str, str | int]) -> list[bytes]:
     """Records of ``lines`` (as ``with_fields``): where each came from (a stream's shard, a
-    queue's message, an object) in the fields of ``meta``."""
-    fields = {name: f"{_quoted(name)}:{_quoted(value)}" for name, value in meta.items()}
+    queue's message, an object, a topic's partition and offset) in the fields of ``meta``."""
+    fields = {
+        name: f"{_quoted(name)}:{value if isinstance(value, int) else _quoted(value)}"
+        for name, value in meta.items()
+    }
     prefix = "{" + ",".join(fields.values())
     own = _keys_pattern(tuple(meta))  # one scan of a line finds any of them
     records = []

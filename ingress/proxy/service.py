@@ -30,6 +30,8 @@ from bytefreezer.ingress.proxy.delivery import (
     ProxyStats,
 )
 from bytefreezer.ingress.proxy.journald import Journal
+from bytefreezer.ingress.proxy.kafka import TopicReader, consumer_settings
+from bytefreezer.ingress.proxy.kafka import message_records as kafka_records
 from bytefreezer.ingress.proxy.kinesis import StreamReader
 from bytefreezer.ingress.proxy.mqtt import Subscription, message_records
 from bytefreezer.ingress.proxy.netflow import NetflowDecoder
@@ -103,6 +105,7 @@ class ProxyService:
         self.kinesis: dict[str, StreamReader] = {}  # readers of kinesis inputs, once started
         self.queues: dict[str, QueueReader] = {}  # readers of sqs inputs, once started
         self.subscriptions: dict[str, Subscription] = {}  # of mqtt inputs, once started
+        self.consumers: dict[str, TopicReader] = {}  # of kafka inputs, once started
         self.journals = {
             i.name: Journal(
                 self._checkpoints(i),
@@ -580,6 +583,45 @@ class ProxyService:
 
         self._tasks.append(asyncio.create_task(follow()))
 
+    async def _serve_kafka(self, source: InputConfig) -> None:
+        """Read Kafka topics in a consumer group (see ``kafka``): what a read took is spooled,
+        and only then are its offsets stored for librdkafka to commit; while the spool is full
+        the partitions are paused and the group served."""
+        settings = consumer_settings(
+            source.servers,
+            group_id=source.group_id or f"bytefreezer-{source.name}",
+            read_from=source.read_from,
+            username=source.username,
+            password=source.password.get_secret_value() if source.password else None,
+            sasl_mechanism=source.sasl_mechanism,
+            tls=source.tls,
+            ca_file=str(source.ca_file) if source.ca_file else None,
+            options=source.kafka_options,
+        )
+        reader = await asyncio.to_thread(TopicReader, settings, source.topics, name=source.name)
+        self.consumers[source.name] = reader
+
+        async def held() -> None:
+            await asyncio.to_thread(reader.hold)
+
+        async def follow() -> None:
+            try:
+                while not self._stop.is_set():
+                    messages = await asyncio.to_thread(reader.take, 0.5)
+                    if not messages:
+                        continue
+                    records = await asyncio.to_thread(
+                        kafka_records, messages, source.max_line_bytes
+                    )
+                    if not await self._spool_waiting(source, records, held):
+                        return  # stopping: not stored, read again from the committed offset
+                    await asyncio.to_thread(reader.resume)
+                    await asyncio.to_thread(reader.done, messages)
+            finally:
+                await asyncio.to_thread(reader.close)
+
+        self._tasks.append(asyncio.create_task(follow()))
+
     async def _spool_waiting(
         self,
         source: InputConfig,
@@ -725,6 +767,8 @@ class ProxyService:
                 await self._serve_journald(source)
             elif source.type == "mqtt":
                 await self._serve_mqtt(source)
+            elif source.type == "kafka":
+                await self._serve_kafka(source)
             elif source.type == "tcp" or (source.type == "syslog" and source.protocol == "tcp"):
                 await self._serve_tcp(source)
             else:
@@ -951,6 +995,31 @@ class ProxyService:
                 "Whether an mqtt input is connected to its broker.",
                 per_input({n: int(s.connected) for n, s in self.subscriptions.items()}),
             )
+        if self.consumers:
+            metric(
+                "bytefreezer_proxy_kafka_messages_total",
+                "counter",
+                "Kafka messages a kafka input spooled (their offsets stored for commit).",
+                per_input({n: c.messages_read for n, c in self.consumers.items()}),
+            )
+            metric(
+                "bytefreezer_proxy_kafka_lag",
+                "gauge",
+                "Messages a kafka input's partitions hold past what it has read (consumer lag).",
+                per_input({n: c.lag for n, c in self.consumers.items()}),
+            )
+            metric(
+                "bytefreezer_proxy_kafka_partitions",
+                "gauge",
+                "Partitions assigned to a kafka input by its consumer group.",
+                per_input({n: len(c.assigned) for n, c in self.consumers.items()}),
+            )
+            metric(
+                "bytefreezer_proxy_kafka_paused",
+                "gauge",
+                "Whether a kafka input's partitions are paused because the spool is full.",
+                per_input({n: int(c.paused) for n, c in self.consumers.items()}),
+            )
         if self.journals:
             metric(
                 "bytefreezer_proxy_journald_entries_total",
@@ -1002,6 +1071,15 @@ class ProxyService:
                     "mqtt": {
                         n: {"messages": s.messages_read, "connected": s.connected}
                         for n, s in self.subscriptions.items()
+                    },
+                    "kafka": {
+                        n: {
+                            "messages": c.messages_read,
+                            "lag": c.lag,
+                            "partitions": len(c.assigned),
+                            "paused": c.paused,
+                        }
+                        for n, c in self.consumers.items()
                     },
                     "journald": {
                         n: {"entries": j.entries_read, "cursor": j.cursor}

@@ -503,12 +503,18 @@ def _proxy_input(**fields: Any) -> dict[str, Any]:
         ([_proxy_input(type="sqs", queueUrl="q")], "sqs inputs need AWS credentials"),
         ([_proxy_input(type="sqs")], "an sqs input needs queueUrl"),
         (
-            [_proxy_input(type="kafka")],
-            "type must be udp, tcp, syslog, http, netflow, forward, nats, relp, kinesis, sqs or mqtt",
+            [_proxy_input(type="amqp")],
+            "type must be udp, tcp, syslog, http, netflow, forward, nats, relp, kinesis, sqs, mqtt "
+            "or kafka",
         ),
+        ([_proxy_input(type="kafka", servers=["k:9092"])], "a kafka input needs servers"),
         ([_proxy_input(type="tcp", sharedKey="s")], "sharedKey is for forward inputs"),
         ([_proxy_input(type="mqtt")], "an mqtt input needs servers (one broker) and subject"),
-        ([_proxy_input(type="tcp", password="p")], "password is for mqtt inputs"),
+        ([_proxy_input(type="tcp", password="p", username="u")], "password is for mqtt and kafka"),
+        (
+            [_proxy_input(type="kafka", servers=["k:9092"], topics=["t"], password="p")],
+            "a password needs a username",
+        ),
     ],
 )
 def test_proxy_bad_inputs_fail_with_an_actionable_message(
@@ -604,6 +610,37 @@ def test_proxy_forward_users_come_from_the_secret(tmp_path: Path) -> None:
     with pytest.raises(helm_python.HelmError) as info:
         render(PROXY, {"inputs": [_proxy_input(type="forward", users=users)]})
     assert "users are proven in the shared-key handshake; set sharedKey" in str(info.value)
+
+
+def test_proxy_kafka_input_with_its_sasl_password_from_the_secret(tmp_path: Path) -> None:
+    from bytefreezer.ingress.proxy.config import load_proxy_config
+
+    source = _proxy_input(
+        name="events", type="kafka", servers=["kafka-0:9093", "kafka-1:9093"],
+        topics=["app-logs", "^audit-.*"], groupId="edge", readFrom="end", username="edge",
+        password="pw-7", saslMechanism="SCRAM-SHA-512", tls=True,
+        kafkaOptions={"fetch.max.bytes": "1048576", "client.rack": "eu-1a"},
+    )  # fmt: skip
+    source.pop("port")
+    objects = render(PROXY, {"inputs": [source]}, release="edge")
+    assert find(objects, "Secret", "edge-proxy-keys")["stringData"]["events-password"] == "pw-7"
+    text = find(objects, "ConfigMap", "edge-proxy-config")["data"]["proxy.yaml"]
+    assert "pw-7" not in text  # the password only through the Secret
+    services = [o["metadata"]["name"] for o in objects if o["kind"] == "Service"]
+    assert services == ["edge-proxy-api"]  # it listens on no port
+    _valid(objects)
+    config = tmp_path / "proxy.yaml"
+    config.write_text(text)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BYTEFREEZER_PROXY_KEY_EVENTS", "k")
+        patch.setenv("BYTEFREEZER_PROXY_KEY_EVENTS_PASSWORD", "pw-7")
+        (loaded,) = load_proxy_config(config).inputs
+    assert (loaded.type, loaded.servers, loaded.topics, loaded.group_id, loaded.read_from) == (
+        "kafka", ["kafka-0:9093", "kafka-1:9093"], ["app-logs", "^audit-.*"], "edge", "end",
+    )  # fmt: skip
+    assert (loaded.username, loaded.sasl_mechanism, loaded.tls) == ("edge", "SCRAM-SHA-512", True)
+    assert loaded.password is not None and loaded.password.get_secret_value() == "pw-7"
+    assert loaded.kafka_options == {"fetch.max.bytes": "1048576", "client.rack": "eu-1a"}
 
 
 def test_proxy_mqtt_input_with_its_password_from_the_secret(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ app.kubernetes.io/component: proxy
 {{- end -}}
 
 {{- define "proxy.listens" -}}
-{{- if not (has .type (list "nats" "kinesis" "sqs" "mqtt")) -}}true{{- end -}}
+{{- if not (has .type (list "nats" "kinesis" "sqs" "mqtt" "kafka")) -}}true{{- end -}}
 {{- end -}}
 
 {{- define "proxy.serviceAccountName" -}}
@@ -37,16 +37,18 @@ app.kubernetes.io/component: proxy
 {{- $problems := list -}}
 {{- if not .Values.inputs -}}{{- $problems = append $problems "inputs: give at least one listener" -}}{{- end -}}
 {{- range .Values.inputs -}}
-{{- if has .type (list "file" "journald") -}}{{- $problems = append $problems (printf "inputs %q: %s inputs read the host's files; run bytefreezer proxy on the host (this chart's Deployment mounts no host paths)" .name .type) -}}{{- else if not (has .type (list "udp" "tcp" "syslog" "http" "netflow" "forward" "nats" "relp" "kinesis" "sqs" "mqtt")) -}}{{- $problems = append $problems (printf "inputs %q: type must be udp, tcp, syslog, http, netflow, forward, nats, relp, kinesis, sqs or mqtt" .name) -}}{{- end -}}
+{{- if has .type (list "file" "journald") -}}{{- $problems = append $problems (printf "inputs %q: %s inputs read the host's files; run bytefreezer proxy on the host (this chart's Deployment mounts no host paths)" .name .type) -}}{{- else if not (has .type (list "udp" "tcp" "syslog" "http" "netflow" "forward" "nats" "relp" "kinesis" "sqs" "mqtt" "kafka")) -}}{{- $problems = append $problems (printf "inputs %q: type must be udp, tcp, syslog, http, netflow, forward, nats, relp, kinesis, sqs, mqtt or kafka" .name) -}}{{- end -}}
 {{- if and (eq .type "kinesis") (not .stream) -}}{{- $problems = append $problems (printf "inputs %q: a kinesis input needs stream" .name) -}}{{- end -}}
 {{- if and (eq .type "sqs") (not .queueUrl) -}}{{- $problems = append $problems (printf "inputs %q: an sqs input needs queueUrl" .name) -}}{{- end -}}
 {{- if and (has .type (list "kinesis" "sqs")) (not (or $.Values.aws.existingSecret $.Values.serviceAccount.annotations)) -}}{{- $problems = append $problems (printf "inputs %q: %s inputs need AWS credentials: aws.existingSecret, or serviceAccount.annotations for a role (IRSA)" .name .type) -}}{{- end -}}
 {{- if and (eq .type "mqtt") (not (and .servers .subject)) -}}{{- $problems = append $problems (printf "inputs %q: an mqtt input needs servers (one broker) and subject (a topic filter)" .name) -}}{{- end -}}
-{{- if and .password (ne .type "mqtt") -}}{{- $problems = append $problems (printf "inputs %q: password is for mqtt inputs" .name) -}}{{- end -}}
+{{- if and (eq .type "kafka") (not (and .servers .topics)) -}}{{- $problems = append $problems (printf "inputs %q: a kafka input needs servers (bootstrap brokers) and topics" .name) -}}{{- end -}}
+{{- if and .password (not (has .type (list "mqtt" "kafka"))) -}}{{- $problems = append $problems (printf "inputs %q: password is for mqtt and kafka inputs" .name) -}}{{- end -}}
+{{- if and .password (not .username) -}}{{- $problems = append $problems (printf "inputs %q: a password needs a username" .name) -}}{{- end -}}
 {{- if and (eq .type "nats") (not (and .servers .subject)) -}}{{- $problems = append $problems (printf "inputs %q: a nats input needs servers and subject" .name) -}}{{- end -}}
 {{- if and .sharedKey (ne .type "forward") -}}{{- $problems = append $problems (printf "inputs %q: sharedKey is for forward inputs" .name) -}}{{- end -}}
 {{- if and .users (not .sharedKey) -}}{{- $problems = append $problems (printf "inputs %q: users are proven in the shared-key handshake; set sharedKey" .name) -}}{{- end -}}
-{{- if not (and .name .tenant .dataset (or .port (has .type (list "nats" "kinesis" "sqs" "mqtt")))) -}}{{- $problems = append $problems (printf "inputs %q: name, port, tenant and dataset are required" (.name | default "?")) -}}{{- end -}}
+{{- if not (and .name .tenant .dataset (or .port (has .type (list "nats" "kinesis" "sqs" "mqtt" "kafka")))) -}}{{- $problems = append $problems (printf "inputs %q: name, port, tenant and dataset are required" (.name | default "?")) -}}{{- end -}}
 {{- end -}}
 {{- if and .Values.tls.enabled (not .Values.tls.existingSecret) -}}{{- $problems = append $problems "tls.enabled=true needs tls.existingSecret (a Secret with tls.crt and tls.key)" -}}{{- end -}}
 {{- if $problems -}}{{- fail (printf "\n\nproxy: invalid values:\n  - %s\n" (join "\n  - " $problems)) -}}{{- end -}}
