@@ -27,8 +27,12 @@ timed until a `journald` input has spooled every entry; the baseline runs the sa
 over them and spools its lines as ``bare_tail`` does. Then QoS 1 MQTT messages published to
 mosquitto, timed until an `mqtt` input has spooled (and acknowledged) every one; the baseline is
 a bare paho-mqtt subscriber in the same session settings acknowledging each message as it
-arrives, keeping nothing. Merges the figures into benchmarks/results/latest.json under
-"forward", "proxy_http", "proxy_file", "proxy_sqs", "proxy_journald" and "proxy_mqtt".
+arrives, keeping nothing. Last, the same events as Kafka messages (one each) in a topic of 16
+partitions on librdkafka's mock cluster (``tests/kafka_broker.py``), read from the beginning by
+a `kafka` input in a new group each pass, timed from the partitions' assignment until it has
+spooled every message; the baseline is a bare confluent-kafka consumer spooling the values as
+``bare_tail`` does. Merges the figures into benchmarks/results/latest.json under "forward",
+"proxy_http", "proxy_file", "proxy_sqs", "proxy_journald", "proxy_mqtt" and "proxy_kafka".
 """
 
 from __future__ import annotations
@@ -522,6 +526,115 @@ def mqtt_passes(work: Path, lines: list[bytes], passes: int) -> dict[str, object
     }
 
 
+# The mock cluster keeps at most 5 MB of messages a partition and drops the oldest beyond it.
+KAFKA_PARTITIONS = 16
+
+
+def _kafka_cluster(lines: list[bytes]) -> tuple[subprocess.Popen[str], str]:
+    """``tests/kafka_broker.py`` (librdkafka's mock cluster) with ``lines`` produced to a topic
+    of ``KAFKA_PARTITIONS`` partitions, a message each; the process and its bootstrap
+    servers."""
+    from confluent_kafka import Producer
+
+    broker = Path(__file__).resolve().parents[1] / "tests" / "kafka_broker.py"
+    process = subprocess.Popen(
+        [sys.executable, str(broker)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdin is not None and process.stdout is not None
+    servers = process.stdout.readline().strip()
+    process.stdin.write(f"events {KAFKA_PARTITIONS}\n")
+    process.stdin.flush()
+    if process.stdout.readline().strip() != "ok":
+        raise RuntimeError("the Kafka cluster did not create its topic")
+    producer = Producer({"bootstrap.servers": servers, "linger.ms": 20})
+    for at, line in enumerate(lines):
+        while True:
+            try:  # spread evenly: the sticky partitioner fills a few partitions past the limit
+                producer.produce("events", line, partition=at % KAFKA_PARTITIONS)
+                break
+            except BufferError:  # the producer's queue is full: let it send
+                producer.poll(0.05)
+        producer.poll(0)
+    if producer.flush(120):
+        raise RuntimeError("the Kafka cluster did not take every message")
+    return process, servers
+
+
+def _bare_kafka(servers: str, group: str, expected: int, spool: Path) -> float:
+    """Seconds a bare confluent-kafka consumer takes from its partitions' assignment to having
+    read ``expected`` messages and spooled their values as ``bare_spool`` does, then committed."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {"bootstrap.servers": servers, "group.id": group, "auto.offset.reset": "earliest",
+         "enable.auto.commit": False}
+    )  # fmt: skip
+    assigned: list[float] = []
+    consumer.subscribe(["events"], on_assign=lambda *_: assigned.append(time.perf_counter()))
+
+    def values() -> Iterator[bytes]:
+        read = 0
+        while read < expected:
+            first = consumer.poll(1.0)  # as the input reads: what has come once one has
+            if first is None:
+                continue
+            messages = [first, *consumer.consume(9_999, 0)]
+            read += len(messages)
+            yield b"".join(m.value() + b"\n" for m in messages)
+
+    try:
+        bare_spool(values(), spool)
+        consumer.commit(asynchronous=False)
+        return time.perf_counter() - assigned[0]
+    finally:
+        consumer.close()
+
+
+def kafka_passes(work: Path, lines: list[bytes], passes: int) -> dict[str, object]:
+    """The proxy's kafka input reading a topic from its beginning in a new group each pass,
+    against ``_bare_kafka``; both timed from the partitions' assignment."""
+    cluster, servers = _kafka_cluster(lines)
+    proxy_port, api_port = free_port(), free_port()
+    runs: dict[str, list[float]] = {"bare": [], "proxy": []}
+    try:
+        for turn in range(passes):
+            shutil.rmtree(work / "bare-spool", ignore_errors=True)
+            runs["bare"].append(
+                _bare_kafka(servers, f"bench-bare-{turn}", len(lines), work / "bare-spool")
+            )
+            proxy = start_proxy(
+                work, proxy_port, api_port, "kafka", servers=[servers], topics=["events"],
+                group_id=f"bench-proxy-{turn}",
+            )  # fmt: skip
+            try:
+                wait_port(api_port)
+                stats = f"http://127.0.0.1:{api_port}/api/v1/stats"
+                while httpx.get(stats).json()["kafka"]["kafka"]["partitions"] < KAFKA_PARTITIONS:
+                    time.sleep(0.01)
+                started = time.perf_counter()
+                while httpx.get(stats).json()["kafka"]["kafka"]["messages"] < len(lines):
+                    if time.perf_counter() - started > 120:
+                        raise RuntimeError("the kafka input did not spool every message in 120 s")
+                    time.sleep(0.01)
+                runs["proxy"].append(time.perf_counter() - started)
+            finally:
+                stop_process(proxy)
+    finally:
+        stop_process(cluster)
+    pairs = [b / p for b, p in zip(runs["bare"], runs["proxy"], strict=True)]
+    mb = sum(len(line) + 1 for line in lines) / 1e6
+    proxy_s, bare_s = statistics.median(runs["proxy"]), statistics.median(runs["bare"])
+    return {
+        "messages": len(lines),
+        "mb": round(mb, 1),
+        "proxy_messages_per_s": round(len(lines) / proxy_s),
+        "proxy_mb_per_s": round(mb / proxy_s, 1),
+        "bare_messages_per_s": round(len(lines) / bare_s),
+        "ratio": round(statistics.median(pairs), 3),
+        "pair_ratios": [round(r, 3) for r in pairs],
+    }
+
+
 def _pairs_text(result: dict[str, object]) -> str:
     """``pairs 0.40, 0.44, 0.39``: a result's ratio pass by pass."""
     ratios = result["pair_ratios"]
@@ -626,9 +739,17 @@ def main() -> None:
             f"ratio {subscribed['ratio']:.2f}x "
             f"({_pairs_text(subscribed)})"
         )
+        consumed = kafka_passes(work, lines, args.passes)
+        print(
+            f"proxy kafka input, {consumed['messages']:,} messages ({consumed['mb']} MB) from "
+            f"{KAFKA_PARTITIONS} partitions → spool, offsets stored after: {consumed['proxy_messages_per_s']:,} "
+            f"messages/s ({consumed['proxy_mb_per_s']} MB/s); bare consumer + gzip + fsync "
+            f"{consumed['bare_messages_per_s']:,} messages/s; ratio {consumed['ratio']:.2f}x "
+            f"({_pairs_text(consumed)})"
+        )
         merge_results(
             {"forward": result, "proxy_http": http, "proxy_file": tail, "proxy_sqs": queued,
-             "proxy_journald": journal, "proxy_mqtt": subscribed}
+             "proxy_journald": journal, "proxy_mqtt": subscribed, "proxy_kafka": consumed}
         )  # fmt: skip
     finally:
         for process in processes:

@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from bytefreezer.errors import ConfigError
 from bytefreezer.ingress.proxy.config import load_proxy_config
 from bytefreezer.ingress.proxy.kafka import message_records
+from bytefreezer.ingress.proxy.records import records_with
 from bytefreezer.ingress.proxy.service import ProxyService
 from tests.helpers import free_port, stop_process, wait_for, wait_for_port
 from tests.ingress.conftest import Receiver
@@ -317,6 +318,23 @@ def test_records_of_each_kind() -> None:
     assert [r["raw"] for r in wrapped] == ["one", "two \ufffd"]
     assert "kafka_key" not in wrapped[0] and "kafka_timestamp" not in wrapped[0]
     assert message_records([_Message(None), _Message(b"")], 100) == []
+    # one JSON line, the usual message, is spliced as bytes: the same record records_with makes
+    for value, key, stamp in [
+        (b'{"a": 1, "b": [1, {"c": "}"}]}', b"k\xff", 1_764_000_000_000),
+        (b'  { "a" : "x" }\r\n', None, 0),
+        (b"{}", None, 5),
+        (b'{"s": "caf\xc3\xa9"}', None, 0),  # not ASCII: the general path
+        (b'{"a": 1}\n{"a": 2}', None, 0),  # two lines: the general path
+    ]:
+        meta: dict[str, str | int] = {"kafka_topic": "t", "kafka_partition": 2, "kafka_offset": 41}
+        if key is not None:
+            meta["kafka_key"] = key.decode("utf-8", "replace")
+        if stamp:
+            meta["kafka_timestamp"] = stamp
+        lines = [line for line in value.decode().split("\n") if line.strip()]
+        expected = records_with(lines, meta)
+        assert message_records([_Message(value, key, stamp)], 100) == expected
+        assert [json.loads(r) for r in expected]  # JSON, each
     assert json.loads(message_records([_Message(b"x" * 50)], 10)[0])["raw"] == "x" * 10
 
 
