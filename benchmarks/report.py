@@ -166,6 +166,15 @@ def render(data: dict) -> str:  # type: ignore[type-arg]
             f"subscriber acknowledging each on arrival {m['bare_messages_per_s']:,} messages/s "
             f"| {m['ratio']:.2f}x{_pass_by_pass(m)} | |"
         )
+    if "proxy_kafka" in data:
+        k = data["proxy_kafka"]
+        lines.append(
+            f"| proxy `kafka` input: {k['messages']:,} messages ({k['mb']} MB) from a topic's 16 "
+            f"partitions (librdkafka's mock cluster), each spooled before its offset is stored "
+            f"| {k['proxy_messages_per_s']:,} messages/s ({k['proxy_mb_per_s']} MB/s) | a bare "
+            f"confluent-kafka consumer, the values gzip'd and fsync'd in 1 MiB batches "
+            f"{k['bare_messages_per_s']:,} messages/s | {k['ratio']:.2f}x{_pass_by_pass(k)} | |"
+        )
     if "elastic" in data:
         e = data["elastic"]
         lines.append(
