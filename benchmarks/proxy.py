@@ -225,6 +225,17 @@ def bare_s3(client: Any, bucket: str, key: str, spool: Path) -> float:
     return time.perf_counter() - started
 
 
+def _await_stat(api_port: int, kind: str, key: str, count: int) -> None:
+    """Poll the proxy's stats until its one input of ``kind`` counts ``count`` under ``key``
+    (120 s at most)."""
+    stats = f"http://127.0.0.1:{api_port}/api/v1/stats"
+    deadline = time.perf_counter() + 120
+    while httpx.get(stats).json()[kind][kind][key] < count:
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"the {kind} input's {key} did not reach {count} in 120 s")
+        time.sleep(0.01)
+
+
 def bare_spool(chunks: Iterator[bytes], spool: Path) -> None:
     """Lines of ``chunks`` gathered into 1 MiB batches, each gzip'd by ISA-L at level 2 and
     written to its own file in ``spool`` with an fsync."""
@@ -272,11 +283,9 @@ def file_passes(work: Path, lines: list[bytes], passes: int) -> dict[str, object
         proxy = start_proxy(work, proxy_port, api_port, "file", paths=[str(logs / "*.log")])
         try:
             wait_port(api_port)
-            stats = f"http://127.0.0.1:{api_port}/api/v1/stats"
             started = time.perf_counter()
             os.link(source, logs / "events.log")  # the whole file appears at once
-            while httpx.get(stats).json()["file"]["file"]["lines"] < len(lines):
-                time.sleep(0.01)
+            _await_stat(api_port, "file", "lines", len(lines))
             runs["proxy"].append(time.perf_counter() - started)
         finally:
             stop_process(proxy)
@@ -332,11 +341,9 @@ def sqs_passes(work: Path, lines: list[bytes], passes: int) -> dict[str, object]
             )  # fmt: skip
             try:
                 wait_port(api_port)
-                stats = f"http://127.0.0.1:{api_port}/api/v1/stats"
                 started = time.perf_counter()
                 sqs.send_message(QueueUrl=queue, MessageBody=notice)
-                while httpx.get(stats).json()["sqs"]["sqs"]["records"] < len(lines):
-                    time.sleep(0.01)
+                _await_stat(api_port, "sqs", "records", len(lines))
                 runs["proxy"].append(time.perf_counter() - started)
             finally:
                 stop_process(proxy)
@@ -401,10 +408,8 @@ def journald_passes(work: Path, entries: int, passes: int) -> dict[str, object]:
         proxy = start_proxy(work, proxy_port, api_port, "journald", journal_directory=str(journal))
         try:
             wait_port(api_port)
-            stats = f"http://127.0.0.1:{api_port}/api/v1/stats"
             started = time.perf_counter()  # journalctl starts with the input
-            while httpx.get(stats).json()["journald"]["journald"]["entries"] < entries:
-                time.sleep(0.01)
+            _await_stat(api_port, "journald", "entries", entries)
             runs["proxy"].append(time.perf_counter() - started)
         finally:
             stop_process(proxy)
@@ -506,10 +511,7 @@ def mqtt_passes(work: Path, lines: list[bytes], passes: int) -> dict[str, object
                 time.sleep(0.2)  # subscribed
                 started = time.perf_counter()
                 _mqtt_publish(port, payloads)
-                while httpx.get(stats).json()["mqtt"]["mqtt"]["messages"] < len(payloads):
-                    if time.perf_counter() - started > 120:
-                        raise RuntimeError("the mqtt input did not spool every message in 120 s")
-                    time.sleep(0.01)
+                _await_stat(api_port, "mqtt", "messages", len(payloads))
                 runs["proxy"].append(time.perf_counter() - started)
             finally:
                 stop_process(proxy)
@@ -608,14 +610,9 @@ def kafka_passes(work: Path, lines: list[bytes], passes: int) -> dict[str, objec
             )  # fmt: skip
             try:
                 wait_port(api_port)
-                stats = f"http://127.0.0.1:{api_port}/api/v1/stats"
-                while httpx.get(stats).json()["kafka"]["kafka"]["partitions"] < KAFKA_PARTITIONS:
-                    time.sleep(0.01)
+                _await_stat(api_port, "kafka", "partitions", KAFKA_PARTITIONS)
                 started = time.perf_counter()
-                while httpx.get(stats).json()["kafka"]["kafka"]["messages"] < len(lines):
-                    if time.perf_counter() - started > 120:
-                        raise RuntimeError("the kafka input did not spool every message in 120 s")
-                    time.sleep(0.01)
+                _await_stat(api_port, "kafka", "messages", len(lines))
                 runs["proxy"].append(time.perf_counter() - started)
             finally:
                 stop_process(proxy)
