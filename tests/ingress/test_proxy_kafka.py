@@ -282,6 +282,24 @@ def test_a_proxy_killed_while_messages_flow_loses_none(
     assert len(found) - total < total
 
 
+def test_unreachable_brokers_are_logged_and_waited_for(
+    receiver: Receiver, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = kafka_service(receiver, tmp_path, f"127.0.0.1:{free_port()}")
+
+    async def scenario() -> None:
+        await service.start()
+        try:
+            await until(lambda: "Connection refused" in caplog.text, timeout=10)
+            assert service.consumers["events"].assigned == []
+        finally:
+            await service.stop()  # and it stops cleanly, nothing read
+
+    with caplog.at_level("INFO"):
+        asyncio.run(scenario())
+    assert service.consumers["events"].messages_read == 0
+
+
 class _Message:
     """What librdkafka hands over, for the pure record-making below."""
 
