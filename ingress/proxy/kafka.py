@@ -9,8 +9,9 @@ read again from the last committed offset: at least once, nothing lost. While th
 the partitions are paused, not abandoned, so the proxy stays in its group.
 
 A message's value is a record per line (a JSON object line as it is, other text wrapped), each
-with `kafka_topic`, `kafka_partition`, `kafka_offset`, and `kafka_key` and `kafka_timestamp`
-(milliseconds) where the message has them, unless the line has a field of that name.
+with `kafka_topic`, `kafka_partition`, `kafka_offset`, and `kafka_key`, `kafka_timestamp`
+(milliseconds) and `kafka_headers` (an object of text) where the message has them, unless the
+line has a field of that name.
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ def consumer_settings(
     return settings
 
 
+def _headers(headers: list[tuple[str, bytes | None]]) -> dict[str, str | None]:
+    """A message's headers as an object of text (the last of a repeated name)."""
+    return {name: None if value is None else value.decode("utf-8", "replace")
+            for name, value in headers}  # fmt: skip
+
+
 def message_records(messages: list[Any], max_line_bytes: int) -> list[bytes]:
     """The records of messages' values, each with where it came from (as ``records_with``
     makes them). A value that is one ASCII JSON object line naming no `kafka_` field, the usual
@@ -86,7 +93,7 @@ def message_records(messages: list[Any], max_line_bytes: int) -> list[bytes]:
         value = message.value()
         if not value:
             continue  # a tombstone (null value) or an empty message holds no record
-        topic, key = message.topic(), message.key()
+        topic, key, headers = message.topic(), message.key(), message.headers()
         kind, stamp = message.timestamp()
         body = value.strip()
         if (
@@ -109,11 +116,13 @@ def message_records(messages: list[Any], max_line_bytes: int) -> list[bytes]:
                 parts.append(b',"kafka_key":' + orjson.dumps(key.decode("utf-8", "replace")))
             if kind != 0:
                 parts.append(b',"kafka_timestamp":%d' % stamp)
+            if headers:
+                parts.append(b',"kafka_headers":' + orjson.dumps(_headers(headers)))
             rest = body[1:].lstrip()
             parts.append(rest if rest[:1] == b"}" else b"," + rest)
             records.append(b"".join(parts))
             continue
-        meta: dict[str, str | int] = {
+        meta: dict[str, Any] = {
             "kafka_topic": topic,
             "kafka_partition": message.partition(),
             "kafka_offset": message.offset(),
@@ -122,6 +131,8 @@ def message_records(messages: list[Any], max_line_bytes: int) -> list[bytes]:
             meta["kafka_key"] = key.decode("utf-8", "replace")
         if kind != 0:  # TIMESTAMP_NOT_AVAILABLE
             meta["kafka_timestamp"] = stamp
+        if headers:
+            meta["kafka_headers"] = _headers(headers)
         text = value.decode("utf-8", "replace")
         lines = [line[:max_line_bytes] for line in split_lines(text) if not is_blank(line)]
         records += records_with(lines, meta)

@@ -43,13 +43,11 @@ def wrap_line(line: str) -> bytes:
     return orjson.dumps({"timestamp": now_rfc3339(), "raw": line})
 
 
-def records_with(lines: list[str], meta: Mapping[str, str | int]) -> list[bytes]:
+def records_with(lines: list[str], meta: Mapping[str, Any]) -> list[bytes]:
     """Records of ``lines`` (as ``with_fields``): where each came from (a stream's shard, a
-    queue's message, an object, a topic's partition and offset) in the fields of ``meta``."""
-    fields = {
-        name: f"{_quoted(name)}:{value if isinstance(value, int) else _quoted(value)}"
-        for name, value in meta.items()
-    }
+    queue's message, an object, a topic's partition and offset) in the fields of ``meta``
+    (text, integers, or objects such as a message's headers)."""
+    fields = {name: f"{_quoted(name)}:{_json(value)}" for name, value in meta.items()}
     prefix = "{" + ",".join(fields.values())
     own = _keys_pattern(tuple(meta))  # one scan of a line finds any of them
     records = []
@@ -77,6 +75,14 @@ def _keys_pattern(names: tuple[str, ...]) -> re.Pattern[str]:
 
 @functools.lru_cache(maxsize=1024)
 def _quoted(value: str) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _json(value: Any) -> str:
+    if isinstance(value, str):
+        return _quoted(value)
+    if isinstance(value, int):
+        return str(value)
     return orjson.dumps(value).decode()
 
 

@@ -65,11 +65,12 @@ def produce(
     topic: str,
     messages: list[tuple[bytes | None, bytes | None]],
     pause: float = 0.0,
+    headers: list[tuple[str, bytes | None]] | None = None,
 ) -> None:
-    """Produce ``messages``, ``pause`` seconds after each thousand."""
+    """Produce ``messages`` (with ``headers`` each), ``pause`` seconds after each thousand."""
     producer = Producer({"bootstrap.servers": servers, "linger.ms": 5})
     for at, (key, value) in enumerate(messages, 1):
-        producer.produce(topic, value=value, key=key)
+        producer.produce(topic, value=value, key=key, headers=headers)
         producer.poll(0)
         if pause and at % 1000 == 0:
             producer.flush(30)
@@ -128,20 +129,23 @@ def test_topics_to_parquet_and_offsets_committed_across_a_restart(
         messages.append((None, b"plain 100\nplain 101\n"))  # two records, no key
         messages.append((b"gone", None))  # a tombstone holds no record
         await asyncio.to_thread(produce, kafka, "events", messages)
-        await until(lambda: numbers(intake_records(receiver)) == list(range(102)))
-        assert service.consumers["events"].messages_read == 102
+        traced = [(None, json.dumps({"n": n}).encode()) for n in (102, 103)]
+        headers = [("traceparent", b"00-4bf9-00f0-01"), ("empty", None), ("bin", b"\xff")]
+        await asyncio.to_thread(produce, kafka, "events", traced, 0.0, headers)
+        await until(lambda: numbers(intake_records(receiver)) == list(range(104)))
+        assert service.consumers["events"].messages_read == 104
         assert len(service.consumers["events"].assigned) == 3
 
     asyncio.run(run(first))
-    assert sum(committed(kafka, "bytefreezer-events", "events", 3)) == 102  # on close
+    assert sum(committed(kafka, "bytefreezer-events", "events", 3)) == 104  # on close
     # the proxy is down: its group's committed offsets say where it reads on
-    produce(kafka, "events", [(None, json.dumps({"n": n}).encode()) for n in range(102, 150)])
+    produce(kafka, "events", [(None, json.dumps({"n": n}).encode()) for n in range(104, 150)])
 
     async def second(service: ProxyService) -> None:
         await until(lambda: numbers(intake_records(receiver)) == list(range(150)), timeout=30)
         await until(lambda: service.consumers["events"].lag == 0)
         exposition = service._exposition()
-        assert 'bytefreezer_proxy_kafka_messages_total{input="events"} 48' in exposition
+        assert 'bytefreezer_proxy_kafka_messages_total{input="events"} 46' in exposition
         assert 'bytefreezer_proxy_kafka_partitions{input="events"} 3' in exposition
         assert 'bytefreezer_proxy_kafka_lag{input="events"} 0' in exposition
         assert 'bytefreezer_proxy_kafka_paused{input="events"} 0' in exposition
@@ -159,6 +163,10 @@ def test_topics_to_parquet_and_offsets_committed_across_a_restart(
     plain = [r for r in rows if r["raw"] is not None]
     assert len(plain) == 2 and len({(r["kafka_partition"], r["kafka_offset"]) for r in plain}) == 1
     assert all(r["kafka_timestamp"] > 1_700_000_000_000 for r in rows)
+    with_headers = {r["n"]: r["kafka_headers"] for r in rows if r["kafka_headers"] is not None}
+    assert with_headers == {
+        n: {"traceparent": "00-4bf9-00f0-01", "empty": None, "bin": "\ufffd"} for n in (102, 103)
+    }
     by_partition: dict[int, list[int]] = {}
     for r in rows:
         if r["raw"] is None:
@@ -303,8 +311,17 @@ def test_unreachable_brokers_are_logged_and_waited_for(
 class _Message:
     """What librdkafka hands over, for the pure record-making below."""
 
-    def __init__(self, value: bytes | None, key: bytes | None = None, stamp: int = 0) -> None:
-        self._value, self._key, self._stamp = value, key, stamp
+    def __init__(
+        self,
+        value: bytes | None,
+        key: bytes | None = None,
+        stamp: int = 0,
+        headers: list[tuple[str, bytes | None]] | None = None,
+    ) -> None:
+        self._value, self._key, self._stamp, self._headers = value, key, stamp, headers
+
+    def headers(self) -> list[tuple[str, bytes | None]] | None:
+        return self._headers
 
     def value(self) -> bytes | None:
         return self._value
@@ -337,21 +354,24 @@ def test_records_of_each_kind() -> None:
     assert "kafka_key" not in wrapped[0] and "kafka_timestamp" not in wrapped[0]
     assert message_records([_Message(None), _Message(b"")], 100) == []
     # one JSON line, the usual message, is spliced as bytes: the same record records_with makes
-    for value, key, stamp in [
-        (b'{"a": 1, "b": [1, {"c": "}"}]}', b"k\xff", 1_764_000_000_000),
-        (b'  { "a" : "x" }\r\n', None, 0),
-        (b"{}", None, 5),
-        (b'{"s": "caf\xc3\xa9"}', None, 0),  # not ASCII: the general path
-        (b'{"a": 1}\n{"a": 2}', None, 0),  # two lines: the general path
+    headers: list[tuple[str, bytes | None]] = [("h", b"v"), ("h", b"w"), ("n", None)]
+    for value, key, stamp, with_headers in [
+        (b'{"a": 1, "b": [1, {"c": "}"}]}', b"k\xff", 1_764_000_000_000, headers),
+        (b'  { "a" : "x" }\r\n', None, 0, None),
+        (b"{}", None, 5, headers),
+        (b'{"s": "caf\xc3\xa9"}', None, 0, headers),  # not ASCII: the general path
+        (b'{"a": 1}\n{"a": 2}', None, 0, None),  # two lines: the general path
     ]:
-        meta: dict[str, str | int] = {"kafka_topic": "t", "kafka_partition": 2, "kafka_offset": 41}
+        meta: dict[str, Any] = {"kafka_topic": "t", "kafka_partition": 2, "kafka_offset": 41}
         if key is not None:
             meta["kafka_key"] = key.decode("utf-8", "replace")
         if stamp:
             meta["kafka_timestamp"] = stamp
+        if with_headers:
+            meta["kafka_headers"] = {"h": "w", "n": None}  # the last of a repeated name
         lines = [line for line in value.decode().split("\n") if line.strip()]
         expected = records_with(lines, meta)
-        assert message_records([_Message(value, key, stamp)], 100) == expected
+        assert message_records([_Message(value, key, stamp, with_headers)], 100) == expected
         assert [json.loads(r) for r in expected]  # JSON, each
     assert json.loads(message_records([_Message(b"x" * 50)], 10)[0])["raw"] == "x" * 10
 
