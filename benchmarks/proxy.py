@@ -289,17 +289,15 @@ def file_passes(work: Path, lines: list[bytes], passes: int) -> dict[str, object
             runs["proxy"].append(time.perf_counter() - started)
         finally:
             stop_process(proxy)
-    pairs = [b / p for b, p in zip(runs["bare"], runs["proxy"], strict=True)]
     mb = source.stat().st_size / 1e6
-    proxy_s, bare_s = statistics.median(runs["proxy"]), statistics.median(runs["bare"])
+    proxy_s, bare_s, ratios = _paired(runs)
     return {
         "records": len(lines),
         "mb": round(mb, 1),
         "proxy_records_per_s": round(len(lines) / proxy_s),
         "proxy_mb_per_s": round(mb / proxy_s, 1),
         "bare_mb_per_s": round(mb / bare_s, 1),
-        "ratio": round(statistics.median(pairs), 3),
-        "pair_ratios": [round(r, 3) for r in pairs],
+        **ratios,
     }
 
 
@@ -349,9 +347,8 @@ def sqs_passes(work: Path, lines: list[bytes], passes: int) -> dict[str, object]
                 stop_process(proxy)
     finally:
         stop_process(server)
-    pairs = [b / p for b, p in zip(runs["bare"], runs["proxy"], strict=True)]
     mb = sum(len(line) + 1 for line in lines) / 1e6
-    proxy_s, bare_s = statistics.median(runs["proxy"]), statistics.median(runs["bare"])
+    proxy_s, bare_s, ratios = _paired(runs)
     return {
         "records": len(lines),
         "mb": round(mb, 1),
@@ -359,8 +356,7 @@ def sqs_passes(work: Path, lines: list[bytes], passes: int) -> dict[str, object]
         "proxy_records_per_s": round(len(lines) / proxy_s),
         "proxy_mb_per_s": round(mb / proxy_s, 1),
         "bare_mb_per_s": round(mb / bare_s, 1),
-        "ratio": round(statistics.median(pairs), 3),
-        "pair_ratios": [round(r, 3) for r in pairs],
+        **ratios,
     }
 
 
@@ -413,17 +409,15 @@ def journald_passes(work: Path, entries: int, passes: int) -> dict[str, object]:
             runs["proxy"].append(time.perf_counter() - started)
         finally:
             stop_process(proxy)
-    pairs = [b / p for b, p in zip(runs["bare"], runs["proxy"], strict=True)]
     mb = size / 1e6
-    proxy_s, bare_s = statistics.median(runs["proxy"]), statistics.median(runs["bare"])
+    proxy_s, bare_s, ratios = _paired(runs)
     return {
         "entries": entries,
         "mb": round(mb, 1),
         "proxy_entries_per_s": round(entries / proxy_s),
         "proxy_mb_per_s": round(mb / proxy_s, 1),
         "bare_entries_per_s": round(entries / bare_s),
-        "ratio": round(statistics.median(pairs), 3),
-        "pair_ratios": [round(r, 3) for r in pairs],
+        **ratios,
     }
 
 
@@ -517,14 +511,12 @@ def mqtt_passes(work: Path, lines: list[bytes], passes: int) -> dict[str, object
                 stop_process(proxy)
     finally:
         stop_process(broker)
-    pairs = [b / p for b, p in zip(runs["bare"], runs["proxy"], strict=True)]
-    proxy_s, bare_s = statistics.median(runs["proxy"]), statistics.median(runs["bare"])
+    proxy_s, bare_s, ratios = _paired(runs)
     return {
         "messages": len(payloads),
         "proxy_messages_per_s": round(len(payloads) / proxy_s),
         "bare_messages_per_s": round(len(payloads) / bare_s),
-        "ratio": round(statistics.median(pairs), 3),
-        "pair_ratios": [round(r, 3) for r in pairs],
+        **ratios,
     }
 
 
@@ -618,18 +610,27 @@ def kafka_passes(work: Path, lines: list[bytes], passes: int) -> dict[str, objec
                 stop_process(proxy)
     finally:
         stop_process(cluster)
-    pairs = [b / p for b, p in zip(runs["bare"], runs["proxy"], strict=True)]
     mb = sum(len(line) + 1 for line in lines) / 1e6
-    proxy_s, bare_s = statistics.median(runs["proxy"]), statistics.median(runs["bare"])
+    proxy_s, bare_s, ratios = _paired(runs)
     return {
         "messages": len(lines),
         "mb": round(mb, 1),
         "proxy_messages_per_s": round(len(lines) / proxy_s),
         "proxy_mb_per_s": round(mb / proxy_s, 1),
         "bare_messages_per_s": round(len(lines) / bare_s),
+        **ratios,
+    }
+
+
+def _paired(runs: dict[str, list[float]]) -> tuple[float, float, dict[str, object]]:
+    """Median seconds of the proxy's and the bare passes, and the ratio of the pairs (bare over
+    proxy: above 1 the proxy is faster) with each pair's."""
+    pairs = [b / p for b, p in zip(runs["bare"], runs["proxy"], strict=True)]
+    ratios: dict[str, object] = {
         "ratio": round(statistics.median(pairs), 3),
         "pair_ratios": [round(r, 3) for r in pairs],
     }
+    return statistics.median(runs["proxy"]), statistics.median(runs["bare"]), ratios
 
 
 def _pairs_text(result: dict[str, object]) -> str:
