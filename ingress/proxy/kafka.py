@@ -67,11 +67,9 @@ def consumer_settings(
         settings["sasl.mechanism"] = sasl_mechanism or "PLAIN"
         settings["sasl.username"] = username
         settings["sasl.password"] = password or ""
-    if username is not None or tls:
-        settings.setdefault(
-            "security.protocol",
-            ("SASL_SSL" if tls else "SASL_PLAINTEXT") if username is not None else "SSL",
-        )
+    protocol = ("SASL_" if username is not None else "") + ("SSL" if tls else "PLAINTEXT")
+    if protocol != "PLAINTEXT":  # librdkafka's own default
+        settings.setdefault("security.protocol", protocol)
     if ca_file is not None:
         settings["ssl.ca.location"] = ca_file
     return settings
@@ -198,10 +196,12 @@ class TopicReader:
         return messages
 
     def done(self, messages: list[Any]) -> None:
-        """Store the offsets past ``messages``, which are spooled; librdkafka commits them.
-        A partition revoked meanwhile refuses them: its new owner reads those again."""
+        """Store the offsets past ``messages``, which are spooled (so the partitions, if the
+        spool had paused them, read on); librdkafka commits them. A partition revoked meanwhile
+        refuses them: its new owner reads those again."""
         from confluent_kafka import KafkaException, TopicPartition
 
+        self.resume()
         ends: dict[tuple[str, int], int] = {}
         for message in messages:
             at = (message.topic(), message.partition())

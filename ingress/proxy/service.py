@@ -615,7 +615,6 @@ class ProxyService:
                     )
                     if not await self._spool_waiting(source, records, held):
                         return  # stopping: not stored, read again from the committed offset
-                    await asyncio.to_thread(reader.resume)
                     await asyncio.to_thread(reader.done, messages)
             finally:
                 await asyncio.to_thread(reader.close)

@@ -9,7 +9,7 @@ import json
 import socket
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,15 @@ def spooled_records(service: ProxyService) -> list[dict[str, Any]]:
         for path in service.spool.paths()
         for line in gzip.decompress(service.spool.read(path)[1]).splitlines()
     ]
+
+
+async def serving(service: ProxyService, then: Callable[[ProxyService], Awaitable[None]]) -> None:
+    """Start ``service``, await ``then(service)``, and stop it whatever happens."""
+    await service.start()
+    try:
+        await then(service)
+    finally:
+        await service.stop()
 
 
 async def until(check: Callable[[], Any], timeout: float = 20.0) -> Any:

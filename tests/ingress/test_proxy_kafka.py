@@ -27,7 +27,13 @@ from bytefreezer.ingress.proxy.records import records_with
 from bytefreezer.ingress.proxy.service import ProxyService
 from tests.helpers import free_port, stop_process, wait_for, wait_for_port
 from tests.ingress.conftest import Receiver
-from tests.ingress.test_proxy import intake_records, proxy_config, spooled_records, until
+from tests.ingress.test_proxy import (
+    intake_records,
+    proxy_config,
+    serving,
+    spooled_records,
+    until,
+)
 
 BROKER = Path(__file__).parents[1] / "kafka_broker.py"
 
@@ -114,14 +120,6 @@ def test_topics_to_parquet_and_offsets_committed_across_a_restart(
     cluster.create_topics(3, "events")
     kafka = cluster.servers
 
-    async def run(then: Any) -> None:
-        service = kafka_service(receiver, tmp_path, kafka)
-        await service.start()
-        try:
-            await then(service)
-        finally:
-            await service.stop()
-
     async def first(service: ProxyService) -> None:
         messages: list[tuple[bytes | None, bytes | None]] = [
             (f"host-{n % 5}".encode(), json.dumps({"n": n}).encode()) for n in range(100)
@@ -136,7 +134,7 @@ def test_topics_to_parquet_and_offsets_committed_across_a_restart(
         assert service.consumers["events"].messages_read == 104
         assert len(service.consumers["events"].assigned) == 3
 
-    asyncio.run(run(first))
+    asyncio.run(serving(kafka_service(receiver, tmp_path, kafka), first))
     assert sum(committed(kafka, "bytefreezer-events", "events", 3)) == 104  # on close
     # the proxy is down: its group's committed offsets say where it reads on
     produce(kafka, "events", [(None, json.dumps({"n": n}).encode()) for n in range(104, 150)])
@@ -150,7 +148,7 @@ def test_topics_to_parquet_and_offsets_committed_across_a_restart(
         assert 'bytefreezer_proxy_kafka_lag{input="events"} 0' in exposition
         assert 'bytefreezer_proxy_kafka_paused{input="events"} 0' in exposition
 
-    asyncio.run(run(second))
+    asyncio.run(serving(kafka_service(receiver, tmp_path, kafka), second))
     table = receiver.pack("web")
     assert table is not None
     rows = table.to_pylist()

@@ -23,7 +23,7 @@ from bytefreezer.ingress.proxy.kinesis import records_of
 from bytefreezer.ingress.proxy.service import ProxyService
 from tests.helpers import free_port, stop_process, wait_for, wait_for_port
 from tests.ingress.conftest import Receiver
-from tests.ingress.test_proxy import intake_records, proxy_config, spooled_records, until
+from tests.ingress.test_proxy import intake_records, proxy_config, serving, spooled_records, until
 
 KINESALITE = (
     Path(__file__).parents[1] / "clients" / "kinesis" / "node_modules" / ".bin" / "kinesalite"
@@ -119,19 +119,11 @@ def test_a_streams_shards_to_parquet_and_checkpoints_across_a_restart(
             out.append(int(record["n"]) if "n" in record else int(text.split()[1]))
         return sorted(out)
 
-    async def run(then: Any) -> None:
-        service = kinesis_service(receiver, tmp_path, url)
-        await service.start()
-        try:
-            await then(service)
-        finally:
-            await service.stop()
-
     async def first(service: ProxyService) -> None:
         await until(lambda: numbers() == list(range(44)))
         assert service.kinesis["kds"].records_read == 44
 
-    asyncio.run(run(first))
+    asyncio.run(serving(kinesis_service(receiver, tmp_path, url), first))
     for n in range(44, 50):
         client.put_record(
             StreamName="events", Data=json.dumps({"n": n}).encode(), PartitionKey=f"k{n}"
@@ -142,7 +134,7 @@ def test_a_streams_shards_to_parquet_and_checkpoints_across_a_restart(
         await asyncio.sleep(0.3)  # more reads: nothing again
         assert numbers() == list(range(50))
 
-    asyncio.run(run(second))
+    asyncio.run(serving(kinesis_service(receiver, tmp_path, url), second))
     table = receiver.pack("web")
     assert table is not None
     rows = table.to_pylist()
