@@ -18,11 +18,11 @@ FLUENT_CLIENT := tests/clients/fluent
 LOKI_CLIENT := tests/clients/loki
 KINESIS_SERVER := tests/clients/kinesis
 
-system-deps: ## what the tests use besides Python: Prometheus and promtool, a NATS server, rsyslog with omelasticsearch and omrelp, systemd's journalctl and journal-remote, mosquitto, Node.js's fluent-logger, winston-loki and kinesalite
+system-deps: ## what the tests use besides Python: Prometheus and promtool, a NATS server, rsyslog with omelasticsearch and omrelp, systemd's journalctl and journal-remote, mosquitto, pmacct (an sFlow agent), Node.js's fluent-logger, winston-loki and kinesalite
 	@installed() { for p in "$$@"; do \
 		[ "$$(dpkg-query -W -f='$${db:Status-Status}' "$$p" 2>/dev/null)" = installed ] || return 1; done; }; \
 	{ command -v prometheus && command -v promtool && command -v npm && command -v nats-server \
-		&& installed rsyslog-elasticsearch rsyslog-relp systemd-journal-remote mosquitto; } >/dev/null 2>&1 || { \
+		&& installed rsyslog-elasticsearch rsyslog-relp systemd-journal-remote mosquitto pmacct; } >/dev/null 2>&1 || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
@@ -31,7 +31,10 @@ system-deps: ## what the tests use besides Python: Prometheus and promtool, a NA
 			$$(installed rsyslog-elasticsearch rsyslog-relp || echo rsyslog rsyslog-elasticsearch rsyslog-relp) \
 			$$(installed systemd-journal-remote || echo systemd-journal-remote) \
 			$$(installed mosquitto || echo mosquitto) \
-			$$(command -v npm >/dev/null || echo nodejs npm) >/dev/null; }
+			$$(installed pmacct || echo pmacct) \
+			$$(command -v npm >/dev/null || echo nodejs npm) >/dev/null && \
+		{ ! command -v systemctl >/dev/null || $$SUDO systemctl disable --now \
+			pmacctd nfacctd sfacctd uacctd >/dev/null 2>&1 || true; }; }
 	@[ -d $(FLUENT_CLIENT)/node_modules/fluent-logger ] || \
 		npm ci --prefix $(FLUENT_CLIENT) --no-audit --no-fund --silent
 	@[ -d $(LOKI_CLIENT)/node_modules/winston-loki ] || \

@@ -44,6 +44,7 @@ class InputConfig(_Config):
         "syslog",
         "http",
         "netflow",
+        "sflow",
         "forward",
         "nats",
         "relp",
@@ -55,7 +56,8 @@ class InputConfig(_Config):
         "kafka",
     ] = Field(
         description="Listener kind; `netflow` takes NetFlow v5, v9 and IPFIX export packets "
-        "over UDP, a JSON record per flow; `forward` takes the Fluentd forward protocol over "
+        "over UDP, a JSON record per flow; `sflow` takes sFlow version 5 datagrams over UDP, a "
+        "JSON record per flow or counter sample; `forward` takes the Fluentd forward protocol over "
         "TCP (Fluent Bit's and Fluentd's `forward` outputs), a JSON record per event; `nats` "
         "subscribes to a NATS subject (or a JetStream stream), a record per line of each "
         "message; `relp` takes RELP over TCP (rsyslog's omrelp), a syslog record per message, "
@@ -305,7 +307,6 @@ class InputConfig(_Config):
             raise ValueError(
                 "topics, group_id, sasl_mechanism, tls, ca_file and kafka_options are for kafka "
                 f"inputs; input {self.name} is {self.type}"
-                f"input {self.name} is {self.type}"
             )
         if self.type == "nats":
             if not self.servers or not self.subject:

@@ -36,6 +36,7 @@ from bytefreezer.ingress.proxy.kinesis import StreamReader
 from bytefreezer.ingress.proxy.mqtt import Subscription, message_records
 from bytefreezer.ingress.proxy.netflow import NetflowDecoder
 from bytefreezer.ingress.proxy.records import records_with, split_lines, syslog_record, wrap_line
+from bytefreezer.ingress.proxy.sflow import SflowDecoder
 from bytefreezer.ingress.proxy.sqs import (
     Message,
     ObjectLines,
@@ -81,7 +82,9 @@ class ProxyService:
         self.forwarder = Forwarder(config, self.spool, self.dead, self.stats)
         self.batchers = {i.name: Batcher(config, i, self.spool, self.stats) for i in config.inputs}
         self.commits = {name: GroupCommit(batcher) for name, batcher in self.batchers.items()}
-        self.decoders = {i.name: NetflowDecoder() for i in config.inputs if i.type == "netflow"}
+        self.netflow = {i.name: NetflowDecoder() for i in config.inputs if i.type == "netflow"}
+        self.sflow = {i.name: SflowDecoder() for i in config.inputs if i.type == "sflow"}
+        self.decoders: dict[str, NetflowDecoder | SflowDecoder] = {**self.netflow, **self.sflow}
         self.forward_stats = {
             i.name: {"malformed": 0, "auth_failures": 0}
             for i in config.inputs
@@ -907,18 +910,35 @@ class ProxyService:
             "Batches waiting in the spool.",
             [("", spool.objects)],
         )
-        if self.decoders:
+        if self.netflow:
             metric(
                 "bytefreezer_proxy_netflow_flows_total",
                 "counter",
                 "Flows decoded by a netflow input.",
-                per_input({name: d.flows for name, d in self.decoders.items()}),
+                per_input({name: d.flows for name, d in self.netflow.items()}),
             )
             metric(
                 "bytefreezer_proxy_netflow_undecoded_total",
                 "counter",
                 "Packets a netflow input forwarded undecoded (no template, not NetFlow).",
-                per_input({name: d.undecoded for name, d in self.decoders.items()}),
+                per_input({name: d.undecoded for name, d in self.netflow.items()}),
+            )
+        if self.sflow:
+            metric(
+                "bytefreezer_proxy_sflow_samples_total",
+                "counter",
+                "Samples an sflow input decoded, by kind (flow, counter).",
+                [
+                    (f'{{input="{name}",kind="{kind}"}}', count)
+                    for name, d in sorted(self.sflow.items())
+                    for kind, count in (("flow", d.flow_samples), ("counter", d.counter_samples))
+                ],
+            )
+            metric(
+                "bytefreezer_proxy_sflow_undecoded_total",
+                "counter",
+                "Datagrams or samples an sflow input forwarded undecoded, with the reason.",
+                per_input({name: d.undecoded for name, d in self.sflow.items()}),
             )
         if self.forward_stats:
             metric(
@@ -1055,7 +1075,15 @@ class ProxyService:
                     "ports": self.ports,
                     "netflow": {
                         name: {"flows": d.flows, "undecoded": d.undecoded}
-                        for name, d in self.decoders.items()
+                        for name, d in self.netflow.items()
+                    },
+                    "sflow": {
+                        name: {
+                            "flow_samples": d.flow_samples,
+                            "counter_samples": d.counter_samples,
+                            "undecoded": d.undecoded,
+                        }
+                        for name, d in self.sflow.items()
                     },
                     "forward": self.forward_stats,
                     "relp": self.relp_stats,

@@ -392,6 +392,7 @@ def test_proxy_chart(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         (8088, "TCP"),
         (2055, "UDP"),
         (24224, "TCP"),
+        (6343, "UDP"),
     }
     deployment = find(objects, "Deployment", "edge-proxy")
     env = env_of(deployment)
@@ -430,6 +431,7 @@ def test_proxy_chart(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "LOGS",
         None,
     )
+    assert (loaded.inputs[7].type, loaded.inputs[7].port) == ("sflow", 6343)
     assert config["receiver_url"] == "https://ingest.example.com"
     find(objects, "PersistentVolumeClaim", "edge-proxy-spool")
     assert (
@@ -504,7 +506,7 @@ def _proxy_input(**fields: Any) -> dict[str, Any]:
         ([_proxy_input(type="sqs")], "an sqs input needs queueUrl"),
         (
             [_proxy_input(type="amqp")],
-            "type must be udp, tcp, syslog, http, netflow, forward, nats, relp, kinesis, sqs, mqtt "
+            "type must be udp, tcp, syslog, http, netflow, sflow, forward, nats, relp, kinesis, sqs, mqtt "
             "or kafka",
         ),
         ([_proxy_input(type="kafka", servers=["k:9092"])], "a kafka input needs servers"),
