@@ -27,6 +27,10 @@ class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+UDP_RECEIVE_BUFFER = 8 << 20  # a burst of ~3,000 full sFlow datagrams, not the kernel's 208 KB
+DATAGRAM_TYPES = ("udp", "netflow", "sflow")
+
+
 class ForwardUser(_Config):
     """A user a `forward` input's clients may prove in the handshake."""
 
@@ -249,6 +253,15 @@ class InputConfig(_Config):
         "takes.",
     )
     max_line_bytes: int = Field(1024 * 1024, description="Longer lines are cut to this size.")
+    receive_buffer_bytes: int = Field(
+        UDP_RECEIVE_BUFFER,
+        ge=4096,
+        le=1 << 30,
+        description="Socket receive buffer a UDP input (`udp`, `syslog` over UDP, `netflow`, "
+        "`sflow`) asks the kernel for: datagrams that arrive while it is full are dropped by the "
+        "kernel, and counted in `bytefreezer_proxy_udp_drops_total`. Linux caps it at "
+        "`net.core.rmem_max`; the proxy logs a warning when it gets less.",
+    )
 
     @field_validator("tenant", "dataset")
     @classmethod
@@ -307,6 +320,14 @@ class InputConfig(_Config):
             raise ValueError(
                 "topics, group_id, sasl_mechanism, tls, ca_file and kafka_options are for kafka "
                 f"inputs; input {self.name} is {self.type}"
+            )
+        datagrams = self.type in DATAGRAM_TYPES or (
+            self.type == "syslog" and self.protocol == "udp"
+        )
+        if "receive_buffer_bytes" in self.model_fields_set and not datagrams:
+            raise ValueError(
+                f"receive_buffer_bytes is for UDP inputs (udp, syslog over UDP, netflow, sflow); "
+                f"input {self.name} is {self.type}" + (" over TCP" if self.type == "syslog" else "")
             )
         if self.type == "nats":
             if not self.servers or not self.subject:

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bytefreezer.ingress.bodies import BodyError, decompress
-from bytefreezer.ingress.proxy import forward, relp
+from bytefreezer.ingress.proxy import forward, relp, udp
 from bytefreezer.ingress.proxy.config import InputConfig, ProxyConfig
 from bytefreezer.ingress.proxy.delivery import (
     Batcher,
@@ -121,6 +121,7 @@ class ProxyService:
             if i.type == "journald"
         }
         self.ports: dict[str, int] = {}
+        self.udp_sockets: dict[str, tuple[int, int]] = {}  # inode, receive buffer bytes
         self._stop = asyncio.Event()
         self._closers: list[Any] = []
         self._connections: list[Any] = []  # NATS clients, drained on stop
@@ -722,6 +723,10 @@ class ProxyService:
             lambda: _Datagrams(self, source), local_addr=(source.host, source.listen_port)
         )
         self.ports[source.name] = transport.get_extra_info("sockname")[1]
+        sock = transport.get_extra_info("socket")
+        asked = "receive_buffer_bytes" in source.model_fields_set
+        got = udp.receive_buffer(sock, source.receive_buffer_bytes, source.name, asked=asked)
+        self.udp_sockets[source.name] = (udp.socket_inode(sock), got)
         self._closers.append(transport)
 
     async def _serve_http(self, app: Any, host: str, port: int, name: str) -> None:
@@ -808,6 +813,10 @@ class ProxyService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for tailer in self.tailers.values():
             tailer.close()
+
+    def _udp_drops(self) -> dict[str, int]:
+        """Datagrams the kernel dropped for each UDP input (none where it does not say)."""
+        return udp.kernel_drops({name: inode for name, (inode, _) in self.udp_sockets.items()})
 
     def _source(self, name: str) -> InputConfig:
         return next(i for i in self.config.inputs if i.name == name)
@@ -910,6 +919,20 @@ class ProxyService:
             "Batches waiting in the spool.",
             [("", spool.objects)],
         )
+        if self.udp_sockets:
+            metric(
+                "bytefreezer_proxy_udp_drops_total",
+                "counter",
+                "Datagrams the kernel dropped before a UDP input read them (its receive buffer "
+                "was full).",
+                per_input(self._udp_drops()),
+            )
+            metric(
+                "bytefreezer_proxy_udp_receive_buffer_bytes",
+                "gauge",
+                "The receive buffer the kernel gave a UDP input.",
+                per_input({n: size for n, (_, size) in self.udp_sockets.items()}),
+            )
         if self.netflow:
             metric(
                 "bytefreezer_proxy_netflow_flows_total",
@@ -1067,6 +1090,7 @@ class ProxyService:
             return JSONResponse({"status": "ok"})
 
         async def stats(request: Request) -> JSONResponse:
+            drops = self._udp_drops()
             return JSONResponse(
                 {
                     **dataclasses.asdict(self.stats),
@@ -1076,6 +1100,10 @@ class ProxyService:
                     "netflow": {
                         name: {"flows": d.flows, "undecoded": d.undecoded}
                         for name, d in self.netflow.items()
+                    },
+                    "udp": {
+                        name: {"receive_buffer_bytes": size, "drops": drops.get(name, 0)}
+                        for name, (_, size) in self.udp_sockets.items()
                     },
                     "sflow": {
                         name: {

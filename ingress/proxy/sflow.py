@@ -27,7 +27,7 @@ record with ``sflow_error`` and the bytes in base64 in ``sflow_datagram``.
 from __future__ import annotations
 
 import base64
-import ipaddress
+import socket
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -127,6 +127,8 @@ class Malformed(ValueError):
 class _Reader:
     """A cursor over XDR-encoded bytes (big-endian, each item padded to four bytes)."""
 
+    __slots__ = ("data", "end", "offset")
+
     def __init__(self, data: bytes | memoryview, offset: int = 0, end: int | None = None) -> None:
         self.data = data
         self.offset = offset
@@ -153,9 +155,9 @@ class _Reader:
     def address(self) -> str | None:
         kind = self.u32()
         if kind == 1:
-            return str(ipaddress.IPv4Address(self.opaque(4)))
+            return _ipv4(self.opaque(4))
         if kind == 2:
-            return str(ipaddress.IPv6Address(self.opaque(16)))
+            return _ipv6(self.opaque(16))
         if kind == 0:
             return None
         raise Malformed(f"address type {kind} is neither IPv4 (1) nor IPv6 (2)")
@@ -177,6 +179,14 @@ def _source(sequence: int, source: int, record: dict[str, Any]) -> None:
     """A compact sample's sequence number and source id (type in the top byte, index below)."""
     record.update(sample_sequence=sequence, source_id_type=source >> 24)
     record["source_id_index"] = source & 0xFFFFFF
+
+
+def _ipv4(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET, raw)
+
+
+def _ipv6(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET6, raw)
 
 
 def _mac(raw: bytes) -> str:
@@ -213,8 +223,8 @@ def _ip(data: bytes, offset: int, record: dict[str, Any]) -> bool:
         )
         record.update(
             ip_version=4,
-            src_addr=str(ipaddress.IPv4Address(src)),
-            dst_addr=str(ipaddress.IPv4Address(dst)),
+            src_addr=_ipv4(src),
+            dst_addr=_ipv4(dst),
             ip_protocol=protocol,
             ip_tos=tos,
             ip_ttl=ttl,
@@ -227,8 +237,8 @@ def _ip(data: bytes, offset: int, record: dict[str, Any]) -> bool:
         first, length, next_header, hops, src, dst = _IPV6_HEADER.unpack_from(data, offset)
         record.update(
             ip_version=6,
-            src_addr=str(ipaddress.IPv6Address(src)),
-            dst_addr=str(ipaddress.IPv6Address(dst)),
+            src_addr=_ipv6(src),
+            dst_addr=_ipv6(dst),
             ip_protocol=next_header,
             ip_tos=(first >> 20) & 0xFF,
             ip_ttl=hops,
@@ -267,13 +277,13 @@ def _sampled_header(reader: _Reader, record: dict[str, Any]) -> None:
 
 def _sampled_ip(reader: _Reader, record: dict[str, Any], layout: struct.Struct, v: int) -> None:
     length, protocol, src, dst, src_port, dst_port, flags, tos = reader.unpack(layout)
-    address = ipaddress.IPv4Address if v == 4 else ipaddress.IPv6Address
+    address = _ipv4 if v == 4 else _ipv6
     record.update(
         ip_version=v,
         ip_length=length,
         ip_protocol=protocol,
-        src_addr=str(address(src)),
-        dst_addr=str(address(dst)),
+        src_addr=address(src),
+        dst_addr=address(dst),
         ip_tos=tos,
     )
     if protocol in _PORTED:

@@ -431,7 +431,8 @@ def test_proxy_chart(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "LOGS",
         None,
     )
-    assert (loaded.inputs[7].type, loaded.inputs[7].port) == ("sflow", 6343)
+    samples = loaded.inputs[7]
+    assert (samples.type, samples.port, samples.receive_buffer_bytes) == ("sflow", 6343, 32 << 20)
     assert config["receiver_url"] == "https://ingest.example.com"
     find(objects, "PersistentVolumeClaim", "edge-proxy-spool")
     assert (
@@ -511,6 +512,10 @@ def _proxy_input(**fields: Any) -> dict[str, Any]:
         ),
         ([_proxy_input(type="kafka", servers=["k:9092"])], "a kafka input needs servers"),
         ([_proxy_input(type="tcp", sharedKey="s")], "sharedKey is for forward inputs"),
+        (
+            [_proxy_input(type="syslog", protocol="tcp", receiveBufferBytes=1 << 20)],
+            "receiveBufferBytes is for UDP inputs",
+        ),
         ([_proxy_input(type="mqtt")], "an mqtt input needs servers (one broker) and subject"),
         ([_proxy_input(type="tcp", password="p", username="u")], "password is for mqtt and kafka"),
         (

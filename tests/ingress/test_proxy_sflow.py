@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from bytefreezer.control.models import DatasetSpec
+from bytefreezer.errors import ConfigError
+from bytefreezer.ingress.proxy.config import load_proxy_config
 from bytefreezer.ingress.proxy.service import ProxyService
 from bytefreezer.ingress.proxy.sflow import SflowDecoder
 from tests.ingress.conftest import Receiver
@@ -315,3 +318,54 @@ def test_datagrams_and_samples_that_cannot_be_read_are_kept_with_the_reason() ->
     (cut,) = decoded(decoder.decode(datagram(good)[:-8], "198.51.100.7"))
     assert cut["sflow_error"].startswith("sample 1 of 1")
     assert (decoder.counter_samples, decoder.undecoded) == (2, 4)
+
+
+# What the kernel drops before a UDP input reads ---------------------------------------------
+
+
+def test_datagrams_the_kernel_drops_are_counted_not_silent(tmp_path: Path) -> None:
+    """A burst larger than a UDP input's receive buffer, sent while the proxy cannot read:
+    every datagram is either read or counted as dropped by the kernel, in the stats and the
+    metrics; the input's receive buffer is what the configuration asked for."""
+    config = proxy_config(
+        tmp_path,
+        "http://127.0.0.1:9",
+        "bfk_0123456789ab_key",
+        {"name": "tiny", "type": "udp", "receive_buffer_bytes": 4096},
+        {"name": "roomy", "type": "syslog"},
+    )
+    sent = 300
+
+    async def scenario(service: ProxyService) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for i in range(sent):  # the event loop is not running its reads meanwhile
+            sock.sendto(b"line %d " % i + b"x" * 200, ("127.0.0.1", service.ports["tiny"]))
+        sock.close()
+        lines = lambda: service.stats.lines_in.get("tiny", 0)  # noqa: E731
+        drops = lambda: service._udp_drops().get("tiny", 0)  # noqa: E731
+        await until(lambda: lines() + drops() == sent)
+        await asyncio.sleep(0.3)  # nothing more arrives
+        assert lines() + drops() == sent and lines() > 0 and drops() > 0
+        api = f"http://127.0.0.1:{service.ports['api']}"
+        async with httpx.AsyncClient() as client:
+            stats = (await client.get(f"{api}/api/v1/stats")).json()
+            exposition = (await client.get(f"{api}/metrics")).text
+        assert stats["udp"]["tiny"]["drops"] == drops()
+        assert f'bytefreezer_proxy_udp_drops_total{{input="tiny"}} {drops()}' in exposition
+        assert 'bytefreezer_proxy_udp_drops_total{input="roomy"} 0' in exposition
+        # 4 KB asked (the kernel's floor may be a little more); the default is far larger
+        assert 4096 <= stats["udp"]["tiny"]["receive_buffer_bytes"] < 16384
+        assert stats["udp"]["roomy"]["receive_buffer_bytes"] >= 200_000
+
+    asyncio.run(serving(ProxyService(config), scenario))
+
+
+def test_receive_buffer_is_for_udp_inputs(tmp_path: Path) -> None:
+    (tmp_path / "proxy.yaml").write_text(
+        "receiver_url: http://127.0.0.1:9\n"
+        "inputs:\n"
+        "  - {name: logs, type: syslog, protocol: tcp, port: 601, tenant: a, dataset: b,\n"
+        "     api_key: k, receive_buffer_bytes: 1048576}\n"
+    )
+    with pytest.raises(ConfigError, match=r"receive_buffer_bytes is for UDP inputs.*over TCP"):
+        load_proxy_config(tmp_path / "proxy.yaml")

@@ -46,6 +46,7 @@ app.kubernetes.io/component: proxy
 {{- if and .password (not (has .type (list "mqtt" "kafka"))) -}}{{- $problems = append $problems (printf "inputs %q: password is for mqtt and kafka inputs" .name) -}}{{- end -}}
 {{- if and .password (not .username) -}}{{- $problems = append $problems (printf "inputs %q: a password needs a username" .name) -}}{{- end -}}
 {{- if and (eq .type "nats") (not (and .servers .subject)) -}}{{- $problems = append $problems (printf "inputs %q: a nats input needs servers and subject" .name) -}}{{- end -}}
+{{- if and .receiveBufferBytes (not (or (has .type (list "udp" "netflow" "sflow")) (and (eq .type "syslog") (ne (.protocol | default "udp") "tcp")))) -}}{{- $problems = append $problems (printf "inputs %q: receiveBufferBytes is for UDP inputs (udp, syslog over UDP, netflow, sflow)" .name) -}}{{- end -}}
 {{- if and .sharedKey (ne .type "forward") -}}{{- $problems = append $problems (printf "inputs %q: sharedKey is for forward inputs" .name) -}}{{- end -}}
 {{- if and .users (not .sharedKey) -}}{{- $problems = append $problems (printf "inputs %q: users are proven in the shared-key handshake; set sharedKey" .name) -}}{{- end -}}
 {{- if not (and .name .tenant .dataset (or .port (has .type (list "nats" "kinesis" "sqs" "mqtt" "kafka")))) -}}{{- $problems = append $problems (printf "inputs %q: name, port, tenant and dataset are required" (.name | default "?")) -}}{{- end -}}
