@@ -28,7 +28,7 @@ class _Config(BaseModel):
 
 
 UDP_RECEIVE_BUFFER = 8 << 20  # a burst of ~3,000 full sFlow datagrams, not the kernel's 208 KB
-DATAGRAM_TYPES = ("udp", "netflow", "sflow")
+DATAGRAM_TYPES = ("udp", "netflow", "sflow", "ebpf")
 
 
 class ForwardUser(_Config):
@@ -49,6 +49,7 @@ class InputConfig(_Config):
         "http",
         "netflow",
         "sflow",
+        "ebpf",
         "forward",
         "nats",
         "relp",
@@ -61,18 +62,20 @@ class InputConfig(_Config):
     ] = Field(
         description="Listener kind; `netflow` takes NetFlow v5, v9 and IPFIX export packets "
         "over UDP, a JSON record per flow; `sflow` takes sFlow version 5 datagrams over UDP, a "
-        "JSON record per flow or counter sample; `forward` takes the Fluentd forward protocol over "
-        "TCP (Fluent Bit's and Fluentd's `forward` outputs), a JSON record per event; `nats` "
-        "subscribes to a NATS subject (or a JetStream stream), a record per line of each "
-        "message; `relp` takes RELP over TCP (rsyslog's omrelp), a syslog record per message, "
-        "each acknowledged once spooled; `file` follows the files `paths` match, a record per "
-        "line; `kinesis` reads a Kinesis data stream's shards; `sqs` reads an SQS queue's "
-        "messages (or, with `s3_notifications`, the S3 objects they announce), each deleted "
-        "from the queue once its records are spooled; `journald` follows the systemd journal "
-        "(journalctl), a record per entry, its cursor checkpointed once spooled; `mqtt` "
-        "subscribes to an MQTT topic filter in a persistent session, each QoS 1 message "
-        "acknowledged once spooled; `kafka` reads Kafka topics as a member of a consumer group, "
-        "offsets committed only once spooled."
+        "JSON record per flow or counter sample; `ebpf` takes UDP datagrams of one JSON "
+        "document each (eBPF agents' events, pretty-printed or compact), a record per document;"
+        " `forward` takes the Fluentd forward protocol over TCP (Fluent Bit's and Fluentd's "
+        "`forward` outputs), a JSON record per event; `nats` subscribes to a NATS subject (or a"
+        " JetStream stream), a record per line of each message; `relp` takes RELP over TCP "
+        "(rsyslog's omrelp), a syslog record per message, each acknowledged once spooled; "
+        "`file` follows the files `paths` match, a record per line; `kinesis` reads a Kinesis "
+        "data stream's shards; `sqs` reads an SQS queue's messages (or, with "
+        "`s3_notifications`, the S3 objects they announce), each deleted from the queue once "
+        "its records are spooled; `journald` follows the systemd journal (journalctl), a record"
+        " per entry, its cursor checkpointed once spooled; `mqtt` subscribes to an MQTT topic "
+        "filter in a persistent session, each QoS 1 message acknowledged once spooled; `kafka` "
+        "reads Kafka topics as a member of a consumer group, offsets committed only once "
+        "spooled."
     )
     protocol: Literal["udp", "tcp"] = Field("udp", description="Transport of a `syslog` input.")
     host: str = Field("0.0.0.0", description="Listen address.")
@@ -258,9 +261,9 @@ class InputConfig(_Config):
         ge=4096,
         le=1 << 30,
         description="Socket receive buffer a UDP input (`udp`, `syslog` over UDP, `netflow`, "
-        "`sflow`) asks the kernel for: datagrams that arrive while it is full are dropped by the "
-        "kernel, and counted in `bytefreezer_proxy_udp_drops_total`. Linux caps it at "
-        "`net.core.rmem_max`; the proxy logs a warning when it gets less.",
+        "`sflow`, `ebpf`) asks the kernel for: datagrams that arrive while it is full are "
+        "dropped by the kernel, and counted in `bytefreezer_proxy_udp_drops_total`. Linux caps "
+        "it at `net.core.rmem_max`; the proxy logs a warning when it gets less.",
     )
 
     @field_validator("tenant", "dataset")
@@ -326,8 +329,9 @@ class InputConfig(_Config):
         )
         if "receive_buffer_bytes" in self.model_fields_set and not datagrams:
             raise ValueError(
-                f"receive_buffer_bytes is for UDP inputs (udp, syslog over UDP, netflow, sflow); "
-                f"input {self.name} is {self.type}" + (" over TCP" if self.type == "syslog" else "")
+                "receive_buffer_bytes is for UDP inputs (udp, syslog over UDP, netflow, sflow, "
+                f"ebpf); input {self.name} is {self.type}"
+                + (" over TCP" if self.type == "syslog" else "")
             )
         if self.type == "nats":
             if not self.servers or not self.subject:

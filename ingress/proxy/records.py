@@ -43,6 +43,32 @@ def wrap_line(line: str) -> bytes:
     return orjson.dumps({"timestamp": now_rfc3339(), "raw": line})
 
 
+def datagram_records(data: bytes) -> list[bytes]:
+    """The records of a datagram that holds one JSON document (an `ebpf` input's: eBPF agents
+    send an event a datagram, pretty-printed or compact, sometimes padded with NULs): an object
+    compacted to one record, or each object of an array. A datagram of JSON object lines is a
+    record per line; anything else is one record, ``{"timestamp": now, "raw": text}``."""
+    payload = data.strip(b"\x00 \t\r\n")
+    if not payload:
+        return []
+    try:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        lines = [line for line in payload.split(b"\n") if line.strip()]
+        try:
+            if all(isinstance(orjson.loads(line), dict) for line in lines):
+                return [line.strip() for line in lines]  # NDJSON: each line a compact object
+        except orjson.JSONDecodeError:
+            pass
+        value = None
+    if isinstance(value, dict):
+        return [orjson.dumps(value)]
+    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        return [orjson.dumps(item) for item in value]
+    text = payload.decode("utf-8", "replace")
+    return [orjson.dumps({"timestamp": now_rfc3339(), "raw": text})]
+
+
 def records_with(lines: list[str], meta: Mapping[str, Any]) -> list[bytes]:
     """Records of ``lines`` (as ``with_fields``): where each came from (a stream's shard, a
     queue's message, an object, a topic's partition and offset) in the fields of ``meta``

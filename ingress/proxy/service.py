@@ -35,7 +35,13 @@ from bytefreezer.ingress.proxy.kafka import message_records as kafka_records
 from bytefreezer.ingress.proxy.kinesis import StreamReader
 from bytefreezer.ingress.proxy.mqtt import Subscription, message_records
 from bytefreezer.ingress.proxy.netflow import NetflowDecoder
-from bytefreezer.ingress.proxy.records import records_with, split_lines, syslog_record, wrap_line
+from bytefreezer.ingress.proxy.records import (
+    datagram_records,
+    records_with,
+    split_lines,
+    syslog_record,
+    wrap_line,
+)
 from bytefreezer.ingress.proxy.sflow import SflowDecoder
 from bytefreezer.ingress.proxy.sqs import (
     Message,
@@ -60,6 +66,9 @@ class _Datagrams(asyncio.DatagramProtocol):
         self._source = source
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self._source.type == "ebpf":
+            self._service.accept_records(self._source, datagram_records(data))
+            return
         decoder = self._service.decoders.get(self._source.name)
         if decoder is not None:
             self._service.accept_records(self._source, decoder.decode(data, addr[0]))

@@ -393,6 +393,7 @@ def test_proxy_chart(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         (2055, "UDP"),
         (24224, "TCP"),
         (6343, "UDP"),
+        (2056, "UDP"),
     }
     deployment = find(objects, "Deployment", "edge-proxy")
     env = env_of(deployment)
@@ -433,6 +434,7 @@ def test_proxy_chart(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     )
     samples = loaded.inputs[7]
     assert (samples.type, samples.port, samples.receive_buffer_bytes) == ("sflow", 6343, 32 << 20)
+    assert (loaded.inputs[8].type, loaded.inputs[8].port) == ("ebpf", 2056)
     assert config["receiver_url"] == "https://ingest.example.com"
     find(objects, "PersistentVolumeClaim", "edge-proxy-spool")
     assert (
@@ -507,8 +509,8 @@ def _proxy_input(**fields: Any) -> dict[str, Any]:
         ([_proxy_input(type="sqs")], "an sqs input needs queueUrl"),
         (
             [_proxy_input(type="amqp")],
-            "type must be udp, tcp, syslog, http, netflow, sflow, forward, nats, relp, kinesis, sqs, mqtt "
-            "or kafka",
+            "type must be udp, tcp, syslog, http, netflow, sflow, ebpf, forward, nats, relp, "
+            "kinesis, sqs, mqtt or kafka",
         ),
         ([_proxy_input(type="kafka", servers=["k:9092"])], "a kafka input needs servers"),
         ([_proxy_input(type="tcp", sharedKey="s")], "sharedKey is for forward inputs"),

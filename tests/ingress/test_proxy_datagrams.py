@@ -1,8 +1,12 @@
-"""The proxy's `sflow` input: sFlow version 5 datagrams over UDP become one JSON record per flow
-or counter sample, through the receiver, piper and packer to Parquet. The end-to-end test's
-datagrams come from a real sFlow agent, pmacct's `pmacctd` with its `sfprobe` plugin, sampling
-packets it reads from a capture file; a datagram or sample that cannot be read goes on as a
-record saying why, never dropped."""
+"""The proxy's datagram inputs.
+
+- `sflow`: sFlow version 5 datagrams over UDP become one JSON record per flow or counter
+  sample, through the receiver, piper and packer to Parquet. The end-to-end test's datagrams
+  come from a real sFlow agent, pmacct's `pmacctd` with its `sfprobe` plugin, sampling packets
+  it reads from a capture file; a datagram or sample that cannot be read goes on as a record
+  saying why, never dropped.
+- `ebpf`: a JSON document a datagram, pretty-printed or compact.
+- Every UDP input: what the kernel drops is counted."""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import pytest
 from bytefreezer.control.models import DatasetSpec
 from bytefreezer.errors import ConfigError
 from bytefreezer.ingress.proxy.config import load_proxy_config
+from bytefreezer.ingress.proxy.records import datagram_records
 from bytefreezer.ingress.proxy.service import ProxyService
 from bytefreezer.ingress.proxy.sflow import SflowDecoder
 from tests.ingress.conftest import Receiver
@@ -369,3 +374,58 @@ def test_receive_buffer_is_for_udp_inputs(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"receive_buffer_bytes is for UDP inputs.*over TCP"):
         load_proxy_config(tmp_path / "proxy.yaml")
+
+
+# `ebpf`: a JSON document a datagram ----------------------------------------------------------
+
+
+def test_a_json_document_a_datagram() -> None:
+    pretty = b'{\n  "event": "exec",\n  "pid": 4242,\n  "argv": ["ls", "-l"]\n}\n\x00\x00\x00'
+    assert [json.loads(r) for r in datagram_records(pretty)] == [
+        {"event": "exec", "pid": 4242, "argv": ["ls", "-l"]}
+    ]
+    assert datagram_records(b'{"a": 1}') == [b'{"a":1}']
+    assert datagram_records(b'[{"a": 1}, {"a": 2}]') == [b'{"a":1}', b'{"a":2}']
+    assert datagram_records(b'{"a":1}\n{"a":2}\n') == [b'{"a":1}', b'{"a":2}']  # NDJSON
+    assert datagram_records(b"\x00\x00 \n") == []
+    (text,) = [json.loads(r) for r in datagram_records(b"not json\nat all")]
+    assert text["raw"] == "not json\nat all" and text["timestamp"]  # one record, as it came
+    (number,) = [json.loads(r) for r in datagram_records(b"42")]
+    assert number["raw"] == "42"
+
+
+def test_ebpf_input_through_proxy_receiver_piper_packer(receiver: Receiver, tmp_path: Path) -> None:
+    receiver.control.create_dataset("acme", DatasetSpec(name="kernel"))
+    config = proxy_config(
+        tmp_path,
+        receiver.url,
+        receiver.key,
+        {"name": "probes", "type": "ebpf", "dataset": "kernel"},
+    )
+    events = [
+        {"event": "tcp_connect", "pid": 100 + i, "comm": "curl", "daddr": f"10.0.0.{i}"}
+        for i in range(20)
+    ]
+
+    async def scenario(service: ProxyService) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for i, event in enumerate(events):  # pretty-printed and compact, as agents send them
+            body = json.dumps(event, indent=2 if i % 2 else None).encode()
+            sock.sendto(body + b"\x00" * (i % 3), ("127.0.0.1", service.ports["probes"]))
+        sock.sendto(b"agent restarted", ("127.0.0.1", service.ports["probes"]))
+        sock.close()
+        await until(
+            lambda: (
+                service.stats.lines_in.get("probes") == len(events) + 1
+                and service.stats.batches_delivered >= 1
+                and not service.spool.paths()
+            )
+        )
+
+    asyncio.run(serving(ProxyService(config), scenario))
+    table = receiver.pack("kernel")
+    assert table is not None and table.num_rows == len(events) + 1
+    rows = table.to_pylist()
+    got = sorted((r["pid"], r["daddr"]) for r in rows if r["pid"] is not None)
+    assert got == [(e["pid"], e["daddr"]) for e in events]
+    assert [r["raw"] for r in rows if r["pid"] is None] == ["agent restarted"]
