@@ -55,7 +55,7 @@ typecheck: $(STAMP)
 test: system-deps lint typecheck ## lint, type-check and run the test suite
 	$(BIN)/pytest -q
 
-bench: $(STAMP) system-deps ## run the benchmarks and print ratios against baselines (the proxy's use mosquitto and systemd-journal-remote)
+bench: $(STAMP) system-deps ## run the benchmarks and print ratios against baselines (the proxy's use mosquitto, systemd-journal-remote and pmacct)
 	$(BIN)/python benchmarks/e2e.py
 	$(BIN)/python benchmarks/transforms.py
 	$(BIN)/python benchmarks/ingest.py

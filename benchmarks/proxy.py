@@ -31,8 +31,14 @@ arrives, keeping nothing. Last, the same events as Kafka messages (one each) in 
 partitions on librdkafka's mock cluster (``tests/kafka_broker.py``), read from the beginning by
 a `kafka` input in a new group each pass, timed from the partitions' assignment until it has
 spooled every message; the baseline is a bare confluent-kafka consumer spooling the values as
-``bare_tail`` does. Merges the figures into benchmarks/results/latest.json under "forward",
-"proxy_http", "proxy_file", "proxy_sqs", "proxy_journald", "proxy_mqtt" and "proxy_kafka".
+``bare_tail`` does. Then sFlow: pmacct's ``pmacctd`` (its sfprobe plugin, a sample a packet)
+replays a capture of 20,000 TCP packets once, its datagrams caught; each pass sends them to an
+`sflow` input as fast as it reads them (the next burst only once its socket's queue is short,
+so the kernel drops none), and counts the CPU time the proxy's process spent until every sample
+was decoded and spooled; the baseline is a bare UDP receiver spooling the same datagrams raw
+(gzip'd and fsync'd in 1 MiB batches), its CPU time counted the same way. Merges the figures
+into benchmarks/results/latest.json under "forward", "proxy_http", "proxy_file", "proxy_sqs",
+"proxy_journald", "proxy_mqtt", "proxy_kafka" and "proxy_sflow".
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import socket
 import statistics
 import struct
 import subprocess
@@ -622,6 +629,154 @@ def kafka_passes(work: Path, lines: list[bytes], passes: int) -> dict[str, objec
     }
 
 
+SFLOW_FLOWS = 64  # distinct TCP flows the capture cycles through
+
+BARE_UDP = r"""
+import os, socket, sys, time
+from isal import igzip
+port, spool, expected = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+sock.bind(("127.0.0.1", port))
+os.makedirs(spool, exist_ok=True)
+batch, size, received, written = [], 0, 0, 0
+def flush():
+    global batch, size, written
+    with open(os.path.join(spool, f"{written:06d}.gz"), "wb") as out:
+        out.write(igzip.compress(b"".join(batch), compresslevel=2))
+        out.flush()
+        os.fsync(out.fileno())
+    batch, size, written = [], 0, written + 1
+print(time.process_time(), flush=True)
+while received < expected:
+    data = sock.recv(65535)
+    batch.append(len(data).to_bytes(4, "big") + data)
+    size += len(data) + 4
+    received += 1
+    if size >= 1 << 20:
+        flush()
+if batch:
+    flush()
+print(time.process_time(), flush=True)
+"""
+
+
+def _sflow_capture(work: Path, packets: int) -> list[bytes]:
+    """sFlow datagrams from pmacct's ``pmacctd`` (its sfprobe plugin, a sample per packet)
+    replaying a capture file of ``packets`` TCP packets over ``SFLOW_FLOWS`` flows, as fast as
+    it can, caught by a socket with a large receive buffer."""
+    pcap = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    for i in range(packets):
+        flow = i % SFLOW_FLOWS
+        tcp = struct.pack("!HHIIBBHHH", 40000 + flow, 443, i, 0, 0x50, 0x18, 1000, 0, 0)
+        ip = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(tcp) + 400, i & 0xFFFF, 0, 64, 6, 0)
+        ip += bytes([10, 0, flow // 250, flow % 250 + 1, 192, 168, 1, 1])
+        frame = bytes.fromhex("020000000002020000000001") + b"\x08\x00" + ip + tcp + b"x" * 400
+        pcap += struct.pack("<IIII", 1_772_600_000, i % 1_000_000, len(frame), len(frame))
+        pcap += frame
+    (work / "flows.pcap").write_bytes(bytes(pcap))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(2.0)
+    (work / "pmacctd.conf").write_text(
+        f"daemonize: false\npcap_savefile: {work / 'flows.pcap'}\npcap_savefile_wait: false\n"
+        f"plugins: sfprobe\nsfprobe_receiver: 127.0.0.1:{sock.getsockname()[1]}\n"
+        "sampling_rate: 1\n"
+    )
+    agent = subprocess.Popen(
+        ["pmacctd", "-f", str(work / "pmacctd.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    datagrams = []
+    try:
+        while True:
+            try:
+                datagrams.append(sock.recv(65535))
+            except TimeoutError:
+                if agent.poll() is not None:
+                    break
+    finally:
+        stop_process(agent)
+        sock.close()
+    return datagrams
+
+
+def _udp_backlog(port: int) -> int:
+    """Bytes waiting in the receive queue of the UDP socket bound to ``port`` on 127.0.0.1."""
+    local = f"0100007F:{port:04X}"
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local:
+            return int(fields[4].split(":")[1], 16)
+    return 0
+
+
+def _send_paced(port: int, datagrams: list[bytes]) -> None:
+    """``datagrams`` to ``port`` in bursts of 64, each once the receiver's queue holds less
+    than 512 KB: as fast as it reads, without the kernel dropping any."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for start in range(0, len(datagrams), 64):
+        while _udp_backlog(port) > 512 << 10:
+            time.sleep(0.001)
+        for datagram in datagrams[start : start + 64]:
+            sock.sendto(datagram, ("127.0.0.1", port))
+    sock.close()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def sflow_passes(work: Path, packets: int, passes: int) -> dict[str, object]:
+    """CPU per sample of the proxy's sflow input (decoded to JSON records, spooled) against a
+    bare UDP receiver spooling the same datagrams raw, gzip'd and fsync'd in 1 MiB batches."""
+    datagrams = _sflow_capture(work, packets)
+    samples = sum(struct.unpack_from("!I", d, 24)[0] for d in datagrams)
+    runs: dict[str, list[float]] = {"bare": [], "proxy": []}
+    for _ in range(passes):
+        port = free_port()
+        shutil.rmtree(work / "bare-spool", ignore_errors=True)
+        bare = subprocess.Popen(
+            [sys.executable, "-c", BARE_UDP, str(port), str(work / "bare-spool"),
+             str(len(datagrams))],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert bare.stdout is not None
+            before = float(bare.stdout.readline())
+            _send_paced(port, datagrams)
+            runs["bare"].append(float(bare.stdout.readline()) - before)
+        finally:
+            stop_process(bare)
+        port, api_port = free_port(), free_port()
+        proxy = start_proxy(work, port, api_port, "sflow")
+        try:
+            wait_port(api_port)
+            before = _cpu_seconds(proxy.pid)
+            _send_paced(port, datagrams)
+            stats = f"http://127.0.0.1:{api_port}/api/v1/stats"
+            deadline = time.perf_counter() + 120
+            while httpx.get(stats).json()["sflow"]["sflow"]["flow_samples"] < samples:
+                if time.perf_counter() > deadline:
+                    raise RuntimeError(f"the sflow input did not decode {samples} in 120 s")
+                time.sleep(0.25)  # seldom: the stats requests cost the proxy CPU too
+            runs["proxy"].append(_cpu_seconds(proxy.pid) - before)
+        finally:
+            stop_process(proxy)
+    proxy_s, bare_s, ratios = _paired(runs)
+    return {
+        "datagrams": len(datagrams),
+        "samples": samples,
+        "proxy_samples_per_cpu_s": round(samples / proxy_s),
+        "bare_samples_per_cpu_s": round(samples / bare_s),
+        **ratios,
+    }
+
+
 def _paired(runs: dict[str, list[float]]) -> tuple[float, float, dict[str, object]]:
     """Median seconds of the proxy's and the bare passes, and the ratio of the pairs (bare over
     proxy: above 1 the proxy is faster) with each pair's."""
@@ -745,9 +900,18 @@ def main() -> None:
             f"{consumed['bare_messages_per_s']:,} messages/s; ratio {consumed['ratio']:.2f}x "
             f"({_pairs_text(consumed)})"
         )
+        sampled = sflow_passes(work, 20_000, args.passes)
+        print(
+            f"proxy sflow input, {sampled['samples']:,} flow samples in {sampled['datagrams']:,} "
+            f"datagrams from pmacctd → JSON records in the spool: "
+            f"{sampled['proxy_samples_per_cpu_s']:,} samples per CPU-second; bare UDP receiver "
+            f"spooling the datagrams raw {sampled['bare_samples_per_cpu_s']:,}; ratio "
+            f"{sampled['ratio']:.2f}x ({_pairs_text(sampled)})"
+        )
         merge_results(
             {"forward": result, "proxy_http": http, "proxy_file": tail, "proxy_sqs": queued,
-             "proxy_journald": journal, "proxy_mqtt": subscribed, "proxy_kafka": consumed}
+             "proxy_journald": journal, "proxy_mqtt": subscribed, "proxy_kafka": consumed,
+             "proxy_sflow": sampled}
         )  # fmt: skip
     finally:
         for process in processes:

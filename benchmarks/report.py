@@ -175,6 +175,16 @@ def render(data: dict) -> str:  # type: ignore[type-arg]
             f"confluent-kafka consumer, the values gzip'd and fsync'd in 1 MiB batches "
             f"{k['bare_messages_per_s']:,} messages/s | {k['ratio']:.2f}x{_pass_by_pass(k)} | |"
         )
+    if "proxy_sflow" in data:
+        f = data["proxy_sflow"]
+        lines.append(
+            f"| proxy `sflow` input: {f['samples']:,} flow samples in {f['datagrams']:,} datagrams "
+            f"from pmacctd (sfprobe), each decoded to a JSON record and spooled; CPU of the "
+            f"receiving process | {f['proxy_samples_per_cpu_s']:,} samples per CPU-second | a "
+            f"bare UDP receiver spooling the datagrams raw, gzip'd and fsync'd in 1 MiB batches "
+            f"{f['bare_samples_per_cpu_s']:,} samples per CPU-second "
+            f"| {f['ratio']:.2f}x{_pass_by_pass(f)} | |"
+        )
     if "elastic" in data:
         e = data["elastic"]
         lines.append(

@@ -129,7 +129,7 @@ class _Reader:
 
     __slots__ = ("data", "end", "offset")
 
-    def __init__(self, data: bytes | memoryview, offset: int = 0, end: int | None = None) -> None:
+    def __init__(self, data: bytes, offset: int = 0, end: int | None = None) -> None:
         self.data = data
         self.offset = offset
         self.end = len(data) if end is None else end
@@ -250,9 +250,15 @@ def _ip(data: bytes, offset: int, record: dict[str, Any]) -> bool:
     return False
 
 
-def _sampled_header(reader: _Reader, record: dict[str, Any]) -> None:
-    protocol, frame_length, stripped, length = reader.unpack(_RAW_HEADER)
-    header = reader.opaque(length)
+def _sampled_header(data: bytes, start: int, stop: int, record: dict[str, Any]) -> None:
+    """A raw packet header record (the usual flow record: a switch's sampled packet)."""
+    if stop - start < _RAW_HEADER.size:
+        raise Malformed(f"a {stop - start}-byte raw packet header record at offset {start}")
+    protocol, frame_length, stripped, length = _RAW_HEADER.unpack_from(data, start)
+    start += _RAW_HEADER.size
+    if length > stop - start:
+        raise Malformed(f"{length} bytes of data at offset {start}, {stop - start} left")
+    header = data[start : start + length]
     record.update(
         header_protocol=protocol, frame_length=frame_length, stripped=stripped, header_length=length
     )
@@ -311,11 +317,23 @@ def _gateway(reader: _Reader, record: dict[str, Any]) -> None:
     record["local_pref"] = reader.u32()
 
 
-def _flow_record(kind: int, reader: _Reader, record: dict[str, Any]) -> bool:
-    """One flow record into ``record``; False for a format not decoded here."""
+_SWITCH_NAMES = ("src_vlan", "src_priority", "dst_vlan", "dst_priority")
+
+
+def _flow_record(kind: int, data: bytes, start: int, stop: int, record: dict[str, Any]) -> bool:
+    """One flow record (``data[start:stop]``) into ``record``; False for a format not decoded
+    here. The two a switch sends with every sample are read straight from the bytes; the rest
+    through a reader."""
     if kind == 1:
-        _sampled_header(reader, record)
-    elif kind == 2:
+        _sampled_header(data, start, stop, record)
+        return True
+    if kind == 1001:
+        if stop - start < _SWITCH.size:
+            raise Malformed(f"a {stop - start}-byte extended switch record at offset {start}")
+        record.update(zip(_SWITCH_NAMES, _SWITCH.unpack_from(data, start), strict=True))
+        return True
+    reader = _Reader(data, start, stop)
+    if kind == 2:
         length, src, dst, ether_type = reader.unpack(_ETHERNET)
         record.update(frame_length=length, src_mac=_mac(src), dst_mac=_mac(dst))
         record["ether_type"] = ether_type
@@ -323,9 +341,6 @@ def _flow_record(kind: int, reader: _Reader, record: dict[str, Any]) -> bool:
         _sampled_ip(reader, record, _SAMPLED_IPV4, 4)
     elif kind == 4:
         _sampled_ip(reader, record, _SAMPLED_IPV6, 6)
-    elif kind == 1001:
-        names = ("src_vlan", "src_priority", "dst_vlan", "dst_priority")
-        record.update(zip(names, reader.unpack(_SWITCH), strict=True))
     elif kind == 1002:
         record["next_hop"] = reader.address()
         record["src_mask_len"], record["dst_mask_len"] = reader.unpack(_TWO)
@@ -336,7 +351,10 @@ def _flow_record(kind: int, reader: _Reader, record: dict[str, Any]) -> bool:
     return True
 
 
-def _counter_record(kind: int, reader: _Reader, record: dict[str, Any]) -> bool:
+def _counter_record(kind: int, data: bytes, start: int, stop: int, record: dict[str, Any]) -> bool:
+    """One counter record (``data[start:stop]``) into ``record``; False for a format not
+    decoded here."""
+    reader = _Reader(data, start, stop)
     if kind == 1:
         values = reader.unpack(_GENERIC_INTERFACE)
         record.update(zip(_GENERIC_NAMES, values, strict=True))
@@ -443,16 +461,20 @@ class SflowDecoder:
     def _records(
         reader: _Reader,
         record: dict[str, Any],
-        decode: Callable[[int, _Reader, dict[str, Any]], bool],
+        decode: Callable[[int, bytes, int, int, dict[str, Any]], bool],
     ) -> None:
+        """A sample's records into ``record``, each bounded by its own length."""
         unknown = []
+        data, end = reader.data, reader.end
         for _ in range(reader.u32()):
             format_, length = reader.unpack(_TWO)
-            inner = reader.section(length)
-            enterprise, kind = format_ >> 12, format_ & 0xFFF
-            if enterprise != 0 or not decode(kind, inner, record):
-                data = inner.opaque(inner.left).hex()
-                unknown.append({"format": f"{enterprise}:{kind}", "data": data})
+            start = reader.offset
+            stop = reader.offset = start + length
+            if stop > end:
+                raise Malformed(f"a {length}-byte item at offset {start}, {end - start} left")
+            if format_ >> 12 or not decode(format_, data, start, stop, record):
+                kind = f"{format_ >> 12}:{format_ & 0xFFF}"
+                unknown.append({"format": kind, "data": data[start:stop].hex()})
         if unknown:
             record["unknown_records"] = unknown
 
