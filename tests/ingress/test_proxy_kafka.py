@@ -1,7 +1,8 @@
 """The proxy's `kafka` input against a Kafka cluster (librdkafka's mock cluster on real sockets,
 ``tests/kafka_broker.py``), produced to by confluent-kafka: topics through the receiver, piper
 and packer to Parquet; offsets committed across a restart; two proxies of one group sharing a
-pattern's topics; a full spool pausing the partitions without committing; a proxy killed
+pattern's topics; a full spool pausing the partitions without committing, and reading on once
+it has room; a proxy killed
 while messages flow loses none; configuration errors."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +247,51 @@ def test_a_full_spool_pauses_the_partitions_and_commits_nothing_past_it(
     asyncio.run(scenario())
     assert [r.get("small") for r in spooled_records(service)] == [1]
     assert committed(kafka, "bytefreezer-events", "events", 1) == [1]  # not past the refused
+
+
+def test_partitions_paused_by_a_full_spool_read_on_once_it_has_room(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    """The receiver is down and the spool holds one of two large messages: the input pauses.
+    Once the receiver is back and takes the first, the second is spooled, the partitions
+    resume and what waited behind them is read; nothing twice, nothing lost."""
+
+    from tests.conftest import fast_settings
+    from tests.ingress.conftest import seeded_control
+    from tests.ingress.test_proxy import _receiver_on_port
+
+    cluster.create_topics(1, "events")
+    kafka, port = cluster.servers, free_port()
+    settings = fast_settings(tmp_path / "rdata")
+    control = seeded_control(settings)
+    key = control.create_key("acme").key
+    service = ProxyService(
+        proxy_config(
+            tmp_path, f"http://127.0.0.1:{port}", key,
+            {"name": "events", "type": "kafka", "servers": [kafka], "topics": ["events"],
+             "kafka_options": {**GROUP, "auto.commit.interval.ms": "100"}},
+            spool_max_bytes=4096,
+        )
+    )  # fmt: skip
+    blobs = [json.dumps({"n": n, "blob": os.urandom(2200).hex()}).encode() for n in (1, 2)]
+
+    with ExitStack() as stack:
+
+        async def scenario(service: ProxyService) -> None:
+            reader = service.consumers["events"]
+            await asyncio.to_thread(produce, kafka, "events", [(None, blobs[0])])
+            await until(lambda: reader.messages_read == 1)
+            more = [(None, blobs[1]), (None, b'{"n": 3}')]
+            await asyncio.to_thread(produce, kafka, "events", more)
+            await until(lambda: reader.paused)  # the second does not fit beside the first
+            assert reader.messages_read == 1 and len(service.spool.paths()) == 1
+            receiver = _receiver_on_port(stack, settings, control, port)  # the receiver is back
+            await until(lambda: len(intake_records(receiver)) == 3, timeout=30)
+            assert not reader.paused and reader.messages_read == 3
+            assert [r["n"] for r in intake_records(receiver)] == [1, 2, 3]
+
+        asyncio.run(serving(service, scenario))
+    assert committed(kafka, "bytefreezer-events", "events", 1) == [3]
 
 
 def test_a_proxy_killed_while_messages_flow_loses_none(
