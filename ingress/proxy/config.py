@@ -256,14 +256,15 @@ class InputConfig(_Config):
         "takes.",
     )
     max_line_bytes: int = Field(1024 * 1024, description="Longer lines are cut to this size.")
-    receive_buffer_bytes: int = Field(
-        UDP_RECEIVE_BUFFER,
+    receive_buffer_bytes: int | None = Field(
+        None,
         ge=4096,
         le=1 << 30,
         description="Socket receive buffer a UDP input (`udp`, `syslog` over UDP, `netflow`, "
-        "`sflow`, `ebpf`) asks the kernel for: datagrams that arrive while it is full are "
-        "dropped by the kernel, and counted in `bytefreezer_proxy_udp_drops_total`. Linux caps "
-        "it at `net.core.rmem_max`; the proxy logs a warning when it gets less.",
+        "`sflow`, `ebpf`) asks the kernel for (default 8 MiB): datagrams that arrive while it is "
+        "full are dropped by the kernel, and counted in `bytefreezer_proxy_udp_drops_total`. "
+        "Linux caps it at `net.core.rmem_max`; the proxy logs a warning when it gets less than "
+        "a size set here.",
     )
 
     @field_validator("tenant", "dataset")
@@ -327,7 +328,7 @@ class InputConfig(_Config):
         datagrams = self.type in DATAGRAM_TYPES or (
             self.type == "syslog" and self.protocol == "udp"
         )
-        if "receive_buffer_bytes" in self.model_fields_set and not datagrams:
+        if self.receive_buffer_bytes is not None and not datagrams:
             raise ValueError(
                 "receive_buffer_bytes is for UDP inputs (udp, syslog over UDP, netflow, sflow, "
                 f"ebpf); input {self.name} is {self.type}"

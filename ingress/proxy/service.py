@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from bytefreezer.ingress.bodies import BodyError, decompress
 from bytefreezer.ingress.proxy import forward, relp, udp
-from bytefreezer.ingress.proxy.config import InputConfig, ProxyConfig
+from bytefreezer.ingress.proxy.config import UDP_RECEIVE_BUFFER, InputConfig, ProxyConfig
 from bytefreezer.ingress.proxy.delivery import (
     Batcher,
     DeadLetters,
@@ -733,8 +733,9 @@ class ProxyService:
         )
         self.ports[source.name] = transport.get_extra_info("sockname")[1]
         sock = transport.get_extra_info("socket")
-        asked = "receive_buffer_bytes" in source.model_fields_set
-        got = udp.receive_buffer(sock, source.receive_buffer_bytes, source.name, asked=asked)
+        asked = source.receive_buffer_bytes
+        wanted = UDP_RECEIVE_BUFFER if asked is None else asked
+        got = udp.receive_buffer(sock, wanted, source.name, asked=asked is not None)
         self.udp_sockets[source.name] = (udp.socket_inode(sock), got)
         self._closers.append(transport)
 
@@ -880,17 +881,19 @@ class ProxyService:
             lines.extend(f"{name}{labels} {value}" for labels, value in values)
 
         per_input = lambda counts: [(f'{{input="{k}"}}', v) for k, v in sorted(counts.items())]  # noqa: E731
+        # every input's series from the start: a rate or increase sees its first lines too
+        every_input = {source.name: 0 for source in self.config.inputs}
         metric(
             "bytefreezer_proxy_lines_received_total",
             "counter",
             "Lines taken in.",
-            per_input(stats.lines_in),
+            per_input({**every_input, **stats.lines_in}),
         )
         metric(
             "bytefreezer_proxy_lines_refused_total",
             "counter",
             "Lines refused (spool full).",
-            per_input(stats.lines_refused),
+            per_input({**every_input, **stats.lines_refused}),
         )
         metric(
             "bytefreezer_proxy_batches_spooled_total",
@@ -921,6 +924,12 @@ class ProxyService:
             "gauge",
             "Bytes waiting in the spool.",
             [("", spool.bytes)],
+        )
+        metric(
+            "bytefreezer_proxy_spool_max_bytes",
+            "gauge",
+            "The spool's bound (spool_max_bytes): past it, inputs refuse what they take in.",
+            [("", self.config.spool_max_bytes)],
         )
         metric(
             "bytefreezer_proxy_spool_objects",

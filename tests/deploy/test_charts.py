@@ -440,6 +440,9 @@ def test_proxy_chart(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert (
         find(objects, "ServiceMonitor", "edge-proxy")["spec"]["endpoints"][0]["port"] == "metrics"
     )
+    rule = find(objects, "PrometheusRule", "edge-proxy-alerts")
+    assert rule["metadata"]["labels"]["release"] == "prom"
+    assert rule["spec"] == yaml.safe_load((PROXY / "files" / "proxy-alerts.yaml").read_text())
     existing = render(PROXY, scenario(PROXY, "existing-secret.yaml"), release="edge")
     assert not [o for o in existing if o["kind"] in ("Secret", "PersistentVolumeClaim")]
 
@@ -532,6 +535,20 @@ def test_proxy_bad_inputs_fail_with_an_actionable_message(
     with pytest.raises(helm_python.HelmError) as info:
         render(PROXY, {"inputs": inputs})
     assert message in str(info.value)
+
+
+def test_proxy_alerts_need_its_metrics() -> None:
+    values = {
+        "inputs": [_proxy_input(type="udp")],
+        "monitoring": {"prometheusRule": {"enabled": True}},
+    }
+    with pytest.raises(helm_python.HelmError) as info:
+        render(PROXY, values)
+    assert "monitoring.prometheusRule.enabled=true alerts on the proxy's /metrics" in str(
+        info.value
+    )
+    values["monitoring"]["enabled"] = True  # type: ignore[index]
+    assert find(render(PROXY, values, release="edge"), "PrometheusRule", "edge-proxy-alerts")
 
 
 def test_proxy_relp_input_listens_on_tcp() -> None:

@@ -51,6 +51,7 @@ app.kubernetes.io/component: proxy
 {{- if and .users (not .sharedKey) -}}{{- $problems = append $problems (printf "inputs %q: users are proven in the shared-key handshake; set sharedKey" .name) -}}{{- end -}}
 {{- if not (and .name .tenant .dataset (or .port (has .type (list "nats" "kinesis" "sqs" "mqtt" "kafka")))) -}}{{- $problems = append $problems (printf "inputs %q: name, port, tenant and dataset are required" (.name | default "?")) -}}{{- end -}}
 {{- end -}}
+{{- if and .Values.monitoring.prometheusRule.enabled (not .Values.monitoring.enabled) -}}{{- $problems = append $problems "monitoring.prometheusRule.enabled=true alerts on the proxy's /metrics: set monitoring.enabled=true (and a ServiceMonitor, or your own scrape)" -}}{{- end -}}
 {{- if and .Values.tls.enabled (not .Values.tls.existingSecret) -}}{{- $problems = append $problems "tls.enabled=true needs tls.existingSecret (a Secret with tls.crt and tls.key)" -}}{{- end -}}
 {{- if $problems -}}{{- fail (printf "\n\nproxy: invalid values:\n  - %s\n" (join "\n  - " $problems)) -}}{{- end -}}
 {{- end -}}
