@@ -1,4 +1,4 @@
-"""The alerting rules the chart ships: valid for Prometheus, written against series the
+"""The alerting rules the charts ship (the proxy's: its own cases in test_proxy_alerts.py): valid for Prometheus, written against series the
 components expose, and each alert firing when its condition holds long enough, not before
 (`promtool test rules`)."""
 
@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.helpers import promtool
@@ -24,15 +25,17 @@ ALERTS = (
 )
 
 
-def rules() -> list[dict[str, Any]]:
-    return [
-        rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]
-    ]
+PROXY_ALERTS = ALERTS.parents[2] / "proxy" / "files" / "proxy-alerts.yaml"
 
 
-def test_the_rules_file_is_valid() -> None:
+def rules(path: Path = ALERTS) -> list[dict[str, Any]]:
+    return [rule for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"]]
+
+
+@pytest.mark.parametrize("path", [ALERTS, PROXY_ALERTS], ids=["bytefreezer", "proxy"])
+def test_the_rules_file_is_valid(path: Path) -> None:
     checked = subprocess.run(
-        [promtool(), "check", "rules", str(ALERTS)], capture_output=True, text=True
+        [promtool(), "check", "rules", str(path)], capture_output=True, text=True
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
@@ -141,11 +144,14 @@ def _rendered(text: str, labels: dict[str, str]) -> str:
     return re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], text)
 
 
-def test_every_alert_fires_when_its_condition_has_held_long_enough(tmp_path: Path) -> None:
-    by_name = {rule["alert"]: rule for rule in rules()}
-    assert set(CASES) == set(by_name), "every alert needs a case"
+def check_alert_cases(rules_file: Path, cases: dict[str, dict[str, Any]], tmp_path: Path) -> None:
+    """Run ``promtool test rules`` over ``rules_file``'s alerts, one case each (``CASES``'
+    shape): quiet at its `quiet` time, firing at `firing` with its labels, summary and
+    description."""
+    by_name = {rule["alert"]: rule for rule in rules(rules_file)}
+    assert set(cases) == set(by_name), "every alert needs a case"
     tests = []
-    for name, case in CASES.items():
+    for name, case in cases.items():
         description = _rendered(by_name[name]["annotations"]["description"], case["labels"])
         tests.append(
             {
@@ -174,9 +180,15 @@ def test_every_alert_fires_when_its_condition_has_held_long_enough(tmp_path: Pat
         )
     spec = tmp_path / "alerts_test.yml"
     spec.write_text(
-        yaml.safe_dump({"rule_files": [str(ALERTS)], "evaluation_interval": "1m", "tests": tests})
+        yaml.safe_dump(
+            {"rule_files": [str(rules_file)], "evaluation_interval": "1m", "tests": tests}
+        )
     )
     tested = subprocess.run(
         [promtool(), "test", "rules", str(spec)], capture_output=True, text=True
     )
     assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_every_alert_fires_when_its_condition_has_held_long_enough(tmp_path: Path) -> None:
+    check_alert_cases(ALERTS, CASES, tmp_path)

@@ -1,36 +1,17 @@
-"""The proxy chart's alerting rules (`deploy/helm/proxy/files/proxy-alerts.yaml`): valid for
-Prometheus, written against series a running proxy exposes, and each alert firing when its
-condition holds long enough, not before (`promtool test rules`)."""
+"""The proxy chart's alerting rules (`deploy/helm/proxy/files/proxy-alerts.yaml`; promtool
+checks the file in test_alerts.py): written against series a running proxy exposes, and each
+alert firing when its condition holds long enough, not before (`promtool test rules`)."""
 
 from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bytefreezer.ingress.proxy.service import ProxyService
-from tests.helpers import promtool
 from tests.ingress.test_proxy import proxy_config, serving
-from tests.monitoring.test_alerts import _rendered
-
-ALERTS = Path(__file__).parents[2] / "deploy" / "helm" / "proxy" / "files" / "proxy-alerts.yaml"
-
-
-def rules() -> list[dict[str, Any]]:
-    return [
-        rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]
-    ]
-
-
-def test_the_rules_file_is_valid() -> None:
-    checked = subprocess.run(
-        [promtool(), "check", "rules", str(ALERTS)], capture_output=True, text=True
-    )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+from tests.monitoring.test_alerts import PROXY_ALERTS, check_alert_cases, rules
 
 
 def test_the_rules_query_what_a_running_proxy_exposes(tmp_path: Path) -> None:
@@ -48,7 +29,9 @@ def test_the_rules_query_what_a_running_proxy_exposes(tmp_path: Path) -> None:
 
     asyncio.run(serving(ProxyService(config), scrape))
     queried = {
-        name for rule in rules() for name in re.findall(r"\bbytefreezer_[a-z_]+", rule["expr"])
+        name
+        for rule in rules(PROXY_ALERTS)
+        for name in re.findall(r"\bbytefreezer_[a-z_]+", rule["expr"])
     }
     assert len(queried) >= 6
     assert queried <= exposed, sorted(queried - exposed)
@@ -107,41 +90,4 @@ CASES: dict[str, dict[str, Any]] = {
 
 
 def test_every_alert_fires_when_its_condition_has_held_long_enough(tmp_path: Path) -> None:
-    by_name = {rule["alert"]: rule for rule in rules()}
-    assert set(CASES) == set(by_name), "every alert needs a case"
-    tests = []
-    for name, case in CASES.items():
-        description = _rendered(by_name[name]["annotations"]["description"], case["labels"])
-        tests.append(
-            {
-                "interval": "1m",
-                "input_series": [
-                    {"series": series, "values": values}
-                    for series, values in case["series"].items()
-                ],
-                "alert_rule_test": [
-                    {"eval_time": case["quiet"], "alertname": name, "exp_alerts": []},
-                    {
-                        "eval_time": case["firing"],
-                        "alertname": name,
-                        "exp_alerts": [
-                            {
-                                "exp_labels": case["labels"],
-                                "exp_annotations": {
-                                    "summary": case["summary"],
-                                    "description": description,
-                                },
-                            }
-                        ],
-                    },
-                ],
-            }
-        )
-    spec = tmp_path / "alerts_test.yml"
-    spec.write_text(
-        yaml.safe_dump({"rule_files": [str(ALERTS)], "evaluation_interval": "1m", "tests": tests})
-    )
-    tested = subprocess.run(
-        [promtool(), "test", "rules", str(spec)], capture_output=True, text=True
-    )
-    assert tested.returncode == 0, tested.stdout + tested.stderr
+    check_alert_cases(PROXY_ALERTS, CASES, tmp_path)
