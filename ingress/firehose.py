@@ -12,7 +12,8 @@ ingest key in `X-Amz-Firehose-Access-Key` (the stream's access key); at `/fireho
 sends to its dataset, and the longer path names the tenant and dataset for any ingest key.
 Firehose's answers: 200 `{"requestId", "timestamp"}` once the records are durable, and the same
 with `errorMessage` otherwise (Firehose retries a request that is not answered 200, with the
-same request id, and backs it up to S3 once its retry duration is over).
+same request id, and backs it up to S3 once its retry duration is over). A retry of a request
+this receiver has stored is answered 200 and not stored again (``repeats``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ def key_of(headers: Any) -> str | None:
     """The ingest key of a request: the stream's access key."""
     key = headers.get(ACCESS_KEY, "").strip()
     return key or None
+
+
+def request_id(headers: Any) -> str | None:
+    """The request's id, which Firehose keeps when it sends the request again."""
+    value = headers.get(REQUEST_ID, "").strip()
+    return value or None
 
 
 def request_records(raw: bytes, encoding: str, limit: int, headers: Any) -> list[bytes]:

@@ -60,6 +60,7 @@ from bytefreezer.ingress.otlp import (
     otlp_success,
     prepare_otlp,
 )
+from bytefreezer.ingress.repeats import DeliveredRequests
 from bytefreezer.ingress.spool import Spool, SpoolFull
 from bytefreezer.ingress.usage import UsageMeter, seconds_to_next_day
 from bytefreezer.keys import IntakeKey, validate_hint, validate_name
@@ -273,6 +274,7 @@ class ReceiverState:
     usage: UsageMeter
     requests: int = 0
     channels: hec.Channels = field(default_factory=hec.Channels)
+    delivered: DeliveredRequests = field(default_factory=DeliveredRequests)
 
 
 async def _read_body(request: Request, state: ReceiverState) -> tuple[bytes, int]:
@@ -716,6 +718,7 @@ class _Compatible:
     records: Callable[[Request, bytes, int], list[bytes]]  # body, decompressed limit
     ok: Callable[[Request], Response]
     refused: Callable[[Request, Rejected], Response]
+    request_id: Callable[[Request], str | None] = lambda request: None  # retries share it
 
 
 def _text_refusal(request: Request, exc: Rejected) -> Response:
@@ -791,6 +794,7 @@ _FIREHOSE = _Compatible(
     ),
     ok=lambda request: firehose.answer(request.headers),
     refused=_firehose_refusal,
+    request_id=lambda request: firehose.request_id(request.headers),
 )
 
 
@@ -809,8 +813,11 @@ def _key_dataset(state: ReceiverState, key: str, api: _Compatible) -> KeyScope:
 async def _ingest_converted(
     request: Request, state: ReceiverState, traceparent: str, *, api: _Compatible
 ) -> Response:
-    """One request of ``api``: its records stored as NDJSON, answered once durable."""
+    """One request of ``api``: its records stored as NDJSON, answered once durable (a retry
+    of a request stored before, by its request id, answered without storing it again)."""
     reserved = 0
+    repeat: tuple[str, str, str] | None = None
+    stored = False
     key = api.key(request)
     try:
         if key is None:
@@ -829,6 +836,12 @@ async def _ingest_converted(
         if scope is None:
             scope = await run_in_threadpool(_authorize, state, key, tenant, dataset)
         _admit(state, tenant, scope)
+        request_id = api.request_id(request)
+        if request_id:
+            repeat = (tenant, dataset, request_id)
+            if not await state.delivered.claim(repeat):
+                state.telemetry.add("bytefreezer_receiver_repeated_requests", tenant=tenant)
+                return api.ok(request)  # stored before: answered, not stored again
         raw, reserved = await _read_body(request, state)
         limit = state.settings.receiver.max_decompressed_bytes
         try:
@@ -840,10 +853,13 @@ async def _ingest_converted(
             _received(state, tenant, len(raw), body)
             await _store(state, (tenant, dataset, "ndjson"), body, {}, traceparent)
             _stored(state, tenant, dataset, len(raw), body)
+        stored = True
     except Rejected as exc:
         return api.refused(request, exc)
     finally:
         state.budget.give(reserved)
+        if repeat is not None:
+            state.delivered.done(repeat, stored)
     return api.ok(request)
 
 

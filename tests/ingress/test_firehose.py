@@ -5,6 +5,7 @@ Firehose, gzip'd bodies, a dataset key at `/firehose`, refusals in Firehose's an
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import json
@@ -14,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from bytefreezer.control.models import DatasetSpec
+from bytefreezer.ingress.repeats import DeliveredRequests
 from tests.ingress.conftest import Receiver
 from tests.ingress.test_proxy_kinesis import cloudwatch
 
@@ -121,3 +124,77 @@ def test_an_empty_delivery_is_answered_and_stores_nothing(receiver: Receiver) ->
     )
     assert response.status_code == 200 and response.json()["requestId"] == "empty"
     assert not receiver.storage.intake.list("acme/")
+
+
+def stored_lines(receiver: Receiver, prefix: str) -> list[dict[str, Any]]:
+    """Every record stored under ``prefix`` of the intake bucket."""
+    return [
+        json.loads(line)
+        for obj in receiver.storage.intake.list(prefix)
+        for line in gzip.decompress(receiver.storage.intake.get(obj.key)).splitlines()
+        if line
+    ]
+
+
+def test_a_retried_request_is_answered_and_stored_once(receiver: Receiver) -> None:
+    """Firehose sends a request again, with the same id, when its answer was late or lost:
+    the retry is answered 200 and not stored again, whether it comes after the first try or
+    while the first is being stored; the same id sent to another dataset is its own."""
+    body = delivery([json.dumps({"n": n}).encode() for n in range(5)], "req-7")
+    sent = headers(receiver.key, "req-7")
+    url = f"{receiver.url}/acme/web/firehose"
+    first = httpx.post(url, content=body, headers=sent)
+    again = httpx.post(url, content=body, headers=sent)
+    assert first.status_code == again.status_code == 200
+    assert again.json()["requestId"] == "req-7" and "errorMessage" not in again.json()
+    assert sorted(r["n"] for r in stored_lines(receiver, "acme/web/")) == list(range(5))
+
+    async def together() -> list[int]:  # two tries of one request at once
+        async with httpx.AsyncClient() as client:
+            both = [
+                client.post(url, content=body, headers=headers(receiver.key, "req-8"))
+                for _ in range(2)
+            ]
+            return [r.status_code for r in await asyncio.gather(*both)]
+
+    assert asyncio.run(together()) == [200, 200]
+    receiver.control.create_dataset("acme", DatasetSpec(name="other"))
+    other = httpx.post(f"{receiver.url}/acme/other/firehose", content=body, headers=sent)
+    assert other.status_code == 200
+    assert len(stored_lines(receiver, "acme/web/")) == 10  # req-7 and req-8, once each
+    assert len(stored_lines(receiver, "acme/other/")) == 5
+    assert receiver.state.delivered.repeats == 2
+
+
+def test_a_request_refused_before_it_was_stored_is_stored_when_retried(receiver: Receiver) -> None:
+    body = delivery([b'{"n": 1}'], "req-9")
+    url = f"{receiver.url}/acme/web/firehose"
+    too_big = httpx.post(url, content=b"{" * 100, headers=headers(receiver.key, "req-9"))
+    assert too_big.status_code == 400  # refused: nothing stored under req-9
+    retried = httpx.post(url, content=body, headers=headers(receiver.key, "req-9"))
+    assert retried.status_code == 200
+    assert [r["n"] for r in stored_lines(receiver, "acme/web/")] == [1]
+    assert receiver.state.delivered.repeats == 0
+
+
+def test_delivered_requests_are_forgotten_after_their_time_and_past_their_number() -> None:
+    now = [0.0]
+    delivered = DeliveredRequests(ttl=60, capacity=2, clock=lambda: now[0])
+
+    async def scenario() -> None:
+        for request in ("a", "b", "c"):
+            assert await delivered.claim(("t", "d", request))
+            delivered.done(("t", "d", request), stored=True)
+        assert not await delivered.claim(("t", "d", "c"))  # remembered
+        assert await delivered.claim(("t", "d", "a"))  # the oldest, forgotten past capacity
+        delivered.done(("t", "d", "a"), stored=True)
+        now[0] = 61
+        assert await delivered.claim(("t", "d", "c"))  # past its time
+        # a retry waiting on a first try that fails stores it itself
+        waiting = asyncio.ensure_future(delivered.claim(("t", "d", "c")))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        delivered.done(("t", "d", "c"), stored=False)
+        assert await waiting
+
+    asyncio.run(scenario())
