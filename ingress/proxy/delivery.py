@@ -4,6 +4,8 @@ receiver refuses for good go to a bounded dead-letter folder that an API can lis
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import json
 import logging
 import random
@@ -99,10 +101,31 @@ class Batcher:
         went into."""
         with self._lock:
             first = self._number
-            for record in records:
-                self._add(record)
+            self._add_all(records)
             self._count_in(len(records))
             return first, self._number if self._records else self._number - 1
+
+    def _add_all(self, records: list[bytes]) -> None:
+        """``_add`` of each record, under ``_lock``, a batch's worth at a time: the sizes are
+        summed by ``accumulate`` and the record that fills the batch found by bisection, not
+        record by record (a poll of a file input adds some 13,000 lines)."""
+        max_bytes, max_lines = self._config.batch_max_bytes, self._config.batch_max_lines
+        at = 0
+        while at < len(records):
+            if not self._records:
+                self._started = time.monotonic()
+            chunk = records[at : at + max_lines - len(self._records)]
+            sizes = list(itertools.accumulate(map(len, chunk)))  # without the newlines
+            # the first record after which the batch holds max_bytes (newlines counted)
+            full = bisect.bisect_left(
+                range(len(chunk)), max_bytes - self._size, key=lambda i: sizes[i] + i + 1
+            )
+            taken = chunk[: full + 1]
+            self._records.extend(taken)
+            self._size += sizes[len(taken) - 1] + len(taken)
+            at += len(taken)
+            if self._size >= max_bytes or len(self._records) >= max_lines:
+                self._seal()
 
     def spool_through(self, first: int, last: int) -> bool:
         """Block until batches ``first``..``last`` are spooled (fsync'd), writing them if no

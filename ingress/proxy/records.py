@@ -76,6 +76,8 @@ def records_with(lines: list[str], meta: Mapping[str, Any]) -> list[bytes]:
     fields = {name: f"{_quoted(name)}:{_json(value)}" for name, value in meta.items()}
     prefix = "{" + ",".join(fields.values())
     own = _keys_pattern(tuple(meta))  # one scan of a line finds any of them
+    # one scan of them all first: usually no line has a key of its own, and none is searched
+    any_own = own.search("\n".join(lines)) is not None
     records = []
     for line in lines:
         stripped = line.strip()
@@ -83,7 +85,7 @@ def records_with(lines: list[str], meta: Mapping[str, Any]) -> list[bytes]:
             records.append(orjson.dumps({"timestamp": now_rfc3339(), "raw": line, **meta}))
             continue
         head = prefix  # the usual case: none of them its own
-        if own.search(stripped):
+        if any_own and own.search(stripped):
             found = {match.group(1) for match in own.finditer(stripped)}
             head = "{" + ",".join(f for name, f in fields.items() if name not in found)
         if head == "{":

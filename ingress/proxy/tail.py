@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import itertools
 import os
 import re
 import time
@@ -190,9 +191,18 @@ class Tailer:
         end = data.rfind(b"\n") + 1
         lines: list[str] = []
         ends: list[int] = []
-        if end:
+        raws = data[:end].split(b"\n")[:-1] if end else []
+        if raws and not skipping and max(map(len, raws)) <= self.max_line_bytes:
+            # the usual read: no line to cut, decoded at once (a newline is never inside a
+            # UTF-8 sequence, so this is what decoding line by line gives)
+            lines = data[:end].decode("utf-8", "replace").split("\n")[:-1]
+            if b"\r" in data[:end]:
+                lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+            ends = list(itertools.accumulate(len(raw) + 1 for raw in raws))
+            raws = []
+        if raws:
             at = 0
-            for raw in data[:end].split(b"\n")[:-1]:
+            for raw in raws:
                 at += len(raw) + 1
                 if skipping:  # the rest of a line already cut
                     skipping = False

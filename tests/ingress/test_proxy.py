@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import random
 import socket
 import time
 import zlib
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -22,6 +24,7 @@ from bytefreezer.control import ControlStore
 from bytefreezer.control.models import DatasetSpec, Usage, utc_day
 from bytefreezer.ingress.api import create_api_app
 from bytefreezer.ingress.proxy.config import ProxyConfig
+from bytefreezer.ingress.proxy.delivery import Batcher, ProxyStats
 from bytefreezer.ingress.proxy.records import parse_syslog, wrap_line
 from bytefreezer.ingress.proxy.service import ProxyService
 from bytefreezer.ingress.receiver import build_state, create_app
@@ -521,3 +524,26 @@ def test_a_tenant_held_back_till_tomorrow_does_not_hold_up_the_others(
     asyncio.run(scenario())
     delivered = receiver.storage.intake.list("other/web/")
     assert len(delivered) == 2 and receiver.storage.intake.list("acme/web/") == []
+
+
+def test_records_added_together_are_batched_as_one_by_one() -> None:
+    """``add_many`` (a poll's or a request's records at once) closes each batch on the record
+    that brings it to ``batch_max_bytes`` (newlines counted) or ``batch_max_lines``, as adding
+    them one by one does; random sizes and limits."""
+    rng = random.Random(3)
+    for _ in range(500):
+        config = SimpleNamespace(
+            batch_max_bytes=rng.choice([1, 10, 50, 200, 1 << 20]),
+            batch_max_lines=rng.choice([1, 2, 3, 7, 10_000]),
+        )
+        source = SimpleNamespace(name="in")
+        together = Batcher(config, source, None, ProxyStats())  # type: ignore[arg-type]
+        alone = Batcher(config, source, None, ProxyStats())  # type: ignore[arg-type]
+        for _ in range(rng.randint(1, 5)):
+            records = [b"r" * rng.randint(0, 30) for _ in range(rng.randint(0, 40))]
+            together.add_many(records)
+            with alone._lock:
+                for record in records:
+                    alone._add(record)
+            assert list(together._sealed) == list(alone._sealed)
+            assert (together._records, together._size) == (alone._records, alone._size)
