@@ -344,3 +344,17 @@ def test_a_backlog_is_read_without_waiting_a_poll_per_read(
             await service.stop()
 
     asyncio.run(scenario())
+
+
+def test_line_endings_and_bytes_that_are_not_utf8(tmp_path: Path) -> None:
+    """CRLF lines lose the CR; bytes that are not UTF-8 become U+FFFD, line by line, whether a
+    read has a line to cut (read line by line) or not (decoded at once)."""
+    raw = [b"crlf\r", b"caf\xc3\xa9", b"bad \xff\xfe", b"cut \xe2\x82", b"\r", b""]
+    expected = [line.decode("utf-8", "replace").removesuffix("\r") for line in raw]
+    for limit, extra in ((1 << 20, []), (12, ["y" * 12])):  # the second read has a long line
+        logs = tmp_path / f"logs-{limit}"
+        logs.mkdir()
+        tail = [b"y" * 20] if extra else []
+        (logs / "a.log").write_bytes(b"\n".join(raw + tail) + b"\n")
+        tailer = Tailer([str(logs / "*.log")], tmp_path / f"cp-{limit}.json", max_line_bytes=limit)
+        assert [line for read in tailer.poll() for line in read.lines] == expected + extra
