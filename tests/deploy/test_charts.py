@@ -517,6 +517,11 @@ def _proxy_input(**fields: Any) -> dict[str, Any]:
         ),
         ([_proxy_input(type="kafka", servers=["k:9092"])], "a kafka input needs servers"),
         ([_proxy_input(type="tcp", sharedKey="s")], "sharedKey is for forward inputs"),
+        ([_proxy_input(type="tcp", caSecret="ca")], "caSecret (a Secret with ca.crt"),
+        (
+            [_proxy_input(type="kafka", servers=["k:9092"], topics=["t"], caSecret="ca")],
+            "caSecret is the CA of brokers reached over TLS: set tls: true",
+        ),
         (
             [_proxy_input(type="syslog", protocol="tcp", receiveBufferBytes=1 << 20)],
             "receiveBufferBytes is for UDP inputs",
@@ -644,7 +649,7 @@ def test_proxy_kafka_input_with_its_sasl_password_from_the_secret(tmp_path: Path
     source = _proxy_input(
         name="events", type="kafka", servers=["kafka-0:9093", "kafka-1:9093"],
         topics=["app-logs", "^audit-.*"], groupId="edge", readFrom="end", username="edge",
-        password="pw-7", saslMechanism="SCRAM-SHA-512", tls=True,
+        password="pw-7", saslMechanism="SCRAM-SHA-512", tls=True, caSecret="kafka-ca",
         kafkaOptions={"fetch.max.bytes": "1048576", "client.rack": "eu-1a"},
     )  # fmt: skip
     source.pop("port")
@@ -667,6 +672,16 @@ def test_proxy_kafka_input_with_its_sasl_password_from_the_secret(tmp_path: Path
     assert (loaded.username, loaded.sasl_mechanism, loaded.tls) == ("edge", "SCRAM-SHA-512", True)
     assert loaded.password is not None and loaded.password.get_secret_value() == "pw-7"
     assert loaded.kafka_options == {"fetch.max.bytes": "1048576", "client.rack": "eu-1a"}
+    # the brokers' CA: the Secret's ca.crt mounted where the input's ca_file says
+    assert str(loaded.ca_file) == "/etc/bytefreezer/ca/events/ca.crt"
+    pod = find(objects, "Deployment", "edge-proxy")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "ca-events"]
+    assert volume["secret"] == {
+        "secretName": "kafka-ca",
+        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+    }
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["ca-events"]["mountPath"] == "/etc/bytefreezer/ca/events"
 
 
 def test_proxy_mqtt_input_with_its_password_from_the_secret(tmp_path: Path) -> None:

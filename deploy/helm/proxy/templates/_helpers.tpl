@@ -33,6 +33,10 @@ app.kubernetes.io/component: proxy
 {{- printf "BYTEFREEZER_PROXY_KEY_%s" (. | upper | replace "-" "_") -}}
 {{- end -}}
 
+{{- define "proxy.caVolume" -}}
+{{- printf "ca-%s" (. | lower | replace "_" "-") | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "proxy.validateValues" -}}
 {{- $problems := list -}}
 {{- if not .Values.inputs -}}{{- $problems = append $problems "inputs: give at least one listener" -}}{{- end -}}
@@ -47,6 +51,7 @@ app.kubernetes.io/component: proxy
 {{- if and .password (not .username) -}}{{- $problems = append $problems (printf "inputs %q: a password needs a username" .name) -}}{{- end -}}
 {{- if and (eq .type "nats") (not (and .servers .subject)) -}}{{- $problems = append $problems (printf "inputs %q: a nats input needs servers and subject" .name) -}}{{- end -}}
 {{- if and .receiveBufferBytes (not (or (has .type (list "udp" "netflow" "sflow" "ebpf")) (and (eq .type "syslog") (ne (.protocol | default "udp") "tcp")))) -}}{{- $problems = append $problems (printf "inputs %q: receiveBufferBytes is for UDP inputs (udp, syslog over UDP, netflow, sflow, ebpf)" .name) -}}{{- end -}}
+{{- if and .caSecret (ne .type "kafka") -}}{{- $problems = append $problems (printf "inputs %q: caSecret (a Secret with ca.crt, the CA of a kafka input's brokers) is for kafka inputs" .name) -}}{{- else if and .caSecret (not .tls) -}}{{- $problems = append $problems (printf "inputs %q: caSecret is the CA of brokers reached over TLS: set tls: true" .name) -}}{{- end -}}
 {{- if and .sharedKey (ne .type "forward") -}}{{- $problems = append $problems (printf "inputs %q: sharedKey is for forward inputs" .name) -}}{{- end -}}
 {{- if and .users (not .sharedKey) -}}{{- $problems = append $problems (printf "inputs %q: users are proven in the shared-key handshake; set sharedKey" .name) -}}{{- end -}}
 {{- if not (and .name .tenant .dataset (or .port (has .type (list "nats" "kinesis" "sqs" "mqtt" "kafka")))) -}}{{- $problems = append $problems (printf "inputs %q: name, port, tenant and dataset are required" (.name | default "?")) -}}{{- end -}}
