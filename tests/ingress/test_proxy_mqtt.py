@@ -120,6 +120,45 @@ def test_messages_to_parquet_and_those_published_while_the_proxy_is_down(
     }  # fmt: skip
 
 
+def test_proxies_sharing_a_subscription_take_each_message_once(
+    receiver: Receiver, tmp_path: Path, broker: tuple[int, Path]
+) -> None:
+    """Two proxies subscribed to `$share/edge/sensors/#` (a shared subscription: mosquitto
+    hands each message to one member of the group), each with its own session: every message
+    lands once, and both take some."""
+    port, _ = broker
+    first, second = (
+        mqtt_service(receiver, tmp_path / name, port, subject="$share/edge/sensors/#",
+                     durable=f"edge-{name}")
+        for name in ("a", "b")
+    )  # fmt: skip
+
+    async def scenario() -> None:
+        await first.start()
+        await second.start()
+        try:
+            await until(
+                lambda: (
+                    first.subscriptions["sensors"].connected
+                    and second.subscriptions["sensors"].connected
+                )
+            )
+            await asyncio.sleep(0.3)  # subscribed
+            messages = [(f"sensors/room{n % 4}", json.dumps({"n": n}).encode()) for n in range(200)]
+            await asyncio.to_thread(publish, port, messages)
+            await until(lambda: numbers(receiver) == list(range(200)), timeout=30)
+            taken = [p.subscriptions["sensors"].messages_read for p in (first, second)]
+            assert sum(taken) == 200 and min(taken) > 0, taken
+        finally:
+            await first.stop()
+            await second.stop()
+
+    asyncio.run(scenario())
+    assert {r["mqtt_topic"] for r in intake_records(receiver)} == {
+        f"sensors/room{n}" for n in range(4)
+    }
+
+
 def test_a_proxy_killed_while_messages_flow_loses_none(
     receiver: Receiver, tmp_path: Path, broker: tuple[int, Path]
 ) -> None:
