@@ -169,7 +169,15 @@ def test_read_from_end_and_a_full_spool(
             # fixed wait let a slow start take its iterator after the next record, unread)
             await until(lambda: "kds" in service.kinesis and service.kinesis["kds"]._iterators)
             client.put_record(StreamName="events", Data=b'{"new": 1}', PartitionKey="p")
-            await until(lambda: service.kinesis["kds"].records_read == 1)
+            reader = service.kinesis["kds"]
+            # counted once spooled; the checkpoint file is written just after, on a thread
+            await until(
+                lambda: (
+                    reader.records_read == 1
+                    and checkpoints.exists()
+                    and json.loads(checkpoints.read_text()) == reader.checkpoints
+                )
+            )
             saved = json.loads(checkpoints.read_text())
             blob = json.dumps({"blob": os.urandom(4000).hex()}).encode()  # incompressible
             client.put_record(StreamName="events", Data=blob, PartitionKey="p")
