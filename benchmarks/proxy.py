@@ -685,7 +685,7 @@ def _sflow_capture(work: Path, packets: int) -> list[bytes]:
         "sampling_rate: 1\n"
     )
     agent = subprocess.Popen(
-        ["pmacctd", "-f", str(work / "pmacctd.conf")],
+        [shutil.which("pmacctd") or "/usr/sbin/pmacctd", "-f", str(work / "pmacctd.conf")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
