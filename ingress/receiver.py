@@ -838,10 +838,11 @@ async def _ingest_converted(
         _admit(state, tenant, scope)
         request_id = api.request_id(request)
         if request_id:
-            repeat = (tenant, dataset, request_id)
-            if not await state.delivered.claim(repeat):
+            claimed = (tenant, dataset, request_id)
+            if not await state.delivered.claim(claimed):
                 state.telemetry.add("bytefreezer_receiver_repeated_requests", tenant=tenant)
                 return api.ok(request)  # stored before: answered, not stored again
+            repeat = claimed  # this try stores it: its outcome is said in ``finally``
         raw, reserved = await _read_body(request, state)
         limit = state.settings.receiver.max_decompressed_bytes
         try:
