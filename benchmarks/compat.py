@@ -11,7 +11,8 @@ Vector's `elasticsearch` sink send) to `/_bulk`; and as a Loki push (each docume
 stream, protobuf compressed with snappy, as Promtail and Alloy send) to `/loki/api/v1/push`; and
 as a gzip JSON array of Datadog log objects (each document its `message`, with `ddsource`,
 `service` and `hostname`, as the Datadog Agent sends) to `/api/v2/logs`; and as a gzip Firehose
-delivery request (each document a record's base64 data, as a Direct PUT stream delivers) to
+delivery request (each document a record's base64 data, as a Direct PUT stream delivers; each
+request its own request id, as Firehose sends them, since a repeated one is not stored again) to
 `/firehose`; and as many samples as documents in a Prometheus remote-write request (series of
 ten samples with six labels each, protobuf compressed with snappy, as Prometheus sends) to
 `/prometheus/api/v1/write`, each sample a record. The
@@ -146,7 +147,6 @@ def main() -> None:
                 f"http://127.0.0.1:{port}/firehose",
                 {
                     "X-Amz-Firehose-Access-Key": key,
-                    "X-Amz-Firehose-Request-Id": "bench",
                     "Content-Type": "application/json",
                     "Content-Encoding": "gzip",
                 },
@@ -177,7 +177,10 @@ def main() -> None:
             figures = {}
             for name in order:
                 url, sent_headers, body = targets[name]
-                run = asyncio.run(drive(url, sent_headers, body, args.seconds, args.clients))
+                unique = "X-Amz-Firehose-Request-Id" if name == "firehose" else None
+                run = asyncio.run(
+                    drive(url, sent_headers, body, args.seconds, args.clients, unique)
+                )
                 run["documents_per_s"] = round(run["requests_per_s"] * len(documents))
                 figures[name] = run
                 print(

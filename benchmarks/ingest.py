@@ -88,8 +88,15 @@ def serve_bare(port: int, directory: str) -> None:
 
 
 async def drive(
-    url: str, headers: dict[str, str], body: bytes, seconds: float, clients: int
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    seconds: float,
+    clients: int,
+    unique_header: str | None = None,
 ) -> dict[str, Any]:
+    """``clients`` posting ``body`` for ``seconds``; with ``unique_header``, each request
+    carries a new id in that header (a Firehose request id: a repeated one is not stored)."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     errors: dict[str, int] = {}  # requests that got no answer (not counted as sent bytes)
@@ -98,9 +105,10 @@ async def drive(
 
     async def one(client: httpx.AsyncClient) -> None:
         while time.monotonic() < deadline:
+            sent = {**headers, unique_header: uuid.uuid4().hex} if unique_header else headers
             started = time.perf_counter()
             try:
-                response = await client.post(url, content=body, headers=headers)
+                response = await client.post(url, content=body, headers=sent)
             except httpx.TransportError as exc:  # a connection the server dropped: counted
                 key = f"{type(exc).__name__}"
                 errors[key] = errors.get(key, 0) + 1
