@@ -191,12 +191,13 @@ class Tailer:
         end = data.rfind(b"\n") + 1
         lines: list[str] = []
         ends: list[int] = []
-        raws = data[:end].split(b"\n")[:-1] if end else []
+        complete = data[:end]
+        raws = complete.split(b"\n")[:-1]
         if raws and not skipping and max(map(len, raws)) <= self.max_line_bytes:
             # the usual read: no line to cut, decoded at once (a newline is never inside a
             # UTF-8 sequence, so this is what decoding line by line gives)
-            lines = data[:end].decode("utf-8", "replace").split("\n")[:-1]
-            if b"\r" in data[:end]:
+            lines = complete.decode("utf-8", "replace").split("\n")[:-1]
+            if b"\r" in complete:
                 lines = [line[:-1] if line.endswith("\r") else line for line in lines]
             ends = list(itertools.accumulate(len(raw) + 1 for raw in raws))
             raws = []

@@ -25,6 +25,10 @@ app.kubernetes.io/component: proxy
 {{- if not (has .type (list "nats" "kinesis" "sqs" "mqtt" "kafka")) -}}true{{- end -}}
 {{- end -}}
 
+{{- define "proxy.protocol" -}}
+{{- if or (has .type (list "udp" "netflow" "sflow" "ebpf")) (and (eq .type "syslog") (ne (.protocol | default "udp") "tcp")) -}}UDP{{- else -}}TCP{{- end -}}
+{{- end -}}
+
 {{- define "proxy.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}{{ .Values.serviceAccount.name | default (include "proxy.fullname" .) }}{{- else -}}{{ .Values.serviceAccount.name }}{{- end -}}
 {{- end -}}
@@ -50,7 +54,7 @@ app.kubernetes.io/component: proxy
 {{- if and .password (not (has .type (list "mqtt" "kafka"))) -}}{{- $problems = append $problems (printf "inputs %q: password is for mqtt and kafka inputs" .name) -}}{{- end -}}
 {{- if and .password (not .username) -}}{{- $problems = append $problems (printf "inputs %q: a password needs a username" .name) -}}{{- end -}}
 {{- if and (eq .type "nats") (not (and .servers .subject)) -}}{{- $problems = append $problems (printf "inputs %q: a nats input needs servers and subject" .name) -}}{{- end -}}
-{{- if and .receiveBufferBytes (not (or (has .type (list "udp" "netflow" "sflow" "ebpf")) (and (eq .type "syslog") (ne (.protocol | default "udp") "tcp")))) -}}{{- $problems = append $problems (printf "inputs %q: receiveBufferBytes is for UDP inputs (udp, syslog over UDP, netflow, sflow, ebpf)" .name) -}}{{- end -}}
+{{- if and .receiveBufferBytes (ne (include "proxy.protocol" .) "UDP") -}}{{- $problems = append $problems (printf "inputs %q: receiveBufferBytes is for UDP inputs (udp, syslog over UDP, netflow, sflow, ebpf)" .name) -}}{{- end -}}
 {{- if and .caSecret (ne .type "kafka") -}}{{- $problems = append $problems (printf "inputs %q: caSecret (a Secret with ca.crt, the CA of a kafka input's brokers) is for kafka inputs" .name) -}}{{- else if and .caSecret (not .tls) -}}{{- $problems = append $problems (printf "inputs %q: caSecret is the CA of brokers reached over TLS: set tls: true" .name) -}}{{- end -}}
 {{- if and .sharedKey (ne .type "forward") -}}{{- $problems = append $problems (printf "inputs %q: sharedKey is for forward inputs" .name) -}}{{- end -}}
 {{- if and .users (not .sharedKey) -}}{{- $problems = append $problems (printf "inputs %q: users are proven in the shared-key handshake; set sharedKey" .name) -}}{{- end -}}
