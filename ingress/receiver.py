@@ -88,6 +88,9 @@ def _error(exc: Rejected) -> JSONResponse:
     return JSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)
 
 
+_IDENTIFY = "\0identify"  # where a key's own scope is kept (no dataset name has a NUL)
+
+
 class KeyCache:
     """Verified (key, tenant, dataset) triples, trusted for ``ttl`` seconds.
 
@@ -113,8 +116,15 @@ class KeyCache:
 
     def cached(self, key: str, tenant: str, dataset: str) -> KeyScope | None:
         """A fresh cached verdict, without asking the control service (cheap, non-blocking)."""
+        return self._fresh(self._digest(key, tenant, dataset))
+
+    def identified(self, key: str) -> KeyScope | None:
+        """``identify``'s fresh cached answer, without asking the control service."""
+        return self._fresh(self._digest(key, "", _IDENTIFY))
+
+    def _fresh(self, digest: str) -> KeyScope | None:
         with self._lock:
-            entry = self._entries.get(self._digest(key, tenant, dataset))
+            entry = self._entries.get(digest)
         if entry is not None and time.monotonic() - entry[0] < self._ttl:
             return entry[1]
         return None
@@ -132,9 +142,7 @@ class KeyCache:
     def identify(self, key: str) -> KeyScope:
         """The key's own scope (its tenant, and its dataset if it has one), for requests that
         name no dataset in their path (HEC's); raises the control service's verdict."""
-        return self._ask(
-            self._digest(key, "", "\0identify"), lambda: self._control.authenticate(key)
-        )
+        return self._ask(self._digest(key, "", _IDENTIFY), lambda: self._control.authenticate(key))
 
     def _ask(self, digest: str, ask: Callable[[], KeyScope]) -> KeyScope:
         now = time.monotonic()
@@ -318,6 +326,14 @@ def _bearer(request: Request) -> str:
     return key.strip()
 
 
+async def _authorized(state: ReceiverState, key: str, tenant: str, dataset: str) -> KeyScope:
+    """``_authorize`` answered on the event loop while its verdict is cached."""
+    scope = state.keys.cached(key, tenant, dataset)
+    if scope is None:
+        scope = await run_in_threadpool(_authorize, state, key, tenant, dataset)
+    return scope
+
+
 def _authorize(state: ReceiverState, key: str, tenant: str, dataset: str) -> KeyScope:
     try:
         return state.keys.verify(key, tenant, dataset)
@@ -419,9 +435,7 @@ async def _ingest(
             metadata = proxy_metadata(dict(request.headers), tenant, dataset)
         except (InvalidName, BodyError) as exc:
             raise Rejected(400, getattr(exc, "message", str(exc))) from None
-        scope = state.keys.cached(bearer, tenant, dataset)
-        if scope is None:
-            scope = await run_in_threadpool(_authorize, state, bearer, tenant, dataset)
+        scope = await _authorized(state, bearer, tenant, dataset)
         _admit(state, tenant, scope)
         raw, reserved = await _read_body(request, state)
         fmt = hint if hint in FORMATS else scope.format
@@ -515,7 +529,9 @@ async def _ingest_hec(
     if key is None:
         return hec.error(401, "Token is required", 2)
     try:
-        scope = await run_in_threadpool(_identify, state, key)
+        scope = state.keys.identified(key)
+        if scope is None:
+            scope = await run_in_threadpool(_identify, state, key)
         if scope.tenant is None:
             raise Rejected(403, "Invalid token: an admin key sends no events; use an ingest key")
         tenant = scope.tenant
@@ -547,7 +563,7 @@ async def _ingest_hec(
             validate_name(dataset, "dataset")
         except InvalidName as exc:
             return hec.error(400, f"Incorrect index: {exc}", 7)
-        scope = await run_in_threadpool(_authorize, state, key, tenant, dataset)
+        scope = await _authorized(state, key, tenant, dataset)
         _admit(state, tenant, scope)
         body = await run_in_threadpool(records_body, records)  # gzip off the event loop
         _received(state, tenant, len(raw), body)
@@ -593,19 +609,25 @@ def _not_allowed() -> Response:
     )
 
 
-def _ingest_scope(state: ReceiverState, key: str) -> KeyScope:
+async def _ingest_scope(state: ReceiverState, key: str) -> KeyScope:
     """An ingest key's own scope, where no path names its tenant (the bulk, Loki, Datadog,
     Firehose and remote-write endpoints): 401 for a key control does not know, 403 for an admin key."""
+    scope = state.keys.identified(key)
+    if scope is None:
+        scope = await run_in_threadpool(_authenticate, state, key)
+    if scope.tenant is None:
+        raise Rejected(403, "an admin key sends no documents; use an ingest key")
+    return scope
+
+
+def _authenticate(state: ReceiverState, key: str) -> KeyScope:
     try:
-        scope = state.keys.identify(key)
+        return state.keys.identify(key)
     except AuthError as exc:
         raise Rejected(401, f"unable to authenticate: {exc}") from None
     except ControlUnavailable:
         retry = state.settings.receiver.retry_after_seconds
         raise Rejected(503, "control service unavailable, retry later", retry) from None
-    if scope.tenant is None:
-        raise Rejected(403, "an admin key sends no documents; use an ingest key")
-    return scope
 
 
 async def _ingest_elastic(request: Request, state: ReceiverState, traceparent: str) -> Response:
@@ -619,26 +641,20 @@ async def _ingest_elastic(request: Request, state: ReceiverState, traceparent: s
             "as an API key or as a bearer token",
         )
     try:
-        scope = await run_in_threadpool(_ingest_scope, state, key)
+        scope = await _ingest_scope(state, key)
         tenant = str(scope.tenant)
         raw, reserved = await _read_body(request, state)
         encoding = request.headers.get("content-encoding", "")
-        limit = state.settings.receiver.max_decompressed_bytes
-        try:
-            data = await run_in_threadpool(decompress, raw, encoding, limit)
-            items = await run_in_threadpool(
-                elastic.parse_bulk, data, request.path_params.get("index")
-            )
-        except BodyError as exc:
-            raise Rejected(exc.status, exc.message) from None
-        groups = await run_in_threadpool(_elastic_groups, state, key, scope, items)
+        index = request.path_params.get("index")
+        bulk, groups = await run_in_threadpool(
+            _bulk_request, state, key, scope, raw, encoding, index
+        )
         stored_any = False
         for dataset_scope, _ in groups.values():
             _admit(state, tenant, dataset_scope)  # before anything is stored: retry all
         total = sum(len(group) for _, group in groups.values())
         for dataset, (_, group) in groups.items():
-            lines = [item.line() for item in group]
-            body = await run_in_threadpool(lines_body, lines)  # gzip off the event loop
+            body = await run_in_threadpool(_bulk_body, bulk, group)  # off the event loop
             sent = len(raw) * len(group) // max(total, 1)
             _received(state, tenant, sent, body)
             try:
@@ -646,8 +662,7 @@ async def _ingest_elastic(request: Request, state: ReceiverState, traceparent: s
             except Rejected as exc:
                 if not stored_any:
                     raise  # nothing kept: the client retries the whole request
-                for item in group:  # the rest was kept: these items are retried alone
-                    item.fail(exc.status, exc.message)
+                bulk.fail(group, exc.status, exc.message)  # the rest was kept: retried alone
                 continue
             stored_any = True
             _stored(state, tenant, dataset, sent, body)
@@ -655,46 +670,72 @@ async def _ingest_elastic(request: Request, state: ReceiverState, traceparent: s
         return elastic.error(exc.status, exc.message, exc.retry_after)
     finally:
         state.budget.give(reserved)
-    failed = sum(1 for item in items if not item.ok)
-    if failed:
-        state.telemetry.add("bytefreezer_errors", failed, stage="ingest", error_type="bulk_item")
+    if bulk.errors:
+        state.telemetry.add(
+            "bytefreezer_errors", len(bulk.errors), stage="ingest", error_type="bulk_item"
+        )
     took = round((time.perf_counter() - started) * 1000)
-    return await run_in_threadpool(elastic.answer, items, took)
+    return await run_in_threadpool(elastic.answer, bulk, took, scope.dataset or "")
+
+
+def _bulk_request(
+    state: ReceiverState,
+    key: str,
+    scope: KeyScope,
+    raw: bytes,
+    encoding: str,
+    index: str | None,
+) -> tuple[elastic.Bulk, dict[str, tuple[KeyScope, list[int]]]]:
+    """A bulk request's items, and the datasets they go to (``_elastic_groups``)."""
+    try:
+        data = decompress(raw, encoding, state.settings.receiver.max_decompressed_bytes)
+        bulk = elastic.parse_bulk(data, index)
+    except BodyError as exc:
+        raise Rejected(exc.status, exc.message) from None
+    return bulk, _elastic_groups(state, key, scope, bulk)
+
+
+def _bulk_body(bulk: elastic.Bulk, items: list[int]) -> Body:
+    return lines_body(bulk.lines(items))
 
 
 def _elastic_groups(
-    state: ReceiverState, key: str, scope: KeyScope, items: list[elastic.Item]
-) -> dict[str, tuple[KeyScope, list[elastic.Item]]]:
-    """The documents of ``items`` by the dataset each goes to, with the key's scope there;
-    the items no dataset takes fail with the reason. 429 and 503 refuse the whole request."""
-    wanted: dict[str, list[elastic.Item]] = {}
-    for item in items:
-        if not item.ok:
-            continue
-        dataset = scope.dataset or item.index
-        if not dataset:
-            item.fail(
-                400,
-                "index is required: a tenant key sends each document to the dataset its "
-                "index names (or use a dataset key)",
-                "action_request_validation_exception",
-            )
-            continue
-        item.dataset = dataset
-        wanted.setdefault(dataset, []).append(item)
-    groups: dict[str, tuple[KeyScope, list[elastic.Item]]] = {}
+    state: ReceiverState, key: str, scope: KeyScope, bulk: elastic.Bulk
+) -> dict[str, tuple[KeyScope, list[int]]]:
+    """The items of ``bulk`` still pending by the dataset each goes to, with the key's scope
+    there; the items no dataset takes fail with the reason. 429 and 503 refuse the whole
+    request."""
+    wanted: dict[str, list[int]] = {}
+    if scope.dataset:
+        wanted[scope.dataset] = bulk.pending()
+    else:
+        unnamed = []
+        for item in bulk.pending():
+            index = bulk.indexes[item]
+            if index:
+                wanted.setdefault(index, []).append(item)
+            else:
+                unnamed.append(item)
+        bulk.fail(
+            unnamed,
+            400,
+            "index is required: a tenant key sends each document to the dataset its index "
+            "names (or use a dataset key)",
+            "action_request_validation_exception",
+        )
+    groups: dict[str, tuple[KeyScope, list[int]]] = {}
     for dataset, group in wanted.items():
+        if not group:
+            continue
         try:
             validate_name(dataset, "dataset")
             groups[dataset] = (_authorize(state, key, str(scope.tenant), dataset), group)
         except InvalidName as exc:
-            for item in group:
-                item.fail(400, str(exc), "invalid_index_name_exception")
+            bulk.fail(group, 400, str(exc), "invalid_index_name_exception")
         except Rejected as exc:
             if exc.status in (429, 503):
                 raise
-            for item in group:
-                item.fail(exc.status, exc.message)
+            bulk.fail(group, exc.status, exc.message)
     return groups
 
 
@@ -798,9 +839,9 @@ _FIREHOSE = _Compatible(
 )
 
 
-def _key_dataset(state: ReceiverState, key: str, api: _Compatible) -> KeyScope:
+async def _key_dataset(state: ReceiverState, key: str, api: _Compatible) -> KeyScope:
     """The dataset a key sends to at an API's own path, where no path names one."""
-    scope = _ingest_scope(state, key)
+    scope = await _ingest_scope(state, key)
     if scope.dataset is None:
         raise Rejected(
             400,
@@ -830,11 +871,9 @@ async def _ingest_converted(
             except InvalidName as exc:
                 raise Rejected(400, str(exc)) from None
         else:
-            found = await run_in_threadpool(_key_dataset, state, key, api)
+            found = await _key_dataset(state, key, api)
             tenant, dataset = str(found.tenant), str(found.dataset)
-        scope = state.keys.cached(key, tenant, dataset)
-        if scope is None:
-            scope = await run_in_threadpool(_authorize, state, key, tenant, dataset)
+        scope = await _authorized(state, key, tenant, dataset)
         _admit(state, tenant, scope)
         request_id = api.request_id(request)
         if request_id:
@@ -846,11 +885,10 @@ async def _ingest_converted(
         raw, reserved = await _read_body(request, state)
         limit = state.settings.receiver.max_decompressed_bytes
         try:
-            records = await run_in_threadpool(api.records, request, raw, limit)
+            body = await run_in_threadpool(_converted_body, api, request, raw, limit)
         except BodyError as exc:
             raise Rejected(exc.status, exc.message) from None
-        if records:
-            body = await run_in_threadpool(lines_body, records)  # gzip off the event loop
+        if body is not None:
             _received(state, tenant, len(raw), body)
             await _store(state, (tenant, dataset, "ndjson"), body, {}, traceparent)
             _stored(state, tenant, dataset, len(raw), body)
@@ -862,6 +900,12 @@ async def _ingest_converted(
         if repeat is not None:
             state.delivered.done(repeat, stored)
     return api.ok(request)
+
+
+def _converted_body(api: _Compatible, request: Request, raw: bytes, limit: int) -> Body | None:
+    """A request's records as the body stored (None without any), off the event loop."""
+    records = api.records(request, raw, limit)
+    return lines_body(records) if records else None
 
 
 def _admit(state: ReceiverState, tenant: str, scope: KeyScope) -> None:

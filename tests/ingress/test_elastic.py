@@ -10,10 +10,14 @@ import gzip
 import json
 
 import httpx
+import orjson
 import pytest
 from elasticsearch import Elasticsearch, helpers
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bytefreezer.ingress.credentials import key_of
+from bytefreezer.ingress.elastic import answer as elastic_answer
 from bytefreezer.ingress.elastic import parse_bulk
 from bytefreezer.keys import IntakeKey
 from tests.ingress.conftest import Receiver
@@ -217,7 +221,8 @@ def test_stored_lines_keep_the_document_and_add_the_actions_id() -> None:
         )
         + b'{"index": {"_id": "e"}}\n  { "z" : 3 }  \r\n'
     )
-    lines = [item.line() for item in parse_bulk(body, "web")]
+    bulk = parse_bulk(body, "web")
+    lines = bulk.lines(bulk.pending())
     assert [json.loads(line) for line in lines] == [
         {"_id": "a"},
         {"_id": "7", "x": 1},
@@ -226,3 +231,118 @@ def test_stored_lines_keep_the_document_and_add_the_actions_id() -> None:
         {"_id": "e", "z": 3},
     ]
     assert lines[3] == b'{"y": [1, 2]}'  # as sent
+
+
+def test_one_action_line_repeated_with_documents_that_fail() -> None:
+    """Shippers' usual body (one action line before each document) is checked at once; a bad
+    document among good ones fails its own item only, wherever it is."""
+    documents = [
+        b'{"ok": 1}',
+        b"[1, 2]",
+        b'{"broken": ',
+        b'{"text": "\xff\xfe"}',  # not UTF-8: the fast check skips strings, so this is its test
+        b'  {"ok": 2}  \r',
+        b'{"deep": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"own": 3, "\\u005fid": "x"}',
+        b'{"ok": 4}',
+    ]
+    for action in (b'{"index": {"_index": "web"}}', b'{"create": {"_id": "same"}}'):
+        body = b"".join(action + b"\n" + document + b"\n" for document in documents)
+        bulk = parse_bulk(body, "web")
+        assert len(bulk) == len(documents)
+        assert sorted(bulk.errors) == [1, 2, 3, 5]
+        assert {error[1] for error in bulk.errors.values()} == {"document_parsing_exception"}
+        assert "not a JSON object" in bulk.errors[1][2]
+        assert "UTF-8" in bulk.errors[3][2]
+        stored = [json.loads(line) for line in bulk.lines(bulk.pending())]
+        if b"_id" in action:  # the action's id, unless the document has its own
+            assert stored == [
+                {"_id": "same", "ok": 1},
+                {"_id": "same", "ok": 2},
+                {"own": 3, "_id": "x"},
+                {"_id": "same", "ok": 4},
+            ]
+        else:
+            assert stored == [{"ok": 1}, {"ok": 2}, {"own": 3, "_id": "x"}, {"ok": 4}]
+        items = json.loads(elastic_answer(bulk, 5, "web").body)["items"]
+        assert [next(iter(item.values()))["status"] for item in items] == [
+            201, 400, 400, 400, 201, 400, 201, 201,
+        ]  # fmt: skip
+        ids = [next(iter(item.values()))["_id"] for item in items]
+        assert len(set(ids)) == (len(ids) if b"_id" not in action else 1)
+
+
+# Lines a bulk body is made of: actions, documents good and bad (each judged alike by orjson,
+# the reference below, and by the receiver), blank lines.
+_ACTIONS = [
+    b'{"index": {}}',
+    b'{"index": {"_index": "web"}}',
+    b'{"create": {"_index": "web", "_id": 5}}',
+    b'{"update": {"_id": "u"}}',
+    b'{"delete": {"_id": "d"}}',
+]
+_DOCUMENTS = [
+    b'{"a": 1}',
+    b'{"_id": "own", "b": [1, {"c": null}]}',
+    b' {"s": "x\\"y"} \r',
+    b"[1]",
+    b'"text"',
+    b'{"a": ',
+    b'{"a": 1}}',
+    b'{"t": "\xc3\x28"}',
+    b"{}",
+]
+
+
+def _reference(body: bytes, path_index: str | None) -> list[tuple[str, bytes | None]]:
+    """What each action of ``body`` becomes, line by line with orjson: (action, the stored
+    line or None)."""
+    lines = [line for line in body.split(b"\n") if line.strip()]
+    items: list[tuple[str, bytes | None]] = []
+    at = 0
+    while at < len(lines):
+        ((action, meta),) = orjson.loads(lines[at]).items()
+        at += 1
+        if action == "delete":
+            items.append((action, None))
+            continue
+        source, at = lines[at].strip(), at + 1
+        try:
+            document = orjson.loads(source)
+        except orjson.JSONDecodeError:
+            document = None
+        if action == "update" or not isinstance(document, dict):
+            items.append((action, None))
+        elif "_id" in meta and "_id" not in document:
+            items.append((action, orjson.dumps({"_id": str(meta["_id"]), **document})))
+        else:
+            items.append((action, orjson.dumps(document)))
+    return items
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(_ACTIONS), st.sampled_from(_DOCUMENTS), st.booleans()),
+        min_size=1,
+        max_size=12,
+    ),
+    st.sampled_from(["mixed", "one action", "one action but the last"]),
+)
+def test_bulk_bodies_read_as_line_by_line(
+    pairs: list[tuple[bytes, bytes, bool]], shape: str
+) -> None:
+    """Whatever the body, the items are what reading it line by line with orjson makes of it:
+    shippers' bodies of one repeated action line, those that nearly are, and any other."""
+    body = b""
+    for number, (action, document, blank) in enumerate(pairs):
+        if shape == "one action" or (shape != "mixed" and number < len(pairs) - 1):
+            action = pairs[0][0]
+        body += action + b"\n" + (b"" if b"delete" in action else document + b"\n")
+        body += b" \r\n" if blank else b""
+    bulk = parse_bulk(body, "web")
+    expected = _reference(body, "web")
+    assert bulk.actions == [action for action, _ in expected]
+    assert sorted(bulk.pending()) == [n for n, (_, line) in enumerate(expected) if line]
+    stored = [orjson.loads(line) for line in bulk.lines(bulk.pending())]
+    assert stored == [orjson.loads(line) for _, line in expected if line]
