@@ -15,16 +15,19 @@ from typing import Any
 import orjson
 
 from bytefreezer.ingress.proxy.records import records_with, split_lines
-from bytefreezer.lines import is_blank
+from bytefreezer.lines import BLANK
 
 
 def payloads_records(payloads: list[bytes], meta: dict[str, str]) -> list[bytes]:
     """The JSON records of many payloads with the same ``meta`` (a Firehose request's): the
     plain ones, most of them, are split into lines together."""
+    joined = b"\n".join(payloads)  # blank lines between them make no records
+    if _GZIP not in joined and _MESSAGE_TYPE not in joined:  # no payload is anything but lines
+        return _lines_records([joined], meta)
     records: list[bytes] = []
     plain: list[bytes] = []
     for payload in payloads:
-        if payload[:2] == b"\x1f\x8b" or _MESSAGE_TYPE in payload:
+        if payload[:2] == _GZIP or _MESSAGE_TYPE in payload:
             records += _lines_records(plain, meta) + payload_records(payload, meta)
             plain = []
         else:
@@ -36,15 +39,16 @@ def _lines_records(payloads: list[bytes], meta: dict[str, str]) -> list[bytes]:
     if not payloads:
         return []
     lines = split_lines(b"".join(payloads).decode("utf-8", "replace"))
-    return records_with([line for line in lines if not is_blank(line)], meta)
+    return records_with([line for line in lines if line.strip(BLANK)], meta)
 
 
+_GZIP = b"\x1f\x8b"
 _MESSAGE_TYPE = b'"messageType"'
 
 
 def payload_records(data: bytes, meta: dict[str, str]) -> list[bytes]:
     """The JSON records one payload makes."""
-    if data[:2] == b"\x1f\x8b":
+    if data[:2] == _GZIP:
         with suppress(OSError, EOFError, zlib.error):  # not gzip after all: its bytes as text
             data = gzip.decompress(data)
     stripped = data.strip()

@@ -23,6 +23,7 @@ import binascii
 import time
 from typing import Any
 
+import msgspec
 from starlette.responses import JSONResponse
 
 from bytefreezer.ingress.bodies import BodyError, decompress, json_list
@@ -45,17 +46,39 @@ def request_id(headers: Any) -> str | None:
     return value or None
 
 
+class _Record(msgspec.Struct):
+    data: bytes  # base64 in the request, decoded by msgspec
+
+
+class _Delivery(msgspec.Struct, rename="camel"):
+    records: list[_Record]
+    request_id: str = ""
+
+
+_DELIVERY = msgspec.json.Decoder(_Delivery)
+
+
 def request_records(raw: bytes, encoding: str, limit: int, headers: Any) -> list[bytes]:
     """The records of a delivery request; ``BodyError`` 400, 413, 415."""
     if not raw:
         raise BodyError(400, "empty body")
     data = decompress(raw, encoding, limit)
+    try:  # the records' data decoded with the request, in one call
+        delivery = _DELIVERY.decode(data)
+        payloads, given = [record.data for record in delivery.records], delivery.request_id
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        payloads, given = _payloads(data)  # says what is wrong, or reads what msgspec did not
+    meta = {"firehose_request_id": str(headers.get(REQUEST_ID) or given)}
+    if headers.get(SOURCE_ARN):
+        meta["firehose_source_arn"] = headers[SOURCE_ARN]
+    return payloads_records(payloads, meta)
+
+
+def _payloads(data: bytes) -> tuple[list[bytes], str]:
+    """The records' data and the request's id, record by record."""
     request, records = json_list(
         data, "records", 'Firehose delivery request is {"requestId", "records": [...]}'
     )
-    meta = {"firehose_request_id": str(headers.get(REQUEST_ID) or request.get("requestId", ""))}
-    if headers.get(SOURCE_ARN):
-        meta["firehose_source_arn"] = headers[SOURCE_ARN]
     payloads: list[bytes] = []
     for number, record in enumerate(records):
         encoded = record.get("data") if isinstance(record, dict) else None
@@ -65,7 +88,7 @@ def request_records(raw: bytes, encoding: str, limit: int, headers: Any) -> list
             payloads.append(base64.b64decode(encoded, validate=True))
         except (binascii.Error, ValueError):
             raise BodyError(400, f"record {number}'s data is not base64") from None
-    return payloads_records(payloads, meta)
+    return payloads, str(request.get("requestId", ""))
 
 
 def answer(headers: Any, status: int = 200, reason: str | None = None) -> JSONResponse:

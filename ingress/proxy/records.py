@@ -28,6 +28,8 @@ def split_lines(text: str) -> list[str]:
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
+    if "\r" not in text:
+        return lines
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
@@ -74,26 +76,43 @@ def records_with(lines: list[str], meta: Mapping[str, Any]) -> list[bytes]:
     queue's message, an object, a topic's partition and offset) in the fields of ``meta``
     (text, integers, or objects such as a message's headers)."""
     fields = {name: f"{_quoted(name)}:{_json(value)}" for name, value in meta.items()}
-    prefix = "{" + ",".join(fields.values())
     own = _keys_pattern(tuple(meta))  # one scan of a line finds any of them
     # one scan of them all first: usually no line has a key of its own, and none is searched
-    any_own = own.search("\n".join(lines)) is not None
-    records = []
-    for line in lines:
-        stripped = line.strip()
-        if not (stripped.startswith("{") and stripped.endswith("}")):
-            records.append(orjson.dumps({"timestamp": now_rfc3339(), "raw": line, **meta}))
-            continue
-        head = prefix  # the usual case: none of them its own
-        if any_own and own.search(stripped):
-            found = {match.group(1) for match in own.finditer(stripped)}
-            head = "{" + ",".join(f for name, f in fields.items() if name not in found)
-        if head == "{":
-            records.append(stripped.encode())
-            continue
-        rest = stripped[1:].lstrip()
-        records.append((head + (rest if rest.startswith("}") else "," + rest)).encode())
-    return records
+    joined = "\n".join(lines)
+    newlines = joined.count("\n")
+    if not fields or own.search(joined) is not None or newlines != len(lines) - 1:
+        return [_record_with(line, meta, fields, own) for line in lines]
+    # the usual line, a compact object (`{"` to `}`), is spliced with the same head; no line
+    # holds a newline, so neither does a record, and they are encoded together
+    head = "{" + ",".join(fields.values()) + ","
+    records = "\n".join(
+        [
+            head + line[1:]
+            if line[:2] == '{"' and line[-1:] == "}"
+            else _record_with(line, meta, fields, None).decode()
+            for line in lines
+        ]
+    )
+    return records.encode().split(b"\n")
+
+
+def _record_with(
+    line: str, meta: Mapping[str, Any], fields: dict[str, str], own: re.Pattern[str] | None
+) -> bytes:
+    """One record of ``records_with`` (``own``: the pattern of ``meta``'s keys, where a line
+    may have one of them)."""
+    stripped = line.strip()
+    if not (stripped.startswith("{") and stripped.endswith("}")):
+        return orjson.dumps({"timestamp": now_rfc3339(), "raw": line, **meta})
+    names = fields
+    if own is not None and own.search(stripped):
+        found = {match.group(1) for match in own.finditer(stripped)}
+        names = {name: field for name, field in fields.items() if name not in found}
+    if not names:
+        return stripped.encode()
+    rest = stripped[1:].lstrip()
+    head = "{" + ",".join(names.values())
+    return (head + (rest if rest.startswith("}") else "," + rest)).encode()
 
 
 @functools.lru_cache(maxsize=64)
