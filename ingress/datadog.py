@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import orjson
 from starlette.responses import JSONResponse, Response
 
@@ -54,6 +55,9 @@ def log_records(
         text = data.decode("utf-8", "replace")
         logs: list[Any] = [{"message": line} for line in text.splitlines() if line.strip()]
     elif kind in ("application/json", ""):
+        compact = _compact_logs(data) if not extra else None
+        if compact is not None:
+            return compact
         try:
             value = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
@@ -69,6 +73,25 @@ def log_records(
             log.setdefault(name, value)
         records.append(orjson.dumps(log, option=orjson.OPT_NON_STR_KEYS))
     return records
+
+
+_RAW_LOGS = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def _compact_logs(data: bytes) -> list[bytes] | None:
+    """The logs of the usual body, a compact JSON array of objects, each as sent (checked by
+    msgspec, which builds nothing of them; the body's UTF-8 checked once). None for any other
+    body (pretty-printed, one object, not JSON): ``log_records`` reads it log by log."""
+    if b"\n" in data or b"\r" in data:
+        return None
+    try:
+        data.decode("utf-8")
+        logs = list(map(bytes, _RAW_LOGS.decode(data)))
+    except (UnicodeDecodeError, msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
+    if not all(log[:1] == b"{" for log in logs):
+        return None
+    return logs
 
 
 def accepted() -> Response:

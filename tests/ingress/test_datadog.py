@@ -15,7 +15,11 @@ from datadog_api_client.v2.api.logs_api import LogsApi
 from datadog_api_client.v2.model.content_encoding import ContentEncoding
 from datadog_api_client.v2.model.http_log import HTTPLog
 from datadog_api_client.v2.model.http_log_item import HTTPLogItem
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from bytefreezer.ingress.bodies import BodyError
+from bytefreezer.ingress.datadog import log_records
 from bytefreezer.keys import IntakeKey
 from tests.ingress.conftest import Receiver
 
@@ -111,3 +115,38 @@ def test_the_client_sees_a_refused_key(receiver: Receiver) -> None:
     with client, pytest.raises(ApiException) as info:
         api.submit_log(body=HTTPLog([HTTPLogItem(message="x")]))
     assert info.value.status == 401
+
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.dictionaries(st.text(max_size=6), _VALUES, max_size=4), max_size=6),
+    st.sampled_from([{}, {"indent": 2}]),
+)
+def test_logs_become_their_records_compact_or_not(logs: list[dict], layout: dict) -> None:
+    """A compact array (what the Agent and Vector send) is taken as sent, log by log; a
+    pretty-printed one is read log by log: the same records either way."""
+    body = json.dumps(logs, ensure_ascii=False, **layout).encode()
+    records = log_records(body, "", "application/json", 1 << 30, {})
+    assert [json.loads(record) for record in records] == logs
+    assert all(b"\n" not in record for record in records)
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b'[{"a": 1}, 2]', "log 1 is not a JSON object"),
+        (b'[{"a": "\xff"}]', "not JSON"),
+        (b'[{"a": 1}', "not JSON"),
+    ],
+)
+def test_a_compact_array_that_is_not_all_logs_is_refused(body: bytes, detail: str) -> None:
+    with pytest.raises(BodyError) as refused:
+        log_records(body, "", "application/json", 1 << 30, {})
+    assert refused.value.status == 400 and detail in refused.value.message
