@@ -113,8 +113,8 @@ class _Times:
 
 def _value(value: float) -> bytes:
     """A sample's value as JSON, with ``value_special`` where JSON has no number for it."""
-    if math.isfinite(value):
-        return orjson.dumps(value)
+    if value - value == 0.0:  # finite: Python's shortest text for it, a JSON number
+        return b"%r" % value
     if math.isnan(value):
         bits = struct.unpack("<Q", struct.pack("<d", value))[0]
         special = "stale" if bits == STALE_NAN else "NaN"
@@ -145,11 +145,11 @@ def write_records(raw: bytes, encoding: str, content_type: str, limit: int) -> l
         labels = {label.name: label.value for label in series.labels}
         name = labels.pop("__name__", "")
         head = b'{"metric":%s,"labels":%s,"timestamp":' % (orjson.dumps(name), orjson.dumps(labels))
-        for sample in series.samples:
-            records.append(
-                b'%s%s,"kind":"sample","value":%s}'
-                % (head, times(sample.timestamp), _value(sample.value))
-            )
+        records += [
+            b'%s%s,"kind":"sample","value":%s}'
+            % (head, times(sample.timestamp), _value(sample.value))
+            for sample in series.samples
+        ]
         for exemplar in series.exemplars:
             own = orjson.dumps({label.name: label.value for label in exemplar.labels})
             records.append(

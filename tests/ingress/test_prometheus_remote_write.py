@@ -18,10 +18,13 @@ from typing import Any
 
 import cramjam
 import httpx
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bytefreezer.control.models import DatasetSpec
-from bytefreezer.ingress.prometheus import STALE_NAN, WriteRequest
+from bytefreezer.ingress.prometheus import STALE_NAN, WriteRequest, _value
 from tests.helpers import free_port, stop_process, wait_for, wait_for_port
 from tests.ingress.conftest import Receiver
 
@@ -208,3 +211,10 @@ def test_refusals_store_nothing(
     assert response.status_code == status, response.text
     assert reason in response.text
     assert not receiver.storage.intake.list("acme/")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_a_finite_value_is_a_json_number_of_the_same_value(value: float) -> None:
+    text = _value(value)
+    assert orjson.loads(text) == value and str(orjson.loads(text))[0] == str(value)[0]
