@@ -23,7 +23,7 @@ from bytefreezer.control.models import (
     Tenant,
 )
 from bytefreezer.errors import BytefreezerError, ConfigError, validation_problems
-from bytefreezer.memory import prefer_arrow_pool
+from bytefreezer.memory import keep_freed_memory, prefer_arrow_pool
 from bytefreezer.settings import Settings, load_settings, settings_reference
 
 log = logging.getLogger("bytefreezer")
@@ -390,7 +390,9 @@ def cmd_proxy(args: argparse.Namespace) -> None:
 
     if not args.config:
         raise BytefreezerError("bytefreezer proxy needs --config proxy.yaml")
-    asyncio.run(run_proxy(load_proxy_config(args.config)))
+    config = load_proxy_config(args.config)
+    keep_freed_memory()
+    asyncio.run(run_proxy(config))
 
 
 def cmd_control(args: argparse.Namespace) -> None:

@@ -15,6 +15,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from hypercorn.protocol.h11 import H11Protocol
 
+from bytefreezer.memory import keep_freed_memory
 from bytefreezer.settings import TlsSettings
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def run_services(
     tls: TlsSettings | None = None,
 ) -> None:
     """Serve ``apps`` and run ``workers`` (run, stop) threads until SIGTERM or SIGINT."""
+    keep_freed_memory()
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import logging
-import platform
 import random
 import signal
 import threading
@@ -17,34 +15,11 @@ from typing import Literal
 
 from bytefreezer.control.models import HealthReport
 from bytefreezer.errors import BytefreezerError
-from bytefreezer.memory import arrow_pool
+from bytefreezer.memory import arrow_pool, keep_freed_memory
 from bytefreezer.pipelines.runner import CycleStats
 
 log = logging.getLogger(__name__)
 _HEAP_SETTLED = threading.Event()
-
-# glibc gives large freed blocks back to the kernel at once, and adapts its thresholds as it
-# goes: a worker's cycles page-faulted their working set back in every time (about 20,000
-# faults and 40 ms of a 0.31 s piper cycle over 64 MB; 700 per 64 MB once a run is long).
-# A settled worker keeps blocks up to MALLOC_MMAP_THRESHOLD in its heaps and up to
-# MALLOC_TRIM_THRESHOLD free at the top of each (measured: RSS between cycles +30-40 MB).
-MALLOC_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's largest on 64-bit
-MALLOC_TRIM_THRESHOLD = 64 * 1024 * 1024
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
-
-
-def keep_freed_memory() -> bool:
-    """Fix glibc's mmap and trim thresholds (see ``MALLOC_MMAP_THRESHOLD``); ``False``
-    where the C library is not glibc or refuses."""
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD)
-    )
 
 
 def settle_heap() -> None:

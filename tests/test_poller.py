@@ -92,9 +92,10 @@ def test_the_heap_is_settled_once_the_worker_has_done_work() -> None:
 
 
 _CYCLES = """
-import random, resource, sys
+import os, random, resource, signal, sys
 from concurrent.futures import ThreadPoolExecutor
 from bytefreezer.pipelines.poller import settle_heap
+from bytefreezer.servers import run_services
 
 def cycle(seed):  # buffers of a few MB to tens of MB, held together, then freed
     rng, held = random.Random(seed), []
@@ -103,18 +104,25 @@ def cycle(seed):  # buffers of a few MB to tens of MB, held together, then freed
         buffer[::4096] = b"x" * len(buffer[::4096])  # touch every page
         held.append(buffer)
 
-with ThreadPoolExecutor(2) as pool:
-    list(pool.map(cycle, range(4)))  # the first cycles
-    if sys.argv[1] == "settled":
-        settle_heap()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    list(pool.map(cycle, range(4, 24)))
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+def cycles():
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(cycle, range(4)))  # the first cycles
+        if sys.argv[1] == "settled":
+            settle_heap()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        list(pool.map(cycle, range(4, 24)))
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, flush=True)
+
+if sys.argv[1] == "server":  # a worker thread of a server (bytefreezer up, receiver, control)
+    stop = lambda: None
+    run_services([], [(lambda: (cycles(), os.kill(os.getpid(), signal.SIGTERM)), stop)])
+else:
+    cycles()
 """
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="tunes glibc's malloc")
-def test_a_settled_worker_keeps_freed_memory_for_its_next_cycles() -> None:
+def test_a_settled_worker_and_a_server_keep_freed_memory_for_their_next_cycles() -> None:
     def faults(mode: str) -> int:
         done = subprocess.run(
             [sys.executable, "-c", _CYCLES, mode], capture_output=True, text=True, check=True
@@ -124,3 +132,4 @@ def test_a_settled_worker_keeps_freed_memory_for_its_next_cycles() -> None:
     unsettled, settled = faults("unsettled"), faults("settled")
     assert unsettled > 100_000, "without tuning, each cycle faults its memory back in"
     assert settled < unsettled / 4
+    assert faults("server") < unsettled / 4, "a server keeps freed memory from its start"
