@@ -15,6 +15,7 @@ durable, every id a client asks `/services/collector/ack` about is acknowledged,
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import threading
@@ -68,8 +69,13 @@ def error(
 def _events(data: bytes) -> list[Any]:
     """The JSON values of an event body: objects one after another, with or without space or
     newlines between them."""
-    try:  # the usual shape: one event a line
-        return [orjson.loads(line) for line in data.split(b"\n") if line.strip()]
+    # The usual shapes: an event a line, or events one after another ("}{"). Splitting at every
+    # "}{" is exact when each piece parses: a "}{" inside a string leaves the piece before it
+    # ending in an open string, which no JSON text does (and outside strings "}{" only stands
+    # between two values).
+    try:
+        pieces = data.replace(b"}{", b"}\n{").split(b"\n")
+        return [orjson.loads(piece) for piece in pieces if piece.strip()]
     except orjson.JSONDecodeError:
         pass
     try:
@@ -102,8 +108,17 @@ def _time(value: Any, number: int) -> str:
         raise HecError(
             400, 6, f"Invalid data format: event {number}: time {value!r} is not epoch seconds"
         )
-    moment = datetime.fromtimestamp(seconds, UTC)
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    fraction, whole = math.modf(seconds)
+    micros = round(fraction * 1e6)  # to the nearest, halves to even, as datetime rounds
+    if micros == 1_000_000:
+        whole, micros = whole + 1, 0
+    return f"{_second(int(whole))}.{micros:06d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _second(seconds: int) -> str:
+    """A time's text to the second (an event body's events mostly share a few)."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def event_records(data: bytes) -> tuple[list[dict[str, Any]], set[str]]:

@@ -7,12 +7,16 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from splunk_handler import SplunkHandler
 
+from bytefreezer.ingress import hec
 from bytefreezer.keys import IntakeKey
 from tests.ingress.conftest import Receiver
 
@@ -156,3 +160,32 @@ def test_tokens_raw_lines_health_and_acks(receiver: Receiver) -> None:
     assert (bad.status_code, bad.json()["code"]) == (400, 6)
     no_channel = httpx.post(f"{base}/ack", json={"acks": [0]}, headers=auth(receiver.key))
     assert (no_channel.status_code, no_channel.json()["code"]) == (400, 10)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.floats(min_value=0, max_value=253_402_300_799.9, allow_nan=False))
+def test_an_events_time_is_the_moment_datetime_makes_of_it(seconds: float) -> None:
+    moment = datetime.fromtimestamp(seconds, UTC)
+    expected = moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    assert hec._time(seconds, 0) == expected
+    assert hec._time(str(seconds), 0) == expected
+
+
+_EVENTS = [
+    b'{"event": "a"}',
+    b'{"event": {"msg": "}{ inside"}, "time": 1767225600.25}',
+    b'{"event": "b", "fields": {"k": "v"}}',
+    b'{"event": "tail }"}',
+    b'{"event": "{head"}',
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(_EVENTS), min_size=1, max_size=8),
+    st.sampled_from([b"", b"\n", b" ", b"\r\n"]),
+)
+def test_events_one_after_another_are_each_read(events: list[bytes], between: bytes) -> None:
+    """However events follow each other, the records are those of each event alone."""
+    records, _ = hec.event_records(between.join(events))
+    assert records == [hec.event_records(event)[0][0] for event in events]
