@@ -1,5 +1,5 @@
 """The receiver's compatibility endpoints (Elasticsearch's bulk API, Loki's push API, Datadog's
-log intake, Firehose's HTTP endpoint delivery, Prometheus remote write) against
+log intake, Firehose's HTTP endpoint delivery, Prometheus remote write, Splunk HEC) against
 its own NDJSON endpoint, on the same documents, in the same run.
 
     python benchmarks/compat.py [--seconds 5] [--rounds 3] [--clients 16] [--body-kb 64]
@@ -15,12 +15,14 @@ delivery request (each document a record's base64 data, as a Direct PUT stream d
 request its own request id, as Firehose sends them, since a repeated one is not stored again) to
 `/firehose`; and as many samples as documents in a Prometheus remote-write request (series of
 ten samples with six labels each, protobuf compressed with snappy, as Prometheus sends) to
-`/prometheus/api/v1/write`, each sample a record. The
+`/prometheus/api/v1/write`, each sample a record; and as a gzip HEC event body (each document
+an event's `event`, with `sourcetype` and `time`, the events one after another as Splunk's
+logging libraries send them) to `/services/collector/event`. The
 compatibility endpoints parse each document or entry and write the records as a new body; the
 NDJSON endpoint stores the body as sent. Prints documents/s and p99 of each, and the median over
 rounds of each endpoint's documents/s as a ratio of the NDJSON endpoint's; merges the figures
-into benchmarks/results/latest.json under "elastic", "loki", "datadog", "firehose" and
-"remote_write".
+into benchmarks/results/latest.json under "elastic", "loki", "datadog", "firehose",
+"remote_write" and "hec".
 """
 
 from __future__ import annotations
@@ -122,6 +124,14 @@ def main() -> None:
             compresslevel=6,
         )
         writes = remote_write(len(documents))
+        events = gzip.compress(
+            b"".join(
+                b'{"event":%s,"sourcetype":"bench","time":%d.%03d}'
+                % (doc, 1_767_225_600 + n, n % 1000)
+                for n, doc in enumerate(documents)
+            ),
+            compresslevel=6,
+        )
         port, api_port = free_port(), free_port()
         process, key = receiver_process(work / "bf", port, api_port, dataset_key=True)
         wait_port(port)
@@ -161,13 +171,18 @@ def main() -> None:
                 },
                 writes,
             ),
+            "hec": (
+                f"http://127.0.0.1:{port}/services/collector/event",
+                {"Authorization": f"Splunk {key}", "Content-Encoding": "gzip"},
+                events,
+            ),
         }
         print(
             f"{len(documents)} documents a request: NDJSON {len(ndjson) / 1024:.0f} KB gzip, "
             f"bulk {len(bulk) / 1024:.0f} KB gzip, Loki {len(push) / 1024:.0f} KB snappy, "
             f"Datadog {len(dd_logs) / 1024:.0f} KB gzip, "
             f"Firehose {len(delivery) / 1024:.0f} KB gzip, "
-            f"remote write {len(writes) / 1024:.0f} KB snappy; "
+            f"remote write {len(writes) / 1024:.0f} KB snappy, HEC {len(events) / 1024:.0f} KB gzip; "
             f"{args.clients} clients, {args.seconds:g} s "
             f"per run, {args.rounds} rounds"
         )
@@ -188,7 +203,7 @@ def main() -> None:
                     f"{run['requests_per_s']:7.1f} req/s p99 {run['p99_ms']:7.1f} ms "
                     f"{run['statuses']}"
                 )
-            for name in ("bulk", "loki", "datadog", "firehose", "remote_write"):
+            for name in ("bulk", "loki", "datadog", "firehose", "remote_write", "hec"):
                 figures[f"{name}_ratio"] = round(
                     figures[name]["documents_per_s"] / figures["ndjson"]["documents_per_s"], 3
                 )
@@ -200,6 +215,7 @@ def main() -> None:
             ("datadog", "datadog"),
             ("firehose", "firehose"),
             ("remote_write", "remote_write"),
+            ("hec", "hec"),
         ):
             ratio = statistics.median(r[f"{name}_ratio"] for r in rounds)
             middle = min(rounds, key=lambda r: abs(r[f"{name}_ratio"] - ratio))

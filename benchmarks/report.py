@@ -232,6 +232,16 @@ def render(data: dict) -> str:  # type: ignore[type-arg]
             f"documents {w['ndjson']['documents_per_s']:,} docs/s, p99 {w['ndjson']['p99_ms']} ms "
             f"| {w['ratio']:.2f}x{_pass_by_pass(w)} | |"
         )
+    if "hec" in data:
+        h = data["hec"]
+        lines.append(
+            f"| receiver's Splunk HEC event endpoint (events one after another, gzip), "
+            f"{h['documents_per_request']:,} events a request, {h['clients']} clients "
+            f"| {h['hec']['documents_per_s']:,} events/s, p99 {h['hec']['p99_ms']} ms "
+            f"| the receiver's NDJSON endpoint, the same documents "
+            f"{h['ndjson']['documents_per_s']:,} docs/s, p99 {h['ndjson']['p99_ms']} ms "
+            f"| {h['ratio']:.2f}x{_pass_by_pass(h)} | |"
+        )
     if "transforms" in data:
         lines += [
             "",

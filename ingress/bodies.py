@@ -211,12 +211,6 @@ def count_json_records(data: bytes) -> int:
         raise BodyError(400, f"body is not valid JSON: {exc.error.msg} at {where}") from None
 
 
-def records_body(records: list[dict[str, Any]]) -> Body:
-    """Records a compatibility endpoint (HEC, Elasticsearch's bulk API) made of its request, as
-    the NDJSON body the receiver stores."""
-    return lines_body([orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in records])
-
-
 def lines_body(lines: list[bytes]) -> Body:
     """JSON records, a line each (no newline inside), as the NDJSON body the receiver stores:
     ISA-L's gzip at level 1, about 4 times zlib's speed at that level."""

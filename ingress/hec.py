@@ -18,10 +18,12 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 import threading
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import orjson
 from starlette.responses import JSONResponse
 
@@ -121,46 +123,137 @@ def _second(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def event_records(data: bytes) -> tuple[list[dict[str, Any]], set[str]]:
-    """The records of an event body, and the indexes its events name."""
-    records, indexes = [], set()
-    for number, event in enumerate(_events(data)):
-        if not isinstance(event, dict):
-            raise HecError(400, 6, f"Invalid data format: event {number} is not an object")
-        if "event" not in event:
-            raise HecError(400, 12, f"Event field is required (event {number})")
-        body = event["event"]
-        if body is None or body == "" or body == {}:
-            raise HecError(400, 13, f"Event field cannot be blank (event {number})")
-        fields = event.get("fields")
-        if fields is not None and not isinstance(fields, dict):
-            raise HecError(400, 15, f"Error in handling indexed fields (event {number})")
-        record: dict[str, Any] = dict(fields or {})
-        if isinstance(body, dict):
-            record.update(body)
-        else:
-            record["event"] = body
-        for name in _META:
-            if event.get(name) is not None:
-                record.setdefault(name, event[name])
-        if event.get("time") is not None:
-            record.setdefault("timestamp", _time(event["time"], number))
-        if isinstance(event.get("index"), str):
-            indexes.add(event["index"])
-        records.append(record)
+def event_records(data: bytes) -> tuple[list[bytes], set[str]]:
+    """The records of an event body (JSON, a line each), and the indexes its events name."""
+    indexes: set[str] = set()
+    typed = _typed_events(data)
+    if typed is None:  # not the usual shape: value by value, each as a dictionary
+        values = _events(data)
+        records = [orjson.dumps(_record(value, n, indexes)) for n, value in enumerate(values)]
+    else:
+        records = [
+            _spliced(event, n, indexes)
+            or orjson.dumps(_record(orjson.loads(event.line), n, indexes))
+            for n, event in enumerate(typed)
+        ]
     if not records:
         raise HecError(400, 5, "No data")
     return records, indexes
 
 
-def raw_records(data: bytes, params: dict[str, str]) -> list[dict[str, Any]]:
+class _Event(msgspec.Struct):
+    """An event as the usual body's are read: its body kept as sent."""
+
+    event: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    fields: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    time: Any = None
+    host: Any = None
+    source: Any = None
+    sourcetype: Any = None
+    index: Any = None
+    line: bytes = b""  # the event as sent (not a field of HEC's)
+
+
+_EVENT = msgspec.json.Decoder(_Event)
+
+
+class _Own(msgspec.Struct):
+    """The keys of an event's metadata an object body has of its own (it keeps them)."""
+
+    host: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    source: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    sourcetype: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    index: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    timestamp: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+_OWN = msgspec.json.Decoder(_Own)
+_NONE_OWN = _Own()
+# Where a body may have one of them (read for its keys only then)
+_OWN_META = re.compile(rb'"(?:host|source|sourcetype|index|timestamp)"\s*:')
+
+
+def _typed_events(data: bytes) -> list[_Event] | None:
+    """The events of the usual body (an event a line, or one after another), each read by
+    msgspec without building its body; None for any other body (see ``_events``)."""
+    try:
+        data.decode("utf-8")  # msgspec keeps a body's strings unchecked
+        pieces = data.replace(b"}{", b"}\n{").split(b"\n")  # exact: see ``_events``
+        events = []
+        for piece in pieces:
+            if piece.strip():
+                event = _EVENT.decode(piece)
+                event.line = piece
+                events.append(event)
+        return events
+    except (UnicodeDecodeError, msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
+
+
+def _spliced(event: _Event, number: int, indexes: set[str]) -> bytes | None:
+    """The record of an event whose body is an object and that has no indexed fields: the body
+    as sent with the event's metadata and time after its own keys; None for any other event
+    (made by ``_record``)."""
+    body = event.event
+    if body is msgspec.UNSET or event.fields is not msgspec.UNSET:
+        return None
+    text = bytes(body)
+    if text[:1] != b"{" or not text[1:-1].strip():
+        return None
+    own = _OWN.decode(text) if _OWN_META.search(text) else _NONE_OWN
+    tail = []
+    for name in _META:
+        value = getattr(event, name)
+        if value is not None and getattr(own, name) is msgspec.UNSET:
+            tail.append(b',"%s":%s' % (name.encode(), orjson.dumps(value)))
+    if event.time is not None:
+        stamp = _time(event.time, number)  # checked even where the body has a timestamp
+        if own.timestamp is msgspec.UNSET:
+            tail.append(b',"timestamp":"%s"' % stamp.encode())
+    if isinstance(event.index, str):
+        indexes.add(event.index)
+    return text[:-1] + b"".join(tail) + b"}"
+
+
+def _record(event: Any, number: int, indexes: set[str]) -> dict[str, Any]:
+    """The record of one event, read as a dictionary."""
+    if not isinstance(event, dict):
+        raise HecError(400, 6, f"Invalid data format: event {number} is not an object")
+    if "event" not in event:
+        raise HecError(400, 12, f"Event field is required (event {number})")
+    body = event["event"]
+    if body is None or body == "" or body == {}:
+        raise HecError(400, 13, f"Event field cannot be blank (event {number})")
+    fields = event.get("fields")
+    if fields is not None and not isinstance(fields, dict):
+        raise HecError(400, 15, f"Error in handling indexed fields (event {number})")
+    record: dict[str, Any] = dict(fields or {})
+    if isinstance(body, dict):
+        record.update(body)
+    else:
+        record["event"] = body
+    for name in _META:
+        if event.get(name) is not None:
+            record.setdefault(name, event[name])
+    if event.get("time") is not None:
+        record.setdefault("timestamp", _time(event["time"], number))
+    if isinstance(event.get("index"), str):
+        indexes.add(event["index"])
+    return record
+
+
+def raw_records(data: bytes, params: dict[str, str]) -> list[bytes]:
     """The records of a raw body: a line each, with the query's host, source, sourcetype and
     index."""
     meta = {name: params[name] for name in _META if params.get(name)}
     if params.get("time"):
         meta["timestamp"] = _time(params["time"], 0)
     text = data.decode("utf-8", "replace")
-    records = [{"event": line.rstrip("\r"), **meta} for line in text.split("\n") if line.strip()]
+    records = [
+        orjson.dumps({"event": line.rstrip("\r"), **meta})
+        for line in text.split("\n")
+        if line.strip()
+    ]
     if not records:
         raise HecError(400, 5, "No data")
     return records

@@ -46,7 +46,6 @@ from bytefreezer.ingress.bodies import (
     decompress,
     lines_body,
     prepare,
-    records_body,
 )
 from bytefreezer.ingress.group_commit import GroupCommitter, GroupKey, Stored
 from bytefreezer.ingress.headers import proxy_metadata
@@ -565,7 +564,7 @@ async def _ingest_hec(
             return hec.error(400, f"Incorrect index: {exc}", 7)
         scope = await _authorized(state, key, tenant, dataset)
         _admit(state, tenant, scope)
-        body = await run_in_threadpool(records_body, records)  # gzip off the event loop
+        body = await run_in_threadpool(lines_body, records)  # gzip off the event loop
         _received(state, tenant, len(raw), body)
         await _store(state, (tenant, dataset, "ndjson"), body, {}, traceparent)
         _stored(state, tenant, dataset, len(raw), body)

@@ -189,3 +189,50 @@ def test_events_one_after_another_are_each_read(events: list[bytes], between: by
     """However events follow each other, the records are those of each event alone."""
     records, _ = hec.event_records(between.join(events))
     assert records == [hec.event_records(event)[0][0] for event in events]
+
+
+_KEYS = st.sampled_from(["msg", "user", "host", "timestamp", "n", "é"])
+_BODIES = (
+    st.dictionaries(_KEYS, st.integers() | st.text(max_size=5), min_size=1, max_size=4)
+    | st.text(min_size=1, max_size=5)
+    | st.integers()
+)
+_HEC_EVENTS = st.fixed_dictionaries(
+    {"event": _BODIES},
+    optional={
+        "fields": st.dictionaries(_KEYS, st.text(max_size=3), max_size=2),
+        "time": st.floats(min_value=0, max_value=2e9),
+        "host": st.text(max_size=4),
+        "source": st.text(max_size=4),
+        "sourcetype": st.text(max_size=4),
+        "index": st.sampled_from(["web", "app"]),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_HEC_EVENTS, min_size=1, max_size=6), st.sampled_from([b"", b"\n"]))
+def test_an_events_record_is_its_fields_body_metadata_and_time(
+    events: list[dict], between: bytes
+) -> None:
+    """Fields, then the body's keys (an object's, else `event`), then the metadata and time the
+    body has none of: in that order, whether the body was spliced as sent or rebuilt."""
+    body = between.join(json.dumps(event, ensure_ascii=False).encode() for event in events)
+    records, indexes = hec.event_records(body)
+    for event, record in zip(events, records, strict=True):
+        expected = dict(event.get("fields") or {})
+        inner = event["event"]
+        expected.update(inner if isinstance(inner, dict) else {"event": inner})
+        for name in ("host", "source", "sourcetype", "index"):
+            if name in event:
+                expected.setdefault(name, event[name])
+        if "time" in event:
+            expected.setdefault("timestamp", hec._time(event["time"], 0))
+        assert list(json.loads(record).items()) == list(expected.items())
+    assert indexes == {event["index"] for event in events if "index" in event}
+
+
+def test_an_event_body_that_is_not_utf8_is_refused() -> None:
+    with pytest.raises(hec.HecError) as refused:
+        hec.event_records(b'{"event": {"m": "ok"}}{"event": {"m": "\xff"}}')
+    assert refused.value.status == 400 and "not UTF-8" in refused.value.message
