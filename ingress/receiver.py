@@ -326,7 +326,8 @@ def _bearer(request: Request) -> str:
 
 
 async def _authorized(state: ReceiverState, key: str, tenant: str, dataset: str) -> KeyScope:
-    """``_authorize`` answered on the event loop while its verdict is cached."""
+    """``_authorize`` answered on the event loop while its verdict is cached (a cached verdict
+    is not noted again: the usage it carries is as old as it is)."""
     scope = state.keys.cached(key, tenant, dataset)
     if scope is None:
         scope = await run_in_threadpool(_authorize, state, key, tenant, dataset)
@@ -728,7 +729,11 @@ def _elastic_groups(
             continue
         try:
             validate_name(dataset, "dataset")
-            groups[dataset] = (_authorize(state, key, str(scope.tenant), dataset), group)
+            tenant = str(scope.tenant)
+            found = state.keys.cached(key, tenant, dataset) or _authorize(
+                state, key, tenant, dataset
+            )
+            groups[dataset] = (found, group)
         except InvalidName as exc:
             bulk.fail(group, 400, str(exc), "invalid_index_name_exception")
         except Rejected as exc:

@@ -173,3 +173,26 @@ def test_the_api_sets_limits_and_reads_usage(tmp_path: Path) -> None:
         assert httpx.get(f"{api}/tenants/acme/usage", headers=admin).json() == [entry]
         assert httpx.get(f"{api}/usage", params={"days": 0}, headers=admin).status_code == 400
         assert httpx.get(f"{api}/usage").status_code == 401
+
+
+@pytest.mark.parametrize("endpoint", ["bulk", "hec"])
+def test_a_daily_limit_holds_for_the_bulk_api_and_hec_as_reports_go_out(
+    make_receiver: Callable[..., Receiver], endpoint: str
+) -> None:
+    """The receiver's count of a tenant's day is control's total when its key was verified plus
+    what it accepted since; a cached verdict, used again while the receiver reports its counts,
+    must not be taken for a new total (that would forget what was reported in between)."""
+    receiver = make_receiver(receiver=FAST)
+    receiver.control.set_daily_ingest_limit("acme", 1)  # 1 MB a day
+    documents = lines(2400).splitlines()  # about 300 KB of records a request
+    if endpoint == "bulk":
+        path, headers = "/web/_bulk", {}
+        body = b"".join(b'{"index": {}}\n' + doc + b"\n" for doc in documents)
+    else:
+        path, headers = "/services/collector/event", {"Authorization": f"Splunk {receiver.key}"}
+        body = b"".join(b'{"event": %s, "index": "web"}' % doc for doc in documents)
+    statuses = []
+    for _ in range(6):
+        statuses.append(post(receiver, path, body, **headers).status_code)
+        time.sleep(0.2)  # the receiver reports what it accepted to control
+    assert statuses == [200, 200, 200, 200, 429, 429]
