@@ -130,13 +130,14 @@ class KeyCache:
 
     def verify(self, key: str, tenant: str, dataset: str) -> KeyScope:
         """The key's scope for this dataset; raises the control service's verdict."""
-        scope = self._ask(
-            self._digest(key, tenant, dataset),
-            lambda: self._control.verify_ingest(key, tenant, dataset),
-        )
-        if self._on_verified is not None:
-            self._on_verified(tenant, scope)
-        return scope
+
+        def ask() -> KeyScope:  # control's answer is noted; a cached one was when it came
+            scope = self._control.verify_ingest(key, tenant, dataset)
+            if self._on_verified is not None:
+                self._on_verified(tenant, scope)
+            return scope
+
+        return self._ask(self._digest(key, tenant, dataset), ask)
 
     def identify(self, key: str) -> KeyScope:
         """The key's own scope (its tenant, and its dataset if it has one), for requests that
@@ -326,8 +327,7 @@ def _bearer(request: Request) -> str:
 
 
 async def _authorized(state: ReceiverState, key: str, tenant: str, dataset: str) -> KeyScope:
-    """``_authorize`` answered on the event loop while its verdict is cached (a cached verdict
-    is not noted again: the usage it carries is as old as it is)."""
+    """``_authorize`` answered on the event loop while its verdict is cached."""
     scope = state.keys.cached(key, tenant, dataset)
     if scope is None:
         scope = await run_in_threadpool(_authorize, state, key, tenant, dataset)
@@ -729,11 +729,7 @@ def _elastic_groups(
             continue
         try:
             validate_name(dataset, "dataset")
-            tenant = str(scope.tenant)
-            found = state.keys.cached(key, tenant, dataset) or _authorize(
-                state, key, tenant, dataset
-            )
-            groups[dataset] = (found, group)
+            groups[dataset] = (_authorize(state, key, str(scope.tenant), dataset), group)
         except InvalidName as exc:
             bulk.fail(group, 400, str(exc), "invalid_index_name_exception")
         except Rejected as exc:
