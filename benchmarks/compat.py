@@ -19,8 +19,10 @@ ten samples with six labels each, protobuf compressed with snappy, as Prometheus
 an event's `event`, with `sourcetype` and `time`, the events one after another as Splunk's
 logging libraries send them) to `/services/collector/event`. The
 compatibility endpoints parse each document or entry and write the records as a new body; the
-NDJSON endpoint stores the body as sent. Prints documents/s and p99 of each, and the median over
-rounds of each endpoint's documents/s as a ratio of the NDJSON endpoint's; merges the figures
+NDJSON endpoint stores the body as sent. Prints documents/s, p99 and the receiver process's
+CPU time a request (user and system over the run, by the requests answered) of each, and the
+median over rounds of each endpoint's documents/s as a ratio of the NDJSON endpoint's; merges
+the figures
 into benchmarks/results/latest.json under "elastic", "loki", "datadog", "firehose",
 "remote_write" and "hec".
 """
@@ -38,6 +40,7 @@ import tempfile
 from pathlib import Path
 
 import orjson
+import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import free_port, merge_results, receiver_process, stop_process, wait_port
@@ -135,6 +138,7 @@ def main() -> None:
         port, api_port = free_port(), free_port()
         process, key = receiver_process(work / "bf", port, api_port, dataset_key=True)
         wait_port(port)
+        receiver = psutil.Process(process.pid)  # its CPU time a request, beside the rates
         headers = {"Content-Encoding": "gzip", "Authorization": f"Bearer {key}"}
         targets = {
             "ndjson": (f"http://127.0.0.1:{port}/bench/events", headers, ndjson),
@@ -193,14 +197,20 @@ def main() -> None:
             for name in order:
                 url, sent_headers, body = targets[name]
                 unique = "X-Amz-Firehose-Request-Id" if name == "firehose" else None
+                spent = receiver.cpu_times()
                 run = asyncio.run(
                     drive(url, sent_headers, body, args.seconds, args.clients, unique)
                 )
+                now = receiver.cpu_times()
+                answered = sum(run["statuses"].values())
+                cpu = now.user + now.system - spent.user - spent.system
                 run["documents_per_s"] = round(run["requests_per_s"] * len(documents))
+                run["receiver_cpu_ms_per_request"] = round(cpu * 1000 / max(answered, 1), 2)
                 figures[name] = run
                 print(
                     f"round {index + 1} {name:6s} {run['documents_per_s']:>9,} docs/s "
                     f"{run['requests_per_s']:7.1f} req/s p99 {run['p99_ms']:7.1f} ms "
+                    f"receiver CPU {run['receiver_cpu_ms_per_request']:6.2f} ms a request "
                     f"{run['statuses']}"
                 )
             for name in ("bulk", "loki", "datadog", "firehose", "remote_write", "hec"):
