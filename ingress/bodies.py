@@ -14,6 +14,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 import zstandard
 from isal import igzip
@@ -24,6 +25,9 @@ from bytefreezer.json_bodies import UnframedJson, json_records
 from bytefreezer.lines import count_nonblank_lines
 
 CHUNK = 1 << 20
+# What a msgspec decoder raises for a text it does not take (the compatibility endpoints read
+# their usual bodies with msgspec, and anything else the slower way that says why)
+NOT_DECODED = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 
 
 class BodyError(Exception):

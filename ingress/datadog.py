@@ -20,7 +20,7 @@ import msgspec
 import orjson
 from starlette.responses import JSONResponse, Response
 
-from bytefreezer.ingress.bodies import BodyError, decompress
+from bytefreezer.ingress.bodies import NOT_DECODED, BodyError, decompress
 
 QUERY_FIELDS = ("ddsource", "ddtags", "hostname", "service")
 _TITLES = {
@@ -87,7 +87,7 @@ def _compact_logs(data: bytes) -> list[bytes] | None:
     try:
         data.decode("utf-8")
         logs = list(map(bytes, _RAW_LOGS.decode(data)))
-    except (UnicodeDecodeError, msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+    except (UnicodeDecodeError, *NOT_DECODED):
         return None
     if not all(log[:1] == b"{" for log in logs):
         return None

@@ -26,7 +26,7 @@ import msgspec
 import orjson
 from starlette.responses import JSONResponse, Response
 
-from bytefreezer.ingress.bodies import BodyError
+from bytefreezer.ingress.bodies import NOT_DECODED, BodyError
 
 PRODUCT = {"X-Elastic-Product": "Elasticsearch"}
 # The version bytefreezer answers with: shippers choose their request shapes by it (no mapping
@@ -60,7 +60,6 @@ class _Document(msgspec.Struct, rename={"id": "_id"}):
 
 
 _DOCUMENT = msgspec.json.Decoder(_Document)
-_NOT_PARSED = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 
 
 @dataclass(slots=True)
@@ -202,7 +201,7 @@ def _documents(bulk: Bulk, items: Sequence[int]) -> None:
     try:
         b"\n".join(lines).decode("utf-8")  # msgspec skips strings unchecked
         checked: list[_Document | str] = list(map(_DOCUMENT.decode, lines))
-    except (UnicodeDecodeError, *_NOT_PARSED):
+    except (UnicodeDecodeError, *NOT_DECODED):
         checked = list(map(_document, lines))
         for item, document in zip(items, checked, strict=True):
             if isinstance(document, str):
@@ -227,7 +226,7 @@ def _document(line: bytes) -> _Document | str:
         return f"failed to parse: invalid UTF-8 at byte {exc.start}"
     except msgspec.ValidationError:
         return "failed to parse: the document is not a JSON object"
-    except _NOT_PARSED as exc:
+    except NOT_DECODED as exc:
         return f"failed to parse: {exc}"
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 from starlette.responses import JSONResponse
 
-from bytefreezer.ingress.bodies import BodyError, decompress, json_list
+from bytefreezer.ingress.bodies import NOT_DECODED, BodyError, decompress, json_list
 from bytefreezer.ingress.cloudwatch import payloads_records
 
 REQUEST_ID = "x-amz-firehose-request-id"
@@ -66,7 +66,7 @@ def request_records(raw: bytes, encoding: str, limit: int, headers: Any) -> list
     try:  # the records' data decoded with the request, in one call
         delivery = _DELIVERY.decode(data)
         payloads, given = [record.data for record in delivery.records], delivery.request_id
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+    except NOT_DECODED:
         payloads, given = _payloads(data)  # says what is wrong, or reads what msgspec did not
     meta = {"firehose_request_id": str(headers.get(REQUEST_ID) or given)}
     if headers.get(SOURCE_ARN):

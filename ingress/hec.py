@@ -27,7 +27,7 @@ import msgspec
 import orjson
 from starlette.responses import JSONResponse
 
-from bytefreezer.ingress.bodies import BodyError, decompress
+from bytefreezer.ingress.bodies import NOT_DECODED, BodyError, decompress
 
 EVENT_PATHS = ("/services/collector/event", "/services/collector/event/1.0", "/services/collector")
 RAW_PATHS = ("/services/collector/raw", "/services/collector/raw/1.0")
@@ -71,13 +71,8 @@ def error(
 def _events(data: bytes) -> list[Any]:
     """The JSON values of an event body: objects one after another, with or without space or
     newlines between them."""
-    # The usual shapes: an event a line, or events one after another ("}{"). Splitting at every
-    # "}{" is exact when each piece parses: a "}{" inside a string leaves the piece before it
-    # ending in an open string, which no JSON text does (and outside strings "}{" only stands
-    # between two values).
-    try:
-        pieces = data.replace(b"}{", b"}\n{").split(b"\n")
-        return [orjson.loads(piece) for piece in pieces if piece.strip()]
+    try:  # the usual shapes (``_pieces``)
+        return [orjson.loads(piece) for piece in _pieces(data)]
     except orjson.JSONDecodeError:
         pass
     try:
@@ -99,6 +94,14 @@ def _events(data: bytes) -> list[Any]:
                 400, 6, f"Invalid data format: event {len(values)}: {exc.msg} at {exc.pos}"
             ) from None
         values.append(value)
+
+
+def _pieces(data: bytes) -> list[bytes]:
+    """The events of the usual shapes, an event a line or events one after another ("}{"), as
+    texts to parse. Splitting at every "}{" is exact when each piece parses: a "}{" inside a
+    string leaves the piece before it ending in an open string, which no JSON text does (and
+    outside strings "}{" only stands between two values)."""
+    return [piece for piece in data.replace(b"}{", b"}\n{").split(b"\n") if piece.strip()]
 
 
 def _time(value: Any, number: int) -> str:
@@ -178,15 +181,13 @@ def _typed_events(data: bytes) -> list[_Event] | None:
     msgspec without building its body; None for any other body (see ``_events``)."""
     try:
         data.decode("utf-8")  # msgspec keeps a body's strings unchecked
-        pieces = data.replace(b"}{", b"}\n{").split(b"\n")  # exact: see ``_events``
         events = []
-        for piece in pieces:
-            if piece.strip():
-                event = _EVENT.decode(piece)
-                event.line = piece
-                events.append(event)
+        for piece in _pieces(data):
+            event = _EVENT.decode(piece)
+            event.line = piece
+            events.append(event)
         return events
-    except (UnicodeDecodeError, msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+    except (UnicodeDecodeError, *NOT_DECODED):
         return None
 
 
