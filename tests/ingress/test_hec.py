@@ -193,9 +193,11 @@ def test_events_one_after_another_are_each_read(events: list[bytes], between: by
 
 _KEYS = st.sampled_from(["msg", "user", "host", "timestamp", "n", "é"])
 _BODIES = (
-    st.dictionaries(_KEYS, st.integers() | st.text(max_size=5), min_size=1, max_size=4)
+    st.dictionaries(
+        _KEYS, st.integers(-(2**63), 2**63 - 1) | st.text(max_size=5), min_size=1, max_size=4
+    )
     | st.text(min_size=1, max_size=5)
-    | st.integers()
+    | st.integers(-(2**63), 2**63 - 1)
 )
 _HEC_EVENTS = st.fixed_dictionaries(
     {"event": _BODIES},
