@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 from isal import igzip
 
 from bytefreezer.ingress.proxy.config import InputConfig, ProxyConfig
 from bytefreezer.ingress.proxy.records import now_rfc3339
 from bytefreezer.ingress.spool import Spool, SpoolFull
 
+_NEWLINE = 0x0A
 log = logging.getLogger(__name__)
 RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
 
@@ -58,11 +60,13 @@ class Batcher:
         self._stats = stats
         self._lock = threading.Lock()  # the open batch and the sealed ones
         self._writing = threading.Lock()  # one spool write at a time, batches in order
-        self._records: list[bytes] = []
+        # records, or pieces of a block of them (``add_lines``), and how many records in all
+        self._records: list[bytes | memoryview] = []
+        self._count = 0
         self._size = 0
         self._started = 0.0
         self._number = 0  # the open batch's
-        self._sealed: deque[tuple[int, list[bytes]]] = deque()
+        self._sealed: deque[tuple[int, list[bytes | memoryview], int]] = deque()
         self._spooled = -1  # every batch up to this one is spooled or refused
         self._refused: deque[int] = deque(maxlen=1024)  # batches the full spool refused
 
@@ -71,17 +75,18 @@ class Batcher:
         if not self._records:
             self._started = time.monotonic()
         self._records.append(record)
+        self._count += 1
         self._size += len(record) + 1
         if (
             self._size >= self._config.batch_max_bytes
-            or len(self._records) >= self._config.batch_max_lines
+            or self._count >= self._config.batch_max_lines
         ):
             self._seal()
 
     def _seal(self) -> None:
         if self._records:
-            self._sealed.append((self._number, self._records))
-            self._records, self._size = [], 0
+            self._sealed.append((self._number, self._records, self._count))
+            self._records, self._count, self._size = [], 0, 0
             self._number += 1
 
     def _count_in(self, count: int) -> None:
@@ -105,6 +110,38 @@ class Batcher:
             self._count_in(len(records))
             return first, self._number if self._records else self._number - 1
 
+    def add_lines(self, block: bytes, count: int) -> tuple[int, int]:
+        """``add_many`` of ``count`` records joined by newlines in ``block`` (no newline after
+        the last), without a bytes object a record: the batches hold pieces of the block, cut
+        where ``add_many`` of its records would cut them."""
+        view = memoryview(block)
+        newlines = np.flatnonzero(np.frombuffer(block, np.uint8) == _NEWLINE)
+        # where each record ends (exclusive): at its newline, the last at the block's end
+        ends = np.append(newlines, len(block))
+        if len(ends) != count:
+            raise ValueError(f"a block of {len(ends)} lines given as {count} records")
+        max_bytes, max_lines = self._config.batch_max_bytes, self._config.batch_max_lines
+        with self._lock:
+            first = self._number
+            at = 0  # the first record not taken
+            while at < count:
+                if not self._records:
+                    self._started = time.monotonic()
+                start = int(ends[at - 1]) + 1 if at else 0
+                # the batch's size after each record, newlines counted, as _add_all sums them
+                room = max_bytes - self._size
+                last = at + int(np.searchsorted(ends[at:] + 1 - start, room))
+                last = min(last, at + max_lines - self._count - 1, count - 1)
+                end = int(ends[last])
+                self._records.append(view[start:end])
+                self._count += last - at + 1
+                self._size += end - start + 1
+                at = last + 1
+                if self._size >= max_bytes or self._count >= max_lines:
+                    self._seal()
+            self._count_in(count)
+            return first, self._number if self._records else self._number - 1
+
     def _add_all(self, records: list[bytes]) -> None:
         """``_add`` of each record, under ``_lock``, a batch's worth at a time: the sizes are
         summed by ``accumulate`` and the record that fills the batch found by bisection, not
@@ -114,7 +151,7 @@ class Batcher:
         while at < len(records):
             if not self._records:
                 self._started = time.monotonic()
-            chunk = records[at : at + max_lines - len(self._records)]
+            chunk = records[at : at + max_lines - self._count]
             sizes = list(itertools.accumulate(map(len, chunk)))  # without the newlines
             # the first record after which the batch holds max_bytes (newlines counted)
             full = bisect.bisect_left(
@@ -122,9 +159,10 @@ class Batcher:
             )
             taken = chunk[: full + 1]
             self._records.extend(taken)
+            self._count += len(taken)
             self._size += sizes[len(taken) - 1] + len(taken)
             at += len(taken)
-            if self._size >= max_bytes or len(self._records) >= max_lines:
+            if self._size >= max_bytes or self._count >= max_lines:
                 self._seal()
 
     def spool_through(self, first: int, last: int) -> bool:
@@ -167,13 +205,13 @@ class Batcher:
             with self._lock:
                 if not self._sealed:
                     return ok
-                number, records = self._sealed.popleft()
-            if not self._write(records):
+                number, records, count = self._sealed.popleft()
+            if not self._write(records, count):
                 ok = False
                 self._refused.append(number)
             self._spooled = number
 
-    def _write(self, records: list[bytes]) -> bool:
+    def _write(self, records: list[bytes | memoryview], count: int) -> bool:
         data = b"\n".join(records) + b"\n"
         nano = time.time_ns()
         src = self.source
@@ -182,7 +220,7 @@ class Batcher:
             "input": src.name,
             "tenant": src.tenant,
             "dataset": src.dataset,
-            "lines": str(len(records)),
+            "lines": str(count),
             "original_bytes": str(len(data)),
             "created_at": now_rfc3339(),
             "batch_id": uuid.uuid4().hex,
@@ -194,9 +232,9 @@ class Batcher:
         except SpoolFull as exc:
             with self._lock:
                 refused = self._stats.lines_refused
-                refused[src.name] = refused.get(src.name, 0) + len(records)
+                refused[src.name] = refused.get(src.name, 0) + count
             self._stats.last_error = str(exc)
-            log.error("proxy spool full, %d lines of %s refused: %s", len(records), src.name, exc)
+            log.error("proxy spool full, %d lines of %s refused: %s", count, src.name, exc)
             return False
         self._stats.batches_spooled += 1
         return True
@@ -216,7 +254,13 @@ class GroupCommit:
     async def spool(self, records: list[bytes]) -> bool:
         """Add ``records`` and return once they are spooled; False when the spool refused
         them."""
-        first, last = self._batcher.add_many(records)
+        return await self._spooled(*self._batcher.add_many(records))
+
+    async def spool_lines(self, block: bytes, count: int) -> bool:
+        """``spool`` of ``count`` records joined by newlines in ``block``."""
+        return await self._spooled(*self._batcher.add_lines(block, count))
+
+    async def _spooled(self, first: int, last: int) -> bool:
         done = asyncio.get_running_loop().create_future()
         self._waiting.append((first, last, done))
         if self._writer is None:

@@ -37,6 +37,7 @@ from bytefreezer.ingress.proxy.mqtt import Subscription, message_records
 from bytefreezer.ingress.proxy.netflow import NetflowDecoder
 from bytefreezer.ingress.proxy.records import (
     datagram_records,
+    lines_records_with,
     records_with,
     split_lines,
     syslog_record,
@@ -172,6 +173,12 @@ class ProxyService:
         """Queue JSON records and return once they are in the spool, fsync'd (what an input
         answers or acknowledges only after); False when the spool refused them."""
         ok = await self.commits[source.name].spool(records)
+        self.forwarder.wake.set()
+        return ok
+
+    async def spool_lines(self, source: InputConfig, block: bytes, count: int) -> bool:
+        """``spool_records`` of ``count`` records joined by newlines in ``block``."""
+        ok = await self.commits[source.name].spool_lines(block, count)
         self.forwarder.wake.set()
         return ok
 
@@ -344,9 +351,14 @@ class ProxyService:
         reads = await asyncio.to_thread(tailer.poll)
         moved = False
         for read in reads:
-            lines = [line for line in read.lines if not is_blank(line)]
-            records = records_with(lines, {"file": read.path})
-            if records and not await self.spool_records(source, records):
+            if read.cut is None:  # the usual read: its lines as read, spooled as a block
+                block, count = lines_records_with(read.raw, {"file": read.path})
+                spooled = not count or await self.spool_lines(source, block, count)
+            else:
+                lines = [line for line in read.cut if not is_blank(line)]
+                records = records_with(lines, {"file": read.path})
+                spooled = not records or await self.spool_records(source, records)
+            if not spooled:
                 break  # spool full: these lines are read again at the next poll
             tailer.commit(read)
             moved = True

@@ -13,6 +13,7 @@ the old file's offset.
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import itertools
@@ -23,11 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from bytefreezer.ingress.proxy import checkpoints
+from bytefreezer.ingress.proxy.records import split_lines
 
 FINGERPRINT_BYTES = 256
 READ_BYTES = 4 * 1024 * 1024  # read per file and poll at most
 GONE_AFTER_SECONDS = 10.0  # a file no pattern names any more is let go this long after its end
+_NEWLINE = 0x0A
 
 
 @dataclass
@@ -45,14 +50,28 @@ class _Followed:
 @dataclass
 class Read:
     """Complete lines of one file from its checkpoint, and where its checkpoint goes once they
-    are spooled."""
+    are spooled: the lines as cut or joined (``cut``), or, for the usual read, where no line is
+    cut or joined, none (``raw`` holds them as read, each ending in a newline)."""
 
     key: str
     path: str
-    lines: list[str]
+    raw: bytes
+    cut: list[str] | None
     offset: int
     fingerprint: str
     skipping: bool = False
+
+    @functools.cached_property
+    def lines(self) -> list[str]:
+        """The lines, read as UTF-8 with errors replaced, a carriage return at the end of a
+        line dropped."""
+        if self.cut is not None:
+            return self.cut
+        return split_lines(self.raw.decode("utf-8", "replace"))
+
+    @property
+    def count(self) -> int:
+        return self.raw.count(b"\n") if self.cut is None else len(self.cut)
 
 
 def _key(stat: os.stat_result) -> str:
@@ -169,6 +188,12 @@ class Tailer:
             data = os.pread(fd, READ_BYTES, offset)
         except OSError:
             return None
+        usual = self.multiline_start is None and not followed.skipping
+        raw = self._whole_lines(data) if usual else None
+        if raw is not None:
+            return (
+                self._done(key, followed, fd, raw, None, offset, len(raw), False) if raw else None
+            )
         lines, ends, used, skipping = self._lines(data, followed.skipping)
         if self.multiline_start is not None:
             lines, closed = self._grouped(followed, lines, ends, offset)
@@ -177,11 +202,37 @@ class Tailer:
                 used = closed
         if not used:
             return None
+        return self._done(key, followed, fd, b"", lines, offset, used, skipping)
+
+    def _done(
+        self,
+        key: str,
+        followed: _Followed,
+        fd: int,
+        raw: bytes,
+        cut: list[str] | None,
+        offset: int,
+        used: int,
+        skipping: bool,
+    ) -> Read:
         end = offset + used
         fingerprint = followed.fingerprint
         if offset < FINGERPRINT_BYTES or not fingerprint:
             fingerprint = _fingerprint(fd, end)
-        return Read(key, followed.path, lines, end, fingerprint, skipping)
+        return Read(key, followed.path, raw, cut, end, fingerprint, skipping)
+
+    def _whole_lines(self, data: bytes) -> bytes | None:
+        """The complete lines at the start of ``data`` as they are, when none is to be cut and
+        the read does not end inside a line to be cut (else None: ``_lines`` cuts them)."""
+        end = data.rfind(b"\n") + 1
+        if len(data) - end > self.max_line_bytes:
+            return None
+        if end > self.max_line_bytes:
+            view = np.frombuffer(data, np.uint8, end)
+            newlines = np.flatnonzero(view == _NEWLINE)
+            if int(np.diff(newlines, prepend=-1).max()) - 1 > self.max_line_bytes:
+                return None
+        return data[:end]
 
     def _lines(self, data: bytes, skipping: bool) -> tuple[list[str], list[int], int, bool]:
         """The complete lines at the start of ``data`` (each cut to ``max_line_bytes``), where
@@ -258,7 +309,7 @@ class Tailer:
             followed.offset = read.offset
             followed.fingerprint = read.fingerprint
             followed.skipping = read.skipping
-        self.lines_read += len(read.lines)
+        self.lines_read += read.count
 
     def close(self) -> None:
         """Close the files' descriptors."""

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import pytest
 import zstandard
 from pydantic import SecretStr
 
@@ -547,3 +548,45 @@ def test_records_added_together_are_batched_as_one_by_one() -> None:
                     alone._add(record)
             assert list(together._sealed) == list(alone._sealed)
             assert (together._records, together._size) == (alone._records, alone._size)
+
+
+def _batches(sealed: object) -> list[tuple[int, bytes, int]]:
+    """Sealed batches as ``_write`` spools them: number, the lines' bytes and their count."""
+    return [(number, b"\n".join(items), count) for number, items, count in sealed]  # type: ignore[attr-defined]
+
+
+def test_a_block_of_records_is_batched_as_its_records_are() -> None:
+    """``add_lines`` (a file input's records as one block) cuts the same batches, with the same
+    bytes and counts, as ``add_many`` of its records, whatever was open before; random sizes
+    and limits, records added both ways in turn."""
+    rng = random.Random(5)
+    for _ in range(500):
+        config = SimpleNamespace(
+            batch_max_bytes=rng.choice([1, 10, 50, 200, 1 << 20]),
+            batch_max_lines=rng.choice([1, 2, 3, 7, 10_000]),
+        )
+        source = SimpleNamespace(name="in")
+        blocks = Batcher(config, source, None, ProxyStats())  # type: ignore[arg-type]
+        records = Batcher(config, source, None, ProxyStats())  # type: ignore[arg-type]
+        for _ in range(rng.randint(1, 5)):
+            added = [b"r" * rng.randint(0, 30) for _ in range(rng.randint(1, 40))]
+            if rng.random() < 0.3:  # some records one by one between the blocks
+                assert blocks.add_many(added) == records.add_many(added)
+            else:
+                spans = blocks.add_lines(b"\n".join(added), len(added))
+                assert spans == records.add_many(added)
+            assert _batches(blocks._sealed) == _batches(records._sealed)
+            assert (b"\n".join(blocks._records), blocks._count, blocks._size) == (
+                b"\n".join(records._records),
+                records._count,
+                records._size,
+            )
+        assert blocks._stats.lines_in == records._stats.lines_in
+
+
+def test_a_block_must_hold_the_records_it_is_said_to() -> None:
+    config = SimpleNamespace(batch_max_bytes=1 << 20, batch_max_lines=10_000)
+    batcher = Batcher(config, SimpleNamespace(name="in"), None, ProxyStats())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="a block of 2 lines given as 3 records"):
+        batcher.add_lines(b'{"a":1}\n{"a":2}', 3)
+    assert not batcher._records and not batcher._sealed

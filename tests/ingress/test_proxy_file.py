@@ -358,3 +358,19 @@ def test_line_endings_and_bytes_that_are_not_utf8(tmp_path: Path) -> None:
         (logs / "a.log").write_bytes(b"\n".join(raw + tail) + b"\n")
         tailer = Tailer([str(logs / "*.log")], tmp_path / f"cp-{limit}.json", max_line_bytes=limit)
         assert [line for read in tailer.poll() for line in read.lines] == expected + extra
+
+
+def test_a_line_at_the_limit_is_whole_and_one_past_it_is_cut(tmp_path: Path) -> None:
+    """Lines read as they are (no line to cut) and lines cut agree at the limit's edge: a line
+    of ``max_line_bytes`` is whole, one byte more is cut, in reads longer than the limit."""
+    for extra, expected in ((0, "x" * 8), (1, "x" * 8)):
+        logs = tmp_path / f"logs-{extra}"
+        logs.mkdir()
+        lines = [b"ab", b"x" * (8 + extra), b"cd"]
+        (logs / "a.log").write_bytes(b"\n".join(lines) + b"\n")
+        tailer = Tailer([str(logs / "*.log")], tmp_path / f"cp-{extra}.json", max_line_bytes=8)
+        (read,) = tailer.poll()
+        assert read.lines == ["ab", expected, "cd"]
+        assert (read.cut is None) == (extra == 0)  # whole lines are kept as read
+        tailer.commit(read)
+        assert tailer.lines_read == 3

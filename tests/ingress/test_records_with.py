@@ -12,7 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bytefreezer.ingress.cloudwatch import payload_records, payloads_records
-from bytefreezer.ingress.proxy.records import records_with, with_fields
+from bytefreezer.ingress.proxy.records import (
+    lines_records_with,
+    records_with,
+    split_lines,
+    with_fields,
+)
+from bytefreezer.lines import is_blank
 
 _LINES = [
     '{"a": 1}',
@@ -89,3 +95,63 @@ def test_many_payloads_make_what_each_makes_alone(payloads: list[bytes]) -> None
     ):
         alone = [record for payload in payloads for record in payload_records(payload, meta)]
         assert payloads_records(payloads, meta) == alone
+
+
+_FILE_LINES = [
+    b'{"a":1}',
+    b'{"a":1,"b":{"c":[1,2]}}',
+    b'{"s":"\xc3\xa9 \xe2\x98\x83"}',  # UTF-8 beyond ASCII
+    b'{"s":"\xff\xfe"}',  # not UTF-8: replaced, as decoding a line replaces it
+    b'{"file":"own","x":2}',  # a key of meta's its own
+    b'{"x":"the word \\"file\\" in a value"}',
+    b'{"a":1}\r',  # a CRLF file
+    b'  {"a":2}',
+    b'{"a":3}  ',
+    b"{}",
+    b"",
+    b"   ",
+    b"\t\x0b",
+    b"plain text",
+    b'["a"]',
+    b"{not json}",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.sampled_from(_FILE_LINES), min_size=1, max_size=12)
+    | st.lists(st.sampled_from(_FILE_LINES[:3]), min_size=1, max_size=12),  # the usual read
+    st.sampled_from(_METAS),
+)
+def test_a_files_lines_become_the_records_each_makes(lines: list[bytes], meta: dict) -> None:
+    """``lines_records_with`` of a file's lines (as read, each ending in a newline) is
+    ``records_with`` of them as text, blank ones left out, joined by newlines: its spliced
+    path for the usual read included."""
+    data = b"\n".join(lines) + b"\n"
+    with mock.patch(
+        "bytefreezer.ingress.proxy.records.now_rfc3339", return_value="2026-01-01T00:00:00Z"
+    ):
+        text = [line for line in split_lines(data.decode("utf-8", "replace")) if not is_blank(line)]
+        records = records_with(text, meta)
+        assert lines_records_with(data, meta) == (b"\n".join(records), len(records))
+
+
+def test_the_usual_read_is_spliced_without_a_line_decoded() -> None:
+    """Compact object lines in valid UTF-8 take the spliced path (no line goes through
+    ``records_with``); a line with meta's key of its own, or not UTF-8, takes the general one."""
+    meta = {"file": "/var/log/app.log"}
+    usual = b'{"a":1}\n{"s":"\xc3\xa9"}\n'
+    with mock.patch("bytefreezer.ingress.proxy.records.records_with") as general:
+        block, count = lines_records_with(usual, meta)
+    general.assert_not_called()
+    assert count == 2
+    assert [orjson.loads(record) for record in block.split(b"\n")] == [
+        {"file": "/var/log/app.log", "a": 1},
+        {"file": "/var/log/app.log", "s": "é"},
+    ]
+    for other in (b'{"file":"own"}\n', b'{"a":"\xff"}\n', b'{"a":1}\r\n', b"\n"):
+        with mock.patch(
+            "bytefreezer.ingress.proxy.records.records_with", return_value=[b"{}"]
+        ) as general:
+            lines_records_with(usual + other, meta)
+        general.assert_called_once()
