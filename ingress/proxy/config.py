@@ -224,6 +224,13 @@ class InputConfig(_Config):
         description="A `file` input's last record is complete once no line joined it for this "
         "long.",
     )
+    inotify: bool = Field(
+        True,
+        description="A `file` input reads new lines and files as soon as Linux's inotify "
+        "reports a change in their directories, besides looking every "
+        "`poll_interval_seconds`; false: polling alone (inotify is also left alone where the "
+        "system has none or refuses a watch).",
+    )
     poll_interval_seconds: float = Field(
         0.25,
         gt=0,

@@ -29,6 +29,7 @@ from bytefreezer.ingress.proxy.delivery import (
     GroupCommit,
     ProxyStats,
 )
+from bytefreezer.ingress.proxy.inotify import DirectoryWatch
 from bytefreezer.ingress.proxy.journald import Journal
 from bytefreezer.ingress.proxy.kafka import TopicReader, consumer_settings
 from bytefreezer.ingress.proxy.kafka import message_records as kafka_records
@@ -115,6 +116,7 @@ class ProxyService:
             for i in config.inputs
             if i.type == "file"
         }
+        self.watches: dict[str, DirectoryWatch] = {}  # of file inputs, once started
         self.kinesis: dict[str, StreamReader] = {}  # readers of kinesis inputs, once started
         self.queues: dict[str, QueueReader] = {}  # readers of sqs inputs, once started
         self.subscriptions: dict[str, Subscription] = {}  # of mqtt inputs, once started
@@ -333,18 +335,41 @@ class ProxyService:
         """Follow the files of a `file` input (see ``tail``): each poll's lines are spooled,
         and only then do their files' checkpoints move."""
         tailer = self.tailers[source.name]
+        loop = asyncio.get_running_loop()
+        watch = DirectoryWatch() if source.inotify else None
+        if watch is not None:
+            watch.attach(loop)
+            self.watches[source.name] = watch
 
         async def follow() -> None:
-            while not self._stop.is_set():
-                try:
-                    if await self._tail_once(source, tailer):
-                        continue  # lines came: look again at once (a backlog is read at speed)
-                except OSError as exc:  # the checkpoint directory cannot be written: retried
-                    log.error("file input %s: %s", source.name, exc)
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), source.poll_interval_seconds)
+            try:
+                while not self._stop.is_set():
+                    if watch is not None:
+                        watch.wake.clear()  # what changes from now on wakes the next wait
+                    try:
+                        if await self._tail_once(source, tailer):
+                            continue  # lines came: look again at once (a backlog at speed)
+                    except OSError as exc:  # the checkpoint directory cannot be written
+                        log.error("file input %s: %s", source.name, exc)
+                    if watch is not None:
+                        watch.watch(tailer.directories())
+                    await self._idle(source.poll_interval_seconds, watch)
+            finally:
+                if watch is not None:
+                    watch.close(loop)
 
         self._tasks.append(asyncio.create_task(follow()))
+
+    async def _idle(self, seconds: float, watch: DirectoryWatch | None) -> None:
+        """Wait ``seconds``, or less if the proxy stops or ``watch`` wakes."""
+        waits = [asyncio.ensure_future(self._stop.wait())]
+        if watch is not None and watch.available:
+            waits.append(asyncio.ensure_future(watch.wake.wait()))
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
     async def _tail_once(self, source: InputConfig, tailer: Tailer) -> bool:
         """One poll of a file input; whether it moved a checkpoint (it read something)."""

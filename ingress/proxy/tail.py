@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 
 from bytefreezer.ingress.proxy import checkpoints
+from bytefreezer.ingress.proxy.inotify import pattern_directory
 from bytefreezer.ingress.proxy.records import split_lines
 
 FINGERPRINT_BYTES = 256
@@ -130,6 +131,12 @@ class Tailer:
     @property
     def followed(self) -> int:
         return len(self._files)
+
+    def directories(self) -> set[str]:
+        """Where lines and files this tailer follows appear: the directories of the files it
+        follows, and of its patterns, down to their first wildcard."""
+        found = {pattern_directory(pattern) for pattern in self.patterns}
+        return found | {os.path.dirname(f.path) or "." for f in list(self._files.values())}
 
     def poll(self) -> list[Read]:
         """What each followed file has past its checkpoint (not moving the checkpoint)."""
