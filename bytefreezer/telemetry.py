@@ -64,7 +64,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("bytefreezer_receiver_spool_objects", "gauge", "1", (), "Objects waiting in the local spool."),
     MetricSpec("bytefreezer_receiver_backpressure_rejections", "counter", "1", (), "Requests refused with 429."),
     MetricSpec("bytefreezer_receiver_quota_rejections", "counter", "1", (), "Requests refused with 429 for a tenant past its daily ingest limit (per tenant with `monitoring.tenant_label`)."),
-    MetricSpec("bytefreezer_receiver_repeated_requests", "counter", "1", (), "Retries of a request this receiver had stored (a Firehose request id seen before), answered without storing them again."),
+    MetricSpec("bytefreezer_receiver_repeated_requests", "counter", "1", (), "Retries of a request this receiver had stored (a Firehose request id or a proxy's batch id seen before), answered without storing them again."),
     # Piper
     MetricSpec("bytefreezer_piper_objects", "counter", "1", ("result",), "Intake objects processed (done, lease_lost)."),
     MetricSpec("bytefreezer_piper_run_seconds", "histogram", "s", (), "Duration of one pipeline run."),

@@ -419,6 +419,8 @@ async def _ingest(
 ) -> Response:
     reserved = 0
     content_type = request.headers.get("content-type", "")
+    repeat: tuple[str, str, str] | None = None
+    done = False
     try:
         bearer = _bearer(request)  # no key at all: 401 before anything else is looked at
         tenant = request.path_params["tenant"]
@@ -437,6 +439,13 @@ async def _ingest(
             raise Rejected(400, getattr(exc, "message", str(exc))) from None
         scope = await _authorized(state, bearer, tenant, dataset)
         _admit(state, tenant, scope)
+        batch = request.headers.get("x-proxy-batch-id")
+        if batch:  # a proxy's batch, sent again when the answer to its first try was lost
+            claimed = (tenant, dataset, f"proxy-batch:{batch}")
+            if not await state.delivered.claim(claimed):
+                state.telemetry.add("bytefreezer_receiver_repeated_requests", tenant=tenant)
+                return JSONResponse({"status": "stored", "repeat": True})
+            repeat = claimed  # this try stores it: its outcome is said in ``finally``
         raw, reserved = await _read_body(request, state)
         fmt = hint if hint in FORMATS else scope.format
         encoding = request.headers.get("content-encoding", "")
@@ -454,6 +463,7 @@ async def _ingest(
         if otlp and not body.records:
             return otlp_success(content_type, otlp)  # nothing to keep
         stored = await _store(state, (tenant, dataset, hint), body, metadata, traceparent)
+        done = True
         _stored(state, tenant, dataset, len(raw), body)
     except Rejected as exc:
         if otlp:
@@ -461,6 +471,8 @@ async def _ingest(
         return _error(exc)
     finally:
         state.budget.give(reserved)
+        if repeat is not None:
+            state.delivered.done(repeat, done)
     if otlp:
         return otlp_success(content_type, otlp)
     return JSONResponse(

@@ -152,6 +152,37 @@ def test_original_proxy_protocol_headers_are_kept_as_metadata(receiver: Receiver
     assert gzip.decompress(receiver.storage.intake.get(key)) == LINES
 
 
+def test_a_proxy_batch_sent_again_is_stored_once(receiver: Receiver) -> None:
+    """A batch the proxy sends again with the same batch id (its first answer lost) is answered
+    200 and not stored again; another id, or none, is stored; a first try that failed leaves the
+    id to its retry."""
+
+    def send(body: bytes, batch: str | None) -> httpx.Response:
+        headers = {"Content-Encoding": "gzip", "X-Proxy-Data-Hint": "ndjson"}
+        if batch is not None:
+            headers["X-Proxy-Batch-ID"] = batch
+        return post(receiver, "/acme/web", gzip.compress(body), **headers)
+
+    def stored() -> list[bytes]:
+        intake = receiver.storage.intake
+        return sorted(gzip.decompress(intake.get(o.key)) for o in intake.list("acme/web/"))
+
+    first = send(LINES, "b-1")
+    assert first.status_code == 200 and "repeat" not in first.json()
+    again = send(LINES, "b-1")
+    assert again.status_code == 200, again.text
+    assert again.json() == {"status": "stored", "repeat": True}
+    assert stored() == [LINES]
+    assert send(LINES, "b-2").status_code == 200  # another batch with the same lines
+    assert send(LINES, None).status_code == 200  # no batch id: stored each time
+    assert stored() == [LINES] * 3
+    refused = send(b"", "b-3")  # an empty body: refused, so its retry is stored
+    assert refused.status_code == 400
+    assert send(LINES, "b-3").status_code == 200
+    assert stored() == [LINES] * 4
+    assert receiver.state.delivered.repeats == 1
+
+
 def test_group_commit_shares_objects_and_answers_after_the_write(
     make_receiver: Callable[..., Receiver],
 ) -> None:
