@@ -22,7 +22,7 @@ import numpy as np
 from isal import igzip
 
 from bytefreezer.ingress.proxy.config import InputConfig, ProxyConfig
-from bytefreezer.ingress.proxy.records import now_rfc3339
+from bytefreezer.ingress.proxy.records import RecordBlock, now_rfc3339
 from bytefreezer.ingress.spool import Spool, SpoolFull
 
 _NEWLINE = 0x0A
@@ -251,16 +251,13 @@ class GroupCommit:
         self._waiting: list[tuple[int, int, asyncio.Future[bool]]] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def spool(self, records: list[bytes]) -> bool:
+    async def spool(self, records: list[bytes] | RecordBlock) -> bool:
         """Add ``records`` and return once they are spooled; False when the spool refused
         them."""
-        return await self._spooled(*self._batcher.add_many(records))
-
-    async def spool_lines(self, block: bytes, count: int) -> bool:
-        """``spool`` of ``count`` records joined by newlines in ``block``."""
-        return await self._spooled(*self._batcher.add_lines(block, count))
-
-    async def _spooled(self, first: int, last: int) -> bool:
+        if isinstance(records, RecordBlock):
+            first, last = self._batcher.add_lines(records.data, records.count)
+        else:
+            first, last = self._batcher.add_many(records)
         done = asyncio.get_running_loop().create_future()
         self._waiting.append((first, last, done))
         if self._writer is None:
@@ -378,14 +375,14 @@ class Forwarder:
                 paths = await asyncio.to_thread(self._spool.paths)
                 if not paths:
                     self.wake.clear()
-                    await _wait_any(stop, self.wake, 0.5)
+                    await wait_any(stop, self.wake, 0.5)
                     continue
                 now = time.monotonic()
                 held = {scope: until for scope, until in held.items() if until > now}
                 found = await asyncio.to_thread(self._next, paths, held, scopes)
                 if found is None:  # every waiting batch's dataset is held
                     self.wake.clear()
-                    await _wait_any(stop, self.wake, min(held.values()) - now)
+                    await wait_any(stop, self.wake, min(held.values()) - now)
                     continue
                 path, scope = found
                 wait = await self._deliver(client, path)
@@ -398,7 +395,7 @@ class Forwarder:
                     continue
                 pause = delay  # no answer, or none saying when: back off on everything
                 delay = min(delay * 2, self._config.retry_max_seconds)
-                await _wait_any(stop, None, pause * random.uniform(0.9, 1.1))
+                await wait_any(stop, None, pause * random.uniform(0.9, 1.1))
 
     def _next(
         self,
@@ -464,7 +461,8 @@ class Forwarder:
         return None
 
 
-async def _wait_any(stop: asyncio.Event, other: asyncio.Event | None, timeout: float) -> None:
+async def wait_any(stop: asyncio.Event, other: asyncio.Event | None, timeout: float) -> None:
+    """Wait until ``stop`` or ``other`` is set, or ``timeout`` seconds have passed."""
     waiters = [asyncio.ensure_future(stop.wait())]
     if other is not None:
         waiters.append(asyncio.ensure_future(other.wait()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -98,9 +99,22 @@ def records_with(lines: list[str], meta: Mapping[str, Any]) -> list[bytes]:
     return records.encode().split(b"\n")
 
 
-def lines_records_with(data: bytes, meta: Mapping[str, Any]) -> tuple[bytes, int]:
-    """``records_with`` of the lines of ``data`` that are not blank, joined by newlines (none
-    after the last), and how many there are (``data``: whole lines as a file holds them, each
+@dataclass(frozen=True, slots=True)
+class RecordBlock:
+    """Records joined by newlines (none after the last), and how many: what an input that
+    reads many lines at once spools, without a bytes object a record. Its length is the count,
+    as a list of the records would have."""
+
+    data: bytes
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def lines_records_with(data: bytes, meta: Mapping[str, Any]) -> RecordBlock:
+    """``records_with`` of the lines of ``data`` that are not blank, as a block (``data``:
+    whole lines as a file holds them, each
     ending in a newline, read as UTF-8 with errors replaced and a carriage return before a
     newline dropped, as ``split_lines`` splits them). The usual read, every line an object
     (`{"` to `}`) in valid UTF-8 and none with a key of ``meta``'s, is spliced as bytes, a few
@@ -117,10 +131,10 @@ def lines_records_with(data: bytes, meta: Mapping[str, Any]) -> tuple[bytes, int
         # every line starts with `{"` (so none is blank) and ends with `}`: each gets the head
         head = ("{" + ",".join(f"{_quoted(k)}:{_json(v)}" for k, v in meta.items()) + ",").encode()
         spliced = data.replace(b"\n{", b"\n" + head)
-        return head + memoryview(spliced)[1:-1], len(newlines)
+        return RecordBlock(head + memoryview(spliced)[1:-1], len(newlines))
     text = split_lines(data.decode("utf-8", "replace"))
     records = records_with([line for line in text if not is_blank(line)], meta)
-    return b"\n".join(records), len(records)
+    return RecordBlock(b"\n".join(records), len(records))
 
 
 _NEWLINE, _OPEN, _CLOSE, _QUOTE = b'\n{}"'

@@ -28,6 +28,7 @@ from bytefreezer.ingress.proxy.delivery import (
     Forwarder,
     GroupCommit,
     ProxyStats,
+    wait_any,
 )
 from bytefreezer.ingress.proxy.inotify import DirectoryWatch
 from bytefreezer.ingress.proxy.journald import Journal
@@ -37,6 +38,7 @@ from bytefreezer.ingress.proxy.kinesis import StreamReader
 from bytefreezer.ingress.proxy.mqtt import Subscription, message_records
 from bytefreezer.ingress.proxy.netflow import NetflowDecoder
 from bytefreezer.ingress.proxy.records import (
+    RecordBlock,
     datagram_records,
     lines_records_with,
     records_with,
@@ -171,16 +173,10 @@ class ProxyService:
             self.forwarder.wake.set()
         return ok
 
-    async def spool_records(self, source: InputConfig, records: list[bytes]) -> bool:
+    async def spool_records(self, source: InputConfig, records: list[bytes] | RecordBlock) -> bool:
         """Queue JSON records and return once they are in the spool, fsync'd (what an input
         answers or acknowledges only after); False when the spool refused them."""
         ok = await self.commits[source.name].spool(records)
-        self.forwarder.wake.set()
-        return ok
-
-    async def spool_lines(self, source: InputConfig, block: bytes, count: int) -> bool:
-        """``spool_records`` of ``count`` records joined by newlines in ``block``."""
-        ok = await self.commits[source.name].spool_lines(block, count)
         self.forwarder.wake.set()
         return ok
 
@@ -353,37 +349,26 @@ class ProxyService:
                         log.error("file input %s: %s", source.name, exc)
                     if watch is not None:
                         watch.watch(tailer.directories())
-                    await self._idle(source.poll_interval_seconds, watch)
+                    woken = watch.wake if watch is not None and watch.available else None
+                    await wait_any(self._stop, woken, source.poll_interval_seconds)
             finally:
                 if watch is not None:
                     watch.close(loop)
 
         self._tasks.append(asyncio.create_task(follow()))
 
-    async def _idle(self, seconds: float, watch: DirectoryWatch | None) -> None:
-        """Wait ``seconds``, or less if the proxy stops or ``watch`` wakes."""
-        waits = [asyncio.ensure_future(self._stop.wait())]
-        if watch is not None and watch.available:
-            waits.append(asyncio.ensure_future(watch.wake.wait()))
-        try:
-            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiting in waits:
-                waiting.cancel()
-
     async def _tail_once(self, source: InputConfig, tailer: Tailer) -> bool:
         """One poll of a file input; whether it moved a checkpoint (it read something)."""
         reads = await asyncio.to_thread(tailer.poll)
         moved = False
         for read in reads:
+            records: list[bytes] | RecordBlock
             if read.cut is None:  # the usual read: its lines as read, spooled as a block
-                block, count = lines_records_with(read.raw, {"file": read.path})
-                spooled = not count or await self.spool_lines(source, block, count)
+                records = lines_records_with(read.raw, {"file": read.path})
             else:
                 lines = [line for line in read.cut if not is_blank(line)]
                 records = records_with(lines, {"file": read.path})
-                spooled = not records or await self.spool_records(source, records)
-            if not spooled:
+            if records and not await self.spool_records(source, records):
                 break  # spool full: these lines are read again at the next poll
             tailer.commit(read)
             moved = True
@@ -483,22 +468,26 @@ class ProxyService:
         """Spool one message's records: True once they are spooled, False if it cannot be read
         (left in the queue, with the reason logged), None if the proxy stopped first."""
         if not source.s3_notifications:
-            records = await asyncio.to_thread(reader.body_records, message)
-            return await self._spool_held(source, reader, message, records)
+            body = await asyncio.to_thread(reader.body_records, message)
+            return await self._spool_held(source, reader, message, body)
         try:
             for ref in notified_objects(message.body):
                 lines = await asyncio.to_thread(reader.open, ref)
                 meta = {"s3_bucket": ref.bucket, "s3_key": ref.key}
 
-                def piece(lines: ObjectLines = lines, meta: dict[str, str] = meta) -> list[bytes]:
-                    return object_records(next(lines, []), meta)
+                def piece(
+                    lines: ObjectLines = lines, meta: dict[str, str] = meta
+                ) -> list[bytes] | RecordBlock | None:
+                    """The next piece's records (maybe none: blank lines); None at the end."""
+                    taken = next(lines, None)
+                    return None if taken is None else object_records(taken, meta)
 
                 # the next piece is read and made into records while this one is spooled
                 pending = asyncio.ensure_future(asyncio.to_thread(piece))
                 try:
-                    while records := await pending:
+                    while (records := await pending) is not None:
                         pending = asyncio.ensure_future(asyncio.to_thread(piece))
-                        if not await self._spool_held(source, reader, message, records):
+                        if records and not await self._spool_held(source, reader, message, records):
                             return None
                 finally:
                     with suppress(Exception):  # its thread is done before the stream closes
@@ -514,7 +503,11 @@ class ProxyService:
         return True
 
     async def _spool_held(
-        self, source: InputConfig, reader: QueueReader, message: Message, records: list[bytes]
+        self,
+        source: InputConfig,
+        reader: QueueReader,
+        message: Message,
+        records: list[bytes] | RecordBlock,
     ) -> bool:
         """Spool ``records`` of ``message``, the message kept invisible while the spool is full;
         False if the proxy stopped first."""
@@ -674,7 +667,7 @@ class ProxyService:
     async def _spool_waiting(
         self,
         source: InputConfig,
-        records: list[bytes],
+        records: list[bytes] | RecordBlock,
         meanwhile: Callable[[], Awaitable[None]] | None = None,
     ) -> bool:
         """Spool ``records``, trying again every 0.5 s while the spool is full (``meanwhile``

@@ -31,8 +31,13 @@ import zstandard
 
 from bytefreezer.compression import InflateError
 from bytefreezer.compression import decompressobj as inflater
-from bytefreezer.ingress.proxy.records import records_with, split_lines
-from bytefreezer.lines import BLANK, is_blank
+from bytefreezer.ingress.proxy.records import (
+    RecordBlock,
+    lines_records_with,
+    records_with,
+    split_lines,
+)
+from bytefreezer.lines import BLANK, is_blank, longest_line
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +107,17 @@ def _eventbridge(message: dict[str, Any]) -> list[ObjectRef]:
         raise Unreadable("an EventBridge Object Created event names no bucket or key") from None
 
 
-def object_records(lines: list[str], meta: dict[str, str]) -> list[bytes]:
-    """Records of an object's lines: a CloudTrail log file's line (one JSON object whose
-    ``Records`` is a list of objects) a record per event, any other line as ``records_with``."""
+def object_records(piece: bytes | list[str], meta: dict[str, str]) -> list[bytes] | RecordBlock:
+    """Records of a piece of an object (see ``ObjectLines``): a CloudTrail log file's line (one
+    JSON object whose ``Records`` is a list of objects) a record per event, any other line as
+    ``records_with``; a piece of whole lines with no CloudTrail file among them as one block
+    (``lines_records_with``)."""
+    if isinstance(piece, bytes):
+        if not piece.startswith(b'{"Records"') and b'\n{"Records"' not in piece:
+            return lines_records_with(piece, meta)
+        text = split_lines(piece.decode("utf-8", "replace"))
+        piece = [line for line in text if line.strip(BLANK)]
+    lines = piece
     if not any(line.startswith('{"Records"') for line in lines):
         return records_with(lines, meta)  # the usual case: no CloudTrail file among them
     records: list[bytes] = []
@@ -134,7 +147,9 @@ def _cloudtrail_events(line: str) -> list[str] | None:
 
 class ObjectLines:
     """The lines of one object's body (a botocore stream), gzip or zstd inflated as it is read
-    (every member or frame), in pieces of about ``PIECE_BYTES``; a line longer than ``max_line_bytes`` is cut."""
+    (every member or frame), in pieces of about ``PIECE_BYTES`` as stored: a piece of whole
+    lines as read (bytes, each line ending in a newline, for ``lines_records_with``), or, where
+    a line longer than ``max_line_bytes`` is cut, its lines as text, blank ones dropped."""
 
     def __init__(self, body: Any, max_line_bytes: int) -> None:
         self._body = body
@@ -146,11 +161,11 @@ class ObjectLines:
         self._rest = b""
         self._done = False
 
-    def __iter__(self) -> Iterator[list[str]]:
+    def __iter__(self) -> Iterator[bytes | list[str]]:
         return self
 
-    def __next__(self) -> list[str]:
-        """The next piece's complete lines (blank ones dropped); StopIteration at the end."""
+    def __next__(self) -> bytes | list[str]:
+        """The next piece's complete lines; StopIteration at the end."""
         while not self._done:
             raw = self._body.read(PIECE_BYTES)
             if not raw:
@@ -164,6 +179,10 @@ class ObjectLines:
                     self._rest = data[: self._max_line * 4 + 4]  # (UTF-8: four bytes a char)
                     continue
                 data, self._rest = data[: end + 1], data[end + 1 :]
+            if data and not data.endswith(b"\n"):  # the object's last line
+                data += b"\n"
+            if data and longest_line(data) <= self._max_line:
+                return data  # nothing to cut: as read
             lines = [  # not is_blank's call a line: a tenth of the input's time
                 line[: self._max_line]
                 for line in split_lines(data.decode("utf-8", "replace"))

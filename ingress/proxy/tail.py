@@ -24,16 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
 from bytefreezer.ingress.proxy import checkpoints
 from bytefreezer.ingress.proxy.inotify import pattern_directory
 from bytefreezer.ingress.proxy.records import split_lines
+from bytefreezer.lines import longest_line
 
 FINGERPRINT_BYTES = 256
 READ_BYTES = 4 * 1024 * 1024  # read per file and poll at most
 GONE_AFTER_SECONDS = 10.0  # a file no pattern names any more is let go this long after its end
-_NEWLINE = 0x0A
 
 
 @dataclass
@@ -234,12 +232,10 @@ class Tailer:
         end = data.rfind(b"\n") + 1
         if len(data) - end > self.max_line_bytes:
             return None
-        if end > self.max_line_bytes:
-            view = np.frombuffer(data, np.uint8, end)
-            newlines = np.flatnonzero(view == _NEWLINE)
-            if int(np.diff(newlines, prepend=-1).max()) - 1 > self.max_line_bytes:
-                return None
-        return data[:end]
+        complete = data[:end]
+        if end > self.max_line_bytes and longest_line(complete) > self.max_line_bytes:
+            return None
+        return complete
 
     def _lines(self, data: bytes, skipping: bool) -> tuple[list[str], list[int], int, bool]:
         """The complete lines at the start of ``data`` (each cut to ``max_line_bytes``), where

@@ -25,7 +25,9 @@ import zstandard
 from bytefreezer.errors import ConfigError
 from bytefreezer.ingress.proxy import sqs
 from bytefreezer.ingress.proxy.config import load_proxy_config
+from bytefreezer.ingress.proxy.records import RecordBlock, split_lines
 from bytefreezer.ingress.proxy.service import ProxyService
+from bytefreezer.lines import is_blank
 from tests.helpers import free_port, stop_process, wait_for, wait_for_port
 from tests.ingress.conftest import Receiver
 from tests.ingress.test_proxy import intake_records, proxy_config, until
@@ -201,7 +203,9 @@ def test_objects_on_seaweedfs_through_sns_and_eventbridge_and_unreadable_message
         aws_access_key_id=s3_server["access_key"], aws_secret_access_key=s3_server["secret_key"],
     )  # fmt: skip
     seaweed.create_bucket(Bucket="sqs-objects")
-    big = "".join(json.dumps({"n": n, "pad": "x" * 40}) + "\n" for n in range(20_000))
+    lines = [json.dumps({"n": n, "pad": "x" * 40}) + "\n" for n in range(20_000)]
+    # blank lines filling whole pieces: a piece with no record does not end the object
+    big = "".join(lines[:10_000]) + "\n" * 140_000 + "".join(lines[10_000:])
     seaweed.put_object(Bucket="sqs-objects", Key="big.ndjson", Body=big.encode())
     seaweed.put_object(Bucket="sqs-objects", Key="sns.json", Body=b'{"n": 20000}\n')
     seaweed.put_object(Bucket="sqs-objects", Key="bridge.json", Body=b'{"n": 20001}\n')
@@ -308,30 +312,50 @@ def test_what_a_notification_announces() -> None:
             sqs.notified_objects(body)
 
 
+def _lines(pieces: list[bytes | list[str]]) -> list[str]:
+    """The lines of ``ObjectLines``' pieces as text, blank ones dropped."""
+    lines: list[str] = []
+    for piece in pieces:
+        if isinstance(piece, bytes):  # whole lines as read
+            assert piece.endswith(b"\n")
+            piece = split_lines(piece.decode("utf-8", "replace"))
+        lines += [line for line in piece if not is_blank(line)]
+    return lines
+
+
 def test_object_lines_in_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sqs, "PIECE_BYTES", 7)
     text = "".join(f"line {n}\n" for n in range(50)) + "\n\nlast without newline " + "z" * 30
     pieces = list(sqs.ObjectLines(io.BytesIO(gz(text[:100]) + gz(text[100:])), 30))
     assert len(pieces) > 1
-    lines = [line for piece in pieces for line in piece]
+    assert any(isinstance(piece, bytes) for piece in pieces)  # the pieces with nothing to cut
+    lines = _lines(pieces)
     assert lines == [f"line {n}" for n in range(50)] + [("last without newline " + "z" * 30)[:30]]
     with pytest.raises(sqs.Unreadable, match="gzip but does not inflate"):
         list(sqs.ObjectLines(io.BytesIO(b"\x1f\x8b" + b"\x00" * 40), 100))
     frames = zstandard.ZstdCompressor().compress(text[:100].encode())
     frames += zstandard.ZstdCompressor().compress(text[100:].encode())
-    assert [line for piece in sqs.ObjectLines(io.BytesIO(frames), 30) for line in piece] == lines
+    assert _lines(list(sqs.ObjectLines(io.BytesIO(frames), 30))) == lines
     with pytest.raises(sqs.Unreadable, match="zstd but does not inflate"):
         list(sqs.ObjectLines(io.BytesIO(b"\x28\xb5\x2f\xfd" + b"\xff" * 40), 100))
     # a line far longer than a piece: only what is kept of it is held while it is read
     long_line = "x" * 5000 + "\nafter\n"
     pieces = list(sqs.ObjectLines(io.BytesIO(long_line.encode()), 10))
-    assert [line for piece in pieces for line in piece] == ["x" * 10, "after"]
+    assert _lines(pieces) == ["x" * 10, "after"]
     trail = json.dumps({"Records": [{"a": 1}, {"a": 2}]})
-    records = sqs.object_records(["x", trail, '{"Records": 3}'], {"s3_key": "k"})
-    decoded = [json.loads(r) for r in records]
-    assert [r.get("a") for r in decoded] == [None, 1, 2, None]
-    assert decoded[0]["raw"] == "x" and decoded[3]["Records"] == 3
-    assert {r["s3_key"] for r in decoded} == {"k"}
+    for piece in (["x", trail, '{"Records": 3}'], f'x\n\n{trail}\n{{"Records": 3}}\n'.encode()):
+        records = sqs.object_records(piece, {"s3_key": "k"})
+        assert isinstance(records, list)  # a CloudTrail file among them: record by record
+        decoded = [json.loads(r) for r in records]
+        assert [r.get("a") for r in decoded] == [None, 1, 2, None]
+        assert decoded[0]["raw"] == "x" and decoded[3]["Records"] == 3
+        assert {r["s3_key"] for r in decoded} == {"k"}
+    block = sqs.object_records(b'{"a": 1}\n\n{"b": 2}\n', {"s3_key": "k"})
+    assert isinstance(block, RecordBlock) and len(block) == 2  # none: one block
+    assert [json.loads(r) for r in block.data.split(b"\n")] == [
+        {"s3_key": "k", "a": 1},
+        {"s3_key": "k", "b": 2},
+    ]
 
 
 def test_configuration_errors(tmp_path: Path) -> None:

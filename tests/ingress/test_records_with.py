@@ -133,7 +133,8 @@ def test_a_files_lines_become_the_records_each_makes(lines: list[bytes], meta: d
     ):
         text = [line for line in split_lines(data.decode("utf-8", "replace")) if not is_blank(line)]
         records = records_with(text, meta)
-        assert lines_records_with(data, meta) == (b"\n".join(records), len(records))
+        block = lines_records_with(data, meta)
+        assert (block.data, block.count, len(block)) == (b"\n".join(records), *[len(records)] * 2)
 
 
 def test_the_usual_read_is_spliced_without_a_line_decoded() -> None:
@@ -142,10 +143,10 @@ def test_the_usual_read_is_spliced_without_a_line_decoded() -> None:
     meta = {"file": "/var/log/app.log"}
     usual = b'{"a":1}\n{"s":"\xc3\xa9"}\n'
     with mock.patch("bytefreezer.ingress.proxy.records.records_with") as general:
-        block, count = lines_records_with(usual, meta)
+        block = lines_records_with(usual, meta)
     general.assert_not_called()
-    assert count == 2
-    assert [orjson.loads(record) for record in block.split(b"\n")] == [
+    assert block.count == 2
+    assert [orjson.loads(record) for record in block.data.split(b"\n")] == [
         {"file": "/var/log/app.log", "a": 1},
         {"file": "/var/log/app.log", "s": "é"},
     ]
