@@ -24,8 +24,8 @@ from isal import igzip
 from bytefreezer.ingress.proxy.config import InputConfig, ProxyConfig
 from bytefreezer.ingress.proxy.records import RecordBlock, now_rfc3339
 from bytefreezer.ingress.spool import Spool, SpoolFull
+from bytefreezer.lines import newline_positions
 
-_NEWLINE = 0x0A
 log = logging.getLogger(__name__)
 RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
 
@@ -115,7 +115,7 @@ class Batcher:
         the last), without a bytes object a record: the batches hold pieces of the block, cut
         where ``add_many`` of its records would cut them."""
         view = memoryview(block)
-        newlines = np.flatnonzero(np.frombuffer(block, np.uint8) == _NEWLINE)
+        newlines = newline_positions(np.frombuffer(block, np.uint8))
         # where each record ends (exclusive): at its newline, the last at the block's end
         ends = np.append(newlines, len(block))
         if len(ends) != count:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from bytefreezer.lines import is_blank
+from bytefreezer.lines import is_blank, newline_positions
 from bytefreezer.syslog_format import FIELDS, RFC3164, RFC5424
 
 _5424 = re.compile(RFC5424)
@@ -114,14 +114,13 @@ class RecordBlock:
 
 def lines_records_with(data: bytes, meta: Mapping[str, Any]) -> RecordBlock:
     """``records_with`` of the lines of ``data`` that are not blank, as a block (``data``:
-    whole lines as a file holds them, each
-    ending in a newline, read as UTF-8 with errors replaced and a carriage return before a
-    newline dropped, as ``split_lines`` splits them). The usual read, every line an object
-    (`{"` to `}`) in valid UTF-8 and none with a key of ``meta``'s, is spliced as bytes, a few
-    passes over them in C and numpy: decoding, splitting and encoding the lines one by one was
-    most of a `file` input's time."""
+    whole lines as a file holds them, each ending in a newline, read as UTF-8 with errors
+    replaced and a carriage return before a newline dropped, as ``split_lines`` splits them).
+    The usual read, every line an object (`{"` to `}`) in valid UTF-8 and none with a key of
+    ``meta``'s, is spliced as bytes, a few passes over them in C and numpy: decoding, splitting
+    and encoding the lines one by one was most of a `file` input's time."""
     view = np.frombuffer(data, np.uint8)
-    newlines = np.flatnonzero(view == _NEWLINE)
+    newlines = newline_positions(view)
     if (
         meta
         and _object_lines(view, newlines)
@@ -137,7 +136,7 @@ def lines_records_with(data: bytes, meta: Mapping[str, Any]) -> RecordBlock:
     return RecordBlock(b"\n".join(records), len(records))
 
 
-_NEWLINE, _OPEN, _CLOSE, _QUOTE = b'\n{}"'
+_OPEN, _CLOSE, _QUOTE = b'{}"'
 
 
 def _object_lines(view: np.ndarray, newlines: np.ndarray) -> bool:
