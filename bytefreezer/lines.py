@@ -34,6 +34,17 @@ def count_nonblank_lines(data: bytes) -> int:
     return len(newlines) + (0 if data.endswith(b"\n") or not data else 1)
 
 
+def valid_utf8(data: bytes) -> bool:
+    """Whether ``data`` is UTF-8 (ASCII answered without decoding)."""
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def newline_positions(view: np.ndarray) -> np.ndarray:
     """Where the newlines of ``view`` (bytes as ``np.uint8``) are: one pass over them."""
     return np.flatnonzero(view == _NEWLINE)

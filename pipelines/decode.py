@@ -24,6 +24,7 @@ from bytefreezer.compression import InflateError
 from bytefreezer.compression import decompressobj as inflater
 from bytefreezer.control.models import InputFormat
 from bytefreezer.json_bodies import UnframedJson, json_records
+from bytefreezer.lines import valid_utf8
 from bytefreezer.pipelines.schema import unify
 from bytefreezer.transforms.tables import (
     JsonFields,
@@ -178,7 +179,7 @@ def _same_header_runs(members: list[bytes]) -> list[list[bytes]]:
             newline
             and member.count(b'"') % 2 == 0
             and head.count(b'"') % 2 == 0
-            and _is_text(member)
+            and valid_utf8(member)
         ):
             if head == header:
                 runs[-1].append(member)
@@ -202,16 +203,6 @@ def _delimited_bodies(members: list[bytes], decoder: Decoder) -> list[Decoded]:
         else:
             parts.append(joined)
     return parts
-
-
-def _is_text(data: bytes) -> bool:
-    if data.isascii():
-        return True
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _rows_under_one_header(run: list[bytes]) -> bytes:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from bytefreezer.lines import is_blank, newline_positions
+from bytefreezer.lines import is_blank, newline_positions, valid_utf8
 from bytefreezer.syslog_format import FIELDS, RFC3164, RFC5424
 
 _5424 = re.compile(RFC5424)
@@ -125,7 +125,7 @@ def lines_records_with(data: bytes, meta: Mapping[str, Any]) -> RecordBlock:
         meta
         and _object_lines(view, newlines)
         and not any(_quoted_key(name) in data for name in meta)
-        and _valid_utf8(data)
+        and valid_utf8(data)
     ):
         # every line starts with `{"` (so none is blank) and ends with `}`: each gets the head
         head = ("{" + ",".join(f"{_quoted(k)}:{_json(v)}" for k, v in meta.items()) + ",").encode()
@@ -149,16 +149,6 @@ def _object_lines(view: np.ndarray, newlines: np.ndarray) -> bool:
     starts = newlines[:-1] + 1
     # every line starts with `{`, so none is empty and a byte follows each `{`
     return bool((view[starts] == _OPEN).all()) and bool((view[starts + 1] == _QUOTE).all())
-
-
-def _valid_utf8(data: bytes) -> bool:
-    if data.isascii():
-        return True
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 @functools.lru_cache(maxsize=64)
