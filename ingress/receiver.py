@@ -442,8 +442,7 @@ async def _ingest(
         batch = request.headers.get("x-proxy-batch-id")
         if batch:  # a proxy's batch, sent again when the answer to its first try was lost
             claimed = (tenant, dataset, f"proxy-batch:{batch}")
-            if not await state.delivered.claim(claimed):
-                state.telemetry.add("bytefreezer_receiver_repeated_requests", tenant=tenant)
+            if await _repeated(state, claimed):
                 return JSONResponse({"status": "stored", "repeat": True})
             repeat = claimed  # this try stores it: its outcome is said in ``finally``
         raw, reserved = await _read_body(request, state)
@@ -863,6 +862,15 @@ async def _key_dataset(state: ReceiverState, key: str, api: _Compatible) -> KeyS
     return scope
 
 
+async def _repeated(state: ReceiverState, claimed: tuple[str, str, str]) -> bool:
+    """Claim a request's id (tenant, dataset, id) for this try: True, and counted, when a
+    request with it was stored before (a retry, answered without storing it again)."""
+    if await state.delivered.claim(claimed):
+        return False
+    state.telemetry.add("bytefreezer_receiver_repeated_requests", tenant=claimed[0])
+    return True
+
+
 async def _ingest_converted(
     request: Request, state: ReceiverState, traceparent: str, *, api: _Compatible
 ) -> Response:
@@ -890,8 +898,7 @@ async def _ingest_converted(
         request_id = api.request_id(request)
         if request_id:
             claimed = (tenant, dataset, request_id)
-            if not await state.delivered.claim(claimed):
-                state.telemetry.add("bytefreezer_receiver_repeated_requests", tenant=tenant)
+            if await _repeated(state, claimed):
                 return api.ok(request)  # stored before: answered, not stored again
             repeat = claimed  # this try stores it: its outcome is said in ``finally``
         raw, reserved = await _read_body(request, state)

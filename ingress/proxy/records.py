@@ -112,6 +112,12 @@ class RecordBlock:
         return self.count
 
 
+def nonblank_lines(data: bytes) -> list[str]:
+    """The lines of ``data`` that are not blank, read as UTF-8 with errors replaced (see
+    ``split_lines``)."""
+    return [line for line in split_lines(data.decode("utf-8", "replace")) if not is_blank(line)]
+
+
 def lines_records_with(data: bytes, meta: Mapping[str, Any]) -> RecordBlock:
     """``records_with`` of the lines of ``data`` that are not blank, as a block (``data``:
     whole lines as a file holds them, each ending in a newline, read as UTF-8 with errors
@@ -131,8 +137,7 @@ def lines_records_with(data: bytes, meta: Mapping[str, Any]) -> RecordBlock:
         head = ("{" + ",".join(f"{_quoted(k)}:{_json(v)}" for k, v in meta.items()) + ",").encode()
         spliced = data.replace(b"\n{", b"\n" + head)
         return RecordBlock(head + memoryview(spliced)[1:-1], len(newlines))
-    text = split_lines(data.decode("utf-8", "replace"))
-    records = records_with([line for line in text if not is_blank(line)], meta)
+    records = records_with(nonblank_lines(data), meta)
     return RecordBlock(b"\n".join(records), len(records))
 
 

@@ -41,6 +41,7 @@ from bytefreezer.ingress.proxy.records import (
     RecordBlock,
     datagram_records,
     lines_records_with,
+    nonblank_lines,
     records_with,
     split_lines,
     syslog_record,
@@ -880,9 +881,7 @@ class ProxyService:
                 body = decompress(body, encoding, source.max_body_bytes * 10)
             except BodyError as exc:
                 return JSONResponse({"error": exc.message}, status_code=exc.status)
-            lines = [
-                line for line in split_lines(body.decode("utf-8", "replace")) if not is_blank(line)
-            ]
+            lines = nonblank_lines(body)
             if not lines:
                 return JSONResponse({"error": "empty body"}, status_code=400)
             peer = request.client.host if request.client else ""

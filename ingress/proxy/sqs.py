@@ -34,6 +34,7 @@ from bytefreezer.compression import decompressobj as inflater
 from bytefreezer.ingress.proxy.records import (
     RecordBlock,
     lines_records_with,
+    nonblank_lines,
     records_with,
     split_lines,
 )
@@ -115,8 +116,7 @@ def object_records(piece: bytes | list[str], meta: dict[str, str]) -> list[bytes
     if isinstance(piece, bytes):
         if not piece.startswith(b'{"Records"') and b'\n{"Records"' not in piece:
             return lines_records_with(piece, meta)
-        text = split_lines(piece.decode("utf-8", "replace"))
-        piece = [line for line in text if line.strip(BLANK)]
+        piece = nonblank_lines(piece)
     lines = piece
     if not any(line.startswith('{"Records"') for line in lines):
         return records_with(lines, meta)  # the usual case: no CloudTrail file among them
