@@ -8,10 +8,19 @@ entries as a MessagePack stream) and CompressedPackedForward (the same, gzip'd, 
 
 One record per entry: the entry's own fields, plus ``tag`` and ``timestamp`` (the event time,
 RFC 3339 to the nanosecond) when the record has no field of that name. Binary values are text
-when they are UTF-8, base64 otherwise. An entry or message that is not what the protocol says
-(a record that is not a map, a time that is not a time, a message that is not an array) is not
-dropped: it goes on as a record with ``forward_error`` (the reason) and ``forward_message``
-(what came, as JSON).
+when they are UTF-8, base64 otherwise; MessagePack's own timestamps are times like EventTime. An
+entry or message that is not what the protocol says (a record that is not a map, a time that is
+not a time, a message that is not an array, entries that end inside an entry) is not dropped: it
+goes on as a record with ``forward_error`` (the reason) and ``forward_message`` (what came, as
+JSON).
+
+PackedForward's entries, the mode Fluent Bit and Fluentd send, are read by msgspec when they are
+what those clients send (EventTime or numeric times, maps keyed by text, values JSON holds): the
+stream's entries are counted by skipping them, then decoded as one array with each EventTime
+turned into its text as it is read, and each record written by orjson as it came. Anything else
+in a message (binary values, other extension types, keys that are not text, bad UTF-8, bad
+entries) sends the whole message the general way, which gives the same records for what both
+read (a property test holds them to it).
 
 A message whose option names a ``chunk`` is acknowledged (``{"ack": chunk}``) only once its
 records are in the proxy's spool, fsync'd; a client that gets no ack sends the chunk again.
@@ -32,12 +41,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+import msgspec
 import orjson
 
 from bytefreezer.ingress.proxy.records import now_rfc3339
 from bytefreezer.times import rfc3339_nanos
 
 EVENT_TIME = 0  # the EventTime extension type: big-endian seconds and nanoseconds
+_SECONDS_NANOSECONDS = struct.Struct(">II")
+_ARRAY32 = b"\xdd"  # a MessagePack array of up to 2**32 - 1 items: its count follows, 4 bytes
 
 
 class ForwardError(Exception):
@@ -73,6 +85,8 @@ def event_time(value: Any) -> str:
     """An entry's time as RFC 3339 in UTC; ``ForwardError`` when it is not a time."""
     if isinstance(value, msgpack.ExtType):
         value = _event_time(value) or value
+    if isinstance(value, msgpack.Timestamp):  # MessagePack's own (extension type -1)
+        value = EventTime(value.seconds, value.nanoseconds)
     if isinstance(value, EventTime):
         if value.nanoseconds >= 10**9:
             raise ForwardError(f"EventTime nanoseconds out of range: {value.nanoseconds}")
@@ -105,6 +119,8 @@ def _json_value(value: Any) -> Any:
         return _ext_value(value)
     if isinstance(value, list | tuple):
         return [_json_value(v) for v in value]
+    if isinstance(value, msgpack.Timestamp):
+        return _timestamp_value(value)
     if isinstance(value, str):  # bytes that were not UTF-8 come as surrogate escapes
         return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     if isinstance(value, bytes):
@@ -122,6 +138,14 @@ def _ext_value(value: msgpack.ExtType) -> Any:
     return {"ext_type": value.code, "data": base64.b64encode(value.data).decode()}
 
 
+def _timestamp_value(value: msgpack.Timestamp) -> Any:
+    """MessagePack's timestamp as its time; one past what a date can hold as its bytes."""
+    try:
+        return rfc3339_nanos(value.seconds, value.nanoseconds)
+    except (OverflowError, OSError, ValueError):
+        return {"ext_type": -1, "data": base64.b64encode(value.to_bytes()).decode()}
+
+
 def _binary(value: bytes) -> str:
     """A binary value as text when it is UTF-8, else base64."""
     try:
@@ -136,6 +160,8 @@ def _default(value: Any) -> Any:
         return _binary(value)
     if isinstance(value, msgpack.ExtType):
         return _ext_value(value)
+    if isinstance(value, msgpack.Timestamp):
+        return _timestamp_value(value)
     raise TypeError
 
 
@@ -177,7 +203,8 @@ def _entry(tag: str, entry: Any) -> bytes:
         return _error_record(str(exc), entry, tag)
 
 
-def _packed_entries(data: bytes, compressed: Any, max_bytes: int) -> list[Any]:
+def _inflated(data: bytes, compressed: Any, max_bytes: int) -> bytes:
+    """PackedForward's entries as they were packed: CompressedPackedForward's inflated."""
     if compressed == "gzip":
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
         parts: list[bytes] = []
@@ -198,12 +225,93 @@ def _packed_entries(data: bytes, compressed: Any, max_bytes: int) -> list[Any]:
                 raise ForwardError("compressed entries end inside a gzip member")
             rest = inflater.unused_data
             inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        data = b"".join(parts)
-    elif compressed not in (None, "text", "raw"):
+        return b"".join(parts)
+    if compressed not in (None, "text", "raw"):
         raise ForwardError(f"unsupported compression {compressed!r}; gzip or none")
+    return data
+
+
+def _packed_records(tag: str, data: bytes) -> list[bytes]:
+    """The records of PackedForward's entries, and one error record holding the bytes of an
+    entry the stream ends inside (a client cut off mid-entry)."""
     reader = unpacker(max(len(data), 1))
     reader.feed(data)
-    return list(reader)
+    records, end = [], 0
+    for entry in reader:  # (past the last whole entry, tell() counts what it began to read)
+        records.append(_entry(tag, entry))
+        end = reader.tell()
+    if end < len(data):
+        rest = data[end:]
+        reason = f"entries end inside an entry ({len(rest)} bytes left over)"
+        records.append(_error_record(reason, rest, tag))
+    return records
+
+
+class _Stamp(str):
+    """An EventTime as the fast path read it: its RFC 3339 text, known to be a time."""
+
+    __slots__ = ()
+
+
+def _stamp(code: int, data: memoryview) -> Any:
+    """msgspec's extension hook: an EventTime as its text, another type as msgpack reads it."""
+    if code == EVENT_TIME and len(data) == 8:
+        seconds, nanoseconds = _SECONDS_NANOSECONDS.unpack(data)
+        if nanoseconds < 10**9:
+            return _Stamp(rfc3339_nanos(seconds, nanoseconds))
+    return msgpack.ExtType(code, bytes(data))
+
+
+_FAST_ENTRIES = msgspec.msgpack.Decoder(ext_hook=_stamp)
+
+
+def _entry_count(data: bytes) -> int | None:
+    """How many MessagePack values ``data`` is, skipped without being built; None when it is
+    not a whole number of them."""
+    reader = msgpack.Unpacker(max_buffer_size=max(len(data), 1))
+    reader.feed(data)
+    count = end = 0
+    try:
+        while True:
+            reader.skip()
+            count += 1
+            end = reader.tell()
+    except msgpack.OutOfData:
+        pass
+    except (ValueError, msgpack.UnpackException):
+        return None
+    return count if end == len(data) and count < 2**32 else None
+
+
+def _fast_records(tag: str, data: bytes) -> list[bytes] | None:
+    """PackedForward's records the fast way, or None when anything in them is not the usual
+    (see the module's text); nothing is half done: None means read it all the general way."""
+    count = _entry_count(data)
+    if count is None:
+        return None
+    try:
+        entries = _FAST_ENTRIES.decode(_ARRAY32 + count.to_bytes(4, "big") + data)
+    except (msgspec.DecodeError, ValueError, RecursionError):  # bad UTF-8 is a ValueError
+        return None
+    records = []
+    dumps = orjson.dumps
+    passthrough = orjson.OPT_PASSTHROUGH_DATETIME  # msgspec's datetimes keep microseconds only
+    for entry in entries:
+        if type(entry) is not list or len(entry) != 2 or type(entry[1]) is not dict:
+            return None
+        time, record = entry
+        if type(time) is not _Stamp:
+            try:
+                time = event_time(time)
+            except ForwardError:
+                return None
+        record.setdefault("tag", tag)
+        record.setdefault("timestamp", time)
+        try:  # keys that are not text, binary, other extensions: the general way
+            records.append(dumps(record, option=passthrough))
+        except (orjson.JSONEncodeError, TypeError):
+            return None
+    return records
 
 
 def decode_message(message: Any, max_bytes: int) -> tuple[list[bytes], str | None]:
@@ -225,17 +333,20 @@ def decode_message(message: Any, max_bytes: int) -> tuple[list[bytes], str | Non
             compressed = _option(option, "compressed")
             if isinstance(second, str):  # packed as str by older clients: its bytes exactly
                 second = second.encode("utf-8", "surrogateescape")
-            records = [_entry(tag, e) for e in _packed_entries(second, compressed, max_bytes)]
+            data = _inflated(second, compressed, max_bytes)
+            fast = _fast_records(tag, data)
+            records = _packed_records(tag, data) if fast is None else fast
         else:  # Message mode
             if len(message) < 3:
                 raise ForwardError("message has a time but no record")
             option = message[3] if len(message) > 3 else None
             records = [_entry(tag, [second, message[2]])]
-    except (ForwardError, ValueError, msgpack.UnpackException) as exc:
+    except (ForwardError, ValueError, TypeError, msgpack.UnpackException) as exc:
+        # TypeError: msgpack refusing a map key it cannot hash (an array or a map)
         reason = str(exc) if isinstance(exc, ForwardError) else f"entries unreadable: {exc}"
         packed = isinstance(second, bytes | str | list)  # Message mode's third item is a record
         option = message[2] if packed and len(message) > 2 else None
-        records = [_error_record(reason, message)]
+        records = [_error_record(reason, message, tag)]
     chunk = _option(option, "chunk")
     return records, chunk if isinstance(chunk, str) else None
 

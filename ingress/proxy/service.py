@@ -254,7 +254,8 @@ class ProxyService:
                     peer,
                     source.max_body_bytes,
                 )
-            except (ConnectionError, msgpack.UnpackException, ValueError) as exc:
+            except (ConnectionError, msgpack.UnpackException, ValueError, TypeError) as exc:
+                # TypeError: a map keyed by an array or a map, which msgpack cannot hash
                 if not isinstance(exc, ConnectionError):
                     counts["malformed"] += 1
                     log.warning(

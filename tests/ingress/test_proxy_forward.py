@@ -6,6 +6,7 @@ of bad input decoded as the protocol says."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import json
 import os
@@ -15,11 +16,15 @@ import struct
 import subprocess
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import msgpack
 import pytest
 from fluent import sender as fluent_sender
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from bytefreezer.ingress.proxy import forward
 from bytefreezer.ingress.proxy.forward import decode_message, event_time, unpacker
 from bytefreezer.ingress.proxy.service import ProxyService
 from tests.ingress.conftest import Receiver
@@ -391,3 +396,147 @@ def test_entries_and_text_packed_as_str_by_older_clients() -> None:
     reader.feed(msgpack.packb(["old", EPOCH, {"bad": b"ok \xff"}], use_bin_type=False))
     (record,), _ = decode_message(next(reader), 1 << 20)
     assert json.loads(record)["bad"] == "ok \ufffd"
+
+
+# PackedForward's fast path (msgspec) against the general one (msgpack) ---------------------
+
+TEXT = st.text(st.characters(blacklist_categories=["Cs"]), max_size=8)
+SCALARS = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | TEXT
+ODD_VALUES = (
+    st.binary(max_size=6)
+    | st.builds(msgpack.ExtType, st.integers(1, 127), st.binary(max_size=4))
+    | st.builds(msgpack.Timestamp, st.integers(0, 2**34 - 1), st.integers(0, 10**9 - 1))
+    | st.builds(et, st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))
+)
+
+
+ODD_KEYS = TEXT | st.integers(-5, 5) | st.binary(max_size=3)
+
+
+def values(odd: bool) -> st.SearchStrategy[Any]:
+    leaves = SCALARS | ODD_VALUES if odd else SCALARS
+    keys = ODD_KEYS if odd else TEXT
+    return st.recursive(
+        leaves,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3),
+        max_leaves=8,
+    )
+
+
+TIMES = (
+    st.builds(et, st.integers(0, 2**32 - 1), st.integers(0, 10**9 - 1))  # the usual: EventTime
+    | st.integers(0, 2**33)
+    | st.floats(0, 2**33)
+    | st.builds(et, st.integers(0, 2**32 - 1), st.integers(10**9, 2**32 - 1))  # bad nanos
+    | st.builds(msgpack.Timestamp, st.integers(0, 2**33), st.integers(0, 10**9 - 1))
+    | st.none()
+    | TEXT
+)
+
+
+@st.composite
+def packed_entries(draw: st.DrawFn) -> bytes:
+    odd = draw(st.booleans())
+    records = st.dictionaries(ODD_KEYS if odd else TEXT, values(odd), max_size=5)
+    entry = (
+        st.tuples(TIMES, records).map(list)
+        if not odd
+        else (st.tuples(TIMES, records | values(True)).map(list) | values(True))
+    )
+    entries = draw(st.lists(entry, max_size=6))
+    old_client = odd and draw(st.booleans())  # binary packed as str: bad UTF-8 when it is not
+    data = b"".join(msgpack.packb(e, use_bin_type=not old_client, datetime=False) for e in entries)
+    if odd and draw(st.booleans()):
+        data += draw(st.binary(max_size=4))  # what a client cut off leaves
+    return data
+
+
+def steady(records: list[bytes]) -> list[Any]:
+    """Records as JSON, an error record's time of arrival left out."""
+    out = [json.loads(r) for r in records]
+    for r in out:
+        if "forward_error" in r:
+            del r["timestamp"]
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(packed_entries())
+def test_packed_entries_read_fast_give_the_general_ways_records(data: bytes) -> None:
+    message = ["app", data, {"chunk": "c"}]
+    records, chunk = decode_message(message, 1 << 20)
+    with mock.patch.object(forward, "_fast_records", lambda tag, data: None):
+        general, general_chunk = decode_message(message, 1 << 20)
+    assert steady(records) == steady(general) and chunk == general_chunk == "c"
+    fast = forward._fast_records("app", data)
+    if fast is not None:  # never an error record: those are the general way's
+        assert fast == general
+
+
+def test_what_fluent_bit_sends_takes_the_fast_path() -> None:
+    entries = b"".join(
+        msgpack.packb([et(EPOCH + n, n), {"n": n, "msg": "ü", "tags": ["a"], "x": 1.5}])
+        for n in range(100)
+    ) + msgpack.packb([EPOCH, {"int_time": True}])
+    fast = forward._fast_records("app", entries)
+    assert fast is not None and fast == forward._packed_records("app", entries)
+    assert json.loads(fast[7]) == {
+        "n": 7, "msg": "ü", "tags": ["a"], "x": 1.5,
+        "tag": "app", "timestamp": "2025-11-27T13:26:47.000000007Z",
+    }  # fmt: skip
+    # binary, another extension type, a key that is not text, bad UTF-8: the general way
+    for odd in (b"\xff", msgpack.ExtType(9, b"x"), msgpack.Timestamp(EPOCH, 1)):
+        data = entries + msgpack.packb([et(EPOCH, 0), {"odd": odd}], datetime=False)
+        assert forward._fast_records("app", data) is None
+    assert forward._fast_records("app", entries + msgpack.packb([EPOCH, {1: 2}])) is None
+    bad_text = entries + msgpack.packb([EPOCH, {"b": b"\xff"}], use_bin_type=False)
+    assert forward._fast_records("app", bad_text) is None
+
+
+def test_entries_cut_off_inside_an_entry_keep_the_good_ones_and_the_rest() -> None:
+    entries = b"".join(msgpack.packb([et(EPOCH, 0), {"n": n}]) for n in range(3))
+    cut = msgpack.packb([et(EPOCH, 0), {"n": 3, "msg": "lost?"}])[:-4]
+    records, chunk = decoded(["t", entries + cut, {"chunk": "c"}])
+    assert [r["n"] for r in records[:3]] == [0, 1, 2] and chunk == "c"
+    (error,) = records[3:]
+    assert error["forward_error"] == f"entries end inside an entry ({len(cut)} bytes left over)"
+    assert base64.b64decode(error["forward_message"]) == cut and error["tag"] == "t"
+
+
+def test_messagepack_timestamps_and_unhashable_keys() -> None:
+    # MessagePack's own timestamp (extension -1) is a time, as a record's time or a value
+    ts = msgpack.Timestamp(EPOCH, 42)
+    packed = msgpack.packb([ts, {"at": ts}], datetime=False)
+    for message in (["t", ts, {"at": ts}], ["t", packed, {}], ["t", [[ts, {"at": ts}]]]):
+        (record,), _ = decoded(message)
+        stamp = "2025-11-27T13:26:40.000000042Z"
+        assert record == {"at": stamp, "tag": "t", "timestamp": stamp}
+    # a map keyed by an array: msgpack cannot hash it; the message is kept with the reason
+    array_key = b"\x92\x00\x81\x91\x01\x02"  # [0, {[1]: 2}]
+    (error,), _ = decoded(["t", array_key, {}])
+    assert "unhashable" in error["forward_error"] and error["tag"] == "t"
+
+
+def test_a_stream_msgpack_cannot_read_closes_its_connection_only(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    service = forward_service(receiver, tmp_path)
+
+    async def scenario() -> None:
+        await service.start()
+        try:
+            port = service.ports["fluent"]
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                # Message mode whose record is keyed by an array
+                sock.sendall(b"\x93\xa1t\x00\x81\x91\x01\x02")
+                sock.settimeout(10)
+                assert await asyncio.to_thread(sock.recv, 10) == b""
+            assert service.forward_stats["fluent"]["malformed"] == 1
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(msgpack.packb(["t", [[EPOCH, {"n": 1}]], {"chunk": "ok"}]))
+            assert msgpack.unpackb(await asyncio.wait_for(reader.read(1024), 10)) == {"ack": "ok"}
+            writer.close()
+        finally:
+            await service.stop()
+
+    asyncio.run(scenario())
