@@ -1280,10 +1280,15 @@ async def _read_frame(reader: asyncio.StreamReader, source: InputConfig) -> str 
 
 
 async def _read_counted(reader: asyncio.StreamReader, count: int, limit: int) -> str:
-    kept = await reader.readexactly(min(count, limit))
+    """An octet-counted frame; one the stream ends inside is kept as far as it came."""
+    try:
+        kept = await reader.readexactly(min(count, limit))
+    except asyncio.IncompleteReadError as exc:
+        return exc.partial.decode("utf-8", "replace")
     left = count - len(kept)
-    while left:  # beyond the line limit: read and drop, never held in memory whole
-        left -= len(await reader.readexactly(min(left, 1 << 16)))
+    with suppress(asyncio.IncompleteReadError):
+        while left:  # beyond the line limit: read and drop, never held in memory whole
+            left -= len(await reader.readexactly(min(left, 1 << 16)))
     return kept.decode("utf-8", "replace")
 
 

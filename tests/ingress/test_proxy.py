@@ -297,6 +297,7 @@ def test_tcp_syslog_frames_counted_or_not(receiver: Receiver, tmp_path: Path) ->
         + str(len(huge)).encode() + b" " + huge
         + b"\n"  # a newline after a counted frame is a blank line, not a record
         + b"<13>Jan  1 00:00:00 h b: last\n"
+        + b"300 <13>Jan  1 00:00:00 h b: cut short"  # the stream ends inside a counted frame
     )  # fmt: skip
 
     async def scenario() -> None:
@@ -307,17 +308,18 @@ def test_tcp_syslog_frames_counted_or_not(receiver: Receiver, tmp_path: Path) ->
             writer.write(stream)
             await writer.drain()
             writer.close()
-            await until(lambda: sum(service.stats.lines_in.values()) == 5)
+            await until(lambda: sum(service.stats.lines_in.values()) == 6)
             await until(lambda: not service.spool.paths() and service.stats.batches_delivered)
         finally:
             await service.stop()
 
     asyncio.run(scenario())
     records = intake_records(receiver)
-    assert len(records) == 5
+    assert len(records) == 6
     text = [json.dumps(r) for r in records]
     assert "counted" in text[0] and "starts with its time" in text[1]
     assert "more digits than a count" in text[2] and "last" in text[4]
+    assert "cut short" in text[5]  # was dropped with the connection's end
     assert "x" * 100 in text[3] and "x" * 200 not in text[3]  # cut to max_line_bytes
 
 
