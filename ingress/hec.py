@@ -134,8 +134,9 @@ def event_records(data: bytes) -> tuple[list[bytes], set[str]]:
         values = _events(data)
         records = [orjson.dumps(_record(value, n, indexes)) for n, value in enumerate(values)]
     else:
+        tails: dict[tuple[Any, ...], bytes] = {}  # an event body's events mostly share them
         records = [
-            _spliced(event, n, indexes)
+            _spliced(event, n, indexes, tails)
             or orjson.dumps(_record(orjson.loads(event.line), n, indexes))
             for n, event in enumerate(typed)
         ]
@@ -161,19 +162,21 @@ _EVENT = msgspec.json.Decoder(_Event)
 
 
 class _Own(msgspec.Struct):
-    """The keys of an event's metadata an object body has of its own (it keeps them)."""
+    """The keys of an event's metadata an object body (or an event's indexed fields) has of its
+    own (it keeps them), and whether indexed fields name an `event` of their own."""
 
     host: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     source: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     sourcetype: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     index: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     timestamp: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    event: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
 
 
 _OWN = msgspec.json.Decoder(_Own)
 _NONE_OWN = _Own()
-# Where a body may have one of them (read for its keys only then)
-_OWN_META = re.compile(rb'"(?:host|source|sourcetype|index|timestamp)"\s*:')
+# Where an object may have one of them (read for its keys only then)
+_OWN_META = re.compile(rb'"(?:host|source|sourcetype|index|timestamp|event)"\s*:')
 
 
 def _typed_events(data: bytes) -> list[_Event] | None:
@@ -191,29 +194,66 @@ def _typed_events(data: bytes) -> list[_Event] | None:
         return None
 
 
-def _spliced(event: _Event, number: int, indexes: set[str]) -> bytes | None:
-    """The record of an event whose body is an object and that has no indexed fields: the body
-    as sent with the event's metadata and time after its own keys; None for any other event
-    (made by ``_record``)."""
+def _own(text: bytes) -> _Own:
+    """Which of ``_Own``'s keys an object's text has (any may be written with escapes)."""
+    return _OWN.decode(text) if _OWN_META.search(text) or b"\\u" in text else _NONE_OWN
+
+
+def _spliced(
+    event: _Event, number: int, indexes: set[str], tails: dict[tuple[Any, ...], bytes]
+) -> bytes | None:
+    """The record of the usual events, spliced from their text as sent: an object body without
+    indexed fields (its keys, then the event's metadata and time), and any other body with or
+    without them (the fields' keys, then `event`, then metadata and time). None for any other
+    event (made by ``_record``, which also tells what is wrong with one). ``tails`` keeps the
+    metadata's text by its values, for the body's other events."""
     body = event.event
-    if body is msgspec.UNSET or event.fields is not msgspec.UNSET:
+    if body is msgspec.UNSET:
         return None
     text = bytes(body)
-    if text[:1] != b"{" or not text[1:-1].strip():
+    fields = event.fields
+    if text[:1] == b"{":
+        if fields is not msgspec.UNSET or not text[1:-1].strip():
+            return None
+        own = _own(text)
+        head = text[:-1]
+    elif text == b"null" or text == b'""':  # blank: refused by ``_record``
         return None
-    own = _OWN.decode(text) if _OWN_META.search(text) else _NONE_OWN
-    tail = []
-    for name in _META:
-        value = getattr(event, name)
-        if value is not None and getattr(own, name) is msgspec.UNSET:
-            tail.append(b',"%s":%s' % (name.encode(), orjson.dumps(value)))
+    else:
+        listed = b"null" if fields is msgspec.UNSET else bytes(fields)
+        if listed == b"null" or (listed[:1] == b"{" and not listed[1:-1].strip()):
+            own = _NONE_OWN
+            head = b'{"event":' + text
+        elif listed[:1] == b"{":
+            own = _own(listed)
+            if own.event is not msgspec.UNSET:  # the body's `event` would replace the field's
+                return None
+            head = listed[:-1] + b',"event":' + text
+        else:
+            return None
+    meta = (event.host, event.source, event.sourcetype, event.index)
+    try:
+        tail = tails[meta] if own is _NONE_OWN else _tail(meta, own)
+    except KeyError:
+        tail = tails[meta] = _tail(meta, own)
+    except TypeError:  # metadata that is not text (a list, an object): not kept
+        tail = _tail(meta, own)
+    if isinstance(event.index, str):
+        indexes.add(event.index)
     if event.time is not None:
         stamp = _time(event.time, number)  # checked even where the body has a timestamp
         if own.timestamp is msgspec.UNSET:
-            tail.append(b',"timestamp":"%s"' % stamp.encode())
-    if isinstance(event.index, str):
-        indexes.add(event.index)
-    return text[:-1] + b"".join(tail) + b"}"
+            return b'%s%s,"timestamp":"%s"}' % (head, tail, stamp.encode())
+    return head + tail + b"}"
+
+
+def _tail(meta: tuple[Any, ...], own: _Own) -> bytes:
+    """The metadata an event's record gets: each given that its body does not have."""
+    return b"".join(
+        b',"%s":%s' % (name.encode(), orjson.dumps(value))
+        for name, value in zip(_META, meta, strict=True)
+        if value is not None and getattr(own, name) is msgspec.UNSET
+    )
 
 
 def _record(event: Any, number: int, indexes: set[str]) -> dict[str, Any]:

@@ -186,12 +186,17 @@ _EVENTS = [
     st.sampled_from([b"", b"\n", b" ", b"\r\n"]),
 )
 def test_events_one_after_another_are_each_read(events: list[bytes], between: bytes) -> None:
-    """However events follow each other, the records are those of each event alone."""
+    """However events follow each other, the records are those of each event alone (as JSON:
+    a body read whole keeps its text as sent, one read value by value is written anew)."""
     records, _ = hec.event_records(between.join(events))
-    assert records == [hec.event_records(event)[0][0] for event in events]
+    alone = [hec.event_records(event)[0][0] for event in events]
+    assert [list(json.loads(r).items()) for r in records] == [
+        list(json.loads(r).items()) for r in alone
+    ]
 
 
-_KEYS = st.sampled_from(["msg", "user", "host", "timestamp", "n", "é"])
+_KEYS = st.sampled_from(["msg", "user", "host", "source", "timestamp", "event", "n", "é"])
+_META_VALUES = st.text(max_size=4) | st.lists(st.integers(0, 9), max_size=2)
 _BODIES = (
     st.dictionaries(
         _KEYS, st.integers(-(2**63), 2**63 - 1) | st.text(max_size=5), min_size=1, max_size=4
@@ -202,10 +207,10 @@ _BODIES = (
 _HEC_EVENTS = st.fixed_dictionaries(
     {"event": _BODIES},
     optional={
-        "fields": st.dictionaries(_KEYS, st.text(max_size=3), max_size=2),
+        "fields": st.dictionaries(_KEYS, st.text(max_size=3), max_size=2) | st.none(),
         "time": st.floats(min_value=0, max_value=2e9),
-        "host": st.text(max_size=4),
-        "source": st.text(max_size=4),
+        "host": _META_VALUES,
+        "source": _META_VALUES,
         "sourcetype": st.text(max_size=4),
         "index": st.sampled_from(["web", "app"]),
     },
@@ -213,13 +218,18 @@ _HEC_EVENTS = st.fixed_dictionaries(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(_HEC_EVENTS, min_size=1, max_size=6), st.sampled_from([b"", b"\n"]))
+@given(
+    st.lists(_HEC_EVENTS, min_size=1, max_size=6),
+    st.sampled_from([b"", b"\n"]),
+    st.booleans(),
+)
 def test_an_events_record_is_its_fields_body_metadata_and_time(
-    events: list[dict], between: bytes
+    events: list[dict], between: bytes, escaped: bool
 ) -> None:
     """Fields, then the body's keys (an object's, else `event`), then the metadata and time the
-    body has none of: in that order, whether the body was spliced as sent or rebuilt."""
-    body = between.join(json.dumps(event, ensure_ascii=False).encode() for event in events)
+    body has none of: in that order, each once, whether the body was spliced as sent or
+    rebuilt (and whatever a key's text escapes)."""
+    body = between.join(json.dumps(event, ensure_ascii=escaped).encode() for event in events)
     records, indexes = hec.event_records(body)
     for event, record in zip(events, records, strict=True):
         expected = dict(event.get("fields") or {})
@@ -230,8 +240,49 @@ def test_an_events_record_is_its_fields_body_metadata_and_time(
                 expected.setdefault(name, event[name])
         if "time" in event:
             expected.setdefault("timestamp", hec._time(event["time"], 0))
-        assert list(json.loads(record).items()) == list(expected.items())
+        assert json.loads(record, object_pairs_hook=list) == list(expected.items())
     assert indexes == {event["index"] for event in events if "index" in event}
+
+
+def test_the_shapes_vector_and_the_opentelemetry_collector_send_are_spliced() -> None:
+    shapes = [
+        {"event": {"msg": "a"}, "time": 1767225600.5, "sourcetype": "app"},  # Fluent Bit
+        {"event": "GET / 200", "time": 1767225600, "host": "h", "fields": {}},  # Vector
+        {  # the OpenTelemetry Collector: resource attributes as indexed fields
+            "time": 1767225600.25, "host": "h", "source": "otel", "sourcetype": "otel",
+            "index": "main", "event": "GET / 200", "fields": {"service.name": "shop"},
+        },
+        {"event": 7, "fields": {"host": "own", "n": "1"}, "host": "h"},
+    ]  # fmt: skip
+    for shape in shapes:
+        line = json.dumps(shape).encode()
+        (event,) = hec._typed_events(line) or []
+        indexes: set[str] = set()
+        spliced = hec._spliced(event, 0, indexes, {})
+        assert spliced is not None, shape
+        rebuilt = hec._record(json.loads(line), 0, set())
+        assert json.loads(spliced, object_pairs_hook=list) == list(rebuilt.items())
+        assert indexes == ({shape["index"]} if "index" in shape else set())
+    # events of one body with the same metadata: each body keeps what it has of its own
+    body = (
+        b'{"event": {"m": 1}, "host": "h", "source": "s"}'
+        b'{"event": {"m": 2, "host": "own"}, "host": "h", "source": "s"}'
+        b'{"event": "text", "fields": {"source": "own"}, "host": "h", "source": "s"}'
+        b'{"event": {"m": 3}, "host": "h", "source": "s"}'
+    )
+    records, _ = hec.event_records(body)
+    assert [json.loads(r, object_pairs_hook=list) for r in records] == [
+        [("m", 1), ("host", "h"), ("source", "s")],
+        [("m", 2), ("host", "own"), ("source", "s")],
+        [("source", "own"), ("event", "text"), ("host", "h")],
+        [("m", 3), ("host", "h"), ("source", "s")],
+    ]
+    # a key written with escapes is still the body's own: not given the event's again
+    (event,) = hec._typed_events(b'{"event": 1, "fields": {"ho\\u0073t": "own"}, "host": "h"}')
+    assert json.loads(hec._spliced(event, 0, set(), {}) or b"", object_pairs_hook=list) == [
+        ("host", "own"),
+        ("event", 1),
+    ]
 
 
 def test_an_event_body_that_is_not_utf8_is_refused() -> None:
