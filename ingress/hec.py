@@ -106,18 +106,18 @@ def _pieces(data: bytes) -> list[bytes]:
 
 def _time(value: Any, number: int) -> str:
     try:
-        seconds = float(value)
+        seconds = value if type(value) is float else float(value)
     except (TypeError, ValueError):
         seconds = math.nan
-    if not math.isfinite(seconds) or not 0 <= seconds < 253_402_300_800:
+    if not 0 <= seconds < 253_402_300_800:  # NaN is neither
         raise HecError(
             400, 6, f"Invalid data format: event {number}: time {value!r} is not epoch seconds"
         )
-    fraction, whole = math.modf(seconds)
-    micros = round(fraction * 1e6)  # to the nearest, halves to even, as datetime rounds
+    whole = int(seconds)
+    micros = round((seconds - whole) * 1e6)  # to the nearest, halves to even, as datetime rounds
     if micros == 1_000_000:
         whole, micros = whole + 1, 0
-    return f"{_second(int(whole))}.{micros:06d}Z"
+    return f"{_second(whole)}.{micros:06d}Z"
 
 
 @functools.lru_cache(maxsize=4096)
