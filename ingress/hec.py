@@ -234,10 +234,10 @@ def _spliced(
     meta = (event.host, event.source, event.sourcetype, event.index)
     try:
         tail = tails[meta] if own is _NONE_OWN else _tail(meta, own)
-    except KeyError:
-        tail = tails[meta] = _tail(meta, own)
-    except TypeError:  # metadata that is not text (a list, an object): not kept
+    except (KeyError, TypeError):  # TypeError: a list or an object, which cannot be a key
         tail = _tail(meta, own)
+        if own is _NONE_OWN and all(value is None or type(value) is str for value in meta):
+            tails[meta] = tail  # text only: 1, 1.0 and true are equal keys of other texts
     if isinstance(event.index, str):
         indexes.add(event.index)
     if event.time is not None:

@@ -196,7 +196,11 @@ def test_events_one_after_another_are_each_read(events: list[bytes], between: by
 
 
 _KEYS = st.sampled_from(["msg", "user", "host", "source", "timestamp", "event", "n", "é"])
-_META_VALUES = st.text(max_size=4) | st.lists(st.integers(0, 9), max_size=2)
+_META_VALUES = (
+    st.text(max_size=4)
+    | st.lists(st.integers(0, 9), max_size=2)
+    | st.sampled_from([1, 1.0, True, "1"])
+)
 _BODIES = (
     st.dictionaries(
         _KEYS, st.integers(-(2**63), 2**63 - 1) | st.text(max_size=5), min_size=1, max_size=4
@@ -269,6 +273,7 @@ def test_the_shapes_vector_and_the_opentelemetry_collector_send_are_spliced() ->
         b'{"event": {"m": 2, "host": "own"}, "host": "h", "source": "s"}'
         b'{"event": "text", "fields": {"source": "own"}, "host": "h", "source": "s"}'
         b'{"event": {"m": 3}, "host": "h", "source": "s"}'
+        b'{"event": 4, "host": 1}{"event": 5, "host": true}{"event": 6, "host": 1.0}'
     )
     records, _ = hec.event_records(body)
     assert [json.loads(r, object_pairs_hook=list) for r in records] == [
@@ -276,7 +281,13 @@ def test_the_shapes_vector_and_the_opentelemetry_collector_send_are_spliced() ->
         [("m", 2), ("host", "own"), ("source", "s")],
         [("source", "own"), ("event", "text"), ("host", "h")],
         [("m", 3), ("host", "h"), ("source", "s")],
+        [("event", 4), ("host", 1)],
+        [("event", 5), ("host", True)],
+        [("event", 6), ("host", 1.0)],
     ]
+    # equal in Python, not in JSON: 1, true and 1.0 each as sent
+    assert records[4:] == [b'{"event":4,"host":1}', b'{"event":5,"host":true}',
+                           b'{"event":6,"host":1.0}']  # fmt: skip
     # a key written with escapes is still the body's own: not given the event's again
     (event,) = hec._typed_events(b'{"event": 1, "fields": {"ho\\u0073t": "own"}, "host": "h"}')
     assert json.loads(hec._spliced(event, 0, set(), {}) or b"", object_pairs_hook=list) == [
