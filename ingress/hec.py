@@ -232,12 +232,18 @@ def _spliced(
         else:
             return None
     meta = (event.host, event.source, event.sourcetype, event.index)
-    try:
-        tail = tails[meta] if own is _NONE_OWN else _tail(meta, own)
-    except (KeyError, TypeError):  # TypeError: a list or an object, which cannot be a key
+    unset = msgspec.UNSET
+    if own is _NONE_OWN or (
+        own.host is unset and own.source is unset and own.sourcetype is unset and own.index is unset
+    ):  # the body has none of the metadata (a `timestamp` of its own, at most)
+        try:
+            tail = tails[meta]
+        except (KeyError, TypeError):  # TypeError: a list or an object, which cannot be a key
+            tail = _tail(meta, _NONE_OWN)
+            if all(value is None or type(value) is str for value in meta):
+                tails[meta] = tail  # text only: 1, 1.0 and true are equal keys of other texts
+    else:
         tail = _tail(meta, own)
-        if own is _NONE_OWN and all(value is None or type(value) is str for value in meta):
-            tails[meta] = tail  # text only: 1, 1.0 and true are equal keys of other texts
     if isinstance(event.index, str):
         indexes.add(event.index)
     if event.time is not None:
