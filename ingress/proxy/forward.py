@@ -16,8 +16,9 @@ JSON).
 
 PackedForward's entries, the mode Fluent Bit and Fluentd send, are read by msgspec when they are
 what those clients send (EventTime or numeric times, maps keyed by text, values JSON holds): the
-stream's entries are counted by skipping them, then decoded as one array with each EventTime
-turned into its text as it is read, and each record written by orjson as it came. Anything else
+stream's entries are counted by skipping them, then decoded as one array of typed pairs (msgspec
+checks each entry's shape and its keys as it reads them), each EventTime turned into its text and
+each record written by orjson as it came. Anything else
 in a message (binary values, other extension types, keys that are not text, bad UTF-8, bad
 entries) sends the whole message the general way, which gives the same records for what both
 read (a property test holds them to it).
@@ -247,22 +248,11 @@ def _packed_records(tag: str, data: bytes) -> list[bytes]:
     return records
 
 
-class _Stamp(str):
-    """An EventTime as the fast path read it: its RFC 3339 text, known to be a time."""
-
-    __slots__ = ()
-
-
-def _stamp(code: int, data: memoryview) -> Any:
-    """msgspec's extension hook: an EventTime as its text, another type as msgpack reads it."""
-    if code == EVENT_TIME and len(data) == 8:
-        seconds, nanoseconds = _SECONDS_NANOSECONDS.unpack(data)
-        if nanoseconds < 10**9:
-            return _Stamp(rfc3339_nanos(seconds, nanoseconds))
-    return msgpack.ExtType(code, bytes(data))
-
-
-_FAST_ENTRIES = msgspec.msgpack.Decoder(ext_hook=_stamp)
+# PackedForward's usual entries, checked by msgspec as it reads them: pairs of a time (an
+# extension value, EventTime when it is one, or a number) and a map keyed by text
+_FAST_ENTRIES = msgspec.msgpack.Decoder(
+    list[tuple[msgspec.msgpack.Ext | int | float, dict[str, Any]]]
+)
 
 
 def _entry_count(data: bytes) -> int | None:
@@ -289,25 +279,32 @@ def _fast_records(tag: str, data: bytes) -> list[bytes] | None:
     count = _entry_count(data)
     if count is None:
         return None
-    try:
+    try:  # (a ValidationError is a DecodeError; bad UTF-8 is a ValueError)
         entries = _FAST_ENTRIES.decode(_ARRAY32 + count.to_bytes(4, "big") + data)
-    except (msgspec.DecodeError, ValueError, RecursionError):  # bad UTF-8 is a ValueError
+    except (msgspec.DecodeError, ValueError, RecursionError):
         return None
     records = []
     dumps = orjson.dumps
     passthrough = orjson.OPT_PASSTHROUGH_DATETIME  # msgspec's datetimes keep microseconds only
-    for entry in entries:
-        if type(entry) is not list or len(entry) != 2 or type(entry[1]) is not dict:
-            return None
-        time, record = entry
-        if type(time) is not _Stamp:
+    unpack = _SECONDS_NANOSECONDS.unpack
+    ext = msgspec.msgpack.Ext
+    for time, record in entries:
+        if type(time) is ext:
             try:
-                time = event_time(time)
+                seconds, nanoseconds = unpack(time.data)
+            except struct.error:  # not 8 bytes
+                return None
+            if time.code != EVENT_TIME or nanoseconds >= 10**9:
+                return None
+            stamp = rfc3339_nanos(seconds, nanoseconds)
+        else:
+            try:
+                stamp = event_time(time)
             except ForwardError:
                 return None
         record.setdefault("tag", tag)
-        record.setdefault("timestamp", time)
-        try:  # keys that are not text, binary, other extensions: the general way
+        record.setdefault("timestamp", stamp)
+        try:  # binary, extension values, MessagePack timestamps: the general way
             records.append(dumps(record, option=passthrough))
         except (orjson.JSONEncodeError, TypeError):
             return None
