@@ -49,7 +49,7 @@ from bytefreezer.ingress.proxy.records import now_rfc3339
 from bytefreezer.times import rfc3339_nanos
 
 EVENT_TIME = 0  # the EventTime extension type: big-endian seconds and nanoseconds
-_SECONDS_NANOSECONDS = struct.Struct(">II")
+_SECONDS_NANOSECONDS = struct.Struct(">II")  # EventTime's 8 bytes, for both ways of reading it
 _ARRAY32 = b"\xdd"  # a MessagePack array of up to 2**32 - 1 items: its count follows, 4 bytes
 
 
@@ -65,7 +65,7 @@ class EventTime:
 
 def _event_time(value: msgpack.ExtType) -> EventTime | None:
     if value.code == EVENT_TIME and len(value.data) == 8:
-        return EventTime(*struct.unpack(">II", value.data))
+        return EventTime(*_SECONDS_NANOSECONDS.unpack(value.data))
     return None
 
 
