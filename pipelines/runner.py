@@ -7,6 +7,7 @@ import copy
 import hashlib
 import logging
 import pickle
+import shutil
 import threading
 import time
 import uuid
@@ -438,10 +439,21 @@ def run_claimed(
 def run_pipeline(beam_args: list[str], build: Any, namespace: str) -> dict[str, int]:
     """Build and run one bounded pipeline; return its counters in ``namespace``."""
     pipeline = beam.Pipeline(options=pipeline_options(beam_args))
-    build(pipeline)
-    result = pipeline.run()
-    result.wait_until_finish()
+    try:
+        build(pipeline)
+        result = pipeline.run()
+        result.wait_until_finish()
+    finally:
+        _remove_tempdir(pipeline)
     return _counters(result, namespace)
+
+
+def _remove_tempdir(pipeline: beam.Pipeline) -> None:
+    """Remove the directory every ``beam.Pipeline`` makes under the system's temporary
+    directory. Beam removes it after a run, except in IPython, where it leaves it for its
+    interactive tooling: a notebook kernel running piper every few minutes would otherwise
+    leave one behind each run (and one for a pipeline that failed to build)."""
+    shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
 
 
 # Building a run's Beam pipeline cost about 23 ms of an empty local run's 29 ms: options parsed
@@ -530,8 +542,11 @@ class _KeptPipelines:
         try:
             if fresh:
                 pipeline = beam.Pipeline(runner=kept.runner, options=kept.options)
-                _apply_claimed(pipeline, _handed_over, kept.slot, label, step)
-                result = pipeline.run()
+                try:
+                    _apply_claimed(pipeline, _handed_over, kept.slot, label, step)
+                    result = pipeline.run()
+                finally:
+                    _remove_tempdir(pipeline)
             else:
                 assert kept.runner.proto is not None
                 proto = beam_runner_api_pb2.Pipeline()

@@ -3,6 +3,7 @@ they are committed without outputs."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -44,6 +45,12 @@ def test_notebook_runs_against_s3(path: Path, tmp_path: Path, s3_server: dict[st
     client = NotebookClient(
         book, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     )
-    client.execute()  # raises CellExecutionError, with the cell and traceback, on any failure
+    kernel_tmp = tmp_path / "kernel-tmp"
+    kernel_tmp.mkdir()
+    # raises CellExecutionError, with the cell and traceback, on any failure
+    client.execute(env={**os.environ, "TMPDIR": str(kernel_tmp)})
     last = book.cells[-1].outputs
     assert any("OK" in "".join(o.get("text", "")) for o in last), last
+    # Beam leaves each pipeline's temporary directory behind in IPython; the runner removes it
+    left = sorted(p.name for p in kernel_tmp.glob("beam-pipeline-temp*"))
+    assert left == [], f"{path.name} left Beam's temporary directories behind: {left}"
