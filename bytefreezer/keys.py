@@ -155,7 +155,7 @@ class IntakeKey:
         if not filename.startswith(prefix):
             raise InvalidName(f"not an intake key: {key!r}")
         nano, sep, hint = filename[len(prefix) :].partition("--")
-        if not sep or not nano.isdigit():
+        if not sep or not (nano.isascii() and nano.isdigit()):
             raise InvalidName(f"not an intake key: {key!r}")
         return cls(tenant, dataset, int(nano), hint)
 

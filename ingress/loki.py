@@ -177,7 +177,11 @@ def _json_entry(records: _Records, number: int, value: Any, labels: bytes) -> No
         raise BodyError(400, shape)
     stamp, line = value[0], value[1]
     metadata = value[2] if len(value) == 3 else {}
-    if not isinstance(stamp, str) or not stamp.isdigit() or not isinstance(line, str):
+    if (
+        not isinstance(stamp, str)
+        or not (stamp.isascii() and stamp.isdigit())
+        or not isinstance(line, str)
+    ):
         raise BodyError(400, shape)
     if not isinstance(metadata, dict):
         raise BodyError(400, shape)

@@ -291,7 +291,7 @@ async def _read_body(request: Request, state: ReceiverState) -> tuple[bytes, int
     retry = state.settings.receiver.retry_after_seconds
     declared = request.headers.get("content-length")
     reserved = 0
-    if declared and declared.isdigit():
+    if declared and declared.isascii() and declared.isdigit():
         if int(declared) > limit:
             raise Rejected(413, f"body exceeds {limit} bytes")
         if not state.budget.take(int(declared)):

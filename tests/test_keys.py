@@ -44,7 +44,15 @@ def test_names_with_separators_still_parse_by_path() -> None:
     assert IntakeKey.parse(key.key) == key
 
 
-@pytest.mark.parametrize("bad", ["acme/web/x.gz", "acme/web/acme--web--nan--x.gz", "a/b/c/d.gz"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "acme/web/x.gz",
+        "acme/web/acme--web--nan--x.gz",
+        "a/b/c/d.gz",
+        "acme/web/acme--web--\u00b2--x.gz",  # a digit to str.isdigit, not to int()
+    ],
+)
 def test_foreign_keys_are_not_parsed(bad: str) -> None:
     with pytest.raises(InvalidName):
         IntakeKey.parse(bad)

@@ -212,7 +212,7 @@ def _patch_tenant(s: ControlStore, r: Request, b: Any) -> Any:
 
 def _usage(s: ControlStore, r: Request, b: Any) -> Any:
     days = r.query_params.get("days", "7")
-    if not days.isdigit() or not 1 <= int(days) <= 366:
+    if not (days.isascii() and days.isdigit()) or not 1 <= int(days) <= 366:
         raise errors.ConfigError("days is a whole number from 1 to 366")
     return s.list_usage(r.path_params.get("tenant"), int(days))
 

@@ -454,7 +454,7 @@ class Forwarder:
             self._stats.last_error = f"receiver answered {response.status_code}: {reason}"
             self._spool.record_failure(self._stats.last_error)
             retry_after = response.headers.get("retry-after", "")
-            return float(retry_after) if retry_after.isdigit() else 0.0
+            return float(retry_after) if retry_after.isascii() and retry_after.isdigit() else 0.0
         log.error("receiver refused batch %s for good (%d): %s", key, response.status_code, reason)
         await asyncio.to_thread(self._dead.add, key, data, metadata, response.status_code, reason)
         self._spool.remove(path)

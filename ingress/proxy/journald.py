@@ -40,7 +40,7 @@ def entry_record(line: bytes) -> tuple[bytes, str | None]:
         ), None
     record: dict[str, Any] = {}
     realtime = entry.pop("__REALTIME_TIMESTAMP", None)
-    if isinstance(realtime, str) and realtime.isdigit():
+    if isinstance(realtime, str) and realtime.isascii() and realtime.isdigit():
         seconds, micros = divmod(int(realtime), 1_000_000)
         record["timestamp"] = f"{_second(seconds)}.{micros:06d}Z"
     message = entry.pop("MESSAGE", None)

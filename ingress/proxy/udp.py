@@ -65,6 +65,11 @@ def kernel_drops(inodes: Mapping[str, int]) -> dict[str, int]:
             continue
         for line in lines:
             fields = line.split()
-            if len(fields) >= 13 and fields[9].isdigit() and int(fields[9]) in wanted:
+            if (
+                len(fields) >= 13
+                and fields[9].isascii()
+                and fields[9].isdigit()
+                and int(fields[9]) in wanted
+            ):
                 drops[wanted[int(fields[9])]] = int(fields[12])
     return drops

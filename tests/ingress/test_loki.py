@@ -149,6 +149,13 @@ def test_times_labels_and_structured_metadata(receiver: Receiver) -> None:
         ),
         (
             "/acme/web/loki/api/v1/push",
+            None,
+            '{"streams": [{"values": [["\u00b2", "l"]]}]}'.encode(),  # a digit to isdigit only
+            400,
+            "unix epoch",
+        ),
+        (
+            "/acme/web/loki/api/v1/push",
             {"Content-Type": "application/x-protobuf"},
             b"\xff\x00",
             400,

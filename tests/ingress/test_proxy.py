@@ -529,6 +529,48 @@ def test_a_tenant_held_back_till_tomorrow_does_not_hold_up_the_others(
     assert len(delivered) == 2 and receiver.storage.intake.list("acme/web/") == []
 
 
+def test_a_retry_after_that_is_not_a_number_of_seconds_is_waited_out_as_none(
+    tmp_path: Path,
+) -> None:
+    """A balancer in front of the receivers answers 503 with a Retry-After that is not a whole
+    number of seconds ("²" is a digit to ``str.isdigit``, not to ``float``): the proxy retries on
+    its own backoff and delivers, as it does for a Retry-After that is a date."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    bodies: list[bytes] = []
+
+    async def front(request: Request) -> Response:
+        body = await request.body()
+        if not bodies:
+            bodies.append(b"")
+            return Response("busy", status_code=503, headers={"Retry-After": "\u00b2"})
+        bodies.append(gzip.decompress(body))
+        return Response(status_code=204)
+
+    app = Starlette(routes=[Route("/{tenant}/{dataset}", front, methods=["POST"])])
+    with serve_app(app) as url:
+        config = proxy_config(tmp_path, url, "bfk_key", {"name": "tcp", "type": "tcp"})
+
+        async def scenario() -> None:
+            service = ProxyService(config)
+            await service.start()
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", service.ports["tcp"])
+                writer.write(b'{"id": 1}\n')
+                await writer.drain()
+                writer.close()
+                await until(lambda: service.stats.batches_delivered >= 1)
+                assert service.stats.delivery_retries >= 1
+            finally:
+                await service.stop()
+
+        asyncio.run(scenario())
+    assert [json.loads(line) for line in bodies[1].splitlines()] == [{"id": 1}]
+
+
 def test_records_added_together_are_batched_as_one_by_one() -> None:
     """``add_many`` (a poll's or a request's records at once) closes each batch on the record
     that brings it to ``batch_max_bytes`` (newlines counted) or ``batch_max_lines``, as adding

@@ -195,6 +195,8 @@ def test_lines_that_are_not_entries_are_kept() -> None:
     assert cursor is None and b'"journald_error":"not a journal entry' in record
     record, cursor = entry_record(b'{"MESSAGE": [104, 105], "__CURSOR": "c1", "M": ["a", "b"]}')
     assert cursor == "c1" and b'"message":"hi"' in record and b'"M":["a","b"]' in record
+    record, cursor = entry_record('{"MESSAGE": "m", "__REALTIME_TIMESTAMP": "\u00b2"}'.encode())
+    assert b'"message":"m"' in record and b'"timestamp"' not in record
 
 
 def test_a_proxy_killed_while_reading_the_journal_loses_nothing(

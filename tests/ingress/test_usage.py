@@ -172,6 +172,9 @@ def test_the_api_sets_limits_and_reads_usage(tmp_path: Path) -> None:
         )
         assert httpx.get(f"{api}/tenants/acme/usage", headers=admin).json() == [entry]
         assert httpx.get(f"{api}/usage", params={"days": 0}, headers=admin).status_code == 400
+        for days in ("²", "1.5", "-1", "x"):  # "²" is a digit to str.isdigit, not to int()
+            refused = httpx.get(f"{api}/usage", params={"days": days}, headers=admin)
+            assert refused.status_code == 400 and "whole number" in refused.text, refused.text
         assert httpx.get(f"{api}/usage").status_code == 401
 
 
