@@ -26,11 +26,10 @@ from tests.helpers import (
 )
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[dict[str, object]]:
-    data_dir = tmp_path / "data"
+def _running_stack(where: Path) -> Iterator[dict[str, object]]:
+    data_dir = where / "data"
     port = free_port()
-    log = open(tmp_path / "up.log", "wb")
+    log = open(where / "up.log", "wb")
     process = start_up(data_dir, log, port, BYTEFREEZER_RECEIVER__MAX_BODY_BYTES="200000")
     try:
         wait_for_port(port, timeout=60)
@@ -39,6 +38,17 @@ def stack(tmp_path: Path) -> Iterator[dict[str, object]]:
     finally:
         stop_process(process)
         log.close()
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[dict[str, object]]:
+    yield from _running_stack(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def refusing_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """One stack for the requests it refuses (each refused request stores nothing)."""
+    yield from _running_stack(tmp_path_factory.mktemp("refusing"))
 
 
 def test_posted_records_reach_parquet_and_bad_lines_reach_dead_letters(
@@ -100,14 +110,22 @@ def test_posted_records_reach_parquet_and_bad_lines_reach_dead_letters(
     ],
 )
 def test_bad_requests_get_clear_errors(
-    stack: dict[str, object], path: str, headers: dict[str, str] | None, body: bytes, status: int
+    refusing_stack: dict[str, object],
+    path: str,
+    headers: dict[str, str] | None,
+    body: bytes,
+    status: int,
 ) -> None:
+    stack = refusing_stack
     send = {"Authorization": f"Bearer {stack['key']}"} if headers is None else dict(headers)
     if headers and "Content-Encoding" in headers:
         send["Authorization"] = f"Bearer {stack['key']}"
     response = httpx.post(f"{stack['url']}{path}", content=body, headers=send)
     assert response.status_code == status, response.text
     assert response.json()["error"]
+    data_dir = stack["data"]
+    assert isinstance(data_dir, Path)
+    assert not list((data_dir / "buckets" / "intake").rglob("*.gz"))  # nothing stored
 
 
 def test_sigterm_stops_the_stack_cleanly(stack: dict[str, object]) -> None:
