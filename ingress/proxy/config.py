@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from bytefreezer.errors import ConfigError, validation_problems
+from bytefreezer.ingress.proxy.containers import ContainerFormat
 from bytefreezer.ingress.proxy.mqtt import broker_address
 from bytefreezer.keys import validate_name
 from bytefreezer.settings import expand_env
@@ -224,6 +225,13 @@ class InputConfig(_Config):
         description="A `file` input's last record is complete once no line joined it for this "
         "long.",
     )
+    container_format: ContainerFormat | None = Field(
+        None,
+        description="A `file` input reads container runtimes' log files: `cri` (containerd, "
+        "CRI-O: `/var/log/pods/*/*/*.log`) or `docker` (Docker's json-file driver). Each "
+        "container line is a record of its `timestamp`, `stream` and `log` (its parts joined), "
+        "with `kubernetes` (namespace, pod, container) from a Kubernetes log path.",
+    )
     inotify: bool = Field(
         True,
         description="A `file` input reads new lines and files as soon as Linux's inotify "
@@ -316,9 +324,15 @@ class InputConfig(_Config):
                 f"journal_directory and units are for journald inputs; input {self.name} is "
                 f"{self.type}"
             )
-        if (self.paths or self.multiline_start) and self.type != "file":
+        if (self.paths or self.multiline_start or self.container_format) and self.type != "file":
             raise ValueError(
-                f"paths and multiline_start are for file inputs; input {self.name} is {self.type}"
+                "paths, multiline_start and container_format are for file inputs; input "
+                f"{self.name} is {self.type}"
+            )
+        if self.multiline_start and self.container_format:
+            raise ValueError(
+                f"input {self.name}: container_format joins a container's lines itself; "
+                "multiline_start is for other files"
             )
         if (
             self.topics

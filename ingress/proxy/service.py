@@ -115,6 +115,7 @@ class ProxyService:
                 max_line_bytes=i.max_line_bytes,
                 multiline_start=i.multiline_start,
                 multiline_timeout=i.multiline_timeout_seconds,
+                container_format=i.container_format,
             )
             for i in config.inputs
             if i.type == "file"
@@ -365,7 +366,9 @@ class ProxyService:
         moved = False
         for read in reads:
             records: list[bytes] | RecordBlock
-            if read.cut is None:  # the usual read: its lines as read, spooled as a block
+            if read.records is not None:  # made as it was read (container runtimes' logs)
+                records = read.records
+            elif read.cut is None:  # the usual read: its lines as read, spooled as a block
                 records = lines_records_with(read.raw, {"file": read.path})
             else:
                 lines = [line for line in read.cut if not is_blank(line)]

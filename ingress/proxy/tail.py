@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from bytefreezer.ingress.proxy import checkpoints
+from bytefreezer.ingress.proxy.containers import ContainerFormat, Records, container_records
 from bytefreezer.ingress.proxy.inotify import pattern_directory
 from bytefreezer.ingress.proxy.records import split_lines
 from bytefreezer.lines import longest_line
@@ -59,6 +60,7 @@ class Read:
     offset: int
     fingerprint: str
     skipping: bool = False
+    records: list[bytes] | None = None  # made already (a container runtime's log lines)
 
     @functools.cached_property
     def lines(self) -> list[str]:
@@ -70,6 +72,8 @@ class Read:
 
     @property
     def count(self) -> int:
+        if self.records is not None:
+            return len(self.records)
         return self.raw.count(b"\n") if self.cut is None else len(self.cut)
 
 
@@ -107,8 +111,10 @@ class Tailer:
         max_line_bytes: int = 1024 * 1024,
         multiline_start: str | None = None,
         multiline_timeout: float = 1.0,
+        container_format: ContainerFormat | None = None,
     ) -> None:
         self.patterns = patterns
+        self.container_format = container_format
         self.multiline_start = re.compile(multiline_start) if multiline_start else None
         self.multiline_timeout = multiline_timeout
         self.checkpoint_file = checkpoint_file
@@ -193,13 +199,23 @@ class Tailer:
             data = os.pread(fd, READ_BYTES, offset)
         except OSError:
             return None
-        usual = self.multiline_start is None and not followed.skipping
+        usual = (
+            self.multiline_start is None and self.container_format is None and not followed.skipping
+        )
         raw = self._whole_lines(data) if usual else None
         if raw is not None:
             return (
                 self._done(key, followed, fd, raw, None, offset, len(raw), False) if raw else None
             )
         lines, ends, used, skipping = self._lines(data, followed.skipping)
+        if self.container_format is not None:
+            made = self._containers(followed, lines, ends, offset)
+            if made.used != used:  # a line's open parts wait in the file, read again next time
+                skipping = followed.skipping if made.used == 0 else False
+                used = made.used
+            if not used:
+                return None
+            return self._done(key, followed, fd, b"", None, offset, used, skipping, made.records)
         if self.multiline_start is not None:
             lines, closed = self._grouped(followed, lines, ends, offset)
             if closed != used:  # the last group waits in the file, read again next time
@@ -219,12 +235,38 @@ class Tailer:
         offset: int,
         used: int,
         skipping: bool,
+        records: list[bytes] | None = None,
     ) -> Read:
         end = offset + used
         fingerprint = followed.fingerprint
         if offset < FINGERPRINT_BYTES or not fingerprint:
             fingerprint = _fingerprint(fd, end)
-        return Read(key, followed.path, raw, cut, end, fingerprint, skipping)
+        return Read(key, followed.path, raw, cut, end, fingerprint, skipping, records)
+
+    def _containers(
+        self, followed: _Followed, lines: list[str], ends: list[int], offset: int
+    ) -> Records:
+        """The records of a container runtime's log lines (see ``containers``). A line whose
+        last part has not come is read again at each poll until it comes, or until no part has
+        joined it for ``multiline_timeout`` seconds."""
+        assert self.container_format is not None
+        made = container_records(
+            self.container_format, lines, ends, followed.path, self.max_line_bytes
+        )
+        if made.open_end:
+            now = time.monotonic()
+            if followed.open_end != offset + made.open_end:
+                followed.open_end, followed.open_since = offset + made.open_end, now
+            elif now - followed.open_since >= self.multiline_timeout:
+                made = container_records(
+                    self.container_format,
+                    lines,
+                    ends,
+                    followed.path,
+                    self.max_line_bytes,
+                    close_open=True,
+                )
+        return made
 
     def _whole_lines(self, data: bytes) -> bytes | None:
         """The complete lines at the start of ``data`` as they are, when none is to be cut and

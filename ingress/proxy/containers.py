@@ -1,0 +1,178 @@
+"""Container runtimes' log files, as a `file` input with `container_format` reads them (what
+Fluent Bit's `cri` and `docker` parsers with its kubernetes filter's path metadata, and Vector's
+`kubernetes_logs` source, do).
+
+* ``cri`` (containerd, CRI-O: ``/var/log/pods/*/*/*.log``, ``/var/log/containers/*.log``): each
+  line is ``<time> <stream> <tag> <message>``; a tag ``P`` marks a part of a longer line whose
+  rest follows, ``F`` its last part.
+* ``docker`` (Docker's `json-file` driver, ``/var/lib/docker/containers/*/*-json.log``): each
+  line is ``{"log": "...\\n", "stream": "stdout", "time": "..."}``; a `log` not ending in a
+  newline is a part whose rest follows.
+
+A container's line becomes one record, its parts joined: ``{"timestamp": <the runtime's time of
+its first part>, "stream": ..., "log": <the line, without its newline>, "file": <path>,
+"kubernetes": {...}}``, with ``kubernetes`` holding what the file's path tells under
+Kubernetes' log layouts (namespace, pod, its uid, container, container id). A line that is not
+in the format is kept, as ``raw`` with the time it was read and the reason. The parts of a line
+still being written wait in the file (the checkpoint stays before them) until its last part
+comes, it reaches the input's line limit, or no part has come for its multiline timeout.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from bytefreezer.ingress.proxy.records import now_rfc3339
+from bytefreezer.lines import is_blank
+
+ContainerFormat = Literal["cri", "docker"]
+FORMATS: tuple[ContainerFormat, ...] = ("cri", "docker")
+
+# /var/log/pods/<namespace>_<pod>_<pod uid>/<container>/<restarts>.log
+_PODS = re.compile(r"(?:^|/)([^/_]+)_([^/_]+)_([0-9a-fA-F-]{8,})/([^/_]+)/\d+\.log$")
+# /var/log/containers/<pod>_<namespace>_<container>-<64 hex container id>.log
+_CONTAINERS = re.compile(r"(?:^|/)([^/_]+)_([^/_]+)_([^/_]+)-([0-9a-f]{64})\.log$")
+
+
+def kubernetes_fields(path: str) -> dict[str, str]:
+    """What a container log file's path says under Kubernetes' layouts (Fluent Bit's names);
+    empty for any other path."""
+    found = _PODS.search(path)
+    if found is not None:
+        namespace, pod, uid, container = found.groups()
+        return {
+            "namespace_name": namespace,
+            "pod_name": pod,
+            "pod_id": uid,
+            "container_name": container,
+        }
+    found = _CONTAINERS.search(path)
+    if found is not None:
+        pod, namespace, container, container_id = found.groups()
+        return {
+            "namespace_name": namespace,
+            "pod_name": pod,
+            "container_name": container,
+            "docker_id": container_id,
+        }
+    return {}
+
+
+@dataclass(slots=True)
+class _Part:
+    """A line of the log file, as its format reads it."""
+
+    time: str
+    stream: str
+    text: str
+    last: bool  # the last part of its container's line
+
+
+def _cri(line: str) -> _Part | str:
+    """A CRI log line's part, or why it is not one."""
+    pieces = line.split(" ", 3)
+    if len(pieces) < 3:
+        return "not a CRI log line (<time> <stream> <tag> <message>)"
+    time, stream, tags = pieces[0], pieces[1], pieces[2]
+    tag = tags.split(":", 1)[0]
+    if tag not in ("P", "F") or "T" not in time:
+        return "not a CRI log line (<time> <stream> <tag> <message>)"
+    return _Part(time, stream, pieces[3] if len(pieces) == 4 else "", tag == "F")
+
+
+def _docker(line: str) -> _Part | str:
+    """A Docker json-file log line's part, or why it is not one."""
+    try:
+        entry = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return "not a Docker json-file log line (not JSON)"
+    if not isinstance(entry, dict) or not isinstance(entry.get("log"), str):
+        return 'not a Docker json-file log line (no "log" text)'
+    text: str = entry["log"]
+    last = text.endswith("\n")
+    if last:
+        text = text[:-2] if text.endswith("\r\n") else text[:-1]
+    return _Part(str(entry.get("time") or ""), str(entry.get("stream") or ""), text, last)
+
+
+_PARSERS = {"cri": _cri, "docker": _docker}
+
+
+@dataclass
+class Records:
+    """The records of a read's lines, and where in the read the lines they used end (the parts
+    of a line still open after that are read again next time)."""
+
+    records: list[bytes] = field(default_factory=list)
+    used: int = 0  # bytes of the read the records account for
+    open_end: int = 0  # where the open line's last part ends (0: none open)
+
+
+def container_records(
+    fmt: ContainerFormat,
+    lines: Sequence[str],
+    ends: Sequence[int],
+    path: str,
+    max_line_bytes: int,
+    *,
+    close_open: bool = False,
+) -> Records:
+    """The records of ``lines`` (``ends``: where each ends in the read) of the file at
+    ``path``; a line's parts still open at the end are left for the next read unless
+    ``close_open`` (they waited long enough), or they reach ``max_line_bytes``."""
+    parse = _PARSERS[fmt]
+    kubernetes = kubernetes_fields(path)
+    out = Records()
+    first: _Part | None = None
+    texts: list[str] = []
+    size = 0
+
+    def record(part: _Part, text: str, partial: bool = False) -> None:
+        value: dict[str, Any] = {"timestamp": part.time, "stream": part.stream, "log": text}
+        if partial:
+            value["partial"] = True
+        value["file"] = path
+        if kubernetes:
+            value["kubernetes"] = kubernetes
+        out.records.append(orjson.dumps(value))
+
+    for line, end in zip(lines, ends, strict=True):
+        if is_blank(line):  # no record, as in any other file
+            if first is None:
+                out.used = end
+            continue
+        part = parse(line)
+        if isinstance(part, str):
+            if first is not None:  # a line's parts cut short by a line of something else
+                record(first, "".join(texts), partial=True)
+                first, texts, size = None, [], 0
+            raw: dict[str, Any] = {"timestamp": now_rfc3339(), "raw": line, "file": path}
+            if kubernetes:
+                raw["kubernetes"] = kubernetes
+            raw["container_log_error"] = part
+            out.records.append(orjson.dumps(raw))
+            out.used = end
+            continue
+        if first is None:
+            first = part
+        texts.append(part.text)
+        size += len(part.text)
+        if part.last or size >= max_line_bytes:
+            text = "".join(texts)
+            record(first, text[:max_line_bytes], partial=not part.last)
+            first, texts, size = None, [], 0
+            out.used = end
+        else:
+            out.open_end = end
+    if first is not None:
+        if close_open:
+            record(first, "".join(texts), partial=True)
+            out.used, out.open_end = out.open_end, 0
+    else:
+        out.open_end = 0
+    return out
