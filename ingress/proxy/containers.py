@@ -33,33 +33,28 @@ from bytefreezer.lines import is_blank
 ContainerFormat = Literal["cri", "docker"]
 FORMATS: tuple[ContainerFormat, ...] = ("cri", "docker")
 
-# /var/log/pods/<namespace>_<pod>_<pod uid>/<container>/<restarts>.log
-_PODS = re.compile(r"(?:^|/)([^/_]+)_([^/_]+)_([0-9a-fA-F-]{8,})/([^/_]+)/\d+\.log$")
-# /var/log/containers/<pod>_<namespace>_<container>-<64 hex container id>.log
-_CONTAINERS = re.compile(r"(?:^|/)([^/_]+)_([^/_]+)_([^/_]+)-([0-9a-f]{64})\.log$")
+# Kubernetes' two layouts, in the names Fluent Bit's kubernetes filter gives
+_LAYOUTS = (
+    # /var/log/pods/<namespace>_<pod>_<pod uid>/<container>/<restarts>.log
+    re.compile(
+        r"(?:^|/)(?P<namespace_name>[^/_]+)_(?P<pod_name>[^/_]+)_(?P<pod_id>[0-9a-fA-F-]{8,})"
+        r"/(?P<container_name>[^/_]+)/\d+\.log$"
+    ),
+    # /var/log/containers/<pod>_<namespace>_<container>-<64 hex container id>.log
+    re.compile(
+        r"(?:^|/)(?P<pod_name>[^/_]+)_(?P<namespace_name>[^/_]+)_(?P<container_name>[^/_]+)"
+        r"-(?P<docker_id>[0-9a-f]{64})\.log$"
+    ),
+)
 
 
 def kubernetes_fields(path: str) -> dict[str, str]:
-    """What a container log file's path says under Kubernetes' layouts (Fluent Bit's names);
-    empty for any other path."""
-    found = _PODS.search(path)
-    if found is not None:
-        namespace, pod, uid, container = found.groups()
-        return {
-            "namespace_name": namespace,
-            "pod_name": pod,
-            "pod_id": uid,
-            "container_name": container,
-        }
-    found = _CONTAINERS.search(path)
-    if found is not None:
-        pod, namespace, container, container_id = found.groups()
-        return {
-            "namespace_name": namespace,
-            "pod_name": pod,
-            "container_name": container,
-            "docker_id": container_id,
-        }
+    """What a container log file's path says under Kubernetes' layouts; empty for any other
+    path."""
+    for layout in _LAYOUTS:
+        found = layout.search(path)
+        if found is not None:
+            return found.groupdict()
     return {}
 
 
