@@ -504,8 +504,8 @@ def _proxy_input(**fields: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("inputs", "message"),
     [
-        ([_proxy_input(type="file")], "file inputs read the host's files"),
-        ([_proxy_input(type="journald")], "journald inputs read the host's files"),
+        ([_proxy_input(type="file", paths=["/var/log/a.log"])], "set kind: DaemonSet"),
+        ([_proxy_input(type="journald")], "journald inputs read the host's journal"),
         ([_proxy_input(type="kinesis", stream="s")], "kinesis inputs need AWS credentials"),
         ([_proxy_input(type="kinesis")], "a kinesis input needs stream"),
         ([_proxy_input(type="sqs", queueUrl="q")], "sqs inputs need AWS credentials"),
@@ -513,7 +513,7 @@ def _proxy_input(**fields: Any) -> dict[str, Any]:
         (
             [_proxy_input(type="amqp")],
             "type must be udp, tcp, syslog, http, netflow, sflow, ebpf, forward, nats, relp, "
-            "kinesis, sqs, mqtt or kafka",
+            "kinesis, sqs, mqtt, kafka or file",
         ),
         ([_proxy_input(type="kafka", servers=["k:9092"])], "a kafka input needs servers"),
         ([_proxy_input(type="tcp", sharedKey="s")], "sharedKey is for forward inputs"),
@@ -539,6 +539,78 @@ def test_proxy_bad_inputs_fail_with_an_actionable_message(
 ) -> None:
     with pytest.raises(helm_python.HelmError) as info:
         render(PROXY, {"inputs": inputs})
+    assert message in str(info.value)
+
+
+def test_proxy_daemonset_follows_each_nodes_container_logs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    objects = render(PROXY, scenario(PROXY, "daemonset.yaml"), release="edge")
+    daemonset = find(objects, "DaemonSet", "edge-proxy")
+    assert not [o for o in objects if o["kind"] in ("Deployment", "PersistentVolumeClaim")]
+    assert "replicas" not in daemonset["spec"]
+    pod = daemonset["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for path in ("/var/log", "/var/lib/docker/containers"):  # the node's logs, read-only
+        assert mounts[path]["readOnly"] is True
+        assert volumes[mounts[path]["name"]]["hostPath"] == {"path": path, "type": "Directory"}
+    # the spool and the files' checkpoints stay on the node across restarts
+    assert volumes["spool"]["hostPath"] == {
+        "path": "/var/lib/bytefreezer-proxy/edge-proxy",
+        "type": "DirectoryOrCreate",
+    }
+    assert mounts["/spool"]["name"] == "spool"
+    assert pod["securityContext"]["runAsUser"] == 0  # the runtimes' log files are root's
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    service = find(objects, "Service", "edge-proxy")  # the syslog listener only
+    assert [(p["port"], p["protocol"]) for p in service["spec"]["ports"]] == [(5514, "UDP")]
+    text = find(objects, "ConfigMap", "edge-proxy-config")["data"]["proxy.yaml"]
+    for name in ("PODS", "DOCKER", "SYSLOG"):
+        monkeypatch.setenv(f"BYTEFREEZER_PROXY_KEY_{name}", "bfk_key")
+    (tmp_path / "proxy.yaml").write_text(text)
+    loaded = load_proxy_config(tmp_path / "proxy.yaml")  # a configuration the proxy takes
+    pods, docker = loaded.inputs[0], loaded.inputs[1]
+    assert (pods.type, pods.paths, pods.container_format) == (
+        "file",
+        ["/var/log/pods/*/*/*.log"],
+        "cri",
+    )
+    assert (docker.container_format, docker.read_from) == ("docker", "end")
+    assert loaded.spool_dir.parent == Path("/spool")  # on the node's directory
+    values = scenario(PROXY, "daemonset.yaml")
+    values["daemonset"]["runAsRoot"] = False
+    rootless = render(PROXY, values, release="edge")
+    context = find(rootless, "DaemonSet", "edge-proxy")["spec"]["template"]["spec"]
+    assert context["securityContext"]["runAsUser"] == 10001
+    said = notes(PROXY, scenario(PROXY, "daemonset.yaml"))
+    assert "pods: file following /var/log/pods/*/*/*.log (cri container logs) on every node" in said
+    assert "syslog: syslog/udp on port 5514" in said
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"inputs": [_proxy_input(type="file")]}, "a file input needs paths"),
+        (
+            {"inputs": [_proxy_input(type="file", paths=["/srv/app/*.log"])]},
+            "path /srv/app/*.log is not under daemonset.hostPaths",
+        ),
+        (
+            {"inputs": [_proxy_input(type="file", paths=["/var/log/x"], containerFormat="crio")]},
+            "containerFormat is cri (containerd, CRI-O) or docker",
+        ),
+        (
+            {"kind": "StatefulSet", "inputs": [_proxy_input(type="tcp")]},
+            "value must be one of 'Deployment', 'DaemonSet'",
+        ),
+    ],
+)
+def test_proxy_daemonset_values_are_checked(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm_python.HelmError) as info:
+        render(PROXY, {"kind": "DaemonSet", **values})
     assert message in str(info.value)
 
 

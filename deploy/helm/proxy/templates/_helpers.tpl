@@ -22,7 +22,7 @@ app.kubernetes.io/component: proxy
 {{- end -}}
 
 {{- define "proxy.listens" -}}
-{{- if not (has .type (list "nats" "kinesis" "sqs" "mqtt" "kafka")) -}}true{{- end -}}
+{{- if not (has .type (list "nats" "kinesis" "sqs" "mqtt" "kafka" "file")) -}}true{{- end -}}
 {{- end -}}
 
 {{- define "proxy.protocol" -}}
@@ -45,7 +45,7 @@ app.kubernetes.io/component: proxy
 {{- $problems := list -}}
 {{- if not .Values.inputs -}}{{- $problems = append $problems "inputs: give at least one listener" -}}{{- end -}}
 {{- range .Values.inputs -}}
-{{- if has .type (list "file" "journald") -}}{{- $problems = append $problems (printf "inputs %q: %s inputs read the host's files; run bytefreezer proxy on the host (this chart's Deployment mounts no host paths)" .name .type) -}}{{- else if not (has .type (list "udp" "tcp" "syslog" "http" "netflow" "sflow" "ebpf" "forward" "nats" "relp" "kinesis" "sqs" "mqtt" "kafka")) -}}{{- $problems = append $problems (printf "inputs %q: type must be udp, tcp, syslog, http, netflow, sflow, ebpf, forward, nats, relp, kinesis, sqs, mqtt or kafka" .name) -}}{{- end -}}
+{{- if and (eq .type "file") (ne $.Values.kind "DaemonSet") -}}{{- $problems = append $problems (printf "inputs %q: file inputs read a node's files: set kind: DaemonSet (a proxy on every node, daemonset.hostPaths mounted), or run bytefreezer proxy on the host" .name) -}}{{- else if eq .type "journald" -}}{{- $problems = append $problems (printf "inputs %q: journald inputs read the host's journal with its journalctl; run bytefreezer proxy on the host" .name) -}}{{- else if not (has .type (list "udp" "tcp" "syslog" "http" "netflow" "sflow" "ebpf" "forward" "nats" "relp" "kinesis" "sqs" "mqtt" "kafka" "file")) -}}{{- $problems = append $problems (printf "inputs %q: type must be udp, tcp, syslog, http, netflow, sflow, ebpf, forward, nats, relp, kinesis, sqs, mqtt, kafka or file" .name) -}}{{- end -}}
 {{- if and (eq .type "kinesis") (not .stream) -}}{{- $problems = append $problems (printf "inputs %q: a kinesis input needs stream" .name) -}}{{- end -}}
 {{- if and (eq .type "sqs") (not .queueUrl) -}}{{- $problems = append $problems (printf "inputs %q: an sqs input needs queueUrl" .name) -}}{{- end -}}
 {{- if and (has .type (list "kinesis" "sqs")) (not (or $.Values.aws.existingSecret $.Values.serviceAccount.annotations)) -}}{{- $problems = append $problems (printf "inputs %q: %s inputs need AWS credentials: aws.existingSecret, or serviceAccount.annotations for a role (IRSA)" .name .type) -}}{{- end -}}
@@ -58,7 +58,10 @@ app.kubernetes.io/component: proxy
 {{- if and .caSecret (ne .type "kafka") -}}{{- $problems = append $problems (printf "inputs %q: caSecret (a Secret with ca.crt, the CA of a kafka input's brokers) is for kafka inputs" .name) -}}{{- else if and .caSecret (not .tls) -}}{{- $problems = append $problems (printf "inputs %q: caSecret is the CA of brokers reached over TLS: set tls: true" .name) -}}{{- end -}}
 {{- if and .sharedKey (ne .type "forward") -}}{{- $problems = append $problems (printf "inputs %q: sharedKey is for forward inputs" .name) -}}{{- end -}}
 {{- if and .users (not .sharedKey) -}}{{- $problems = append $problems (printf "inputs %q: users are proven in the shared-key handshake; set sharedKey" .name) -}}{{- end -}}
-{{- if not (and .name .tenant .dataset (or .port (has .type (list "nats" "kinesis" "sqs" "mqtt" "kafka")))) -}}{{- $problems = append $problems (printf "inputs %q: name, port, tenant and dataset are required" (.name | default "?")) -}}{{- end -}}
+{{- if and (eq .type "file") (not .paths) -}}{{- $problems = append $problems (printf "inputs %q: a file input needs paths (globs of the node's files under daemonset.hostPaths, /var/log/pods/*/*/*.log)" .name) -}}{{- end -}}
+{{- if and (eq .type "file") .paths -}}{{- $input := .name -}}{{- range .paths -}}{{- $path := . -}}{{- $under := false -}}{{- range $.Values.daemonset.hostPaths -}}{{- if hasPrefix (printf "%s/" (trimSuffix "/" .)) $path -}}{{- $under = true -}}{{- end -}}{{- end -}}{{- if not $under -}}{{- $problems = append $problems (printf "inputs %q: path %s is not under daemonset.hostPaths (the node's directories mounted in the pod)" $input $path) -}}{{- end -}}{{- end -}}{{- end -}}
+{{- if and .containerFormat (not (has .containerFormat (list "cri" "docker"))) -}}{{- $problems = append $problems (printf "inputs %q: containerFormat is cri (containerd, CRI-O) or docker (json-file)" .name) -}}{{- end -}}
+{{- if not (and .name .tenant .dataset (or .port (has .type (list "nats" "kinesis" "sqs" "mqtt" "kafka" "file")))) -}}{{- $problems = append $problems (printf "inputs %q: name, port, tenant and dataset are required" (.name | default "?")) -}}{{- end -}}
 {{- end -}}
 {{- if and .Values.monitoring.prometheusRule.enabled (not .Values.monitoring.enabled) -}}{{- $problems = append $problems "monitoring.prometheusRule.enabled=true alerts on the proxy's /metrics: set monitoring.enabled=true (and a ServiceMonitor, or your own scrape)" -}}{{- end -}}
 {{- if and .Values.tls.enabled (not .Values.tls.existingSecret) -}}{{- $problems = append $problems "tls.enabled=true needs tls.existingSecret (a Secret with tls.crt and tls.key)" -}}{{- end -}}
