@@ -58,30 +58,24 @@ def kubernetes_fields(path: str) -> dict[str, str]:
     return {}
 
 
-@dataclass(slots=True)
-class _Part:
-    """A line of the log file, as its format reads it."""
-
-    time: str
-    stream: str
-    text: str
-    last: bool  # the last part of its container's line
+# A line of the log file as its format reads it: the runtime's time, the stream, the text, and
+# whether it is the last part of its container's line; or why it is not one.
+_Part = tuple[str, str, str, bool]
+_NOT_CRI = "not a CRI log line (<time> <stream> <tag> <message>)"
 
 
 def _cri(line: str) -> _Part | str:
-    """A CRI log line's part, or why it is not one."""
     pieces = line.split(" ", 3)
     if len(pieces) < 3:
-        return "not a CRI log line (<time> <stream> <tag> <message>)"
+        return _NOT_CRI
     time, stream, tags = pieces[0], pieces[1], pieces[2]
-    tag = tags.split(":", 1)[0]
-    if tag not in ("P", "F") or "T" not in time:
-        return "not a CRI log line (<time> <stream> <tag> <message>)"
-    return _Part(time, stream, pieces[3] if len(pieces) == 4 else "", tag == "F")
+    tag = tags if len(tags) == 1 else tags.split(":", 1)[0]
+    if (tag != "F" and tag != "P") or "T" not in time:
+        return _NOT_CRI
+    return time, stream, pieces[3] if len(pieces) == 4 else "", tag == "F"
 
 
 def _docker(line: str) -> _Part | str:
-    """A Docker json-file log line's part, or why it is not one."""
     try:
         entry = orjson.loads(line)
     except orjson.JSONDecodeError:
@@ -92,7 +86,7 @@ def _docker(line: str) -> _Part | str:
     last = text.endswith("\n")
     if last:
         text = text[:-2] if text.endswith("\r\n") else text[:-1]
-    return _Part(str(entry.get("time") or ""), str(entry.get("stream") or ""), text, last)
+    return str(entry.get("time") or ""), str(entry.get("stream") or ""), text, last
 
 
 _PARSERS = {"cri": _cri, "docker": _docker}
@@ -122,44 +116,52 @@ def container_records(
     ``close_open`` (they waited long enough), or they reach ``max_line_bytes``."""
     parse = _PARSERS[fmt]
     kubernetes = kubernetes_fields(path)
+    # where every record of the file ends: encoded once, not for each line
+    tail = b',"file":' + orjson.dumps(path)
+    if kubernetes:
+        tail += b',"kubernetes":' + orjson.dumps(kubernetes)
+    tail += b"}"
     out = Records()
+    records = out.records
+    dumps = orjson.dumps
     first: _Part | None = None
     texts: list[str] = []
     size = 0
 
     def record(part: _Part, text: str, partial: bool = False) -> None:
-        value: dict[str, Any] = {"timestamp": part.time, "stream": part.stream, "log": text}
+        value: dict[str, Any] = {"timestamp": part[0], "stream": part[1], "log": text}
         if partial:
             value["partial"] = True
-        value["file"] = path
-        if kubernetes:
-            value["kubernetes"] = kubernetes
-        out.records.append(orjson.dumps(value))
+        records.append(dumps(value)[:-1] + tail)
 
     for line, end in zip(lines, ends, strict=True):
+        part = parse(line)
+        if type(part) is tuple and part[3] and first is None and len(part[2]) < max_line_bytes:
+            # the usual line: whole, nothing open before it
+            records.append(
+                dumps({"timestamp": part[0], "stream": part[1], "log": part[2]})[:-1] + tail
+            )
+            out.used = end
+            continue
         if is_blank(line):  # no record, as in any other file
             if first is None:
                 out.used = end
             continue
-        part = parse(line)
         if isinstance(part, str):
             if first is not None:  # a line's parts cut short by a line of something else
                 record(first, "".join(texts), partial=True)
                 first, texts, size = None, [], 0
-            raw: dict[str, Any] = {"timestamp": now_rfc3339(), "raw": line, "file": path}
-            if kubernetes:
-                raw["kubernetes"] = kubernetes
-            raw["container_log_error"] = part
-            out.records.append(orjson.dumps(raw))
+            raw = {"timestamp": now_rfc3339(), "raw": line, "container_log_error": part}
+            records.append(dumps(raw)[:-1] + tail)
             out.used = end
             continue
         if first is None:
             first = part
-        texts.append(part.text)
-        size += len(part.text)
-        if part.last or size >= max_line_bytes:
+        texts.append(part[2])
+        size += len(part[2])
+        if part[3] or size >= max_line_bytes:
             text = "".join(texts)
-            record(first, text[:max_line_bytes], partial=not part.last)
+            record(first, text[:max_line_bytes], partial=not part[3])
             first, texts, size = None, [], 0
             out.used = end
         else:

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from bytefreezer.ingress.proxy.containers import container_records, kubernetes_fields
@@ -41,7 +43,9 @@ def test_kubernetes_fields_from_both_log_layouts() -> None:
     assert kubernetes_fields(f"/var/lib/docker/containers/{CID}/{CID}-json.log") == {}
 
 
-def _records(fmt: str, lines: list[str], *, close_open: bool = False) -> tuple[list[dict], int]:
+def _records(
+    fmt: str, lines: list[str], *, close_open: bool = False, limit: int = 100
+) -> tuple[list[dict], int]:
     ends, at = [], 0
     for line in lines:
         at += len(line) + 1
@@ -51,7 +55,7 @@ def _records(fmt: str, lines: list[str], *, close_open: bool = False) -> tuple[l
         lines,
         ends,
         "/var/log/app.log",
-        100,
+        limit,
         close_open=close_open,
     )
     return [json.loads(r) for r in made.records], made.used
@@ -97,6 +101,41 @@ def test_open_parts_wait_until_their_last_part_or_until_closed() -> None:
     long = [f"2026-01-01T10:00:0{n}Z stdout P " + "x" * 40 for n in range(3)]
     records, _ = _records("cri", long)
     assert len(records) == 1 and len(records[0]["log"]) == 100 and records[0]["partial"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    parts=st.lists(
+        st.tuples(
+            st.sampled_from(["stdout", "stderr"]),
+            st.text(st.characters(blacklist_characters="\n\r"), max_size=30),
+            st.booleans(),
+        ),
+        max_size=12,
+    ),
+    close_open=st.booleans(),
+)
+def test_cri_parts_join_as_the_runtime_split_them(
+    parts: list[tuple[str, str, bool]], close_open: bool
+) -> None:
+    """Any run of parts: each line the container wrote is its parts joined, in order, with the
+    time of its first part; a line still open waits (its bytes not used) unless closed."""
+    lines = [f"2026-01-01T10:00:00.{n:09d}Z {s} {'F' if last else 'P'} {t}" for n, (s, t, last) in enumerate(parts)]  # fmt: skip
+    expected, group, used, at = [], [], 0, 0
+    for n, (line, (_, text, last)) in enumerate(zip(lines, parts, strict=True)):
+        at += len(line) + 1
+        group.append((n, text))
+        if last:
+            expected.append((group[0][0], "".join(t for _, t in group), False))
+            group, used = [], at
+    if group and close_open:
+        expected.append((group[0][0], "".join(t for _, t in group), True))
+        used = at
+    records, got_used = _records("cri", lines, close_open=close_open, limit=1 << 20)
+    assert [(int(r["timestamp"][20:29]), r["log"], r.get("partial", False)) for r in records] == (
+        expected
+    )
+    assert got_used == used
 
 
 def test_docker_json_file_lines_and_their_parts() -> None:
