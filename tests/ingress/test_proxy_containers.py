@@ -108,7 +108,10 @@ def test_open_parts_wait_until_their_last_part_or_until_closed() -> None:
     parts=st.lists(
         st.tuples(
             st.sampled_from(["stdout", "stderr"]),
-            st.text(st.characters(blacklist_characters="\n\r"), max_size=30),
+            st.text(
+                st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"),
+                max_size=30,
+            ),
             st.booleans(),
         ),
         max_size=12,
