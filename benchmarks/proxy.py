@@ -18,8 +18,10 @@ to the proxy's `http` input, each answered once its lines are spooled, fsync'd; 
 `benchmarks/ingest.py`'s bare Starlette-on-Hypercorn endpoint writing each body to a file, taking
 turns the same way. Last, the same events as a file that appears whole in the directory a `file`
 input follows, timed until the proxy's stats count every line spooled; the baseline reads the
-file, gzips its lines in 1 MiB batches and writes each with an fsync (``bare_tail``). Then the
-same events as one gzip'd object in moto's S3, announced by an S3 event notification on moto's
+file, gzips its lines in 1 MiB batches and writes each with an fsync (``bare_tail``); and again
+with each event written as a container runtime writes a line (CRI: `<time> stdout F <event>`),
+read by a `file` input with `container_format: cri`, against the same baseline on that file. Then
+the same events as one gzip'd object in moto's S3, announced by an S3 event notification on moto's
 SQS, timed until an `sqs` input with `s3_notifications` has spooled every line; the baseline
 reads the same object with botocore, inflates it and spools its lines as ``bare_tail`` does
 (``bare_s3``). Last, journal files of generated entries (systemd-journal-remote writes them),
@@ -37,8 +39,9 @@ replays a capture of 20,000 TCP packets once, its datagrams caught; each pass se
 so the kernel drops none), and counts the CPU time the proxy's process spent until every sample
 was decoded and spooled; the baseline is a bare UDP receiver spooling the same datagrams raw
 (gzip'd and fsync'd in 1 MiB batches), its CPU time counted the same way. Merges the figures
-into benchmarks/results/latest.json under "forward", "proxy_http", "proxy_file", "proxy_sqs",
-"proxy_journald", "proxy_mqtt", "proxy_kafka" and "proxy_sflow".
+into benchmarks/results/latest.json under "forward", "proxy_http", "proxy_file",
+"proxy_containers", "proxy_sqs", "proxy_journald", "proxy_mqtt", "proxy_kafka" and
+"proxy_sflow".
 """
 
 from __future__ import annotations
@@ -287,10 +290,20 @@ def bare_spool(chunks: Iterator[bytes], spool: Path) -> None:
         flush()
 
 
-def file_passes(work: Path, lines: list[bytes], passes: int) -> dict[str, object]:
-    """The proxy's file input following a file as it appears, against ``bare_tail``."""
+def file_passes(
+    work: Path, lines: list[bytes], passes: int, container_format: str | None = None
+) -> dict[str, object]:
+    """The proxy's file input following a file as it appears, against ``bare_tail``; with
+    ``container_format`` "cri", the file is the events as a container runtime writes them (each
+    a line `<time> stdout F <event>`) and the input reads it as such."""
     source = work / "events.log"
-    source.write_bytes(b"\n".join(lines) + b"\n")
+    if container_format == "cri":
+        stamps = [b"2026-01-01T00:%02d:%02d.%09dZ" % (n // 60 % 60, n % 60, n) for n in range(len(lines))]  # fmt: skip
+        cri = b"".join(b"%s stdout F %s\n" % pair for pair in zip(stamps, lines, strict=True))
+        source.write_bytes(cri)
+    else:
+        source.write_bytes(b"\n".join(lines) + b"\n")
+    extra = {"container_format": container_format} if container_format else {}
     logs = work / "logs"
     runs: dict[str, list[float]] = {"bare": [], "proxy": []}
     proxy_port, api_port = free_port(), free_port()
@@ -300,7 +313,9 @@ def file_passes(work: Path, lines: list[bytes], passes: int) -> dict[str, object
         shutil.rmtree(logs, ignore_errors=True)
         logs.mkdir()
         # the input's default poll interval (0.25 s): a file with lines is read again at once
-        proxy = start_proxy(work, proxy_port, api_port, "file", paths=[str(logs / "*.log")])
+        proxy = start_proxy(
+            work, proxy_port, api_port, "file", paths=[str(logs / "*.log")], **extra
+        )
         try:
             wait_port(api_port)
             started = time.perf_counter()
@@ -880,6 +895,13 @@ def main() -> None:
             f"read + gzip + fsync {tail['bare_mb_per_s']} MB/s; ratio {tail['ratio']:.2f}x "
             f"({_pairs_text(tail)})"
         )
+        pods = file_passes(work, lines, args.passes, container_format="cri")
+        print(
+            f"proxy file input reading CRI container logs, a {pods['mb']} MB file of "
+            f"{pods['records']:,} lines → records in the spool: {pods['proxy_mb_per_s']} MB/s "
+            f"({pods['proxy_records_per_s']:,} lines/s); bare read + gzip + fsync "
+            f"{pods['bare_mb_per_s']} MB/s; ratio {pods['ratio']:.2f}x ({_pairs_text(pods)})"
+        )
         queued = sqs_passes(work, lines, args.passes)
         print(
             f"proxy sqs input, a {queued['object_mb']} MB gzip'd object of {queued['records']:,} "
@@ -920,7 +942,8 @@ def main() -> None:
             f"{sampled['ratio']:.2f}x ({_pairs_text(sampled)})"
         )
         merge_results(
-            {"forward": result, "proxy_http": http, "proxy_file": tail, "proxy_sqs": queued,
+            {"forward": result, "proxy_http": http, "proxy_file": tail,
+             "proxy_containers": pods, "proxy_sqs": queued,
              "proxy_journald": journal, "proxy_mqtt": subscribed, "proxy_kafka": consumed,
              "proxy_sflow": sampled}
         )  # fmt: skip
