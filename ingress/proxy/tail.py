@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import glob
 import hashlib
-import itertools
 import os
 import re
 import time
@@ -24,11 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from bytefreezer.ingress.proxy import checkpoints
 from bytefreezer.ingress.proxy.containers import ContainerFormat, Records, container_records
 from bytefreezer.ingress.proxy.inotify import pattern_directory
 from bytefreezer.ingress.proxy.records import split_lines
-from bytefreezer.lines import longest_line
+from bytefreezer.lines import longest_line, newline_positions
 
 FINGERPRINT_BYTES = 256
 READ_BYTES = 4 * 1024 * 1024  # read per file and poll at most
@@ -288,15 +289,17 @@ class Tailer:
         lines: list[str] = []
         ends: list[int] = []
         complete = data[:end]
-        raws = complete.split(b"\n")[:-1]
-        if raws and not skipping and max(map(len, raws)) <= self.max_line_bytes:
+        raws: list[bytes] = []
+        if complete and not skipping and longest_line(complete) <= self.max_line_bytes:
             # the usual read: no line to cut, decoded at once (a newline is never inside a
-            # UTF-8 sequence, so this is what decoding line by line gives)
+            # UTF-8 sequence, so this is what decoding line by line gives), and where each
+            # line ends found by numpy
             lines = complete.decode("utf-8", "replace").split("\n")[:-1]
             if b"\r" in complete:
                 lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-            ends = list(itertools.accumulate(len(raw) + 1 for raw in raws))
-            raws = []
+            ends = (newline_positions(np.frombuffer(complete, np.uint8)) + 1).tolist()
+        elif complete:
+            raws = complete.split(b"\n")[:-1]
         if raws:
             at = 0
             for raw in raws:
