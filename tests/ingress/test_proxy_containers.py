@@ -250,3 +250,6 @@ def test_kubernetes_pod_logs_to_parquet(receiver: Receiver, tmp_path: Path) -> N
         "docker_id": CID,
     }
     assert rows[0]["file"] == str(log)
+    # partitioned by the runtime's time of each line (nanoseconds and all)
+    part = receiver.settings.data_dir / "destination" / "acme" / "web" / "year=2026"
+    assert (part / "month=01" / "day=01" / "hour=10").is_dir()
