@@ -100,6 +100,13 @@ class Records:
     records: list[bytes] = field(default_factory=list)
     used: int = 0  # bytes of the read the records account for
     open_end: int = 0  # where the open line's last part ends (0: none open)
+    open_record: bytes = b""  # the open line's parts so far, as a partial record
+
+    def close(self) -> None:
+        """The open line waited long enough: its parts so far are a record."""
+        if self.open_end:
+            self.records.append(self.open_record)
+            self.used, self.open_end, self.open_record = self.open_end, 0, b""
 
 
 def container_records(
@@ -128,11 +135,11 @@ def container_records(
     texts: list[str] = []
     size = 0
 
-    def record(part: _Part, text: str, partial: bool = False) -> None:
+    def record(part: _Part, text: str, partial: bool = False) -> bytes:
         value: dict[str, Any] = {"timestamp": part[0], "stream": part[1], "log": text}
         if partial:
             value["partial"] = True
-        records.append(dumps(value)[:-1] + tail)
+        return dumps(value)[:-1] + tail
 
     for line, end in zip(lines, ends, strict=True):
         part = parse(line)
@@ -149,7 +156,7 @@ def container_records(
             continue
         if isinstance(part, str):
             if first is not None:  # a line's parts cut short by a line of something else
-                record(first, "".join(texts), partial=True)
+                records.append(record(first, "".join(texts), partial=True))
                 first, texts, size = None, [], 0
             raw = {"timestamp": now_rfc3339(), "raw": line, "container_log_error": part}
             records.append(dumps(raw)[:-1] + tail)
@@ -161,15 +168,15 @@ def container_records(
         size += len(part[2])
         if part[3] or size >= max_line_bytes:
             text = "".join(texts)
-            record(first, text[:max_line_bytes], partial=not part[3])
+            records.append(record(first, text[:max_line_bytes], partial=not part[3]))
             first, texts, size = None, [], 0
             out.used = end
         else:
             out.open_end = end
-    if first is not None:
-        if close_open:
-            record(first, "".join(texts), partial=True)
-            out.used, out.open_end = out.open_end, 0
-    else:
+    if first is None:
         out.open_end = 0
+    else:
+        out.open_record = record(first, "".join(texts), partial=True)
+        if close_open:
+            out.close()
     return out

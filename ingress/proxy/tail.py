@@ -209,22 +209,20 @@ class Tailer:
                 self._done(key, followed, fd, raw, None, offset, len(raw), False) if raw else None
             )
         lines, ends, used, skipping = self._lines(data, followed.skipping)
+        records: list[bytes] | None = None
+        closed = used
         if self.container_format is not None:
             made = self._containers(followed, lines, ends, offset)
-            if made.used != used:  # a line's open parts wait in the file, read again next time
-                skipping = followed.skipping if made.used == 0 else False
-                used = made.used
-            if not used:
-                return None
-            return self._done(key, followed, fd, b"", None, offset, used, skipping, made.records)
-        if self.multiline_start is not None:
+            records, closed = made.records, made.used
+        elif self.multiline_start is not None:
             lines, closed = self._grouped(followed, lines, ends, offset)
-            if closed != used:  # the last group waits in the file, read again next time
-                skipping = followed.skipping if closed == 0 else False
-                used = closed
+        if closed != used:  # the last group (a line's parts) waits in the file, read again
+            skipping = followed.skipping if closed == 0 else False
+            used = closed
         if not used:
             return None
-        return self._done(key, followed, fd, b"", lines, offset, used, skipping)
+        cut = None if records is not None else lines
+        return self._done(key, followed, fd, b"", cut, offset, used, skipping, records)
 
     def _done(
         self,
@@ -254,20 +252,18 @@ class Tailer:
         made = container_records(
             self.container_format, lines, ends, followed.path, self.max_line_bytes
         )
-        if made.open_end:
-            now = time.monotonic()
-            if followed.open_end != offset + made.open_end:
-                followed.open_end, followed.open_since = offset + made.open_end, now
-            elif now - followed.open_since >= self.multiline_timeout:
-                made = container_records(
-                    self.container_format,
-                    lines,
-                    ends,
-                    followed.path,
-                    self.max_line_bytes,
-                    close_open=True,
-                )
+        if made.open_end and self._waited(followed, offset + made.open_end):
+            made.close()
         return made
+
+    def _waited(self, followed: _Followed, open_end: int) -> bool:
+        """Whether the group still open at the end of a read (ending at ``open_end`` in the
+        file) has had nothing join it for ``multiline_timeout`` seconds: it is complete."""
+        now = time.monotonic()
+        if followed.open_end != open_end:
+            followed.open_end, followed.open_since = open_end, now
+            return False
+        return now - followed.open_since >= self.multiline_timeout
 
     def _whole_lines(self, data: bytes) -> bytes | None:
         """The complete lines at the start of ``data`` as they are, when none is to be cut and
@@ -340,13 +336,9 @@ class Tailer:
             group.append(line)
             size += len(line) + 1
             group_end = end
-        if group:
-            now = time.monotonic()
-            if followed.open_end != offset + group_end:
-                followed.open_end, followed.open_since = offset + group_end, now
-            elif now - followed.open_since >= self.multiline_timeout:
-                records.append("\n".join(group))
-                closed_end = group_end
+        if group and self._waited(followed, offset + group_end):
+            records.append("\n".join(group))
+            closed_end = group_end
         return records, closed_end
 
     def commit(self, read: Read) -> None:
