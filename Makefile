@@ -52,10 +52,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	bash .ci/typecheck
 
-# The suite runs on two workers (pytest-xdist), each with its own SeaweedFS and free ports:
-# 1050 tests in 585 s here, against 1045 s on one.
 test: system-deps lint typecheck ## lint, type-check and run the test suite
-	$(BIN)/pytest -q -n 2
+	$(BIN)/pytest -q
 
 bench: $(STAMP) system-deps ## run the benchmarks and print ratios against baselines (the proxy's use mosquitto, systemd-journal-remote and pmacct)
 	$(BIN)/python benchmarks/e2e.py
